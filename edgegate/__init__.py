@@ -1,0 +1,3 @@
+"""edgegate: the vehicle checkpoint controller of a closed chemical park."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The pure core: domain types, events, policy, projections. No I/O lives here."""
