@@ -1,0 +1,5 @@
+import sys
+
+from edgegate.cli.main import main
+
+sys.exit(main())

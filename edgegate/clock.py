@@ -1,0 +1,35 @@
+"""The real clock of the gate PC."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+_BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+def read_boot_id() -> str:
+    """The kernel's boot id; monotonic times are only comparable within one boot."""
+    try:
+        return _BOOT_ID_PATH.read_text().strip()
+    except OSError:
+        # Not Linux: a per-process id keeps "same boot" comparisons conservative.
+        return f"process-{uuid.uuid4()}"
+
+
+class SystemClock:
+    """``time.time_ns`` and ``time.monotonic_ns`` with the kernel's boot id."""
+
+    def __init__(self) -> None:
+        self._boot_id = read_boot_id()
+
+    @property
+    def boot_id(self) -> str:
+        return self._boot_id
+
+    def wall_ns(self) -> int:
+        return time.time_ns()
+
+    def mono_ns(self) -> int:
+        return time.monotonic_ns()

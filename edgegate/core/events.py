@@ -1,0 +1,426 @@
+"""Everything a gate records, as typed, versioned events.
+
+Each event class has a stable ``TYPE`` name and a schema ``VERSION``. Events are stored as a
+msgpack map of their fields (``lane`` is a column of its own). When a class's fields change,
+its version is bumped and an upcaster turns the stored map of the old version into the map of
+the next, so old logs stay readable forever (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+
+import msgpack
+
+from edgegate.core.codec import CodecError, DataclassCodec
+from edgegate.core.domain import Direction, PlateColour, VehicleCategory
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all events. ``lane`` is None for gate-wide events."""
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    lane: str | None = None
+
+
+E = TypeVar("E", bound=type[Event])
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+_REGISTRY: dict[str, type[Event]] = {}
+_CODECS: dict[type[Event], DataclassCodec] = {}
+_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class EventDecodeError(ValueError):
+    """A stored event that cannot be turned back into its class (names type, version, why)."""
+
+
+def event_type(name: str, version: int = 1) -> Callable[[E], E]:
+    """Register an event class under a stable type name and schema version."""
+
+    def register(cls: E) -> E:
+        if name in _REGISTRY:
+            raise ValueError(f"event type {name!r} registered twice")
+        cls.TYPE = name
+        cls.VERSION = version
+        _REGISTRY[name] = cls
+        _CODECS[cls] = DataclassCodec(cls, exclude=frozenset({"lane"}))
+        return cls
+
+    return register
+
+
+def upcaster(name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register a function turning the map of ``name`` v``from_version`` into v+1."""
+
+    def register(fn: Upcaster) -> Upcaster:
+        _UPCASTERS[(name, from_version)] = fn
+        return fn
+
+    return register
+
+
+def registered_types() -> dict[str, type[Event]]:
+    return dict(_REGISTRY)
+
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode(event: Event) -> bytes:
+    """The stored payload of an event: a msgpack map of its fields, without ``lane``."""
+    return _packb(_CODECS[type(event)].to_map(event))
+
+
+def to_map(event: Event) -> dict[str, Any]:
+    """The event's fields as msgpack/JSON-friendly values (without ``lane``)."""
+    return _CODECS[type(event)].to_map(event)
+
+
+def upcast(type_name: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a stored map of ``version`` up to the registered class's current version."""
+    cls = _REGISTRY.get(type_name)
+    if cls is None:
+        raise EventDecodeError(f"unknown event type {type_name!r}")
+    if version > cls.VERSION:
+        raise EventDecodeError(
+            f"{type_name} v{version} is newer than this software knows (v{cls.VERSION})"
+        )
+    while version < cls.VERSION:
+        step = _UPCASTERS.get((type_name, version))
+        if step is None:
+            raise EventDecodeError(f"no upcaster for {type_name} v{version} -> v{version + 1}")
+        data = step(data)
+        version += 1
+    return data
+
+
+def decode(type_name: str, version: int, payload: bytes, lane: str | None = None) -> Event:
+    """Rebuild an event from its stored form, upcasting old versions."""
+    try:
+        data = msgpack.unpackb(payload, raw=False)
+    except Exception as exc:
+        raise EventDecodeError(f"{type_name} v{version}: payload is not msgpack: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EventDecodeError(f"{type_name} v{version}: payload is not a map")
+    data = upcast(type_name, version, data)
+    cls = _REGISTRY[type_name]
+    try:
+        event: Event = _CODECS[cls].from_map(data, lane=lane)
+    except (CodecError, TypeError, ValueError) as exc:
+        raise EventDecodeError(f"{type_name} v{version}: {exc}") from exc
+    return event
+
+
+# --- vocabularies ---------------------------------------------------------------------------
+
+
+class Loop(enum.StrEnum):
+    ARMING = "arming"  # before the arm: a vehicle is waiting
+    SAFETY = "safety"  # under the arm: never close while occupied
+    EXIT = "exit"  # after the arm: the vehicle has passed
+
+
+class BarrierCommand(enum.StrEnum):
+    OPEN = "open"
+    CLOSE = "close"
+    STOP = "stop"
+
+
+class BarrierState(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
+    MOVING = "moving"  # neither limit switch made
+    FAULT = "fault"
+    UNKNOWN = "unknown"
+
+
+class MatchKind(enum.StrEnum):
+    EXACT = "exact"
+    FUZZY = "fuzzy"
+    NONE = "none"
+
+
+class ManualActionKind(enum.StrEnum):
+    OPEN = "open"  # open and hold until released; automatic closing never overrides it
+    CLOSE = "close"
+    RELEASE = "release"  # hand the lane back to automatic control
+    CONFIRM = "confirm"  # a guard confirms a decision that asked for confirmation
+    REFUSE = "refuse"  # a guard refuses it
+
+
+class GateMode(enum.StrEnum):
+    NORMAL = "normal"
+    INCIDENT = "incident"  # evacuation paths opened and held
+    MAINTENANCE = "maintenance"
+
+
+class ModeSource(enum.StrEnum):
+    LOCAL = "local"  # declared at the gate by an operator
+    CENTRAL = "central"  # a signed central command
+
+
+class AllowListUpdateKind(enum.StrEnum):
+    SNAPSHOT = "snapshot"
+    DELTA = "delta"
+
+
+class StopReason(enum.StrEnum):
+    SIGNAL = "signal"
+    ERROR = "error"
+    REQUESTED = "requested"
+
+
+# --- devices and the road -------------------------------------------------------------------
+
+
+@event_type("plate.read", version=2)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlateRead(Event):
+    """A plate as a reader reported it; ``raw`` is the frame's bytes."""
+
+    plate: str
+    colour: PlateColour = PlateColour.UNKNOWN
+    confidence: float  # 0..1
+    reader: str
+    image_ref: str = ""
+    raw: bytes = b""
+
+
+@upcaster("plate.read", from_version=1)
+def _plate_read_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 stored confidence as an integer percentage and had no image reference."""
+    out = dict(data)
+    out["confidence"] = float(out.pop("confidence_pct", 0)) / 100.0
+    out.setdefault("image_ref", "")
+    return out
+
+
+@event_type("plate.not-read")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlateNotRead(Event):
+    """A vehicle waited on the arming loop and no plate came within the configured time."""
+
+    waited_ms: int
+
+
+@event_type("loop.changed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopChanged(Event):
+    loop: Loop
+    occupied: bool
+    source: str  # the device reporting the loop
+
+
+@event_type("barrier.commanded")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BarrierCommanded(Event):
+    """A command about to be sent to the barrier (log-then-act: logged first)."""
+
+    command: BarrierCommand
+    reason: str
+    device: str
+    cause_seq: int | None = None  # the decision or manual action that caused it
+
+
+@event_type("barrier.state")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BarrierStateChanged(Event):
+    state: BarrierState
+    device: str
+    up_limit: bool
+    down_limit: bool
+    fault: bool = False
+
+
+@event_type("device.fault")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceFault(Event):
+    device: str
+    code: str  # stable kind: "timeout", "connection-refused", "modbus-exception", ...
+    message: str
+    detail: bytes = b""
+
+
+@event_type("device.recovered")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceRecovered(Event):
+    device: str
+    down_ms: int
+
+
+@event_type("device.frame-rejected")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameRejected(Event):
+    """A garbled or invalid frame from a device, with its bytes (bounded)."""
+
+    device: str
+    reason: str
+    data: bytes
+    truncated: bool = False
+
+
+# --- decisions and vehicles -----------------------------------------------------------------
+
+
+@event_type("access.decided")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessDecided(Event):
+    """A decision with every reason, and the allow-list version it was taken with."""
+
+    direction: Direction
+    plate_read: str  # as read
+    plate: str  # normalised
+    matched_plate: str | None
+    match: MatchKind
+    verdict: str  # "allow" | "deny" | "confirm"
+    reasons: tuple[str, ...]
+    category: VehicleCategory | None
+    credential_kind: str | None = None
+    credential_id: str | None = None
+    consumed_appointment: str | None = None
+    allowlist_version: int
+    allowlist_age_s: float | None = None
+    allowlist_stale: bool = False
+    read_seq: int | None = None
+
+
+@event_type("vehicle.passed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehiclePassed(Event):
+    """A vehicle crossed the lane (entered or left the park)."""
+
+    plate: str
+    direction: Direction
+    category: VehicleCategory | None
+    credential_id: str | None = None
+    permit_until: datetime | None = None
+    decision_seq: int | None = None
+
+
+@event_type("vehicle.backed-out")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VehicleBackedOut(Event):
+    plate: str | None
+    decision_seq: int | None = None
+    released_appointment: str | None = None
+
+
+@event_type("vehicle.tailgate-suspected")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailgateSuspected(Event):
+    """A second vehicle seems to have passed on one authorisation."""
+
+    plate: str | None
+    decision_seq: int | None = None
+    detail: str = ""
+
+
+@event_type("vehicle.overstay")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OverstayDetected(Event):
+    plate: str
+    category: VehicleCategory | None
+    entered_at: datetime
+    limit: str  # "permit" or "dwell"
+    deadline: datetime
+    entry_seq: int | None = None
+
+
+# --- people, modes, data --------------------------------------------------------------------
+
+
+@event_type("manual.action")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManualAction(Event):
+    action: ManualActionKind
+    operator: str
+    reason: str
+    decision_seq: int | None = None
+
+
+@event_type("mode.changed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModeChanged(Event):
+    mode: GateMode
+    previous: GateMode
+    source: ModeSource
+    operator: str = ""
+    reason: str = ""
+    command_id: str | None = None
+
+
+@event_type("allowlist.updated")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowListUpdated(Event):
+    kind: AllowListUpdateKind
+    version: int
+    previous_version: int
+    source: str  # "import:<file>", "central", ...
+    upserted: int
+    removed: int
+    entries: int  # size after the update
+    content_hash: str
+
+
+@event_type("daemon.started")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonStarted(Event):
+    software_version: str
+    config_hash: str
+    config_path: str
+    pid: int
+
+
+@event_type("daemon.stopped")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonStopped(Event):
+    reason: StopReason
+    detail: str = ""
+
+
+__all__ = [
+    "AccessDecided",
+    "AllowListUpdateKind",
+    "AllowListUpdated",
+    "BarrierCommand",
+    "BarrierCommanded",
+    "BarrierState",
+    "BarrierStateChanged",
+    "CodecError",
+    "DaemonStarted",
+    "DaemonStopped",
+    "DeviceFault",
+    "DeviceRecovered",
+    "Event",
+    "EventDecodeError",
+    "FrameRejected",
+    "GateMode",
+    "Loop",
+    "LoopChanged",
+    "ManualAction",
+    "ManualActionKind",
+    "MatchKind",
+    "ModeChanged",
+    "ModeSource",
+    "OverstayDetected",
+    "PlateNotRead",
+    "PlateRead",
+    "StopReason",
+    "TailgateSuspected",
+    "VehicleBackedOut",
+    "VehiclePassed",
+    "decode",
+    "encode",
+    "event_type",
+    "registered_types",
+    "to_map",
+    "upcast",
+    "upcaster",
+]

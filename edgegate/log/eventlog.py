@@ -1,0 +1,399 @@
+"""The append-only event log of one gate: one SQLite file, one writer thread, group commit.
+
+Producers on the event loop call ``await log.append(event)``; the event is queued, the writer
+thread takes everything queued, chains and inserts it in one transaction, commits (WAL,
+``synchronous=FULL``: the commit is durable), and only then resolves each producer's future
+with its seq. An ``effect`` runs inside the same transaction as its event, so a projection's
+rows and the event that explains them are committed together or not at all.
+
+Cancelling a producer after ``append`` was called does not retract its event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future as ThreadFuture
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import msgpack
+
+from edgegate.core.clock import Clock
+from edgegate.core.events import Event, encode
+from edgegate.log.chain import GENESIS_HASH
+from edgegate.log.schema import migrate
+from edgegate.observability import get_logger
+
+T = TypeVar("T")
+Effect = Callable[[sqlite3.Connection, int], None]
+"""Runs in the writer thread inside the event's transaction: ``effect(conn, seq)``."""
+
+_INSERT_HEAD = (
+    "INSERT INTO events (seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash,"
+    " hash) VALUES "
+)
+_INSERT = _INSERT_HEAD + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Multi-row INSERTs of these sizes: one sqlite3_step per chunk instead of one per row, so the
+# writer thread re-acquires the GIL a few times per batch rather than once per event.
+_CHUNKS = (256, 64, 16, 4, 1)
+_INSERT_N = {n: _INSERT_HEAD + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n) for n in _CHUNKS}
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    i = 0
+    total = len(rows)
+    for size in _CHUNKS:
+        sql = _INSERT_N[size]
+        while total - i >= size:
+            conn.execute(sql, [v for row in rows[i : i + size] for v in row])
+            i += size
+
+
+log = get_logger("eventlog")
+
+
+class LogError(RuntimeError):
+    """Base of event-log errors."""
+
+
+class LogWriteError(LogError):
+    """The event could not be made durable; it is not in the log."""
+
+
+class LogClosedError(LogError):
+    """The log is closed (or its writer died); nothing more can be appended."""
+
+
+class GateMismatchError(LogError):
+    """The file belongs to another gate."""
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection with the log's pragmas: WAL, synchronous=FULL, autocommit mode."""
+    if readonly:
+        uri = Path(path).absolute().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def prepare(conn: sqlite3.Connection, gate_id: str | None) -> str:
+    """Migrate the schema and bind the file to its gate; return the gate id."""
+    migrate(conn)
+    row = conn.execute("SELECT value FROM log_meta WHERE key = 'gate_id'").fetchone()
+    if row is None:
+        if gate_id is None:
+            raise LogError("a new log needs a gate id")
+        conn.execute("INSERT INTO log_meta (key, value) VALUES ('gate_id', ?)", (gate_id,))
+        return gate_id
+    stored = str(row[0])
+    if gate_id is not None and stored != gate_id:
+        raise GateMismatchError(f"log belongs to gate {stored!r}, not {gate_id!r}")
+    return stored
+
+
+def read_head(conn: sqlite3.Connection) -> tuple[int, bytes]:
+    """(seq, hash) of the last event, or (0, genesis) for an empty log."""
+    row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    if row is None:
+        return 0, GENESIS_HASH
+    return int(row[0]), bytes(row[1])
+
+
+class _Job(Generic[T]):
+    """Work for the writer thread in its own savepoint (e.g. a cursor update)."""
+
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T], future: asyncio.Future[T]):
+        self.fn = fn
+        self.future = future
+
+
+class _Failed:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _deliver(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
+    for fut, result in zip(futures, results, strict=True):
+        if fut.done():
+            continue
+        if isinstance(result, _Failed):
+            fut.set_exception(result.exc)
+        else:
+            fut.set_result(result)
+
+
+class EventLog:
+    """Append-only, hash-chained, durable event log of one gate. Owned by one event loop."""
+
+    def __init__(self, path: Path, gate_id: str, clock: Clock, max_batch: int) -> None:
+        self.path = path
+        self.gate_id = gate_id
+        self._clock = clock
+        self._max_batch = max_batch
+        self._pending: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._seq = 0
+        self._prev = GENESIS_HASH
+        self._committed: tuple[int, bytes] = (0, GENESIS_HASH)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._packb = msgpack.Packer(use_bin_type=True).pack
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        gate_id: str,
+        clock: Clock | None = None,
+        max_batch: int = 4096,
+    ) -> EventLog:
+        """Open (creating and migrating if needed) the log at ``path`` and start its writer."""
+        if clock is None:
+            from edgegate.clock import SystemClock
+
+            clock = SystemClock()
+        self = cls(Path(path), gate_id, clock, max_batch)
+        self._loop = asyncio.get_running_loop()
+        ready: ThreadFuture[None] = ThreadFuture()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"eventlog-writer:{gate_id}", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+        return self
+
+    async def __aenter__(self) -> EventLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def head(self) -> tuple[int, bytes]:
+        """(seq, hash) of the last committed event."""
+        return self._committed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def append(self, event: Event, *, effect: Effect | None = None) -> int:
+        """Append ``event``; return its seq once it is durable.
+
+        Raises ``LogWriteError`` if it could not be committed (it is then not in the log),
+        or the effect's own exception if the effect failed (event and effect rolled back).
+        """
+        if self._closing:
+            raise LogClosedError(self._closed_reason())
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[int] = loop.create_future()
+        clock = self._clock
+        cls = type(event)
+        self._pending.append(
+            (
+                clock.wall_ns(),
+                clock.mono_ns(),
+                cls.TYPE,
+                event.lane,
+                cls.VERSION,
+                encode(event),
+                fut,
+                effect,
+            )
+        )
+        if not self._wake.is_set():
+            self._wake.set()
+        return await fut
+
+    async def run_in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in the writer thread, committed in order with the events."""
+        if self._closing:
+            raise LogClosedError(self._closed_reason())
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[T] = loop.create_future()
+        self._pending.append(_Job(fn, fut))
+        self._wake.set()
+        return await fut
+
+    async def aclose(self) -> None:
+        """Commit what is queued, then stop the writer and close the file."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+        self._closed = True
+
+    def _closed_reason(self) -> str:
+        if self._broken is not None:
+            return f"event log writer died: {self._broken!r}"
+        return "event log is closed"
+
+    # --- writer thread ------------------------------------------------------------------
+
+    def _run(self, ready: ThreadFuture[None]) -> None:
+        try:
+            conn = connect(self.path)
+            self.gate_id = prepare(conn, self.gate_id)
+            self._seq, self._prev = read_head(conn)
+            self._committed = (self._seq, self._prev)
+            self._conn = conn
+        except BaseException as exc:
+            self._closing = True
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        try:
+            self._drain_forever()
+        except BaseException as exc:  # a bug here must not leave producers hanging forever
+            self._broken = exc
+            self._closing = True
+            log.critical("writer_died", error=repr(exc))
+            self._fail_pending(LogClosedError(f"event log writer died: {exc!r}"))
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.close()
+
+    def _drain_forever(self) -> None:
+        pending = self._pending
+        wake = self._wake
+        max_batch = self._max_batch
+        while True:
+            wake.wait()
+            wake.clear()
+            while pending:
+                batch: list[Any] = []
+                popleft = pending.popleft
+                try:
+                    while len(batch) < max_batch:
+                        batch.append(popleft())
+                except IndexError:
+                    pass
+                self._commit(batch)
+            if self._closing and not pending:
+                return
+
+    def _commit(self, batch: list[Any]) -> None:
+        conn = self._conn
+        assert conn is not None
+        seq = self._seq
+        prev = self._prev
+        gate = self.gate_id
+        boot = self._clock.boot_id
+        pack = self._packb
+        sha256 = hashlib.sha256
+        rows: list[tuple[Any, ...]] = []
+        futures: list[asyncio.Future[Any]] = []
+        results: list[Any] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                if item.__class__ is tuple:
+                    wall, mono, type_name, lane, version, data, fut, effect = item
+                    futures.append(fut)
+                    seq += 1
+                    digest = sha256(
+                        prev + pack((gate, seq, wall, mono, boot, type_name, lane, version)) + data
+                    ).digest()
+                    row = (seq, wall, mono, boot, type_name, lane, version, data, prev, digest)
+                    if effect is None:
+                        rows.append(row)
+                        prev = digest
+                        results.append(seq)
+                        continue
+                    if rows:
+                        _insert_rows(conn, rows)
+                        rows = []
+                    conn.execute("SAVEPOINT effect")
+                    try:
+                        conn.execute(_INSERT, row)
+                        effect(conn, seq)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO effect")
+                        conn.execute("RELEASE effect")
+                        seq -= 1
+                        results.append(_Failed(exc))
+                        log.error("effect_failed", type=type_name, error=repr(exc))
+                    else:
+                        conn.execute("RELEASE effect")
+                        prev = digest
+                        results.append(seq)
+                else:
+                    futures.append(item.future)
+                    if rows:
+                        _insert_rows(conn, rows)
+                        rows = []
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        value = item.fn(conn)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        results.append(_Failed(exc))
+                    else:
+                        conn.execute("RELEASE job")
+                        results.append(value)
+            if rows:
+                _insert_rows(conn, rows)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            log.error("commit_failed", events=len(batch), error=repr(exc))
+            failure = _Failed(LogWriteError(f"event log commit failed: {exc}"))
+            self._post(
+                [i[6] if i.__class__ is tuple else i.future for i in batch],
+                [failure] * len(batch),
+            )
+            return
+        self._seq = seq
+        self._prev = prev
+        self._committed = (seq, prev)
+        self._post(futures, results)
+
+    def _post(self, futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
+        loop = self._loop
+        assert loop is not None
+        # RuntimeError: the loop is gone (interpreter shutdown); nobody is waiting.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_deliver, futures, results)
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        # Runs on the loop thread, where ``append`` already sees ``_closing``: nothing can be
+        # queued after this drain and left waiting forever.
+        def drain() -> None:
+            items = list(self._pending)
+            self._pending.clear()
+            futures = [i[6] if i.__class__ is tuple else i.future for i in items]
+            _deliver(futures, [_Failed(exc)] * len(futures))
+
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(drain)

@@ -1,0 +1,246 @@
+"""The event log: durability contract, chain, append-only enforcement, tamper detection."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edgegate.core import events as ev
+from edgegate.core.clock import ManualClock
+from edgegate.log import EventLog, GateMismatchError, LogClosedError, LogReader, LogWriteError
+from edgegate.log.schema import LATEST, SchemaError
+from tests.event_samples import all_samples
+
+
+def _loop_event(i: int) -> ev.LoopChanged:
+    return ev.LoopChanged(
+        lane=f"in-{i % 3}", loop=ev.Loop.ARMING, occupied=i % 2 == 0, source="plc-1"
+    )
+
+
+async def test_append_returns_gap_free_seqs_and_reads_back(event_log: EventLog) -> None:
+    samples = all_samples()
+    seqs = [await event_log.append(e) for e in samples]
+    assert seqs == list(range(1, len(samples) + 1))
+    assert event_log.head[0] == len(samples)
+    with LogReader(event_log.path) as reader:
+        stored = reader.read(after=0, limit=100)
+        assert [s.event() for s in stored] == samples
+        assert reader.verify().ok
+
+
+async def test_envelope_carries_clock_boot_and_chain(
+    event_log: EventLog, clock: ManualClock
+) -> None:
+    await event_log.append(_loop_event(0))
+    clock.advance(1.5)
+    await event_log.append(_loop_event(1))
+    with LogReader(event_log.path) as reader:
+        a, b = reader.read()
+    assert b.wall_ns - a.wall_ns == 1_500_000_000
+    assert b.mono_ns - a.mono_ns == 1_500_000_000
+    assert a.boot_id == clock.boot_id
+    assert a.prev_hash == bytes(32)
+    assert b.prev_hash == a.hash
+    assert a.lane == "in-0"
+    assert a.type == "loop.changed"
+
+
+async def test_concurrent_producers_get_unique_gap_free_seqs(event_log: EventLog) -> None:
+    async def producer(k: int) -> list[int]:
+        return [await event_log.append(_loop_event(k * 1000 + i)) for i in range(50)]
+
+    results = await asyncio.gather(*(producer(k) for k in range(64)))
+    seqs = sorted(s for r in results for s in r)
+    assert seqs == list(range(1, 64 * 50 + 1))
+    for r in results:  # each producer's events keep its order
+        assert r == sorted(r)
+    with LogReader(event_log.path) as reader:
+        report = reader.verify()
+    assert report.ok and report.events == 64 * 50
+
+
+async def test_effect_commits_with_its_event(event_log: EventLog) -> None:
+    await event_log.run_in_writer(lambda c: c.execute("CREATE TABLE side (seq INTEGER)"))
+
+    def effect(conn: sqlite3.Connection, seq: int) -> None:
+        conn.execute("INSERT INTO side (seq) VALUES (?)", (seq,))
+
+    seq = await event_log.append(_loop_event(0), effect=effect)
+    rows = await event_log.run_in_writer(lambda c: c.execute("SELECT seq FROM side").fetchall())
+    assert rows == [(seq,)]
+
+
+async def test_failed_effect_rolls_back_event_and_effect_and_keeps_chain(
+    event_log: EventLog,
+) -> None:
+    await event_log.run_in_writer(lambda c: c.execute("CREATE TABLE side (seq INTEGER)"))
+
+    def failing(conn: sqlite3.Connection, seq: int) -> None:
+        conn.execute("INSERT INTO side (seq) VALUES (?)", (seq,))
+        raise ValueError("projection refused the update")
+
+    first = await event_log.append(_loop_event(0))
+    results = await asyncio.gather(
+        event_log.append(_loop_event(1)),
+        event_log.append(_loop_event(2), effect=failing),
+        event_log.append(_loop_event(3)),
+        return_exceptions=True,
+    )
+    assert results[0] == first + 1
+    assert isinstance(results[1], ValueError)
+    assert results[2] == first + 2  # no hole where the failed event would have been
+    side = await event_log.run_in_writer(lambda c: c.execute("SELECT * FROM side").fetchall())
+    assert side == []
+    with LogReader(event_log.path) as reader:
+        assert reader.verify().ok
+        assert reader.head()[0] == first + 2
+
+
+async def test_commit_failure_raises_and_appending_resumes(event_log: EventLog) -> None:
+    """A full disk (simulated with max_page_count) fails the batch; nothing half-written."""
+    await event_log.append(_loop_event(0))
+    pages = await event_log.run_in_writer(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    await event_log.run_in_writer(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+    big = ev.FrameRejected(device="cam", reason="huge", data=b"\x00" * 200_000)
+    with pytest.raises(LogWriteError, match="commit failed"):
+        await event_log.append(big)
+    await event_log.run_in_writer(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
+    assert await event_log.append(big) == 2
+    with LogReader(event_log.path) as reader:
+        assert reader.verify().ok
+
+
+async def test_reopen_resumes_the_chain(tmp_path: Path, clock: ManualClock) -> None:
+    path = tmp_path / "g.db"
+    async with await EventLog.open(path, gate_id="g1", clock=clock) as log:
+        for i in range(5):
+            await log.append(_loop_event(i))
+    async with await EventLog.open(path, gate_id="g1", clock=clock) as log:
+        assert log.head[0] == 5
+        assert await log.append(_loop_event(5)) == 6
+    with LogReader(path) as reader:
+        assert reader.verify().ok
+
+
+async def test_log_of_another_gate_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    async with await EventLog.open(path, gate_id="g1"):
+        pass
+    with pytest.raises(GateMismatchError, match="belongs to gate 'g1', not 'g2'"):
+        await EventLog.open(path, gate_id="g2")
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    async with await EventLog.open(path, gate_id="g1"):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_migrations VALUES (?, 'from the future', 0)", (LATEST + 1,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaError, match="newer than this software knows"):
+        await EventLog.open(path, gate_id="g1")
+
+
+async def test_migrations_are_recorded(event_log: EventLog) -> None:
+    versions = await event_log.run_in_writer(
+        lambda c: [r[0] for r in c.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    )
+    assert versions == list(range(1, LATEST + 1))
+
+
+async def test_append_after_close_is_refused(tmp_path: Path) -> None:
+    log = await EventLog.open(tmp_path / "g.db", gate_id="g1")
+    await log.aclose()
+    with pytest.raises(LogClosedError):
+        await log.append(_loop_event(0))
+
+
+async def test_close_commits_everything_queued(tmp_path: Path) -> None:
+    log = await EventLog.open(tmp_path / "g.db", gate_id="g1")
+    tasks = [asyncio.create_task(log.append(_loop_event(i))) for i in range(200)]
+    await asyncio.sleep(0)
+    await log.aclose()
+    assert sorted(await asyncio.gather(*tasks)) == list(range(1, 201))
+
+
+# --- append-only in fact ----------------------------------------------------------------
+
+
+async def _filled(tmp_path: Path, n: int = 10) -> Path:
+    path = tmp_path / "g.db"
+    async with await EventLog.open(path, gate_id="g1") as log:
+        for i in range(n):
+            await log.append(_loop_event(i))
+    return path
+
+
+async def test_update_and_delete_are_refused_by_triggers(tmp_path: Path) -> None:
+    path = await _filled(tmp_path)
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only: UPDATE refused"):
+        conn.execute("UPDATE events SET lane = 'x' WHERE seq = 3")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only: DELETE refused"):
+        conn.execute("DELETE FROM events WHERE seq = 3")
+    with pytest.raises(sqlite3.IntegrityError, match="gate id of a log never changes"):
+        conn.execute("UPDATE log_meta SET value = 'other' WHERE key = 'gate_id'")
+    conn.close()
+    with LogReader(path) as reader:
+        assert reader.verify().ok
+
+
+def _tamper(path: Path, sql: str, *params: object) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("DROP TRIGGER events_no_delete")
+    conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+async def test_flipped_payload_byte_is_caught_at_its_seq(tmp_path: Path) -> None:
+    path = await _filled(tmp_path)
+    conn = sqlite3.connect(path)
+    data = bytearray(conn.execute("SELECT data FROM events WHERE seq = 6").fetchone()[0])
+    conn.close()
+    data[len(data) // 2] ^= 0x01
+    _tamper(path, "UPDATE events SET data = ? WHERE seq = 6", bytes(data))
+    with LogReader(path) as reader:
+        report = reader.verify()
+    assert not report.ok
+    assert report.fault is not None and report.fault.seq == 6
+    assert "hash does not match" in report.fault.problem
+    assert report.missing_triggers == ("events_no_update", "events_no_delete")
+
+
+async def test_deleted_row_is_caught_as_a_gap(tmp_path: Path) -> None:
+    path = await _filled(tmp_path)
+    _tamper(path, "DELETE FROM events WHERE seq = 4")
+    with LogReader(path) as reader:
+        fault = reader.verify().fault
+    assert fault is not None and fault.seq == 4 and "gap" in fault.problem
+
+
+async def test_rehashed_edit_breaks_the_link_to_the_next_event(tmp_path: Path) -> None:
+    """Even recomputing the edited row's own hash cannot hide an edit: the next link breaks."""
+    from edgegate.log.chain import event_hash
+
+    path = await _filled(tmp_path)
+    conn = sqlite3.connect(path)
+    row = conn.execute(
+        "SELECT seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash "
+        "FROM events WHERE seq = 7"
+    ).fetchone()
+    conn.close()
+    forged = event_hash(
+        row[8], "g1", row[0], row[1], row[2], row[3], row[4], "in-9", row[6], row[7]
+    )
+    _tamper(path, "UPDATE events SET lane = 'in-9', hash = ? WHERE seq = 7", forged)
+    with LogReader(path) as reader:
+        fault = reader.verify().fault
+    assert fault is not None and fault.seq == 8
+    assert "prev_hash" in fault.problem

@@ -1,0 +1,71 @@
+"""Event classes: every type round-trips, old versions upcast, bad payloads are named."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from edgegate.core import events as ev
+from tests.event_samples import all_samples
+
+
+def test_every_registered_type_has_a_sample() -> None:
+    sampled = {type(e).TYPE for e in all_samples()}
+    assert sampled == set(ev.registered_types())
+
+
+@pytest.mark.parametrize("event", all_samples(), ids=lambda e: type(e).TYPE)
+def test_round_trip(event: ev.Event) -> None:
+    cls = type(event)
+    back = ev.decode(cls.TYPE, cls.VERSION, ev.encode(event), event.lane)
+    assert back == event
+
+
+def test_plate_read_v1_is_upcast_to_v2() -> None:
+    stored_v1 = msgpack.packb(
+        {
+            "plate": "粤B12345",
+            "colour": "blue",
+            "confidence_pct": 87,
+            "reader": "cam-1",
+            "raw": b"\x02x\x03",
+        }
+    )
+    event = ev.decode("plate.read", 1, stored_v1, "in-1")
+    assert isinstance(event, ev.PlateRead)
+    assert event.confidence == pytest.approx(0.87)
+    assert event.image_ref == ""
+    assert event.lane == "in-1"
+
+
+def test_newer_version_than_known_is_refused_not_guessed() -> None:
+    payload = ev.encode(all_samples()[0])
+    with pytest.raises(ev.EventDecodeError, match=r"plate.read v3 is newer"):
+        ev.decode("plate.read", 3, payload)
+
+
+def test_unknown_type_is_named() -> None:
+    with pytest.raises(ev.EventDecodeError, match=r"unknown event type 'no\.such'"):
+        ev.decode("no.such", 1, msgpack.packb({}))
+
+
+def test_garbled_payload_is_named() -> None:
+    with pytest.raises(ev.EventDecodeError, match=r"loop\.changed v1: payload is not msgpack"):
+        ev.decode("loop.changed", 1, b"\xc1")
+    with pytest.raises(ev.EventDecodeError, match=r"loop\.changed v1: .*unexpected field 'bogus'"):
+        ev.decode("loop.changed", 1, msgpack.packb({"bogus": 1}))
+
+
+def test_naive_datetimes_are_refused() -> None:
+    from datetime import datetime
+
+    with pytest.raises(ValueError, match="naive datetime"):
+        ev.encode(
+            ev.OverstayDetected(
+                plate="粤B12345",
+                category=None,
+                entered_at=datetime(2026, 1, 1),
+                limit="dwell",
+                deadline=datetime(2026, 1, 1),
+            )
+        )
