@@ -147,7 +147,8 @@ def summary(config: GateConfig, path: Path) -> RenderableType:
             users.setdefault(name, []).append(lane.id)
     devices = Table(title="Devices", title_justify="left", expand=False)
     for column in ("device", "type", "address", "profile", "lanes"):
-        devices.add_column(column)
+        # Fold, never ellipsise: by-id serial paths differ only at their end.
+        devices.add_column(column, overflow="fold")
     for name, device in config.devices.items():
         devices.add_row(
             *map(

@@ -1,0 +1,83 @@
+"""Stored events as JSON-ready dicts and one-line text, for tools and technicians."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgpack
+
+from edgegate.core.events import Event, EventDecodeError
+from edgegate.log.reader import StoredEvent
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, frozenset | set):
+        return sorted(_jsonable(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    return {
+        f.name: _jsonable(getattr(event, f.name))
+        for f in dataclasses.fields(event)
+        if f.name != "lane"
+    }
+
+
+def to_json_dict(stored: StoredEvent) -> dict[str, Any]:
+    """``seq``, ``type``, ``lane``, ``ts`` and the event's fields; never raises.
+
+    An event this software cannot decode (unknown type, newer version, damaged payload) is
+    shown with its raw map (or hex payload) and a ``decode_error``: a tool must show what is
+    there rather than stop.
+    """
+    out: dict[str, Any] = {
+        "seq": stored.seq,
+        "type": stored.type,
+        "lane": stored.lane,
+        "ts": stored.ts.isoformat(),
+        "version": stored.version,
+    }
+    try:
+        fields = event_fields(stored.event())
+    except EventDecodeError as exc:
+        out["decode_error"] = str(exc)
+        try:
+            raw = msgpack.unpackb(stored.data, raw=False)
+            out["raw"] = _jsonable(raw)
+        except Exception:
+            out["raw_hex"] = stored.data.hex()
+        return out
+    for key, value in fields.items():
+        out.setdefault(key, value)
+    return out
+
+
+def to_text(stored: StoredEvent) -> str:
+    d = to_json_dict(stored)
+    ts = stored.ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    skip = {"seq", "type", "lane", "ts", "version"}
+    fields = " ".join(f"{k}={_short(v)}" for k, v in d.items() if k not in skip)
+    return f"{stored.seq:>8}  {ts}  {stored.lane or '-':<8} {stored.type:<26} {fields}"
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
