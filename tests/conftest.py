@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from edgegate.core.clock import ManualClock
 from edgegate.log import EventLog
@@ -19,6 +21,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=20,
         help="number of SIGKILL trials in the event-log crash test (default 20)",
     )
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """``main()`` binds structlog to the current stderr; pytest closes it after each test."""
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = []
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from edgegate.cli import log_cmd
+from edgegate.cli import check_config, log_cmd
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-REGISTRARS: list[Registrar] = [log_cmd.register]
+REGISTRARS: list[Registrar] = [check_config.register, log_cmd.register]

@@ -44,7 +44,7 @@ def normalise(raw: str) -> str:
 
 def is_valid(plate: str) -> bool:
     """Whether a *normalised* plate is well formed."""
-    return _PLATE_RE.match(plate) is not None
+    return _PLATE_RE.fullmatch(plate) is not None
 
 
 def parse(raw: str) -> str:
