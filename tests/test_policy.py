@@ -23,6 +23,7 @@ from edgegate.core.domain import (
     FuzzyMatch,
     GateKind,
     HolderType,
+    MatchKind,
     PlateColour,
     PlateRead,
     Registration,
@@ -33,7 +34,6 @@ from edgegate.core.plates import confusable_variants
 from edgegate.core.policy import (
     CredentialRef,
     Decision,
-    MatchKind,
     Reason,
     Verdict,
     decide,

@@ -63,6 +63,14 @@ class BlacklistReason(enum.StrEnum):
     OTHER = "other"
 
 
+class MatchKind(enum.StrEnum):
+    """How a read was matched to the allow-list."""
+
+    EXACT = "exact"
+    FUZZY = "fuzzy"  # one OCR-confusable substitution away
+    NONE = "none"
+
+
 class CredentialKind(enum.StrEnum):
     REGISTRATION = "registration"
     PERMIT = "permit"

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import msgpack
 
 from edgegate.core.codec import CodecError, DataclassCodec
-from edgegate.core.domain import Direction, PlateColour, VehicleCategory
+from edgegate.core.domain import Direction, MatchKind, PlateColour, VehicleCategory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,12 +139,6 @@ class BarrierState(enum.StrEnum):
     MOVING = "moving"  # neither limit switch made
     FAULT = "fault"
     UNKNOWN = "unknown"
-
-
-class MatchKind(enum.StrEnum):
-    EXACT = "exact"
-    FUZZY = "fuzzy"
-    NONE = "none"
 
 
 class ManualActionKind(enum.StrEnum):
@@ -284,7 +278,8 @@ class AccessDecided(Event):
     category: VehicleCategory | None
     credential_kind: str | None = None
     credential_id: str | None = None
-    consumed_appointment: str | None = None
+    credential_until: datetime | None = None  # end of that credential's window
+    consumed_appointment: str | None = None  # consumed once the vehicle has passed
     allowlist_version: int
     allowlist_age_s: float | None = None
     allowlist_stale: bool = False

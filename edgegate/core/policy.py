@@ -63,12 +63,14 @@ from edgegate.core.domain import (
     Credentials,
     Direction,
     GateKind,
+    MatchKind,
     PlateColour,
     PlateRead,
     Registration,
     TemporaryPermit,
     VehicleCategory,
 )
+from edgegate.core.events import AccessDecided
 from edgegate.core.plates import is_valid, normalise
 from edgegate.core.rules import KIND_ADMITS, ColourMismatchAction, GateRules, StaleAction
 
@@ -77,12 +79,6 @@ class Verdict(enum.StrEnum):
     ALLOW = "allow"
     DENY = "deny"
     CONFIRM = "confirm"  # a guard must confirm before the barrier opens
-
-
-class MatchKind(enum.StrEnum):
-    EXACT = "exact"
-    FUZZY = "fuzzy"
-    NONE = "none"
 
 
 class Reason(enum.StrEnum):
@@ -152,6 +148,30 @@ class Decision:
     allowlist_version: int
     allowlist_age_s: float | None  # None when the list's update time is unknown
     allowlist_stale: bool
+
+    def to_event(
+        self, *, direction: Direction, plate_read: str, lane: str | None, read_seq: int | None
+    ) -> AccessDecided:
+        """The ``access.decided`` event recording this decision."""
+        return AccessDecided(
+            lane=lane,
+            direction=direction,
+            plate_read=plate_read,
+            plate=self.plate,
+            matched_plate=self.matched_plate,
+            match=self.match,
+            verdict=str(self.verdict),
+            reasons=tuple(str(r) for r in self.reasons),
+            category=self.category,
+            credential_kind=None if self.credential is None else str(self.credential.kind),
+            credential_id=None if self.credential is None else self.credential.id,
+            credential_until=self.credential_until,
+            consumed_appointment=self.consume_appointment,
+            allowlist_version=self.allowlist_version,
+            allowlist_age_s=self.allowlist_age_s,
+            allowlist_stale=self.allowlist_stale,
+            read_seq=read_seq,
+        )
 
     def to_record(self) -> dict[str, object]:
         """Plain values for the event log."""
