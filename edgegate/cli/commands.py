@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from edgegate.cli import check_config, log_cmd
+from edgegate.cli import allowlist_cmd, check_config, log_cmd
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-REGISTRARS: list[Registrar] = [check_config.register, log_cmd.register]
+REGISTRARS: list[Registrar] = [
+    allowlist_cmd.register,
+    check_config.register,
+    log_cmd.register,
+]

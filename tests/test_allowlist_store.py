@@ -1,0 +1,474 @@
+"""Allow-list persistence: codec round trips, snapshots, deltas, consumption, integrity."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgegate.allowlist import codec, store
+from edgegate.core.allowlist import AllowList, AllowListError
+from edgegate.core.domain import (
+    Appointment,
+    BlacklistEntry,
+    BlacklistReason,
+    Credential,
+    CredentialKind,
+    HolderType,
+    PlateColour,
+    Registration,
+    TemporaryPermit,
+    VehicleCategory,
+)
+from tests.test_allowlist_index import T0, appt, black, permit, reg
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(tmp_path / "gate.db")
+    connection.execute("PRAGMA journal_mode=WAL")
+    store.create_tables(connection)
+    connection.commit()
+    yield connection
+    connection.close()
+
+
+def snapshot(
+    conn: sqlite3.Connection, entries: list[Credential], version: int = 1
+) -> store.AllowListState:
+    conn.execute("BEGIN IMMEDIATE")
+    state = store.write_snapshot(conn, entries, version, T0, "central")
+    conn.commit()
+    return state
+
+
+def contents(allowlist: AllowList) -> list[Credential]:
+    return sorted(allowlist, key=lambda c: (c.kind, c.id))
+
+
+# --- codec ---------------------------------------------------------------------------------
+
+_instants = st.integers(0, 4_102_444_800).map(lambda s: datetime.fromtimestamp(s, UTC))
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+_gates = st.frozensets(st.text("G123456789", min_size=1, max_size=3), max_size=4)
+_plates = st.sampled_from(["苏E12345", "沪AD12345", "京A1234挂", "粤B8888学"])
+
+credentials = st.one_of(
+    st.builds(
+        Registration,
+        id=_text,
+        plate=_plates,
+        colour=st.sampled_from(PlateColour),
+        category=st.sampled_from(VehicleCategory),
+        holder=st.sampled_from(HolderType),
+        organisation=_text,
+        valid_from=_instants,
+        valid_until=st.none() | _instants,
+        gates=_gates,
+    ),
+    st.builds(
+        TemporaryPermit,
+        id=_text,
+        plate=_plates,
+        colour=st.sampled_from(PlateColour),
+        category=st.sampled_from(VehicleCategory),
+        visitor=_text,
+        host=_text,
+        purpose=_text,
+        valid_from=_instants,
+        valid_until=_instants,
+        gates=_gates,
+    ),
+    st.builds(
+        Appointment,
+        id=_text,
+        plate=_plates,
+        colour=st.sampled_from(PlateColour),
+        category=st.sampled_from(VehicleCategory),
+        window_start=_instants,
+        window_end=_instants,
+        destination=_text,
+        un_number=st.text("0123456789", min_size=4, max_size=4),
+        hazard_class=st.sampled_from(["3", "2.1", "6.1", "4.3", "8"]),
+        waybill=_text,
+        gates=_gates,
+        consumed=st.booleans(),
+    ),
+    st.builds(
+        BlacklistEntry,
+        id=_text,
+        plate=_plates,
+        reason=st.sampled_from(BlacklistReason),
+        detail=_text,
+        source=_text,
+        valid_from=_instants,
+        valid_until=st.none() | _instants,
+    ),
+)
+
+
+@settings(max_examples=300)
+@given(credentials)
+def test_codec_round_trips_exactly(credential: Credential) -> None:
+    data = codec.encode(credential)
+    decoded = codec.decode(data)
+    assert decoded == credential
+    assert type(decoded) is type(credential)
+    assert codec.encode(decoded) == data  # canonical
+    assert codec.kind_and_id(data) == (credential.kind.value, credential.id)
+
+
+def test_codec_is_compact_and_canonical() -> None:
+    a = reg(gates=frozenset({"G3", "G1", "G2"}))
+    b = reg(gates=frozenset({"G2", "G1", "G3"}))
+    assert codec.encode(a) == codec.encode(b)
+    fields = msgpack.unpackb(codec.encode(a))
+    assert fields[:6] == ["registration", "R1", "苏E12345", "unknown", "ordinary", "company"]
+    assert fields[7] == int(T0.timestamp())
+    assert fields[9] == ["G1", "G2", "G3"]
+    assert b"organisation" not in codec.encode(a)  # positional: no field names
+
+
+def test_codec_keeps_the_instant_across_time_zones() -> None:
+    from zoneinfo import ZoneInfo
+
+    local = datetime(2026, 6, 1, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    decoded = codec.decode(codec.encode(reg(valid_from=local)))
+    assert isinstance(decoded, Registration)
+    assert decoded.valid_from == datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
+    assert decoded.valid_from.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("credential", "message"),
+    [
+        (reg(valid_from=datetime(2026, 1, 1)), "valid_from: naive"),
+        (permit(valid_until=T0 + timedelta(milliseconds=1)), "valid_until: .* fractional"),
+        (appt(window_end=datetime(2026, 1, 1)), "window_end: naive"),
+    ],
+)
+def test_codec_refuses_what_would_not_round_trip(credential: Credential, message: str) -> None:
+    with pytest.raises(codec.CodecError, match=message):
+        codec.encode(credential)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb(42),
+        msgpack.packb([]),
+        msgpack.packb(["registration", "R1"]),
+        msgpack.packb(["lorry", "R1", "苏E12345"]),
+        codec.encode(reg())[:-3],
+        codec.encode(reg()) + b"\x00",
+        msgpack.packb(["blacklist", "B1", "苏E12345", "bored", "", "x", 0, None]),
+    ],
+)
+def test_codec_refuses_garbage(data: bytes) -> None:
+    with pytest.raises(codec.CodecError):
+        codec.decode(data)
+
+
+# --- store ---------------------------------------------------------------------------------
+
+
+def test_create_tables_is_idempotent(conn: sqlite3.Connection) -> None:
+    store.create_tables(conn)
+    store.create_tables(conn)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"allowlist_entry", "allowlist_state"} <= tables
+    assert store.read_state(conn) is None
+    empty = store.load(conn)
+    assert (len(empty), empty.version, empty.updated_at) == (0, 0, None)
+
+
+def test_snapshot_round_trip(conn: sqlite3.Connection) -> None:
+    entries: list[Credential] = [
+        reg(),
+        reg("中-7", "苏E54321"),
+        reg("a10", "苏E11111"),
+        reg("a9", "苏E11112"),
+        reg("B", "苏E11113"),
+        permit(),
+        appt(consumed=True),
+        appt("A2", "苏E1234挂"),
+        black("B1", "沪AD12345", valid_until=T0 + timedelta(days=30)),
+    ]
+    state = snapshot(conn, entries, version=5)
+    assert state == store.read_state(conn)
+    assert (state.version, state.updated_at, state.source) == (5, T0, "central")
+    assert state.content_hash is not None
+
+    fresh = sqlite3.connect(conn.execute("PRAGMA database_list").fetchone()[2])
+    loaded = store.load(fresh)
+    assert contents(loaded) == sorted(entries, key=lambda c: (c.kind, c.id))
+    assert (loaded.version, loaded.updated_at) == (5, T0)
+    assert loaded.content_hash == state.content_hash
+    assert loaded.exact("苏E12345").permits == (permit(),)
+    assert loaded.exact("苏E12345").registrations == (reg(),)
+    assert not fresh.in_transaction
+    fresh.close()
+
+
+def test_content_hash_is_sha256_of_the_entries_in_kind_and_id_order(
+    conn: sqlite3.Connection,
+) -> None:
+    entries: list[Credential] = [reg("b"), reg("a", "苏E54321"), black("z"), permit("中")]
+    state = snapshot(conn, entries)
+    ordered = sorted(entries, key=lambda c: (c.kind.value.encode(), c.id.encode()))
+    expected = hashlib.sha256(b"".join(codec.encode(c) for c in ordered)).digest()
+    assert state.content_hash == expected
+    assert store.load(conn).content_hash == expected
+
+
+def test_load_reads_in_key_order_without_sorting(conn: sqlite3.Connection) -> None:
+    plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + store._LOAD_SQL))
+    assert "TEMP B-TREE" not in plan
+
+
+def test_snapshot_replaces_everything_and_plates_are_normalised(
+    conn: sqlite3.Connection,
+) -> None:
+    snapshot(conn, [reg(), reg("R2", "苏E54321")], version=1)
+    snapshot(conn, [permit(plate="苏e 1234o")], version=2)
+    rows = conn.execute("SELECT kind, id, plate FROM allowlist_entry").fetchall()
+    assert rows == [("permit", "P1", "苏E12340")]
+    loaded = store.load(conn)
+    assert contents(loaded) == [permit(plate="苏E12340")]
+    assert conn.execute("SELECT count(*) FROM allowlist_state").fetchone() == (1,)
+    indexes = {r[1] for r in conn.execute("PRAGMA index_list(allowlist_entry)")}
+    assert "allowlist_entry_plate" in indexes
+
+
+def test_writes_need_the_callers_transaction(conn: sqlite3.Connection) -> None:
+    assert not conn.in_transaction
+    with pytest.raises(store.StoreError, match="transaction"):
+        store.write_snapshot(conn, [reg()], 1, T0, "central")
+    with pytest.raises(store.StoreError, match="transaction"):
+        store.write_delta(conn, [reg()], [], 1, T0, "central")
+    with pytest.raises(store.StoreError, match="transaction"):
+        store.set_appointment_consumed(conn, "A1", True)
+
+
+def test_writes_never_commit(conn: sqlite3.Connection, tmp_path: Path) -> None:
+    snapshot(conn, [reg()], version=1)
+    other = sqlite3.connect(tmp_path / "gate.db")
+    conn.execute("BEGIN IMMEDIATE")
+    store.write_snapshot(conn, [appt()], 2, T0, "central")
+    store.write_delta(conn, [permit()], [], 3, T0, "central")
+    store.set_appointment_consumed(conn, "A1", True)
+    assert conn.in_transaction
+    assert store.read_state(other) == snapshot_state_v1(other)
+    assert contents(store.load(other)) == [reg()]
+    conn.rollback()
+    assert contents(store.load(conn)) == [reg()]
+    assert store.load(conn).version == 1
+    other.close()
+
+
+def snapshot_state_v1(conn: sqlite3.Connection) -> store.AllowListState:
+    state = store.read_state(conn)
+    assert state is not None
+    assert state.version == 1
+    return state
+
+
+def test_failed_snapshot_leaves_the_table_and_the_callers_work(
+    conn: sqlite3.Connection,
+) -> None:
+    snapshot(conn, [reg(), appt()], version=1)
+    conn.execute("CREATE TABLE event (n INTEGER)")
+    conn.commit()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO event VALUES (1)")
+    with pytest.raises(AllowListError, match="invalid plate"):
+        store.write_snapshot(conn, [permit(), reg("R9", "苏E1")], 2, T0, "central")
+    with pytest.raises(AllowListError, match="given twice"):
+        store.write_snapshot(conn, [permit(), permit()], 2, T0, "central")
+    conn.commit()
+    assert conn.execute("SELECT n FROM event").fetchall() == [(1,)]
+    loaded = store.load(conn)
+    assert contents(loaded) == [appt(), reg()]
+    assert loaded.version == 1
+
+
+def test_delta_round_trip_matches_the_in_memory_delta(conn: sqlite3.Connection) -> None:
+    initial: list[Credential] = [reg(), reg("R2", "苏E54321"), black(), appt()]
+    snapshot(conn, initial, version=1)
+    memory = AllowList.from_credentials(initial, version=1, updated_at=T0)
+    upserts: list[Credential] = [permit(), reg("R2", "苏E11111"), appt(waybill="WB9")]
+    removals = [(CredentialKind.BLACKLIST, "B1")]
+    later = T0 + timedelta(hours=1, microseconds=7)
+
+    conn.execute("BEGIN IMMEDIATE")
+    state = store.write_delta(conn, upserts, removals, 2, later, "central")
+    conn.commit()
+    memory.apply_delta(upserts, removals, 2, later)
+
+    assert state == store.AllowListState(2, later, "central", None)
+    assert store.read_state(conn) == state
+    loaded = store.load(conn)
+    assert contents(loaded) == contents(memory)
+    assert (loaded.version, loaded.updated_at) == (2, later)
+    assert loaded.exact("苏E54321").empty
+    assert loaded.content_hash is not None
+
+
+@pytest.mark.parametrize(
+    ("upserts", "removals", "version", "message"),
+    [
+        ([permit()], [(CredentialKind.REGISTRATION, "nope")], 2, "not in the allow-list"),
+        ([permit()], [], 1, "not newer than 1"),
+        ([reg()], [(CredentialKind.REGISTRATION, "R1")], 2, "both upserted and removed"),
+        ([permit(), permit()], [], 2, "given twice"),
+        ([permit(plate="苏")], [], 2, "invalid plate"),
+        ([permit(valid_from=datetime(2026, 1, 1))], [], 2, "naive"),
+    ],
+)
+def test_bad_delta_writes_nothing(
+    conn: sqlite3.Connection,
+    upserts: list[Credential],
+    removals: list[tuple[CredentialKind, str]],
+    version: int,
+    message: str,
+) -> None:
+    before = snapshot(conn, [reg(), appt()], version=1)
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(AllowListError, match=message):
+        store.write_delta(conn, upserts, removals, version, T0, "central")
+    conn.commit()
+    assert store.read_state(conn) == before
+    assert contents(store.load(conn)) == [appt(), reg()]
+
+
+def test_consumption_is_stored_and_survives_upserts(conn: sqlite3.Connection) -> None:
+    snapshot(conn, [appt(), reg()], version=1)
+    conn.execute("BEGIN IMMEDIATE")
+    assert store.set_appointment_consumed(conn, "A1", True) == appt(consumed=True)
+    conn.commit()
+    state = store.read_state(conn)
+    assert state is not None
+    assert state.content_hash is None  # content changed since the snapshot
+    assert store.load(conn).exact("苏E12345").appointments == (appt(consumed=True),)
+
+    conn.execute("BEGIN IMMEDIATE")
+    store.write_delta(conn, [appt(waybill="WB2")], [], 2, T0, "central")
+    conn.commit()
+    assert store.load(conn).exact("苏E12345").appointments == (appt(waybill="WB2", consumed=True),)
+    snapshot(conn, [appt()], version=3)
+    assert store.load(conn).exact("苏E12345").appointments == (appt(consumed=True),)
+
+    conn.execute("BEGIN IMMEDIATE")
+    assert store.set_appointment_consumed(conn, "A1", False) == appt()
+    conn.commit()
+    assert store.load(conn).exact("苏E12345").appointments == (appt(),)
+
+
+def test_consuming_an_unknown_appointment_is_an_error(conn: sqlite3.Connection) -> None:
+    snapshot(conn, [reg()], version=1)
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(AllowListError, match="unknown appointment 'R1'"):
+        store.set_appointment_consumed(conn, "R1", True)
+    conn.rollback()
+
+
+def test_store_and_memory_stay_in_step_through_consumption(conn: sqlite3.Connection) -> None:
+    snapshot(conn, [appt()], version=1)
+    memory = store.load(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    store.set_appointment_consumed(conn, "A1", True)
+    conn.commit()
+    memory.consume_appointment("A1")
+    snapshot(conn, [appt(), reg()], version=2)
+    memory.replace([appt(), reg()], 2, T0)
+    assert contents(store.load(conn)) == contents(memory)
+
+
+def test_load_refuses_a_table_changed_behind_its_back(conn: sqlite3.Connection) -> None:
+    snapshot(conn, [reg(), appt()], version=1)
+    conn.execute(
+        "INSERT INTO allowlist_entry VALUES ('registration', 'X', '苏E99999', ?)",
+        (codec.encode(reg("X", "苏E99999")),),
+    )
+    conn.commit()
+    with pytest.raises(store.StoreError, match="changed outside edgegate"):
+        store.load(conn)
+
+
+def test_updated_at_may_be_absent(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN")
+    written = store.write_snapshot(conn, [reg()], 1, None, "import:lists.csv")
+    conn.commit()
+    assert written.updated_at is None
+    assert store.read_state(conn) == written
+    assert store.load(conn).updated_at is None
+
+
+def test_a_thousand_entries_round_trip(conn: sqlite3.Connection) -> None:
+    entries: list[Credential] = [reg(f"R{i:04d}", f"苏E{i:05d}") for i in range(1000)]
+    entries += [appt(f"A{i}", f"苏E{i:05d}") for i in range(0, 1000, 7)]
+    state = snapshot(conn, entries, version=9)
+    loaded = store.load(conn)
+    assert len(loaded) == len(entries)
+    assert loaded.content_hash == state.content_hash
+    assert loaded.exact("苏E00007").appointments == (appt("A7", "苏E00007"),)
+    assert loaded.fuzzy("苏E0000S")[0].credentials.plate == "苏E00005"
+
+
+@pytest.mark.parametrize("write", ["snapshot", "delta", "consume"])
+def test_a_write_failing_midway_undoes_itself_but_not_the_callers_work(
+    conn: sqlite3.Connection, write: str
+) -> None:
+    snapshot(conn, [reg(), appt()], version=1)
+    conn.execute("CREATE TABLE event (n INTEGER)")
+    # The state row is written last: failing there means the entries were already changed.
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON allowlist_state"
+        " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
+    conn.commit()
+    writes: dict[str, Callable[[], object]] = {
+        "snapshot": lambda: store.write_snapshot(conn, [permit()], 2, T0, "central"),
+        "delta": lambda: store.write_delta(
+            conn, [permit()], [(CredentialKind.REGISTRATION, "R1")], 2, T0, "central"
+        ),
+        "consume": lambda: store.set_appointment_consumed(conn, "A1", True),
+    }
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO event VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
+        writes[write]()
+    assert conn.in_transaction
+    conn.commit()
+    assert conn.execute("SELECT n FROM event").fetchall() == [(1,)]
+    conn.execute("DROP TRIGGER refuse")
+    loaded = store.load(conn)
+    assert contents(loaded) == [appt(), reg()]
+    assert loaded.version == 1
+
+
+def test_prepared_snapshot_writes_the_same(conn: sqlite3.Connection) -> None:
+    entries: list[Credential] = [reg("R2"), appt(), permit(plate="苏e12345"), black()]
+    plain = snapshot(conn, entries, version=1)
+    conn.execute("BEGIN IMMEDIATE")
+    store.set_appointment_consumed(conn, "A1", True)
+    conn.commit()
+
+    prepared = store.prepare_snapshot(entries)  # no transaction, no connection needed
+    conn.execute("BEGIN IMMEDIATE")
+    state = store.write_snapshot(conn, prepared, 2, T0, "central")
+    conn.commit()
+    expected: list[Credential] = [appt(consumed=True), black(), permit(), reg("R2")]
+    assert contents(store.load(conn)) == expected
+    assert state.content_hash != plain.content_hash  # A1 is consumed now
+    with pytest.raises(AllowListError, match="invalid plate"):
+        store.prepare_snapshot([reg(plate="苏E")])

@@ -1,0 +1,253 @@
+"""``edgegate allowlist import|lookup`` and the allow-list service, as an operator uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edgegate.allowlist.service import AllowListService, load_from_file
+from edgegate.cli.main import main
+from edgegate.core.domain import Appointment, CredentialKind, Registration
+from edgegate.log import EventLog, LogReader, LogWriteError
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = (
+    "type,id,plate,colour,category,holder,organisation,visitor,host,purpose,valid_from,"
+    "valid_until,gates,window_start,window_end,destination,un_number,hazard_class,waybill,"
+    "reason,detail,source\n"
+)
+GOOD = HEADER + (
+    "registration,REG-1,苏E12345,blue,ordinary,commuter,Yangzi Petrochemical,,,,2026-01-01,"
+    "2026-12-31,,,,,,,,,,\n"
+    "appointment,APT-1,苏E6G789,yellow,hazmat,,,,,,,,fengxiang-road,2026-11-28,2026-11-28,"
+    "Yangzi Petrochemical,1203,3,EW20261128001,,,\n"
+    "blacklist,BL-1,苏E99999,,,,,,,,2026-11-01,,,,,,,,,speeding,82 km/h,park-security\n"
+    "permit,PER-1,皖A12345,blue,ordinary,,,Hefei Valves,Zhang Wei,pumps,2026-11-28,2026-11-28,"
+    "liyuan-road-west,,,,,,,,,\n"
+)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "list.csv").write_text(GOOD, encoding="utf-8")
+    return tmp_path
+
+
+def test_import_then_lookup(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = files / "g.db"
+    rc = main(["allowlist", "import", str(db), str(files / "list.csv"), "--gate", "fengxiang-road"])
+    assert rc == 0
+    assert "version 0 -> 1, 4 upserted" in capsys.readouterr().out
+    with LogReader(db) as reader:
+        (stored,) = reader.read()
+        assert stored.type == "allowlist.updated"
+        assert reader.verify().ok
+    rc = main(
+        [
+            "allowlist",
+            "lookup",
+            str(db),
+            "苏E 6G789",
+            "--at",
+            "2026-11-28 10:00",
+            "--gate",
+            "fengxiang-road",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["exact"][0]["id"] == "APT-1"
+    assert out["by_gate_kind"]["comprehensive/entry"]["verdict"] == "allow"
+    assert out["by_gate_kind"]["ordinary/entry"]["verdict"] == "deny"
+
+
+def test_lookup_fuzzy_with_config(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = files / "g.db"
+    main(["allowlist", "import", str(db), str(files / "list.csv"), "--gate", "fengxiang-road"])
+    capsys.readouterr()
+    config = ROOT / "config" / "fengxiang-road.toml"
+    rc = main(
+        [
+            "allowlist",
+            "lookup",
+            str(db),
+            "苏E6G7B9",
+            "--at",
+            "2026-11-28T10:00:00+08:00",
+            "-c",
+            str(config),
+            "--json",
+        ]
+    )
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["exact"] == []
+    assert out["fuzzy"][0]["plate"] == "苏E6G789"
+    entry = out["configured_gate"]["entry"]
+    assert entry["verdict"] == "confirm"
+    assert "fuzzy-dangerous-needs-confirmation" in entry["reasons"]
+    rc = main(
+        ["allowlist", "lookup", str(db), "苏E6G7B9", "--at", "2026-11-28 10:00", "-c", str(config)]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "fuzzy: 苏E6G789 (B→8 at 5)" in text
+    assert "fengxiang-road" in text
+
+
+def test_bad_file_imports_nothing_and_names_every_line(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = files / "g.db"
+    main(["allowlist", "import", str(db), str(files / "list.csv"), "--gate", "fengxiang-road"])
+    capsys.readouterr()
+    bad = files / "bad.csv"
+    bad.write_text(
+        HEADER
+        + "registration,REG-2,XX12345,blue,ordinary,commuter,Acme,,,,2026-01-01,,,,,,,,,,,\n"
+        + "registration,REG-3,苏E22222,blue,ordinary,commuter,Acme,,,,2026-13-01,,,,,,,,,,,\n"
+        + "registration,REG-4,苏E33333,blue,ordinary,commuter,Acme,,,,2026-01-01,,,,,,,,,,,\n",
+        encoding="utf-8",
+    )
+    assert main(["allowlist", "import", str(db), str(bad), "--gate", "fengxiang-road"]) == 2
+    err = capsys.readouterr().err
+    assert "line 2: plate:" in err
+    assert "line 3: valid_from:" in err
+    assert "line 4" not in err
+    assert load_from_file(str(db)).version == 1  # unchanged
+    with LogReader(db) as reader:
+        assert reader.head()[0] == 1  # no event for the refused file
+
+
+def test_delta_import(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = files / "g.db"
+    main(["allowlist", "import", str(db), str(files / "list.csv"), "--gate", "fengxiang-road"])
+    delta = files / "delta.json"
+    delta.write_text(
+        json.dumps(
+            {
+                "upsert": [
+                    {
+                        "type": "registration",
+                        "id": "REG-9",
+                        "plate": "苏E55555",
+                        "category": "engineering",
+                        "holder": "company",
+                        "organisation": "Build Co",
+                        "valid_from": "2026-11-01",
+                    }
+                ],
+                "remove": [{"type": "blacklist", "id": "BL-1"}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    assert main(["allowlist", "import", str(db), str(delta), "--delta"]) == 0
+    assert "version 1 -> 2, 1 upserted, 1 removed, 4 entries now" in capsys.readouterr().out
+    allowlist = load_from_file(str(db))
+    assert allowlist.version == 2
+    assert allowlist.get(CredentialKind.BLACKLIST, "BL-1") is None
+    assert allowlist.get(CredentialKind.REGISTRATION, "REG-9") is not None
+    # Removing it again: refused, nothing changes.
+    assert main(["allowlist", "import", str(db), str(delta), "--delta"]) == 2
+    assert "not in the allow-list" in capsys.readouterr().err
+    assert load_from_file(str(db)).version == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["allowlist", "import", "{db}", "{dir}/absent.csv", "--gate", "g"], "cannot read"),
+        (["allowlist", "import", "{db}", "{dir}/list.txt", "--gate", "g"], "unknown format"),
+        (["allowlist", "import", "{db}", "{dir}/list.csv"], "name its gate with --gate"),
+        (
+            [
+                "allowlist",
+                "import",
+                "{db}",
+                "{dir}/list.csv",
+                "--gate",
+                "g",
+                "--timezone",
+                "Mars/Olympus",
+            ],
+            "unknown time zone",
+        ),
+        (["allowlist", "lookup", "{db}", "苏E12345"], "no log file"),
+    ],
+)
+def test_usage_errors_exit_2(
+    files: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (files / "list.txt").write_text("x", encoding="utf-8")
+    args = [a.format(db=files / "new.db", dir=files) for a in argv]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+async def test_failed_commit_changes_neither_rows_nor_memory(tmp_path: Path) -> None:
+    from edgegate.allowlist import importer
+
+    entries = importer.parse_csv(GOOD.encode())
+    async with await EventLog.open(tmp_path / "g.db", gate_id="g") as log:
+        service = await AllowListService.open(log)
+        await service.replace(entries[:2], source="test")
+        before = service.view
+        pages = await log.run_in_writer(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await log.run_in_writer(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+        registration = entries[0]
+        assert isinstance(registration, Registration)
+        many = [
+            dataclasses.replace(registration, id=f"R{i}", organisation="x" * 2000)
+            for i in range(300)
+        ]
+        with pytest.raises(LogWriteError):
+            await service.replace(many, source="test")
+        assert service.view is before
+        assert service.view.version == 1
+    assert load_from_file(str(tmp_path / "g.db")).version == 1
+    with LogReader(tmp_path / "g.db") as reader:
+        assert reader.head()[0] == 1
+
+
+async def test_consumption_is_logged_and_survives_reload(tmp_path: Path) -> None:
+    from edgegate.allowlist import importer
+    from edgegate.core.domain import Direction, VehicleCategory
+    from edgegate.core.events import VehiclePassed
+
+    entries = importer.parse_csv(GOOD.encode())
+    db = tmp_path / "g.db"
+    async with await EventLog.open(db, gate_id="fengxiang-road") as log:
+        service = await AllowListService.open(log)
+        await service.replace(entries, source="test")
+        passed = VehiclePassed(
+            lane="in-1",
+            plate="苏E6G789",
+            direction=Direction.ENTRY,
+            category=VehicleCategory.HAZMAT,
+            credential_id="APT-1",
+        )
+        await service.append_with_consumption(passed, "APT-1", consumed=True)
+        appt = service.view.get(CredentialKind.APPOINTMENT, "APT-1")
+        assert isinstance(appt, Appointment)
+        assert appt.consumed
+        # A new snapshot from central does not resurrect a consumed appointment.
+        await service.replace(entries, source="central")
+        appt = service.view.get(CredentialKind.APPOINTMENT, "APT-1")
+        assert isinstance(appt, Appointment)
+        assert appt.consumed
+    reloaded = await asyncio.to_thread(load_from_file, str(db))
+    appt = reloaded.get(CredentialKind.APPOINTMENT, "APT-1")
+    assert isinstance(appt, Appointment)
+    assert appt.consumed
+    conn = sqlite3.connect(db)
+    types = [r[0] for r in conn.execute("SELECT type FROM events ORDER BY seq")]
+    conn.close()
+    assert types == ["allowlist.updated", "vehicle.passed", "allowlist.updated"]
