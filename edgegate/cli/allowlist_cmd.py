@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from edgegate.core.domain import (
     Credential,
     Credentials,
     Direction,
+    FuzzyMatch,
+    GateKind,
     PlateRead,
     Registration,
     TemporaryPermit,
@@ -225,6 +228,22 @@ def _credential_json(c: Credential, zone: ZoneInfo, at: datetime) -> dict[str, A
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """Everything ``allowlist lookup`` found, for either rendering."""
+
+    allowlist: AllowList
+    plate: str
+    exact: Credentials
+    fuzzy: list[FuzzyMatch]
+    decisions: dict[tuple[GateKind, Direction], Decision]
+    configured: dict[Direction, Decision]
+    config: GateConfig | None
+    gate_id: str
+    zone: ZoneInfo
+    at: datetime
+
+
 def _decision_json(d: Decision) -> dict[str, Any]:
     return {
         "verdict": str(d.verdict),
@@ -266,36 +285,23 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         rules = config.rules()
         for direction in Direction:
             configured[direction] = decide(rules, direction, read, allowlist, at)
+    found = _Lookup(
+        allowlist, plate, exact, fuzzy, decisions, configured, config, gate_id, zone, at
+    )
     if args.json:
-        print(
-            json.dumps(
-                _lookup_json(
-                    allowlist, plate, exact, fuzzy, decisions, configured, config, zone, at
-                ),
-                ensure_ascii=False,
-            )
-        )
+        print(json.dumps(_lookup_json(found), ensure_ascii=False))
         return 0
-    _print_lookup(allowlist, plate, exact, fuzzy, decisions, configured, config, gate_id, zone, at)
+    _print_lookup(found)
     return 0
 
 
-def _lookup_json(
-    allowlist: AllowList,
-    plate: str,
-    exact: Credentials,
-    fuzzy: list[Any],
-    decisions: dict[Any, Decision],
-    configured: dict[Direction, Decision],
-    config: GateConfig | None,
-    zone: ZoneInfo,
-    at: datetime,
-) -> dict[str, Any]:
+def _lookup_json(found: _Lookup) -> dict[str, Any]:
+    zone, at, config = found.zone, found.at, found.config
     return {
-        "plate": plate,
+        "plate": found.plate,
         "at": at.astimezone(zone).isoformat(),
-        "allowlist_version": allowlist.version,
-        "exact": [_credential_json(c, zone, at) for c in exact.all()],
+        "allowlist_version": found.allowlist.version,
+        "exact": [_credential_json(c, zone, at) for c in found.exact.all()],
         "fuzzy": [
             {
                 "plate": m.credentials.plate,
@@ -304,39 +310,30 @@ def _lookup_json(
                 "listed": m.list_char,
                 "credentials": [_credential_json(c, zone, at) for c in m.credentials.all()],
             }
-            for m in fuzzy
+            for m in found.fuzzy
         ],
         "by_gate_kind": {
-            f"{kind}/{direction}": _decision_json(d) for (kind, direction), d in decisions.items()
+            f"{kind}/{direction}": _decision_json(d)
+            for (kind, direction), d in found.decisions.items()
         },
         "configured_gate": None
         if config is None
         else {
             "gate": config.gate.id,
-            **{str(direction): _decision_json(d) for direction, d in configured.items()},
+            **{str(direction): _decision_json(d) for direction, d in found.configured.items()},
         },
     }
 
 
-def _print_lookup(
-    allowlist: AllowList,
-    plate: str,
-    exact: Credentials,
-    fuzzy: list[Any],
-    decisions: dict[Any, Decision],
-    configured: dict[Direction, Decision],
-    config: GateConfig | None,
-    gate_id: str,
-    zone: ZoneInfo,
-    at: datetime,
-) -> None:
+def _print_lookup(found: _Lookup) -> None:
+    zone, at, config, gate_id = found.zone, found.at, found.config, found.gate_id
     console = Console(highlight=False)
     console.print(
-        f"[bold]{plate}[/bold] at {at.astimezone(zone):%Y-%m-%d %H:%M:%S %Z} — allow-list "
-        f"version {allowlist.version}, {len(allowlist)} entries"
+        f"[bold]{found.plate}[/bold] at {at.astimezone(zone):%Y-%m-%d %H:%M:%S %Z} — "
+        f"allow-list version {found.allowlist.version}, {len(found.allowlist)} entries"
     )
-    rows: list[tuple[str, Credential]] = [("exact", c) for c in exact.all()]
-    for m in fuzzy:
+    rows: list[tuple[str, Credential]] = [("exact", c) for c in found.exact.all()]
+    for m in found.fuzzy:
         how = f"fuzzy: {m.credentials.plate} ({m.read_char}→{m.list_char} at {m.position})"
         rows.extend((how, c) for c in m.credentials.all())
     if not rows:
@@ -359,11 +356,11 @@ def _print_lookup(
         table.add_column(col)
     table.add_column("reasons", overflow="fold")
     if config is not None:
-        for direction, d in configured.items():
+        for direction, d in found.configured.items():
             table.add_row(
                 config.gate.id, str(direction), str(d.verdict), ", ".join(str(r) for r in d.reasons)
             )
-    for (kind, direction), d in decisions.items():
+    for (kind, direction), d in found.decisions.items():
         where = f"{gate_id} as {kind}" if gate_id else f"any {kind}"
         table.add_row(where, str(direction), str(d.verdict), ", ".join(str(r) for r in d.reasons))
     console.print(table)
