@@ -1,0 +1,1 @@
+"""Device protocol code: Modbus barrier PLCs, serial plate readers, profiles loaded from drivers/."""

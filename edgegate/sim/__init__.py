@@ -1,0 +1,1 @@
+"""Simulators good enough to run a whole gate on a laptop: PLC, plate readers, scenarios."""
