@@ -440,3 +440,20 @@ def test_normalise_is_identity_on_valid_plates() -> None:
         for plate in (f"{p}A12345", f"{p}AD12345", *(f"{p}A1234{s}" for s in SPECIAL_SUFFIXES)):
             assert is_valid(plate)
             assert normalise(plate) == plate
+
+
+def test_a_plate_with_many_credentials() -> None:
+    """More than 15 credentials on one plate (a msgpack array16 group)."""
+    appointments = [appt(f"A{i:02d}") for i in range(20)]
+    al = AllowList.from_credentials([*appointments, reg()], version=1)
+    assert al.exact("苏E12345") == Credentials(
+        "苏E12345", registrations=(reg(),), appointments=tuple(appointments)
+    )
+    al.consume_appointment("A07")
+    al.apply_delta([permit()], [(CredentialKind.APPOINTMENT, "A03")], 2, None)
+    got = al.exact("苏E12345")
+    assert len(got.appointments) == 19
+    assert [a.id for a in got.appointments if a.consumed] == ["A07"]
+    assert got.permits == (permit(),)
+    assert len(al) == 21
+    assert [m.credentials.plate for m in al.fuzzy("苏E1234S")] == ["苏E12345"]

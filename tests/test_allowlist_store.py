@@ -472,3 +472,19 @@ def test_prepared_snapshot_writes_the_same(conn: sqlite3.Connection) -> None:
     assert state.content_hash != plain.content_hash  # A1 is consumed now
     with pytest.raises(AllowListError, match="invalid plate"):
         store.prepare_snapshot([reg(plate="苏E")])
+
+
+@pytest.mark.parametrize("count", [2, 3, 15, 16, 17, 300])
+def test_groups_of_encodings(count: int) -> None:
+    encodings = [codec.encode(reg(f"R{i:03d}")) for i in range(count)]
+    grouped = codec.group(encodings)
+    assert codec.is_group(grouped)
+    assert not any(codec.is_group(e) for e in encodings)
+    assert codec.split(grouped) == encodings
+    assert codec.decode_all(grouped) == [reg(f"R{i:03d}") for i in range(count)]
+    assert codec.decode_all(encodings[0]) == [reg("R000")]
+    built = encodings[0]
+    for e in encodings[1:]:
+        built = codec.grouped_with(built, e)
+    assert built == grouped
+    assert msgpack.unpackb(grouped) == [msgpack.unpackb(e) for e in encodings]

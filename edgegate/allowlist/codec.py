@@ -14,7 +14,7 @@ string value::
 Instants are UTC epoch seconds (int), enums their string values, gate sets sorted lists.
 The encoding is canonical (equal credentials give equal bytes), so it can be hashed. Only
 timezone-aware instants with whole seconds can be encoded: anything else would not round-trip.
-Pure: no I/O.
+A ``group`` is a msgpack array of encodings (the credentials of one plate). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ _CATEGORIES = {m.value: m for m in VehicleCategory}
 _HOLDERS = {m.value: m for m in HolderType}
 _REASONS = {m.value: m for m in BlacklistReason}
 _INSTANTS: dict[int, datetime] = {}
+_NO_GATES: frozenset[str] = frozenset()
 _MAX_CACHED_INSTANTS = 1 << 16
 
 
@@ -114,16 +115,11 @@ _blacklist = positional_constructor(BlacklistEntry)
 
 
 def _dt(value: int) -> datetime:
-    instant = _INSTANTS.get(value)
-    if instant is None:
-        if len(_INSTANTS) >= _MAX_CACHED_INSTANTS:
-            _INSTANTS.clear()
-        instant = _INSTANTS[value] = datetime.fromtimestamp(value, UTC)
+    """The instant of an epoch second, through the cache (decode looks there first)."""
+    if len(_INSTANTS) >= _MAX_CACHED_INSTANTS:
+        _INSTANTS.clear()
+    instant = _INSTANTS[value] = datetime.fromtimestamp(value, UTC)
     return instant
-
-
-def _opt_dt(value: int | None) -> datetime | None:
-    return None if value is None else _dt(value)
 
 
 def encode(credential: Credential) -> bytes:
@@ -197,75 +193,165 @@ def encode(credential: Credential) -> bytes:
 def decode(data: bytes) -> Credential:
     """The credential ``encode`` made these bytes from. Raises ``CodecError`` otherwise."""
     try:
-        f = msgpack.unpackb(data)
+        fields = msgpack.unpackb(data)
+    except ValueError as exc:  # msgpack's format errors
+        raise CodecError(f"not an encoded credential: {exc}") from exc
+    return _from_fields(fields)
+
+
+def decode_all(data: bytes) -> list[Credential]:
+    """The credentials of one encoding or of a ``group``, in order."""
+    try:
+        fields = msgpack.unpackb(data)
+    except ValueError as exc:
+        raise CodecError(f"not an encoded credential: {exc}") from exc
+    if isinstance(fields, list) and fields and isinstance(fields[0], list):
+        return [_from_fields(f) for f in fields]
+    return [_from_fields(fields)]
+
+
+def _from_fields(f: Any) -> Credential:
+    cached = _INSTANTS.get
+    try:
         if not isinstance(f, list) or not f:
             raise CodecError("not an encoded credential")
         tag = f[0]
-        if tag == _REGISTRATION and len(f) == 10:
+        # Unpacking checks the field count (ValueError otherwise).
+        if tag == _REGISTRATION:
+            _, id_, plate, colour, category, holder, organisation, start, until, gates = f
             return _registration(
-                f[1],  # id
-                f[2],  # plate
-                _COLOURS[f[3]],
-                _CATEGORIES[f[4]],
-                _HOLDERS[f[5]],
-                f[6],  # organisation
-                _dt(f[7]),  # valid_from
-                _opt_dt(f[8]),  # valid_until
-                frozenset(f[9]),  # gates
+                id_,
+                plate,
+                _COLOURS[colour],
+                _CATEGORIES[category],
+                _HOLDERS[holder],
+                organisation,
+                cached(start) or _dt(start),
+                None if until is None else cached(until) or _dt(until),
+                frozenset(gates) if gates else _NO_GATES,
             )
-        if tag == _PERMIT and len(f) == 11:
+        if tag == _PERMIT:
+            _, id_, plate, colour, category, visitor, host, purpose, start, until, gates = f
             return _permit(
-                f[1],  # id
-                f[2],  # plate
-                _COLOURS[f[3]],
-                _CATEGORIES[f[4]],
-                f[5],  # visitor
-                f[6],  # host
-                f[7],  # purpose
-                _dt(f[8]),  # valid_from
-                _dt(f[9]),  # valid_until
-                frozenset(f[10]),  # gates
+                id_,
+                plate,
+                _COLOURS[colour],
+                _CATEGORIES[category],
+                visitor,
+                host,
+                purpose,
+                cached(start) or _dt(start),
+                cached(until) or _dt(until),
+                frozenset(gates) if gates else _NO_GATES,
             )
-        if tag == _APPOINTMENT and len(f) == 13:
+        if tag == _APPOINTMENT:
+            (
+                _,
+                id_,
+                plate,
+                colour,
+                category,
+                start,
+                end,
+                destination,
+                un_number,
+                hazard_class,
+                waybill,
+                gates,
+                consumed,
+            ) = f
             return _appointment(
-                f[1],  # id
-                f[2],  # plate
-                _COLOURS[f[3]],
-                _CATEGORIES[f[4]],
-                _dt(f[5]),  # window_start
-                _dt(f[6]),  # window_end
-                f[7],  # destination
-                f[8],  # un_number
-                f[9],  # hazard_class
-                f[10],  # waybill
-                frozenset(f[11]),  # gates
-                f[12] is True,  # consumed
+                id_,
+                plate,
+                _COLOURS[colour],
+                _CATEGORIES[category],
+                cached(start) or _dt(start),
+                cached(end) or _dt(end),
+                destination,
+                un_number,
+                hazard_class,
+                waybill,
+                frozenset(gates) if gates else _NO_GATES,
+                consumed is True,
             )
-        if tag == _BLACKLIST and len(f) == 8:
+        if tag == _BLACKLIST:
+            _, id_, plate, reason, detail, source, start, until = f
             return _blacklist(
-                f[1],  # id
-                f[2],  # plate
-                _REASONS[f[3]],
-                f[4],  # detail
-                f[5],  # source
-                _dt(f[6]),  # valid_from
-                _opt_dt(f[7]),  # valid_until
+                id_,
+                plate,
+                _REASONS[reason],
+                detail,
+                source,
+                cached(start) or _dt(start),
+                None if until is None else cached(until) or _dt(until),
             )
-        raise CodecError(f"unknown credential kind {tag!r} or wrong field count {len(f)}")
+        raise CodecError(f"unknown credential kind {tag!r}")
     except CodecError:
         raise
     except (ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
-        # msgpack's format errors are ValueErrors; fromtimestamp raises OverflowError/OSError.
+        # A wrong field count is a ValueError; fromtimestamp raises OverflowError/OSError.
         raise CodecError(f"not an encoded credential: {exc}") from exc
 
 
 def kind_and_id(data: bytes) -> tuple[str, str]:
     """``(kind value, id)`` of an encoded credential without building the dataclass."""
     try:
-        f = msgpack.unpackb(data, raw=False)
+        f = msgpack.unpackb(data)
         kind, id_ = f[0], f[1]
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise CodecError(f"not an encoded credential: {exc}") from exc
     if not isinstance(kind, str) or not isinstance(id_, str):
         raise CodecError("not an encoded credential")
     return kind, id_
+
+
+# Groups: the credentials of one plate as one msgpack array of their encodings, built by
+# concatenation (an encoding is a complete msgpack value). The in-memory index keeps a plate's
+# credentials as one bytes object this way: no tuples, so the garbage collector never has to
+# walk the million-entry dict, and less memory per plate.
+
+
+def is_group(data: bytes) -> bool:
+    """Whether ``data`` is a ``group`` rather than one credential's encoding."""
+    # A credential is a fixarray (8-13 fields) whose first element is a short string; a group
+    # is an array whose first element is a credential (a fixarray).
+    return data[0] in (0xDC, 0xDD) or 0x90 <= data[1] <= 0x9F
+
+
+def group(encodings: list[bytes]) -> bytes:
+    """One value holding several encodings (two or more), in the given order."""
+    return _array_header(len(encodings)) + b"".join(encodings)
+
+
+def grouped_with(data: bytes, encoding: bytes) -> bytes:
+    """``data`` (an encoding or a group) with ``encoding`` appended, as a group."""
+    if not is_group(data):
+        return group([data, encoding])
+    count, start = _array_prefix(data)
+    return _array_header(count + 1) + data[start:] + encoding
+
+
+def split(data: bytes) -> list[bytes]:
+    """The encodings in ``data`` (an encoding or a group)."""
+    if not is_group(data):
+        return [data]
+    # The encoding is canonical, so packing the unpacked fields gives the same bytes back.
+    return [msgpack.packb(fields) for fields in msgpack.unpackb(data)]
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def _array_prefix(data: bytes) -> tuple[int, int]:
+    """(element count, offset of the first element) of a msgpack array."""
+    head = data[0]
+    if head == 0xDC:
+        return int.from_bytes(data[1:3], "big"), 3
+    if head == 0xDD:
+        return int.from_bytes(data[1:5], "big"), 5
+    return head & 0x0F, 1

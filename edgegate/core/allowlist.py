@@ -1,9 +1,11 @@
 """The allow-list projection: every credential the gate knows, indexed by normalised plate.
 
-Pure and in memory. Sized for a million credentials: each is kept as its compact msgpack
-encoding (``edgegate.allowlist.codec``, itself pure) in a dict keyed by the UTF-8 bytes of the
-normalised plate, and decoded into the frozen dataclasses of ``domain`` only when looked up.
-A second dict maps ``(kind, id)`` to the plate, for deltas and appointment consumption.
+Pure and in memory. Sized for a million credentials: a dict keyed by the UTF-8 bytes of the
+normalised plate holds one ``bytes`` per plate, the compact msgpack encoding of its credential
+or a group of them (``edgegate.allowlist.codec``, itself pure), decoded into the frozen
+dataclasses of ``domain`` only when looked up. Holding only bytes keeps the index small and
+out of the garbage collector's sight. A second dict maps ``(kind, id)`` to the plate, for
+deltas and appointment consumption.
 
 Not thread-safe: the core runs on one thread (the event loop). Every mutation is atomic with
 respect to failure: it validates everything first and leaves the list unchanged on error.
@@ -19,7 +21,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from types import UnionType
-from typing import ClassVar, Protocol, get_args, get_origin, get_type_hints
+from typing import ClassVar, Protocol, cast, get_args, get_origin, get_type_hints
 
 from edgegate.allowlist import codec
 from edgegate.core.domain import (
@@ -33,8 +35,6 @@ from edgegate.core.domain import (
     TemporaryPermit,
 )
 from edgegate.core.plates import confusable_variants, is_valid, normalise
-
-_Value = bytes | tuple[bytes, ...]
 
 _TAG: dict[str, bytes] = {k.value: k.value[:1].encode() for k in CredentialKind}
 assert len(set(_TAG.values())) == len(_TAG), "kind tags must be distinct"
@@ -70,17 +70,25 @@ def id_key(kind: CredentialKind | str, id_: str) -> bytes:
     return _TAG[str(kind)] + id_.encode("utf-8", "surrogatepass")
 
 
-def _field_checks(cls: type) -> list[tuple[str, tuple[type, ...], type | None]]:
-    """(field, accepted types, element type of a frozenset) for each field of ``cls``."""
-    checks: list[tuple[str, tuple[type, ...], type | None]] = []
-    # Only frozenset[str] occurs among the credentials' fields; check_credential relies on it.
+_TEXT, _TEXTS = "text", "texts"
+
+
+def _field_checks(cls: type) -> list[tuple[str, tuple[type, ...], str | None]]:
+    """(field, accepted types, ``_TEXT`` / ``_TEXTS`` when it holds strings / a frozenset of
+    them) for each field of ``cls``."""
+    checks: list[tuple[str, tuple[type, ...], str | None]] = []
     for name, hint in get_type_hints(cls).items():
         if get_origin(hint) is ClassVar:
             continue
         options = get_args(hint) if isinstance(hint, UnionType) else (hint,)
         accepted = tuple(get_origin(t) or t for t in options)
-        element = get_args(hint)[0] if get_origin(hint) is frozenset else None
-        checks.append((name, accepted, element))
+        if accepted == (str,):
+            checks.append((name, accepted, _TEXT))
+        elif get_origin(hint) is frozenset:
+            assert get_args(hint) == (str,), "only frozensets of strings are checked"
+            checks.append((name, accepted, _TEXTS))
+        else:
+            checks.append((name, accepted, None))
     return checks
 
 
@@ -99,13 +107,19 @@ def check_credential(credential: Credential) -> Credential:
     if checks is None:
         raise AllowListError([f"not a credential: {credential!r}"])
     problems: list[str] = []
-    for name, accepted, element in checks:
+    for name, accepted, holds in checks:
         value = getattr(credential, name)
-        members: Iterable[object] = value if element is not None else ()
-        if not isinstance(value, accepted) or not all(isinstance(v, str) for v in members):
-            problems.append(f"{credential.kind} {credential.id!r}: {name} {value!r} is not valid")
-        elif not all(_is_text(v) for v in (value, *members) if isinstance(v, str)):
-            problems.append(f"{credential.kind} {credential.id!r}: {name} is not valid text")
+        if not isinstance(value, accepted):
+            problem: str | None = f"{value!r} is not valid"
+        elif holds is _TEXT:
+            text = cast(str, value)
+            problem = None if text.isascii() or _is_text(text) else "is not valid text"
+        elif holds is _TEXTS and value:
+            problem = _members_problem(cast("frozenset[object]", value))
+        else:
+            continue
+        if problem is not None:
+            problems.append(f"{credential.kind} {credential.id!r}: {name} {problem}")
     if problems:
         raise AllowListError(problems)
     if not credential.id:
@@ -123,7 +137,16 @@ def check_credential(credential: Credential) -> Credential:
     return credential
 
 
+def _members_problem(members: frozenset[object]) -> str | None:
+    if not all(isinstance(m, str) for m in members):
+        return f"{members!r} is not valid"
+    if not all(_is_text(m) for m in cast("frozenset[str]", members)):
+        return "is not valid text"
+    return None
+
+
 def _is_text(value: str) -> bool:
+    """Whether ``value`` can be stored (no lone surrogates)."""
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -152,16 +175,13 @@ def _lookup_key(plate: str) -> bytes:
     return plate.encode("utf-8", "surrogatepass")
 
 
-def _blobs(value: _Value) -> tuple[bytes, ...]:
-    return (value,) if isinstance(value, bytes) else value
-
-
 _new_credentials = codec.positional_constructor(Credentials)
 
 
-def _credentials(plate: str, value: _Value) -> Credentials:
-    if isinstance(value, bytes):
-        c = codec.decode(value)
+def _credentials(plate: str, value: bytes) -> Credentials:
+    found = codec.decode_all(value)
+    if len(found) == 1:
+        c = found[0]
         if isinstance(c, Registration):
             return _new_credentials(plate, (c,), (), (), ())
         if isinstance(c, TemporaryPermit):
@@ -173,9 +193,8 @@ def _credentials(plate: str, value: _Value) -> Credentials:
     permits: tuple[TemporaryPermit, ...] = ()
     appts: tuple[Appointment, ...] = ()
     black: tuple[BlacklistEntry, ...] = ()
-    # The blobs are kept in (kind, id) order, so each group comes out sorted by id.
-    for blob in value:
-        c = codec.decode(blob)
+    # A group is kept in (kind, id) order, so each kind comes out sorted by id.
+    for c in found:
         if isinstance(c, Registration):
             regs += (c,)
         elif isinstance(c, TemporaryPermit):
@@ -187,21 +206,21 @@ def _credentials(plate: str, value: _Value) -> Credentials:
     return _new_credentials(plate, regs, permits, appts, black)
 
 
-def _add(by_plate: dict[bytes, _Value], plate_key: bytes, blob: bytes) -> None:
+def _add(by_plate: dict[bytes, bytes], plate_key: bytes, blob: bytes) -> None:
     old = by_plate.get(plate_key)
     if old is None:
         by_plate[plate_key] = blob
     else:
-        by_plate[plate_key] = tuple(sorted((*_blobs(old), blob), key=codec.kind_and_id))
+        by_plate[plate_key] = codec.group(sorted([*codec.split(old), blob], key=codec.kind_and_id))
 
 
-def _discard(by_plate: dict[bytes, _Value], plate_key: bytes, kind: str, id_: str) -> None:
+def _discard(by_plate: dict[bytes, bytes], plate_key: bytes, kind: str, id_: str) -> None:
     value = by_plate[plate_key]
-    if isinstance(value, bytes):
+    if not codec.is_group(value):
         del by_plate[plate_key]
         return
-    rest = tuple(b for b in value if codec.kind_and_id(b) != (kind, id_))
-    by_plate[plate_key] = rest[0] if len(rest) == 1 else rest
+    rest = [b for b in codec.split(value) if codec.kind_and_id(b) != (kind, id_)]
+    by_plate[plate_key] = rest[0] if len(rest) == 1 else codec.group(rest)
 
 
 class AllowList:
@@ -214,7 +233,8 @@ class AllowList:
     __slots__ = ("_by_id", "_by_plate", "_content_hash", "_updated_at", "_version")
 
     def __init__(self) -> None:
-        self._by_plate: dict[bytes, _Value] = {}
+        # normalised plate (UTF-8) -> encoding, or group of encodings in (kind, id) order
+        self._by_plate: dict[bytes, bytes] = {}
         self._by_id: dict[bytes, bytes] = {}
         self._version = 0
         self._updated_at: datetime | None = None
@@ -251,6 +271,7 @@ class AllowList:
         by_plate = allowlist._by_plate
         by_id = allowlist._by_id
         setdefault = by_plate.setdefault
+        grouped_with = codec.grouped_with
         update = digest.update if digest is not None else _ignore
         # This loop runs a million times at start-up: one C call per step where possible.
         for key, plate_key, blob in rows:
@@ -258,7 +279,7 @@ class AllowList:
             by_id[key] = plate_key
             old = setdefault(plate_key, blob)
             if old is not blob:
-                by_plate[plate_key] = (old, blob) if isinstance(old, bytes) else (*old, blob)
+                by_plate[plate_key] = grouped_with(old, blob)
         allowlist._version = version
         allowlist._updated_at = updated_at
         allowlist._content_hash = digest.digest() if digest is not None else None
@@ -283,8 +304,7 @@ class AllowList:
     def __iter__(self) -> Iterator[Credential]:
         """Every credential, decoded, in no particular order."""
         for value in self._by_plate.values():
-            for blob in _blobs(value):
-                yield codec.decode(blob)
+            yield from codec.decode_all(value)
 
     @property
     def plate_count(self) -> int:
@@ -331,18 +351,23 @@ class AllowList:
 
     def _find_blob(self, plate_key: bytes, kind: str, id_: str) -> bytes:
         value = self._by_plate[plate_key]
-        if isinstance(value, bytes):
+        if not codec.is_group(value):
             return value
-        for blob in value:
+        for blob in codec.split(value):
             if codec.kind_and_id(blob) == (kind, id_):
                 return blob
         raise AssertionError(f"index out of step: {kind} {id_!r} not under its plate")
 
-    def _prepare(self, entries: Iterable[Credential]) -> tuple[list[str], list[Credential]]:
-        """Checked, plate-normalised entries and the problems found (duplicates included)."""
+    def _prepare(
+        self, entries: Iterable[Credential]
+    ) -> tuple[list[str], list[tuple[bytes, Credential, bytes]]]:
+        """``(id key, credential, encoding)`` of each entry, checked, plate-normalised and
+        still consumed if it is an appointment this list has consumed; and the problems
+        found, duplicates included."""
         problems: list[str] = []
-        checked: list[Credential] = []
+        prepared: list[tuple[bytes, Credential, bytes]] = []
         seen: set[bytes] = set()
+        by_id = self._by_id
         for entry in entries:
             try:
                 c = check_credential(entry)
@@ -354,8 +379,13 @@ class AllowList:
                 problems.append(f"{c.kind} {c.id!r}: given twice")
                 continue
             seen.add(key)
-            checked.append(c)
-        return problems, checked
+            if isinstance(c, Appointment) and not c.consumed and key in by_id:
+                c = keep_consumed(c, codec.decode(self._find_blob(by_id[key], c.kind, c.id)))
+            try:
+                prepared.append((key, c, codec.encode(c)))
+            except codec.CodecError as exc:
+                problems.append(f"{c.kind} {c.id!r}: {exc}")
+        return problems, prepared
 
     def replace(
         self,
@@ -367,30 +397,19 @@ class AllowList:
         """Replace the whole content with a snapshot. Builds the new index aside and swaps it
         in, so on ``AllowListError`` nothing changed. Any version is accepted: a snapshot is
         authoritative (the sync layer decides whether one is stale)."""
-        problems, checked = self._prepare(entries)
-        by_plate: dict[bytes, _Value] = {}
-        by_id: dict[bytes, bytes] = {}
-        for checked_entry in checked:
-            c = keep_consumed(checked_entry, self._get_appointment(checked_entry))
-            try:
-                blob = codec.encode(c)
-            except codec.CodecError as exc:
-                problems.append(f"{c.kind} {c.id!r}: {exc}")
-                continue
-            plate_key = c.plate.encode()
-            _add(by_plate, plate_key, blob)
-            by_id[id_key(c.kind, c.id)] = plate_key
+        problems, prepared = self._prepare(entries)
         if problems:
             raise AllowListError(problems)
+        by_plate: dict[bytes, bytes] = {}
+        by_id: dict[bytes, bytes] = {}
+        for key, c, blob in prepared:
+            plate_key = c.plate.encode()
+            _add(by_plate, plate_key, blob)
+            by_id[key] = plate_key
         self._by_plate, self._by_id = by_plate, by_id
         self._version = version
         self._updated_at = updated_at
         self._content_hash = content_hash
-
-    def _get_appointment(self, c: Credential) -> Credential | None:
-        if not isinstance(c, Appointment):
-            return None
-        return self.get(CredentialKind.APPOINTMENT, c.id)
 
     def apply_delta(
         self,
@@ -405,10 +424,11 @@ class AllowList:
         than the list's, an upsert is invalid or given twice, a removal names an unknown
         credential or is given twice, or a credential is both upserted and removed.
         """
-        problems, checked = self._prepare(upserts)
+        problems, prepared = self._prepare(upserts)
         if version <= self._version:
             problems.append(f"delta version {version} is not newer than {self._version}")
-        upsert_keys = {id_key(c.kind, c.id) for c in checked}
+        by_plate, by_id = self._by_plate, self._by_id
+        upsert_keys = {key for key, _, _ in prepared}
         removal_keys: list[tuple[bytes, str, str]] = []
         seen: set[bytes] = set()
         for raw_kind, id_ in removals:
@@ -418,7 +438,7 @@ class AllowList:
                 problems.append(f"cannot remove {raw_kind!r} {id_!r}: unknown kind")
                 continue
             key = id_key(kind, id_)
-            if key not in self._by_id:
+            if key not in by_id:
                 problems.append(f"cannot remove {kind} {id_!r}: not in the allow-list")
             elif key in seen:
                 problems.append(f"{kind} {id_!r}: removed twice")
@@ -426,20 +446,12 @@ class AllowList:
                 problems.append(f"{kind} {id_!r}: both upserted and removed")
             seen.add(key)
             removal_keys.append((key, kind.value, id_))
-        encoded: list[tuple[bytes, Credential, bytes]] = []
-        for checked_entry in checked:
-            c = keep_consumed(checked_entry, self._get_appointment(checked_entry))
-            try:
-                encoded.append((id_key(c.kind, c.id), c, codec.encode(c)))
-            except codec.CodecError as exc:
-                problems.append(f"{c.kind} {c.id!r}: {exc}")
         if problems:
             raise AllowListError(problems)
 
-        by_plate, by_id = self._by_plate, self._by_id
         for key, kind_value, id_ in removal_keys:
             _discard(by_plate, by_id.pop(key), kind_value, id_)
-        for key, c, blob in encoded:
+        for key, c, blob in prepared:
             old_plate = by_id.get(key)
             if old_plate is not None:
                 _discard(by_plate, old_plate, c.kind.value, c.id)
@@ -472,9 +484,10 @@ class AllowList:
         new = dataclasses.replace(old, consumed=consumed)
         new_blob = codec.encode(new)
         value = self._by_plate[plate_key]
-        if isinstance(value, bytes):
-            self._by_plate[plate_key] = new_blob
+        if codec.is_group(value):
+            value = codec.group([new_blob if b == old_blob else b for b in codec.split(value)])
         else:
-            self._by_plate[plate_key] = tuple(new_blob if b is old_blob else b for b in value)
+            value = new_blob
+        self._by_plate[plate_key] = value
         self._content_hash = None
         return new
