@@ -84,6 +84,9 @@ class Road:
             LaneSetup("in-1", self.direction, "plc-1", "plc-1", self.exit_loop, TIMINGS)
         )
 
+    def state(self) -> LaneState:
+        return self.lane.state
+
     def feed(self, event: LaneInput) -> list[Action]:
         out = self.lane.handle(event, self.now)
         self.actions += out
@@ -143,14 +146,14 @@ class Road:
 def test_loop_then_plate_opens_then_pass_then_close() -> None:
     road = Road()
     road.loops(arming=True)
-    assert road.lane.state is LaneState.PRESENT
+    assert road.state() is LaneState.PRESENT
     seq = road.plate()
     assert road.commands() == [BarrierCommand.OPEN]
     (cmd,) = [a for a in road.actions if isinstance(a, Command)]
     assert cmd.cause_seq == seq
-    assert road.lane.state is LaneState.OPENING
+    assert road.state() is LaneState.OPENING
     road.open_fully()
-    assert road.lane.state is LaneState.OPEN
+    assert road.state() is LaneState.OPEN
     road.drive_through()
     (passed,) = road.records(VehiclePassed)
     assert isinstance(passed, VehiclePassed)
@@ -159,9 +162,9 @@ def test_loop_then_plate_opens_then_pass_then_close() -> None:
     assert road.commands() == [BarrierCommand.OPEN]  # not before the close delay
     road.wait(1.0)
     assert road.commands() == [BarrierCommand.OPEN, BarrierCommand.CLOSE]
-    assert road.lane.state is LaneState.CLOSING
+    assert road.state() is LaneState.CLOSING
     road.close_fully()
-    assert road.lane.state is LaneState.IDLE
+    assert road.state() is LaneState.IDLE
 
 
 def test_plate_before_loop_is_used_when_the_vehicle_arrives() -> None:
@@ -179,7 +182,7 @@ def test_plate_long_before_loop_is_not_used() -> None:
     road.wait(3.5)
     road.loops(arming=True)
     assert road.commands() == []
-    assert road.lane.state is LaneState.PRESENT
+    assert road.state() is LaneState.PRESENT
 
 
 def test_plate_never_read_is_recorded_once() -> None:
@@ -205,7 +208,7 @@ def test_refused_vehicle_backs_out() -> None:
     (back,) = road.records(VehicleBackedOut)
     assert isinstance(back, VehicleBackedOut)
     assert back.decision_seq == seq
-    assert road.lane.state is LaneState.IDLE
+    assert road.state() is LaneState.IDLE
 
 
 def test_admitted_vehicle_backs_out_and_arm_closes() -> None:
@@ -238,7 +241,7 @@ def test_guard_confirmation() -> None:
     road = Road()
     road.loops(arming=True)
     road.plate(Verdict.CONFIRM)
-    assert road.lane.state is LaneState.AWAITING_GUARD
+    assert road.state() is LaneState.AWAITING_GUARD
     assert road.commands() == []
     road.feed(Manual(ManualActionKind.CONFIRM, "guard-wang", "checked the waybill"))
     assert road.commands() == [BarrierCommand.OPEN]
@@ -249,7 +252,7 @@ def test_guard_refusal() -> None:
     road.loops(arming=True)
     road.plate(Verdict.CONFIRM)
     road.feed(Manual(ManualActionKind.REFUSE, "guard-wang", "no waybill"))
-    assert road.lane.state is LaneState.PRESENT
+    assert road.state() is LaneState.PRESENT
     assert road.commands() == []
 
 
@@ -277,7 +280,7 @@ def test_safety_loop_occupied_while_closing_raises_the_arm() -> None:
     road.barrier(up=False, down=False)  # closing
     road.loops(safety=True)  # someone steps in under the arm
     assert road.commands() == [BarrierCommand.OPEN, BarrierCommand.CLOSE, BarrierCommand.OPEN]
-    assert road.lane.state is LaneState.OPENING
+    assert road.state() is LaneState.OPENING
     road.barrier(up=True, down=False)
     road.loops(exit=True)
     road.loops()
@@ -328,7 +331,7 @@ def test_barrier_open_timeout_is_a_fault_and_recovers() -> None:
     (fault,) = road.records(DeviceFault)
     assert isinstance(fault, DeviceFault)
     assert fault.code == "barrier-open-timeout"
-    assert road.lane.state is LaneState.FAULT
+    assert road.state() is LaneState.FAULT
     road.barrier(up=True, down=False)  # the arm gets there in the end
     assert len(road.records(DeviceRecovered)) == 1
     road.loops()  # the vehicle left without passing: close once clear
@@ -429,7 +432,7 @@ def test_incident_hold_opens_and_records_every_vehicle_leaving() -> None:
 def test_plc_offline_then_back() -> None:
     road = Road()
     road.feed(BarrierOnline(False))
-    assert road.lane.state is LaneState.FAULT
+    assert road.state() is LaneState.FAULT
     road.loops(arming=True)
     road.plate()
     assert road.commands() == []  # nothing can be sent
@@ -437,7 +440,7 @@ def test_plc_offline_then_back() -> None:
     assert road.commands() == []  # not before the PLC's real position is known
     road.barrier(up=False, down=True)
     assert road.commands() == [BarrierCommand.OPEN]
-    assert road.lane.state is LaneState.OPENING
+    assert road.state() is LaneState.OPENING
 
 
 def test_pass_consumes_the_appointment_only_on_entry() -> None:
@@ -475,7 +478,7 @@ def test_queued_vehicle_read_while_the_first_passes_is_used() -> None:
     assert road.commands()[-1] is BarrierCommand.CLOSE
     road.wait(10)  # the arm takes its time
     road.close_fully()
-    assert road.lane.state is LaneState.OPENING
+    assert road.state() is LaneState.OPENING
     cmd = [a for a in road.actions if isinstance(a, Command)][-1]
     assert cmd.command is BarrierCommand.OPEN
     assert cmd.cause_seq == second
