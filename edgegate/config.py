@@ -502,6 +502,8 @@ class SimulatedPlcDevice(_Model):
     role: ClassVar[DeviceRole] = DeviceRole.PLC
     type: Literal["simulated-plc"]
     travel_time: Annotated[Duration, _bounds("100ms", "60s")] = timedelta(seconds=3)
+    # The simulator speaks this profile's register map; the real Modbus driver talks to it.
+    profile: ProfileName = "barrier-plc-generic"
 
     def address(self) -> str:
         return f"simulated, arm travel {format_duration(self.travel_time)}"
@@ -512,6 +514,8 @@ class SimulatedPlateReaderDevice(_Model):
 
     role: ClassVar[DeviceRole] = DeviceRole.PLATE_READER
     type: Literal["simulated-plate-reader"]
+    # The simulator writes frames of this profile on a pty; the real serial driver reads them.
+    profile: ProfileName = "plate-reader-generic"
     read_delay: Annotated[Duration, _bounds("0s", "10s")] = timedelta(milliseconds=200)
     confidence: Fraction = 0.97
 

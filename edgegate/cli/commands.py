@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from edgegate.cli import allowlist_cmd, check_config, log_cmd
+from edgegate.cli import allowlist_cmd, check_config, log_cmd, run_cmd
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -13,4 +13,5 @@ REGISTRARS: list[Registrar] = [
     allowlist_cmd.register,
     check_config.register,
     log_cmd.register,
+    run_cmd.register,
 ]

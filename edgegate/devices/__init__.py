@@ -1,1 +1,1 @@
-"""Device protocol code: Modbus barrier PLCs, serial plate readers, profiles loaded from drivers/."""
+"""Device protocol code: Modbus barrier PLCs and serial plate readers, driven by profiles."""

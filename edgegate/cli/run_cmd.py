@@ -1,0 +1,77 @@
+"""``edgegate run`` (the gate daemon) and ``edgegate demo`` (a whole simulated gate)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from edgegate.config import ConfigError, load_config
+from edgegate.core.events import StopReason
+from edgegate.daemon.gate import Gate
+from edgegate.log import LogError
+from edgegate.observability import get_logger
+
+log = get_logger("cli.run")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run the gate daemon (JSON logs on stdout)")
+    run.add_argument("-c", "--config", type=Path, required=True, help="the gate's TOML file")
+    run.set_defaults(func=cmd_run, log_stream=sys.stdout)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a whole simulated gate on this machine (no hardware, no network service)",
+    )
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    demo.add_argument(
+        "--log", type=Path, default=Path("demo-gate.db"), help="event log file (demo-gate.db)"
+    )
+    demo.add_argument("--no-live", action="store_true", help="no live view, just a summary")
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"edgegate run: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_run(config, str(args.config)))
+    except LogError as exc:
+        print(f"edgegate run: {exc}", file=sys.stderr)
+        log.error("gate_failed", error=str(exc))
+        return 1
+    return 0
+
+
+async def _run(config: object, path: str) -> None:
+    from edgegate.config import GateConfig
+
+    assert isinstance(config, GateConfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Gate(config, config_path=path).run(stop, reason=StopReason.SIGNAL)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgegate.sim.demo import run_demo
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await run_demo(args.duration, args.log, live=False if args.no_live else None)
+        except asyncio.CancelledError:
+            return 130
+
+    return asyncio.run(main())

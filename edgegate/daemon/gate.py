@@ -1,0 +1,338 @@
+"""The gate daemon: a supervisor (asyncio TaskGroup) of devices, lanes and the event log.
+
+``Gate.run(stop)`` opens the log and the allow-list, writes ``daemon.started`` with the
+config's hash, starts every device driver and lane, checks overstays periodically, and on
+``stop`` stops the devices, lets each lane finish its in-flight cycle, writes
+``daemon.stopped`` and closes the log. A device that is absent at start-up or fails later is
+retried by its driver (fault events, no crash); one failing device never stops other lanes.
+Simulated devices (``simulated-plc``, ``simulated-plate-reader``) start an in-process
+simulator on 127.0.0.1 or a pty, driven through the same real drivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgpack
+
+from edgegate import __version__
+from edgegate.allowlist.service import AllowListService
+from edgegate.clock import SystemClock
+from edgegate.config import (
+    GateConfig,
+    ModbusRtuDevice,
+    ModbusTcpDevice,
+    SerialPlateReaderDevice,
+    SimulatedPlateReaderDevice,
+    SimulatedPlcDevice,
+    WriteFailureAction,
+)
+from edgegate.core.clock import Clock
+from edgegate.core.codec import ns_to_datetime
+from edgegate.core.domain import CredentialKind, Direction
+from edgegate.core.events import (
+    DaemonStarted,
+    DaemonStopped,
+    DeviceFault,
+    DeviceRecovered,
+    OverstayDetected,
+    StopReason,
+    VehiclePassed,
+)
+from edgegate.core.lane import NS, LaneSetup, LaneTimings
+from edgegate.core.policy import CredentialRef
+from edgegate.core.presence import Presence
+from edgegate.daemon.lane_runner import LaneRunner
+from edgegate.devices.base import DeviceSignal
+from edgegate.devices.modbus import BarrierPlc
+from edgegate.devices.plate_reader import SerialPlateReader
+from edgegate.devices.plc_profile import BarrierPlcProfile
+from edgegate.devices.profiles import load_profile
+from edgegate.devices.reader_profile import (
+    BinaryFrameReaderProfile,
+    ReaderProfile,
+    TextLineReaderProfile,
+)
+from edgegate.log import EventLog, LogReader
+from edgegate.observability import get_logger
+from edgegate.sim.plate_reader import PlateReaderSimulator
+from edgegate.sim.plc import PlcSimulator
+
+log = get_logger("gate")
+
+DRAIN_TIMEOUT_S = 5.0
+
+
+def _reader_profile(name: str) -> ReaderProfile:
+    profile = load_profile(name)
+    if not isinstance(profile, TextLineReaderProfile | BinaryFrameReaderProfile):
+        raise ValueError(f"profile {name!r} is not a plate-reader profile")
+    return profile
+
+
+def _ns(value: timedelta) -> int:
+    return int(value.total_seconds() * NS)
+
+
+def lane_timings(config: GateConfig, lane_id: str) -> LaneTimings:
+    t = config.lane_timings(lane_id)
+    return LaneTimings(
+        plate_wait=_ns(t.plate_wait),
+        plate_early=_ns(t.plate_early),
+        open_travel=_ns(t.open_travel),
+        close_travel=_ns(t.close_travel),
+        pass_timeout=_ns(t.pass_timeout),
+        close_delay=_ns(t.close_delay),
+        loop_fault_after=_ns(t.loop_fault_after),
+    )
+
+
+@dataclass
+class Gate:
+    """One gate: its configuration, devices, lanes and log, run by :meth:`run`."""
+
+    config: GateConfig
+    config_path: str = ""
+    clock: Clock = field(default_factory=SystemClock)
+    lanes: dict[str, LaneRunner] = field(default_factory=dict)
+    plcs: dict[str, BarrierPlc] = field(default_factory=dict)
+    readers: dict[str, SerialPlateReader] = field(default_factory=dict)
+    plc_sims: dict[str, PlcSimulator] = field(default_factory=dict)
+    reader_sims: dict[str, PlateReaderSimulator] = field(default_factory=dict)
+    presence: Presence = field(default_factory=Presence)
+    event_log: EventLog | None = None
+    allowlist: AllowListService | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
+        config = self.config
+        path = config.log_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        async with await EventLog.open(path, gate_id=config.gate.id, clock=self.clock) as elog:
+            self.event_log = elog
+            self.allowlist = await AllowListService.open(elog)
+            await asyncio.to_thread(self._rebuild_presence, path)
+            await elog.append(
+                DaemonStarted(
+                    software_version=__version__,
+                    config_hash=config.config_hash(),
+                    config_path=self.config_path,
+                    pid=os.getpid(),
+                )
+            )
+            try:
+                await self._start_simulators()
+                self._build(elog, self.allowlist)
+                await self._supervise(stop)
+            finally:
+                await self._stop_simulators()
+                with contextlib.suppress(Exception):
+                    await elog.append(DaemonStopped(reason=reason))
+                log.info("gate_stopped", gate=config.gate.id)
+
+    # --- building -------------------------------------------------------------------------
+
+    def _build(self, elog: EventLog, allowlist: AllowListService) -> None:
+        config = self.config
+        rules = config.rules()
+        for name, device in config.devices.items():
+            if isinstance(device, ModbusTcpDevice | ModbusRtuDevice):
+                profile = load_profile(device.profile, family=BarrierPlcProfile)
+                self.plcs[name] = BarrierPlc(name, device, profile)
+            elif isinstance(device, SimulatedPlcDevice):
+                sim = self.plc_sims[name]
+                tcp = ModbusTcpDevice(
+                    type="modbus-tcp",
+                    host="127.0.0.1",
+                    port=sim.port,
+                    unit_id=sim.unit_id,
+                    profile=device.profile,
+                    timeout=timedelta(milliseconds=300),
+                    reconnect_max=timedelta(seconds=1),
+                )
+                self.plcs[name] = BarrierPlc(name, tcp, sim.profile)
+            elif isinstance(device, SerialPlateReaderDevice | SimulatedPlateReaderDevice):
+                lane = next(x for x in config.lanes if x.plate_reader == name)
+                window = (
+                    device.duplicate_read_window
+                    if isinstance(device, SerialPlateReaderDevice)
+                    else None
+                )
+                window = window or config.lane_timings(lane.id).duplicate_read_window
+                if isinstance(device, SimulatedPlateReaderDevice):
+                    serial = SerialPlateReaderDevice(
+                        type="serial-plate-reader",
+                        port=self.reader_sims[name].port,
+                        profile=device.profile,
+                    )
+                else:
+                    serial = device
+                self.readers[name] = SerialPlateReader(
+                    name,
+                    serial,
+                    _reader_profile(serial.profile),
+                    window,
+                    reconnect_initial=timedelta(milliseconds=100),
+                )
+        policy = config.log.on_write_failure
+        for lane in config.lanes:
+            setup = LaneSetup(
+                lane_id=lane.id,
+                direction=lane.direction,
+                barrier_device=lane.barrier,
+                loop_device=lane.loops_device,
+                has_exit_loop=lane.exit_loop,
+                timings=lane_timings(config, lane.id),
+            )
+            self.lanes[lane.id] = LaneRunner(
+                setup,
+                rules,
+                elog,
+                allowlist,
+                self.plcs[lane.barrier],
+                self.clock,
+                open_without_log=policy.for_direction(lane.direction) is WriteFailureAction.ALLOW,
+                on_pass=self._on_pass,
+            )
+
+    async def _start_simulators(self) -> None:
+        for name, device in self.config.devices.items():
+            if isinstance(device, SimulatedPlcDevice):
+                profile = load_profile(device.profile, family=BarrierPlcProfile)
+                sim = PlcSimulator(profile, travel_time=device.travel_time.total_seconds())
+                await sim.start()
+                self.plc_sims[name] = sim
+            elif isinstance(device, SimulatedPlateReaderDevice):
+                self.reader_sims[name] = PlateReaderSimulator(
+                    _reader_profile(device.profile),
+                    name=name,
+                )
+
+    async def _stop_simulators(self) -> None:
+        for sim in self.plc_sims.values():
+            with contextlib.suppress(Exception):
+                await sim.stop()
+        for reader in self.reader_sims.values():
+            with contextlib.suppress(Exception):
+                reader.close()
+
+    # --- running --------------------------------------------------------------------------
+
+    def _sink_for(self, device: str) -> Callable[[DeviceSignal], None]:
+        """A device serves one lane (the configuration allows no sharing per role)."""
+        lane = next(
+            x.id for x in self.config.lanes if device in (x.barrier, x.loops_device, x.plate_reader)
+        )
+        return self.lanes[lane].submit
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            devices: list[asyncio.Task[None]] = []
+            for name, plc in self.plcs.items():
+                devices.append(tg.create_task(self._keep(name, plc.run, self._sink_for(name))))
+            for name, reader in self.readers.items():
+                devices.append(tg.create_task(self._keep(name, reader.run, self._sink_for(name))))
+            lanes = [tg.create_task(runner.run()) for runner in self.lanes.values()]
+            checker = tg.create_task(self._check_overstays())
+            self.started.set()
+            log.info("gate_started", gate=self.config.gate.id, lanes=len(self.lanes))
+            await stop.wait()
+            # Finish the in-flight cycles while the devices can still be commanded, then stop.
+            for runner in self.lanes.values():
+                try:
+                    async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                        await runner.drain()
+                except TimeoutError:
+                    log.error("lane_drain_timeout", lane=runner.setup.lane_id)
+            for task in (*devices, *lanes, checker):
+                task.cancel()
+        for plc in self.plcs.values():
+            with contextlib.suppress(Exception):
+                await plc.aclose()
+
+    async def _keep(
+        self,
+        name: str,
+        run: Callable[[Callable[[DeviceSignal], None]], Awaitable[None]],
+        sink: Callable[[DeviceSignal], None],
+    ) -> None:
+        """Drivers never raise; if one does anyway (a bug), restart it rather than stop the
+        gate."""
+        while True:
+            try:
+                await run(sink)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("driver_crashed", device=name, error=repr(exc))
+                sink(DeviceFault(device=name, code="driver-crashed", message=repr(exc)[:200]))
+                await asyncio.sleep(1.0)
+
+    # --- presence and overstays -----------------------------------------------------------
+
+    def _rebuild_presence(self, path: Path) -> None:
+        with LogReader(path) as reader:
+            conn = reader._conn  # read-only connection of the reader
+            rows = conn.execute(
+                "SELECT seq, wall_ns, data FROM events WHERE type = 'vehicle.passed' ORDER BY seq"
+            )
+            for seq, wall_ns, data in rows:
+                fields = msgpack.unpackb(data)
+                at = ns_to_datetime(wall_ns)
+                if fields.get("direction") == Direction.ENTRY.value:
+                    until = fields.get("permit_until")
+                    self.presence.enter(
+                        fields["plate"],
+                        None if fields.get("category") is None else fields["category"],
+                        at,
+                        None,
+                        None if until is None else ns_to_datetime(until),
+                        seq,
+                    )
+                else:
+                    self.presence.leave(fields["plate"], at, seq)
+
+    def _on_pass(self, event: VehiclePassed, seq: int) -> None:
+        at = datetime.fromtimestamp(self.clock.wall_ns() / 1e9, UTC)
+        if not event.plate:
+            return
+        if event.direction is Direction.ENTRY:
+            credential = None
+            if event.credential_id is not None:
+                credential = CredentialRef(CredentialKind.REGISTRATION, event.credential_id)
+            self.presence.enter(
+                event.plate, event.category, at, credential, event.permit_until, seq
+            )
+        else:
+            self.presence.leave(event.plate, at, seq)
+
+    async def _check_overstays(self) -> None:
+        every = self.config.timings.overstay_check_every.total_seconds()
+        limits = self.config.rules().dwell_limits
+        assert self.event_log is not None
+        while True:
+            now = datetime.fromtimestamp(self.clock.wall_ns() / 1e9, UTC)
+            for overstay in self.presence.overstays(now, limits):
+                stay = overstay.stay
+                await self.event_log.append(
+                    OverstayDetected(
+                        plate=stay.plate,
+                        category=stay.category,
+                        entered_at=stay.entered_at,
+                        limit=str(overstay.limit),
+                        deadline=overstay.deadline,
+                        entry_seq=stay.entry_seq,
+                    )
+                )
+                self.presence.mark_reported(overstay)
+            await asyncio.sleep(every)
+
+
+__all__ = ["DeviceRecovered", "Gate", "lane_timings"]

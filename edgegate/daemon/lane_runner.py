@@ -1,0 +1,312 @@
+"""One lane in the shell: feeds the pure lane machine, carries out its actions log-then-act.
+
+Everything for a lane goes through one queue and one task, so its inputs are handled one at a
+time and its actions are carried out in order: an event is durable before the next action, and
+``barrier.commanded`` is durable before the command goes to the PLC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from edgegate.allowlist.service import AllowListService
+from edgegate.core.clock import Clock
+from edgegate.core.domain import Direction
+from edgegate.core.domain import PlateRead as DomainPlateRead
+from edgegate.core.events import (
+    BarrierCommand,
+    BarrierCommanded,
+    BarrierState,
+    BarrierStateChanged,
+    DeviceFault,
+    DeviceRecovered,
+    Event,
+    FrameRejected,
+    Loop,
+    LoopChanged,
+    ManualAction,
+    PlateRead,
+    VehiclePassed,
+)
+from edgegate.core.lane import (
+    Action,
+    Barrier,
+    BarrierOnline,
+    Command,
+    Decided,
+    IncidentHold,
+    Lane,
+    LaneInput,
+    LaneSetup,
+    LaneState,
+    Loops,
+    Manual,
+    Record,
+)
+from edgegate.core.policy import Decision, decide
+from edgegate.core.rules import GateRules
+from edgegate.devices.base import DeviceError, PlcInputs
+from edgegate.log import EventLog, LogError
+from edgegate.observability import get_logger
+
+
+class BarrierDriver(Protocol):
+    async def command(self, cmd: BarrierCommand) -> None: ...
+
+
+LaneItem = PlcInputs | PlateRead | FrameRejected | DeviceFault | DeviceRecovered | LaneInput
+Observer = Callable[["LaneRunner", Event | None], None]
+
+
+class LaneRunner:
+    """The shell of one lane."""
+
+    def __init__(
+        self,
+        setup: LaneSetup,
+        rules: GateRules,
+        log: EventLog,
+        allowlist: AllowListService,
+        barrier: BarrierDriver,
+        clock: Clock,
+        *,
+        open_without_log: bool,
+        on_pass: Callable[[VehiclePassed, int], None] | None = None,
+    ) -> None:
+        """``open_without_log``: whether an opening may go ahead when the log cannot be
+        written (the configuration's ``on_write_failure`` for this lane's direction)."""
+        self.setup = setup
+        self.lane = Lane(setup)
+        self._rules = rules
+        self._log = log
+        self._allowlist = allowlist
+        self._barrier = barrier
+        self._clock = clock
+        self._open_without_log = open_without_log
+        self._on_pass = on_pass
+        self._queue: asyncio.Queue[LaneItem] = asyncio.Queue()
+        self._inputs: PlcInputs | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.last_decision: Decision | None = None
+        self.observers: list[Observer] = []
+        self._logger = get_logger("lane", lane=setup.lane_id)
+
+    @property
+    def state(self) -> LaneState:
+        return self.lane.state
+
+    def submit(self, item: LaneItem) -> None:
+        """Queue an input (from a driver's sink or an operator); never blocks."""
+        self._idle.clear()
+        self._queue.put_nowait(item)
+
+    async def drain(self) -> None:
+        """Wait until every queued input has been handled (the in-flight cycle finished)."""
+        while not self._queue.empty() or not self._idle.is_set():
+            await self._idle.wait()
+            if not self._queue.empty():
+                await asyncio.sleep(0)
+
+    async def run(self) -> None:
+        while True:
+            deadline = self.lane.next_deadline()
+            item: LaneItem | None = None
+            if self._queue.empty():
+                self._idle.set()
+            if deadline is None:
+                item = await self._queue.get()
+            else:
+                delay = max(0.0, (deadline - self._clock.mono_ns()) / 1e9)
+                try:
+                    async with asyncio.timeout(delay):
+                        item = await self._queue.get()
+                except TimeoutError:
+                    item = None
+            self._idle.clear()
+            try:
+                if item is None:
+                    await self._execute(self.lane.tick(self._clock.mono_ns()))
+                else:
+                    await self._handle(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one bad input must not stop the lane
+                self._logger.exception("lane_input_failed", item=repr(item), error=repr(exc))
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    async def _handle(self, item: LaneItem) -> None:
+        if isinstance(item, PlcInputs):
+            await self._plc_inputs(item)
+        elif isinstance(item, PlateRead):
+            await self._plate(item)
+        elif isinstance(item, FrameRejected | DeviceFault | DeviceRecovered):
+            await self._append(dataclasses.replace(item, lane=self.setup.lane_id))
+            if item.device == self.setup.barrier_device and not isinstance(item, FrameRejected):
+                await self._feed(BarrierOnline(isinstance(item, DeviceRecovered)))
+        elif isinstance(item, Manual):
+            await self._append(
+                ManualAction(
+                    lane=self.setup.lane_id,
+                    action=item.action,
+                    operator=item.operator,
+                    reason=item.reason,
+                )
+            )
+            await self._feed(item)
+        else:
+            await self._feed(item)
+
+    async def _plc_inputs(self, inputs: PlcInputs) -> None:
+        old = self._inputs
+        self._inputs = inputs
+        lane = self.setup.lane_id
+        loops = (
+            (Loop.ARMING, inputs.arming_loop, None if old is None else old.arming_loop),
+            (Loop.SAFETY, inputs.safety_loop, None if old is None else old.safety_loop),
+            (Loop.EXIT, bool(inputs.exit_loop), None if old is None else bool(old.exit_loop)),
+        )
+        for loop, occupied, was in loops:
+            if occupied != was:
+                await self._append(
+                    LoopChanged(lane=lane, loop=loop, occupied=occupied, source=inputs.device)
+                )
+        barrier_changed = old is None or (old.up_limit, old.down_limit, old.fault) != (
+            inputs.up_limit,
+            inputs.down_limit,
+            inputs.fault,
+        )
+        if barrier_changed:
+            await self._append(
+                BarrierStateChanged(
+                    lane=lane,
+                    state=_barrier_state(inputs),
+                    device=inputs.device,
+                    up_limit=inputs.up_limit,
+                    down_limit=inputs.down_limit,
+                    fault=inputs.fault,
+                )
+            )
+        await self._feed(Loops(inputs.arming_loop, inputs.safety_loop, bool(inputs.exit_loop)))
+        await self._feed(Barrier(inputs.up_limit, inputs.down_limit, inputs.fault))
+
+    async def _plate(self, read: PlateRead) -> None:
+        read = dataclasses.replace(read, lane=self.setup.lane_id)
+        read_seq = await self._append(read)
+        now = datetime.fromtimestamp(self._clock.wall_ns() / 1e9, UTC)
+        decision = decide(
+            self._rules,
+            self.setup.direction,
+            DomainPlateRead(
+                plate=read.plate,
+                colour=read.colour,
+                confidence=read.confidence,
+                reader=read.reader,
+            ),
+            self._allowlist.view,
+            now,
+        )
+        self.last_decision = decision
+        event = decision.to_event(
+            direction=self.setup.direction,
+            plate_read=read.plate,
+            lane=self.setup.lane_id,
+            read_seq=read_seq,
+        )
+        seq = await self._append(event)
+        self._notify(event)
+        await self._feed(Decided(decision, -1 if seq is None else seq))
+
+    async def _feed(self, item: LaneInput) -> None:
+        await self._execute(self.lane.handle(item, self._clock.mono_ns()))
+
+    # --- actions --------------------------------------------------------------------------
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Record):
+                await self._record(action)
+            else:
+                await self._command(action)
+
+    async def _record(self, record: Record) -> None:
+        event = record.event
+        if record.consume is not None:
+            try:
+                seq: int | None = await self._allowlist.append_with_consumption(
+                    event, record.consume, consumed=True
+                )
+            except Exception as exc:
+                self._logger.error("consume_failed", appointment=record.consume, error=repr(exc))
+                seq = await self._append(event)
+        else:
+            seq = await self._append(event)
+        if isinstance(event, VehiclePassed) and seq is not None and self._on_pass is not None:
+            self._on_pass(event, seq)
+        self._notify(event)
+
+    async def _command(self, command: Command) -> None:
+        event = BarrierCommanded(
+            lane=self.setup.lane_id,
+            command=command.command,
+            reason=command.reason,
+            device=self.setup.barrier_device,
+            cause_seq=command.cause_seq,
+        )
+        seq = await self._append(event)
+        if seq is None and command.command is BarrierCommand.OPEN and not self._open_without_log:
+            self._logger.error("open_refused_log_unwritable", reason=command.reason)
+            return
+        try:
+            await self._barrier.command(command.command)
+        except DeviceError as exc:
+            await self._append(
+                DeviceFault(
+                    lane=self.setup.lane_id,
+                    device=self.setup.barrier_device,
+                    code=exc.code,
+                    message=f"{command.command} failed: {exc.message}",
+                )
+            )
+        self._notify(event)
+
+    async def _append(self, event: Event) -> int | None:
+        """Append and return the seq, or None when the log cannot be written (logged)."""
+        try:
+            return await self._log.append(event)
+        except LogError as exc:
+            self._logger.error("log_write_failed", type=event.TYPE, error=str(exc))
+            return None
+
+    def _notify(self, event: Event | None) -> None:
+        for observer in self.observers:
+            observer(self, event)
+
+    # --- operator -------------------------------------------------------------------------
+
+    def manual(self, action: Manual) -> None:
+        self.submit(action)
+
+    def incident(self, on: bool) -> None:
+        self.submit(IncidentHold(on))
+
+    @property
+    def direction(self) -> Direction:
+        return self.setup.direction
+
+
+def _barrier_state(inputs: PlcInputs) -> BarrierState:
+    if inputs.fault:
+        return BarrierState.FAULT
+    if inputs.up_limit and not inputs.down_limit:
+        return BarrierState.UP
+    if inputs.down_limit and not inputs.up_limit:
+        return BarrierState.DOWN
+    if not inputs.up_limit and not inputs.down_limit:
+        return BarrierState.MOVING
+    return BarrierState.UNKNOWN

@@ -1,0 +1,168 @@
+"""Scenarios: vehicles driving through simulated lanes, for the demo, tests and benchmarks.
+
+A vehicle arrives at a lane at a time, with a plate (or none readable) and a behaviour. The
+runner plays the road: it occupies and clears the lane's loops on the PLC simulator, sends the
+plate frame from the reader simulator, and watches the simulated arm to know when to drive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgegate.core.domain import PlateColour
+from edgegate.core.events import Loop
+from edgegate.sim.plate_reader import PlateReaderSimulator
+from edgegate.sim.plc import PlcSimulator
+
+
+class Behaviour(enum.StrEnum):
+    NORMAL = "normal"
+    BACKS_OUT = "backs-out"  # pulls up, then reverses away before passing
+    TAILGATES = "tailgates"  # follows the previous vehicle through one opening
+    STOPS_UNDER_ARM = "stops-under-arm"  # waits on the safety loop for a while
+    UNREADABLE = "unreadable"  # the reader never gets the plate
+
+
+@dataclass(frozen=True, slots=True)
+class Vehicle:
+    plate: str
+    lane: str
+    at: float  # seconds from the start of the scenario
+    behaviour: Behaviour = Behaviour.NORMAL
+    colour: PlateColour = PlateColour.BLUE
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    vehicles: tuple[Vehicle, ...]
+
+    @classmethod
+    def load(cls, path: Path) -> Scenario:
+        """A JSON file: ``{"vehicles": [{"plate", "lane", "at", "behaviour"?, ...}]}``."""
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        vehicles = []
+        for i, v in enumerate(doc["vehicles"], start=1):
+            try:
+                vehicles.append(
+                    Vehicle(
+                        plate=str(v["plate"]),
+                        lane=str(v["lane"]),
+                        at=float(v["at"]),
+                        behaviour=Behaviour(v.get("behaviour", "normal")),
+                        colour=PlateColour(v.get("colour", "blue")),
+                        confidence=float(v.get("confidence", 0.95)),
+                    )
+                )
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{path}: vehicle {i}: {exc}") from exc
+        return cls(tuple(sorted(vehicles, key=lambda v: v.at)))
+
+
+@dataclass
+class SimLane:
+    """The simulators of one lane."""
+
+    plc: PlcSimulator
+    reader: PlateReaderSimulator
+    step: float = 0.25  # seconds between two loop changes of a moving vehicle
+    patience: float = 6.0  # how long a refused driver waits before backing out
+
+    def __post_init__(self) -> None:
+        self.lock = asyncio.Lock()  # one vehicle at a time on the loops (they queue)
+
+    async def _arm_up(self, within: float) -> bool:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while loop.time() < end:
+            if self.plc.position >= 1.0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def drive(self, vehicle: Vehicle) -> str:
+        """Play one vehicle; returns what happened ("passed", "refused", ...)."""
+        async with self.lock:
+            return await self._drive(vehicle)
+
+    async def _drive(self, v: Vehicle) -> str:
+        plc, step = self.plc, self.step
+        plc.set_loop(Loop.ARMING, True)
+        await asyncio.sleep(step)
+        if v.behaviour is not Behaviour.UNREADABLE:
+            await self.reader.send_read(v.plate, v.colour, v.confidence)
+        if v.behaviour is Behaviour.BACKS_OUT:
+            await asyncio.sleep(step * 4)
+            plc.set_loop(Loop.ARMING, False)
+            return "backed-out"
+        if not await self._arm_up(self.patience):
+            plc.set_loop(Loop.ARMING, False)  # refused (or unread): turn around
+            return "refused" if v.behaviour is not Behaviour.UNREADABLE else "unread"
+        await self._cross(stop_under_arm=v.behaviour is Behaviour.STOPS_UNDER_ARM)
+        return "passed"
+
+    async def _cross(self, *, stop_under_arm: bool = False) -> None:
+        plc, step = self.plc, self.step
+        plc.set_loop(Loop.SAFETY, True)
+        await asyncio.sleep(step)
+        plc.set_loop(Loop.ARMING, False)
+        await asyncio.sleep(step * (12 if stop_under_arm else 1))
+        plc.set_loop(Loop.EXIT, True)
+        await asyncio.sleep(step)
+        plc.set_loop(Loop.SAFETY, False)
+        await asyncio.sleep(step)
+        plc.set_loop(Loop.EXIT, False)
+
+    async def tailgate(self, first: Vehicle, second: Vehicle) -> str:
+        """Two vehicles bumper to bumper through one opening."""
+        async with self.lock:
+            plc, step = self.plc, self.step
+            plc.set_loop(Loop.ARMING, True)
+            await asyncio.sleep(step)
+            await self.reader.send_read(first.plate, first.colour, first.confidence)
+            if not await self._arm_up(self.patience):
+                plc.set_loop(Loop.ARMING, False)
+                return "refused"
+            plc.set_loop(Loop.SAFETY, True)
+            await asyncio.sleep(step)
+            plc.set_loop(Loop.EXIT, True)
+            await asyncio.sleep(step)
+            plc.set_loop(Loop.EXIT, False)  # the first is through; the second right behind
+            await asyncio.sleep(step / 2)
+            plc.set_loop(Loop.ARMING, False)
+            plc.set_loop(Loop.EXIT, True)
+            await asyncio.sleep(step)
+            plc.set_loop(Loop.SAFETY, False)
+            await asyncio.sleep(step)
+            plc.set_loop(Loop.EXIT, False)
+            return "tailgated"
+
+
+async def play(scenario: Scenario, lanes: dict[str, SimLane], speed: float = 1.0) -> list[str]:
+    """Play every vehicle at its time (``speed`` > 1 plays faster); returns outcomes."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    results: list[str] = []
+
+    async def one(v: Vehicle, previous: Vehicle | None) -> None:
+        await asyncio.sleep(max(0.0, start + v.at / speed - loop.time()))
+        lane = lanes[v.lane]
+        if v.behaviour is Behaviour.TAILGATES and previous is not None:
+            results.append(f"{previous.plate}+{v.plate}: {await lane.tailgate(previous, v)}")
+        else:
+            results.append(f"{v.plate}: {await lane.drive(v)}")
+
+    vehicles = list(scenario.vehicles)
+    tasks = []
+    for i, v in enumerate(vehicles):
+        nxt = vehicles[i + 1] if i + 1 < len(vehicles) else None
+        if nxt is not None and nxt.behaviour is Behaviour.TAILGATES and nxt.lane == v.lane:
+            continue  # played together with the tailgater
+        prev = vehicles[i - 1] if v.behaviour is Behaviour.TAILGATES and i > 0 else None
+        tasks.append(asyncio.create_task(one(v, prev)))
+    await asyncio.gather(*tasks)
+    return results
