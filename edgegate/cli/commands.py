@@ -14,4 +14,5 @@ REGISTRARS: list[Registrar] = [
     check_config.register,
     log_cmd.register,
     run_cmd.register,
+    run_cmd.register_simulate,
 ]

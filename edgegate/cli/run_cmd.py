@@ -75,3 +75,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 130
 
     return asyncio.run(main())
+
+
+def register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    simulate = sub.add_parser(
+        "simulate",
+        help="run a gate's simulators alone and play a scenario (for a real daemon)",
+        description="Each modbus-tcp PLC of the config (loopback only) gets a PLC simulator "
+        "where the daemon connects, each serial-plate-reader a pty linked at its port path. "
+        "Start `edgegate run -c CONFIG` beside it.",
+    )
+    simulate.add_argument("scenario", type=Path, help="scenario JSON file")
+    simulate.add_argument("-c", "--config", type=Path, required=True, help="the gate's TOML")
+    simulate.add_argument("--speed", type=float, default=1.0, help="play faster (e.g. 2)")
+    simulate.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from edgegate.sim.scenario import Scenario
+    from edgegate.sim.standalone import SimulationError, simulate
+
+    try:
+        config = load_config(args.config)
+        scenario = Scenario.load(args.scenario)
+    except ConfigError as exc:
+        print(f"edgegate simulate: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"edgegate simulate: {args.scenario}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        outcomes = asyncio.run(simulate(config, scenario, speed=args.speed))
+    except SimulationError as exc:
+        print(f"edgegate simulate: {exc}", file=sys.stderr)
+        return 2
+    for line in outcomes:
+        print(line)
+    return 0
