@@ -523,3 +523,23 @@ def test_property_close_is_never_commanded_over_an_occupied_safety_loop(
                 assert not road.lane.loops.safety
                 assert not road.lane.held
                 assert road.lane.online
+
+
+def test_back_out_while_the_arm_is_still_rising() -> None:
+    """Found in a recorded morning shift: the driver reversed before the arm was up, and the
+    arm then stayed up for the next car. The back-out must count while opening too."""
+    road = Road()
+    road.loops(arming=True)
+    seq = road.plate()
+    road.barrier(up=False, down=False)  # rising
+    road.loops()  # the driver reverses away
+    road.wait(0.5)
+    road.barrier(up=True, down=False)  # the arm gets up after all
+    road.wait(0.6)
+    (back,) = road.records(VehicleBackedOut)
+    assert isinstance(back, VehicleBackedOut)
+    assert back.decision_seq == seq
+    road.wait(1.0)
+    assert road.commands() == [BarrierCommand.OPEN, BarrierCommand.CLOSE]
+    road.close_fully()
+    assert road.state() is LaneState.IDLE

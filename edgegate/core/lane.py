@@ -171,7 +171,7 @@ class Lane:
     manual_hold: bool = False
     fault_reason: str | None = None
     _deadline: int | None = None
-    _backout_check: bool = False
+    _backout_at: int | None = None  # when to call an arming-loop clearance a back-out
     _presence: int = 0  # counts arming-loop arrivals, to tie a plate read to one vehicle
     _early: tuple[Decided, int, int] | None = None  # (decided, when, presence at that time)
     _current: Decided | None = None
@@ -207,6 +207,20 @@ class Lane:
         """Handle every timeout due at ``now``."""
         out: list[Action] = []
         self._check_loop_faults(now, out)
+        if self._backout_at is not None and now >= self._backout_at:
+            self._backout_at = None
+            opening = self._opening
+            moved = opening is not None and (opening.safety_pulses or opening.exit_pulses)
+            if (
+                not moved
+                and not self.loops.arming
+                and self.state
+                in (
+                    LaneState.OPENING,
+                    LaneState.OPEN,
+                )
+            ):
+                self._backed_out(now, out)
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
             self._on_timeout(now, out)
@@ -215,7 +229,7 @@ class Lane:
 
     def next_deadline(self) -> int | None:
         """The earliest monotonic time at which ``tick`` has something to do."""
-        times = [] if self._deadline is None else [self._deadline]
+        times = [t for t in (self._deadline, self._backout_at) if t is not None]
         if self._close_since is not None and self._can_close_now:
             times.append(self._close_since + self.setup.timings.close_delay)
         for loop, since in self._loop_since.items():
@@ -260,17 +274,15 @@ class Lane:
                 self._backed_out(now, out)
         elif state in (LaneState.OPEN, LaneState.OPENING, LaneState.PASSING):
             if opening is not None and (opening.safety_pulses or opening.exit_pulses):
-                self._backout_check = False
+                self._backout_at = None
                 if state is LaneState.OPEN:
                     self._set(LaneState.PASSING, now + self.setup.timings.pass_timeout)
-            elif old.arming and not new.arming and state is LaneState.OPEN:
-                # Arming cleared with nothing under the arm: backing out, or moving forward
-                # between two polls. Decide after the close delay.
-                self._backout_check = True
-                self._deadline = now + self.setup.timings.close_delay
-            elif new.arming and self._backout_check:
-                self._backout_check = False
-                self._deadline = now + self.setup.timings.pass_timeout
+            elif old.arming and not new.arming and state is not LaneState.PASSING:
+                # Arming cleared with nothing under the arm (the arm may still be rising):
+                # backing out, or moving forward between two polls. Decide after the delay.
+                self._backout_at = now + self.setup.timings.close_delay
+            elif new.arming and self._backout_at is not None:
+                self._backout_at = None
             self._check_passed(now, out)
         elif state is LaneState.CLOSING:
             if self.safety_blocked:
@@ -449,8 +461,8 @@ class Lane:
         )
         self._current = None
         self._opening = None
-        self._backout_check = False
-        if self.barrier.down and self.state is not LaneState.OPEN:
+        self._backout_at = None
+        if self.state in (LaneState.PRESENT, LaneState.AWAITING_GUARD):
             self._set(LaneState.IDLE, None)
         else:
             self._schedule_close(now, "backed-out")
@@ -620,9 +632,6 @@ class Lane:
             self._fault(
                 out, "barrier-close-timeout", "down limit not reached within the close travel time"
             )
-        elif state is LaneState.OPEN and self._backout_check:
-            self._backout_check = False
-            self._backed_out(now, out)
         elif state in (LaneState.OPEN, LaneState.PASSING):
             if self.loops.arming or self.loops.safety or self.loops.exit:
                 # Still in the lane: keep the arm up and look again later.
