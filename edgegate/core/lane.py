@@ -179,6 +179,7 @@ class Lane:
     _plate_missing_reported: bool = False
     _opening: _Opening | None = None
     _close_since: int | None = None
+    _close_blocked: bool = False  # a due close was held back by an occupied loop
     _close_reason: str = "close"
     _loop_since: dict[Loop, int] = field(default_factory=dict)
     _loop_faulty: set[Loop] = field(default_factory=set)
@@ -587,6 +588,7 @@ class Lane:
     def _schedule_close(self, now: int, why: str) -> None:
         if self._close_since is None:
             self._close_since = now
+            self._close_blocked = False
         self._close_reason = why
         if self.state not in (LaneState.FAULT, LaneState.CLOSING, LaneState.OPENING):
             self._set(LaneState.PASSING if self._opening else LaneState.OPEN, None)
@@ -601,7 +603,13 @@ class Lane:
             return
         if self.safety_blocked or self.loops.exit:
             self._close_since = now  # the delay restarts once the lane is clear
+            self._close_blocked = True
             return
+        if self._close_blocked:
+            # The lane has just cleared: the whole close delay runs from now, not from the
+            # last time it was seen occupied.
+            self._close_blocked = False
+            self._close_since = since = now
         if now - since < self.setup.timings.close_delay:
             return
         self._close_since = None

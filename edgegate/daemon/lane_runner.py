@@ -61,6 +61,10 @@ class BarrierDriver(Protocol):
 LaneItem = PlcInputs | PlateRead | FrameRejected | DeviceFault | DeviceRecovered | LaneInput
 Observer = Callable[["LaneRunner", Event | None], None]
 
+#: A cycle in these states has the arm moving or up for a vehicle: stopping now would leave it
+#: so, unattended.
+_IN_FLIGHT = frozenset({LaneState.OPENING, LaneState.OPEN, LaneState.PASSING, LaneState.CLOSING})
+
 
 class LaneRunner:
     """The shell of one lane."""
@@ -106,11 +110,16 @@ class LaneRunner:
         self._queue.put_nowait(item)
 
     async def drain(self) -> None:
-        """Wait until every queued input has been handled (the in-flight cycle finished)."""
-        while not self._queue.empty() or not self._idle.is_set():
-            await self._idle.wait()
-            if not self._queue.empty():
-                await asyncio.sleep(0)
+        """Wait until every queued input has been handled and the in-flight cycle finished
+        (the vehicle through and the arm down); the caller bounds the wait."""
+        while True:
+            while not self._queue.empty() or not self._idle.is_set():
+                await self._idle.wait()
+                if not self._queue.empty():
+                    await asyncio.sleep(0)
+            if self.lane.state not in _IN_FLIGHT:
+                return
+            await asyncio.sleep(0.05)  # the cycle goes on with the PLC's inputs and the clock
 
     async def run(self) -> None:
         while True:
@@ -150,7 +159,7 @@ class LaneRunner:
             if item.device == self.setup.barrier_device and not isinstance(item, FrameRejected):
                 await self._feed(BarrierOnline(isinstance(item, DeviceRecovered)))
         elif isinstance(item, Manual):
-            await self._append(
+            seq = await self._append(
                 ManualAction(
                     lane=self.setup.lane_id,
                     action=item.action,
@@ -158,7 +167,16 @@ class LaneRunner:
                     reason=item.reason,
                 )
             )
-            await self._feed(item)
+            # A command the operator caused names the manual.action as its cause.
+            actions = self.lane.handle(item, self._clock.mono_ns())
+            await self._execute(
+                [
+                    dataclasses.replace(a, cause_seq=seq)
+                    if isinstance(a, Command) and a.cause_seq is None
+                    else a
+                    for a in actions
+                ]
+            )
         else:
             await self._feed(item)
 
