@@ -543,3 +543,18 @@ def test_back_out_while_the_arm_is_still_rising() -> None:
     assert road.commands() == [BarrierCommand.OPEN, BarrierCommand.CLOSE]
     road.close_fully()
     assert road.state() is LaneState.IDLE
+
+
+def test_close_delay_runs_in_full_after_the_lane_clears() -> None:
+    road = Road()
+    road.loops(arming=True)
+    road.plate()
+    road.open_fully()
+    road.drive_through()
+    road.loops(safety=True)  # someone steps under the arm just as the close is due
+    road.wait(5.3)
+    road.loops()
+    road.wait(0.9)
+    assert BarrierCommand.CLOSE not in road.commands()
+    road.wait(0.2)
+    assert road.commands()[-1] is BarrierCommand.CLOSE
