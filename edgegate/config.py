@@ -57,6 +57,7 @@ from edgegate.core.rules import (
     GateRules,
     StaleAction,
 )
+from edgegate.validation import EXPECTED, describe_value
 
 __all__ = [
     "ConfigError",
@@ -922,36 +923,8 @@ def _cross_check(parts: _Parts) -> list[Problem]:
 
 # ------------------------------------------------------------- pydantic errors -> problems
 
-_EXPECTED = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "a string",
-    "list_type": "an array",
-    "tuple_type": "an array",
-    "dict_type": "a table",
-    "mapping_type": "a table",
-    "model_type": "a table",
-    "model_attributes_type": "a table",
-}
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return f"{type(value).__name__} {value!r}"
+_EXPECTED = EXPECTED
+_describe = describe_value
 
 
 def _unwrap(tp: Any) -> Any:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from edgegate.devices.plc_profile import BarrierPlcProfile
 from edgegate.devices.reader_profile import BinaryFrameReaderProfile, TextLineReaderProfile
+from edgegate.validation import EXPECTED, describe_value
 
 __all__ = [
     "DEFAULT_DRIVERS_DIR",
@@ -134,36 +135,8 @@ _BOUNDS = {
     "less_than": "less than",
     "less_than_equal": "at most",
 }
-_EXPECTED = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "a string",
-    "list_type": "an array",
-    "tuple_type": "an array",
-    "dict_type": "a table",
-    "mapping_type": "a table",
-    "model_type": "a table",
-    "model_attributes_type": "a table",
-}
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return repr(value)
+_EXPECTED = EXPECTED
+_describe = describe_value
 
 
 def _message(error: Any) -> str:
