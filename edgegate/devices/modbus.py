@@ -13,6 +13,7 @@ done here (pymodbus's own reconnect is switched off). pymodbus errors become the
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -365,6 +366,17 @@ def _effective(
     return unit, hz
 
 
+def _on_grid(earliest: float, period: float) -> float:
+    """The first multiple of ``period`` (monotonic seconds) not before ``earliest``.
+
+    PLCs polled at the same rate thus poll on the same ticks whenever they (re)connected, and
+    one wake-up of the event loop serves them all: with their own phases (after any outage)
+    four lanes at 20 Hz cost the idle daemon about twice the CPU. The tolerance keeps float
+    error from skipping a tick.
+    """
+    return math.ceil(earliest / period - 1e-6) * period
+
+
 def _describe(pattern: dict[int, bool], profile: BarrierPlcProfile) -> str:
     names = {profile.coils.of(c): c.value for c in BarrierCommand}
     return " ".join(f"{names[a]}={int(v)}" for a, v in sorted(pattern.items()))
@@ -389,6 +401,8 @@ class BarrierPlc:
         self.name = name
         self.profile = profile
         self.unit_id, self.poll_hz = _effective(device, profile)
+        # The profile is immutable; these are derived on every access, and read on every poll.
+        self._input_start, self._input_count = profile.input_start, profile.input_count
         self._owns_bus = bus is None
         self.bus = bus if bus is not None else ModbusBus.for_device(device)
         self._last_inputs: PlcInputs | None = None
@@ -416,7 +430,7 @@ class BarrierPlc:
         profile = self.profile
         try:
             bits = await session.read_discrete_inputs(
-                self.unit_id, profile.input_start, profile.input_count
+                self.unit_id, self._input_start, self._input_count
             )
         except DeviceError:
             self._answering = False
@@ -482,11 +496,11 @@ class BarrierPlc:
                 inputs = await self.read_inputs()
             except DeviceError as exc:
                 self._fault(exc, sink)
-                next_tick = time.monotonic() + max(period, self.bus.retry_in())
+                next_tick = _on_grid(time.monotonic() + max(period, self.bus.retry_in()), period)
             else:
                 self._answer(inputs, sink)
-                # After a slow answer, start a new schedule rather than burst to catch up.
-                next_tick = max(next_tick + period, time.monotonic())
+                # After a slow answer, skip the ticks missed rather than burst to catch up.
+                next_tick = _on_grid(max(next_tick + period, time.monotonic()), period)
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
 
     async def aclose(self) -> None:

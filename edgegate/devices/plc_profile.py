@@ -199,11 +199,13 @@ class BarrierPlcProfile(_Model):
 
     def decode_inputs(self, device: str, bits: Sequence[bool]) -> PlcInputs:
         """PlcInputs from the bits of the FC02 read starting at :attr:`input_start`."""
-        if len(bits) < self.input_count:
-            raise ValueError(f"expected {self.input_count} input bits, got {len(bits)}")
+        # Called on every poll: work the derived addresses out once, not once per input.
+        start, count = self.input_start, self.input_count
+        if len(bits) < count:
+            raise ValueError(f"expected {count} input bits, got {len(bits)}")
         values: dict[str, Any] = {"exit_loop": None}
         for name, bit in self.inputs.wired():
-            values[name] = bool(bits[bit.address - self.input_start]) != bit.invert
+            values[name] = bool(bits[bit.address - start]) != bit.invert
         return PlcInputs(device=device, **values)
 
     def encode_inputs(self, values: Mapping[str, bool]) -> dict[int, bool]:

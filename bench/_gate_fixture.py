@@ -1,0 +1,118 @@
+"""Shared set-up of the gate benchmarks: lanes of simulators and a gate configuration that
+drives them through the real drivers (``modbus-tcp`` to a :class:`PlcSimulator` on
+127.0.0.1, ``serial-plate-reader`` on a :class:`PlateReaderSimulator` pty).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgegate.devices.plc_profile import BarrierPlcProfile
+from edgegate.devices.profiles import load_profile
+from edgegate.devices.reader_profile import (
+    BinaryFrameReaderProfile,
+    TextLineReaderProfile,
+)
+from edgegate.sim.plate_reader import PlateReaderSimulator
+from edgegate.sim.plc import PlcSimulator
+
+PLC_PROFILE = "barrier-plc-generic"
+READER_PROFILE = "plate-reader-generic"
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    k = min(len(sorted_values) - 1, round(p / 100 * (len(sorted_values) - 1)))
+    return sorted_values[k]
+
+
+def plc_profile() -> BarrierPlcProfile:
+    return load_profile(PLC_PROFILE, family=BarrierPlcProfile)
+
+
+def reader_profile() -> TextLineReaderProfile | BinaryFrameReaderProfile:
+    profile = load_profile(READER_PROFILE)
+    assert isinstance(profile, TextLineReaderProfile | BinaryFrameReaderProfile)
+    return profile
+
+
+@dataclass
+class SimLaneDevices:
+    """The simulators behind one lane: its barrier PLC and its plate reader."""
+
+    lane: str
+    plc: PlcSimulator
+    reader: PlateReaderSimulator
+
+
+async def start_lanes(count: int, directory: Path, *, travel_time: float) -> list[SimLaneDevices]:
+    """``count`` lanes (``in-1``, ``in-2``...) of started simulators; ptys linked in
+    ``directory``."""
+    lanes: list[SimLaneDevices] = []
+    for i in range(1, count + 1):
+        plc = PlcSimulator(plc_profile(), travel_time=travel_time)
+        await plc.start()
+        reader = PlateReaderSimulator(reader_profile(), directory=directory, name=f"cam-{i}")
+        lanes.append(SimLaneDevices(f"in-{i}", plc, reader))
+    return lanes
+
+
+async def stop_lanes(lanes: list[SimLaneDevices]) -> None:
+    for lane in lanes:
+        with contextlib.suppress(Exception):
+            await lane.plc.stop()
+        with contextlib.suppress(Exception):
+            lane.reader.close()
+
+
+def gate_config_toml(
+    lanes: list[SimLaneDevices],
+    log_path: Path,
+    *,
+    poll_hz: float = 20.0,
+    close_delay: str = "1s",
+    min_confidence: float = 0.6,
+) -> str:
+    """A comprehensive gate with one entry lane per simulator pair, real drivers only."""
+    parts = [
+        "[gate]",
+        'id = "bench-gate"',
+        'name = "Benchmark gate"',
+        'kind = "comprehensive"',
+        'site = "bench"',
+        "",
+        "[policy]",
+        f"min_confidence = {min_confidence}",
+        "",
+        "[log]",
+        f"path = {str(log_path)!r}",
+        "",
+        "[timings]",
+        f'close_delay = "{close_delay}"',
+        "",
+    ]
+    for i, lane in enumerate(lanes, start=1):
+        parts += [
+            f"[devices.plc-{i}]",
+            'type = "modbus-tcp"',
+            'host = "127.0.0.1"',
+            f"port = {lane.plc.port}",
+            f"unit_id = {lane.plc.unit_id}",
+            f'profile = "{PLC_PROFILE}"',
+            f"poll_hz = {float(poll_hz)}",
+            "",
+            f"[devices.cam-{i}]",
+            'type = "serial-plate-reader"',
+            f"port = {lane.reader.port!r}",
+            f'profile = "{READER_PROFILE}"',
+            "",
+            "[[lanes]]",
+            f'id = "{lane.lane}"',
+            'direction = "entry"',
+            f'plate_reader = "cam-{i}"',
+            f'barrier = "plc-{i}"',
+            "",
+        ]
+    return "\n".join(parts)
