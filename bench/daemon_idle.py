@@ -5,8 +5,12 @@
 This process starts four :class:`PlcSimulator` (pymodbus, 127.0.0.1) and four
 :class:`PlateReaderSimulator` (ptys), writes a gate configuration with ``modbus-tcp`` devices
 polled at ``--poll-hz`` and ``serial-plate-reader`` devices on the ptys, and runs
-``python -m edgegate run -c CONFIG`` as a subprocess (JSON logs at INFO into a file). After
-``--warmup`` seconds it watches the daemon for ``--seconds``:
+``python -m edgegate run -c CONFIG`` as a subprocess (JSON logs at INFO into a file). With
+``--phases shuffled`` (the default) each PLC simulator then refuses connections for a moment,
+at staggered times, so that every driver reconnects after its own jittered backoff: the polls
+no longer run in the lockstep they start in, as in the field after any PLC outage (four fault
+and recovery events in the daemon's log). After ``--warmup`` seconds it watches the daemon
+for ``--seconds``:
 
 - ``rss_mb``: the highest VmRSS of ``/proc/PID/status`` (sampled every 0.5 s);
 - ``cpu_pct``: utime + stime of ``/proc/PID/stat`` (every thread) over the window, as a
@@ -15,8 +19,9 @@ polled at ``--poll-hz`` and ``serial-plate-reader`` devices on the ptys, and run
 
 The floor, measured in the same run right after: a minimal poller subprocess (pymodbus
 ``AsyncModbusTcpClient``, one ``read_discrete_inputs`` per PLC at the same rate, nothing
-else) for ``--floor-seconds``: ``floor_cpu_pct`` and ``floor_rss_mb``. It is the cost of the
-polls the daemon cannot avoid with this Modbus library; the rest is the daemon's.
+else, all started together so they poll in lockstep) for ``--floor-seconds``:
+``floor_cpu_pct`` and ``floor_rss_mb``. It is the cost of the polls the daemon cannot avoid
+with this Modbus library; the rest is the daemon's.
 
 Targets: RSS <= 80 MB, CPU <= 3 % of one core.
 """

@@ -536,6 +536,15 @@ async def edgegate_run(config: Path) -> AsyncIterator[asyncio.subprocess.Process
             await wait_until(
                 lambda: _logged(log_path, "barrier.state"), "daemon up", within=15, every=0.1
             )
+            # A frame sent before the daemon's driver holds the pty is lost (opening a serial
+            # port flushes its input), so also wait for the reader to be open.
+            stdout = folder / "stdout.log"
+            await wait_until(
+                lambda: b"reader port open" in stdout.read_bytes(),
+                "reader open",
+                within=15,
+                every=0.1,
+            )
             assert proc.returncode is None
             yield proc
         finally:
@@ -605,7 +614,7 @@ async def test_sigterm_mid_cycle_finishes_the_cycle_first(tmp_path: Path) -> Non
                 road = Road(plc, reader)
                 await wait_until(lambda: reader.plugged, "reader open")
                 await road.arrive(ALLOWED)
-                await wait_position(plc, 1.0, within=4.0)
+                await wait_position(plc, 1.0, within=10.0)
                 await road.set(Loop.SAFETY, True)
                 await road.set(Loop.ARMING, False)
                 proc.send_signal(signal.SIGTERM)

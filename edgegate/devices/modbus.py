@@ -370,11 +370,15 @@ def _on_grid(earliest: float, period: float) -> float:
     """The first multiple of ``period`` (monotonic seconds) not before ``earliest``.
 
     PLCs polled at the same rate thus poll on the same ticks whenever they (re)connected, and
-    one wake-up of the event loop serves them all: with their own phases (after any outage)
-    four lanes at 20 Hz cost the idle daemon about twice the CPU. The tolerance keeps float
-    error from skipping a tick.
+    one wake-up of the event loop serves them all: with phases of their own (after any
+    outage) four lanes at 20 Hz cost the idle daemon nearly twice the CPU. The tolerance
+    keeps float error from skipping a tick.
     """
     return math.ceil(earliest / period - 1e-6) * period
+
+
+def _off_grid(earliest: float, _period: float) -> float:
+    return earliest
 
 
 def _describe(pattern: dict[int, bool], profile: BarrierPlcProfile) -> str:
@@ -490,17 +494,20 @@ class BarrierPlc:
         again. Failures are retried with the bus's backoff; nothing but cancellation ends it.
         """
         period = 1.0 / self.poll_hz
+        # PLCs on a line of their own poll on a common grid (see _on_grid); those sharing a
+        # line take turns on it anyway, and a grid could idle a busy line.
+        grid = _on_grid if self._owns_bus else _off_grid
         next_tick = time.monotonic()
         while True:
             try:
                 inputs = await self.read_inputs()
             except DeviceError as exc:
                 self._fault(exc, sink)
-                next_tick = _on_grid(time.monotonic() + max(period, self.bus.retry_in()), period)
+                next_tick = grid(time.monotonic() + max(period, self.bus.retry_in()), period)
             else:
                 self._answer(inputs, sink)
-                # After a slow answer, skip the ticks missed rather than burst to catch up.
-                next_tick = _on_grid(max(next_tick + period, time.monotonic()), period)
+                # After a slow answer, start a new schedule rather than burst to catch up.
+                next_tick = grid(max(next_tick + period, time.monotonic()), period)
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
 
     async def aclose(self) -> None:

@@ -281,6 +281,10 @@ async def run_demo(duration: float, log_path: Path, *, live: bool | None = None)
         for lane in config.lanes
     }
     view = DemoView(gate)
+    # Frames written before a reader's port is open are lost (opening flushes the input).
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(r.wait_connected() for r in gate.readers.values()))
     traffic = asyncio.create_task(_traffic(lanes, view))
     interactive = sys.stdout.isatty() if live is None else live
     try:
