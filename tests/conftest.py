@@ -13,6 +13,8 @@ import structlog
 from edgegate.core.clock import ManualClock
 from edgegate.log import EventLog
 
+pytest_plugins = ["tests.services.mosquitto", "tests.services.postgres"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
