@@ -100,6 +100,79 @@ async def test_failed_effect_rolls_back_event_and_effect_and_keeps_chain(
         assert reader.head()[0] == first + 2
 
 
+async def test_submitted_appends_resolve_in_seq_order_once_durable(event_log: EventLog) -> None:
+    futures = [event_log.submit(_loop_event(i)) for i in range(500)]
+    seqs = await asyncio.gather(*futures)
+    assert seqs == list(range(1, 501))
+    with LogReader(event_log.path) as reader:
+        assert reader.head()[0] == 500
+        assert reader.verify().ok
+
+
+async def test_group_links_seqs_and_commits_between_other_producers(event_log: EventLog) -> None:
+    await event_log.append(_loop_event(0))
+
+    def build(first: int) -> list[ev.Event]:
+        return [
+            ev.ManualAction(
+                lane="in-1", action=ev.ManualActionKind.OPEN, operator="op", reason=f"read {first}"
+            ),
+            ev.BarrierCommanded(
+                lane="in-1",
+                command=ev.BarrierCommand.OPEN,
+                reason="manual",
+                device="plc-1",
+                cause_seq=first,
+            ),
+        ]
+
+    before, group, after = await asyncio.gather(
+        event_log.append(_loop_event(1)),
+        event_log.append_group(build),
+        event_log.append(_loop_event(2)),
+    )
+    assert (before, group, after) == (2, [3, 4], 5)
+    with LogReader(event_log.path) as reader:
+        stored = {s.seq: s.event() for s in reader.read(after=0, limit=10)}
+        assert reader.verify().ok
+    manual, commanded = stored[3], stored[4]
+    assert isinstance(manual, ev.ManualAction)
+    assert manual.reason == "read 3"
+    assert isinstance(commanded, ev.BarrierCommanded)
+    assert commanded.cause_seq == 3
+
+
+async def test_failed_group_leaves_no_event_and_no_hole(event_log: EventLog) -> None:
+    def build(first: int) -> list[ev.Event]:
+        raise RuntimeError(f"cannot build from {first}")
+
+    results = await asyncio.gather(
+        event_log.append(_loop_event(0)),
+        event_log.append_group(build),
+        event_log.append(_loop_event(1)),
+        return_exceptions=True,
+    )
+    assert results[0] == 1
+    assert isinstance(results[1], RuntimeError)
+    assert results[2] == 2
+    with LogReader(event_log.path) as reader:
+        assert reader.head()[0] == 2
+        assert reader.verify().ok
+
+
+async def test_group_fails_whole_when_the_commit_fails(event_log: EventLog) -> None:
+    await event_log.append(_loop_event(0))
+    pages = await event_log.run_in_writer(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    await event_log.run_in_writer(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+    big = ev.FrameRejected(device="cam", reason="huge", data=b"\x00" * 200_000)
+    with pytest.raises(LogWriteError, match="commit failed"):
+        await event_log.append_group(lambda first: [_loop_event(1), big])
+    await event_log.run_in_writer(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
+    assert await event_log.append_group(lambda first: [_loop_event(1), big]) == [2, 3]
+    with LogReader(event_log.path) as reader:
+        assert reader.verify().ok
+
+
 async def test_commit_failure_raises_and_appending_resumes(event_log: EventLog) -> None:
     """A full disk (simulated with max_page_count) fails the batch; nothing half-written."""
     await event_log.append(_loop_event(0))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from edgegate.cli import allowlist_cmd, check_config, log_cmd, run_cmd
+from edgegate.cli import allowlist_cmd, check_config, keys_cmd, log_cmd, run_cmd
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 REGISTRARS: list[Registrar] = [
     allowlist_cmd.register,
     check_config.register,
+    keys_cmd.register,
     log_cmd.register,
     run_cmd.register,
     run_cmd.register_simulate,

@@ -17,7 +17,7 @@ import hashlib
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future as ThreadFuture
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -121,6 +121,18 @@ class _Job(Generic[T]):
         self.future = future
 
 
+class _Group:
+    """Events built in the writer from their first seq, committed together."""
+
+    __slots__ = ("build", "future")
+
+    def __init__(
+        self, build: Callable[[int], Sequence[Event]], future: asyncio.Future[list[int]]
+    ) -> None:
+        self.build = build
+        self.future = future
+
+
 class _Failed:
     __slots__ = ("exc",)
 
@@ -198,11 +210,11 @@ class EventLog:
     def closed(self) -> bool:
         return self._closed
 
-    async def append(self, event: Event, *, effect: Effect | None = None) -> int:
-        """Append ``event``; return its seq once it is durable.
+    def submit(self, event: Event, *, effect: Effect | None = None) -> asyncio.Future[int]:
+        """Queue ``event`` and return a future of its seq, resolved once it is durable.
 
-        Raises ``LogWriteError`` if it could not be committed (it is then not in the log),
-        or the effect's own exception if the effect failed (event and effect rolled back).
+        For producers that keep several appends in flight; futures resolve in seq order.
+        Failures are as for ``append``, set on the future.
         """
         if self._closing:
             raise LogClosedError(self._closed_reason())
@@ -225,6 +237,31 @@ class EventLog:
         )
         if not self._wake.is_set():
             self._wake.set()
+        return fut
+
+    async def append(self, event: Event, *, effect: Effect | None = None) -> int:
+        """Append ``event``; return its seq once it is durable.
+
+        Raises ``LogWriteError`` if it could not be committed (it is then not in the log),
+        or the effect's own exception if the effect failed (event and effect rolled back).
+        """
+        return await self.submit(event, effect=effect)
+
+    async def append_group(self, build: Callable[[int], Sequence[Event]]) -> list[int]:
+        """Append events that refer to each other's seqs, in one transaction; return their seqs.
+
+        ``build(first_seq)`` runs in the writer thread and returns the events, which get
+        ``first_seq, first_seq + 1, ...``; it must be quick and free of I/O. All of them are
+        durable when this returns, or none is in the log (``LogWriteError``, or the exception
+        ``build`` raised).
+        """
+        if self._closing:
+            raise LogClosedError(self._closed_reason())
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[list[int]] = loop.create_future()
+        self._pending.append(_Group(build, fut))
+        self._wake.set()
         return await fut
 
     async def run_in_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -344,6 +381,50 @@ class EventLog:
                         conn.execute("RELEASE effect")
                         prev = digest
                         results.append(seq)
+                elif item.__class__ is _Group:
+                    futures.append(item.future)
+                    if rows:
+                        _insert_rows(conn, rows)
+                        rows = []
+                    conn.execute("SAVEPOINT grp")
+                    try:
+                        group_rows = []
+                        group_prev = prev
+                        first = seq + 1
+                        for n, event in enumerate(item.build(first)):
+                            cls = type(event)
+                            wall, mono = self._clock.wall_ns(), self._clock.mono_ns()
+                            data = encode(event)
+                            header = (gate, first + n, wall, mono, boot, cls.TYPE, event.lane)
+                            digest = sha256(
+                                group_prev + pack((*header, cls.VERSION)) + data
+                            ).digest()
+                            group_rows.append(
+                                (
+                                    first + n,
+                                    wall,
+                                    mono,
+                                    boot,
+                                    cls.TYPE,
+                                    event.lane,
+                                    cls.VERSION,
+                                    data,
+                                    group_prev,
+                                    digest,
+                                )
+                            )
+                            group_prev = digest
+                        _insert_rows(conn, group_rows)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO grp")
+                        conn.execute("RELEASE grp")
+                        results.append(_Failed(exc))
+                        log.error("group_failed", error=repr(exc))
+                    else:
+                        conn.execute("RELEASE grp")
+                        seq = first + len(group_rows) - 1
+                        prev = group_prev
+                        results.append(list(range(first, seq + 1)))
                 else:
                     futures.append(item.future)
                     if rows:

@@ -1,0 +1,1 @@
+"""The central side: the sink that stores gates' events, its store, and the pull client."""

@@ -1,0 +1,608 @@
+"""The central store on SQLite and on a real PostgreSQL: idempotence, gaps, proof, forks."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import msgpack
+import psycopg
+import pytest
+
+from edgegate.central import store as store_mod
+from edgegate.central.store import (
+    AsyncStore,
+    Batch,
+    CentralStore,
+    DsnError,
+    SchemaError,
+    StoreClosedError,
+    StoreError,
+    StoreResult,
+    open_store,
+)
+from edgegate.log.chain import GENESIS_HASH, Row, event_hash
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def make_chain(
+    gate: str, n: int, *, start: int = 1, prev: bytes = GENESIS_HASH, salt: str = ""
+) -> list[Row]:
+    """``n`` correctly hashed rows of ``gate`` from seq ``start``, chained from ``prev``."""
+    rows: list[Row] = []
+    for seq in range(start, start + n):
+        wall, mono = 1_700_000_000_000_000_000 + seq * 1000, 5_000 + seq
+        lane = None if seq % 3 == 0 else f"in-{seq % 2}"
+        data = msgpack.packb({"n": seq, "salt": salt})
+        digest = event_hash(prev, gate, seq, wall, mono, "boot-1", "test.event", lane, 1, data)
+        rows.append((seq, wall, mono, "boot-1", "test.event", lane, 1, data, prev, digest))
+        prev = digest
+    return rows
+
+
+def reforge(row: Row, **changes: object) -> Row:
+    """``row`` with fields replaced, its hash left as it was (a forgery)."""
+    names = ("seq", "wall_ns", "mono_ns", "boot_id", "type", "lane", "version", "data", "prev")
+    values: dict[str, object] = dict(zip(names, row[:9], strict=True))
+    values.update(changes)
+    return cast(Row, (*values.values(), row[9]))
+
+
+@pytest.fixture(params=BACKENDS)
+def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'central.db'}"
+    return str(request.getfixturevalue("postgres_dsn"))
+
+
+@pytest.fixture
+def store(dsn: str) -> Iterator[CentralStore]:
+    s = open_store(dsn)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def raw_execute(dsn: str, sql: str) -> None:
+    """Run ``sql`` on the store's database behind its back (to simulate tampering)."""
+    if dsn.startswith("sqlite"):
+        conn = sqlite3.connect(store_mod.sqlite_path(dsn), isolation_level=None)
+        try:
+            conn.executescript(sql)
+        finally:
+            conn.close()
+    else:
+        with psycopg.connect(dsn, autocommit=True) as pg:
+            pg.execute(sql.encode())
+
+
+# --- the normal path ------------------------------------------------------------------------
+
+
+def test_stores_a_chain_and_reads_it_back(store: CentralStore) -> None:
+    rows = make_chain("g1", 10)
+    result = store.store_batch("g1", rows)
+    assert result == StoreResult(acked_seq=10, resend_from=None, stored=10, duplicates=0)
+    assert list(store.events("g1")) == rows
+    assert list(store.events("g1", after=7)) == rows[7:]
+    assert list(store.events("g1", after=2, limit=3)) == rows[2:5]
+    assert store.head("g1") == (10, rows[-1][9])
+    assert store.heads() == {"g1": (10, rows[-1][9])}
+    assert store.count("g1") == 10
+    assert store.count() == 10
+    assert store.verify("g1") is None
+    assert store.dead_letters() == []
+
+
+def test_msgpack_lists_are_accepted(store: CentralStore) -> None:
+    rows = make_chain("g1", 5)
+    decoded = msgpack.unpackb(msgpack.packb(rows, use_bin_type=True), raw=False)
+    assert isinstance(decoded[0], list)
+    assert store.store_batch("g1", decoded).stored == 5
+    assert list(store.events("g1")) == rows
+
+
+def test_unknown_gate_and_empty_batch(store: CentralStore) -> None:
+    assert store.head("nobody") == (0, GENESIS_HASH)
+    assert store.count("nobody") == 0
+    assert list(store.events("nobody")) == []
+    assert store.verify("nobody") is None
+    assert store.store_batch("g1", []) == StoreResult(0, None, 0, 0)
+
+
+def test_replay_is_idempotent(store: CentralStore) -> None:
+    rows = make_chain("g1", 10)
+    store.store_batch("g1", rows[:6])
+    store.store_batch("g1", rows[6:])
+    for batch in (rows, rows[:6], rows[6:], rows[3:4]):
+        result = store.store_batch("g1", batch)
+        assert result == StoreResult(10, None, 0, len(batch))
+    assert store.count("g1") == 10
+    assert list(store.events("g1")) == rows
+    assert store.dead_letters() == []
+    assert store.verify("g1") is None
+
+
+def test_overlapping_batches_store_only_the_new_rows(store: CentralStore) -> None:
+    rows = make_chain("g1", 10)
+    assert store.store_batch("g1", rows[:6]) == StoreResult(6, None, 6, 0)
+    assert store.store_batch("g1", rows[3:]) == StoreResult(10, None, 4, 3)
+    assert list(store.events("g1")) == rows
+    assert store.verify("g1") is None
+
+
+def test_gap_asks_for_a_resend_and_stores_nothing_past_it(store: CentralStore) -> None:
+    rows = make_chain("g1", 10)
+    assert store.store_batch("g1", rows[2:5]) == StoreResult(0, 1, 0, 0)
+    assert store.head("g1") == (0, GENESIS_HASH)
+    assert store.store_batch("g1", rows[:5]) == StoreResult(5, None, 5, 0)
+    assert store.store_batch("g1", rows[7:]) == StoreResult(5, 6, 0, 0)
+    assert [r[0] for r in store.events("g1")] == [1, 2, 3, 4, 5]
+    assert store.dead_letters() == []  # a gap is not the payload's fault
+    assert store.store_batch("g1", rows[5:]) == StoreResult(10, None, 5, 0)
+    assert store.verify("g1") is None
+
+
+def test_batch_with_duplicates_then_a_gap(store: CentralStore) -> None:
+    rows = make_chain("g1", 10)
+    store.store_batch("g1", rows[:5])
+    result = store.store_batch("g1", [*rows[3:5], *rows[7:]])
+    assert result == StoreResult(5, 6, 0, 2)
+    assert store.count("g1") == 5
+
+
+# --- proof: forged rows, broken links, forks ------------------------------------------------
+
+
+def test_forged_row_stores_the_sound_prefix_and_dead_letters_the_rest(
+    store: CentralStore,
+) -> None:
+    rows = make_chain("g1", 10)
+    forged = [*rows[:5], reforge(rows[5], data=b"\x81\xa1n\x00"), *rows[6:]]
+    result = store.store_batch("g1", forged, source="edgegate/v1/site/g1/events")
+    assert result.acked_seq == 5
+    assert result.resend_from == 6
+    assert (result.stored, result.duplicates, result.dead_lettered) == (5, 0, 5)
+    assert result.fault is not None
+    assert "seq 6" in result.fault
+    assert list(store.events("g1")) == rows[:5]
+    assert store.head("g1") == (5, rows[4][9])
+    (dead,) = store.dead_letters()
+    assert dead.gate == "g1"
+    assert dead.source == "edgegate/v1/site/g1/events"
+    assert "seq 6" in dead.reason
+    assert "hash" in dead.reason
+    kept = msgpack.unpackb(dead.payload, raw=False)
+    assert kept["gate"] == "g1"
+    assert [r[0] for r in kept["rows"]] == [6, 7, 8, 9, 10]
+    # The genuine rows, resent, complete the chain.
+    assert store.store_batch("g1", rows[5:]) == StoreResult(10, None, 5, 0)
+    assert store.verify("g1") is None
+
+
+def test_wrong_seq_inside_a_forged_row_is_caught_by_the_hash(store: CentralStore) -> None:
+    rows = make_chain("g1", 4)
+    store.store_batch("g1", rows[:2])
+    result = store.store_batch("g1", [reforge(rows[2], wall_ns=1), rows[3]])
+    assert (result.acked_seq, result.resend_from, result.stored) == (2, 3, 0)
+    assert result.dead_lettered == 2
+
+
+def test_broken_prev_hash_link_is_refused(store: CentralStore) -> None:
+    rows = make_chain("g1", 6)
+    # A chain that is internally sound but does not continue ours from seq 4 on.
+    other = make_chain("g1", 3, start=4, prev=b"\x01" * 32)
+    store.store_batch("g1", rows[:3])
+    result = store.store_batch("g1", other)
+    assert (result.acked_seq, result.resend_from, result.stored, result.dead_lettered) == (
+        3,
+        4,
+        0,
+        3,
+    )
+    assert result.fault is not None
+    assert "seq 4" in result.fault
+    assert "prev_hash" in result.fault
+    assert store.count("g1") == 3
+
+
+def test_gap_inside_a_batch_stores_the_prefix(store: CentralStore) -> None:
+    rows = make_chain("g1", 8)
+    result = store.store_batch("g1", [*rows[:3], *rows[5:]])
+    assert (result.acked_seq, result.resend_from, result.stored) == (3, 4, 3)
+    assert result.fault is not None
+    assert "seq 4" in result.fault
+    assert store.store_batch("g1", rows[3:]) == StoreResult(8, None, 5, 0)
+    assert store.verify("g1") is None
+
+
+def test_fork_is_dead_lettered_and_nothing_is_stored(store: CentralStore) -> None:
+    rows = make_chain("g1", 5)
+    store.store_batch("g1", rows)
+    fork = make_chain("g1", 7, salt="other history")
+    result = store.store_batch("g1", fork[3:])
+    assert result.acked_seq == 5
+    assert result.resend_from is None  # resending cannot heal a fork
+    assert (result.stored, result.duplicates, result.dead_lettered) == (0, 2, 4)
+    assert result.fault is not None
+    assert "fork at seq 4" in result.fault
+    assert list(store.events("g1")) == rows
+    (dead,) = store.dead_letters("g1")
+    assert "fork at seq 4" in dead.reason
+    assert [r[0] for r in msgpack.unpackb(dead.payload)["rows"]] == [4, 5, 6, 7]
+
+
+def test_fork_deep_below_the_head_is_found(store: CentralStore) -> None:
+    rows = make_chain("g1", 50)
+    store.store_batch("g1", rows)
+    replay = list(rows[:20])
+    replay[9] = (*rows[9][:9], b"\x02" * 32)  # same content, different hash
+    result = store.store_batch("g1", [replay[0], replay[9], replay[19]])  # not contiguous
+    assert result.fault is not None
+    assert "fork at seq 10" in result.fault
+    assert store.count("g1") == 50
+
+
+def test_malformed_rows_are_dead_lettered_not_raised(store: CentralStore) -> None:
+    rows = make_chain("g1", 3)
+    bad_batches: list[tuple[object, str]] = [
+        ([list(rows[0])[:9]], "9 fields"),
+        ([(*rows[0][:1], "x", *rows[0][2:])], "wall_ns is str"),
+        ([(*rows[0][:3], "boot\x00", *rows[0][4:])], "NUL"),
+        ([(*rows[0][:8], b"short", rows[0][9])], "prev_hash is not 32 bytes"),
+        ([(1 << 64, *rows[0][1:])], "out of range"),
+        ([(True, *rows[0][1:])], "seq is bool"),
+        ([(*rows[0][:3], "\ud800", *rows[0][4:])], "UTF-8"),
+        ({"not": "a list"}, "not a list"),
+        ([rows[0], 42], "index 1"),
+    ]
+    for batch, expected in bad_batches:
+        result = store.store_batch("g1", batch)  # type: ignore[arg-type]
+        assert result.stored == 0
+        assert result.fault is not None
+        assert expected in result.fault, (expected, result.fault)
+        assert result.resend_from == 1
+    assert store.count() == 0
+    assert len(store.dead_letters()) == len(bad_batches)
+    # The gate id itself unusable: dead-lettered without a gate.
+    too_long = store.store_batch("g" * 300, rows).fault
+    assert too_long is not None
+    assert "longer than 256 bytes" in too_long
+    assert store.store_batch("", rows).stored == 0
+    result = store.store_batch(b"g1", rows)  # type: ignore[arg-type]
+    assert result.stored == 0
+    assert store.dead_letters()[-1].gate is None
+    assert "gate is bytes" in store.dead_letters()[-1].reason
+    # And the store still works.
+    assert store.store_batch("g1", rows).stored == 3
+
+
+def test_non_ascii_text_is_stored_exactly(store: CentralStore) -> None:
+    gate = "tor-süd"
+    prev = GENESIS_HASH
+    data = b"\x90"
+    digest = event_hash(prev, gate, 1, 10, 20, "böot", "entry.decided", "einfahrt-ä", 1, data)
+    row: Row = (1, 10, 20, "böot", "entry.decided", "einfahrt-ä", 1, data, prev, digest)
+    assert store.store_batch(gate, [row]).stored == 1
+    assert list(store.events(gate)) == [row]
+    assert store.verify(gate) is None
+
+
+# --- several gates, several batches -----------------------------------------------------------
+
+
+def test_two_gates_are_independent(store: CentralStore) -> None:
+    a, b = make_chain("a", 6), make_chain("b", 4)
+    store.store_batch("a", a[:3])
+    store.store_batch("b", b)
+    assert store.store_batch("a", a[4:]).resend_from == 4  # a's gap is not b's
+    # b's row 4 sent as a's: it does not hash as a's (the gate id is in the hash).
+    misrouted = store.store_batch("a", b[3:])
+    assert (misrouted.stored, misrouted.resend_from, misrouted.dead_lettered) == (0, 4, 1)
+    assert store.store_batch("a", a[3:]).stored == 3
+    assert store.heads() == {"a": (6, a[-1][9]), "b": (4, b[-1][9])}
+    assert store.verify("a") is None
+    assert store.verify("b") is None
+    assert store.count() == 10
+
+
+def test_store_batches_in_one_transaction(store: CentralStore) -> None:
+    a, b = make_chain("a", 12), make_chain("b", 6)
+    forged_b = [*b[3:4], reforge(b[4], lane="x"), b[5]]
+    results = store.store_batches(
+        [
+            ("a", a[:3]),
+            Batch("b", b[:3], source="topic/b"),
+            ("a", a[3:6]),  # extends the first batch of the same call
+            ("a", a[9:]),  # gap
+            ("b", forged_b),
+            ("a", a[:6]),  # replay of what this very call stored
+        ],
+        source="topic/default",
+    )
+    assert results == [
+        StoreResult(3, None, 3, 0),
+        StoreResult(3, None, 3, 0),
+        StoreResult(6, None, 3, 0),
+        StoreResult(6, 7, 0, 0),
+        StoreResult(4, 5, 1, 0, 2, results[4].fault),
+        StoreResult(6, None, 0, 6),
+    ]
+    assert results[4].fault is not None
+    assert "seq 5" in results[4].fault
+    assert store.heads() == {"a": (6, a[5][9]), "b": (4, b[3][9])}
+    (dead,) = store.dead_letters()
+    assert dead.source == "topic/default"
+    assert store.store_batches([]) == []
+
+
+def test_verify_finds_tampering_behind_the_stores_back(dsn: str, store: CentralStore) -> None:
+    rows = make_chain("g1", 20)
+    store.store_batch("g1", rows)
+    assert store.verify("g1") is None
+    if dsn.startswith("sqlite"):
+        raw_execute(
+            dsn,
+            "DROP TRIGGER gate_events_no_update;"
+            "UPDATE gate_events SET data = x'00' WHERE gate = 'g1' AND seq = 7;",
+        )
+    else:
+        raw_execute(
+            dsn,
+            "ALTER TABLE gate_events DISABLE TRIGGER gate_events_append_only;"
+            "UPDATE gate_events SET data = '\\x00'::bytea WHERE gate = 'g1' AND seq = 7;",
+        )
+    fault = store.verify("g1")
+    assert fault is not None
+    assert fault.seq == 7
+    assert "hash" in fault.problem
+
+
+def test_verify_notices_a_head_that_disagrees(dsn: str, store: CentralStore) -> None:
+    rows = make_chain("g1", 5)
+    store.store_batch("g1", rows)
+    raw_execute(dsn, "UPDATE gate_heads SET seq = 7 WHERE gate = 'g1'")
+    fault = store.verify("g1")
+    assert fault is not None
+    assert "ends at 5" in fault.problem
+
+
+def test_events_are_append_only(dsn: str, store: CentralStore) -> None:
+    store.store_batch("g1", make_chain("g1", 3))
+    with pytest.raises((sqlite3.Error, psycopg.Error), match="append-only"):
+        raw_execute(dsn, "DELETE FROM gate_events WHERE seq = 2")
+    with pytest.raises((sqlite3.Error, psycopg.Error), match="append-only"):
+        raw_execute(dsn, "UPDATE gate_events SET seq = 9 WHERE seq = 3")
+    assert store.count() == 3
+
+
+def test_events_iterate_across_pages(store: CentralStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_mod, "_PAGE", 7)
+    rows = make_chain("g1", 30)
+    store.store_batch("g1", rows)
+    assert list(store.events("g1")) == rows
+    assert list(store.events("g1", after=5, limit=15)) == rows[5:20]
+    assert store.verify("g1") is None
+
+
+# --- dead letters, admission reviews, lifecycle ---------------------------------------------
+
+
+def test_dead_letter_round_trip(store: CentralStore) -> None:
+    first = store.dead_letter("edgegate/v1/s/g9/events", "g9", b"\xc1garbage", "not msgpack")
+    second = store.dead_letter("http://127.0.0.1:1/v1/events", None, b"", "no gate\x00here")
+    assert second > first
+    letters = store.dead_letters()
+    assert [(d.id, d.source, d.gate, d.payload) for d in letters] == [
+        (first, "edgegate/v1/s/g9/events", "g9", b"\xc1garbage"),
+        (second, "http://127.0.0.1:1/v1/events", None, b""),
+    ]
+    assert letters[0].reason == "not msgpack"
+    assert letters[1].reason == "no gate\\x00here"
+    assert letters[0].received_at_ns > 0
+    assert [d.id for d in store.dead_letters("g9")] == [first]
+    assert [d.id for d in store.dead_letters(limit=1)] == [first]
+
+
+def test_admission_reviews_round_trip(store: CentralStore) -> None:
+    kwargs = {
+        "plate": "B-EG 123",
+        "credential_kind": "badge",
+        "credential_id": "c-77",
+        "revoked_at_ns": 1_000,
+        "decided_at_ns": 2_000,
+    }
+    assert store.add_admission_review("g1", 42, noted_at_ns=3_000, **kwargs) is True  # type: ignore[arg-type]
+    assert store.add_admission_review("g1", 42, noted_at_ns=9_999, **kwargs) is False  # type: ignore[arg-type]
+    assert store.add_admission_review("g0", 7, **kwargs) is True  # type: ignore[arg-type]
+    reviews = store.admission_reviews()
+    assert [(r.gate, r.seq) for r in reviews] == [("g0", 7), ("g1", 42)]
+    (mine,) = store.admission_reviews("g1")
+    assert mine == store_mod.AdmissionReview(
+        "g1", 42, "B-EG 123", "badge", "c-77", 1_000, 2_000, 3_000
+    )
+    assert reviews[0].noted_at_ns > 3_000
+
+
+def test_reopen_keeps_everything_and_migrates_once(dsn: str) -> None:
+    rows = make_chain("g1", 5)
+    with open_store(dsn) as s:
+        s.store_batch("g1", rows)
+    with open_store(dsn) as s:
+        assert list(s.events("g1")) == rows
+        assert s.store_batch("g1", rows) == StoreResult(5, None, 0, 5)
+
+
+def test_newer_schema_is_refused(dsn: str) -> None:
+    open_store(dsn).close()
+    raw_execute(
+        dsn,
+        "INSERT INTO schema_migrations (version, name, applied_at_ns) VALUES (99, 'future', 0)",
+    )
+    with pytest.raises(SchemaError, match="version 99 is newer"):
+        open_store(dsn)
+
+
+def test_closed_store_refuses_calls(store: CentralStore) -> None:
+    store.close()
+    store.close()
+    assert store.closed
+    with pytest.raises(StoreClosedError):
+        store.store_batch("g1", make_chain("g1", 1))
+    with pytest.raises(StoreClosedError):
+        store.heads()
+
+
+async def test_async_store_runs_off_the_event_loop(store: CentralStore) -> None:
+    rows = make_chain("g1", 8)
+    async with AsyncStore(store) as astore:
+        assert (await astore.store_batch("g1", rows[:4])).stored == 4
+        results = await astore.store_batches([("g1", rows[4:]), ("g1", rows)])
+        assert [r.stored for r in results] == [4, 0]
+        assert await astore.head("g1") == (8, rows[-1][9])
+        assert await astore.heads() == {"g1": (8, rows[-1][9])}
+        assert await astore.dead_letter("t", "g1", b"x", "why") >= 1
+        assert await astore.run(lambda s: s.count("g1")) == 8
+    assert store.closed
+
+
+def test_postgres_store_reconnects_after_losing_its_connection(postgres_dsn: str) -> None:
+    rows = make_chain("g1", 6)
+    with open_store(postgres_dsn) as s:
+        s.store_batch("g1", rows[:3])
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(StoreError):
+            s.store_batch("g1", rows[3:])
+        assert s.store_batch("g1", rows[3:]) == StoreResult(6, None, 3, 0)
+        assert s.verify("g1") is None
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+def _hammer(dsn: str, gate: str, rows: list[Row], seed: int, errors: list[BaseException]) -> None:
+    """Send overlapping batches of ``gate`` from a position near the head until all stored."""
+    rng = random.Random(seed)
+    n = len(rows)
+    try:
+        with open_store(dsn) as s:
+            pos = 1
+            while True:
+                size = rng.randint(1, 40)
+                batch = rows[pos - 1 : pos - 1 + size]
+                result = s.store_batch(gate, batch)
+                assert result.dead_lettered == 0, result
+                if result.acked_seq >= n:
+                    return
+                # Restart around the head: behind it (duplicates), at it, or past it (a gap).
+                pos = max(1, min(n, result.acked_seq + 1 + rng.randint(-15, 3)))
+    except BaseException as exc:
+        errors.append(exc)
+
+
+@pytest.mark.parametrize("writers", [2, 4])
+def test_concurrent_writers_of_one_gate_store_each_seq_once(dsn: str, writers: int) -> None:
+    open_store(dsn).close()  # migrate before the race
+    rows = make_chain("g1", 600)
+    errors: list[BaseException] = []
+    threads = [
+        threading.Thread(target=_hammer, args=(dsn, "g1", rows, seed, errors))
+        for seed in range(writers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    with open_store(dsn) as s:
+        assert s.count("g1") == 600
+        assert list(s.events("g1")) == rows
+        assert s.head("g1") == (600, rows[-1][9])
+        assert s.verify("g1") is None
+        assert s.dead_letters() == []
+
+
+def test_concurrent_multi_gate_transactions_do_not_deadlock(dsn: str) -> None:
+    """Two writers whose transactions touch the same gates in opposite orders."""
+    open_store(dsn).close()
+    gates = [f"g{i}" for i in range(6)]
+    chains = {g: make_chain(g, 200) for g in gates}
+    errors: list[BaseException] = []
+
+    def writer(order: list[str]) -> None:
+        try:
+            with open_store(dsn) as s:
+                for start in range(0, 200, 20):
+                    s.store_batches([(g, chains[g][start : start + 20]) for g in order])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(gates,)),
+        threading.Thread(target=writer, args=(gates[::-1],)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    with open_store(dsn) as s:
+        for g in gates:
+            assert s.head(g) == (200, chains[g][-1][9])
+            assert s.verify(g) is None
+        assert s.count() == 1200
+
+
+# --- DSNs ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ("", "empty store DSN"),
+        ("central.db", "no scheme"),
+        ("mysql://u@127.0.0.1/db", "unsupported store DSN scheme 'mysql'"),
+        ("sqlite://central.db", "three slashes"),
+        ("sqlite:///", "names no file"),
+        ("sqlite:///x.db?mode=ro", "no query"),
+        ("sqlite:////nonexistent-dir-edgegate/x.db", "does not exist"),
+        ("postgresql://u:secret@127.0.0.1:5432", "names no database"),
+        ("postgresql://u@127.0.0.1:99999/db", "malformed"),
+    ],
+)
+def test_bad_dsns_are_refused_with_the_reason(bad: str, match: str) -> None:
+    with pytest.raises(DsnError, match=match) as info:
+        open_store(bad)
+    assert isinstance(info.value, ValueError)
+    assert "secret" not in str(info.value)
+
+
+def test_sqlite_dsn_naming_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(DsnError, match="directory"):
+        open_store(f"sqlite:///{tmp_path}")
+
+
+def test_relative_sqlite_dsn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_store("sqlite:///central.db") as s:
+        assert s.backend == "sqlite"
+    assert (tmp_path / "central.db").exists()
+    absolute = tmp_path / "x.db"
+    assert str(absolute).startswith("/")
+    assert store_mod.sqlite_path(f"sqlite:///{absolute}") == str(absolute)  # four slashes
+
+
+def test_unreachable_postgres_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="cannot connect") as info:
+        open_store("postgresql://u:secret@127.0.0.1:1/db")  # nothing listens on port 1
+    assert "secret" not in str(info.value)
