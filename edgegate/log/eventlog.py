@@ -165,7 +165,7 @@ class EventLog:
         self._broken: BaseException | None = None
         self._conn: sqlite3.Connection | None = None
         self._seq = 0
-        self._prev = GENESIS_HASH
+        self._prev: bytes | bytearray = GENESIS_HASH
         self._committed: tuple[int, bytes] = (0, GENESIS_HASH)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -340,7 +340,7 @@ class EventLog:
         conn = self._conn
         assert conn is not None
         seq = self._seq
-        prev = self._prev
+        prev: bytes | bytearray = self._prev
         gate = self.gate_id
         boot = self._clock.boot_id
         pack = self._packb
@@ -355,10 +355,27 @@ class EventLog:
                     wall, mono, type_name, lane, version, data, fut, effect = item
                     futures.append(fut)
                     seq += 1
-                    digest = sha256(
-                        prev + pack((gate, seq, wall, mono, boot, type_name, lane, version)) + data
-                    ).digest()
-                    row = (seq, wall, mono, boot, type_name, lane, version, data, prev, digest)
+                    # bytearray: sqlite3 binds it directly; bytes first go through an adapter
+                    # lookup that costs more than the insert itself.
+                    digest = bytearray(
+                        sha256(
+                            prev
+                            + pack((gate, seq, wall, mono, boot, type_name, lane, version))
+                            + data
+                        ).digest()
+                    )
+                    row = (
+                        seq,
+                        wall,
+                        mono,
+                        boot,
+                        type_name,
+                        lane,
+                        version,
+                        bytearray(data),
+                        prev,
+                        digest,
+                    )
                     if effect is None:
                         rows.append(row)
                         prev = digest
@@ -396,9 +413,9 @@ class EventLog:
                             wall, mono = self._clock.wall_ns(), self._clock.mono_ns()
                             data = encode(event)
                             header = (gate, first + n, wall, mono, boot, cls.TYPE, event.lane)
-                            digest = sha256(
-                                group_prev + pack((*header, cls.VERSION)) + data
-                            ).digest()
+                            digest = bytearray(
+                                sha256(group_prev + pack((*header, cls.VERSION)) + data).digest()
+                            )
                             group_rows.append(
                                 (
                                     first + n,
@@ -408,7 +425,7 @@ class EventLog:
                                     cls.TYPE,
                                     event.lane,
                                     cls.VERSION,
-                                    data,
+                                    bytearray(data),
                                     group_prev,
                                     digest,
                                 )
@@ -455,7 +472,7 @@ class EventLog:
             return
         self._seq = seq
         self._prev = prev
-        self._committed = (seq, prev)
+        self._committed = (seq, bytes(prev))
         self._post(futures, results)
 
     def _post(self, futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
