@@ -121,7 +121,9 @@ async def assert_entry_cycle(
     (opening,) = log.of(BarrierCommanded, lane=lane_id, after=after, where=is_open)
     assert opening.event.reason == "access-allowed"
     assert opening.event.cause_seq == decided.seq
-    assert read.seq < decided.seq < opening.seq < passed.seq < closing.seq
+    # One commit: the read, its decision and the opening it causes are consecutive.
+    assert read.seq + 1 == decided.seq == opening.seq - 1
+    assert opening.seq < passed.seq < closing.seq
     assert passed.event.plate == ALLOWED
     assert passed.event.decision_seq == decided.seq
     assert closing.event.reason == "vehicle-passed"

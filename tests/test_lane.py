@@ -143,6 +143,29 @@ class Road:
         self.loops()
 
 
+@pytest.mark.parametrize("plate_first", [False, True])
+def test_decision_logged_after_handling_links_later_records(plate_first: bool) -> None:
+    """The shell feeds a decision before its commit gives it a seq; what the lane records
+    later names the seq it was given."""
+    road = Road()
+    if not plate_first:
+        road.loops(arming=True)
+    fed = Decided(decision(Verdict.ALLOW), 0)
+    road.feed(fed)
+    road.lane.decision_logged(fed, 777)
+    if plate_first:
+        road.loops(arming=True)
+    (cmd,) = [a for a in road.actions if isinstance(a, Command)]
+    # Fed while the vehicle waits, the command comes at once and the shell links the one it
+    # logs with the decision; fed early, the command comes later and names the logged seq.
+    assert cmd.cause_seq == (777 if plate_first else 0)
+    road.open_fully()
+    road.drive_through()
+    (passed,) = road.records(VehiclePassed)
+    assert isinstance(passed, VehiclePassed)
+    assert passed.decision_seq == 777
+
+
 def test_loop_then_plate_opens_then_pass_then_close() -> None:
     road = Road()
     road.loops(arming=True)

@@ -186,6 +186,20 @@ class Lane:
 
     # --- public ---------------------------------------------------------------------------
 
+    def decision_logged(self, fed: Decided, seq: int) -> None:
+        """Give the decision ``fed`` to :meth:`handle` the seq it was then logged at (-1: not
+        logged), so what the lane records about it later names the right event.
+
+        Lets the shell log a decision together with the commands it causes, in one commit.
+        """
+        final = Decided(fed.decision, seq)
+        if self._current is fed:
+            self._current = final
+        if self._early is not None and self._early[0] is fed:
+            self._early = (final, self._early[1], self._early[2])
+        if self._opening is not None and self._opening.decided is fed:
+            self._opening.decided = final
+
     def handle(self, event: LaneInput, now: int) -> list[Action]:
         """Apply one input; return the actions to carry out, in order."""
         out: list[Action] = []

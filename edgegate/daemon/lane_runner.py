@@ -214,8 +214,10 @@ class LaneRunner:
         await self._feed(Barrier(inputs.up_limit, inputs.down_limit, inputs.fault))
 
     async def _plate(self, read: PlateRead) -> None:
-        read = dataclasses.replace(read, lane=self.setup.lane_id)
-        read_seq = await self._append(read)
+        """Decide, then log the read, the decision and the commands it causes in one commit
+        (the writer gives them linked seqs) before any command goes to the PLC."""
+        lane_id = self.setup.lane_id
+        read = dataclasses.replace(read, lane=lane_id)
         now = datetime.fromtimestamp(self._clock.wall_ns() / 1e9, UTC)
         decision = decide(
             self._rules,
@@ -230,15 +232,53 @@ class LaneRunner:
             now,
         )
         self.last_decision = decision
-        event = decision.to_event(
-            direction=self.setup.direction,
-            plate_read=read.plate,
-            lane=self.setup.lane_id,
-            read_seq=read_seq,
-        )
-        seq = await self._append(event)
-        self._notify(event)
-        await self._feed(Decided(decision, -1 if seq is None else seq))
+        fed = Decided(decision, _PROVISIONAL_SEQ)
+        actions = self.lane.handle(fed, self._clock.mono_ns())
+        # The commands (and plain records) the decision causes at once join its commit.
+        n = 0
+        while n < len(actions) and _joins_commit(actions[n]):
+            n += 1
+        joined, rest = actions[:n], actions[n:]
+        direction = self.setup.direction
+        device = self.setup.barrier_device
+
+        made: list[Event] = []
+
+        def build(first: int) -> list[Event]:
+            made.clear()
+            decided_seq = first + 1
+            out: list[Event] = [
+                read,
+                decision.to_event(
+                    direction=direction, plate_read=read.plate, lane=lane_id, read_seq=first
+                ),
+            ]
+            for action in joined:
+                if isinstance(action, Command):
+                    out.append(_commanded(lane_id, device, _linked(action, decided_seq)))
+                else:
+                    out.append(_link_event(action.event, decided_seq))
+            made.extend(out)
+            return out
+
+        try:
+            seqs: list[int | None] = list(await self._log.append_group(build))
+        except Exception as exc:  # the lane goes on by the write-failure policy
+            self._logger.error("log_write_failed", type=read.TYPE, error=repr(exc))
+            seqs = [None] * (2 + len(joined))
+        decided_seq = seqs[1]
+        self.lane.decision_logged(fed, -1 if decided_seq is None else decided_seq)
+        built = made if made else build(-1)  # -1: the group never reached the writer
+        self._notify(built[1])
+        for action, seq, event in zip(joined, seqs[2:], built[2:], strict=True):
+            if isinstance(action, Command):
+                assert isinstance(event, BarrierCommanded)
+                await self._send(action, event, seq)
+            else:
+                self._recorded(event, seq)
+        if rest:
+            link = -1 if decided_seq is None else decided_seq
+            await self._execute([_linked(a, link) if isinstance(a, Command) else a for a in rest])
 
     async def _feed(self, item: LaneInput) -> None:
         await self._execute(self.lane.handle(item, self._clock.mono_ns()))
@@ -264,19 +304,20 @@ class LaneRunner:
                 seq = await self._append(event)
         else:
             seq = await self._append(event)
+        self._recorded(event, seq)
+
+    def _recorded(self, event: Event, seq: int | None) -> None:
         if isinstance(event, VehiclePassed) and seq is not None and self._on_pass is not None:
             self._on_pass(event, seq)
         self._notify(event)
 
     async def _command(self, command: Command) -> None:
-        event = BarrierCommanded(
-            lane=self.setup.lane_id,
-            command=command.command,
-            reason=command.reason,
-            device=self.setup.barrier_device,
-            cause_seq=command.cause_seq,
-        )
-        seq = await self._append(event)
+        event = _commanded(self.setup.lane_id, self.setup.barrier_device, command)
+        await self._send(command, event, await self._append(event))
+
+    async def _send(self, command: Command, event: BarrierCommanded, seq: int | None) -> None:
+        """Carry out a command whose ``barrier.commanded`` was logged at ``seq`` (None: the
+        log could not be written)."""
         if seq is None and command.command is BarrierCommand.OPEN and not self._open_without_log:
             self._logger.error("open_refused_log_unwritable", reason=command.reason)
             return
@@ -316,6 +357,37 @@ class LaneRunner:
     @property
     def direction(self) -> Direction:
         return self.setup.direction
+
+
+#: The seq a decision carries in the lane until its commit gives it the real one; no event
+#: has seq 0.
+_PROVISIONAL_SEQ = 0
+
+
+def _joins_commit(action: Action) -> bool:
+    return isinstance(action, Command) or action.consume is None
+
+
+def _linked(command: Command, decided_seq: int) -> Command:
+    if command.cause_seq == _PROVISIONAL_SEQ:
+        return dataclasses.replace(command, cause_seq=decided_seq)
+    return command
+
+
+def _link_event(event: Event, decided_seq: int) -> Event:
+    if getattr(event, "decision_seq", None) == _PROVISIONAL_SEQ:
+        return dataclasses.replace(event, decision_seq=decided_seq)  # type: ignore[call-arg]
+    return event
+
+
+def _commanded(lane: str, device: str, command: Command) -> BarrierCommanded:
+    return BarrierCommanded(
+        lane=lane,
+        command=command.command,
+        reason=command.reason,
+        device=device,
+        cause_seq=command.cause_seq,
+    )
 
 
 def _barrier_state(inputs: PlcInputs) -> BarrierState:
