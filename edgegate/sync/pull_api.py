@@ -1,0 +1,797 @@
+"""The gate's pull API: central fetches events over HTTP/1.1 instead of (or besides) MQTT.
+
+Endpoints (GET only, every one behind ``Authorization: Bearer <token>``)::
+
+    /v1/events?after=SEQ&limit=N   events with seq > SEQ in seq order, at most N
+    /v1/head                       {"gate", "seq", "hash"} of the log's last event (JSON)
+
+``after`` defaults to 0 and ``limit`` to 1000 (1..10,000). A page may hold fewer than
+``limit`` events: it stops at ``max_page_bytes`` of event data and before a gap in the log,
+so a client asks again with ``after`` = the last seq it got and stops only on ``204``.
+
+Encodings of ``/v1/events``, chosen by ``Accept`` (absent, ``*/*`` or ``application/*``
+gives msgpack; nothing acceptable gives ``406``):
+
+- ``application/x-msgpack`` (or ``application/msgpack``): exactly the MQTT ``events``
+  payload, ``encode_batch(EventBatch.of(gate, rows))``; read it with ``decode_batch``.
+- ``application/x-ndjson``: one JSON object per event and line with ``seq, wall_ns,
+  mono_ns, boot_id, type, lane, version, data, prev_hash, hash``; ``data`` in base64,
+  the hashes in lowercase hex.
+
+No event after ``after`` is ``204 No Content`` in either encoding (an ``EventBatch`` holds at
+least one event). Every ``/v1`` answer carries ``X-Edgegate-Gate`` (the gate id) and, when
+the log was read, ``X-Edgegate-Head`` (its last seq, read in the same snapshot as the rows).
+Errors are JSON ``{"error": "..."}`` naming what is wrong: 400 bad request or parameter,
+401 missing or wrong token (with ``WWW-Authenticate: Bearer``), 404 unknown path, 405 not
+GET, 406 no acceptable encoding, 408 request head too slow, 413 a request body,
+414 request line too long, 431 header section too large, 500 the log could not be read,
+503 too many connections, 505 not HTTP/1.x.
+
+The log is read through its own read-only connection on one worker thread; the log is WAL,
+so reading never blocks the gate's writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import email.utils
+import hmac
+import json
+import re
+import sqlite3
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from edgegate.log.chain import Row
+from edgegate.log.eventlog import GateMismatchError, LogError, connect, read_head
+from edgegate.observability import get_logger
+from edgegate.sync.protocol import (
+    INT64_MAX,
+    MAX_BATCH_EVENTS,
+    EventBatch,
+    ProtocolError,
+    check_id,
+    encode_batch,
+)
+
+log = get_logger("pull_api")
+T = TypeVar("T")
+
+MSGPACK = "application/x-msgpack"
+MSGPACK_ALT = "application/msgpack"
+NDJSON = "application/x-ndjson"
+JSON = "application/json"
+EVENTS_PATH = "/v1/events"
+HEAD_PATH = "/v1/head"
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = MAX_BATCH_EVENTS
+GATE_HEADER = "X-Edgegate-Gate"
+HEAD_HEADER = "X-Edgegate-Head"
+
+_EVENT_OFFERS = (MSGPACK, MSGPACK_ALT, NDJSON)
+_HEAD_OFFERS = (JSON,)
+_COLUMNS = "seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash, hash"
+_ROW_OVERHEAD = 120  # bytes an event costs in a page besides its data (envelope, hashes)
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
+_TCHAR_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERSION_RE = re.compile(r"HTTP/(\d)\.(\d)")
+_UINT_RE = re.compile(r"[0-9]{1,19}")
+_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What one client may cost the gate. Sizes in bytes, times in seconds."""
+
+    max_request_line: int = 8192
+    max_header_bytes: int = 16384
+    """The whole header section after the request line."""
+    max_headers: int = 64
+    header_timeout: float = 10.0
+    """To receive a request's head (a slow client cannot hold a connection open)."""
+    idle_timeout: float = 15.0
+    """Between requests on a kept-alive connection."""
+    write_timeout: float = 60.0
+    max_connections: int = 32
+    max_requests_per_connection: int = 1000
+    max_limit: int = MAX_LIMIT
+    default_limit: int = DEFAULT_LIMIT
+    max_page_bytes: int = 8 << 20
+    """Event data per page; a page holds at least one event whatever its size."""
+    linger: float = 1.0
+    """After the last response: how long unread input is drained before closing, so the
+    kernel does not reset the connection and destroy the response in flight."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.default_limit <= self.max_limit <= MAX_BATCH_EVENTS:
+            raise ValueError(f"limits: need 1 <= default_limit <= max_limit <= {MAX_BATCH_EVENTS}")
+
+
+class _HttpError(Exception):
+    """A request answered with an error status; ``close`` ends the connection after it."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        close: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = tuple(headers)
+        self.close = close
+
+
+class _Eof(Exception):
+    """The client went away (cleanly between requests, or mid-request)."""
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    target: str
+    version: tuple[int, int]
+    headers: dict[str, list[str]]
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name)
+        if values is None:
+            return None
+        if len(values) > 1:
+            raise _HttpError(400, f"header {name}: sent {len(values)} times", close=True)
+        return values[0]
+
+    @property
+    def keep_alive(self) -> bool:
+        tokens = {
+            t.strip().lower() for v in self.headers.get("connection", ()) for t in v.split(",")
+        }
+        if self.version >= (1, 1):
+            return "close" not in tokens
+        return "keep-alive" in tokens
+
+
+@dataclass(slots=True)
+class _Response:
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    close: bool = False
+    rows: int = 0
+    error: str | None = None
+
+
+def _error(exc: _HttpError, extra: Sequence[tuple[str, str]] = ()) -> _Response:
+    body = json.dumps({"error": exc.message}, ensure_ascii=False).encode() + b"\n"
+    return _Response(
+        exc.status,
+        body,
+        JSON,
+        [*exc.headers, *extra],
+        close=exc.close,
+        error=exc.message,
+    )
+
+
+def _show(value: str, n: int = 40) -> str:
+    return repr(value[:n] + ("…" if len(value) > n else ""))
+
+
+def check_token(token: str) -> str:
+    """``token`` if usable as a bearer token (RFC 6750 ``b64token``), else ``ValueError``."""
+    if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+        raise ValueError(
+            "token: must be a non-empty string of letters, digits and -._~+/ (then any '=')"
+        )
+    return token
+
+
+# --------------------------------------------------------------------------- negotiation
+
+
+def negotiate(accept: str | None, offers: Sequence[str]) -> str | None:
+    """The offer the ``Accept`` value prefers (highest q, then the order of ``offers``), or
+    None if it accepts none. An absent or empty ``Accept`` accepts the first offer."""
+    if accept is None or not accept.strip():
+        return offers[0]
+    ranges: list[tuple[str, str, float]] = []
+    for part in accept.split(","):
+        items = part.split(";")
+        media = items[0].strip().lower()
+        if "/" not in media:
+            continue  # not a media range: ignored
+        main, _, sub = media.partition("/")
+        q = 1.0
+        for param in items[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = -1.0
+        if 0.0 <= q <= 1.0:
+            ranges.append((main.strip(), sub.strip(), q))
+    best: str | None = None
+    best_q = 0.0
+    for offer in offers:
+        o_main, _, o_sub = offer.partition("/")
+        specificity, q = -1, 0.0
+        for main, sub, rq in ranges:
+            if main == o_main and sub == o_sub:
+                s = 2
+            elif main == o_main and sub == "*":
+                s = 1
+            elif main == "*" and sub == "*":
+                s = 0
+            else:
+                continue
+            if s > specificity:
+                specificity, q = s, rq
+        if q > best_q:
+            best, best_q = offer, q
+    return best
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+def encode_ndjson(rows: Sequence[Row]) -> bytes:
+    """One JSON object per event and line; ``data`` base64, hashes lowercase hex."""
+    b64 = base64.b64encode
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    lines = [
+        dumps(
+            {
+                "seq": s,
+                "wall_ns": w,
+                "mono_ns": m,
+                "boot_id": b,
+                "type": t,
+                "lane": la,
+                "version": v,
+                "data": b64(d).decode("ascii"),
+                "prev_hash": p.hex(),
+                "hash": h.hex(),
+            }
+        )
+        for s, w, m, b, t, la, v, d, p, h in rows
+    ]
+    lines.append("")
+    return "\n".join(lines).encode()
+
+
+def decode_ndjson(body: bytes) -> list[Row]:
+    """The rows of an NDJSON page (for tools and tests). Raises ``ProtocolError``."""
+    rows: list[Row] = []
+    for i, line in enumerate(body.decode().splitlines()):
+        if not line:
+            continue
+        try:
+            d = json.loads(line)
+            rows.append(
+                (
+                    int(d["seq"]),
+                    int(d["wall_ns"]),
+                    int(d["mono_ns"]),
+                    str(d["boot_id"]),
+                    str(d["type"]),
+                    None if d["lane"] is None else str(d["lane"]),
+                    int(d["version"]),
+                    base64.b64decode(d["data"], validate=True),
+                    bytes.fromhex(d["prev_hash"]),
+                    bytes.fromhex(d["hash"]),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(f"ndjson line {i + 1}: {exc}") from exc
+    return rows
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class PullApiServer:
+    """Serves one gate's log at ``host:port`` (``port`` 0: any free port).
+
+    ``ssl_context`` (a server context) makes it HTTPS. Use ``async with`` or ``start()`` /
+    ``aclose()``; ``port`` holds the bound port once started.
+    """
+
+    def __init__(
+        self,
+        log_path: Path,
+        gate_id: str,
+        host: str,
+        port: int,
+        token: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        limits: HttpLimits | None = None,
+    ) -> None:
+        self.log_path = Path(log_path)
+        self.gate_id = check_id(gate_id, "gate id")
+        self.host = host
+        self.port = port
+        self._token = check_token(token).encode("ascii")
+        self._ssl = ssl_context
+        self.limits = limits or HttpLimits()
+        self._server: asyncio.Server | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"PullApiServer(gate={self.gate_id!r}, {self.host}:{self.port})"
+
+    async def start(self) -> int:
+        """Open the log read-only, bind, serve; return the bound port. ``LogError`` if the
+        file is not this gate's log, ``OSError`` if the address cannot be bound."""
+        if self._server is not None:
+            raise RuntimeError("pull API already started")
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-api")
+        try:
+            self._conn = await self._in_thread(self._open_log)
+            lim = self.limits
+            self._server = await asyncio.start_server(
+                self._on_connection,
+                self.host,
+                self.port,
+                ssl=self._ssl,
+                limit=max(lim.max_request_line, lim.max_header_bytes) + 2,
+            )
+        except BaseException:
+            await self._release()
+            raise
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("pull_api_listening", gate=self.gate_id, host=self.host, port=self.port)
+        return self.port
+
+    async def aclose(self) -> None:
+        """Stop listening, end open connections, close the log connection. Idempotent."""
+        self._closing = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+            log.info("pull_api_closed", gate=self.gate_id)
+        await self._release()
+
+    async def __aenter__(self) -> PullApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the log ------------------------------------------------------------------------
+
+    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
+        executor = self._executor
+        if executor is None:
+            raise LogError("the pull API is closed")
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    async def _release(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=False)
+
+    def _open_log(self) -> sqlite3.Connection:
+        if not self.log_path.exists():
+            raise LogError(f"no log file at {self.log_path}")
+        try:
+            conn = connect(self.log_path, readonly=True)
+        except sqlite3.Error as exc:
+            raise LogError(f"cannot open {self.log_path} read-only: {exc}") from exc
+        try:
+            row = conn.execute("SELECT value FROM log_meta WHERE key = 'gate_id'").fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise LogError(f"{self.log_path} is not an edgegate log: {exc}") from exc
+        if row is None or str(row[0]) != self.gate_id:
+            conn.close()
+            owner = "no gate" if row is None else f"gate {str(row[0])!r}"
+            raise GateMismatchError(f"{self.log_path} belongs to {owner}, not {self.gate_id!r}")
+        return conn
+
+    def _read_page(self, after: int, limit: int) -> tuple[int, bytes, list[Row]]:
+        """Head and up to ``limit`` contiguous rows after ``after``, in one read snapshot."""
+        conn = self._conn
+        if conn is None:
+            raise LogError("the pull API is closed")
+        budget = self.limits.max_page_bytes
+        conn.execute("BEGIN")
+        try:
+            head_seq, head_hash = read_head(conn)
+            cur = conn.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
+            rows: list[Row] = []
+            size = 0
+            for row in cur:
+                # Stop before a gap: a batch is contiguous; the next page starts at the gap,
+                # where central sees (and reports) it.
+                if rows and row[0] != rows[-1][0] + 1:
+                    break
+                size += len(row[7]) + _ROW_OVERHEAD
+                if rows and size > budget:
+                    break
+                rows.append(row)
+            cur.close()
+        finally:
+            conn.execute("COMMIT")
+        return head_seq, head_hash, rows
+
+    def _events_body(self, after: int, limit: int, media: str) -> tuple[int, list[Row], bytes]:
+        head_seq, _, rows = self._read_page(after, limit)
+        if not rows:
+            return head_seq, rows, b""
+        if media == NDJSON:
+            return head_seq, rows, encode_ndjson(rows)
+        return head_seq, rows, encode_batch(EventBatch.of(self.gate_id, rows))
+
+    def _head(self) -> tuple[int, bytes]:
+        conn = self._conn
+        if conn is None:
+            raise LogError("the pull API is closed")
+        return read_head(conn)
+
+    # -- connections --------------------------------------------------------------------
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer = _peer(writer)
+        try:
+            linger = await self._serve(reader, writer, peer)
+            await self._shut(reader, writer, linger)
+        except asyncio.CancelledError:
+            writer.close()
+            raise
+        except (ConnectionError, TimeoutError) as exc:  # the client vanished or stalled
+            log.info("pull_api_client_gone", peer=peer, error=repr(exc))
+            writer.close()
+        except Exception as exc:  # a bug or a dead socket: drop this connection only
+            log.error("pull_api_connection_failed", peer=peer, error=repr(exc))
+            writer.close()
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> bool:
+        """Answer requests until the connection should close; True to linger before."""
+        lim = self.limits
+        if len(self._tasks) > lim.max_connections or self._closing:
+            busy = _HttpError(503, "too many connections", headers=[("Retry-After", "1")])
+            await self._send(writer, _error(busy), keep_alive=False)
+            self._log(None, None, _error(busy), peer, 0.0)
+            return True
+        served = 0
+        while True:
+            timeout = lim.header_timeout if served == 0 else lim.idle_timeout
+            started = time.monotonic()
+            try:
+                request = await asyncio.wait_for(self._read_request(reader), timeout)
+            except _Eof:
+                return False
+            except TimeoutError:
+                log.info("pull_api_timeout", peer=peer, after_requests=served)
+                if served == 0:
+                    slow = _HttpError(408, "request head not received in time", close=True)
+                    await self._send(writer, _error(slow), keep_alive=False)
+                return True
+            except _HttpError as exc:
+                response = _error(exc)
+                await self._send(writer, response, keep_alive=False)
+                self._log(None, None, response, peer, started)
+                return True
+            served += 1
+            try:
+                response = await self._answer(request)
+            except _HttpError as exc:
+                response = _error(exc)
+            keep = (
+                request.keep_alive
+                and not response.close
+                and served < lim.max_requests_per_connection
+                and not self._closing
+            )
+            await self._send(writer, response, keep_alive=keep)
+            self._log(request.method, request.target, response, peer, started)
+            if not keep:
+                return True
+
+    async def _shut(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, linger: bool
+    ) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            if linger and writer.can_write_eof():
+                writer.write_eof()
+                # Discard what the client still sends until it closes: closing with unread
+                # input makes the kernel send RST, which can destroy our response in flight.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_discard(reader), self.limits.linger)
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), self.limits.linger)
+
+    async def _send(
+        self, writer: asyncio.StreamWriter, resp: _Response, *, keep_alive: bool
+    ) -> None:
+        reason = HTTPStatus(resp.status).phrase
+        lines = [
+            f"HTTP/1.1 {resp.status} {reason}",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+            "Server: edgegate",
+            "Cache-Control: no-store",
+        ]
+        if resp.content_type is not None:
+            lines.append(f"Content-Type: {resp.content_type}")
+        if resp.status not in (204, 304):
+            lines.append(f"Content-Length: {len(resp.body)}")
+        lines.extend(f"{k}: {v}" for k, v in resp.headers)
+        lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        writer.write(head + resp.body if resp.status != 204 else head)
+        await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+
+    def _log(
+        self,
+        method: str | None,
+        target: str | None,
+        resp: _Response,
+        peer: str,
+        started: float,
+    ) -> None:
+        # The path only: never the query string or headers (the token lives there).
+        path = None if target is None else _show(urlsplit(target).path, 80)[1:-1]
+        fields: dict[str, Any] = {
+            "gate": self.gate_id,
+            "peer": peer,
+            "method": method,
+            "path": path,
+            "status": resp.status,
+            "rows": resp.rows,
+            "bytes": len(resp.body),
+        }
+        if started:
+            fields["ms"] = round((time.monotonic() - started) * 1000, 1)
+        if resp.error is not None:
+            fields["error"] = resp.error
+        if resp.status >= 500:
+            log.error("pull_api_request", **fields)
+        elif resp.status >= 400:
+            log.warning("pull_api_request", **fields)
+        else:
+            log.info("pull_api_request", **fields)
+
+    # -- parsing ------------------------------------------------------------------------
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> _Request:
+        lim = self.limits
+        line = b""
+        for _ in range(4):  # RFC 9112 2.2: ignore empty lines before a request line
+            line = await _read_line(reader, lim.max_request_line, 414, "request line")
+            if line.strip(b"\r\n"):
+                break
+        text = _ascii(line, "request line")
+        parts = text.split(" ")
+        if len(parts) != 3 or not all(parts):
+            raise _HttpError(400, f"malformed request line {_show(text)}", close=True)
+        method, target, version = parts
+        if not _TCHAR_RE.fullmatch(method):
+            raise _HttpError(400, f"malformed method {_show(method)}", close=True)
+        m = _VERSION_RE.fullmatch(version)
+        if m is None:
+            raise _HttpError(400, f"malformed HTTP version {_show(version)}", close=True)
+        if m.group(1) != "1":
+            raise _HttpError(505, f"{version} not supported: HTTP/1.1 only", close=True)
+        headers: dict[str, list[str]] = {}
+        total = 0
+        count = 0
+        while True:
+            left = lim.max_header_bytes - total
+            raw = await _read_line(reader, left, 431, "header section")
+            total += len(raw)
+            if raw in (b"\r\n", b"\n"):
+                break
+            count += 1
+            if count > lim.max_headers:
+                raise _HttpError(431, f"more than {lim.max_headers} header fields", close=True)
+            field_line = _ascii(raw, "header field", latin1=True)
+            if field_line[:1] in (" ", "\t"):
+                raise _HttpError(400, "obsolete header line folding", close=True)
+            name, colon, value = field_line.partition(":")
+            if not colon or not _TCHAR_RE.fullmatch(name):
+                raise _HttpError(400, f"malformed header field {_show(field_line)}", close=True)
+            value = value.strip(" \t")
+            if _CTL_RE.search(value):
+                raise _HttpError(400, f"header {name}: control character in value", close=True)
+            headers.setdefault(name.lower(), []).append(value)
+        request = _Request(method, target, (1, int(m.group(2))), headers)
+        if request.version >= (1, 1) and "host" not in headers:
+            raise _HttpError(400, "missing Host header (required by HTTP/1.1)", close=True)
+        request.header("host")
+        if "transfer-encoding" in headers:
+            raise _HttpError(413, "request bodies are not accepted", close=True)
+        length = request.header("content-length")
+        if length is not None:
+            if not _UINT_RE.fullmatch(length):
+                raise _HttpError(400, f"header Content-Length: {_show(length)}", close=True)
+            if int(length):
+                raise _HttpError(413, "request bodies are not accepted", close=True)
+        return request
+
+    # -- answering ----------------------------------------------------------------------
+
+    async def _answer(self, request: _Request) -> _Response:
+        target = request.target
+        if target.startswith("/"):
+            path, _, query = target.partition("?")
+        elif target.startswith(("http://", "https://")):
+            parts = urlsplit(target)
+            path, query = parts.path or "/", parts.query
+        else:
+            raise _HttpError(400, f"malformed request target {_show(target)}", close=True)
+        path = path.partition("#")[0]
+        if path not in (EVENTS_PATH, HEAD_PATH):
+            raise _HttpError(404, f"no such path {_show(path)} (try {EVENTS_PATH}, {HEAD_PATH})")
+        if request.method != "GET":
+            raise _HttpError(
+                405,
+                f"method {request.method} not allowed: GET only",
+                headers=[("Allow", "GET")],
+            )
+        self._authorize(request)
+        gate = [(GATE_HEADER, self.gate_id)]
+        try:
+            if path == HEAD_PATH:
+                return await self._answer_head(request, query, gate)
+            return await self._answer_events(request, query, gate)
+        except _HttpError as exc:
+            return _error(exc, gate)
+
+    def _authorize(self, request: _Request) -> None:
+        challenge = 'Bearer realm="edgegate"'
+        values = request.headers.get("authorization", [])
+        if not values:
+            raise _HttpError(401, "missing bearer token", headers=[("WWW-Authenticate", challenge)])
+        scheme, _, given = values[0].partition(" ")
+        bad = [("WWW-Authenticate", f'{challenge}, error="invalid_token"')]
+        if len(values) > 1 or scheme.lower() != "bearer":
+            raise _HttpError(401, "expected one 'Authorization: Bearer <token>'", headers=bad)
+        # Constant time: the comparison reveals nothing about how much of a guess matched.
+        if not hmac.compare_digest(given.strip().encode("latin-1"), self._token):
+            raise _HttpError(401, "wrong bearer token", headers=bad)
+
+    def _negotiate(self, request: _Request, offers: Sequence[str]) -> str:
+        values = request.headers.get("accept")
+        accept = None if values is None else ", ".join(values)
+        media = negotiate(accept, offers)
+        if media is None:
+            raise _HttpError(
+                406,
+                f"cannot produce {_show(accept or '', 80)}: offered {', '.join(offers)}",
+            )
+        return media
+
+    def _params(self, query: str, allowed: Sequence[str]) -> dict[str, str]:
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=8)
+        except ValueError as exc:
+            raise _HttpError(400, f"malformed query string: {exc}") from exc
+        params: dict[str, str] = {}
+        for name, value in pairs:
+            if name not in allowed:
+                known = ", ".join(allowed) if allowed else "none"
+                raise _HttpError(400, f"unknown parameter {_show(name)} (known: {known})")
+            if name in params:
+                raise _HttpError(400, f"{name}: given more than once")
+            params[name] = value
+        return params
+
+    async def _answer_head(
+        self, request: _Request, query: str, gate: list[tuple[str, str]]
+    ) -> _Response:
+        media = self._negotiate(request, _HEAD_OFFERS)
+        self._params(query, ())
+        try:
+            seq, digest = await self._in_thread(self._head)
+        except (sqlite3.Error, LogError) as exc:
+            raise _HttpError(500, f"cannot read the log: {exc}") from exc
+        body = json.dumps({"gate": self.gate_id, "seq": seq, "hash": digest.hex()}).encode()
+        return _Response(200, body + b"\n", media, [*gate, (HEAD_HEADER, str(seq))])
+
+    async def _answer_events(
+        self, request: _Request, query: str, gate: list[tuple[str, str]]
+    ) -> _Response:
+        media = self._negotiate(request, _EVENT_OFFERS)
+        params = self._params(query, ("after", "limit"))
+        lim = self.limits
+        after = _uint(params.get("after", "0"), "after", 0, INT64_MAX)
+        limit = _uint(params.get("limit", str(lim.default_limit)), "limit", 1, lim.max_limit)
+        try:
+            head_seq, rows, body = await self._in_thread(self._events_body, after, limit, media)
+        except (sqlite3.Error, LogError, ProtocolError) as exc:
+            raise _HttpError(500, f"cannot read the log: {exc}") from exc
+        headers = [*gate, (HEAD_HEADER, str(head_seq)), ("Vary", "Accept")]
+        if not rows:
+            return _Response(204, b"", None, headers)
+        return _Response(200, body, media, headers, rows=len(rows))
+
+
+def _uint(value: str, name: str, lo: int, hi: int) -> int:
+    if not _UINT_RE.fullmatch(value) or not lo <= int(value) <= hi:
+        raise _HttpError(400, f"{name}: expected a whole number {lo}..{hi}, got {_show(value)}")
+    return int(value)
+
+
+def _ascii(raw: bytes, what: str, *, latin1: bool = False) -> str:
+    text = raw.rstrip(b"\n").removesuffix(b"\r")
+    try:
+        return text.decode("latin-1" if latin1 else "ascii")
+    except UnicodeDecodeError:
+        raise _HttpError(400, f"{what}: not ASCII", close=True) from None
+
+
+async def _read_line(reader: asyncio.StreamReader, max_len: int, status: int, what: str) -> bytes:
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        raise _HttpError(status, f"{what} longer than allowed", close=True) from None
+    except asyncio.IncompleteReadError as exc:
+        if len(exc.partial) > max_len:
+            raise _HttpError(status, f"{what} longer than allowed", close=True) from None
+        raise _Eof from None
+    except ConnectionError:
+        raise _Eof from None
+    if len(line) > max_len:
+        raise _HttpError(status, f"{what} longer than allowed", close=True)
+    return line
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(OSError, asyncio.LimitOverrunError):
+        left = 1 << 20
+        while left > 0:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            left -= len(chunk)
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    info = writer.get_extra_info("peername")
+    if isinstance(info, tuple) and len(info) >= 2:
+        return f"{info[0]}:{info[1]}"
+    return str(info)
