@@ -383,8 +383,116 @@ class DaemonStopped(Event):
     detail: str = ""
 
 
+# --- the central downlink ---------------------------------------------------------------------
+
+
+@event_type("allowlist.refused")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowListRefused(Event):
+    """An allow-list publication from central that the gate did not apply.
+
+    ``code``: ``unsigned``, ``forged``, ``unknown-key``, ``wrong-kind``, ``malformed`` (the
+    envelope or the publication), ``stale`` (not newer than the gate's list), ``gap`` (a delta
+    not based on the gate's version: a snapshot is requested), ``invalid`` (entries the
+    allow-list refuses). The publication's fields are filled only once its signature verified;
+    ``key_id`` is the key the envelope names (unverified when the signature failed).
+    """
+
+    code: str
+    message: str
+    current_version: int
+    publication_kind: str | None = None
+    version: int | None = None
+    base_version: int | None = None
+    issued_at: datetime | None = None
+    key_id: str | None = None
+    payload_size: int
+    payload_sha256: str
+
+
+@event_type("allowlist.snapshot-requested")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotRequested(Event):
+    """The gate asked central for a full allow-list snapshot (logged before it is sent)."""
+
+    have_version: int
+    reason: str
+
+
+@event_type("command.accepted")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandAccepted(Event):
+    """A signed central command that verified and is about to be carried out (log-then-act).
+    ``lane`` is the lane it opens (None for gate-wide actions)."""
+
+    command_id: str
+    action: str  # "open-lane" | "incident-on" | "incident-off"
+    operator: str  # central's operator who issued it
+    reason: str
+    issued_at: datetime
+    expires_at: datetime
+    key_id: str
+
+
+@event_type("command.refused")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRefused(Event):
+    """A central command the gate will not carry out. ``code``: ``unsigned``, ``forged``,
+    ``expired``, ``replayed``, ``wrong-gate``, ``malformed``, ``not-yet-valid``.
+    ``command_id`` / ``action`` / ``key_id`` are what the message claims, when readable
+    (unverified when the signature failed); ``payload`` the message (bounded)."""
+
+    code: str
+    message: str
+    command_id: str | None = None
+    action: str | None = None
+    key_id: str | None = None
+    payload: bytes = b""
+    truncated: bool = False
+
+
+@event_type("command.failed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandFailed(Event):
+    """An accepted command the gate could not carry out. ``code``: ``unknown-lane``,
+    ``invalid``, ``error``."""
+
+    command_id: str
+    action: str
+    code: str
+    message: str
+
+
+@event_type("admission.revoked-credential")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevokedCredentialAdmission(Event):
+    """An entry the gate admitted with a credential that central had revoked (or may have:
+    ``certain`` False), found when an allow-list publication arrived; for review.
+
+    ``decision_seq`` is the gate seq of the ``access.decided`` event; ``lane`` its lane.
+    ``basis``: ``removed``, ``expired``, ``not-yet-valid``, ``gate-withdrawn`` or
+    ``blacklisted`` (what the new list says). Central's list said so by ``revoked_at`` (the
+    publication's issue time); the revocation happened after ``revoked_after`` (None: the
+    publication is the next version after the gate's, revoked at ``revoked_at``).
+    ``certain``: the admission was decided at or after ``revoked_at``.
+    """
+
+    decision_seq: int
+    plate: str
+    credential_kind: str
+    credential_id: str
+    decided_at: datetime
+    revoked_at: datetime
+    revoked_after: datetime | None = None
+    certain: bool
+    basis: str
+    detail: str = ""
+    allowlist_version: int  # the publication that revealed it
+
+
 __all__ = [
     "AccessDecided",
+    "AllowListRefused",
     "AllowListUpdateKind",
     "AllowListUpdated",
     "BarrierCommand",
@@ -392,6 +500,9 @@ __all__ = [
     "BarrierState",
     "BarrierStateChanged",
     "CodecError",
+    "CommandAccepted",
+    "CommandFailed",
+    "CommandRefused",
     "DaemonStarted",
     "DaemonStopped",
     "DeviceFault",
@@ -410,6 +521,8 @@ __all__ = [
     "OverstayDetected",
     "PlateNotRead",
     "PlateRead",
+    "RevokedCredentialAdmission",
+    "SnapshotRequested",
     "StopReason",
     "TailgateSuspected",
     "VehicleBackedOut",
