@@ -14,8 +14,9 @@ PRESENT, waits a random fraction of a poll period (plate reads do not arrive in 
 PLC poll), writes the frame to the pty and takes ``t0`` right after the write returns. The
 latency ends at the simulator's record of the OPEN coil write (``PlcSimulator.commands``,
 the same monotonic clock). Before the command goes out, the daemon has made ``plate.read``,
-``access.decided`` and ``barrier.commanded`` durable (log-then-act). Then the vehicle drives
-through (exit loop occupied, then cleared) while the next one pulls up on the arming loop,
+``access.decided`` and ``barrier.commanded`` durable in one commit (log-then-act). Then the
+vehicle drives through (exit loop occupied, then cleared) while the next one pulls up on the
+arming loop,
 the lane closes the arm (travel ``--travel`` s) and the next cycle starts.
 
 Reported, all in milliseconds: ``p50_ms``, ``p99_ms``, ``max_ms`` over ``vehicles``, and
@@ -24,8 +25,9 @@ simulator, pymodbus client, same event loop) + median SQLite single-row commit (
 same directory), ``--floor-samples`` of each, every sample after a random pause of up to one
 poll period like every plate frame (on an idle VM the code that runs after a pause runs
 many times slower than back to back: ``floor_hot_ms`` is the same floor measured back to
-back). ``breakdown`` gives p50/p99 of each stage (serial + decode, lane queue, the three
-durable appends, policy, lane machine, the Modbus write up to the simulator);
+back). ``breakdown`` gives p50/p99 of each stage (serial + decode; lane queue, policy and lane
+machine; the one durable commit of the read, the decision and the command; the Modbus write
+up to the simulator);
 ``poll_contended`` counts the commands that found the PLC's bus busy with a poll.
 
 Target: p99 <= 5 ms. Each vehicle cycle costs about three PLC poll periods (exit loop seen,
@@ -42,7 +44,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -115,6 +117,7 @@ def instrument(gate: Gate, runner: LaneRunner, probe_of: Callable[[], Probe | No
     reader = next(iter(gate.readers.values()))
     plc = next(iter(gate.plcs.values()))
     emit, append, command = reader._emit, elog.append, plc.command
+    append_group = elog.append_group
 
     def timed_emit(signal: DeviceSignal) -> None:
         probe = probe_of()
@@ -131,6 +134,15 @@ def instrument(gate: Gate, runner: LaneRunner, probe_of: Callable[[], Probe | No
             if probe is not None and event.TYPE not in probe.appends:
                 probe.appends[event.TYPE] = (start, time.monotonic())
 
+    async def timed_group(build: Callable[[int], Sequence[Event]]) -> list[int]:
+        start = time.monotonic()
+        try:
+            return await append_group(build)
+        finally:
+            probe = probe_of()
+            if probe is not None and "group" not in probe.appends:
+                probe.appends["group"] = (start, time.monotonic())
+
     async def timed_command(cmd: BarrierCommand) -> None:
         probe = probe_of()
         if probe is not None and cmd is BarrierCommand.OPEN and not probe.command_at:
@@ -140,6 +152,7 @@ def instrument(gate: Gate, runner: LaneRunner, probe_of: Callable[[], Probe | No
 
     vars(reader)["_emit"] = timed_emit
     vars(elog)["append"] = timed_append
+    vars(elog)["append_group"] = timed_group
     vars(plc)["command"] = timed_command
 
 
@@ -228,19 +241,13 @@ def breakdown(samples: list[Sample]) -> dict[str, dict[str, float]]:
 
     for s in samples:
         p = s.probe
-        read = p.appends.get("plate.read")
-        decided = p.appends.get("access.decided")
-        commanded = p.appends.get("barrier.commanded")
-        if not (p.emitted and read and decided and commanded and p.command_at):
+        group = p.appends.get("group")
+        if not (p.emitted and group and p.command_at):
             continue
         add("serial_decode", p.emitted - s.t0)
-        add("lane_queue", read[0] - p.emitted)
-        add("append_plate_read", read[1] - read[0])
-        add("policy", decided[0] - read[1])
-        add("append_access_decided", decided[1] - decided[0])
-        add("lane_machine", commanded[0] - decided[1])
-        add("append_barrier_commanded", commanded[1] - commanded[0])
-        add("to_driver", p.command_at - commanded[1])
+        add("queue_policy_lane", group[0] - p.emitted)
+        add("commit_read_decision_command", group[1] - group[0])
+        add("to_driver", p.command_at - group[1])
         add("modbus_write", s.received - p.command_at)
     out = {}
     for name, values in stages.items():
