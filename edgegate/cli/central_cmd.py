@@ -1,0 +1,389 @@
+"""``edgegate central run|publish-allowlist|command``: the central side of sync.
+
+Other modules add actions to ``edgegate central`` without editing this file: append a
+registrar ``fn(central_subparsers)`` to ``CENTRAL_COMMANDS``, or (for ``central pull``) define
+``register_pull(central_subparsers)`` in ``edgegate/central/pull.py``, which ``register``
+calls when that module exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from edgegate.allowlist.importer import DEFAULT_TIMEZONE
+from edgegate.central import publish as pub
+from edgegate.central.sink import (
+    DEFAULT_DSN,
+    DEFAULT_GROUP,
+    DEFAULT_USERNAME,
+    BrokerSettings,
+    BrokerUrlError,
+    Sink,
+    SinkOptions,
+    default_client_id,
+)
+from edgegate.central.store import StoreError, redact
+from edgegate.config import parse_duration
+from edgegate.observability import get_logger
+from edgegate.sync.protocol import ProtocolError, check_id
+from edgegate.sync.signing import MAX_COMMAND_LIFETIME_NS, CommandAction, SignedCommand
+
+log = get_logger("cli.central")
+
+CentralRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+CENTRAL_COMMANDS: list[CentralRegistrar] = []
+"""Extra ``edgegate central`` actions: each is called with the ``central`` subparsers."""
+
+_ACTIONS: tuple[CommandAction, ...] = ("open-lane", "incident-on", "incident-off")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "central",
+        help="the central platform: sink, allow-list publication, commands",
+    )
+    central = parser.add_subparsers(dest="central_command", metavar="ACTION", required=True)
+    _register_run(central)
+    _register_publish_allowlist(central)
+    _register_command(central)
+    for registrar in (*CENTRAL_COMMANDS, *_optional_registrars()):
+        registrar(central)
+
+
+def _optional_registrars() -> list[CentralRegistrar]:
+    """``edgegate.central.pull.register_pull`` if that module exists."""
+    try:
+        module = importlib.import_module("edgegate.central.pull")
+    except ModuleNotFoundError as exc:
+        if exc.name != "edgegate.central.pull":
+            raise
+        return []
+    registrar = getattr(module, "register_pull", None)
+    return [cast(CentralRegistrar, registrar)] if callable(registrar) else []
+
+
+def _broker_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("broker")
+    group.add_argument(
+        "--broker",
+        required=True,
+        metavar="URL",
+        help="mqtts://HOST:PORT (TLS, port 8883 by default) or mqtt://HOST:PORT",
+    )
+    group.add_argument(
+        "--username", default=DEFAULT_USERNAME, help=f"MQTT user (default {DEFAULT_USERNAME})"
+    )
+    group.add_argument(
+        "--password-file", type=Path, metavar="FILE", help="file holding the MQTT password"
+    )
+    group.add_argument(
+        "--ca-file", type=Path, metavar="FILE", help="CA certificate of the broker (mqtts)"
+    )
+
+
+def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = central.add_parser(
+        "run",
+        help="run the central sink: store every gate's events, ack them (JSON logs on stdout)",
+        description="Runs until SIGTERM or SIGINT. Several instances with the same --group "
+        "share the gates' batches (MQTT shared subscription); each needs its own stable "
+        "--client-id, and with more than one they must share one database "
+        "(PostgreSQL, or one SQLite file on one machine).",
+    )
+    _broker_args(run)
+    run.add_argument(
+        "--db",
+        default=DEFAULT_DSN,
+        metavar="DSN",
+        help=f"sqlite:///PATH or postgresql://USER:PASS@HOST:PORT/DB (default {DEFAULT_DSN})",
+    )
+    run.add_argument(
+        "--group",
+        default=DEFAULT_GROUP,
+        help=f"shared-subscription group of the instances (default {DEFAULT_GROUP})",
+    )
+    run.add_argument(
+        "--client-id",
+        help="stable MQTT client id of this instance (default edgegate-sink-HOSTNAME-GROUP)",
+    )
+    run.set_defaults(func=cmd_run, log_stream=sys.stdout)
+
+
+def _register_publish_allowlist(
+    central: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    p = central.add_parser(
+        "publish-allowlist",
+        help="publish a signed allow-list snapshot (retained) or delta to gates",
+        description="Without --delta-from, FILE is the whole list and is published as a "
+        "retained snapshot. With --delta-from M, the publication is the delta M -> --version: "
+        "FILE is a delta file (CSV with an op column, or JSON upsert/remove), or, with "
+        "--previous, the whole new list compared with the whole previous one. Deltas are not "
+        "retained.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="CSV or JSON file (format by extension)")
+    p.add_argument("--key", type=Path, required=True, help="central's private key (PEM)")
+    p.add_argument("--site", required=True, help="the gates' site id")
+    p.add_argument(
+        "--gate",
+        action="append",
+        required=True,
+        dest="gates",
+        metavar="GATE",
+        help="a gate to publish to (repeat for several)",
+    )
+    p.add_argument("--version", type=int, required=True, help="the version this publication makes")
+    p.add_argument(
+        "--delta-from", type=int, metavar="M", help="publish a delta applying on version M"
+    )
+    p.add_argument(
+        "--previous", type=Path, metavar="FILE", help="with --delta-from: the previous whole list"
+    )
+    p.add_argument(
+        "--timezone",
+        default=DEFAULT_TIMEZONE,
+        help=f"zone of times without offset (default {DEFAULT_TIMEZONE})",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    _broker_args(p)
+    p.set_defaults(func=cmd_publish_allowlist)
+
+
+def _register_command(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = central.add_parser(
+        "command",
+        help="send a signed command to a gate (open a lane, incident mode on/off)",
+    )
+    p.add_argument("gate", metavar="GATE", help="the gate id")
+    p.add_argument("action", metavar="ACTION", choices=_ACTIONS, help=", ".join(_ACTIONS))
+    p.add_argument("--lane", help="the lane (open-lane only)")
+    p.add_argument("--reason", default="", help="why (required for open-lane)")
+    p.add_argument("--operator", required=True, help="who gives the command")
+    p.add_argument("--key", type=Path, required=True, help="central's private key (PEM)")
+    p.add_argument("--site", required=True, help="the gate's site id")
+    p.add_argument(
+        "--expires",
+        default="5min",
+        metavar="DURATION",
+        help="how long the command stays valid, e.g. 90s, 5min (default 5min, at most 1h)",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
+    _broker_args(p)
+    p.set_defaults(func=cmd_command)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _fail(command: str, message: str, **fields: Any) -> int:
+    print(f"edgegate central {command}: {message}", file=sys.stderr)
+    log.error("central_command_failed", command=command, error=message, **fields)
+    return 2
+
+
+def _password(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _UsageError(f"cannot read password file {path}: {detail}") from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise _UsageError(f"password file {path} is empty")
+    return password
+
+
+def _broker(args: argparse.Namespace) -> BrokerSettings:
+    try:
+        return BrokerSettings.from_url(
+            args.broker,
+            username=args.username or None,
+            password=_password(args.password_file),
+            ca_file=args.ca_file,
+        )
+    except BrokerUrlError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _check_ids(**ids: str) -> None:
+    for what, value in ids.items():
+        try:
+            check_id(value, what)
+        except ProtocolError as exc:
+            raise _UsageError(f"--{exc}") from None
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        _check_ids(group=args.group)
+        options = SinkOptions(
+            _broker(args),
+            dsn=args.db,
+            group=args.group,
+            client_id=args.client_id or default_client_id(args.group),
+        )
+    except _UsageError as exc:
+        return _fail("run", str(exc))
+    try:
+        asyncio.run(_run(options))
+    except StoreError as exc:  # includes DsnError: the store could not be opened
+        return _fail("run", str(exc), db=redact(args.db))
+    return 0
+
+
+async def _run(options: SinkOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "central_sink_starting",
+        broker=options.broker.url,
+        db=redact(options.dsn),
+        group=options.group,
+        client_id=options.client_id,
+    )
+    async with Sink(options):
+        await stop.wait()
+        log.info("central_sink_stopping")
+
+
+# ------------------------------------------------------------------------------ publish
+
+
+def cmd_publish_allowlist(args: argparse.Namespace) -> int:
+    name = "publish-allowlist"
+    try:
+        _check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates})
+        if args.version < 1:
+            raise _UsageError(f"--version {args.version}: must be at least 1")
+        if args.previous is not None and args.delta_from is None:
+            raise _UsageError("--previous only goes with --delta-from (it makes a delta)")
+        if args.delta_from is not None and args.delta_from < 0:
+            raise _UsageError(f"--delta-from {args.delta_from}: must be at least 0")
+        broker = _broker(args)
+        key = pub.load_signing_key(args.key)
+        now = time.time_ns()
+        if args.delta_from is None:
+            entries = pub.read_allowlist(args.file, args.timezone)
+            publication = pub.snapshot_publication(entries, version=args.version, now_ns=now)
+            what = f"snapshot version {args.version} ({len(entries)} entries)"
+        else:
+            if args.previous is not None:
+                delta = pub.diff(
+                    pub.read_allowlist(args.previous, args.timezone),
+                    pub.read_allowlist(args.file, args.timezone),
+                )
+                if not delta.upserts and not delta.removals:
+                    raise _UsageError(
+                        f"{args.previous} and {args.file} hold the same entries: no delta"
+                    )
+            else:
+                delta = pub.read_delta(args.file, args.timezone)
+            publication = pub.delta_publication(
+                delta, version=args.version, base_version=args.delta_from, now_ns=now
+            )
+            what = (
+                f"delta {args.delta_from} -> {args.version} "
+                f"({len(delta.upserts)} upserts, {len(delta.removals)} removals)"
+            )
+        payload = pub.signed_publication(publication, key)
+    except (_UsageError, pub.PublishError) as exc:
+        return _fail(name, str(exc))
+    retain = publication.kind == "snapshot"
+    messages = [pub.Outgoing(args.site, g, "allowlist", payload, retain) for g in args.gates]
+    try:
+        asyncio.run(pub.publish(broker, messages, timeout=args.timeout))
+    except pub.PublishError as exc:
+        return _fail(name, str(exc))
+    kid = pub.signing_key_id(key)
+    print(
+        f"published allow-list {what} to {', '.join(args.gates)} (site {args.site}), "
+        f"{'retained' if retain else 'not retained'}, signed with key id {kid}"
+    )
+    log.info(
+        "allowlist_published",
+        kind=publication.kind,
+        version=publication.version,
+        base_version=publication.base_version,
+        gates=args.gates,
+        site=args.site,
+        key_id=kid,
+        bytes=len(payload),
+    )
+    return 0
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    name = "command"
+    try:
+        _check_ids(site=args.site, gate=args.gate)
+        try:
+            lifetime = parse_duration(args.expires)
+        except ValueError as exc:
+            raise _UsageError(f"--expires: {exc}") from None
+        lifetime_ns = int(lifetime.total_seconds() * 1e9)
+        if lifetime_ns <= 0 or lifetime_ns > MAX_COMMAND_LIFETIME_NS:
+            raise _UsageError(
+                f"--expires {args.expires}: must be more than 0 and at most "
+                f"{MAX_COMMAND_LIFETIME_NS // 10**9 // 60} min"
+            )
+        if args.action == "open-lane" and not args.lane:
+            raise _UsageError("open-lane needs --lane (the lane to open)")
+        if args.action == "open-lane" and not args.reason.strip():
+            raise _UsageError("open-lane needs --reason (it is logged at the gate)")
+        if args.action != "open-lane" and args.lane:
+            raise _UsageError(f"{args.action} applies to the whole gate: drop --lane")
+        broker = _broker(args)
+        key = pub.load_signing_key(args.key)
+        try:
+            command = SignedCommand.create(
+                args.gate,
+                args.action,
+                lane=args.lane,
+                reason=args.reason,
+                operator=args.operator,
+                now_ns=time.time_ns(),
+                lifetime_ns=lifetime_ns,
+            )
+        except ProtocolError as exc:
+            raise _UsageError(str(exc)) from None
+        payload = pub.signed_command(command, key)
+    except (_UsageError, pub.PublishError) as exc:
+        return _fail(name, str(exc))
+    message = pub.Outgoing(args.site, args.gate, "commands", payload, retain=False)
+    try:
+        asyncio.run(pub.publish(broker, [message], timeout=args.timeout))
+    except pub.PublishError as exc:
+        return _fail(name, str(exc), command_id=command.id)
+    print(command.id)
+    log.info(
+        "command_published",
+        command_id=command.id,
+        gate=args.gate,
+        site=args.site,
+        action=command.action,
+        lane=command.lane,
+        operator=command.operator,
+        expires_at_ns=command.expires_at_ns,
+        key_id=pub.signing_key_id(key),
+    )
+    return 0
