@@ -38,6 +38,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PrivateAttr,
+    SecretStr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -60,6 +61,7 @@ from edgegate.core.rules import (
 from edgegate.validation import EXPECTED, describe_value
 
 __all__ = [
+    "BrokerAddress",
     "ConfigError",
     "Device",
     "DeviceRole",
@@ -74,14 +76,17 @@ __all__ = [
     "Permissions",
     "Policy",
     "Problem",
+    "PullApiSettings",
     "SerialPlateReaderDevice",
     "SimulatedPlateReaderDevice",
     "SimulatedPlcDevice",
+    "SyncSettings",
     "Timings",
     "WriteFailureAction",
     "WriteFailurePolicy",
     "format_duration",
     "load_config",
+    "parse_byte_size",
     "parse_config",
     "parse_duration",
 ]
@@ -571,6 +576,229 @@ class IncidentSettings(_Model):
     evacuation_lanes: tuple[LaneId, ...] = ()
 
 
+# ---------------------------------------------------------------------------------- sync
+
+_BYTE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024 * 1024}
+_BYTE_SIZE = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
+
+
+def parse_byte_size(value: object) -> int:
+    """A size in bytes from a TOML value: an integer, or a string such as ``"4MiB"``,
+    ``"512KiB"`` or ``"65536B"`` (units B, KiB, MiB)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"invalid size {value!r}: must be >= 0")
+        return value
+    if isinstance(value, str):
+        m = _BYTE_SIZE.fullmatch(value)
+        if m is not None and m.group(2).lower() in _BYTE_UNITS:
+            return int(m.group(1)) * _BYTE_UNITS[m.group(2).lower()]
+    raise ValueError(
+        f"invalid size {value!r}: expected bytes as an integer or a string with a unit "
+        "such as '4MiB', '512KiB' (units B, KiB, MiB)"
+    )
+
+
+def _byte_bounds(low: int, high: int) -> AfterValidator:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high} bytes, got {value}")
+        return value
+
+    return AfterValidator(check)
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]
+
+_BROKER_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)")
+_HOST_PORT = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:/\[\]]+))(?::(?P<port>\d{1,5}))?"
+)
+_DEFAULT_MQTT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the MQTT broker is: ``mqtts://`` means TLS."""
+
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+
+
+def _split_host_port(text: str, what: str) -> tuple[str, int | None]:
+    m = _HOST_PORT.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not host:port ({what})")
+    host = m.group("v6") or m.group("host")
+    if m.group("v6"):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    else:
+        _check_host(host)
+    port = m.group("port")
+    if port is None:
+        return host, None
+    number = int(port)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"port {number} is out of range 1-65535")
+    return host, number
+
+
+def parse_broker_url(value: str) -> BrokerAddress:
+    """``mqtt://host[:port]`` (plain, port 1883) or ``mqtts://host[:port]`` (TLS, 8883)."""
+    m = _BROKER_URL.fullmatch(value.strip())
+    form = "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS)"
+    if m is None:
+        raise ValueError(f"{value!r} is not a broker URL: {form}")
+    scheme = m.group("scheme").lower()
+    if scheme not in _DEFAULT_MQTT_PORTS:
+        raise ValueError(f"unknown scheme {scheme!r} in {value!r}: {form}")
+    rest = m.group("rest").removesuffix("/")
+    if not rest or "/" in rest or "@" in rest or "?" in rest:
+        raise ValueError(
+            f"{value!r} is not a broker URL: {form} (no path, no user:password@ — "
+            "credentials go in username/password_file)"
+        )
+    host, port = _split_host_port(rest, form)
+    return BrokerAddress(host, port or _DEFAULT_MQTT_PORTS[scheme], scheme == "mqtts")
+
+
+def _check_broker_url(value: str) -> str:
+    parse_broker_url(value)
+    return value
+
+
+def _check_listen(value: str) -> str:
+    host, port = _split_host_port(value, "expected HOST:PORT such as '127.0.0.1:8480'")
+    if port is None:
+        raise ValueError(f"{value!r} has no port: expected HOST:PORT such as '127.0.0.1:8480'")
+    del host
+    return value
+
+
+def _moved_to_policy(value: object) -> None:
+    raise ValueError(
+        "the allow-list age limit is a decision policy: set [policy].allowlist_max_age "
+        "(and [policy].on_stale_allowlist) instead"
+    )
+
+
+BrokerUrl = Annotated[StrictStr, AfterValidator(_check_broker_url)]
+ListenAddress = Annotated[StrictStr, AfterValidator(_check_listen)]
+FilePath = Annotated[StrictStr, AfterValidator(_non_empty)]
+
+
+def _non_empty_secret(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+# A SecretStr: hidden in repr and in the canonical JSON, so config_hash (logged in every
+# daemon.started event) carries nothing derived from the password.
+Password = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
+
+
+class PullApiSettings(_Model):
+    """``[sync.pull_api]``: the gate's ``GET /v1/events`` endpoint for central's pullers."""
+
+    listen: ListenAddress = "127.0.0.1:8480"
+    token_file: FilePath  # the bearer token, one line
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = _split_host_port(self.listen, "")
+        assert port is not None
+        return host, port
+
+
+class SyncSettings(_Model):
+    """``[sync]``: store-and-forward to central over MQTT. Absent: the gate does not sync.
+
+    Relative file paths are resolved against the configuration's folder
+    (:meth:`GateConfig.resolve_path`). Files are read when the gate connects, not here;
+    :meth:`GateConfig.file_problems` reports missing ones.
+    """
+
+    site: SiteId | None = None  # topic site level; default [gate].site
+    broker: BrokerUrl
+    username: NonEmptyStr | None = None  # default: the gate id (the broker's ACL expects it)
+    password: Password | None = None
+    password_file: FilePath | None = None
+    ca_file: FilePath | None = None  # required for mqtts://
+    client_cert: FilePath | None = None  # mutual TLS (optional, with client_key)
+    client_key: FilePath | None = None
+    central_public_key: FilePath  # pinned Ed25519 key that signs allow-lists and commands
+    batch_max_events: Annotated[StrictInt, Field(ge=1, le=10_000)] = 5000
+    batch_max_bytes: Annotated[ByteSize, _byte_bounds(64 * 1024, 16 * 1024 * 1024)] = (
+        4 * 1024 * 1024
+    )
+    reconnect_max: Annotated[Duration, _bounds("1s", "10min")] = timedelta(seconds=30)
+    keepalive: Annotated[Duration, _bounds("5s", "10min")] = timedelta(seconds=30)
+    ack_timeout: Annotated[Duration, _bounds("1s", "10min")] = timedelta(seconds=10)
+    status_interval: Annotated[Duration, _bounds("1s", "1h")] = timedelta(seconds=30)
+    pull_api: PullApiSettings | None = None
+    # Not a sync setting: refused with a pointer to [policy].allowlist_max_age.
+    max_allowlist_age: Annotated[None, BeforeValidator(_moved_to_policy)] = Field(
+        default=None, exclude=True
+    )
+
+    @property
+    def broker_address(self) -> BrokerAddress:
+        return parse_broker_url(self.broker)
+
+    def files(self) -> dict[str, str]:
+        """Key path (``sync.ca_file``) -> configured path, for every file the section names."""
+        out = {
+            f"sync.{key}": value
+            for key in ("password_file", "ca_file", "client_cert", "client_key")
+            if (value := getattr(self, key)) is not None
+        }
+        out["sync.central_public_key"] = self.central_public_key
+        if self.pull_api is not None:
+            out["sync.pull_api.token_file"] = self.pull_api.token_file
+        return out
+
+
+def _check_sync(sync: SyncSettings | None) -> list[Problem]:
+    if sync is None:
+        return []
+    problems: list[Problem] = []
+    if sync.password is None and sync.password_file is None:
+        problems.append(("sync.password_file", "set password_file (or password): one is required"))
+    elif sync.password is not None and sync.password_file is not None:
+        problems.append(("sync.password", "set either password or password_file, not both"))
+    address = sync.broker_address
+    if address.tls:
+        if sync.ca_file is None:
+            problems.append(
+                (
+                    "sync.ca_file",
+                    "required for an mqtts:// broker: the CA that signed its certificate",
+                )
+            )
+    else:
+        for key in ("ca_file", "client_cert", "client_key"):
+            if getattr(sync, key) is not None:
+                problems.append(
+                    (
+                        f"sync.{key}",
+                        f"the broker {sync.broker!r} is plain mqtt://; TLS files need mqtts://",
+                    )
+                )
+    if address.tls and (sync.client_cert is None) != (sync.client_key is None):
+        missing = "client_key" if sync.client_key is None else "client_cert"
+        problems.append((f"sync.{missing}", "client_cert and client_key go together: set both"))
+    return problems
+
+
 # --------------------------------------------------------------------------- the config
 
 _DEFER_CROSS_CHECKS = "edgegate.config.defer_cross_checks"
@@ -587,6 +815,7 @@ class GateConfig(_Model):
     devices: Mapping[DeviceName, Device] = Field(default_factory=dict)
     lanes: tuple[Lane, ...] = ()
     incident: IncidentSettings = IncidentSettings()
+    sync: SyncSettings | None = None
 
     _source: str = PrivateAttr(default="<string>")
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -609,10 +838,47 @@ class GateConfig(_Model):
     @property
     def log_file(self) -> Path:
         """``[log].path``, a relative one resolved against the configuration's directory."""
-        path = Path(self.log.path).expanduser()
-        if path.is_absolute() or self._base_dir is None:
-            return path
-        return self._base_dir / path
+        return self.resolve_path(self.log.path)
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from the file, a relative one resolved against the configuration's folder."""
+        resolved = Path(path).expanduser()
+        if resolved.is_absolute() or self._base_dir is None:
+            return resolved
+        return self._base_dir / resolved
+
+    @property
+    def sync_site(self) -> str:
+        """The site level of the gate's MQTT topics: ``[sync].site``, else ``[gate].site``."""
+        if self.sync is not None and self.sync.site is not None:
+            return self.sync.site
+        return self.gate.site
+
+    @property
+    def sync_username(self) -> str:
+        """The MQTT user name: ``[sync].username``, else the gate id."""
+        if self.sync is not None and self.sync.username is not None:
+            return self.sync.username
+        return self.gate.id
+
+    def file_problems(self) -> list[Problem]:
+        """Files the configuration names that do not exist (or are not regular files).
+
+        Separate from validation so that the example configurations validate anywhere;
+        ``check-config`` on the gate itself and the daemon at start report these.
+        """
+        problems: list[Problem] = []
+        if self.sync is None:
+            return problems
+        for key, value in self.sync.files().items():
+            path = self.resolve_path(value)
+            if not path.exists():
+                problems.append((key, f"file not found: {path}"))
+            elif not path.is_file():
+                problems.append((key, f"not a regular file: {path}"))
+            elif not os.access(path, os.R_OK):
+                problems.append((key, f"file not readable by this user: {path}"))
+        return problems
 
     def admits(self, direction: Direction) -> frozenset[VehicleCategory]:
         listed = self.permissions.listed(direction)
@@ -680,6 +946,7 @@ class _Parts:
     lane_ids: frozenset[str]
     lanes: Sequence[Lane | None] | None  # None: [[lanes]] is not an array at all
     incident: IncidentSettings | None
+    sync: SyncSettings | None = None
 
     @classmethod
     def from_model(cls, cfg: GateConfig) -> _Parts:
@@ -692,6 +959,7 @@ class _Parts:
             lane_ids=frozenset(lane.id for lane in cfg.lanes),
             lanes=cfg.lanes,
             incident=cfg.incident,
+            sync=cfg.sync,
         )
 
     @classmethod
@@ -724,6 +992,7 @@ class _Parts:
             lane_ids=frozenset(lane_ids),
             lanes=lanes,
             incident=_try(IncidentSettings.model_validate, raw.get("incident", {})),
+            sync=_try(SyncSettings.model_validate, raw.get("sync")),
         )
 
 
@@ -918,6 +1187,7 @@ def _cross_check(parts: _Parts) -> list[Problem]:
     problems += _check_devices(parts)
     problems += _check_lanes(parts)
     problems += _check_incident(parts)
+    problems += _check_sync(parts.sync)
     return problems
 
 

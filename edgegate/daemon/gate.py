@@ -6,7 +6,9 @@ config's hash, starts every device driver and lane, checks overstays periodicall
 ``daemon.stopped`` and closes the log. A device that is absent at start-up or fails later is
 retried by its driver (fault events, no crash); one failing device never stops other lanes.
 Simulated devices (``simulated-plc``, ``simulated-plate-reader``) start an in-process
-simulator on 127.0.0.1 or a pty, driven through the same real drivers.
+simulator on 127.0.0.1 or a pty, driven through the same real drivers. With ``[sync]`` the
+uplink (``edgegate.sync.uplink``) sends the log to central over MQTT, retrying in the
+background while the broker is unreachable; it stops after ``daemon.stopped``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from edgegate.log import EventLog, LogReader
 from edgegate.observability import get_logger
 from edgegate.sim.plate_reader import PlateReaderSimulator
 from edgegate.sim.plc import PlcSimulator
+from edgegate.sync.uplink import Uplink, UplinkOptions
 
 log = get_logger("gate")
 
@@ -109,6 +112,7 @@ class Gate:
     presence: Presence = field(default_factory=Presence)
     event_log: EventLog | None = None
     allowlist: AllowListService | None = None
+    uplink: Uplink | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
@@ -130,6 +134,7 @@ class Gate:
             try:
                 await self._start_simulators()
                 self._build(elog, self.allowlist)
+                self._start_sync(elog, self.allowlist)
                 # What start-up built (allow-list index, profiles, modules) lives as long as
                 # the daemon: keep it out of the collector's full passes, which otherwise
                 # pause the lanes for tens of milliseconds.
@@ -139,7 +144,33 @@ class Gate:
                 await self._stop_simulators()
                 with contextlib.suppress(Exception):
                     await elog.append(DaemonStopped(reason=reason))
+                # After daemon.stopped, so that a connected uplink can still hand it over;
+                # before the log closes (the cursor is written through the log's writer).
+                if self.uplink is not None:
+                    await self.uplink.aclose()
                 log.info("gate_stopped", gate=config.gate.id)
+
+    # --- sync -----------------------------------------------------------------------------
+
+    def _start_sync(self, elog: EventLog, allowlist: AllowListService) -> None:
+        """With ``[sync]``: start the uplink (the gate's one MQTT connection). It retries in
+        the background while the broker is unreachable; the gate decides regardless.
+
+        After ``_build``: handlers that need the lanes attach before the first connect, which
+        may deliver messages queued in the persistent session at once."""
+        if self.config.sync is None:
+            return
+        for key, problem in self.config.file_problems():
+            log.error("sync_config_problem", key=key, problem=problem)
+        self.uplink = Uplink(
+            elog,
+            UplinkOptions.from_config(self.config),
+            clock=self.clock,
+            allowlist_version=lambda: allowlist.view.version,
+        )
+        # Downlink handlers attach here, before start(), on the same connection:
+        # self.uplink.add_subscription(self.uplink.topics.allowlist, handler), ...
+        self.uplink.start()
 
     # --- building -------------------------------------------------------------------------
 
