@@ -66,6 +66,10 @@ from edgegate.log import EventLog, LogReader
 from edgegate.observability import get_logger
 from edgegate.sim.plate_reader import PlateReaderSimulator
 from edgegate.sim.plc import PlcSimulator
+from edgegate.sync.downlink import Downlink, LanesControl
+from edgegate.sync.protocol import SnapshotRequest, encode_request
+from edgegate.sync.pull_api import PullApiServer
+from edgegate.sync.signing import KeyLoadError, load_public_key
 from edgegate.sync.uplink import Uplink, UplinkOptions
 
 log = get_logger("gate")
@@ -113,6 +117,8 @@ class Gate:
     event_log: EventLog | None = None
     allowlist: AllowListService | None = None
     uplink: Uplink | None = None
+    downlink: Downlink | None = None
+    pull_api: PullApiServer | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
@@ -134,7 +140,7 @@ class Gate:
             try:
                 await self._start_simulators()
                 self._build(elog, self.allowlist)
-                self._start_sync(elog, self.allowlist)
+                await self._start_sync(elog, self.allowlist)
                 # What start-up built (allow-list index, profiles, modules) lives as long as
                 # the daemon: keep it out of the collector's full passes, which otherwise
                 # pause the lanes for tens of milliseconds.
@@ -148,29 +154,74 @@ class Gate:
                 # before the log closes (the cursor is written through the log's writer).
                 if self.uplink is not None:
                     await self.uplink.aclose()
+                if self.pull_api is not None:
+                    await self.pull_api.aclose()
                 log.info("gate_stopped", gate=config.gate.id)
 
     # --- sync -----------------------------------------------------------------------------
 
-    def _start_sync(self, elog: EventLog, allowlist: AllowListService) -> None:
-        """With ``[sync]``: start the uplink (the gate's one MQTT connection). It retries in
-        the background while the broker is unreachable; the gate decides regardless.
+    async def _start_sync(self, elog: EventLog, allowlist: AllowListService) -> None:
+        """With ``[sync]``: start the uplink (the gate's one MQTT connection) with the signed
+        downlink on it, and the pull API if configured. The uplink retries in the background
+        while the broker is unreachable; the gate decides regardless. A sync part that cannot
+        start (unreadable key or token) is logged and left out; the gate runs on.
 
         After ``_build``: handlers that need the lanes attach before the first connect, which
         may deliver messages queued in the persistent session at once."""
-        if self.config.sync is None:
+        config = self.config
+        sync = config.sync
+        if sync is None:
             return
-        for key, problem in self.config.file_problems():
+        for key, problem in config.file_problems():
             log.error("sync_config_problem", key=key, problem=problem)
-        self.uplink = Uplink(
+        uplink = Uplink(
             elog,
-            UplinkOptions.from_config(self.config),
+            UplinkOptions.from_config(config),
             clock=self.clock,
             allowlist_version=lambda: allowlist.view.version,
         )
-        # Downlink handlers attach here, before start(), on the same connection:
-        # self.uplink.add_subscription(self.uplink.topics.allowlist, handler), ...
-        self.uplink.start()
+        self.uplink = uplink
+        topics = uplink.topics
+        try:
+            central_key = load_public_key(config.resolve_path(sync.central_public_key))
+        except (KeyLoadError, OSError) as exc:
+            log.error(
+                "sync_downlink_disabled",
+                key="sync.central_public_key",
+                problem=str(exc),
+                consequence="allow-lists and commands from central are not taken",
+            )
+        else:
+
+            async def request_snapshot(request: SnapshotRequest) -> None:
+                await uplink.publish(topics.requests, encode_request(request), qos=1)
+
+            downlink = Downlink(
+                config.gate.id,
+                central_key,
+                allowlist,
+                elog,
+                LanesControl(self.lanes),
+                self.clock,
+                request_snapshot,
+            )
+            await downlink.restore()
+            uplink.add_subscription(topics.allowlist, downlink.on_allowlist)
+            uplink.add_subscription(topics.commands, downlink.on_command)
+            self.downlink = downlink
+        uplink.start()
+        if sync.pull_api is not None:
+            host, port = sync.pull_api.address
+            try:
+                token_path = config.resolve_path(sync.pull_api.token_file)
+                token = (await asyncio.to_thread(token_path.read_text)).strip()
+                server = PullApiServer(elog.path, config.gate.id, host, port, token)
+                await server.start()
+            except (OSError, ValueError) as exc:
+                log.error("pull_api_disabled", key="sync.pull_api", problem=str(exc))
+            else:
+                self.pull_api = server
+                log.info("pull_api_listening", host=host, port=server.port)
 
     # --- building -------------------------------------------------------------------------
 

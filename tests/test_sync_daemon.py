@@ -1,0 +1,141 @@
+"""The running daemon with ``[sync]``: central's signed commands and allow-lists over the real
+broker reach the lanes and the allow-list, forgeries and replays are refused with an event,
+and the pull API serves the log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edgegate.central.publish import (
+    read_allowlist,
+    signed_command,
+    signed_publication,
+    snapshot_publication,
+)
+from edgegate.config import GateConfig, parse_config
+from edgegate.core.events import (
+    AllowListUpdated,
+    BarrierCommand,
+    BarrierCommanded,
+    CommandAccepted,
+    CommandRefused,
+)
+from edgegate.sync.signing import SignedCommand, generate_keypair, load_private_key
+from tests.gate_harness import RunningGate, gate_toml, lane, sim_plc, sim_reader
+from tests.services.mosquitto import Broker, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parent.parent
+GATE = "e2e-gate"
+WAIT = 20.0
+
+
+def _config(tmp_path: Path, broker: Broker, pull_port: int, token: str) -> GateConfig:
+    private_pem, public_pem = generate_keypair()
+    (tmp_path / "central.key").write_bytes(private_pem)
+    (tmp_path / "central.pub").write_bytes(public_pem)
+    (tmp_path / "mqtt-password").write_text(broker.add_gate(GATE))
+    (tmp_path / "pull-token").write_text(token + "\n")
+    text = gate_toml(
+        tmp_path / "gate.db",
+        {"plc": sim_plc(), "cam": sim_reader()},
+        [lane("l1", "entry", "cam", "plc")],
+    )
+    text += (
+        f'\n[sync]\nbroker = "mqtt://127.0.0.1:{broker.plain_port}"\n'
+        'password_file = "mqtt-password"\ncentral_public_key = "central.pub"\n'
+        'reconnect_max = "1s"\n'
+        f'\n[sync.pull_api]\nlisten = "127.0.0.1:{pull_port}"\ntoken_file = "pull-token"\n'
+    )
+    return parse_config(text, base_dir=tmp_path)
+
+
+def _get(url: str, token: str) -> tuple[int, bytes]:
+    assert url.startswith("http://127.0.0.1:")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return int(response.status), bytes(response.read())
+
+
+async def test_central_commands_and_allowlists_reach_the_running_gate(
+    mosquitto_broker: Broker, tmp_path: Path
+) -> None:
+    token = secrets.token_urlsafe(24)
+    pull_port = free_port()
+    config = _config(tmp_path, mosquitto_broker, pull_port, token)
+    key = load_private_key(tmp_path / "central.key")
+    forger_pem, _ = generate_keypair()
+    (tmp_path / "forger.key").write_bytes(forger_pem)
+    forger = load_private_key(tmp_path / "forger.key")
+
+    async with RunningGate(config) as g:
+        uplink = g.gate.uplink
+        assert uplink is not None and g.gate.downlink is not None
+        topics = uplink.topics
+        async with asyncio.timeout(WAIT):
+            await uplink.connected.wait()
+        async with mosquitto_broker.client("central") as central:
+            # A genuine command opens the lane, after its acceptance is logged.
+            command = SignedCommand.create(
+                GATE,
+                "open-lane",
+                lane="l1",
+                reason="tanker without readable plate, papers checked",
+                operator="control-room-2",
+                now_ns=time.time_ns(),
+            )
+            payload = signed_command(command, key)
+            await central.publish(topics.commands, payload, qos=1)
+            accepted = await g.log.wait_for(CommandAccepted, within=WAIT)
+            assert accepted.event.command_id == command.id
+            opening = await g.log.wait_for(
+                BarrierCommanded,
+                lane="l1",
+                after=accepted.seq,
+                where=lambda e: e.command is BarrierCommand.OPEN,
+                within=WAIT,
+            )
+            assert opening.seq > accepted.seq
+
+            # The same bytes again: a replay; a command signed by another key: a forgery.
+            await central.publish(topics.commands, payload, qos=1)
+            replayed = await g.log.wait_for(CommandRefused, within=WAIT)
+            assert replayed.event.code == "replayed"
+            forged = SignedCommand.create(
+                GATE, "incident-on", reason="x", operator="mallory", now_ns=time.time_ns()
+            )
+            await central.publish(topics.commands, signed_command(forged, forger), qos=1)
+            refusal = await g.log.wait_for(CommandRefused, after=replayed.seq, within=WAIT)
+            assert refusal.event.code == "forged"
+            assert not any(r.lane.incident for r in g.gate.lanes.values())
+
+            # A signed snapshot becomes the gate's allow-list, with its version.
+            entries = read_allowlist(ROOT / "config" / "allowlist-example.csv")
+            publication = snapshot_publication(entries, version=41, now_ns=time.time_ns())
+            await central.publish(
+                topics.allowlist, signed_publication(publication, key), qos=1, retain=True
+            )
+            updated = await g.log.wait_for(
+                AllowListUpdated, where=lambda e: e.version == 41, within=WAIT
+            )
+            assert updated.seq > 0
+            assert g.gate.allowlist is not None
+            assert g.gate.allowlist.view.version == 41
+            assert len(g.gate.allowlist.view) == len(entries)
+            # Clear the retained snapshot: the broker is shared by this test only, but tidy.
+            await central.publish(topics.allowlist, b"", qos=1, retain=True)
+
+        # The pull API serves the same log, behind its token.
+        status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{pull_port}/v1/head", token)
+        assert status == 200
+        head = json.loads(body)
+        assert head["gate"] == GATE
+        assert head["seq"] >= updated.seq
