@@ -4,7 +4,7 @@
 
 - latency: one producer awaiting each append (each is its own durable commit);
 - throughput: P concurrent producers (default 64), each keeping up to W appends in flight
-  (``--window``, default 16: it submits, and awaits its oldest append before the W+1-th) and
+  (``--window``, default 32: it submits, and awaits its oldest append before the W+1-th) and
   awaiting every one of them; ``throughput_await_each_eps`` is the same with W = 1 (each
   producer awaits each append before the next, as a lane does);
 - baseline: raw ``sqlite3`` ``executemany`` of the same rows (same payload bytes, same table),
@@ -132,7 +132,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000, help="events for throughput")
     parser.add_argument("--latency-events", type=int, default=5_000)
     parser.add_argument("--producers", type=int, default=64)
-    parser.add_argument("--window", type=int, default=16, help="appends in flight per producer")
+    parser.add_argument("--window", type=int, default=32, help="appends in flight per producer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgegate-bench-") as tmp:
         d = Path(tmp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import types
 import typing
 from collections.abc import Callable
@@ -56,7 +57,9 @@ def field_codecs(tp: Any, where: str) -> tuple[Encode | None, Decode | None]:
         )
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         enum_type = tp
-        return (lambda v: v.value), enum_type
+        # ``_value_`` is a plain attribute; ``.value`` goes through a Python-level descriptor
+        # that costs more than the rest of encoding an event.
+        return operator.attrgetter("_value_"), enum_type
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         codec = DataclassCodec(tp)
         return codec.to_map, codec.from_map

@@ -45,14 +45,19 @@ _CHUNKS = (256, 64, 16, 4, 1)
 _INSERT_N = {n: _INSERT_HEAD + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n) for n in _CHUNKS}
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+_COLUMNS = 10
+
+
+def _insert_rows(conn: sqlite3.Connection, flat: list[Any]) -> None:
+    """Insert rows given as one flat list of their column values, row after row."""
     i = 0
-    total = len(rows)
+    total = len(flat)
     for size in _CHUNKS:
         sql = _INSERT_N[size]
-        while total - i >= size:
-            conn.execute(sql, [v for row in rows[i : i + size] for v in row])
-            i += size
+        step = size * _COLUMNS
+        while total - i >= step:
+            conn.execute(sql, flat[i : i + step])
+            i += step
 
 
 log = get_logger("eventlog")
@@ -345,7 +350,8 @@ class EventLog:
         boot = self._clock.boot_id
         pack = self._packb
         sha256 = hashlib.sha256
-        rows: list[tuple[Any, ...]] = []
+        rows: list[Any] = []  # column values, row after row
+        extend = rows.extend
         futures: list[asyncio.Future[Any]] = []
         results: list[Any] = []
         try:
@@ -355,15 +361,12 @@ class EventLog:
                     wall, mono, type_name, lane, version, data, fut, effect = item
                     futures.append(fut)
                     seq += 1
+                    h = sha256(prev)
+                    h.update(pack((gate, seq, wall, mono, boot, type_name, lane, version)))
+                    h.update(data)
                     # bytearray: sqlite3 binds it directly; bytes first go through an adapter
                     # lookup that costs more than the insert itself.
-                    digest = bytearray(
-                        sha256(
-                            prev
-                            + pack((gate, seq, wall, mono, boot, type_name, lane, version))
-                            + data
-                        ).digest()
-                    )
+                    digest = bytearray(h.digest())
                     row = (
                         seq,
                         wall,
@@ -377,13 +380,13 @@ class EventLog:
                         digest,
                     )
                     if effect is None:
-                        rows.append(row)
+                        extend(row)
                         prev = digest
                         results.append(seq)
                         continue
                     if rows:
                         _insert_rows(conn, rows)
-                        rows = []
+                        rows.clear()
                     conn.execute("SAVEPOINT effect")
                     try:
                         conn.execute(_INSERT, row)
@@ -402,12 +405,13 @@ class EventLog:
                     futures.append(item.future)
                     if rows:
                         _insert_rows(conn, rows)
-                        rows = []
+                        rows.clear()
                     conn.execute("SAVEPOINT grp")
                     try:
-                        group_rows = []
+                        group_rows: list[Any] = []
                         group_prev = prev
                         first = seq + 1
+                        count = 0
                         for n, event in enumerate(item.build(first)):
                             cls = type(event)
                             wall, mono = self._clock.wall_ns(), self._clock.mono_ns()
@@ -416,7 +420,7 @@ class EventLog:
                             digest = bytearray(
                                 sha256(group_prev + pack((*header, cls.VERSION)) + data).digest()
                             )
-                            group_rows.append(
+                            group_rows.extend(
                                 (
                                     first + n,
                                     wall,
@@ -431,6 +435,7 @@ class EventLog:
                                 )
                             )
                             group_prev = digest
+                            count += 1
                         _insert_rows(conn, group_rows)
                     except Exception as exc:
                         conn.execute("ROLLBACK TO grp")
@@ -439,14 +444,14 @@ class EventLog:
                         log.error("group_failed", error=repr(exc))
                     else:
                         conn.execute("RELEASE grp")
-                        seq = first + len(group_rows) - 1
+                        seq = first + count - 1
                         prev = group_prev
                         results.append(list(range(first, seq + 1)))
                 else:
                     futures.append(item.future)
                     if rows:
                         _insert_rows(conn, rows)
-                        rows = []
+                        rows.clear()
                     conn.execute("SAVEPOINT job")
                     try:
                         value = item.fn(conn)
