@@ -25,24 +25,40 @@ from edgegate.central.store import (
     StoreResult,
     open_store,
 )
-from edgegate.log.chain import GENESIS_HASH, Row, event_hash
+from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row, event_hash
+from edgegate.sync.protocol import DecodedEvents, EventBatch, decode_batch, encode_batch
 
 BACKENDS = ["sqlite", "postgres"]
 
 
 def make_chain(
-    gate: str, n: int, *, start: int = 1, prev: bytes = GENESIS_HASH, salt: str = ""
+    gate: str,
+    n: int,
+    *,
+    start: int = 1,
+    prev: bytes = GENESIS_HASH,
+    salt: str = "",
+    reboot_at: int | None = None,
 ) -> list[Row]:
-    """``n`` correctly hashed rows of ``gate`` from seq ``start``, chained from ``prev``."""
+    """``n`` correctly hashed rows of ``gate`` from seq ``start``, chained from ``prev``;
+    from seq ``reboot_at`` on, the rows carry another boot id."""
     rows: list[Row] = []
     for seq in range(start, start + n):
         wall, mono = 1_700_000_000_000_000_000 + seq * 1000, 5_000 + seq
+        boot = "boot-2" if reboot_at is not None and seq >= reboot_at else "boot-1"
         lane = None if seq % 3 == 0 else f"in-{seq % 2}"
         data = msgpack.packb({"n": seq, "salt": salt})
-        digest = event_hash(prev, gate, seq, wall, mono, "boot-1", "test.event", lane, 1, data)
-        rows.append((seq, wall, mono, "boot-1", "test.event", lane, 1, data, prev, digest))
+        digest = event_hash(prev, gate, seq, wall, mono, boot, "test.event", lane, 1, data)
+        rows.append((seq, wall, mono, boot, "test.event", lane, 1, data, prev, digest))
         prev = digest
     return rows
+
+
+def decoded(gate: str, rows: list[Row]) -> DecodedEvents:
+    """``rows`` as the sink hands them over: through the wire format and ``decode_batch``."""
+    events = decode_batch(encode_batch(EventBatch.of(gate, rows))).events
+    assert type(events) is DecodedEvents
+    return events
 
 
 def reforge(row: Row, **changes: object) -> Row:
@@ -292,6 +308,159 @@ def test_non_ascii_text_is_stored_exactly(store: CentralStore) -> None:
     assert store.store_batch(gate, [row]).stored == 1
     assert list(store.events(gate)) == [row]
     assert store.verify(gate) is None
+
+
+# --- decoded batches, bulk inserts, the verifier ---------------------------------------------
+
+
+def test_decoded_batches_are_stored_and_proven_like_plain_rows(store: CentralStore) -> None:
+    rows = make_chain("g1", 700)
+    results = store.store_batches(
+        [("g1", decoded("g1", rows[:300])), ("g1", decoded("g1", rows[300:]))]
+    )
+    assert results == [StoreResult(300, None, 300, 0), StoreResult(700, None, 400, 0)]
+    assert list(store.events("g1")) == rows
+    assert store.verify("g1") is None
+    assert store.store_batch("g1", decoded("g1", rows[100:200])) == StoreResult(700, None, 0, 100)
+    # Decoding does not prove hashes: the store still does.
+    forged = [*make_chain("g1", 2, start=701, prev=rows[-1][9])]
+    forged[1] = reforge(forged[1], data=b"\x90")
+    result = store.store_batch("g1", decoded("g1", forged))
+    assert (result.acked_seq, result.resend_from, result.stored, result.dead_lettered) == (
+        701,
+        702,
+        1,
+        1,
+    )
+    assert result.fault is not None
+    assert "seq 702" in result.fault
+
+
+@pytest.mark.parametrize(("field", "name"), [(3, "boot_id"), (4, "type"), (5, "lane")])
+def test_nul_in_decoded_text_is_refused_as_in_plain_rows(
+    store: CentralStore, field: int, name: str
+) -> None:
+    rows = make_chain("g1", 3)
+    bad = list(rows[1])
+    bad[field] = "x\x00y"
+    batch = cast(list[Row], [rows[0], tuple(bad), rows[2]])
+    from_decoded = store.store_batch("g1", decoded("g1", batch), source="t")
+    from_plain = store.store_batch("g1", batch, source="t")
+    assert from_decoded == from_plain
+    assert from_decoded.fault == f"malformed row at index 1: {name} contains a NUL character"
+    assert (from_decoded.resend_from, from_decoded.dead_lettered) == (1, 3)
+    assert store.count() == 0
+    first, second = store.dead_letters()
+    assert first.payload == second.payload
+    assert [r[0] for r in msgpack.unpackb(first.payload)["rows"]] == [1, 2, 3]
+
+
+def test_bulk_insert_keeps_every_field_across_statement_sizes(store: CentralStore) -> None:
+    # SQLite inserts up to 128 rows per statement, then powers of two; a boot id change in
+    # a batch takes another statement shape. Every row must come back exactly.
+    sizes = [1, 2, 3, 127, 128, 129, 255, 777, 1]
+    rows = make_chain("g1", sum(sizes), reboot_at=1000)
+    start = 0
+    for size in sizes:
+        part = rows[start : start + size]
+        plain = start % 2 == 0
+        result = store.store_batch("g1", part if plain else decoded("g1", part))
+        start += size
+        assert result == StoreResult(start, None, size, 0)
+    assert list(store.events("g1")) == rows
+    assert store.verify("g1") is None
+
+
+def test_sqlite_rows_per_insert_respect_the_parameter_limit(tmp_path: Path) -> None:
+    assert store_mod._sqlite_chunk(32766) == 128
+    assert store_mod._sqlite_chunk(999) == 64  # SQLite before 3.32
+    assert store_mod._sqlite_chunk(1) == 1
+    rows = make_chain("g1", 300)
+    with open_store(f"sqlite:///{tmp_path / 'c.db'}") as s:
+        assert isinstance(s, store_mod.SqliteStore)
+        s._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        with pytest.raises(StoreError, match="variable number must be between"):
+            s.store_batch("g1", rows)  # 128 rows per statement need 1155 parameters
+        assert s.count() == 0
+        s._chunk = store_mod._sqlite_chunk(999)
+        assert s.store_batch("g1", rows) == StoreResult(300, None, 300, 0)
+        assert list(s.events("g1")) == rows
+
+
+def test_sound_prefix_of_a_large_batch_is_stored_exactly(store: CentralStore) -> None:
+    rows = make_chain("g1", 600)
+    forged = [*rows[:300], reforge(rows[300], mono_ns=1), *rows[301:]]
+    result = store.store_batch("g1", decoded("g1", forged))
+    assert (result.acked_seq, result.resend_from, result.stored, result.dead_lettered) == (
+        300,
+        301,
+        300,
+        300,
+    )
+    assert list(store.events("g1")) == rows[:300]
+    assert store.store_batch("g1", rows[290:]) == StoreResult(600, None, 300, 10)
+    assert store.verify("g1") is None
+
+
+def test_sqlite_store_made_with_a_without_rowid_table_still_works(tmp_path: Path) -> None:
+    """Stores created before gate_events became a rowid table keep working unchanged."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    m = store_mod.MIGRATIONS[0]
+    script = m.sql.format(**store_mod._SQLITE_TYPES).replace(
+        "PRIMARY KEY (gate, seq)\n        );",
+        "PRIMARY KEY (gate, seq)\n        ) WITHOUT ROWID;",
+        1,
+    )
+    assert "WITHOUT ROWID" in script
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in store_mod._sqlite_statements(script + m.sqlite_extra):
+        conn.execute(statement)
+    conn.execute(store_mod._MIGRATIONS_TABLE)
+    conn.execute("INSERT INTO schema_migrations VALUES (1, ?, 0)", (m.name,))
+    conn.close()
+    rows = make_chain("g1", 600, reboot_at=300)
+    with open_store(f"sqlite:///{path}") as s:
+        assert s.store_batch("g1", rows[:400]).stored == 400
+        assert s.store_batch("g1", decoded("g1", rows[350:])) == StoreResult(600, None, 200, 50)
+        assert list(s.events("g1")) == rows
+        assert s.verify("g1") is None
+    check = sqlite3.connect(path)
+    try:
+        (sql,) = check.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'gate_events'"
+        ).fetchone()
+    finally:
+        check.close()
+    assert "WITHOUT ROWID" in sql
+
+
+def test_chain_verifier_faults_and_counts() -> None:
+    """The verifier central proves with: the first fault, and the sound prefix counted."""
+    rows = make_chain("g1", 6)
+    v = ChainVerifier("g1")
+    assert v.feed(rows[:2]) is None
+    assert (v.last_seq, v.last_hash, v.count) == (2, rows[1][9], 2)
+    assert v.feed([rows[2], reforge(rows[3], lane="x"), rows[4]]) == ChainFault(
+        4, "hash does not match the event's content"
+    )
+    # A failed feed counts the rows it proved but leaves the position where it was.
+    assert (v.last_seq, v.last_hash, v.count) == (2, rows[1][9], 3)
+    cases: list[tuple[list[Row], ChainFault]] = [
+        ([rows[3]], ChainFault(3, "gap: expected seq 3, found 4")),
+        ([rows[1]], ChainFault(2, "out of order: expected seq 3, found 2")),
+        (
+            [(*rows[2][:8], b"\x07" * 32, rows[2][9])],
+            ChainFault(3, "prev_hash does not match the previous event's hash"),
+        ),
+        ([rows[2], rows[3], rows[5]], ChainFault(5, "gap: expected seq 5, found 6")),
+    ]
+    for feed, fault in cases:
+        assert ChainVerifier("g1", 2, rows[1][9]).feed(feed) == fault
+    assert ChainVerifier("other-gate").feed(rows) == ChainFault(
+        1, "hash does not match the event's content"
+    )
+    assert ChainVerifier("g1", 2, rows[1][9]).feed(iter(rows[2:])) is None
 
 
 # --- several gates, several batches -----------------------------------------------------------

@@ -19,6 +19,9 @@ Contract of ``store_batch`` / ``store_batches`` (what the sink builds on):
 - Replaying any batch changes nothing. Malformed input is dead-lettered, never raised, so a
   bad payload cannot crash-loop the sink; ``StoreError`` means the database itself failed
   (nothing of that call was committed; retry later).
+- Rows are checked field by field, except ``decode_batch``'s ``DecodedEvents`` (pass
+  ``batch.events`` as they are): decoding checked them already, so only what it lets through
+  (NUL in text) is looked for. Every hash is recomputed either way.
 
 Threads and asyncio: the store is synchronous and thread-safe (one connection, one lock:
 calls are serialised). An asyncio sink must not call it on the event loop (a commit waits
@@ -35,6 +38,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import operator
 import re
 import sqlite3
 import threading
@@ -53,6 +57,7 @@ import psycopg.conninfo
 import psycopg.errors
 
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
+from edgegate.sync.protocol import DecodedEvents
 
 T = TypeVar("T")
 
@@ -141,7 +146,7 @@ class Migration:
     version: int
     name: str
     sql: str
-    """Common SQL with ``{BIGINT}``, ``{BLOB}``, ``{ID}``, ``{WITHOUT_ROWID}`` placeholders."""
+    """Common SQL with ``{BIGINT}``, ``{BLOB}``, ``{ID}`` placeholders."""
     sqlite_extra: str = ""
     postgres_extra: str = ""
 
@@ -165,7 +170,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             hash {BLOB} NOT NULL,
             received_at_ns {BIGINT} NOT NULL,
             PRIMARY KEY (gate, seq)
-        ){WITHOUT_ROWID};
+        );
         CREATE TABLE gate_heads (
             gate TEXT PRIMARY KEY,
             seq {BIGINT} NOT NULL,
@@ -216,14 +221,16 @@ _SQLITE_TYPES = {
     "BIGINT": "INTEGER",
     "BLOB": "BLOB",
     "ID": "INTEGER PRIMARY KEY AUTOINCREMENT",
-    # Events are small and always reached by (gate, seq): one B-tree instead of two.
-    "WITHOUT_ROWID": " WITHOUT ROWID",
 }
+# gate_events is a rowid table with its (gate, seq) key as an index, not WITHOUT ROWID:
+# events arrive in key order, so each insert appends to the rightmost leaf of both B-trees,
+# which SQLite does cheaply for a rowid table ("balance_quick") but not for a WITHOUT ROWID
+# one (~8% fewer instructions per stored event). Stores created by earlier versions keep
+# their WITHOUT ROWID table; the two behave identically.
 _POSTGRES_TYPES = {
     "BIGINT": "BIGINT",
     "BLOB": "BYTEA",
     "ID": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-    "WITHOUT_ROWID": "",
 }
 _MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -346,6 +353,25 @@ def _check_rows(rows: object) -> str | None:
         problem = _row_problem(r)
         if problem is not None:
             return f"malformed row at index {i}: {problem}"
+    return None
+
+
+_BOOT_IDS = operator.itemgetter(3)
+_TYPES = operator.itemgetter(4)
+_LANES = operator.itemgetter(5)
+
+
+def _check_decoded(rows: DecodedEvents) -> str | None:
+    """``_check_rows`` for rows ``decode_batch`` already checked: only NUL is left to find."""
+    # decode_batch proved every type and range (msgpack text is valid UTF-8); what it lets
+    # through is NUL in text, which PostgreSQL cannot store. C-speed scans, no Python loop.
+    nul = "\x00"
+    if (
+        nul in "".join(map(_BOOT_IDS, rows))
+        or nul in "".join(map(_TYPES, rows))
+        or nul in "".join(filter(None, map(_LANES, rows)))
+    ):
+        return _check_rows(tuple(rows))
     return None
 
 
@@ -474,7 +500,8 @@ class CentralStore(ABC):
 
     @abstractmethod
     def _insert_events(self, gate: str, rows: Sequence[Row], received_at_ns: int) -> None:
-        """Insert verified rows above the head (no conflicts expected)."""
+        """Insert verified rows above the head (no conflicts expected): consecutive seqs, each
+        row's prev_hash equal to the previous row's hash."""
 
     @abstractmethod
     def _lock_heads(self, gates: list[str], now_ns: int) -> dict[str, tuple[int, bytes]]:
@@ -557,7 +584,9 @@ class CentralStore(ABC):
             n = len(raw_rows) if isinstance(raw_rows, list | tuple) else 0
             return StoreResult(0, None, 0, 0, n, reason)
         head_seq, head_hash = heads[gate]
-        problem = _check_rows(raw_rows)
+        problem = (
+            _check_decoded(raw_rows) if type(raw_rows) is DecodedEvents else _check_rows(raw_rows)
+        )
         if problem is not None:
             n = len(raw_rows) if isinstance(raw_rows, list | tuple) else 0
             self._dead(now, source, gate, _payload(gate, raw_rows), problem)
@@ -803,9 +832,41 @@ class CentralStore(ABC):
 
 # --- SQLite --------------------------------------------------------------------------------
 
-_SQLITE_INSERT = (
-    f"INSERT INTO gate_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_SQLITE_CHUNK = 128  # most rows per INSERT statement (a power of two, see _sqlite_insert)
+
+
+def _sqlite_chunk(variable_limit: int) -> int:
+    """Most rows per INSERT under SQLite's parameter limit (32766 since 3.32, 999 before)."""
+    n = _SQLITE_CHUNK
+    while n > 1 and 3 + 9 * n > variable_limit:
+        n //= 2
+    return n
+
+
+@functools.cache
+def _sqlite_insert(n: int, one_boot: bool) -> str:
+    """``INSERT`` of ``n`` chained rows with numbered parameters.
+
+    ``?1`` is the gate, ``?2`` received_at_ns, ``?3`` the first row's prev_hash, ``?4`` the
+    boot_id of every row if ``one_boot``; then per row seq, wall_ns, mono_ns, (boot_id,) type,
+    lane, version, data, hash. A row's prev_hash is the previous row's hash parameter: the
+    rows are verified, so the two are equal, and one blob fewer per row is bound (each bound
+    text or blob is copied by SQLite). Sizes are powers of two so that few distinct
+    statements exist; each is compiled once and kept in the connection's statement cache.
+    """
+    values = []
+    prev = 3
+    p = 5 if one_boot else 4
+    for _ in range(n):
+        if one_boot:
+            s, w, m, b, t, la, v, d, h = p, p + 1, p + 2, 4, p + 3, p + 4, p + 5, p + 6, p + 7
+            p += 8
+        else:
+            s, w, m, b, t, la, v, d, h = range(p, p + 9)
+            p += 9
+        values.append(f"(?1,?{s},?{w},?{m},?{b},?{t},?{la},?{v},?{d},?{prev},?{h},?2)")
+        prev = h
+    return f"INSERT INTO gate_events ({_EVENT_COLUMNS}) VALUES {','.join(values)}"
 
 
 def _sqlite_statements(sql: str) -> list[str]:
@@ -837,11 +898,16 @@ class SqliteStore(CentralStore):
         self._conn = conn
         try:
             conn.execute("PRAGMA busy_timeout = 30000")
+            # Only takes effect on a new, empty file (before WAL mode is set): 8 KiB pages
+            # hold more ~330-byte events per page than 4 KiB (fewer splits, ~3% fewer
+            # instructions per stored event).
+            conn.execute("PRAGMA page_size = 8192")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if path != ":memory:" and str(mode).lower() != "wal":
                 raise StoreError(f"{self.description}: cannot use WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: keeps the PK B-tree hot
+            self._chunk = _sqlite_chunk(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
             self._migrate()
         except BaseException as exc:
             conn.close()
@@ -900,15 +966,27 @@ class SqliteStore(CentralStore):
 
     def _insert_events(self, gate: str, rows: Sequence[Row], received_at_ns: int) -> None:
         # Blobs as bytearray: sqlite3 binds bytearray directly but sends bytes through its
-        # adapter lookup first, which costs more than the copy (~25% of the insert).
+        # adapter lookup first, which costs far more than the copy.
         ba = bytearray
-        self._conn.executemany(
-            _SQLITE_INSERT,
-            [
-                (gate, s, w, m, b, t, la, v, ba(d), ba(p), ba(h), received_at_ns)
-                for s, w, m, b, t, la, v, d, p, h in rows
-            ],
-        )
+        execute = self._conn.execute
+        total = len(rows)
+        boot = rows[0][3]
+        one_boot = list(map(_BOOT_IDS, rows)).count(boot) == total  # the usual case
+        start = 0
+        while start < total:
+            n = min(self._chunk, 1 << ((total - start).bit_length() - 1))
+            chunk = rows[start : start + n]
+            params: list[object] = [gate, received_at_ns, ba(chunk[0][8])]
+            extend = params.extend
+            if one_boot:
+                params.append(boot)
+                for s, w, m, _b, t, la, v, d, _p, h in chunk:
+                    extend((s, w, m, t, la, v, ba(d), ba(h)))
+            else:
+                for s, w, m, b, t, la, v, d, _p, h in chunk:
+                    extend((s, w, m, b, t, la, v, ba(d), ba(h)))
+            execute(_sqlite_insert(n, one_boot), params)
+            start += n
 
     def _lock_heads(self, gates: list[str], now_ns: int) -> dict[str, tuple[int, bytes]]:
         conn = self._conn

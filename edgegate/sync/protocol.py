@@ -173,6 +173,18 @@ class EventBatch:
         return cls(gate, rows[0][0], rows[-1][0], rows[0][8], tuple(rows))
 
 
+class DecodedEvents(tuple[Row, ...]):
+    """The events of a batch that ``decode_batch`` checked (only it makes these).
+
+    A plain tuple otherwise; the type tells a consumer such as the central store that every
+    field already has its type and range, the seqs are contiguous from at least 1 and each
+    ``prev_hash`` links to the previous event's hash, so it need not check them again. Text
+    may still contain NUL characters (the wire allows them). Event hashes are NOT proven.
+    """
+
+    __slots__ = ()
+
+
 _BATCH_KEYS = frozenset({"gate", "from_seq", "to_seq", "prev_hash", "events"})
 
 
@@ -214,7 +226,7 @@ def decode_batch(payload: bytes, *, max_events: int = MAX_BATCH_EVENTS) -> Event
     next one from the previous event's hash, at most ``max_events`` events.
 
     It does not recompute event hashes (that needs the gate id and is ``ChainVerifier``'s
-    job, which central runs on what it stores).
+    job, which central runs on what it stores). The events come as ``DecodedEvents``.
     """
     doc = _unpack(
         payload,
@@ -243,7 +255,7 @@ def decode_batch(payload: bytes, *, max_events: int = MAX_BATCH_EVENTS) -> Event
             f"events: {n} events for seq {from_seq}..{to_seq} ({to_seq - from_seq + 1} expected)"
         )
     _check_events(events, from_seq, prev_hash)
-    return EventBatch(gate, from_seq, to_seq, prev_hash, events)
+    return EventBatch(gate, from_seq, to_seq, prev_hash, DecodedEvents(events))
 
 
 def _check_events(events: tuple[Any, ...], seq: int, prev: bytes) -> None:
