@@ -164,7 +164,7 @@ async def drain(path: Path, mq: Mosquitto, batch: int) -> tuple[float, int]:
         username=GATE,
         password=mq.users[GATE],
         batch_max_events=batch,
-        max_inflight_events=max(4 * batch, 20_000),
+        max_inflight_events=max(40_000, 8 * batch),
         ack_timeout=30.0,
     )
     async with await EventLog.open(path, gate_id=GATE) as log:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
+from edgegate.sync.mqtt_sockets import close_leaked_sockets
 from tests.services.mosquitto import (
     CONFIG_DIR,
     MOSQUITTO,
@@ -211,25 +211,13 @@ async def test_gate_reads_nothing_of_other_gates(mosquitto_broker: Broker) -> No
 # ----------------------------------------------------------------------- authentication
 
 
-def close_sockets_in_traceback(exc: BaseException | None) -> None:
-    """paho-mqtt 2.2 leaves the socket open when the TLS handshake fails; close it here."""
-    while exc is not None:
-        tb = exc.__traceback__
-        while tb is not None:
-            for value in tb.tb_frame.f_locals.values():
-                if isinstance(value, socket.socket):
-                    value.close()
-            tb = tb.tb_next
-        exc = exc.__cause__ or exc.__context__
-
-
 async def test_client_trusting_the_wrong_ca_cannot_connect(mosquitto_broker: Broker) -> None:
     broker = mosquitto_broker
     client = broker.client("gate-a", tls=True, ca_path=broker.pki.wrong_ca_path)
     with pytest.raises(aiomqtt.MqttError, match="CERTIFICATE_VERIFY_FAILED") as refused:
         async with asyncio.timeout(WAIT), client:
             pass
-    close_sockets_in_traceback(refused.value)
+    close_leaked_sockets(refused.value)
 
 
 @pytest.mark.parametrize(

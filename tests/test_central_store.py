@@ -26,6 +26,7 @@ from edgegate.central.store import (
     open_store,
 )
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row, event_hash
+from edgegate.log.schema import split_statements
 from edgegate.sync.protocol import DecodedEvents, EventBatch, decode_batch, encode_batch
 
 BACKENDS = ["sqlite", "postgres"]
@@ -414,7 +415,7 @@ def test_sqlite_store_made_with_a_without_rowid_table_still_works(tmp_path: Path
     )
     assert "WITHOUT ROWID" in script
     conn.execute("PRAGMA journal_mode = WAL")
-    for statement in store_mod._sqlite_statements(script + m.sqlite_extra):
+    for statement in split_statements(script + m.sqlite_extra):
         conn.execute(statement)
     conn.execute(store_mod._MIGRATIONS_TABLE)
     conn.execute("INSERT INTO schema_migrations VALUES (1, ?, 0)", (m.name,))

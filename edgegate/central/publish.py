@@ -32,9 +32,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.allowlist import importer
 from edgegate.allowlist.codec import CodecError
-from edgegate.central.sink import BrokerSettings, close_leaked_sockets
+from edgegate.central.sink import BrokerSettings
 from edgegate.core.domain import Credential, CredentialKind
 from edgegate.observability import get_logger
+from edgegate.sync.mqtt_sockets import close_leaked_sockets
 from edgegate.sync.protocol import ProtocolError, Topics
 from edgegate.sync.signing import (
     KIND_ALLOWLIST,

@@ -67,6 +67,7 @@ from edgegate.central.store import AsyncStore, Batch, CentralStore, StoreError, 
 from edgegate.clock import SystemClock
 from edgegate.core.clock import Clock
 from edgegate.observability import get_logger
+from edgegate.sync.mqtt_sockets import close_leaked_sockets
 from edgegate.sync.protocol import (
     Ack,
     EventBatch,
@@ -180,22 +181,6 @@ class BrokerSettings:
             tls_params=tls_params,
             **kwargs,
         )
-
-
-def close_leaked_sockets(exc: BaseException | None) -> None:
-    """Close sockets left open by a failed connect (paho-mqtt 2.2 leaves the socket of a
-    failed TLS handshake open; aiomqtt re-raises without closing it): a daemon retrying
-    against a broker with the wrong CA would otherwise leak a descriptor per attempt."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        tb = exc.__traceback__
-        while tb is not None:
-            for value in tb.tb_frame.f_locals.values():
-                if isinstance(value, socket.socket):
-                    value.close()
-            tb = tb.tb_next
-        exc = exc.__cause__ or exc.__context__
 
 
 def default_client_id(group: str = DEFAULT_GROUP) -> str:

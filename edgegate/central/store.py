@@ -57,6 +57,7 @@ import psycopg.conninfo
 import psycopg.errors
 
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
+from edgegate.log.schema import split_statements
 from edgegate.sync.protocol import DecodedEvents
 
 T = TypeVar("T")
@@ -869,20 +870,6 @@ def _sqlite_insert(n: int, one_boot: bool) -> str:
     return f"INSERT INTO gate_events ({_EVENT_COLUMNS}) VALUES {','.join(values)}"
 
 
-def _sqlite_statements(sql: str) -> list[str]:
-    """Split a script into statements, keeping trigger bodies whole."""
-    out: list[str] = []
-    buf = ""
-    for line in sql.strip().splitlines():
-        buf += line + "\n"
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        out.append(buf.strip())
-    return out
-
-
 class SqliteStore(CentralStore):
     """One SQLite file in WAL mode with ``synchronous=FULL``: a commit survives power loss."""
 
@@ -932,7 +919,7 @@ class SqliteStore(CentralStore):
                 if m.version <= version:
                     continue
                 script = m.sql.format(**_SQLITE_TYPES) + m.sqlite_extra
-                for statement in _sqlite_statements(script):
+                for statement in split_statements(script):
                     conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at_ns) VALUES (?, ?, ?)",

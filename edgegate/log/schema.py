@@ -109,7 +109,7 @@ def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRAT
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(m.sql):
+            for statement in split_statements(m.sql):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at_ns) VALUES (?, ?, ?)",
@@ -123,7 +123,7 @@ def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRAT
     return version
 
 
-def _statements(sql: str) -> list[str]:
+def split_statements(sql: str) -> list[str]:
     """Split a migration into statements, keeping trigger bodies whole."""
     out: list[str] = []
     buf = ""

@@ -53,7 +53,6 @@ import contextlib
 import functools
 import math
 import random
-import socket
 import sqlite3
 import threading
 from collections import deque
@@ -71,6 +70,7 @@ from edgegate.core.clock import Clock
 from edgegate.log.eventlog import EventLog, LogClosedError, connect
 from edgegate.observability import get_logger
 from edgegate.sync.cursor import CursorError, read_cursor, write_cursor
+from edgegate.sync.mqtt_sockets import close_leaked_sockets
 from edgegate.sync.protocol import (
     MAX_BATCH_EVENTS,
     EventBatch,
@@ -145,8 +145,10 @@ class UplinkOptions:
     reconnect_max: float = 30.0
     batch_max_events: int = 5000
     batch_max_bytes: int = 4 * 1024 * 1024
-    max_inflight_batches: int = 4
-    max_inflight_events: int = 20_000
+    # Enough unacknowledged to keep a sink's grouped commits (up to 8 MiB) busy while the
+    # previous group's ack travels back: a backlog drains at the store's speed.
+    max_inflight_batches: int = 8
+    max_inflight_events: int = 40_000
     ack_timeout: float = 10.0
     status_interval: float = 30.0
     poll_interval: float = 0.05  # how often the log's head is looked at when idle
@@ -197,7 +199,7 @@ class UplinkOptions:
             "reconnect_max": sync.reconnect_max.total_seconds(),
             "batch_max_events": sync.batch_max_events,
             "batch_max_bytes": sync.batch_max_bytes,
-            "max_inflight_events": max(20_000, sync.batch_max_events),
+            "max_inflight_events": max(40_000, sync.batch_max_events),
             "ack_timeout": sync.ack_timeout.total_seconds(),
             "status_interval": sync.status_interval.total_seconds(),
         }
@@ -436,7 +438,7 @@ class Uplink:
                 # backoff grows to its cap and the state is logged once.
                 self._note_state("refused", str(exc), level="error")
             except (aiomqtt.MqttError, TimeoutError) as exc:
-                _close_sockets(exc)
+                close_leaked_sockets(exc)
                 state = "disconnected" if self.connects > connected_before else "unreachable"
                 detail = (
                     _describe(exc)
@@ -1005,19 +1007,6 @@ async def _release(client: aiomqtt.Client) -> None:
     if isinstance(task, asyncio.Task) and not task.done():
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-def _close_sockets(exc: BaseException | None) -> None:
-    """Close the sockets a failed connect left behind: paho-mqtt 2.2 does not close its socket
-    when the TLS handshake fails, and a gate retrying for days must not leak descriptors."""
-    while exc is not None:
-        tb = exc.__traceback__
-        while tb is not None:
-            for value in tb.tb_frame.f_locals.values():
-                if isinstance(value, socket.socket):
-                    value.close()
-            tb = tb.tb_next
-        exc = exc.__cause__ or exc.__context__
 
 
 def _first_failure(tasks: Any) -> BaseException | None:
