@@ -6,6 +6,7 @@ import random
 import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -25,6 +26,7 @@ from edgegate.central.store import (
     StoreResult,
     open_store,
 )
+from edgegate.core import events as ev
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row, event_hash
 from edgegate.log.schema import split_statements
 from edgegate.sync.protocol import DecodedEvents, EventBatch, decode_batch, encode_batch
@@ -776,3 +778,37 @@ def test_unreachable_postgres_is_a_store_error() -> None:
     with pytest.raises(StoreError, match="cannot connect") as info:
         open_store("postgresql://u:secret@127.0.0.1:1/db")  # nothing listens on port 1
     assert "secret" not in str(info.value)
+
+
+def test_a_gates_revoked_credential_report_becomes_a_review_row(store: CentralStore) -> None:
+    """The gate's ``admission.revoked-credential`` event is stored like any event and, in
+    the same transaction, noted as an admission review; replaying the batch adds nothing."""
+    report = ev.RevokedCredentialAdmission(
+        lane="in-1",
+        decision_seq=2,
+        plate="苏E12345",
+        credential_kind="permit",
+        credential_id="TMP-20261128-0031",
+        decided_at=datetime(2026, 11, 28, 3, 10, tzinfo=UTC),
+        revoked_at=datetime(2026, 11, 28, 3, 0, tzinfo=UTC),
+        certain=True,
+        basis="removed",
+        allowlist_version=19,
+    )
+    rows = make_chain("g1", 2)
+    prev = rows[-1][9]
+    data = ev.encode(report)
+    wall, mono, boot = 1_700_000_000_000_003_000, 5_003, "boot-1"
+    digest = event_hash(prev, "g1", 3, wall, mono, boot, report.TYPE, "in-1", 1, data)
+    rows.append((3, wall, mono, boot, report.TYPE, "in-1", 1, data, prev, digest))
+    assert store.store_batch("g1", rows).acked_seq == 3
+    assert store.store_batch("g1", rows).stored == 0
+    (review,) = store.admission_reviews("g1")
+    assert (review.gate, review.seq, review.plate, review.credential_id) == (
+        "g1",
+        2,
+        "苏E12345",
+        "TMP-20261128-0031",
+    )
+    assert review.decided_at_ns == 1_795_835_400_000_000_000
+    assert review.revoked_at_ns == 1_795_834_800_000_000_000

@@ -56,6 +56,9 @@ import psycopg
 import psycopg.conninfo
 import psycopg.errors
 
+from edgegate.core.codec import datetime_to_ns
+from edgegate.core.events import EventDecodeError, RevokedCredentialAdmission
+from edgegate.core.events import decode as decode_event
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
 from edgegate.log.schema import split_statements
 from edgegate.sync.protocol import DecodedEvents
@@ -71,6 +74,9 @@ _PAGE = 10_000  # rows per read when iterating a gate's events
 _IN_CHUNK = 500  # parameters per ``IN (…)`` list
 _GATE_MAX = 256  # bytes of UTF-8
 _PG_RETRIES = 5  # deadlock / serialisation failures retried before giving up
+
+
+_REVIEW_TYPE = RevokedCredentialAdmission.TYPE
 
 
 class StoreError(RuntimeError):
@@ -619,6 +625,7 @@ class CentralStore(ABC):
         good = new[: verifier.count]
         if good:
             self._insert_events(gate, good, now)
+            self._note_reviews(gate, source, good, now)
             last = good[-1]
             head_seq, head_hash = last[0], last[9]
             heads[gate] = (head_seq, head_hash)
@@ -628,6 +635,36 @@ class CentralStore(ABC):
         reason = f"unverifiable: {chain_fault}"
         self._dead(now, source, gate, _payload(gate, [list(r) for r in rest]), reason)
         return StoreResult(head_seq, head_seq + 1, len(good), len(dups), len(rest), reason)
+
+    def _note_reviews(self, gate: str, source: str, rows: Sequence[Row], now: int) -> None:
+        """A gate's ``admission.revoked-credential`` reports become review rows, in the same
+        transaction as the events that carry them."""
+        for row in rows:
+            if row[4] != _REVIEW_TYPE:
+                continue
+            try:
+                event = decode_event(row[4], row[6], bytes(row[7]), row[5])
+            except EventDecodeError as exc:
+                # The event is stored (its chain is sound); only its review row is missing.
+                reason = f"admission review of seq {row[0]} not recorded: {exc}"
+                self._dead(now, source, gate, bytes(row[7]), reason)
+                continue
+            assert isinstance(event, RevokedCredentialAdmission)
+            self._exec(
+                "INSERT INTO admission_reviews (gate, seq, plate, credential_kind,"
+                " credential_id, revoked_at_ns, decided_at_ns, noted_at_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gate, seq) DO NOTHING",
+                (
+                    gate,
+                    event.decision_seq,
+                    event.plate,
+                    event.credential_kind,
+                    event.credential_id,
+                    datetime_to_ns(event.revoked_at),
+                    datetime_to_ns(event.decided_at),
+                    now,
+                ),
+            )
 
     def _fork(self, gate: str, dups: Sequence[Row]) -> str | None:
         """A reason if any duplicate's hash differs from the stored one, else None."""
