@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from edgegate.cli import check_config, commands
 from edgegate.cli.main import main
 from edgegate.config import (
     BrokerAddress,
@@ -68,9 +67,8 @@ Runner = Callable[[Path], tuple[int, str, str]]
 
 
 @pytest.fixture
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Runner:
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
     """Run ``edgegate check-config PATH``; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(commands, "REGISTRARS", [check_config.register])
 
     def run(path: Path) -> tuple[int, str, str]:
         code = main(["check-config", str(path)])

@@ -1,20 +1,42 @@
-"""The list of command modules; each contributes ``register(subparsers)``."""
+"""The command modules; each contributes ``register(subparsers)``.
+
+A command line imports only the module of its command (``edgegate run`` does not carry the
+central sink's MQTT, TLS and database client code in the daemon's memory); ``--help`` or an
+unknown command registers every module, so help and errors list every command.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-
-from edgegate.cli import allowlist_cmd, central_cmd, check_config, keys_cmd, log_cmd, run_cmd
+import importlib
+from collections.abc import Callable, Sequence
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-REGISTRARS: list[Registrar] = [
-    allowlist_cmd.register,
-    central_cmd.register,
-    check_config.register,
-    keys_cmd.register,
-    log_cmd.register,
-    run_cmd.register,
-    run_cmd.register_simulate,
-]
+#: command name -> (module in edgegate.cli, its registrar functions)
+COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "allowlist": ("allowlist_cmd", ("register",)),
+    "central": ("central_cmd", ("register",)),
+    "check-config": ("check_config", ("register",)),
+    "keys": ("keys_cmd", ("register",)),
+    "log": ("log_cmd", ("register",)),
+    "run": ("run_cmd", ("register",)),
+    "demo": ("run_cmd", ("register",)),
+    "simulate": ("run_cmd", ("register_simulate",)),
+}
+
+
+def _registrars(entries: Sequence[tuple[str, tuple[str, ...]]]) -> list[Registrar]:
+    out: list[Registrar] = []
+    for module_name, functions in entries:
+        module = importlib.import_module(f"edgegate.cli.{module_name}")
+        out.extend(getattr(module, name) for name in functions)
+    return out
+
+
+def registrars(command: str | None = None) -> list[Registrar]:
+    """The registrars needed to parse ``command``: all of them unless it is a known one."""
+    if command in COMMANDS:
+        return _registrars([COMMANDS[command]])
+    unique = dict.fromkeys(COMMANDS.values())
+    return _registrars(list(unique))

@@ -16,7 +16,9 @@ from edgegate import __version__
 CommandFunc = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that command's module is imported (see
+    :mod:`edgegate.cli.commands`)."""
     from edgegate.cli import commands
 
     parser = argparse.ArgumentParser(
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="threshold of the JSON log lines (default: info)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for register in commands.REGISTRARS:
+    for register in commands.registrars(command):
         register(sub)
     return parser
 
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from edgegate.observability import configure_logging
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_word(argv))
     args = parser.parse_args(argv)
     func: CommandFunc | None = getattr(args, "func", None)
     if func is None:
@@ -53,6 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the line (the first word after the global options)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 if __name__ == "__main__":

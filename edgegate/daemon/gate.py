@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
 
@@ -63,14 +64,16 @@ from edgegate.devices.reader_profile import (
     TextLineReaderProfile,
 )
 from edgegate.log import EventLog, LogReader
+
+if TYPE_CHECKING:
+    # Imported when [sync] is configured: a gate working alone does not carry MQTT, TLS and
+    # signature code in memory.
+    from edgegate.sync.downlink import Downlink
+    from edgegate.sync.pull_api import PullApiServer
+    from edgegate.sync.uplink import Uplink
 from edgegate.observability import get_logger
 from edgegate.sim.plate_reader import PlateReaderSimulator
 from edgegate.sim.plc import PlcSimulator
-from edgegate.sync.downlink import Downlink, LanesControl
-from edgegate.sync.protocol import SnapshotRequest, encode_request
-from edgegate.sync.pull_api import PullApiServer
-from edgegate.sync.signing import KeyLoadError, load_public_key
-from edgegate.sync.uplink import Uplink, UplinkOptions
 
 log = get_logger("gate")
 
@@ -143,7 +146,9 @@ class Gate:
                 await self._start_sync(elog, self.allowlist)
                 # What start-up built (allow-list index, profiles, modules) lives as long as
                 # the daemon: keep it out of the collector's full passes, which otherwise
-                # pause the lanes for tens of milliseconds.
+                # pause the lanes for tens of milliseconds. Collect first: frozen garbage
+                # would never be freed.
+                gc.collect()
                 gc.freeze()
                 await self._supervise(stop)
             finally:
@@ -172,6 +177,12 @@ class Gate:
         sync = config.sync
         if sync is None:
             return
+        from edgegate.sync.downlink import Downlink, LanesControl
+        from edgegate.sync.protocol import SnapshotRequest, encode_request
+        from edgegate.sync.pull_api import PullApiServer
+        from edgegate.sync.signing import KeyLoadError, load_public_key
+        from edgegate.sync.uplink import Uplink, UplinkOptions
+
         for key, problem in config.file_problems():
             log.error("sync_config_problem", key=key, problem=problem)
         uplink = Uplink(
