@@ -166,10 +166,13 @@ def test_the_example_with_sync(run_cli: Runner) -> None:
     assert sync.broker_address == BrokerAddress("mqtt.chem-park.example", 8883, tls=True)
     assert config.sync_username == config.gate.id
     assert sync.pull_api is not None
-    code, _, err = run_cli(path)
+    code, out, err = run_cli(path)
     assert code == 0, err
-    # Its files live on the gate, not in the repository.
+    assert "mqtts://mqtt.chem-park.example:8883 as huagong-road-north" in out
+    # Its files live on the gate, not in the repository: valid, with a warning for each.
     assert {key for key, _ in config.file_problems()} == set(sync.files())
+    for key in sync.files():
+        assert f"warning: {key}: file not found" in err
 
 
 def test_file_problems_name_the_key_and_the_path(tmp_path: Path) -> None:

@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:
         console.width = _PIPE_WIDTH
     console.print(summary(config, path))
+    # Files live on the gate: an example validates anywhere, but on the gate they must exist.
+    for key, problem in config.file_problems():
+        print(f"warning: {key}: {problem}", file=sys.stderr)
+        log.warning("config_file_missing", key=key, problem=problem)
     log.info(
         "config_valid",
         gate=config.gate.id,
@@ -73,6 +77,20 @@ def _categories(categories: Iterable[VehicleCategory]) -> str:
 
 def _limit(value: timedelta | None) -> str:
     return "no limit" if value is None else format_duration(value)
+
+
+def _sync_summary(config: GateConfig) -> str:
+    sync = config.sync
+    if sync is None:
+        return "(none: the gate works alone)"
+    address = sync.broker_address
+    text = (
+        f"{'mqtts' if address.tls else 'mqtt'}://{address.host}:{address.port} as "
+        f"{config.sync_username}, site {config.sync_site}; central key {sync.central_public_key}"
+    )
+    if sync.pull_api is not None:
+        text += f"; pull API on {sync.pull_api.listen}"
+    return text
 
 
 def summary(config: GateConfig, path: Path) -> RenderableType:
@@ -108,6 +126,7 @@ def summary(config: GateConfig, path: Path) -> RenderableType:
             "Timings",
             "  ".join(f"{name} {format_duration(value)}" for name, value in config.timings),
         ),
+        ("Sync", _sync_summary(config)),
         ("Config hash", config.config_hash()),
     ]
     for label, value in rows:
