@@ -13,7 +13,7 @@ import structlog
 from edgegate.core.clock import ManualClock
 from edgegate.log import EventLog
 
-pytest_plugins = ["tests.services.mosquitto", "tests.services.postgres"]
+pytest_plugins = ["tests.config_cli", "tests.services.mosquitto", "tests.services.postgres"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -16,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from edgegate.cli.main import main
 from edgegate.config import (
     ConfigError,
     GateConfig,
@@ -35,6 +32,7 @@ from edgegate.core.rules import (
     GateRules,
     StaleAction,
 )
+from tests.config_cli import Runner, log_events, problem_lines
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 EXAMPLES = sorted(CONFIG_DIR.glob("*.toml"))
@@ -156,30 +154,6 @@ def _restore_logging() -> Iterator[None]:
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-Runner = Callable[[Path], tuple[int, str, str]]
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
-    """Run ``edgegate check-config PATH``; returns (exit code, stdout, stderr)."""
-
-    def run(path: Path) -> tuple[int, str, str]:
-        code = main(["check-config", str(path)])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
-
-
-def problem_lines(err: str) -> list[str]:
-    """The problem lines of stderr (not the header, not the JSON log line)."""
-    return [line for line in err.splitlines()[1:] if not line.startswith("{")]
-
-
-def log_events(err: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
 
 
 # ------------------------------------------------------------------------------- examples

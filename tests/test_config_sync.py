@@ -4,14 +4,11 @@ invalid sections reported by ``edgegate check-config`` with the key they concern
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from edgegate.cli.main import main
 from edgegate.config import (
     BrokerAddress,
     ConfigError,
@@ -19,6 +16,7 @@ from edgegate.config import (
     parse_byte_size,
     parse_config,
 )
+from tests.config_cli import Runner, log_events, problem_lines
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -61,29 +59,6 @@ def with_sync(*edits: tuple[str, str], append: str = "") -> str:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     return text + append
-
-
-Runner = Callable[[Path], tuple[int, str, str]]
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
-    """Run ``edgegate check-config PATH``; returns (exit code, stdout, stderr)."""
-
-    def run(path: Path) -> tuple[int, str, str]:
-        code = main(["check-config", str(path)])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
-
-
-def problem_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines()[1:] if not line.startswith("{")]
-
-
-def log_events(err: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
 
 
 # ------------------------------------------------------------------------------ valid
