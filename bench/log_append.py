@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._gate_fixture import percentile
 from edgegate.core import events as ev
 from edgegate.core.domain import PlateColour
 from edgegate.log import EventLog
@@ -45,11 +46,6 @@ def sample_event(i: int) -> ev.PlateRead:
         image_ref=f"img/20261128/{i:08d}.jpg",
         raw=b"\x02\x10\xcb\xd5E12345\x01\x5d" + i.to_bytes(4, "big") + b"\x03",
     )
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    k = min(len(sorted_values) - 1, round(p / 100 * (len(sorted_values) - 1)))
-    return sorted_values[k]
 
 
 async def measure_latency(path: Path, n: int) -> tuple[float, float]:

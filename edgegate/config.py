@@ -58,7 +58,7 @@ from edgegate.core.rules import (
     GateRules,
     StaleAction,
 )
-from edgegate.validation import EXPECTED, describe_value
+from edgegate.validation import EXPECTED, describe_value, unwrap_type
 
 __all__ = [
     "BrokerAddress",
@@ -1197,20 +1197,6 @@ _EXPECTED = EXPECTED
 _describe = describe_value
 
 
-def _unwrap(tp: Any) -> Any:
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
 def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
@@ -1225,7 +1211,7 @@ def _walk(loc: Sequence[int | str]) -> tuple[str, Any]:
     for item in loc:
         if item == "[key]":
             continue
-        tp = _unwrap(tp)
+        tp = unwrap_type(tp)
         origin = typing.get_origin(tp)
         if isinstance(item, int):
             path += f"[{item}]"
@@ -1243,7 +1229,7 @@ def _walk(loc: Sequence[int | str]) -> tuple[str, Any]:
             tp = typing.get_args(tp)[1]
         else:
             tp = None
-    return path, _unwrap(tp)
+    return path, unwrap_type(tp)
 
 
 def _message(error: Any, loc: Sequence[int | str]) -> str:

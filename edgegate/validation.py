@@ -3,6 +3,10 @@ expected and what the file had, in the file's own terms (tables, arrays, strings
 
 from __future__ import annotations
 
+import typing
+from types import UnionType
+from typing import Annotated, Any
+
 EXPECTED = {
     "int_type": "an integer",
     "int_parsing": "an integer",
@@ -34,3 +38,18 @@ def describe_value(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return f"{type(value).__name__} {value!r}"
+
+
+def unwrap_type(tp: Any) -> Any:
+    """``X`` from ``Annotated[X, …]`` and ``X | None``: the type a field's value must have."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp

@@ -19,14 +19,13 @@ import tomllib
 import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import UnionType
 from typing import Annotated, Any, TypeVar, overload
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from edgegate.devices.plc_profile import BarrierPlcProfile
 from edgegate.devices.reader_profile import BinaryFrameReaderProfile, TextLineReaderProfile
-from edgegate.validation import EXPECTED, describe_value
+from edgegate.validation import EXPECTED, describe_value, unwrap_type
 
 __all__ = [
     "DEFAULT_DRIVERS_DIR",
@@ -95,33 +94,18 @@ def _key_path(loc: Sequence[int | str], tagged: bool) -> str:
     return path
 
 
-def _unwrap(tp: Any) -> Any:
-    """``X`` from ``Annotated[X, …]`` and ``X | None``."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
 def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
     """The model a loc (family tag first) points into, to suggest keys for an unknown one."""
     if not loc or loc[0] not in FAMILIES:
         return None
     tp: Any = FAMILIES[str(loc[0])]
     for item in loc[1:]:
-        tp = _unwrap(tp)
+        tp = unwrap_type(tp)
         field = tp.model_fields.get(str(item)) if _is_model(tp) else None
         if field is None:
             return None
         tp = field.annotation
-    tp = _unwrap(tp)
+    tp = unwrap_type(tp)
     return tp if _is_model(tp) else None
 
 
