@@ -278,7 +278,7 @@ class LaneRunner:
                 self._recorded(event, seq)
         if rest:
             link = -1 if decided_seq is None else decided_seq
-            await self._execute([_linked(a, link) if isinstance(a, Command) else a for a in rest])
+            await self._execute([_link_action(a, link) for a in rest])
 
     async def _feed(self, item: LaneInput) -> None:
         await self._execute(self.lane.handle(item, self._clock.mono_ns()))
@@ -372,6 +372,12 @@ def _linked(command: Command, decided_seq: int) -> Command:
     if command.cause_seq == _PROVISIONAL_SEQ:
         return dataclasses.replace(command, cause_seq=decided_seq)
     return command
+
+
+def _link_action(action: Action, decided_seq: int) -> Action:
+    if isinstance(action, Command):
+        return _linked(action, decided_seq)
+    return dataclasses.replace(action, event=_link_event(action.event, decided_seq))
 
 
 def _link_event(event: Event, decided_seq: int) -> Event:
