@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 from edgegate.core import events as ev
 from edgegate.core.clock import ManualClock
 from edgegate.log import EventLog, GateMismatchError, LogClosedError, LogReader, LogWriteError
-from edgegate.log.schema import LATEST, SchemaError
+from edgegate.log.eventlog import _chunk_sizes, _insert_rows, connect
+from edgegate.log.schema import LATEST, SchemaError, migrate
 from tests.event_samples import all_samples
 
 
@@ -317,3 +319,40 @@ async def test_rehashed_edit_breaks_the_link_to_the_next_event(tmp_path: Path) -
         fault = reader.verify().fault
     assert fault is not None and fault.seq == 8
     assert "prev_hash" in fault.problem
+
+
+@pytest.mark.parametrize(("limit", "largest"), [(32766, 2048), (999, 64), (10, 1)])
+def test_chunk_sizes_follow_the_variable_limit_of_this_sqlite(
+    tmp_path: Path, limit: int, largest: int
+) -> None:
+    conn = sqlite3.connect(tmp_path / "x.db")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    sizes = _chunk_sizes(conn)
+    assert sizes[0] == largest and sizes[-1] == 1
+    assert all(a == 2 * b for a, b in itertools.pairwise(sizes))
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 63, 64, 65, 127, 1000, 4097])
+def test_multi_row_inserts_store_every_row_once_in_order(tmp_path: Path, count: int) -> None:
+    conn = connect(tmp_path / "x.db")
+    migrate(conn)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # chunks of at most 64 rows
+    flat: list[object] = []
+    for seq in range(1, count + 1):
+        flat.extend((seq, seq, seq, "boot", "t", None, 1, b"d", b"p", seq.to_bytes(4, "big")))
+    conn.execute("BEGIN IMMEDIATE")
+    _insert_rows(conn, flat, _chunk_sizes(conn))
+    conn.execute("COMMIT")
+    stored = [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY rowid")]
+    assert stored == list(range(1, count + 1))
+    conn.close()
+
+
+async def test_one_large_batch_is_stored_whole(tmp_path: Path) -> None:
+    # More than two of the largest statements' worth in one batch (max_batch above 2 x 2048).
+    async with await EventLog.open(tmp_path / "big.db", gate_id="g", max_batch=10_000) as log:
+        seqs = await asyncio.gather(*(log.submit(_loop_event(i)) for i in range(5_000)))
+    assert seqs == list(range(1, 5_001))
+    with LogReader(tmp_path / "big.db") as reader:
+        report = reader.verify()
+    assert report.ok and report.events == 5_000

@@ -38,25 +38,44 @@ _INSERT_HEAD = (
     "INSERT INTO events (seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash,"
     " hash) VALUES "
 )
-_INSERT = _INSERT_HEAD + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# Multi-row INSERTs of these sizes: one sqlite3_step per chunk instead of one per row, so the
-# writer thread re-acquires the GIL a few times per batch rather than once per event.
-_CHUNKS = (256, 64, 16, 4, 1)
-_INSERT_N = {n: _INSERT_HEAD + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n) for n in _CHUNKS}
-
-
 _COLUMNS = 10
+_ROW = "(" + ", ".join(["?"] * _COLUMNS) + ")"
+_INSERT = _INSERT_HEAD + _ROW
+# Multi-row INSERTs, in power-of-two sizes so any batch takes at most one statement of each
+# (prepared once, cached by sqlite3). Every statement releases the GIL around its step and
+# must win it back from the event loop, which then holds it for up to the switch interval:
+# a few large statements per batch, not one per event or per small chunk, is what lets
+# the writer keep up with the producers.
+_MAX_CHUNK = 2048
 
 
-def _insert_rows(conn: sqlite3.Connection, flat: list[Any]) -> None:
+def _chunk_sizes(conn: sqlite3.Connection) -> tuple[int, ...]:
+    """Power-of-two row counts from the largest this SQLite binds in one statement down to 1."""
+    largest = min(_MAX_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
+    sizes = [1]
+    while sizes[-1] * 2 <= largest:
+        sizes.append(sizes[-1] * 2)
+    return tuple(reversed(sizes))
+
+
+_INSERT_N: dict[int, str] = {}
+
+
+def _insert_sql(rows: int) -> str:
+    sql = _INSERT_N.get(rows)
+    if sql is None:
+        sql = _INSERT_N[rows] = _INSERT_HEAD + ", ".join([_ROW] * rows)
+    return sql
+
+
+def _insert_rows(conn: sqlite3.Connection, flat: list[Any], sizes: tuple[int, ...]) -> None:
     """Insert rows given as one flat list of their column values, row after row."""
     i = 0
     total = len(flat)
-    for size in _CHUNKS:
-        sql = _INSERT_N[size]
+    for size in sizes:
         step = size * _COLUMNS
         while total - i >= step:
-            conn.execute(sql, flat[i : i + step])
+            conn.execute(_insert_sql(size), flat[i : i + step])
             i += step
 
 
@@ -169,6 +188,7 @@ class EventLog:
         self._closed = False
         self._broken: BaseException | None = None
         self._conn: sqlite3.Connection | None = None
+        self._chunks: tuple[int, ...] = (1,)
         self._seq = 0
         self._prev: bytes | bytearray = GENESIS_HASH
         self._committed: tuple[int, bytes] = (0, GENESIS_HASH)
@@ -305,6 +325,7 @@ class EventLog:
             self._seq, self._prev = read_head(conn)
             self._committed = (self._seq, self._prev)
             self._conn = conn
+            self._chunks = _chunk_sizes(conn)
         except BaseException as exc:
             self._closing = True
             ready.set_exception(exc)
@@ -349,6 +370,7 @@ class EventLog:
         gate = self.gate_id
         boot = self._clock.boot_id
         pack = self._packb
+        chunks = self._chunks
         sha256 = hashlib.sha256
         rows: list[Any] = []  # column values, row after row
         extend = rows.extend
@@ -385,7 +407,7 @@ class EventLog:
                         results.append(seq)
                         continue
                     if rows:
-                        _insert_rows(conn, rows)
+                        _insert_rows(conn, rows, chunks)
                         rows.clear()
                     conn.execute("SAVEPOINT effect")
                     try:
@@ -403,15 +425,13 @@ class EventLog:
                         results.append(seq)
                 elif item.__class__ is _Group:
                     futures.append(item.future)
-                    if rows:
-                        _insert_rows(conn, rows)
-                        rows.clear()
-                    conn.execute("SAVEPOINT grp")
+                    # Rows are built before anything is inserted: a failing build leaves
+                    # nothing to roll back, and a storage error fails the whole batch with
+                    # LogWriteError like any other event's.
+                    group_rows: list[Any] = []
+                    group_prev = prev
+                    first = seq + 1
                     try:
-                        group_rows: list[Any] = []
-                        group_prev = prev
-                        first = seq + 1
-                        count = 0
                         for n, event in enumerate(item.build(first)):
                             cls = type(event)
                             wall, mono = self._clock.wall_ns(), self._clock.mono_ns()
@@ -435,22 +455,18 @@ class EventLog:
                                 )
                             )
                             group_prev = digest
-                            count += 1
-                        _insert_rows(conn, group_rows)
                     except Exception as exc:
-                        conn.execute("ROLLBACK TO grp")
-                        conn.execute("RELEASE grp")
                         results.append(_Failed(exc))
                         log.error("group_failed", error=repr(exc))
                     else:
-                        conn.execute("RELEASE grp")
-                        seq = first + count - 1
+                        extend(group_rows)
+                        seq = first + len(group_rows) // _COLUMNS - 1
                         prev = group_prev
                         results.append(list(range(first, seq + 1)))
                 else:
                     futures.append(item.future)
                     if rows:
-                        _insert_rows(conn, rows)
+                        _insert_rows(conn, rows, chunks)
                         rows.clear()
                     conn.execute("SAVEPOINT job")
                     try:
@@ -463,7 +479,7 @@ class EventLog:
                         conn.execute("RELEASE job")
                         results.append(value)
             if rows:
-                _insert_rows(conn, rows)
+                _insert_rows(conn, rows, chunks)
             conn.execute("COMMIT")
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
