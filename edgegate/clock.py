@@ -28,8 +28,7 @@ class SystemClock:
     def boot_id(self) -> str:
         return self._boot_id
 
-    def wall_ns(self) -> int:
-        return time.time_ns()
-
-    def mono_ns(self) -> int:
-        return time.monotonic_ns()
+    # The builtins themselves, not methods wrapping them: the event log reads both for every
+    # event it appends, and a Python-level call per read is measurable there.
+    wall_ns = staticmethod(time.time_ns)
+    mono_ns = staticmethod(time.monotonic_ns)

@@ -181,6 +181,8 @@ class EventLog:
         self.path = path
         self.gate_id = gate_id
         self._clock = clock
+        self._wall_ns = clock.wall_ns
+        self._mono_ns = clock.mono_ns
         self._max_batch = max_batch
         self._pending: deque[Any] = deque()
         self._wake = threading.Event()
@@ -246,12 +248,11 @@ class EventLog:
         loop = self._loop
         assert loop is not None
         fut: asyncio.Future[int] = loop.create_future()
-        clock = self._clock
         cls = type(event)
         self._pending.append(
             (
-                clock.wall_ns(),
-                clock.mono_ns(),
+                self._wall_ns(),
+                self._mono_ns(),
                 cls.TYPE,
                 event.lane,
                 cls.VERSION,
