@@ -488,3 +488,144 @@ def test_groups_of_encodings(count: int) -> None:
         built = codec.grouped_with(built, e)
     assert built == grouped
     assert msgpack.unpackb(grouped) == [msgpack.unpackb(e) for e in encodings]
+
+
+# --- staged snapshots ----------------------------------------------------------------------
+
+
+def staged_snapshot(
+    conn: sqlite3.Connection,
+    entries: list[Credential],
+    version: int,
+    *,
+    chunk: int = 2,
+    consumed: set[str] | None = None,
+) -> store.AllowListState:
+    """Stage ``entries`` a few rows per transaction, as the service does, then swap them in."""
+    prepared = store.prepare_snapshot(entries)
+    conn.execute("BEGIN IMMEDIATE")
+    store.start_staging(conn)
+    conn.commit()
+    for start in range(0, len(prepared.rows), chunk):
+        conn.execute("BEGIN IMMEDIATE")
+        store.stage_rows(conn, prepared.rows[start : start + chunk])
+        conn.commit()
+    staged = store.StagedSnapshot(len(prepared.rows), store.rows_hash(prepared.rows))
+    conn.execute("BEGIN IMMEDIATE")
+    state = store.swap_in_staged(conn, staged, version, T0, "central", consumed)
+    conn.commit()
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        done = store.clear_retired(conn, rows=2)
+        conn.commit()
+        if done:
+            return state
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _plate_indexes(conn: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in conn.execute("PRAGMA index_list(allowlist_entry)")} - {
+        r[1] for r in conn.execute("PRAGMA index_list(allowlist_entry)") if r[3] == "pk"
+    }
+
+
+def test_staged_snapshot_is_the_same_list_as_a_direct_one(
+    conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    entries: list[Credential] = [reg(), reg("R2", "苏E54321"), permit(), appt(), black()]
+    direct = sqlite3.connect(tmp_path / "direct.db")
+    store.create_tables(direct)
+    direct.commit()
+    expected = snapshot(direct, entries, version=3)
+    state = staged_snapshot(conn, [*reversed(entries)], version=3)
+    assert state.content_hash == expected.content_hash
+    assert contents(store.load(conn)) == contents(store.load(direct))
+    assert store.load(conn).content_hash == expected.content_hash
+    assert _tables(conn) == {"allowlist_entry", "allowlist_state"}
+    direct.close()
+
+
+def test_staged_snapshots_trade_the_plate_index_name_and_keep_one_index(
+    conn: sqlite3.Connection,
+) -> None:
+    names = []
+    for version in (1, 2, 3):
+        staged_snapshot(conn, [reg(), permit("P9", "苏E99999")], version=version)
+        indexes = _plate_indexes(conn)
+        assert len(indexes) == 1
+        names.append(indexes.pop())
+        plan = " ".join(
+            r[3]
+            for r in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM allowlist_entry WHERE plate = '苏E99999'"
+            )
+        )
+        assert names[-1] in plan
+    assert names[0] != names[1] and names[0] == names[2]
+    store.create_tables(conn)  # creates no second plate index
+    assert len(_plate_indexes(conn)) == 1
+    snapshot(conn, [reg()], version=4)  # the one-transaction path keeps one as well
+    assert len(_plate_indexes(conn)) == 1
+
+
+def test_nothing_staged_is_visible_before_the_swap(conn: sqlite3.Connection) -> None:
+    snapshot(conn, [reg()], version=1)
+    prepared = store.prepare_snapshot([permit(), black()])
+    conn.execute("BEGIN IMMEDIATE")
+    store.start_staging(conn)
+    store.stage_rows(conn, prepared.rows)
+    conn.commit()
+    loaded = store.load(conn)
+    assert contents(loaded) == [reg()] and loaded.version == 1
+
+
+@pytest.mark.parametrize("narrowed", [False, True])
+def test_consumed_appointments_stay_consumed_across_a_staged_snapshot(
+    conn: sqlite3.Connection, narrowed: bool
+) -> None:
+    snapshot(conn, [appt(), appt("A2", "苏E1234挂"), reg()], version=1)
+    conn.execute("BEGIN IMMEDIATE")
+    store.set_appointment_consumed(conn, "A1", True)
+    conn.commit()
+    assert store.consumed_appointments(conn) == {"A1"}
+    consumed = {"A1", "A2", "gone"} if narrowed else None
+    state = staged_snapshot(
+        conn, [appt(waybill="WB2"), appt("A2", "苏E1234挂")], 2, consumed=consumed
+    )
+    loaded = store.load(conn)
+    assert loaded.exact("苏E12345").appointments == (appt(waybill="WB2", consumed=True),)
+    assert loaded.exact("苏E1234挂").appointments == (appt("A2", "苏E1234挂"),)
+    assert state.content_hash is None  # content differs from the snapshot's: cleared
+    # Without a consumed appointment in it, the snapshot's own hash is recorded.
+    state = staged_snapshot(conn, [reg()], 3, consumed=consumed)
+    assert state.content_hash == store.rows_hash(store.prepare_snapshot([reg()]).rows)
+
+
+def test_swap_refuses_a_missing_or_incomplete_staging_table(conn: sqlite3.Connection) -> None:
+    snapshot(conn, [reg()], version=1)
+    prepared = store.prepare_snapshot([permit(), black()])
+    staged = store.StagedSnapshot(len(prepared.rows), store.rows_hash(prepared.rows))
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(store.StoreError, match="no staged snapshot"):
+        store.swap_in_staged(conn, staged, 2, T0, "central")
+    store.start_staging(conn)
+    store.stage_rows(conn, prepared.rows[:1])
+    with pytest.raises(store.StoreError, match="holds 1 entries, the snapshot has 2"):
+        store.swap_in_staged(conn, staged, 2, T0, "central")
+    conn.commit()
+    loaded = store.load(conn)
+    assert contents(loaded) == [reg()] and loaded.version == 1
+
+
+def test_a_staging_table_left_by_a_crash_is_replaced(conn: sqlite3.Connection) -> None:
+    snapshot(conn, [reg()], version=1)
+    conn.execute("BEGIN IMMEDIATE")
+    store.start_staging(conn)
+    store.stage_rows(conn, store.prepare_snapshot([black()]).rows)
+    conn.commit()  # ... and the process died here
+    staged_snapshot(conn, [permit()], version=2)
+    assert contents(store.load(conn)) == [permit()]
+    assert _tables(conn) == {"allowlist_entry", "allowlist_state"}

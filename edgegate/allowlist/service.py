@@ -8,9 +8,10 @@ the commit fails, neither the rows nor the projection change, and the event is n
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -44,26 +45,43 @@ def load_from_file(path: str) -> AllowList:
         conn.close()
 
 
-def _content_hash(rows: Sequence[tuple[str, str, str, bytes]]) -> str:
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(row[3])
-    return digest.hexdigest()
+STAGE_ROWS = 2_000
+"""Entries a snapshot stages per writer transaction: each holds the log's writer (and so a
+lane's next event) for tens of milliseconds, not seconds for the whole list."""
+
+
+def _consumed_in_file(path: str) -> set[str]:
+    conn = connect(path, readonly=True)
+    try:
+        return store.consumed_appointments(conn)
+    finally:
+        conn.close()
 
 
 class AllowListService:
-    """Owns the allow-list projection of one gate; all changes go through the event log."""
+    """Owns the allow-list projection of one gate; all changes go through the event log.
 
-    def __init__(self, event_log: EventLog, allowlist: AllowList) -> None:
+    Snapshots and deltas are applied one at a time, in the order they were asked for;
+    consuming an appointment never waits for them.
+    """
+
+    def __init__(
+        self, event_log: EventLog, allowlist: AllowList, *, stage_rows: int = STAGE_ROWS
+    ) -> None:
         self._log = event_log
         self._list = allowlist
+        self._stage_rows = stage_rows
+        self._changes = asyncio.Lock()
+        # Appointments (un)consumed since a snapshot's scan of consumed ones began: the swap
+        # checks them as well as the scanned ones, without decoding every appointment.
+        self._touched: set[str] = set()
 
     @classmethod
-    async def open(cls, event_log: EventLog) -> AllowListService:
+    async def open(cls, event_log: EventLog, *, stage_rows: int = STAGE_ROWS) -> AllowListService:
         """Load the stored list (from a reader connection, not holding up the writer)."""
         allowlist = await asyncio.to_thread(load_from_file, str(event_log.path))
         log.info("allowlist_loaded", version=allowlist.version, entries=len(allowlist))
-        return cls(event_log, allowlist)
+        return cls(event_log, allowlist, stage_rows=stage_rows)
 
     @property
     def view(self) -> AllowList:
@@ -84,33 +102,71 @@ class AllowListService:
         already consumed at this gate stay consumed.
         """
         entries = list(entries)
-        previous = self._list.version
-        version = previous + 1 if version is None else version
-        updated_at = updated_at or datetime.now(UTC)
-        # Validation and encoding off the event loop; AllowListError here changes nothing.
-        prepared = await asyncio.to_thread(store.prepare_snapshot, entries)
-        event = AllowListUpdated(
-            kind=AllowListUpdateKind.SNAPSHOT,
-            version=version,
-            previous_version=previous,
-            source=source,
-            upserted=len(entries),
-            removed=0,
-            entries=len(entries),
-            content_hash=_content_hash(prepared.rows),
-        )
+        async with self._changes:
+            previous = self._list.version
+            version = previous + 1 if version is None else version
+            updated_at = updated_at or datetime.now(UTC)
+            # Validation and encoding off the event loop; AllowListError here changes nothing.
+            prepared = await asyncio.to_thread(store.prepare_snapshot, entries)
+            content_hash = await asyncio.to_thread(store.rows_hash, prepared.rows)
+            try:
+                staged = await self._stage(prepared, content_hash)
+            except Exception:
+                await self._drop_staging()
+                raise
+            event = AllowListUpdated(
+                kind=AllowListUpdateKind.SNAPSHOT,
+                version=version,
+                previous_version=previous,
+                source=source,
+                upserted=len(entries),
+                removed=0,
+                entries=len(entries),
+                content_hash=content_hash.hex(),
+            )
 
-        def effect(conn: sqlite3.Connection, _seq: int) -> None:
-            store.write_snapshot(conn, prepared, version, updated_at, source)
+            self._touched = set()
+            scanned = await asyncio.to_thread(_consumed_in_file, str(self._log.path))
 
-        seq = await self._log.append(event, effect=effect)
-        # Rebuild from what was committed (appointments consumed here stay consumed) and swap
-        # in one assignment: lanes keep deciding on the old list, whole, until then.
-        self._list = await asyncio.to_thread(load_from_file, str(self._log.path))
+            def effect(conn: sqlite3.Connection, _seq: int) -> None:
+                # In the writer, after every consumption queued before this event.
+                consumed = scanned | set(self._touched)
+                store.swap_in_staged(conn, staged, version, updated_at, source, consumed)
+
+            try:
+                seq = await self._log.append(event, effect=effect)
+            except Exception:
+                await self._drop_staging()
+                raise
+            # Rebuild from what was committed (appointments consumed here stay consumed) and
+            # swap in one assignment: lanes keep deciding on the old list, whole, until then.
+            self._list = await asyncio.to_thread(load_from_file, str(self._log.path))
+            clear = functools.partial(store.clear_retired, rows=self._stage_rows)
+            while not await self._log.run_in_writer(clear):
+                pass
         log.info(
             "allowlist_replaced", seq=seq, version=version, entries=len(entries), source=source
         )
         return UpdateResult(seq, version, previous, len(entries), len(entries), 0)
+
+    async def _drop_staging(self) -> None:
+        """Give back the space of a snapshot that failed (best effort: the next one drops it
+        anyway)."""
+        try:
+            await self._log.run_in_writer(store.drop_staging)
+        except Exception as exc:
+            log.warning("allowlist_staging_not_dropped", error=repr(exc))
+
+    async def _stage(
+        self, prepared: store.PreparedSnapshot, content_hash: bytes
+    ) -> store.StagedSnapshot:
+        """Write the snapshot's rows into the staging table, a writer transaction per chunk."""
+        rows = prepared.rows
+        await self._log.run_in_writer(store.start_staging)
+        for start in range(0, len(rows), self._stage_rows):
+            chunk = rows[start : start + self._stage_rows]
+            await self._log.run_in_writer(functools.partial(store.stage_rows, rows=chunk))
+        return store.StagedSnapshot(len(rows), content_hash)
 
     async def apply_delta(
         self,
@@ -125,6 +181,17 @@ class AllowListService:
         with every problem, changes nothing)."""
         upserts = list(upserts)
         removals = list(removals)
+        async with self._changes:
+            return await self._apply_delta(upserts, removals, source, version, updated_at)
+
+    async def _apply_delta(
+        self,
+        upserts: list[Credential],
+        removals: list[tuple[CredentialKind, str]],
+        source: str,
+        version: int | None,
+        updated_at: datetime | None,
+    ) -> UpdateResult:
         previous = self._list.version
         version = previous + 1 if version is None else version
         updated_at = updated_at or datetime.now(UTC)
@@ -172,6 +239,8 @@ class AllowListService:
 
         def effect(conn: sqlite3.Connection, _seq: int) -> None:
             store.set_appointment_consumed(conn, appointment_id, consumed)
+
+        self._touched.add(appointment_id)
 
         seq = await self._log.append(event, effect=effect)
         if consumed:

@@ -34,16 +34,20 @@ from edgegate.core.domain import Appointment, Credential, CredentialKind
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-_PLATE_INDEX = "CREATE INDEX IF NOT EXISTS allowlist_entry_plate ON allowlist_entry (plate)"
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS allowlist_entry (
+# The plate index has one of two names: a staged snapshot builds its table with the name the
+# live table does not use, and the two trade places (see ``swap_in_staged``).
+_PLATE_INDEX_NAMES = ("allowlist_entry_plate", "allowlist_entry_plate_b")
+_STAGING = "allowlist_entry_staging"
+_RETIRED = "allowlist_entry_retired"
+_ENTRY_COLUMNS = """(
         kind TEXT NOT NULL,
         id TEXT NOT NULL,
         plate TEXT NOT NULL,
         data BLOB NOT NULL,
         PRIMARY KEY (kind, id)
-    ) WITHOUT ROWID""",
-    _PLATE_INDEX,
+    ) WITHOUT ROWID"""
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS allowlist_entry " + _ENTRY_COLUMNS,
     """CREATE TABLE IF NOT EXISTS allowlist_state (
         singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
         version INTEGER NOT NULL,
@@ -88,6 +92,19 @@ def create_tables(conn: sqlite3.Connection) -> None:
     """Create the allow-list tables if missing. Does not commit."""
     for statement in _SCHEMA:
         conn.execute(statement)
+    if not _plate_indexes(conn, "allowlist_entry"):
+        conn.execute(f"CREATE INDEX {_PLATE_INDEX_NAMES[0]} ON allowlist_entry (plate)")
+
+
+def _plate_indexes(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name IN"
+            f" ({', '.join('?' * len(_PLATE_INDEX_NAMES))})",
+            (table, *_PLATE_INDEX_NAMES),
+        )
+    ]
 
 
 def read_state(conn: sqlite3.Connection) -> AllowListState | None:
@@ -192,12 +209,154 @@ def write_snapshot(
     with _savepoint(conn):
         # Filling the table and then indexing it is 2-3x faster than keeping the plate index
         # up to date through a million random inserts. DDL is transactional in SQLite.
-        conn.execute("DROP INDEX IF EXISTS allowlist_entry_plate")
+        indexes = _plate_indexes(conn, "allowlist_entry")
+        for name in indexes:
+            conn.execute(f"DROP INDEX {name}")
         conn.execute("DELETE FROM allowlist_entry")
         conn.executemany(
             "INSERT INTO allowlist_entry (kind, id, plate, data) VALUES (?, ?, ?, ?)", rows
         )
-        conn.execute(_PLATE_INDEX)
+        name = indexes[0] if indexes else _PLATE_INDEX_NAMES[0]
+        conn.execute(f"CREATE INDEX {name} ON allowlist_entry (plate)")
+        _write_state(conn, state)
+    return state
+
+
+# --- staged snapshots -------------------------------------------------------------------
+# ``write_snapshot`` holds one transaction for the whole table: a million entries keep the
+# event log's writer (and so every lane's next event) waiting for seconds. A staged snapshot
+# fills a staging table in many short transactions that interleave with the log's events,
+# and only the swap commits with the "allow-list updated" event. Nothing is visible before
+# the swap; a staging table left by a crash is dropped when the next snapshot starts.
+
+
+@dataclass(frozen=True, slots=True)
+class StagedSnapshot:
+    """What ``swap_in_staged`` expects to find in the staging table."""
+
+    count: int
+    content_hash: bytes  # ``rows_hash`` of the rows staged
+
+
+def rows_hash(rows: Iterable[_Row]) -> bytes:
+    """The content hash of encoded rows given in (kind, id) order."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(row[3])
+    return digest.digest()
+
+
+def start_staging(conn: sqlite3.Connection) -> None:
+    """Replace any staging table with an empty one, indexed under the name the live table's
+    plate index does not use. In the caller's transaction."""
+    _require_transaction(conn)
+    conn.execute(f"DROP TABLE IF EXISTS {_STAGING}")
+    conn.execute(f"DROP TABLE IF EXISTS {_RETIRED}")
+    conn.execute(f"CREATE TABLE {_STAGING} {_ENTRY_COLUMNS}")
+    live = _plate_indexes(conn, "allowlist_entry")
+    name = next(n for n in _PLATE_INDEX_NAMES if n not in live)
+    conn.execute(f"CREATE INDEX {name} ON {_STAGING} (plate)")
+
+
+def stage_rows(conn: sqlite3.Connection, rows: Iterable[_Row]) -> None:
+    """Add prepared rows to the staging table. In the caller's transaction."""
+    _require_transaction(conn)
+    conn.executemany(f"INSERT INTO {_STAGING} (kind, id, plate, data) VALUES (?, ?, ?, ?)", rows)
+
+
+def clear_retired(conn: sqlite3.Connection, rows: int) -> bool:
+    """Delete up to ``rows`` entries of the table a swap retired, and drop it once empty;
+    True when it is gone. In the caller's transaction."""
+    _require_transaction(conn)
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_RETIRED,)
+    ).fetchone()
+    if exists is None:
+        return True
+    deleted = conn.execute(
+        f"DELETE FROM {_RETIRED} WHERE (kind, id) IN"
+        f" (SELECT kind, id FROM {_RETIRED} ORDER BY kind, id LIMIT ?)",
+        (rows,),
+    ).rowcount
+    if deleted < rows:
+        conn.execute(f"DROP TABLE {_RETIRED}")
+        return True
+    return False
+
+
+def drop_staging(conn: sqlite3.Connection) -> None:
+    """Drop the staging table, if any. In the caller's transaction."""
+    _require_transaction(conn)
+    conn.execute(f"DROP TABLE IF EXISTS {_STAGING}")
+
+
+def consumed_appointments(conn: sqlite3.Connection) -> set[str]:
+    """Ids of the stored appointments marked consumed."""
+    return {
+        str(id_)
+        for id_, data in conn.execute(
+            "SELECT id, data FROM allowlist_entry WHERE kind = ?", (_APPOINTMENT,)
+        )
+        if _is_consumed(data)
+    }
+
+
+def swap_in_staged(
+    conn: sqlite3.Connection,
+    staged: StagedSnapshot,
+    version: int,
+    updated_at: datetime | None,
+    source: str,
+    consumed: Iterable[str] | None = None,
+) -> AllowListState:
+    """Make the staged rows the allow-list and record the state. In the caller's transaction;
+    never commits. ``StoreError`` (nothing changed) if the staging table is missing or does
+    not hold ``staged.count`` rows.
+
+    Appointments consumed at this gate stay consumed (the content hash is then cleared, as
+    any consumption clears it). ``consumed`` narrows the search to these appointment ids
+    (each is checked against the stored row); it must include every appointment that may be
+    consumed now. None scans every stored appointment."""
+    _require_transaction(conn)
+    problems: list[str] = []
+    _check_updated_at(updated_at, problems)
+    if problems:
+        raise AllowListError(problems)
+    try:
+        count = conn.execute(f"SELECT COUNT(*) FROM {_STAGING}").fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"no staged snapshot to swap in: {exc}") from exc
+    if count != staged.count:
+        raise StoreError(
+            f"the staging table holds {count} entries, the snapshot has {staged.count}:"
+            " it was changed while staging; start the snapshot again"
+        )
+    if consumed is None:
+        consumed = consumed_appointments(conn)
+    with _savepoint(conn):
+        kept = 0
+        for id_ in sorted(set(consumed)):
+            if not _stored_consumed(conn, id_):
+                continue
+            row = conn.execute(
+                f"SELECT kind, id, plate, data FROM {_STAGING} WHERE kind = ? AND id = ?",
+                (_APPOINTMENT, id_),
+            ).fetchone()
+            if row is None:
+                continue
+            new = _still_consumed((row[0], row[1], row[2], bytes(row[3])))
+            if new[3] != row[3]:
+                conn.execute(
+                    f"UPDATE {_STAGING} SET data = ? WHERE kind = ? AND id = ?",
+                    (new[3], _APPOINTMENT, id_),
+                )
+                kept += 1
+        # Renames only: dropping a million rows here would hold the commit for a second or
+        # more; ``clear_retired`` empties the old table in short transactions afterwards.
+        conn.execute(f"DROP TABLE IF EXISTS {_RETIRED}")
+        conn.execute(f"ALTER TABLE allowlist_entry RENAME TO {_RETIRED}")
+        conn.execute(f"ALTER TABLE {_STAGING} RENAME TO allowlist_entry")
+        state = AllowListState(version, updated_at, source, None if kept else staged.content_hash)
         _write_state(conn, state)
     return state
 
