@@ -27,6 +27,7 @@ from edgegate.core.domain import (
     TemporaryPermit,
     VehicleCategory,
 )
+from edgegate.log.schema import MIGRATIONS, migrate
 from tests.test_allowlist_index import T0, appt, black, permit, reg
 
 
@@ -245,8 +246,7 @@ def test_snapshot_replaces_everything_and_plates_are_normalised(
     loaded = store.load(conn)
     assert contents(loaded) == [permit(plate="苏E12340")]
     assert conn.execute("SELECT count(*) FROM allowlist_state").fetchone() == (1,)
-    indexes = {r[1] for r in conn.execute("PRAGMA index_list(allowlist_entry)")}
-    assert "allowlist_entry_plate" in indexes
+    assert _secondary_indexes(conn) == set()  # lookups by plate are in memory
 
 
 def test_writes_need_the_callers_transaction(conn: sqlite3.Connection) -> None:
@@ -526,49 +526,17 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def _plate_indexes(conn: sqlite3.Connection) -> set[str]:
-    return {r[1] for r in conn.execute("PRAGMA index_list(allowlist_entry)")} - {
-        r[1] for r in conn.execute("PRAGMA index_list(allowlist_entry)") if r[3] == "pk"
-    }
+def _secondary_indexes(conn: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in conn.execute("PRAGMA index_list(allowlist_entry)") if r[3] != "pk"}
 
 
-def test_staged_snapshot_is_the_same_list_as_a_direct_one(
-    conn: sqlite3.Connection, tmp_path: Path
-) -> None:
-    entries: list[Credential] = [reg(), reg("R2", "苏E54321"), permit(), appt(), black()]
-    direct = sqlite3.connect(tmp_path / "direct.db")
-    store.create_tables(direct)
-    direct.commit()
-    expected = snapshot(direct, entries, version=3)
-    state = staged_snapshot(conn, [*reversed(entries)], version=3)
-    assert state.content_hash == expected.content_hash
-    assert contents(store.load(conn)) == contents(store.load(direct))
-    assert store.load(conn).content_hash == expected.content_hash
-    assert _tables(conn) == {"allowlist_entry", "allowlist_state"}
-    direct.close()
-
-
-def test_staged_snapshots_trade_the_plate_index_name_and_keep_one_index(
-    conn: sqlite3.Connection,
-) -> None:
-    names = []
-    for version in (1, 2, 3):
-        staged_snapshot(conn, [reg(), permit("P9", "苏E99999")], version=version)
-        indexes = _plate_indexes(conn)
-        assert len(indexes) == 1
-        names.append(indexes.pop())
-        plan = " ".join(
-            r[3]
-            for r in conn.execute(
-                "EXPLAIN QUERY PLAN SELECT * FROM allowlist_entry WHERE plate = '苏E99999'"
-            )
-        )
-        assert names[-1] in plan
-    assert names[0] != names[1] and names[0] == names[2]
-    store.create_tables(conn)  # creates no second plate index
-    assert len(_plate_indexes(conn)) == 1
-    snapshot(conn, [reg()], version=4)  # the one-transaction path keeps one as well
-    assert len(_plate_indexes(conn)) == 1
+def test_migration_3_drops_the_plate_index_of_older_files(tmp_path: Path) -> None:
+    older = sqlite3.connect(tmp_path / "gate.db", isolation_level=None)
+    assert migrate(older, MIGRATIONS[:2]) == 2
+    assert _secondary_indexes(older) == {"allowlist_entry_plate"}
+    assert migrate(older) == 3
+    assert _secondary_indexes(older) == set()
+    older.close()
 
 
 def test_nothing_staged_is_visible_before_the_swap(conn: sqlite3.Connection) -> None:

@@ -356,3 +356,20 @@ async def test_one_large_batch_is_stored_whole(tmp_path: Path) -> None:
     with LogReader(tmp_path / "big.db") as reader:
         report = reader.verify()
     assert report.ok and report.events == 5_000
+
+
+async def test_committed_events_reach_the_database_file_while_the_log_is_open(
+    tmp_path: Path,
+) -> None:
+    """A checkpointer beside the writer copies the WAL into the file (the writer never does)."""
+    path = tmp_path / "gate.db"
+    async with await EventLog.open(path, gate_id="g") as log:
+        before = path.stat().st_size
+        await asyncio.gather(*(log.submit(_loop_event(i)) for i in range(3_000)))
+        for _ in range(500):
+            if path.stat().st_size > before + 100_000:
+                break
+            await asyncio.sleep(0.01)
+        assert path.stat().st_size > before + 100_000
+        with LogReader(path) as reader:
+            assert reader.head()[0] == 3_000

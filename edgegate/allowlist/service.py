@@ -45,7 +45,7 @@ def load_from_file(path: str) -> AllowList:
         conn.close()
 
 
-STAGE_ROWS = 2_000
+STAGE_ROWS = 5_000
 """Entries a snapshot stages per writer transaction: each holds the log's writer (and so a
 lane's next event) for tens of milliseconds, not seconds for the whole list."""
 

@@ -34,9 +34,9 @@ from edgegate.core.domain import Appointment, Credential, CredentialKind
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-# The plate index has one of two names: a staged snapshot builds its table with the name the
-# live table does not use, and the two trade places (see ``swap_in_staged``).
-_PLATE_INDEX_NAMES = ("allowlist_entry_plate", "allowlist_entry_plate_b")
+# No index on plate: lookups go through the in-memory index, and keeping one up to date made
+# every snapshot rewrite it (a second on a million entries, or gigabytes of random page
+# writes when staged). Migration 3 dropped the one older files have.
 _STAGING = "allowlist_entry_staging"
 _RETIRED = "allowlist_entry_retired"
 _ENTRY_COLUMNS = """(
@@ -92,19 +92,6 @@ def create_tables(conn: sqlite3.Connection) -> None:
     """Create the allow-list tables if missing. Does not commit."""
     for statement in _SCHEMA:
         conn.execute(statement)
-    if not _plate_indexes(conn, "allowlist_entry"):
-        conn.execute(f"CREATE INDEX {_PLATE_INDEX_NAMES[0]} ON allowlist_entry (plate)")
-
-
-def _plate_indexes(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [
-        str(r[0])
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name IN"
-            f" ({', '.join('?' * len(_PLATE_INDEX_NAMES))})",
-            (table, *_PLATE_INDEX_NAMES),
-        )
-    ]
 
 
 def read_state(conn: sqlite3.Connection) -> AllowListState | None:
@@ -207,17 +194,10 @@ def write_snapshot(
         digest.update(row[3])
     state = AllowListState(version, updated_at, source, digest.digest())
     with _savepoint(conn):
-        # Filling the table and then indexing it is 2-3x faster than keeping the plate index
-        # up to date through a million random inserts. DDL is transactional in SQLite.
-        indexes = _plate_indexes(conn, "allowlist_entry")
-        for name in indexes:
-            conn.execute(f"DROP INDEX {name}")
         conn.execute("DELETE FROM allowlist_entry")
         conn.executemany(
             "INSERT INTO allowlist_entry (kind, id, plate, data) VALUES (?, ?, ?, ?)", rows
         )
-        name = indexes[0] if indexes else _PLATE_INDEX_NAMES[0]
-        conn.execute(f"CREATE INDEX {name} ON allowlist_entry (plate)")
         _write_state(conn, state)
     return state
 
@@ -247,15 +227,12 @@ def rows_hash(rows: Iterable[_Row]) -> bytes:
 
 
 def start_staging(conn: sqlite3.Connection) -> None:
-    """Replace any staging table with an empty one, indexed under the name the live table's
-    plate index does not use. In the caller's transaction."""
+    """Replace any staging table (and any table a swap retired) with an empty one. In the
+    caller's transaction."""
     _require_transaction(conn)
     conn.execute(f"DROP TABLE IF EXISTS {_STAGING}")
     conn.execute(f"DROP TABLE IF EXISTS {_RETIRED}")
     conn.execute(f"CREATE TABLE {_STAGING} {_ENTRY_COLUMNS}")
-    live = _plate_indexes(conn, "allowlist_entry")
-    name = next(n for n in _PLATE_INDEX_NAMES if n not in live)
-    conn.execute(f"CREATE INDEX {name} ON {_STAGING} (plate)")
 
 
 def stage_rows(conn: sqlite3.Connection, rows: Iterable[_Row]) -> None:

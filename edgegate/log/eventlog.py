@@ -58,6 +58,8 @@ def _chunk_sizes(conn: sqlite3.Connection) -> tuple[int, ...]:
     return tuple(reversed(sizes))
 
 
+_CHECKPOINT_PAUSE = 0.2
+
 _INSERT_N: dict[int, str] = {}
 
 
@@ -196,6 +198,9 @@ class EventLog:
         self._committed: tuple[int, bytes] = (0, GENESIS_HASH)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_due = threading.Event()
+        self._checkpoints_stop = threading.Event()
         self._packb = msgpack.Packer(use_bin_type=True).pack
 
     @classmethod
@@ -220,6 +225,10 @@ class EventLog:
         )
         self._thread.start()
         await asyncio.wrap_future(ready)
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_forever, name=f"eventlog-checkpoint:{gate_id}", daemon=True
+        )
+        self._checkpointer.start()
         return self
 
     async def __aenter__(self) -> EventLog:
@@ -310,6 +319,11 @@ class EventLog:
         thread = self._thread
         if thread is not None:
             await asyncio.to_thread(thread.join)
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            self._checkpoints_stop.set()
+            self._checkpoint_due.set()
+            await asyncio.to_thread(checkpointer.join)
         self._closed = True
 
     def _closed_reason(self) -> str:
@@ -322,6 +336,10 @@ class EventLog:
     def _run(self, ready: ThreadFuture[None]) -> None:
         try:
             conn = connect(self.path)
+            # Checkpoints run in their own thread (``_checkpoint_forever``): in the writer, the
+            # commit that crosses the WAL's threshold would copy the whole WAL into the file
+            # and fsync it while every producer waits.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             self.gate_id = prepare(conn, self.gate_id)
             self._seq, self._prev = read_head(conn)
             self._committed = (self._seq, self._prev)
@@ -343,6 +361,37 @@ class EventLog:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             conn.close()
+
+    def _checkpoint_forever(self) -> None:
+        """Copy committed WAL frames into the database file, beside the writer (PASSIVE: it
+        never blocks the writer nor readers), at most every ``_CHECKPOINT_PAUSE`` seconds
+        while there are commits; the writer restarts the WAL once a checkpoint caught up."""
+        due = self._checkpoint_due
+        conn: sqlite3.Connection | None = None
+        failing = False
+        stop = self._checkpoints_stop
+        try:
+            while True:
+                due.wait()
+                if stop.wait(_CHECKPOINT_PAUSE):  # let commits gather: one checkpoint for many
+                    return
+                due.clear()
+                try:
+                    if conn is None:
+                        conn = connect(self.path)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    # The WAL only grows meanwhile; nothing is lost. Say so once per outage.
+                    if not failing:
+                        log.error("checkpoint_failed", error=repr(exc))
+                    failing = True
+                else:
+                    if failing:
+                        log.info("checkpoint_recovered")
+                    failing = False
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _drain_forever(self) -> None:
         pending = self._pending
@@ -496,6 +545,8 @@ class EventLog:
         self._prev = prev
         self._committed = (seq, bytes(prev))
         self._post(futures, results)
+        if not self._checkpoint_due.is_set():
+            self._checkpoint_due.set()
 
     def _post(self, futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
         loop = self._loop

@@ -72,6 +72,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "no plate index on the allow-list table (lookups are in memory)",
+        """
+        DROP INDEX IF EXISTS allowlist_entry_plate;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
