@@ -72,9 +72,10 @@ class AllowListService:
         self._list = allowlist
         self._stage_rows = stage_rows
         self._changes = asyncio.Lock()
-        # Appointments (un)consumed since a snapshot's scan of consumed ones began: the swap
-        # checks them as well as the scanned ones, without decoding every appointment.
-        self._touched: set[str] = set()
+        # While a snapshot is being swapped in: appointments (un)consumed since its scan of
+        # consumed ones began; the swap checks them as well as the scanned ones, without
+        # decoding every appointment.
+        self._touched: set[str] | None = None
 
     @classmethod
     async def open(cls, event_log: EventLog, *, stage_rows: int = STAGE_ROWS) -> AllowListService:
@@ -125,19 +126,21 @@ class AllowListService:
                 content_hash=content_hash.hex(),
             )
 
-            self._touched = set()
-            scanned = await asyncio.to_thread(_consumed_in_file, str(self._log.path))
-
-            def effect(conn: sqlite3.Connection, _seq: int) -> None:
-                # In the writer, after every consumption queued before this event.
-                consumed = scanned | set(self._touched)
-                store.swap_in_staged(conn, staged, version, updated_at, source, consumed)
-
+            touched = self._touched = set()
             try:
+                scanned = await asyncio.to_thread(_consumed_in_file, str(self._log.path))
+
+                def effect(conn: sqlite3.Connection, _seq: int) -> None:
+                    # In the writer, after every consumption queued before this event.
+                    consumed = scanned | set(touched)
+                    store.swap_in_staged(conn, staged, version, updated_at, source, consumed)
+
                 seq = await self._log.append(event, effect=effect)
             except Exception:
                 await self._drop_staging()
                 raise
+            finally:
+                self._touched = None
             # Rebuild from what was committed (appointments consumed here stay consumed) and
             # swap in one assignment: lanes keep deciding on the old list, whole, until then.
             self._list = await asyncio.to_thread(load_from_file, str(self._log.path))
@@ -240,7 +243,8 @@ class AllowListService:
         def effect(conn: sqlite3.Connection, _seq: int) -> None:
             store.set_appointment_consumed(conn, appointment_id, consumed)
 
-        self._touched.add(appointment_id)
+        if self._touched is not None:
+            self._touched.add(appointment_id)
 
         seq = await self._log.append(event, effect=effect)
         if consumed:
