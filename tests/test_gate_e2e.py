@@ -704,7 +704,10 @@ async def test_unwritable_log_denies_entries_and_lets_exits_out(tmp_path: Path) 
         assert trail_in == []  # the entry never opened
         assert writes(plc_in) == []
         assert plc_in.position == 0.0
+        # The lane knows the arm stays down: the vehicle is refused, no travel timeout ahead.
+        assert g.gate.lanes["in"].state is LaneState.PRESENT
         await road_in.set(Loop.ARMING, False)  # that driver turns around
+        await wait_until(lambda: g.gate.lanes["in"].state is LaneState.IDLE, "entry lane idle")
         assert g.log.head == full_at  # and indeed nothing reached the log
 
         await unfill_log(g.event_log)

@@ -581,3 +581,32 @@ def test_close_delay_runs_in_full_after_the_lane_clears() -> None:
     assert BarrierCommand.CLOSE not in road.commands()
     road.wait(0.2)
     assert road.commands()[-1] is BarrierCommand.CLOSE
+
+
+def test_an_open_not_carried_out_leaves_the_vehicle_refused_without_a_fault() -> None:
+    """The shell refused to send the open (log unwritable, entries refused): no travel
+    timeout turns into a barrier fault; the vehicle backs out as a refused one does."""
+    road = Road()
+    road.loops(arming=True)
+    seq = road.plate()
+    assert road.commands() == [BarrierCommand.OPEN]
+    road.lane.open_not_carried_out()
+    assert road.state() is LaneState.PRESENT
+    road.wait(TIMINGS.open_travel / NS * 3)
+    assert road.records(DeviceFault) == []
+    assert road.state() is LaneState.PRESENT
+    road.loops()
+    (back,) = road.records(VehicleBackedOut)
+    assert isinstance(back, VehicleBackedOut)
+    assert back.decision_seq == seq
+    assert road.state() is LaneState.IDLE
+    assert road.commands() == [BarrierCommand.OPEN]  # nothing to close: the arm never rose
+
+
+def test_an_open_not_carried_out_changes_nothing_once_the_arm_is_up() -> None:
+    road = Road()
+    road.loops(arming=True)
+    road.plate()
+    road.open_fully()
+    road.lane.open_not_carried_out()
+    assert road.state() is LaneState.OPEN

@@ -200,6 +200,15 @@ class Lane:
         if self._opening is not None and self._opening.decided is fed:
             self._opening.decided = final
 
+    def open_not_carried_out(self) -> None:
+        """The shell did not send the open just asked for (the log could not be written and
+        the lane's write-failure rule refuses entries): the arm stays down, so the lane does
+        not wait for it to rise (no travel timeout, no fault) and treats the vehicle as
+        refused: it has to back out."""
+        if self.state is LaneState.OPENING and not self.barrier.up:
+            self._opening = None
+            self._set(LaneState.PRESENT if self.loops.arming else LaneState.IDLE, None)
+
     def handle(self, event: LaneInput, now: int) -> list[Action]:
         """Apply one input; return the actions to carry out, in order."""
         out: list[Action] = []

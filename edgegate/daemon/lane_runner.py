@@ -320,6 +320,7 @@ class LaneRunner:
         log could not be written)."""
         if seq is None and command.command is BarrierCommand.OPEN and not self._open_without_log:
             self._logger.error("open_refused_log_unwritable", reason=command.reason)
+            self.lane.open_not_carried_out()
             return
         try:
             await self._barrier.command(command.command)
