@@ -87,6 +87,7 @@ class RecordingControl:
     log_path: Path
     lanes: tuple[str, ...] = ("in-1", "out-1")
     calls: list[tuple[str, object, str, str, list[str]]] = field(default_factory=list)
+    mode: ev.GateMode = ev.GateMode.NORMAL
 
     def _accepted(self) -> list[str]:
         with LogReader(self.log_path) as reader:
@@ -103,6 +104,7 @@ class RecordingControl:
 
     def set_incident(self, on: bool, operator: str, reason: str) -> None:
         self.calls.append(("incident", on, operator, reason, self._accepted()))
+        self.mode = ev.GateMode.INCIDENT if on else ev.GateMode.NORMAL
 
 
 @dataclass
@@ -504,6 +506,36 @@ async def test_incident_commands_are_logged_then_carried_out(env: Env) -> None:
         ("incident-on", None),
         ("incident-off", None),
     ]
+    changes = env.events("mode.changed")
+    assert [e for _, e in changes] == [
+        ev.ModeChanged(
+            mode=ev.GateMode.INCIDENT,
+            previous=ev.GateMode.NORMAL,
+            source=ev.ModeSource.CENTRAL,
+            operator=f"central:{on.operator}",
+            reason=on.reason,
+            command_id=on.id,
+        ),
+        ev.ModeChanged(
+            mode=ev.GateMode.NORMAL,
+            previous=ev.GateMode.INCIDENT,
+            source=ev.ModeSource.CENTRAL,
+            operator=f"central:{off.operator}",
+            reason=off.reason,
+            command_id=off.id,
+        ),
+    ]
+    # Logged after the command's acceptance and before the lanes were told (log-then-act).
+    (on_accepted, _), (off_accepted, _) = env.events("command.accepted")
+    assert on_accepted < changes[0][0] < off_accepted < changes[1][0]
+
+
+async def test_a_repeated_incident_command_changes_no_mode(env: Env) -> None:
+    for _ in range(2):
+        _, payload = command(env.central, "incident-on", env.clock.wall_ns())
+        assert (await env.downlink.receive_command(payload)).code == "done"
+    assert [c[:2] for c in env.control.calls] == [("incident", True), ("incident", True)]
+    assert len(env.events("mode.changed")) == 1
 
 
 async def test_command_for_an_unknown_lane_fails_logged(env: Env) -> None:
@@ -640,6 +672,9 @@ async def test_lanes_control_drives_lane_runners() -> None:
     ]
     assert lanes["out-1"].manual_actions == []
     assert lanes["in-1"].incidents == lanes["out-1"].incidents == [True]
+    during = control.mode
+    control.set_incident(False, "central:li", "all clear")
+    assert (during, control.mode) == (ev.GateMode.INCIDENT, ev.GateMode.NORMAL)
 
 
 # ------------------------------------------------------------------------------ revoked admissions

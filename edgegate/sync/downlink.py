@@ -72,7 +72,10 @@ from edgegate.core.events import (
     CommandRefused,
     Event,
     EventDecodeError,
+    GateMode,
     ManualActionKind,
+    ModeChanged,
+    ModeSource,
     RevokedCredentialAdmission,
     SnapshotRequested,
     VehiclePassed,
@@ -114,6 +117,11 @@ _REPORTED = RevokedCredentialAdmission.TYPE
 class GateControl(Protocol):
     """What central commands act on; implemented by the daemon (see ``LanesControl``)."""
 
+    @property
+    def mode(self) -> GateMode:
+        """The gate's mode now (incident while incident mode is on)."""
+        ...
+
     def open_lane(self, lane_id: str, operator: str, reason: str) -> None:
         """Open and hold ``lane_id``; ``KeyError`` (or ``ValueError``) for an unknown lane."""
         ...
@@ -135,6 +143,11 @@ class LanesControl:
 
     def __init__(self, lanes: Mapping[str, _LaneLike]) -> None:
         self._lanes = lanes
+        self._mode = GateMode.NORMAL
+
+    @property
+    def mode(self) -> GateMode:
+        return self._mode
 
     def open_lane(self, lane_id: str, operator: str, reason: str) -> None:
         runner = self._lanes.get(lane_id)
@@ -146,6 +159,7 @@ class LanesControl:
     def set_incident(self, on: bool, operator: str, reason: str) -> None:
         for runner in self._lanes.values():
             runner.incident(on)
+        self._mode = GateMode.INCIDENT if on else GateMode.NORMAL
 
 
 SnapshotRequester = Callable[[SnapshotRequest], Awaitable[None]]
@@ -449,8 +463,33 @@ class Downlink:
         log.info("command_accepted", seq=seq, command_id=command.id, action=command.action)
         return await self._carry_out(command)
 
+    async def _log_mode_change(self, command: SignedCommand, operator: str) -> None:
+        """Log-then-act for incident mode: ``mode.changed`` is durable before any lane is
+        told (a repeated command for the mode the gate is in changes no mode)."""
+        target = GateMode.INCIDENT if command.action == "incident-on" else GateMode.NORMAL
+        previous = self.control.mode
+        if target is previous:
+            return
+        try:
+            seq = await self.event_log.append(
+                ModeChanged(
+                    mode=target,
+                    previous=previous,
+                    source=ModeSource.CENTRAL,
+                    operator=operator,
+                    reason=command.reason,
+                    command_id=command.id,
+                )
+            )
+        except LogError:
+            log.error("mode_change_not_logged", command_id=command.id, mode=target.value)
+            raise
+        log.info("mode_changed", seq=seq, mode=target.value, previous=previous.value)
+
     async def _carry_out(self, command: SignedCommand) -> CommandOutcome:
         operator = f"central:{command.operator}"
+        if command.action != "open-lane":
+            await self._log_mode_change(command, operator)
         try:
             if command.action == "open-lane":
                 assert command.lane is not None
