@@ -373,3 +373,15 @@ async def test_committed_events_reach_the_database_file_while_the_log_is_open(
         assert path.stat().st_size > before + 100_000
         with LogReader(path) as reader:
             assert reader.head()[0] == 3_000
+
+
+async def test_reader_finds_the_newest_event_of_a_type(event_log: EventLog) -> None:
+    await event_log.append(_loop_event(0))
+    await event_log.append(ev.DeviceRecovered(device="plc-1", down_ms=10))
+    last_loop = await event_log.append(_loop_event(1))
+    await event_log.append(ev.DeviceRecovered(device="plc-2", down_ms=20))
+    with LogReader(event_log.path) as reader:
+        found = reader.last("loop.changed")
+        assert found is not None and found.seq == last_loop
+        assert found.event() == _loop_event(1)
+        assert reader.last("mode.changed") is None

@@ -35,10 +35,13 @@ from edgegate.core.events import (
     DeviceRecovered,
     Event,
     FrameRejected,
+    GateMode,
     Loop,
     LoopChanged,
     ManualAction,
     ManualActionKind,
+    ModeChanged,
+    ModeSource,
     PlateRead,
     StopReason,
     VehicleBackedOut,
@@ -752,6 +755,41 @@ async def test_incident_hold_opens_and_automatic_closing_never_overrides(tmp_pat
         await trail.wait(CLOSE)
         await wait_position(plc, 0.0)
         await wait_until(lambda: runner.state is LaneState.IDLE, "lane idle")
+
+
+def _mode_changed(mode: GateMode, previous: GateMode) -> ModeChanged:
+    return ModeChanged(
+        mode=mode,
+        previous=previous,
+        source=ModeSource.CENTRAL,
+        operator="central:duty-officer-li",
+        reason="chlorine leak at unit 4",
+        command_id="cmd-1",
+    )
+
+
+@pytest.mark.parametrize("lifted", [False, True])
+async def test_incident_mode_survives_a_restart(tmp_path: Path, lifted: bool) -> None:
+    """The log's last mode.changed says incident: the restarted gate holds its lanes open
+    again (an evacuation goes on); once lifted, a restart leaves them closed."""
+    config = one_lane_config(tmp_path, "exit")
+    async with await EventLog.open(config.log_file, gate_id=config.gate.id) as event_log:
+        await event_log.append(_mode_changed(GateMode.INCIDENT, GateMode.NORMAL))
+        if lifted:
+            await event_log.append(_mode_changed(GateMode.NORMAL, GateMode.INCIDENT))
+    async with RunningGate(config) as g:
+        runner = g.gate.lanes["l1"]
+        if lifted:
+            await asyncio.sleep(0.5)
+            assert g.log.of(BarrierCommanded) == []
+            assert g.plc().position == 0.0
+            assert g.gate.mode is GateMode.NORMAL
+            return
+        held = await g.log.wait_for(BarrierCommanded, lane="l1", where=is_open)
+        assert held.event.reason == "incident"
+        await wait_position(g.plc(), 1.0)
+        assert runner.state is LaneState.HELD_OPEN
+        assert g.gate.mode is GateMode.INCIDENT
 
 
 async def test_manual_open_is_held_until_released(tmp_path: Path) -> None:

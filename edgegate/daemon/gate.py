@@ -45,6 +45,8 @@ from edgegate.core.events import (
     DaemonStopped,
     DeviceFault,
     DeviceRecovered,
+    GateMode,
+    ModeChanged,
     OverstayDetected,
     StopReason,
     VehiclePassed,
@@ -123,6 +125,7 @@ class Gate:
     downlink: Downlink | None = None
     pull_api: PullApiServer | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    mode: GateMode = GateMode.NORMAL  # as the log's last mode.changed left it
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
         config = self.config
@@ -132,6 +135,7 @@ class Gate:
             self.event_log = elog
             self.allowlist = await AllowListService.open(elog)
             await asyncio.to_thread(self._rebuild_presence, path)
+            self.mode = await asyncio.to_thread(_last_mode, path)
             await elog.append(
                 DaemonStarted(
                     software_version=__version__,
@@ -143,6 +147,11 @@ class Gate:
             try:
                 await self._start_simulators()
                 self._build(elog, self.allowlist)
+                if self.mode is GateMode.INCIDENT:
+                    # A restart during an evacuation must not close the lanes it held open.
+                    log.warning("incident_mode_restored", lanes=sorted(self.lanes))
+                    for runner in self.lanes.values():
+                        runner.incident(True)
                 await self._start_sync(elog, self.allowlist)
                 # What start-up built (allow-list index, profiles, modules) lives as long as
                 # the daemon: keep it out of the collector's full passes, which otherwise
@@ -212,7 +221,7 @@ class Gate:
                 central_key,
                 allowlist,
                 elog,
-                LanesControl(self.lanes),
+                LanesControl(self.lanes, self.mode),
                 self.clock,
                 request_snapshot,
             )
@@ -434,3 +443,14 @@ class Gate:
 
 
 __all__ = ["DeviceRecovered", "Gate", "lane_timings"]
+
+
+def _last_mode(path: Path) -> GateMode:
+    """The mode the log's last ``mode.changed`` left the gate in (normal when none)."""
+    with LogReader(path) as reader:
+        stored = reader.last(ModeChanged.TYPE)
+    if stored is None:
+        return GateMode.NORMAL
+    event = stored.event()
+    assert isinstance(event, ModeChanged)
+    return event.mode

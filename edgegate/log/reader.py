@@ -114,6 +114,15 @@ class LogReader:
         ).fetchall()
         return [StoredEvent(*r) for r in rows]
 
+    def last(self, type_name: str) -> StoredEvent | None:
+        """The newest event of ``type_name``, or None (scans back from the head: there is no
+        index on type, so a type never logged costs a scan of the whole log)."""
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE type = ? ORDER BY seq DESC LIMIT 1",
+            (type_name,),
+        ).fetchone()
+        return None if row is None else StoredEvent(*row)
+
     def tail(self, n: int) -> list[StoredEvent]:
         rows = self._conn.execute(
             f"SELECT {_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?",

@@ -141,9 +141,9 @@ class LanesControl:
     """``GateControl`` over the daemon's lane runners (``Gate.lanes``): opening a lane is a
     manual OPEN (held until a guard releases it); incident mode goes to every lane."""
 
-    def __init__(self, lanes: Mapping[str, _LaneLike]) -> None:
+    def __init__(self, lanes: Mapping[str, _LaneLike], mode: GateMode = GateMode.NORMAL) -> None:
         self._lanes = lanes
-        self._mode = GateMode.NORMAL
+        self._mode = mode
 
     @property
     def mode(self) -> GateMode:
