@@ -393,17 +393,14 @@ async def test_forged_allowlist_is_refused_and_logged(
         assert "does not verify" in refused.message
 
 
-@pytest.mark.parametrize(
-    "what", ["older-snapshot", "same-version-snapshot", "older-delta", "replayed-delta"]
-)
+@pytest.mark.parametrize("what", ["older-snapshot", "same-version-snapshot", "older-delta"])
 async def test_older_publication_is_refused_as_stale(env: Env, what: str) -> None:
-    first = await _at_version_3(env)
+    await _at_version_3(env)
     now = env.clock.wall_ns()
     payload = {
         "older-snapshot": snapshot(env.central, 2, [], now),
         "same-version-snapshot": snapshot(env.central, 3, [], now),
         "older-delta": delta(env.central, 1, 2, now, removals=((CredentialKind.PERMIT, "P1"),)),
-        "replayed-delta": first,
     }[what]
     outcome = await env.downlink.receive_allowlist(payload)
 
@@ -412,6 +409,20 @@ async def test_older_publication_is_refused_as_stale(env: Env, what: str) -> Non
     assert "not newer than this gate's version 3" in refused.message
     assert refused.version in (2, 3)
     assert env.service.view.get(CredentialKind.PERMIT, "P1") is not None  # nothing removed
+
+
+async def test_a_publication_delivered_again_is_no_news(env: Env) -> None:
+    """The broker hands the retained snapshot over again at every reconnect: the one already
+    applied, or a stale one already refused, is not refused (nor logged) once more."""
+    applied = await _at_version_3(env)
+    for _ in range(3):
+        assert (await env.downlink.receive_allowlist(applied)).code == "redelivered"
+    assert env.events("allowlist.refused") == []
+    stale = snapshot(env.central, 2, [], env.clock.wall_ns())
+    codes = [(await env.downlink.receive_allowlist(stale)).code for _ in range(3)]
+    assert codes == ["stale", "redelivered", "redelivered"]
+    assert len(env.events("allowlist.refused")) == 1
+    assert len(env.events("allowlist.updated")) == 1 and env.service.view.version == 3
 
 
 async def test_delta_with_version_gap_asks_for_a_snapshot(env: Env) -> None:

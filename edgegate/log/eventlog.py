@@ -371,7 +371,9 @@ class EventLog:
         failing = False
         stop = self._checkpoints_stop
         try:
-            while True:
+            # ``stop`` is checked after every checkpoint: ``aclose`` sets ``due`` too, and a
+            # ``due.clear()`` racing with it must not leave this thread waiting forever.
+            while not stop.is_set():
                 due.wait()
                 if stop.wait(_CHECKPOINT_PAUSE):  # let commits gather: one checkpoint for many
                     return

@@ -167,9 +167,11 @@ SnapshotRequester = Callable[[SnapshotRequest], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class AllowListOutcome:
-    """What ``on_allowlist`` did: ``applied`` (with the update) or refused with ``code``."""
+    """What ``on_allowlist`` did: ``applied`` (with the update), ``redelivered`` (the very
+    publication last applied or refused as stale, again: nothing logged), or refused with
+    ``code``."""
 
-    code: str  # "applied" or the refusal code
+    code: str  # "applied", "redelivered" or the refusal code
     update: UpdateResult | None = None
     reported: int = 0  # admission.revoked-credential events appended
 
@@ -219,6 +221,9 @@ class Downlink:
         self.request_snapshot = request_snapshot
         self.guard = guard if guard is not None else CommandGuard()
         self._allowlist_lock = asyncio.Lock()
+        # SHA-256 of the last publication applied or refused as stale: the broker delivers
+        # the retained snapshot again at every reconnect, and it is no news the second time.
+        self._last_publication: bytes | None = None
         self._command_lock = asyncio.Lock()
         self._last_request: tuple[int, int] | None = None  # (have_version, mono_ns)
 
@@ -265,6 +270,11 @@ class Downlink:
         opened = (pub, key)
         disposition = pub.disposition(current)
         if disposition == "stale":
+            digest = await _sha256(payload)
+            if digest == self._last_publication:
+                log.info("allowlist_redelivered", kind=pub.kind, version=pub.version)
+                return AllowListOutcome("redelivered")
+            self._last_publication = digest
             what = f"{pub.kind} version {pub.version}"
             return await self._refuse_list(
                 payload,
@@ -311,6 +321,7 @@ class Downlink:
         if pub.version != current + 1:
             revoked_after = old_updated_at or ns_to_datetime(0)
         reported = await self._report_revoked(pub, revoked_after)
+        self._last_publication = await _sha256(payload)
         return AllowListOutcome("applied", update, reported)
 
     async def _refuse_list(
@@ -324,10 +335,7 @@ class Downlink:
         """Log the refusal of a publication (``opened``: it and its key id, once verified)."""
         pub = None if opened is None else opened[0]
         key_id = _claimed(payload).get("key_id") if opened is None else opened[1]
-        if len(payload) < 1 << 20:
-            digest = hashlib.sha256(payload).hexdigest()
-        else:
-            digest = await asyncio.to_thread(lambda: hashlib.sha256(payload).hexdigest())
+        digest = (await _sha256(payload)).hex()
         event = AllowListRefused(
             code=code,
             message=message,
@@ -700,3 +708,10 @@ def _revocation(view: AllowList, admission: _Admission, gate_id: str) -> tuple[s
     if gates and gate_id not in gates:
         return "gate-withdrawn", f"valid at {', '.join(sorted(gates))}"
     return None
+
+
+async def _sha256(payload: bytes) -> bytes:
+    """SHA-256 of a publication; off the event loop when it is large (a full snapshot)."""
+    if len(payload) < 1 << 20:
+        return hashlib.sha256(payload).digest()
+    return await asyncio.to_thread(lambda: hashlib.sha256(payload).digest())
