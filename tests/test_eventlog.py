@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -385,3 +388,43 @@ async def test_reader_finds_the_newest_event_of_a_type(event_log: EventLog) -> N
         assert found is not None and found.seq == last_loop
         assert found.event() == _loop_event(1)
         assert reader.last("mode.changed") is None
+
+
+class _CloseWhileClearing(threading.Event):
+    """The checkpointer's wake-up event, clearing only once ``aclose`` has set it and the
+    stop flag: the interleaving in which a close used to be lost."""
+
+    def __init__(self, log: EventLog, clearing: threading.Event) -> None:
+        super().__init__()
+        self._log = log
+        self._clearing = clearing
+
+    def clear(self) -> None:
+        self._clearing.set()
+        stop = self._log._checkpoints_stop
+        if stop.wait(timeout=5):
+            while not self.is_set():  # aclose sets the wake-up right after the stop flag
+                time.sleep(0.001)
+        super().clear()
+
+
+class _RacyLog(EventLog):
+    clearing: threading.Event
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clearing = threading.Event()
+        self._checkpoint_due = _CloseWhileClearing(self, self.clearing)
+
+
+async def test_close_stops_a_checkpointer_clearing_its_wake_up_meanwhile(
+    tmp_path: Path,
+) -> None:
+    log = await _RacyLog.open(tmp_path / "gate.db", gate_id="g")
+    assert isinstance(log, _RacyLog)
+    await log.append(_loop_event(0))
+    await asyncio.to_thread(log.clearing.wait, 5)  # the checkpointer is about to clear
+    try:
+        await asyncio.wait_for(log.aclose(), timeout=5)
+    finally:
+        log._checkpoint_due.set()  # lets a lost checkpointer end, so a failure cannot hang
