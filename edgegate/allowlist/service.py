@@ -11,9 +11,10 @@ import asyncio
 import functools
 import hashlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from edgegate.allowlist import store
 from edgegate.core.allowlist import AllowList
@@ -24,6 +25,8 @@ from edgegate.log.eventlog import connect
 from edgegate.observability import get_logger
 
 log = get_logger("allowlist")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +41,14 @@ class UpdateResult:
 
 def load_from_file(path: str) -> AllowList:
     """The allow-list stored in a gate's log file (read-only; safe beside a running daemon)."""
+    return _read(path, store.load)
+
+
+def _read(path: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn`` on a read-only connection to the log file at ``path``."""
     conn = connect(path, readonly=True)
     try:
-        return store.load(conn)
+        return fn(conn)
     finally:
         conn.close()
 
@@ -51,11 +59,7 @@ lane's next event) for tens of milliseconds, not seconds for the whole list."""
 
 
 def _consumed_in_file(path: str) -> set[str]:
-    conn = connect(path, readonly=True)
-    try:
-        return store.consumed_appointments(conn)
-    finally:
-        conn.close()
+    return _read(path, store.consumed_appointments)
 
 
 class AllowListService:

@@ -177,22 +177,13 @@ def write_snapshot(
         raise AllowListError(problems)
     if not isinstance(entries, PreparedSnapshot):
         entries = prepare_snapshot(entries)
-    consumed = {
-        id_
-        for id_, data in conn.execute(
-            "SELECT id, data FROM allowlist_entry WHERE kind = ?", (_APPOINTMENT,)
-        )
-        if _is_consumed(data)
-    }
+    consumed = consumed_appointments(conn)
     rows = entries.rows
     if consumed:
         rows = [
             _still_consumed(r) if r[0] == _APPOINTMENT and r[1] in consumed else r for r in rows
         ]
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(row[3])
-    state = AllowListState(version, updated_at, source, digest.digest())
+    state = AllowListState(version, updated_at, source, rows_hash(rows))
     with _savepoint(conn):
         conn.execute("DELETE FROM allowlist_entry")
         conn.executemany(

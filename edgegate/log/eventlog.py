@@ -486,7 +486,7 @@ class EventLog:
                     try:
                         for n, event in enumerate(item.build(first)):
                             cls = type(event)
-                            wall, mono = self._clock.wall_ns(), self._clock.mono_ns()
+                            wall, mono = self._wall_ns(), self._mono_ns()
                             data = encode(event)
                             header = (gate, first + n, wall, mono, boot, cls.TYPE, event.lane)
                             digest = bytearray(

@@ -282,6 +282,7 @@ class Downlink:
                 f"{what} is not newer than this gate's version {current}",
                 current,
                 opened,
+                digest,
             )
         if disposition == "gap":
             message = f"delta {pub.base_version}->{pub.version} does not apply on version {current}"
@@ -331,11 +332,14 @@ class Downlink:
         message: str,
         current: int,
         opened: tuple[AllowListPublication, str] | None = None,
+        digest: bytes | None = None,
     ) -> AllowListOutcome:
-        """Log the refusal of a publication (``opened``: it and its key id, once verified)."""
+        """Log the refusal of a publication (``opened``: it and its key id, once verified;
+        ``digest``: its SHA-256 if already computed)."""
         pub = None if opened is None else opened[0]
         key_id = _claimed(payload).get("key_id") if opened is None else opened[1]
-        digest = (await _sha256(payload)).hex()
+        if digest is None:
+            digest = await _sha256(payload)
         event = AllowListRefused(
             code=code,
             message=message,
@@ -346,7 +350,7 @@ class Downlink:
             issued_at=None if pub is None else ns_to_datetime(pub.issued_at_ns),
             key_id=key_id,
             payload_size=len(payload),
-            payload_sha256=digest,
+            payload_sha256=digest.hex(),
         )
         seq = await self.event_log.append(event)
         log.warning("allowlist_refused", seq=seq, code=code, error=message)
