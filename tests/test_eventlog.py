@@ -295,6 +295,17 @@ async def test_flipped_payload_byte_is_caught_at_its_seq(tmp_path: Path) -> None
     assert report.missing_triggers == ("events_no_update", "events_no_delete")
 
 
+async def test_a_payload_edited_into_text_is_caught_at_its_seq(tmp_path: Path) -> None:
+    """``||`` makes text of the bytes it splices; verify still names the seq."""
+    path = await _filled(tmp_path)
+    _tamper(path, "UPDATE events SET data = X'00' || substr(data, 2) WHERE seq = 6")
+    with LogReader(path) as reader:
+        report = reader.verify()
+        assert reader.read(after=5, limit=1)[0].seq == 6
+    assert report.fault is not None and report.fault.seq == 6
+    assert "hash does not match" in report.fault.problem
+
+
 async def test_deleted_row_is_caught_as_a_gap(tmp_path: Path) -> None:
     path = await _filled(tmp_path)
     _tamper(path, "DELETE FROM events WHERE seq = 4")

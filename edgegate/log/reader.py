@@ -14,7 +14,12 @@ from edgegate.core.events import Event, decode
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
 from edgegate.log.eventlog import LogError, connect, read_head
 
-_COLUMNS = "seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash, hash"
+# Blobs cast: a row edited behind the log's back may hold text there (e.g. bytes spliced with
+# ``||``), which sqlite3 would fail to decode as UTF-8 instead of letting verify name the seq.
+_COLUMNS = (
+    "seq, wall_ns, mono_ns, boot_id, type, lane, version,"
+    " CAST(data AS BLOB), CAST(prev_hash AS BLOB), CAST(hash AS BLOB)"
+)
 _REQUIRED_TRIGGERS = ("events_no_update", "events_no_delete")
 
 
