@@ -362,14 +362,30 @@ def test_multi_row_inserts_store_every_row_once_in_order(tmp_path: Path, count: 
     conn.close()
 
 
-async def test_one_large_batch_is_stored_whole(tmp_path: Path) -> None:
-    # More than two of the largest statements' worth in one batch (max_batch above 2 x 2048).
+async def test_many_queued_events_are_stored_once_in_order(tmp_path: Path) -> None:
+    # Plain events go in statements of at most 2,048 rows: 5,000 queued take several commits.
     async with await EventLog.open(tmp_path / "big.db", gate_id="g", max_batch=10_000) as log:
         seqs = await asyncio.gather(*(log.submit(_loop_event(i)) for i in range(5_000)))
     assert seqs == list(range(1, 5_001))
     with LogReader(tmp_path / "big.db") as reader:
         report = reader.verify()
+        assert [e.event() for e in reader.read(after=4_997, limit=10)] == [
+            _loop_event(4_997),
+            _loop_event(4_998),
+            _loop_event(4_999),
+        ]
     assert report.ok and report.events == 5_000
+
+
+async def test_one_large_group_is_stored_whole(tmp_path: Path) -> None:
+    # More than two of the largest statements' worth in one transaction.
+    async with await EventLog.open(tmp_path / "big.db", gate_id="g") as log:
+        await log.append(_loop_event(0))
+        seqs = await log.append_group(lambda first: [_loop_event(i) for i in range(5_000)])
+    assert seqs == list(range(2, 5_002))
+    with LogReader(tmp_path / "big.db") as reader:
+        report = reader.verify()
+    assert report.ok and report.events == 5_001
 
 
 async def test_committed_events_reach_the_database_file_while_the_log_is_open(
