@@ -455,3 +455,31 @@ async def test_close_stops_a_checkpointer_clearing_its_wake_up_meanwhile(
         await asyncio.wait_for(log.aclose(), timeout=5)
     finally:
         log._checkpoint_due.set()  # lets a lost checkpointer end, so a failure cannot hang
+
+
+async def test_batches_are_capped_by_max_batch(tmp_path: Path) -> None:
+    committed: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(_conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(10)
+
+    async with await EventLog.open(tmp_path / "g.db", gate_id="g", max_batch=3) as log:
+        original = log._commit
+
+        def spy(batch: list[object]) -> None:
+            committed.append(len(batch))
+            original(batch)
+
+        log._commit = spy  # type: ignore[method-assign]
+        held = asyncio.ensure_future(log.run_in_writer(hold))
+        await asyncio.to_thread(entered.wait, 10)
+        futures = [log.submit(_loop_event(i)) for i in range(10)]  # queued behind the job
+        release.set()
+        await held
+        assert await asyncio.gather(*futures) == list(range(1, 11))
+    # The job alone, then power-of-two counts within the cap: 3 becomes 2.
+    assert committed == [1, 2, 2, 2, 2, 2]
+    with pytest.raises(ValueError, match="max_batch"):
+        await EventLog.open(tmp_path / "h.db", gate_id="g", max_batch=0)

@@ -211,9 +211,15 @@ class EventLog:
         *,
         gate_id: str,
         clock: Clock | None = None,
-        max_batch: int = 4096,
+        max_batch: int = 2048,
     ) -> EventLog:
-        """Open (creating and migrating if needed) the log at ``path`` and start its writer."""
+        """Open (creating and migrating if needed) the log at ``path`` and start its writer.
+
+        ``max_batch`` caps the items committed together (also capped by what one statement
+        of this SQLite can bind).
+        """
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if clock is None:
             from edgegate.clock import SystemClock
 
