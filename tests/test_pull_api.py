@@ -629,16 +629,20 @@ async def test_pull_over_https_verifies_the_gate_certificate(
         assert report.stored == gate_log.head[0]
 
 
+@pytest.mark.parametrize("edit", ["flipped byte", "spliced into text"])
 async def test_a_tampered_row_is_dead_lettered_and_reported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
 ) -> None:
     log_path = tmp_path / "gate.db"
     await _closed_log(log_path, 12)
-    conn = sqlite3.connect(log_path)
-    data = bytearray(conn.execute("SELECT data FROM events WHERE seq = 6").fetchone()[0])
-    conn.close()
-    data[len(data) // 2] ^= 0x01
-    _tamper(log_path, "UPDATE events SET data = ? WHERE seq = 6", bytes(data))
+    if edit == "flipped byte":
+        conn = sqlite3.connect(log_path)
+        data = bytearray(conn.execute("SELECT data FROM events WHERE seq = 6").fetchone()[0])
+        conn.close()
+        data[len(data) // 2] ^= 0x01
+        _tamper(log_path, "UPDATE events SET data = ? WHERE seq = 6", bytes(data))
+    else:  # ``||`` stores text: the gate still serves the bytes, central names the seq
+        _tamper(log_path, "UPDATE events SET data = X'00' || substr(data, 2) WHERE seq = 6")
     db = tmp_path / "central.db"
     async with PullApiServer(log_path, GATE, HOST, 0, TOKEN) as srv:
         code = await asyncio.to_thread(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +40,7 @@ from edgegate.sync.protocol import (
     parse_topic,
 )
 from edgegate.sync.uplink import Uplink, UplinkNotConnected, UplinkOptions, backoff_delay
-from tests.gate_harness import RunningGate, gate_toml, lane, sim_plc, sim_reader
+from tests.gate_harness import RunningGate, gate_toml, lane, sim_plc, sim_reader, wait_until
 from tests.services.mosquitto import Broker, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -263,6 +264,28 @@ async def test_backlog_is_delivered_exactly_once(
     assert (status.state, status.head_seq) == ("online", head)
     after = await retained_status(mosquitto_broker)
     assert (after.state, after.head_seq, after.synced_seq) == ("offline", head, head)
+
+
+async def test_a_row_edited_into_text_reaches_central_as_bytes_and_is_named(
+    mosquitto_broker: Broker, gate_log: EventLog, tmp_path: Path
+) -> None:
+    """``||`` stores text; the uplink still sends the bytes and central's hash check names the
+    seq (not a malformed batch refused whole)."""
+    await append_events(gate_log, 12)
+    conn = sqlite3.connect(gate_log.path)
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("UPDATE events SET data = X'00' || substr(data, 2) WHERE seq = 6")
+    conn.commit()
+    conn.close()
+    async with (
+        central_sink(mosquitto_broker, tmp_path) as sink,
+        Uplink(gate_log, options(mosquitto_broker)),
+    ):
+        await wait_until(lambda: sink.counters.dead_letters > 0, "dead-lettered", WAIT)
+        count, central_head, fault = await central_state(sink)
+        dead = await sink.store.run(lambda s: s.dead_letters(GATE))
+    assert (count, central_head, fault) == (5, 5, None)
+    assert "seq 6" in dead[0].reason and "hash does not match" in dead[0].reason
 
 
 async def test_a_restarted_uplink_resumes_from_its_stored_cursor(

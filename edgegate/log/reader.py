@@ -16,10 +16,12 @@ from edgegate.log.eventlog import LogError, connect, read_head
 
 # Blobs cast: a row edited behind the log's back may hold text there (e.g. bytes spliced with
 # ``||``), which sqlite3 would fail to decode as UTF-8 instead of letting verify name the seq.
-_COLUMNS = (
+ROW_COLUMNS = (
     "seq, wall_ns, mono_ns, boot_id, type, lane, version,"
     " CAST(data AS BLOB), CAST(prev_hash AS BLOB), CAST(hash AS BLOB)"
 )
+"""The columns of a stored row in ``Row`` order. Blobs are cast: a payload edited with ``||``
+is stored as text, and must still reach the hash check as the bytes it now holds."""
 _REQUIRED_TRIGGERS = ("events_no_update", "events_no_delete")
 
 
@@ -114,7 +116,7 @@ class LogReader:
     def read(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         """Events with ``seq > after`` in order, at most ``limit``."""
         rows = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         ).fetchall()
         return [StoredEvent(*r) for r in rows]
@@ -123,14 +125,14 @@ class LogReader:
         """The newest event of ``type_name``, or None (scans back from the head: there is no
         index on type, so a type never logged costs a scan of the whole log)."""
         row = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE type = ? ORDER BY seq DESC LIMIT 1",
+            f"SELECT {ROW_COLUMNS} FROM events WHERE type = ? ORDER BY seq DESC LIMIT 1",
             (type_name,),
         ).fetchone()
         return None if row is None else StoredEvent(*row)
 
     def tail(self, n: int) -> list[StoredEvent]:
         rows = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?",
+            f"SELECT {ROW_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?",
             (n,),
         ).fetchall()
         return [StoredEvent(*r) for r in reversed(rows)]
@@ -138,7 +140,7 @@ class LogReader:
     def iter_rows(self, after: int = 0, batch: int = 10_000) -> Iterator[list[Row]]:
         """Raw rows in seq order, in lists of up to ``batch``."""
         cur = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq",
+            f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? ORDER BY seq",
             (after,),
         )
         while True:

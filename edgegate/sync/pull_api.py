@@ -53,6 +53,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from edgegate.log.chain import Row
 from edgegate.log.eventlog import GateMismatchError, LogError, connect, read_head
+from edgegate.log.reader import ROW_COLUMNS
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import (
     INT64_MAX,
@@ -79,7 +80,6 @@ HEAD_HEADER = "X-Edgegate-Head"
 
 _EVENT_OFFERS = (MSGPACK, MSGPACK_ALT, NDJSON)
 _HEAD_OFFERS = (JSON,)
-_COLUMNS = "seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash, hash"
 _ROW_OVERHEAD = 120  # bytes an event costs in a page besides its data (envelope, hashes)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
 _TCHAR_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -429,7 +429,7 @@ class PullApiServer:
         try:
             head_seq, head_hash = read_head(conn)
             cur = conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, limit),
             )
             rows: list[Row] = []

@@ -68,6 +68,7 @@ from paho.mqtt.properties import Properties
 
 from edgegate.core.clock import Clock
 from edgegate.log.eventlog import EventLog, LogClosedError, connect
+from edgegate.log.reader import ROW_COLUMNS
 from edgegate.observability import get_logger
 from edgegate.sync.cursor import CursorError, read_cursor, write_cursor
 from edgegate.sync.mqtt_sockets import close_leaked_sockets
@@ -92,10 +93,8 @@ Handler = Callable[[bytes], Awaitable[None]]
 """A downlink topic's handler: gets each message's payload, in arrival order."""
 ConnectHook = Callable[[], Awaitable[None]]
 
-_SELECT: Final = (
-    "SELECT seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash, hash "
-    "FROM events WHERE seq >= ? ORDER BY seq LIMIT ?"
-)
+# Blobs cast (ROW_COLUMNS): a row edited into text is sent as bytes, and central names its seq.
+_SELECT: Final = f"SELECT {ROW_COLUMNS} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?"
 # Encoded size of an event beyond its data, boot id, type and lane: seq, times, version,
 # two hashes and msgpack headers (about 100 bytes); used only to cut an oversized batch.
 _EVENT_OVERHEAD: Final = 112
