@@ -153,16 +153,20 @@ async def test_every_event_reaches_central_once_through_broker_and_sink_crashes(
 
             async def produce() -> None:
                 # Bursts of appends with pauses, so crashes land at busy and quiet moments.
-                # At least EVENTS, and on until the last crash is over.
+                # At least EVENTS, and on until a burst begun after the last crash is over
+                # (one begun before it may have been committed whole before the kill).
                 in_flight: deque[asyncio.Future[int]] = deque()
                 i = 0
-                while i < EVENTS or not chaos_done.is_set():
+                while True:
+                    crashes_over = chaos_done.is_set()
                     burst = rng.randint(100, 3000)
                     for _ in range(burst):
                         if len(in_flight) >= 256:
                             await in_flight.popleft()
                         in_flight.append(log.submit(_event(i)))
                         i += 1
+                    if crashes_over and i >= EVENTS:
+                        break
                     # About 10,000 events/s: the appending outlasts the crashes below.
                     await asyncio.sleep(rng.uniform(0.05, 0.25))
                 for fut in in_flight:
