@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -124,6 +127,62 @@ def test_codec_round_trips_exactly(credential: Credential) -> None:
     assert type(decoded) is type(credential)
     assert codec.encode(decoded) == data  # canonical
     assert codec.kind_and_id(data) == (credential.kind.value, credential.id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Point:
+    x: int
+    y: str = "b"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Point3(_Point):  # slots of its own beside its base's: another layout
+    z: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plain:
+    x: int
+    y: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Checked:
+    x: int
+    y: str
+
+    def __post_init__(self) -> None:
+        if self.x < 0:
+            raise ValueError("x < 0")
+
+
+@pytest.mark.parametrize(
+    ("cls", "values"),
+    [(_Point, (1, "a")), (_Point3, (1, "a", 2.5)), (_Plain, (1, "a")), (_Checked, (1, "a"))],
+)
+def test_positional_constructor_builds_the_frozen_instance_init_would(
+    cls: type[Any], values: tuple[Any, ...]
+) -> None:
+    built = codec.positional_constructor(cls)(*values)
+    expected = cls(*values)
+    assert type(built) is cls
+    assert built == expected and hash(built) == hash(expected) and repr(built) == repr(expected)
+    assert copy.deepcopy(built) == expected and dataclasses.astuple(built) == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.x = 5
+
+
+def test_positional_constructor_keeps_post_init_checks() -> None:
+    with pytest.raises(ValueError, match="x < 0"):
+        codec.positional_constructor(_Checked)(-1, "a")
+
+
+@pytest.mark.parametrize("credential", [reg(), permit(), appt(), black()])
+def test_decoded_credentials_are_their_classes_and_stay_frozen(credential: Credential) -> None:
+    decoded = codec.decode(codec.encode(credential))
+    assert type(decoded) is type(credential) and decoded == credential
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.plate = "X"  # type: ignore[misc]
 
 
 def test_codec_is_compact_and_canonical() -> None:
