@@ -66,15 +66,18 @@ def _opt_ts(value: datetime | None, field: str) -> int | None:
     return None if value is None else _ts(value, field)
 
 
-# Decoding runs on every lookup at the lane: dict lookups instead of Enum() calls and a
-# cache of instants (lists share few distinct ones: whole days, window starts) keep it fast.
+# Decoding runs on every lookup at the lane: dict lookups instead of Enum() calls, a cache of
+# instants (lists share few distinct ones: whole days, window starts) and one of gate sets
+# keep it fast; fields are unpacked as tuples (cheaper than lists, and gate sets' keys).
 _COLOURS = {m.value: m for m in PlateColour}
 _CATEGORIES = {m.value: m for m in VehicleCategory}
 _HOLDERS = {m.value: m for m in HolderType}
 _REASONS = {m.value: m for m in BlacklistReason}
 _INSTANTS: dict[int, datetime] = {}
 _NO_GATES: frozenset[str] = frozenset()
+_GATE_SETS: dict[tuple[str, ...], frozenset[str]] = {}
 _MAX_CACHED_INSTANTS = 1 << 16
+_MAX_CACHED_GATE_SETS = 1 << 12
 
 
 def positional_constructor(cls: type[_T]) -> Callable[..., _T]:
@@ -131,6 +134,15 @@ _registration = positional_constructor(Registration)
 _permit = positional_constructor(TemporaryPermit)
 _appointment = positional_constructor(Appointment)
 _blacklist = positional_constructor(BlacklistEntry)
+
+
+def _gate_set(gates: tuple[str, ...]) -> frozenset[str]:
+    found = _GATE_SETS.get(gates)
+    if found is None:
+        if len(_GATE_SETS) >= _MAX_CACHED_GATE_SETS:
+            _GATE_SETS.clear()
+        found = _GATE_SETS[gates] = frozenset(gates)
+    return found
 
 
 def _dt(value: int) -> datetime:
@@ -212,7 +224,7 @@ def encode(credential: Credential) -> bytes:
 def decode(data: bytes) -> Credential:
     """The credential ``encode`` made these bytes from. Raises ``CodecError`` otherwise."""
     try:
-        fields = msgpack.unpackb(data)
+        fields = msgpack.unpackb(data, use_list=False)
     except ValueError as exc:  # msgpack's format errors
         raise CodecError(f"not an encoded credential: {exc}") from exc
     return _from_fields(fields)
@@ -221,10 +233,10 @@ def decode(data: bytes) -> Credential:
 def decode_all(data: bytes) -> list[Credential]:
     """The credentials of one encoding or of a ``group``, in order."""
     try:
-        fields = msgpack.unpackb(data)
+        fields = msgpack.unpackb(data, use_list=False)
     except ValueError as exc:
         raise CodecError(f"not an encoded credential: {exc}") from exc
-    if isinstance(fields, list) and fields and isinstance(fields[0], list):
+    if fields.__class__ is tuple and fields and fields[0].__class__ is tuple:
         return [_from_fields(f) for f in fields]
     return [_from_fields(fields)]
 
@@ -232,7 +244,7 @@ def decode_all(data: bytes) -> list[Credential]:
 def _from_fields(f: Any) -> Credential:
     cached = _INSTANTS.get
     try:
-        if not isinstance(f, list) or not f:
+        if f.__class__ is not tuple or not f:
             raise CodecError("not an encoded credential")
         tag = f[0]
         # Unpacking checks the field count (ValueError otherwise).
@@ -247,7 +259,7 @@ def _from_fields(f: Any) -> Credential:
                 organisation,
                 cached(start) or _dt(start),
                 None if until is None else cached(until) or _dt(until),
-                frozenset(gates) if gates else _NO_GATES,
+                _gate_set(gates) if gates else _NO_GATES,
             )
         if tag == _PERMIT:
             _, id_, plate, colour, category, visitor, host, purpose, start, until, gates = f
@@ -261,7 +273,7 @@ def _from_fields(f: Any) -> Credential:
                 purpose,
                 cached(start) or _dt(start),
                 cached(until) or _dt(until),
-                frozenset(gates) if gates else _NO_GATES,
+                _gate_set(gates) if gates else _NO_GATES,
             )
         if tag == _APPOINTMENT:
             (
@@ -290,7 +302,7 @@ def _from_fields(f: Any) -> Credential:
                 un_number,
                 hazard_class,
                 waybill,
-                frozenset(gates) if gates else _NO_GATES,
+                _gate_set(gates) if gates else _NO_GATES,
                 consumed is True,
             )
         if tag == _BLACKLIST:
@@ -315,7 +327,7 @@ def _from_fields(f: Any) -> Credential:
 def kind_and_id(data: bytes) -> tuple[str, str]:
     """``(kind value, id)`` of an encoded credential without building the dataclass."""
     try:
-        f = msgpack.unpackb(data)
+        f = msgpack.unpackb(data, use_list=False)
         kind, id_ = f[0], f[1]
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise CodecError(f"not an encoded credential: {exc}") from exc

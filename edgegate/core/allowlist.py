@@ -182,28 +182,28 @@ def _credentials(plate: str, value: bytes) -> Credentials:
     found = codec.decode_all(value)
     if len(found) == 1:
         c = found[0]
-        if isinstance(c, Registration):
+        cls = c.__class__
+        if cls is Registration:
             return _new_credentials(plate, (c,), (), (), ())
-        if isinstance(c, TemporaryPermit):
+        if cls is TemporaryPermit:
             return _new_credentials(plate, (), (c,), (), ())
-        if isinstance(c, Appointment):
+        if cls is Appointment:
             return _new_credentials(plate, (), (), (c,), ())
         return _new_credentials(plate, (), (), (), (c,))
-    regs: tuple[Registration, ...] = ()
-    permits: tuple[TemporaryPermit, ...] = ()
-    appts: tuple[Appointment, ...] = ()
-    black: tuple[BlacklistEntry, ...] = ()
     # A group is kept in (kind, id) order, so each kind comes out sorted by id.
+    by_kind: tuple[list[Credential], ...] = ([], [], [], [])
     for c in found:
-        if isinstance(c, Registration):
-            regs += (c,)
-        elif isinstance(c, TemporaryPermit):
-            permits += (c,)
-        elif isinstance(c, Appointment):
-            appts += (c,)
-        else:
-            black += (c,)
-    return _new_credentials(plate, regs, permits, appts, black)
+        by_kind[_KIND_INDEX[c.__class__]].append(c)
+    regs, permits, appts, black = by_kind
+    return _new_credentials(plate, tuple(regs), tuple(permits), tuple(appts), tuple(black))
+
+
+_KIND_INDEX: dict[type, int] = {
+    Registration: 0,
+    TemporaryPermit: 1,
+    Appointment: 2,
+    BlacklistEntry: 3,
+}
 
 
 def _add(by_plate: dict[bytes, bytes], plate_key: bytes, blob: bytes) -> None:
