@@ -188,6 +188,7 @@ def test_decoded_credentials_are_their_classes_and_stay_frozen(credential: Crede
 def test_decoded_gate_sets_are_shared_and_gates_must_be_an_array() -> None:
     a = codec.decode(codec.encode(reg("REG-1", gates=frozenset({"G2", "G1"}))))
     b = codec.decode(codec.encode(permit("TMP-1", gates=frozenset({"G1", "G2"}))))
+    assert isinstance(a, Registration) and isinstance(b, TemporaryPermit)
     assert a.gates == frozenset({"G1", "G2"}) and a.gates is b.gates
     fields = msgpack.unpackb(codec.encode(reg("REG-2", gates=frozenset({"G1"}))))
     fields[-1] = {"G1": True}
