@@ -185,15 +185,16 @@ def test_decoded_credentials_are_their_classes_and_stay_frozen(credential: Crede
         decoded.plate = "X"  # type: ignore[misc]
 
 
-def test_decoded_gate_sets_are_shared_and_gates_must_be_an_array() -> None:
+def test_decoded_gate_sets_are_shared_and_gates_must_be_strings() -> None:
     a = codec.decode(codec.encode(reg("REG-1", gates=frozenset({"G2", "G1"}))))
     b = codec.decode(codec.encode(permit("TMP-1", gates=frozenset({"G1", "G2"}))))
     assert isinstance(a, Registration) and isinstance(b, TemporaryPermit)
     assert a.gates == frozenset({"G1", "G2"}) and a.gates is b.gates
     fields = msgpack.unpackb(codec.encode(reg("REG-2", gates=frozenset({"G1"}))))
-    fields[-1] = {"G1": True}
-    with pytest.raises(codec.CodecError, match="not an encoded credential"):
-        codec.decode(msgpack.packb(fields))
+    for bad in ({"G1": True}, "G1", [1], [True], ["G1", 2]):
+        fields[-1] = bad
+        with pytest.raises(codec.CodecError, match="not an encoded credential"):
+            codec.decode(msgpack.packb(fields))
 
 
 def test_codec_is_compact_and_canonical() -> None:

@@ -483,3 +483,55 @@ async def test_batches_are_capped_by_max_batch(tmp_path: Path) -> None:
     assert committed == [1, 2, 2, 2, 2, 2]
     with pytest.raises(ValueError, match="max_batch"):
         await EventLog.open(tmp_path / "h.db", gate_id="g", max_batch=0)
+
+
+async def test_an_event_whose_header_cannot_be_packed_fails_its_batch_only(
+    event_log: EventLog,
+) -> None:
+    bad = ev.LoopChanged(lane=object(), loop=ev.Loop.ARMING, occupied=True, source="plc-1")  # type: ignore[arg-type]
+    with pytest.raises(LogWriteError, match="commit failed"):
+        await asyncio.wait_for(event_log.append(bad), 5)
+    assert await event_log.append(_loop_event(0)) == 1
+    with LogReader(event_log.path) as reader:
+        assert reader.verify().ok
+
+
+async def test_the_rest_of_a_burst_is_committed_whole_not_halved(tmp_path: Path) -> None:
+    taken: list[tuple[int, bool]] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(_conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(10)
+
+    async with await EventLog.open(tmp_path / "g.db", gate_id="g") as log:
+        original = log._commit_taken
+
+        def spy(batch: list[object], *, whole: bool = False) -> None:
+            taken.append((len(batch), whole))
+            original(batch, whole=whole)
+
+        log._commit_taken = spy  # type: ignore[method-assign]
+        held = asyncio.ensure_future(log.run_in_writer(hold))
+        await asyncio.to_thread(entered.wait, 10)
+        futures = [log.submit(_loop_event(i)) for i in range(2_047)]  # a burst, then nothing
+        release.set()
+        await held
+        assert await asyncio.gather(*futures) == list(range(1, 2_048))
+    # One INSERT of 1,024, then the 1,023 left in one transaction (not 512, 256, ... 1).
+    assert taken == [(1, False), (1_024, False), (1_023, True)]
+    with LogReader(tmp_path / "g.db") as reader:
+        assert reader.verify().ok
+
+
+async def test_a_writer_bug_fails_the_batch_in_hand_and_everything_after(tmp_path: Path) -> None:
+    async with await EventLog.open(tmp_path / "g.db", gate_id="g") as log:
+
+        def broken(batch: list[object]) -> None:
+            raise RecursionError("a bug in the writer")
+
+        log._commit = broken  # type: ignore[method-assign]
+        with pytest.raises(LogClosedError, match="writer died"):
+            await asyncio.wait_for(log.append(_loop_event(0)), 5)
+        with pytest.raises(LogClosedError, match="writer died"):
+            await log.append(_loop_event(1))

@@ -139,6 +139,10 @@ _blacklist = positional_constructor(BlacklistEntry)
 def _gate_set(gates: tuple[str, ...]) -> frozenset[str]:
     found = _GATE_SETS.get(gates)
     if found is None:
+        # Checked before caching: only tuples of strings are keys, so no other value (say
+        # ``(1,)`` beside ``(True,)``) can ever find a set it is merely equal to.
+        if gates.__class__ is not tuple or not all(g.__class__ is str for g in gates):
+            raise CodecError(f"not an encoded credential: gates {gates!r} are not strings")
         if len(_GATE_SETS) >= _MAX_CACHED_GATE_SETS:
             _GATE_SETS.clear()
         found = _GATE_SETS[gates] = frozenset(gates)

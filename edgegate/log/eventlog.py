@@ -167,6 +167,11 @@ class _Failed:
         self.exc = exc
 
 
+def _futures_of(items: list[Any]) -> list[asyncio.Future[Any]]:
+    """The producers' futures of queued items (events, groups, jobs), in order."""
+    return [i[6] if i.__class__ is tuple else i.future for i in items]
+
+
 def _deliver(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
     for fut, result in zip(futures, results, strict=True):
         if fut.done():
@@ -413,12 +418,30 @@ class EventLog:
             wake.clear()
             while pending:
                 # A power-of-two count, so the INSERT is one of the few statements sqlite3
-                # keeps prepared; what is left waits for the next round, joined by what the
-                # producers queue meanwhile.
-                take = 1 << (min(len(pending), largest).bit_length() - 1)
-                self._commit([popleft() for _ in range(take)])
+                # keeps prepared. What is left joins what the producers queue meanwhile; if
+                # nothing came, it is committed at once, whole (not halved again and again:
+                # each commit is an fsync, slow on a gate PC's flash).
+                n = min(len(pending), largest)
+                take = 1 << (n.bit_length() - 1)
+                self._commit_taken([popleft() for _ in range(take)])
+                rest = n - take
+                if rest and len(pending) == rest:
+                    self._commit_taken([popleft() for _ in range(rest)], whole=True)
             if self._closing and not pending:
                 return
+
+    def _commit_taken(self, batch: list[Any], *, whole: bool = False) -> None:
+        """Commit ``batch``; if that raises (a bug), fail its producers before the writer dies
+        (the queue's are failed by ``_run``)."""
+        try:
+            if whole:
+                self._commit_in_transaction(batch)
+            else:
+                self._commit(batch)
+        except BaseException as exc:
+            failure = _Failed(LogClosedError(f"event log writer died: {exc!r}"))
+            self._post(_futures_of(batch), [failure] * len(batch))
+            raise
 
     def _commit(self, batch: list[Any]) -> None:
         for item in batch:
@@ -447,20 +470,22 @@ class EventLog:
         extend = rows.extend
         futures: list[asyncio.Future[Any]] = []
         add_future = futures.append
-        for wall, mono, type_name, lane, version, data, fut, _effect in batch:
-            add_future(fut)
-            h = sha256(prev)
-            h.update(pack((gate, seq, wall, mono, boot, type_name, lane, version)))
-            h.update(data)
-            # bytearray: sqlite3 binds it directly; bytes first go through an adapter lookup
-            # that costs more than the insert itself.
-            digest = bytearray(h.digest())
-            extend((seq, wall, mono, boot, type_name, lane, version, bytearray(data), prev, digest))
-            prev = digest
-            seq += 1
         try:
+            for wall, mono, type_name, lane, version, data, fut, _effect in batch:
+                add_future(fut)
+                h = sha256(prev)
+                h.update(pack((gate, seq, wall, mono, boot, type_name, lane, version)))
+                h.update(data)
+                # bytearray: sqlite3 binds it directly; bytes first go through an adapter
+                # lookup that costs more than the insert itself.
+                digest = bytearray(h.digest())
+                extend(
+                    (seq, wall, mono, boot, type_name, lane, version, bytearray(data), prev, digest)
+                )
+                prev = digest
+                seq += 1
             conn.execute(_insert_sql(len(batch)), rows)
-        except Exception as exc:
+        except Exception as exc:  # a header that does not pack fails its batch, as storage does
             self._fail_batch(conn, batch, exc)
             return
         self._committed_to(seq - 1, prev)
@@ -606,10 +631,7 @@ class EventLog:
                 conn.execute("ROLLBACK")
         log.error("commit_failed", events=len(batch), error=repr(exc))
         failure = _Failed(LogWriteError(f"event log commit failed: {exc}"))
-        self._post(
-            [i[6] if i.__class__ is tuple else i.future for i in batch],
-            [failure] * len(batch),
-        )
+        self._post(_futures_of(batch), [failure] * len(batch))
 
     def _post(self, futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
         loop = self._loop
@@ -624,7 +646,7 @@ class EventLog:
         def drain() -> None:
             items = list(self._pending)
             self._pending.clear()
-            futures = [i[6] if i.__class__ is tuple else i.future for i in items]
+            futures = _futures_of(items)
             _deliver(futures, [_Failed(exc)] * len(futures))
 
         loop = self._loop
