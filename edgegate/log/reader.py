@@ -14,14 +14,13 @@ from edgegate.core.events import Event, decode
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
 from edgegate.log.eventlog import LogError, connect, read_head
 
-# Blobs cast: a row edited behind the log's back may hold text there (e.g. bytes spliced with
-# ``||``), which sqlite3 would fail to decode as UTF-8 instead of letting verify name the seq.
 ROW_COLUMNS = (
     "seq, wall_ns, mono_ns, boot_id, type, lane, version,"
     " CAST(data AS BLOB), CAST(prev_hash AS BLOB), CAST(hash AS BLOB)"
 )
 """The columns of a stored row in ``Row`` order. Blobs are cast: a payload edited with ``||``
-is stored as text, and must still reach the hash check as the bytes it now holds."""
+is stored as text, which sqlite3 would fail to decode as UTF-8; cast, it reaches the hash check
+as the bytes it now holds, and verify (or central) names its seq."""
 _REQUIRED_TRIGGERS = ("events_no_update", "events_no_delete")
 
 
