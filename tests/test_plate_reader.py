@@ -343,7 +343,37 @@ async def test_garbage_interleaved_with_valid_frames_over_a_pty(
             await rig.sim.send_raw(noise)
             await rig.sim.send_read(plate, C.BLUE, 0.5)
         signals = await rig.until_reads(len(reads))
+    # Stopping the reader reports the rejections it was still counting.
+    while not rig.signals.empty():
+        signals.append(rig.signals.get_nowait())
     assert [s.plate for s in signals if isinstance(s, PlateRead)] == reads
     rejected = [s for s in signals if isinstance(s, FrameRejected)]
-    assert len(rejected) >= sum(1 for noise in garbage if noise)
+    assert sum(r.count for r in rejected) >= sum(1 for noise in garbage if noise)
+    assert sum(r.size for r in rejected) == sum(len(noise) for noise in garbage)
     assert not any(isinstance(s, DeviceFault) for s in signals)
+
+
+async def test_a_flood_of_garbage_costs_one_report_a_second_and_loses_no_count() -> None:
+    """115,200 baud of ``$`` (each one the start of a frame cut short by the next) for 2.5 s:
+    at most one FrameRejected a second (plus the first, at once), every byte counted."""
+    sent = 0
+    async with running(GENERIC) as rig:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while (elapsed := loop.time() - began) < 2.5:
+            due = round(elapsed * 11_520)  # 115,200 baud: 11,520 bytes a second
+            await rig.sim.send_raw(b"$" * (due - sent))
+            sent = due
+            await asyncio.sleep(0.01)
+        await rig.sim.send_read("粤B12345", C.BLUE, 0.9)
+        signals = await rig.until_reads(1)
+    elapsed = loop.time() - began  # the reader stopped: its last count was reported
+    while not rig.signals.empty():
+        signals.append(rig.signals.get_nowait())
+    rejected = [s for s in signals if isinstance(s, FrameRejected)]
+    assert 2 <= len(rejected) <= elapsed + 2
+    assert sum(r.size for r in rejected) == sent
+    assert sum(r.count for r in rejected) >= sent // 2
+    assert all(len(r.data) <= MAX_REPORTED_BYTES for r in rejected)
+    assert {k for r in rejected for k in r.kinds} <= {"incomplete", "garbage"}
+    assert rejected[-1].truncated

@@ -249,15 +249,32 @@ class DeviceRecovered(Event):
     down_ms: int
 
 
-@event_type("device.frame-rejected")
+@event_type("device.frame-rejected", version=2)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FrameRejected(Event):
-    """A garbled or invalid frame from a device, with its bytes (bounded)."""
+    """Bad frames and garbage from a device, coalesced: at most one event a second per device.
+
+    ``count`` bad frames or runs of garbage of ``size`` bytes in all, their error ``kinds``
+    (sorted, distinct), the first one's ``reason``, and a bounded ``data`` sample of their
+    bytes (``truncated`` when the sample is not all of them)."""
 
     device: str
     reason: str
     data: bytes
     truncated: bool = False
+    count: int = 1
+    kinds: tuple[str, ...] = ()
+    size: int = 0
+
+
+@upcaster("device.frame-rejected", from_version=1)
+def _frame_rejected_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 was one event per bad frame, its kind only in the reason."""
+    out = dict(data)
+    out.setdefault("count", 1)
+    out.setdefault("kinds", [])
+    out.setdefault("size", len(out.get("data") or b""))
+    return out
 
 
 # --- decisions and vehicles -----------------------------------------------------------------

@@ -1,8 +1,10 @@
 """One lane in the shell: feeds the pure lane machine, carries out its actions log-then-act.
 
-Everything for a lane goes through one queue and one task, so its inputs are handled one at a
+Everything for a lane goes through one inbox and one task, so its inputs are handled one at a
 time and its actions are carried out in order: an event is durable before the next action, and
-``barrier.commanded`` is durable before the command goes to the PLC.
+``barrier.commanded`` is durable before the command goes to the PLC. The inbox
+(:mod:`edgegate.daemon.inbox`) hands over the PLC's inputs, faults and operators' commands
+before any plate read or rejected frame, and bounds both.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from edgegate.core.events import (
     VehiclePassed,
 )
 from edgegate.core.lane import (
+    NS,
     Action,
     Barrier,
     BarrierOnline,
@@ -49,6 +52,7 @@ from edgegate.core.lane import (
 )
 from edgegate.core.policy import Decision, decide
 from edgegate.core.rules import GateRules
+from edgegate.daemon.inbox import LaneInbox
 from edgegate.devices.base import DeviceError, PlcInputs
 from edgegate.log import EventLog, LogError
 from edgegate.observability import get_logger
@@ -92,7 +96,9 @@ class LaneRunner:
         self._clock = clock
         self._open_without_log = open_without_log
         self._on_pass = on_pass
-        self._queue: asyncio.Queue[LaneItem] = asyncio.Queue()
+        self.inbox: LaneInbox[LaneItem] = LaneInbox()
+        self._inbox_losses = (0, 0, 0)  # dropped, replaced, lost: as last logged
+        self._inbox_logged_ns = 0
         self._inputs: PlcInputs | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -107,15 +113,15 @@ class LaneRunner:
     def submit(self, item: LaneItem) -> None:
         """Queue an input (from a driver's sink or an operator); never blocks."""
         self._idle.clear()
-        self._queue.put_nowait(item)
+        self.inbox.put(item)
 
     async def drain(self) -> None:
         """Wait until every queued input has been handled and the in-flight cycle finished
         (the vehicle through and the arm down); the caller bounds the wait."""
         while True:
-            while not self._queue.empty() or not self._idle.is_set():
+            while len(self.inbox) or not self._idle.is_set():
                 await self._idle.wait()
-                if not self._queue.empty():
+                if len(self.inbox):
                     await asyncio.sleep(0)
             if self.lane.state not in _IN_FLIGHT:
                 return
@@ -125,18 +131,19 @@ class LaneRunner:
         while True:
             deadline = self.lane.next_deadline()
             item: LaneItem | None = None
-            if self._queue.empty():
+            if not len(self.inbox):
                 self._idle.set()
             if deadline is None:
-                item = await self._queue.get()
+                item = await self.inbox.get()
             else:
                 delay = max(0.0, (deadline - self._clock.mono_ns()) / 1e9)
                 try:
                     async with asyncio.timeout(delay):
-                        item = await self._queue.get()
+                        item = await self.inbox.get()
                 except TimeoutError:
                     item = None
             self._idle.clear()
+            self._report_inbox_losses()
             try:
                 if item is None:
                     await self._execute(self.lane.tick(self._clock.mono_ns()))
@@ -146,6 +153,21 @@ class LaneRunner:
                 raise
             except Exception as exc:  # one bad input must not stop the lane
                 self._logger.exception("lane_input_failed", item=repr(item), error=repr(exc))
+
+    def _report_inbox_losses(self) -> None:
+        inbox = self.inbox
+        losses = (inbox.dropped, inbox.replaced, inbox.lost)
+        now = self._clock.mono_ns()
+        # At most one line a second, however many items a flood costs.
+        if losses != self._inbox_losses and now - self._inbox_logged_ns >= NS:
+            self._inbox_losses = losses
+            self._inbox_logged_ns = now
+            self._logger.warning(
+                "lane_inbox_full",
+                reader_items_dropped=inbox.dropped,
+                plc_inputs_replaced=inbox.replaced,
+                urgent_items_lost=inbox.lost,
+            )
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -184,11 +206,14 @@ class LaneRunner:
         old = self._inputs
         self._inputs = inputs
         lane = self.setup.lane_id
-        loops = (
+        loops = [
             (Loop.ARMING, inputs.arming_loop, None if old is None else old.arming_loop),
             (Loop.SAFETY, inputs.safety_loop, None if old is None else old.safety_loop),
-            (Loop.EXIT, bool(inputs.exit_loop), None if old is None else bool(old.exit_loop)),
-        )
+        ]
+        # A lane without an exit loop (none wired in the profile, or none configured for the
+        # lane) has no exit-loop changes to report.
+        if inputs.exit_loop is not None and self.setup.has_exit_loop:
+            loops.append((Loop.EXIT, inputs.exit_loop, None if old is None else old.exit_loop))
         for loop, occupied, was in loops:
             if occupied != was:
                 await self._append(

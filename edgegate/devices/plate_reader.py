@@ -6,7 +6,10 @@ sink (``edgegate.devices.base``):
 - ``PlateRead`` for each valid frame, unless the same normalised plate was reported less than
   the duplicate window ago (the window runs from the reported read, so a vehicle that backs
   out and returns after the window is read again even if the camera never stopped reading);
-- ``FrameRejected`` for each bad frame or run of garbage, with its bytes (bounded);
+- ``FrameRejected`` for bad frames and runs of garbage, coalesced (``edgegate.devices.rejects``):
+  the first after a quiet second at once, those that follow counted into one report a second,
+  with their kinds and a bounded sample of their bytes — a reader sending garbage costs the
+  log one event a second;
 - one ``DeviceFault(code="unavailable")`` when the port cannot be opened or goes away (read
   error, end of file, the port path gone or naming another device), then ``DeviceRecovered``
   once it is open again. Re-opening is retried with capped, jittered exponential backoff.
@@ -37,6 +40,7 @@ from edgegate.devices.framing import (
     drain,
 )
 from edgegate.devices.reader_profile import ReaderProfile
+from edgegate.devices.rejects import RejectCoalescer, RejectReport
 from edgegate.observability import get_logger
 
 __all__ = ["SerialPlateReader"]
@@ -94,6 +98,8 @@ class SerialPlateReader:
         self._recent: dict[str, float] = {}  # normalised plate -> when it was last reported
         self._connected = asyncio.Event()
         self._sink: Sink | None = None
+        self._rejects = RejectCoalescer()
+        self._reject_timer: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> bool:
@@ -106,6 +112,12 @@ class SerialPlateReader:
     async def run(self, sink: Sink) -> None:
         """Read until cancelled. Raises nothing but ``CancelledError``."""
         self._sink = sink
+        try:
+            await self._run()
+        finally:
+            self._flush_rejects()  # counted rejections are reported, even at shutdown
+
+    async def _run(self) -> None:
         down_since: float | None = None
         attempt = 0
         while True:
@@ -136,6 +148,7 @@ class SerialPlateReader:
                         self._buffer,
                     )
                 )
+            self._flush_rejects()
             self._fault(f"{self._config.port} went away: {reason}")
             # A port that opens but fails at once must not be re-opened in a tight loop.
             attempt = 0 if down_since - opened >= self._max else attempt + 1
@@ -236,10 +249,45 @@ class SerialPlateReader:
         )
 
     def _reject(self, error: FrameError) -> None:
-        self._log.warning("frame rejected", reason=str(error), size=error.size)
+        report = self._rejects.add(error, self._clock())
+        if report is not None:
+            self._cancel_reject_timer()  # it would report what came after this one early
+            self._report_rejects(report)
+        elif self._reject_timer is None:
+            due = self._rejects.due
+            assert due is not None
+            self._reject_timer = asyncio.get_running_loop().call_later(
+                max(0.0, due - self._clock()), self._flush_rejects
+            )
+
+    def _cancel_reject_timer(self) -> None:
+        if self._reject_timer is not None:
+            self._reject_timer.cancel()
+            self._reject_timer = None
+
+    def _flush_rejects(self) -> None:
+        self._cancel_reject_timer()
+        report = self._rejects.flush(self._clock())
+        if report is not None:
+            self._report_rejects(report)
+
+    def _report_rejects(self, report: RejectReport) -> None:
+        self._log.warning(
+            "frames rejected",
+            count=report.count,
+            kinds=list(report.kinds),
+            reason=report.reason,
+            size=report.size,
+        )
         self._emit(
             FrameRejected(
-                device=self.name, reason=str(error), data=error.data, truncated=error.truncated
+                device=self.name,
+                reason=report.reason,
+                data=report.sample,
+                truncated=report.truncated,
+                count=report.count,
+                kinds=report.kinds,
+                size=report.size,
             )
         )
 
