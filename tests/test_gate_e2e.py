@@ -216,6 +216,17 @@ async def test_normal_entry(kind: str, tmp_path: Path) -> None:
         assert log.of(DaemonStopped)[-1].event.reason is StopReason.REQUESTED
 
 
+async def test_a_lane_without_an_exit_loop_logs_no_exit_loop_changes(tmp_path: Path) -> None:
+    """The PLC has an exit-loop input (wired, but not this lane's): its changes are not the
+    lane's; the pass is marked by the safety loop."""
+    async with RunningGate(one_lane_config(tmp_path, exit_loop=False)) as g:
+        await g.road().drive_through(ALLOWED)
+        await g.log.wait_for(VehiclePassed, lane="l1")
+        await wait_position(g.plc(), 0.0)
+        loops = {e.event.loop for e in g.log.of(LoopChanged, lane="l1")}
+        assert loops == {Loop.ARMING, Loop.SAFETY}
+
+
 # --- 2: refused plates ------------------------------------------------------------------------
 
 
