@@ -63,6 +63,8 @@ class BarrierDriver(Protocol):
 
 
 LaneItem = PlcInputs | PlateRead | FrameRejected | DeviceFault | DeviceRecovered | LaneInput
+#: Called with each event the lane has logged (or tried to: see the log's state) that a screen
+#: shows: loop and barrier changes, decisions, commands, records.
 Observer = Callable[["LaneRunner", Event | None], None]
 
 #: A cycle in these states has the arm moving or up for a vehicle: stopping now would leave it
@@ -216,25 +218,25 @@ class LaneRunner:
             loops.append((Loop.EXIT, inputs.exit_loop, None if old is None else old.exit_loop))
         for loop, occupied, was in loops:
             if occupied != was:
-                await self._append(
-                    LoopChanged(lane=lane, loop=loop, occupied=occupied, source=inputs.device)
-                )
+                change = LoopChanged(lane=lane, loop=loop, occupied=occupied, source=inputs.device)
+                await self._append(change)
+                self._notify(change)
         barrier_changed = old is None or (old.up_limit, old.down_limit, old.fault) != (
             inputs.up_limit,
             inputs.down_limit,
             inputs.fault,
         )
         if barrier_changed:
-            await self._append(
-                BarrierStateChanged(
-                    lane=lane,
-                    state=_barrier_state(inputs),
-                    device=inputs.device,
-                    up_limit=inputs.up_limit,
-                    down_limit=inputs.down_limit,
-                    fault=inputs.fault,
-                )
+            state = BarrierStateChanged(
+                lane=lane,
+                state=_barrier_state(inputs),
+                device=inputs.device,
+                up_limit=inputs.up_limit,
+                down_limit=inputs.down_limit,
+                fault=inputs.fault,
             )
+            await self._append(state)
+            self._notify(state)
         await self._feed(Loops(inputs.arming_loop, inputs.safety_loop, bool(inputs.exit_loop)))
         await self._feed(Barrier(inputs.up_limit, inputs.down_limit, inputs.fault))
 
