@@ -216,6 +216,8 @@ async def drive(
                     f"{plate}: no open command; lane {runner.state}, "
                     f"decision {runner.last_decision}"
                 ) from None
+            # The command was logged; the lane's commander writes it to the PLC right after.
+            await until(lambda: len(plc.commands) > before, "the PLC's command", runner)
             probe_box[0] = None
             received, command = plc.commands[before]
             if command is not BarrierCommand.OPEN or received < t0:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
+import termios
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import serial.serialposix
 from pymodbus.client import AsyncModbusTcpClient
 
 from edgegate.config import ModbusRtuDevice, ModbusTcpDevice
@@ -28,11 +31,13 @@ from edgegate.devices.modbus import (
     BarrierPlc,
     ModbusBus,
     SafetyLoopOccupied,
+    SerialLine,
     TcpLine,
 )
 from edgegate.devices.plc_profile import BarrierPlcProfile
 from edgegate.devices.profiles import load_profile
 from edgegate.sim.plc import FailMode, Frame, PlcSimulator, PtyLink
+from tests.eventually import eventually
 
 TRAVEL = 0.3  # simulated arm travel time, seconds
 FC_READ_COILS, FC_READ_INPUTS, FC_WRITE_COIL, FC_WRITE_COILS = 0x01, 0x02, 0x05, 0x0F
@@ -483,3 +488,46 @@ async def test_rtu_bus_lock_and_inter_frame_gap() -> None:
     silences = [q.time - r.time for r, q in zip(frames[1::2], frames[2::2], strict=False)]
     assert min(silences) >= gap - 0.001
     assert len([f for f in frames if f.function == FC_WRITE_COILS]) == 6
+
+
+async def test_an_adapter_refusing_the_line_settings_is_one_fault_with_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A USB adapter that refuses the configured parity makes termios raise while pyserial
+    opens the port (not an OSError): one fault for the outage, the port closed after each
+    attempt (nothing keeps it locked), retried with backoff, and the PLC answers once the
+    adapter takes the settings."""
+    refusing = True
+    real_tcsetattr = termios.tcsetattr
+    attempts = 0
+
+    def tcsetattr(fd: int, when: int, attributes: list[Any]) -> None:
+        nonlocal attempts
+        if refusing:
+            attempts += 1
+            raise termios.error(22, "Invalid argument")
+        real_tcsetattr(fd, when, attributes)
+
+    def opened(path: str) -> int:
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == path)
+
+    sink = Recorder()
+    async with rtu_plc() as (sim, plc):
+        assert isinstance(plc.bus.line, SerialLine)
+        sim_port = os.path.realpath(plc.bus.line.port)
+        monkeypatch.setattr(serial.serialposix.termios, "tcsetattr", tcsetattr)
+        async with running(plc, sink) as task:
+            _, fault = await sink.wait(DeviceFault)
+            assert fault.code == "unavailable"
+            assert "Invalid argument" in fault.message
+            await eventually(lambda: attempts >= 3, "three attempts to open the port")
+            assert not task.done()
+            assert len(sink.of(DeviceFault)) == 1
+            # Every attempt let go of the port: only the link's own end holds it open.
+            assert opened(sim_port) == 1
+            refusing = False
+            await sink.wait(DeviceRecovered, within=3.0)
+            await sink.wait_inputs(down_limit=True)
+            await plc.command(BarrierCommand.OPEN)
+    assert [c for _, c in sim.commands] == [BarrierCommand.OPEN]

@@ -334,6 +334,17 @@ class TailgateSuspected(Event):
     detail: str = ""
 
 
+@event_type("vehicle.not-opened-for")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmissionNotOpened(Event):
+    """A vehicle was admitted but the arm never rose for it (the PLC refused the open, or did
+    not carry it out, within the open travel time): a guard must attend to it."""
+
+    plate: str
+    decision_seq: int | None = None
+    detail: str = ""
+
+
 @event_type("vehicle.overstay")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OverstayDetected(Event):
@@ -509,6 +520,7 @@ class RevokedCredentialAdmission(Event):
 
 __all__ = [
     "AccessDecided",
+    "AdmissionNotOpened",
     "AllowListRefused",
     "AllowListUpdateKind",
     "AllowListUpdated",

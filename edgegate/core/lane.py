@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from edgegate.core.domain import Direction
 from edgegate.core.events import (
+    AdmissionNotOpened,
     BarrierCommand,
     DeviceFault,
     DeviceRecovered,
@@ -656,6 +657,19 @@ class Lane:
                     Record(PlateNotRead(lane=self.setup.lane_id, waited_ms=waited // 1_000_000))
                 )
         elif state is LaneState.OPENING:
+            opening = self._opening
+            if opening is not None and opening.decided is not None:
+                decision = opening.decided.decision
+                out.append(
+                    Record(
+                        AdmissionNotOpened(
+                            lane=self.setup.lane_id,
+                            plate=decision.matched_plate or decision.plate,
+                            decision_seq=opening.decided.seq,
+                            detail="the arm did not rise within the open travel time",
+                        )
+                    )
+                )
             self._fault(
                 out, "barrier-open-timeout", "up limit not reached within the open travel time"
             )

@@ -54,6 +54,7 @@ from edgegate.core.policy import Decision, decide
 from edgegate.core.rules import GateRules
 from edgegate.daemon.inbox import LaneInbox
 from edgegate.devices.base import DeviceError, PlcInputs
+from edgegate.devices.modbus import SafetyLoopOccupied
 from edgegate.log import EventLog, LogError
 from edgegate.observability import get_logger
 
@@ -99,6 +100,8 @@ class LaneRunner:
         self._open_without_log = open_without_log
         self._on_pass = on_pass
         self.inbox: LaneInbox[LaneItem] = LaneInbox()
+        self._commanding: asyncio.Task[None] | None = None  # the barrier command in progress
+        self._command_generation = 0  # of the newest command; an older one stops retrying
         self._inbox_losses = (0, 0, 0)  # dropped, replaced, lost: as last logged
         self._inbox_logged_ns = 0
         self._inputs: PlcInputs | None = None
@@ -125,11 +128,23 @@ class LaneRunner:
                 await self._idle.wait()
                 if len(self.inbox):
                     await asyncio.sleep(0)
+            commanding = self._commanding
+            if commanding is not None and not commanding.done():
+                await asyncio.gather(commanding, return_exceptions=True)
+                continue
             if self.lane.state not in _IN_FLIGHT:
                 return
             await asyncio.sleep(0.05)  # the cycle goes on with the PLC's inputs and the clock
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._commanding is not None:
+                self._commanding.cancel()
+                await asyncio.gather(self._commanding, return_exceptions=True)
+
+    async def _run(self) -> None:
         while True:
             deadline = self.lane.next_deadline()
             item: LaneItem | None = None
@@ -344,23 +359,74 @@ class LaneRunner:
 
     async def _send(self, command: Command, event: BarrierCommanded, seq: int | None) -> None:
         """Carry out a command whose ``barrier.commanded`` was logged at ``seq`` (None: the
-        log could not be written)."""
+        log could not be written), in the background: the lane goes on taking its inputs while
+        the PLC is written and, if it fails, retried."""
         if seq is None and command.command is BarrierCommand.OPEN and not self._open_without_log:
             self._logger.error("open_refused_log_unwritable", reason=command.reason)
             self.lane.open_not_carried_out()
             return
-        try:
-            await self._barrier.command(command.command)
-        except DeviceError as exc:
-            await self._append(
-                DeviceFault(
-                    lane=self.setup.lane_id,
-                    device=self.setup.barrier_device,
-                    code=exc.code,
-                    message=f"{command.command} failed: {exc.message}",
-                )
-            )
+        self._command_generation += 1
+        self._commanding = asyncio.create_task(
+            self._carry_out(command.command, self._command_generation, self._commanding)
+        )
         self._notify(event)
+
+    async def _carry_out(
+        self, cmd: BarrierCommand, generation: int, previous: asyncio.Task[None] | None
+    ) -> None:
+        """Write ``cmd`` once the previous command is done with the PLC; when the PLC fails it
+        (an exception code, no answer, not confirmed), log one fault and retry until the arm's
+        travel time has passed — the lane gives up at that moment too (its travel timeout) —
+        or a newer command supersedes it."""
+        if previous is not None:
+            # The previous one sees it is superseded and stops after its current attempt.
+            await asyncio.gather(previous, return_exceptions=True)
+        timings = self.setup.timings
+        travel = timings.close_travel if cmd is BarrierCommand.CLOSE else timings.open_travel
+        give_up = self._clock.mono_ns() + travel
+        pause = _RETRY_FIRST_S
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                await self._barrier.command(cmd)
+            except SafetyLoopOccupied as exc:
+                # The driver's last check before the wire: the lane closes again once clear.
+                await self._command_fault(cmd, exc, "")
+                return
+            except DeviceError as exc:
+                superseded = generation != self._command_generation
+                left_s = (give_up - self._clock.mono_ns()) / NS
+                if attempts == 1:
+                    retry = "" if superseded or left_s <= 0 else f"; retrying for {left_s:.1f} s"
+                    await self._command_fault(cmd, exc, retry)
+                if superseded or left_s <= pause:
+                    self._logger.error(
+                        "barrier_command_given_up",
+                        command=cmd.value,
+                        attempts=attempts,
+                        superseded=superseded,
+                        error=exc.message,
+                    )
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _RETRY_MAX_S)
+            else:
+                if attempts > 1:
+                    self._logger.info(
+                        "barrier_command_confirmed_on_retry", command=cmd.value, attempts=attempts
+                    )
+                return
+
+    async def _command_fault(self, cmd: BarrierCommand, exc: DeviceError, retry: str) -> None:
+        await self._append(
+            DeviceFault(
+                lane=self.setup.lane_id,
+                device=self.setup.barrier_device,
+                code=exc.code,
+                message=f"{cmd} failed: {exc.message}{retry}",
+            )
+        )
 
     async def _append(self, event: Event) -> int | None:
         """Append and return the seq, or None when the log cannot be written (logged)."""
@@ -386,6 +452,10 @@ class LaneRunner:
     def direction(self) -> Direction:
         return self.setup.direction
 
+
+#: Pauses between attempts at a barrier command the PLC failed (doubling up to the maximum).
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 0.8
 
 #: The seq a decision carries in the lane until its commit gives it the real one; no event
 #: has seq 0.

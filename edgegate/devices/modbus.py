@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import termios
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -87,6 +88,13 @@ class SerialLine:
 
     def __str__(self) -> str:
         return f"rtu:{self.port}@{self.baudrate}/{self.bytesize}{self.parity}{self.stopbits}"
+
+
+def _describe_error(exc: BaseException) -> str:
+    """One line for a fault message: the error's type and words (termios.error's arguments
+    are a tuple, which reads badly as it is)."""
+    words = " ".join(str(a) for a in exc.args) if exc.args else ""
+    return f"{type(exc).__name__}: {words}" if words else type(exc).__name__
 
 
 def _seconds(value: timedelta) -> float:
@@ -253,6 +261,14 @@ class ModbusBus:
         except asyncio.CancelledError:
             client.close()
             raise
+        except Exception as exc:
+            # Opening can fail in ways pymodbus does not catch, e.g. termios.error (not an
+            # OSError) when a USB adapter refuses the configured parity: still an outage of
+            # this device, with the half-opened port closed and the same backoff.
+            client.close()
+            reason = f"cannot open {self.line}: {_describe_error(exc)}"
+            self._failed(reason)
+            raise DeviceUnavailable(device, reason) from None
         if not ok or not client.connected:
             client.close()
             reason = f"cannot connect to {self.line}"
@@ -290,6 +306,9 @@ class ModbusBus:
         except ModbusException as exc:
             self._failed(str(exc))
             raise DeviceError(device, f"{self.line}: {exc}") from None
+        except (OSError, termios.error) as exc:  # the line failed under pymodbus's feet
+            self._failed(_describe_error(exc))
+            raise DeviceUnavailable(device, f"{self.line}: {_describe_error(exc)}") from None
         except asyncio.CancelledError:
             # An answer may still be on its way; a fresh line cannot mistake it for the
             # answer to the next request (RTU frames carry no transaction id).

@@ -48,6 +48,7 @@ class FailMode(enum.StrEnum):
     EXCEPTION = "exception"  # answers every request with the configured exception code
     STUCK = "stuck"  # the arm moves but never reaches a limit switch
     WRITES_IGNORED = "writes-ignored"  # acknowledges writes, keeps its coils (PLC in STOP)
+    WRITES_REFUSED = "writes-refused"  # answers writes with the exception code, reads normally
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,8 @@ class PlcSimulator:
             return self._exception_code
         if mode is FailMode.SILENT:
             return None  # the answer is dropped in _trace_packet
+        if function in _FC_WRITES and mode is FailMode.WRITES_REFUSED:
+            return self._exception_code
         if function in _FC_WRITES and values is not None:
             if mode is not FailMode.WRITES_IGNORED:
                 self._write(address, [bool(v) for v in values])
