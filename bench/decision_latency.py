@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,7 @@ async def drive(
                     f"decision {runner.last_decision}"
                 ) from None
             # The command was logged; the lane's commander writes it to the PLC right after.
-            await until(lambda: len(plc.commands) > before, "the PLC's command", runner)
+            await until(partial(command_arrived, plc, before), "the PLC's command", runner)
             probe_box[0] = None
             received, command = plc.commands[before]
             if command is not BarrierCommand.OPEN or received < t0:
@@ -320,6 +321,10 @@ async def measure_floor(path: Path, samples: int, period: float, rng: random.Ran
         conn.close()
         client.close()
         await sim.stop()
+
+
+def command_arrived(plc: PlcSimulator, before: int) -> bool:
+    return len(plc.commands) > before
 
 
 def median_ms(values: list[float]) -> float:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import serial.serialposix
 from pymodbus.client import AsyncModbusTcpClient
 
 from edgegate.config import ModbusRtuDevice, ModbusTcpDevice
@@ -512,11 +511,15 @@ async def test_an_adapter_refusing_the_line_settings_is_one_fault_with_backoff(
         fds = os.listdir("/proc/self/fd")
         return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == path)
 
+    def realpath(path: str) -> str:
+        return os.path.realpath(path)
+
     sink = Recorder()
     async with rtu_plc() as (sim, plc):
         assert isinstance(plc.bus.line, SerialLine)
-        sim_port = os.path.realpath(plc.bus.line.port)
-        monkeypatch.setattr(serial.serialposix.termios, "tcsetattr", tcsetattr)
+        sim_port = realpath(plc.bus.line.port)
+        # pyserial's termios: the adapter's refusal as the kernel reports it
+        monkeypatch.setattr(termios, "tcsetattr", tcsetattr)
         async with running(plc, sink) as task:
             _, fault = await sink.wait(DeviceFault)
             assert fault.code == "unavailable"
