@@ -71,6 +71,9 @@ def all_samples() -> list[ev.Event]:
             lane="in-1", plate="苏E12345", decision_seq=42, released_appointment="APT-20261128-0007"
         ),
         ev.TailgateSuspected(lane="in-1", plate=None, decision_seq=42, detail="exit loop twice"),
+        ev.AdmissionNotOpened(
+            lane="in-1", plate="苏E12345", decision_seq=42, detail="arm did not rise"
+        ),
         ev.OverstayDetected(
             plate="苏E12345",
             category=VehicleCategory.HAZMAT,
