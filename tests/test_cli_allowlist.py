@@ -251,3 +251,72 @@ async def test_consumption_is_logged_and_survives_reload(tmp_path: Path) -> None
     types = [r[0] for r in conn.execute("SELECT type FROM events ORDER BY seq")]
     conn.close()
     assert types == ["allowlist.updated", "vehicle.passed", "allowlist.updated"]
+
+
+@pytest.mark.parametrize("delta", [False, True])
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        ("4", "version 4 is not newer than the current version 5"),
+        ("5", "version 5 is not newer than the current version 5"),
+        ("-1", "version -1 is not newer than the current version 5"),
+        (
+            str(2**63),
+            f"version {2**63} is above the largest allowed ({2**63 - 1}); the current version is 5",
+        ),
+        ("9" * 30, "is above the largest allowed"),
+    ],
+)
+def test_import_versions_only_move_forward(
+    files: Path, version: str, why: str, delta: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = files / "g.db"
+    listfile = str(files / "list.csv")
+    assert main(["allowlist", "import", str(db), listfile, "--gate", "g", "--version", "5"]) == 0
+    change = files / "delta.json"
+    change.write_text(json.dumps({"upsert": [], "remove": [{"type": "blacklist", "id": "BL-1"}]}))
+    argv = ["allowlist", "import", str(db), str(change if delta else listfile)]
+    capsys.readouterr()
+    assert main([*argv, *(["--delta"] if delta else []), "--version", version]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("{")]  # not JSON logs
+    assert len(lines) == 1, err
+    assert why in lines[0]
+    assert "Traceback" not in err
+    assert load_from_file(str(db)).version == 5
+    with LogReader(db) as reader:
+        assert reader.head()[0] == 1  # nothing logged for the refused version
+
+
+def test_import_refuses_a_version_before_creating_a_log(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = files / "new.db"
+    argv = ["allowlist", "import", str(db), str(files / "list.csv"), "--gate", "g"]
+    assert main([*argv, "--version", "-3"]) == 2
+    assert "version -3 is not newer than the current version 0" in capsys.readouterr().err
+    assert not db.exists()
+    assert main([*argv, "--version", str(2**63 - 1)]) == 0
+    # The next default version would be past the largest: refused, not a traceback.
+    assert main(argv) == 2
+    assert f"version {2**63} is above the largest allowed" in capsys.readouterr().err
+    assert load_from_file(str(db)).version == 2**63 - 1
+
+
+async def test_service_refuses_versions_that_do_not_move_forward(tmp_path: Path) -> None:
+    from edgegate.allowlist import importer
+    from edgegate.allowlist.service import VersionError
+
+    entries = importer.parse_csv(GOOD.encode())
+    async with await EventLog.open(tmp_path / "g.db", gate_id="g") as log:
+        service = await AllowListService.open(log)
+        await service.replace(entries, source="test", version=7)
+        for bad in (7, 6, 0, -1, 2**63):
+            with pytest.raises(VersionError) as refused:
+                await service.replace(entries, source="test", version=bad)
+            assert (refused.value.version, refused.value.current) == (bad, 7)
+            with pytest.raises(VersionError):
+                await service.apply_delta(entries[:1], [], source="test", version=bad)
+        assert service.view.version == 7
+    with LogReader(tmp_path / "g.db") as reader:
+        assert reader.head()[0] == 1

@@ -17,7 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from edgegate.allowlist import importer
-from edgegate.allowlist.service import AllowListService, UpdateResult, load_from_file
+from edgegate.allowlist.service import (
+    AllowListService,
+    UpdateResult,
+    VersionError,
+    check_version,
+    load_from_file,
+)
 from edgegate.allowlist.store import StoreError
 from edgegate.config import ConfigError, GateConfig, load_config
 from edgegate.core.allowlist import AllowList, AllowListError
@@ -140,9 +146,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not args.db.exists() and gate_id is None:
         return _fail(f"{args.db} does not exist: name its gate with --gate or --config")
     try:
+        if args.version is not None and not args.db.exists():
+            check_version(args.version, 0)  # refused before a new log file is created
         result = asyncio.run(
             _import(args.db, gate_id, entries, removals, args.delta, args.version, args.file)
         )
+    except VersionError as exc:
+        return _fail(f"{args.file}: refused, nothing imported: {exc}")
     except AllowListError as exc:
         return _fail(f"{args.file}: refused, nothing imported:\n{exc}")
     except (LogError, StoreError) as exc:
