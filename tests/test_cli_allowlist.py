@@ -320,3 +320,34 @@ async def test_service_refuses_versions_that_do_not_move_forward(tmp_path: Path)
         assert service.view.version == 7
     with LogReader(tmp_path / "g.db") as reader:
         assert reader.head()[0] == 1
+
+
+LU_YU = HEADER + (
+    "registration,REG-1,鲁A12345,blue,ordinary,commuter,Qilu Chemicals,,,,2026-01-01,"
+    "2026-12-31,,,,,,,,,,\n"
+    "blacklist,BL-1,豫B99999,,,,,,,,2026-11-01,,,,,,,,,speeding,82 km/h,park-security\n"
+)
+
+
+def test_import_gbk_file_with_only_lu_and_yu_plates(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listfile = files / "lu-yu.csv"
+    listfile.write_bytes(LU_YU.encode("gbk"))
+    db = files / "g.db"
+    argv = ["allowlist", "import", str(db), str(listfile), "--gate", "g"]
+    assert main([*argv, "--encoding", "utf-8"]) == 2
+    assert "first character must be a province abbreviation" in capsys.readouterr().err
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"read {listfile} as GBK (2 of its 2 plates are valid so, 0 if read as UTF-8); "
+        "it is also valid UTF-8 text: give --encoding utf-8 if that is meant"
+    ) in out
+    assert "version 0 -> 1, 2 upserted" in out
+    assert main([*argv, "--encoding", "gbk"]) == 0
+    assert "also valid" not in capsys.readouterr().out
+    assert main(["allowlist", "lookup", str(db), "豫B99999", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [c["id"] for c in found["exact"]] == ["BL-1"]
+    assert found["by_gate_kind"]["ordinary/entry"]["verdict"] == "deny"

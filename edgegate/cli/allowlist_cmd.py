@@ -66,6 +66,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp.add_argument("-c", "--config", type=Path, help="gate config: gate id and time zone")
     imp.add_argument("--gate", help="gate id, for a new log file without --config")
     imp.add_argument("--timezone", help=f"zone of times without offset (default {DEFAULT_TZ})")
+    imp.add_argument(
+        "--encoding",
+        choices=importer.ENCODINGS,
+        help="read the file as this (default: decided by which reading gives valid plates)",
+    )
     imp.set_defaults(func=cmd_import)
 
     look = al_sub.add_parser(
@@ -123,16 +128,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     if suffix not in (".csv", ".json"):
         return _fail(f"{args.file}: unknown format {suffix!r}: use a .csv or .json file")
     try:
+        decoded = importer.read_text(data, args.encoding)
         if args.delta:
             parse_delta = (
                 importer.parse_json_delta if suffix == ".json" else (importer.parse_csv_delta)
             )
-            delta = parse_delta(data, tz)
+            delta = parse_delta(decoded.text, tz)
             entries: list[Credential] = delta.upserts
             removals = delta.removals
         else:
             parse = importer.parse_json if suffix == ".json" else importer.parse_csv
-            entries = parse(data, tz)
+            entries = parse(decoded.text, tz)
             removals = []
     except importer.AllowListInputError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
@@ -158,6 +164,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     except (LogError, StoreError) as exc:
         return _fail(str(exc))
     kind = "delta" if args.delta else "snapshot"
+    if decoded.notable:
+        other = "gbk" if decoded.encoding == "utf-8" else "utf-8"
+        print(
+            f"read {args.file} as {decoded.encoding.upper()} ({decoded.why}); it is also "
+            f"valid {other.upper()} text: give --encoding {other} if that is meant"
+        )
     print(
         f"imported {args.file} as {kind}: version {result.previous_version} -> "
         f"{result.version}, {result.upserted} upserted, {result.removed} removed, "
