@@ -92,12 +92,18 @@ def test_lookup_fuzzy_with_config(files: Path, capsys: pytest.CaptureFixture[str
     entry = out["configured_gate"]["entry"]
     assert entry["verdict"] == "confirm"
     assert "fuzzy-dangerous-needs-confirmation" in entry["reasons"]
+    assert entry["explanation"].startswith(
+        "matched only fuzzily: read 苏E6G7B9, the allow-list has 苏E6G789 (B read where it "
+        "has 8, character 6)"
+    )
+    assert "credential appointment APT-1;" in entry["explanation"]
     rc = main(
         ["allowlist", "lookup", str(db), "苏E6G7B9", "--at", "2026-11-28 10:00", "-c", str(config)]
     )
     assert rc == 0
     text = capsys.readouterr().out
     assert "fuzzy: 苏E6G789 (B→8 at 5)" in text
+    assert "credential appointment APT-1; a guard must confirm" in " ".join(text.split())
     assert "fengxiang-road" in text
 
 

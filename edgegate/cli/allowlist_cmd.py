@@ -274,6 +274,7 @@ def _decision_json(d: Decision) -> dict[str, Any]:
         "matched_plate": d.matched_plate,
         "category": None if d.category is None else str(d.category),
         "credential": None if d.credential is None else f"{d.credential.kind}:{d.credential.id}",
+        "explanation": d.explanation,
     }
 
 
@@ -386,3 +387,6 @@ def _print_lookup(found: _Lookup) -> None:
         where = f"{gate_id} as {kind}" if gate_id else f"any {kind}"
         table.add_row(where, str(direction), str(d.verdict), ", ".join(str(r) for r in d.reasons))
     console.print(table)
+    decided = [*found.configured.values(), *found.decisions.values()]
+    for explanation in dict.fromkeys(d.explanation for d in decided if d.explanation):
+        console.print(explanation)
