@@ -614,7 +614,7 @@ def test_a_nul_inside_a_fixed_size_plate_field_rejects_the_frame() -> None:
     frame = fixed.encode("粤B1", C.BLUE, 0.5)
     plate_at = frame.index("粤B1".encode("gb2312"))
     bad = bytearray(frame)
-    bad[plate_at + 4 : plate_at + 8] = b"2345"  # "粤B1\x002345": a NUL, then more plate
+    bad[plate_at + 5 : plate_at + 9] = b"2345"  # "粤B1\x002345": a NUL, then more plate
     bad[-3:-1] = crc16_modbus(bad[1:-3]).to_bytes(2, "little")
     (error,), rest = feed(fixed, [bytes(bad)])
     assert rest == b""
