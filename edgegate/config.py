@@ -55,6 +55,7 @@ from edgegate.core.rules import (
     DEFAULT_DWELL_LIMITS,
     KIND_ADMITS,
     ColourMismatchAction,
+    FuzzyMatching,
     GateRules,
     StaleAction,
 )
@@ -342,12 +343,21 @@ class Policy(_Model):
     allowlist_max_age: Annotated[Duration, _bounds("1min", "30d")] = timedelta(hours=72)
     on_stale_allowlist: StaleAction = StaleAction.CONFIRM
     colour_mismatch: ColourMismatchAction = ColourMismatchAction.NOTE
-    fuzzy_matching: StrictBool = True
+    # off | confirm | allow (see FuzzyMatching). Before these modes it was a boolean: false
+    # is off, and true is read as confirm, the safe default for a chemical park.
+    fuzzy_matching: FuzzyMatching = FuzzyMatching.CONFIRM
     min_confidence: Fraction = 0.0
     # Keys override the defaults one by one; "none" means no limit for that category.
     dwell_limits: Mapping[VehicleCategory, DwellLimit] = Field(
         default_factory=lambda: dict(DEFAULT_DWELL_LIMITS)
     )
+
+    @field_validator("fuzzy_matching", mode="before")
+    @classmethod
+    def _fuzzy_from_boolean(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return FuzzyMatching.CONFIRM if value else FuzzyMatching.OFF
+        return value
 
     @field_validator("dwell_limits", mode="after")
     @classmethod

@@ -57,6 +57,7 @@ def all_samples() -> list[ev.Event]:
             allowlist_age_s=321.5,
             allowlist_stale=False,
             read_seq=40,
+            explanation="matched only fuzzily: read 苏E1234S, the allow-list has 苏E12345",
         ),
         ev.VehiclePassed(
             lane="in-1",

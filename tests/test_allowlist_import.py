@@ -10,6 +10,7 @@ import pytest
 
 from edgegate.allowlist.importer import (
     AllowListInputError,
+    DecodedText,
     Delta,
     LineError,
     decode_text,
@@ -17,6 +18,7 @@ from edgegate.allowlist.importer import (
     parse_csv_delta,
     parse_json,
     parse_json_delta,
+    read_text,
 )
 from edgegate.core.allowlist import AllowList
 from edgegate.core.domain import (
@@ -139,6 +141,100 @@ def test_csv_gbk() -> None:
     with pytest.raises(UnicodeDecodeError):
         data.decode("utf-8")
     assert parse_csv(data) == EXPECTED
+
+
+# GBK files whose only Chinese characters are 鲁 or 豫 are also valid UTF-8 (鲁 is C2 B3 in
+# GBK, "³" in UTF-8): the reading whose plates are valid wins.
+LU_YU_ROWS = [
+    "registration,R1,鲁A12345,blue,ordinary,company,Qilu Chemicals,2026-01-01,,",
+    "registration,R2,豫B2345G,blue,ordinary,company,Zhongyuan Gas,2026-01-01,,",
+    "registration,R3,鲁Q 08I5D,yellow,ordinary,company,Qilu Chemicals,2026-01-01,,",
+]
+
+
+def lu_yu_csv(*rows: str) -> str:
+    return "\n".join([REG_HEADER, *(rows or LU_YU_ROWS)]) + "\n"
+
+
+def plates_of(credentials: list[Credential]) -> list[str]:
+    return [c.plate for c in credentials]
+
+
+def test_gbk_file_with_only_lu_and_yu_plates_is_read_as_gbk() -> None:
+    data = lu_yu_csv().encode("gbk")
+    assert data.decode("utf-8") != lu_yu_csv()  # valid UTF-8, but other text
+    assert plates_of(parse_csv(data)) == ["鲁A12345", "豫B2345G", "鲁Q0815D"]
+    decoded = read_text(data)
+    assert (decoded.encoding, decoded.notable) == ("gbk", True)
+    assert decoded.why == "3 of its 3 plates are valid so, 0 if read as UTF-8"
+    names = REG_HEADER.split(",")
+    entries = [dict(zip(names, row.split(","), strict=True)) for row in LU_YU_ROWS]
+    as_json = json.dumps(entries, ensure_ascii=False).encode("gbk")
+    as_json.decode("utf-8")
+    assert plates_of(parse_json(as_json)) == ["鲁A12345", "豫B2345G", "鲁Q0815D"]
+    delta = json.dumps({"upsert": entries[:1]}, ensure_ascii=False).encode("gbk")
+    assert plates_of(parse_json_delta(delta).upserts) == ["鲁A12345"]
+
+
+def test_utf8_file_with_lu_and_yu_plates_stays_utf8() -> None:
+    text = lu_yu_csv()
+    assert plates_of(parse_csv(text.encode())) == ["鲁A12345", "豫B2345G", "鲁Q0815D"]
+    assert read_text(text.encode()).encoding == "utf-8"
+    assert not read_text(text.encode()).notable
+    # A byte-order mark says UTF-8 whatever the rest might also be.
+    assert read_text(b"\xef\xbb\xbf" + text.encode()) == DecodedText(text, "utf-8")
+
+
+def test_gbk_file_with_mixed_provinces_and_a_bom() -> None:
+    rows = [*LU_YU_ROWS, "registration,R4,苏E12345,blue,ordinary,company,扬子石化,2026-01-01,,"]
+    data = lu_yu_csv(*rows).encode("gbk")
+    assert plates_of(parse_csv(data))[-1] == "苏E12345"
+    assert read_text(data) == DecodedText(lu_yu_csv(*rows), "gbk")  # only GBK: nothing to say
+    gb18030_bom = "\ufeff".encode("gb18030")
+    assert read_text(gb18030_bom + lu_yu_csv().encode("gbk")).text == lu_yu_csv()
+
+
+def test_gbk_file_with_a_bad_plate_names_it_as_written() -> None:
+    rows = [*LU_YU_ROWS, "registration,R4,鲁A1234,blue,ordinary,company,Qilu,2026-01-01,,"]
+    errors = errors_of(parse_csv, lu_yu_csv(*rows).encode("gbk"))
+    # Most plates are valid read as GBK: the error is about 鲁A1234, not about "³A1234".
+    assert [(e.line, e.field) for e in errors] == [(5, "plate")]
+    assert "'鲁A1234': must have 7 or 8 characters" in errors[0].message
+
+
+def test_encoding_can_be_forced() -> None:
+    data = lu_yu_csv().encode("gbk")
+    assert plates_of(parse_csv(data, encoding="gbk"))[0] == "鲁A12345"
+    assert read_text(data, "gbk") == DecodedText(lu_yu_csv(), "gbk")
+    errors = errors_of(parse_csv, data, encoding="utf-8")
+    assert "first character must be a province abbreviation" in errors[0].message
+    su = lu_yu_csv("registration,R1,苏E12345,blue,ordinary,company,Acme,2026-01-01,,")
+    assert [(e.line, e.message) for e in errors_of(read_text, su.encode("gbk"), "utf-8")] == [
+        (2, "not UTF-8 text (byte 0xcb)")
+    ]
+    bom = b"\xef\xbb\xbf" + lu_yu_csv().encode()
+    [error] = errors_of(read_text, bom, "gbk")
+    assert error.message == "starts with a UTF-8 byte-order mark: it is not GBK"
+    with pytest.raises(ValueError, match="unknown encoding 'latin-1'"):
+        read_text(data, "latin-1")
+
+
+def test_utf16_is_named() -> None:
+    [error] = errors_of(parse_csv, lu_yu_csv().encode("utf-16"))
+    assert error.message == "UTF-16 text: save the file as UTF-8 or GBK"
+
+
+def test_without_plates_unlikely_characters_decide_then_utf8() -> None:
+    removal = "op,type,id\nremove,blacklist,BL-鲁7\n"
+    decoded = read_text(removal.encode("gbk"))
+    assert (decoded.text, decoded.encoding, decoded.notable) == (removal, "gbk", True)
+    assert decoded.why == "as many valid plates either way; fewer unlikely characters so"
+    assert parse_csv_delta(removal.encode("gbk")).removals == [(CredentialKind.BLACKLIST, "BL-鲁7")]
+    # "的的" in UTF-8 is "鐨勭殑" in GBK: both plausible, UTF-8 by default, said so.
+    decoded = read_text("的的".encode())
+    assert "鐨勭殑".encode("gbk") == "的的".encode()
+    assert (decoded.text, decoded.encoding, decoded.notable) == ("的的", "utf-8", True)
+    assert decoded.why == "neither reading is more plausible: UTF-8 by default"
 
 
 def test_json_list_and_object() -> None:

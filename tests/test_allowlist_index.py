@@ -110,6 +110,35 @@ def test_exact_normalises_the_read(read: str) -> None:
     assert read in al
 
 
+# Separators cameras and typists put in a plate, as typed (full- and half-width forms too).
+SEPARATORS = [
+    " ", "\t", "\u3000", "\u00a0", "·", "•", ".", "．", "-", "－", "_", "＿", "。", "｡",
+    "・", "･", "—", "–", "‐", "‑", "‒", "―", "−", "﹣", "‧", "∙", "⋅", "⸱", "…",
+    "\u200b", "\u200d", "\u00ad", "\ufeff",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("sep", SEPARATORS)
+def test_normalise_drops_separators(sep: str) -> None:
+    for read in (f"苏E{sep}12345", f"苏{sep}E{sep}123{sep}45", f"{sep}苏e12345{sep}"):
+        assert normalise(read) == "苏E12345", repr(read)
+        assert normalise(normalise(read)) == normalise(read)
+    assert normalise(f"苏E{sep}IO345") == "苏E10345"
+    al = AllowList.from_credentials([reg(plate=f"苏E{sep}12345")])
+    assert al.exact(f"苏E12{sep}345").registrations == (reg(),)
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x07", "\x1f", "\x7f", "\x85", "\n"])
+def test_normalise_keeps_control_characters(control: str) -> None:
+    """A control character is garbage, not a separator: the plate stays invalid."""
+    from edgegate.core.plates import PlateError, is_valid, parse
+
+    plate = normalise(f"苏E12{control}345")
+    assert plate == f"苏E12{control}345" and not is_valid(plate)
+    with pytest.raises(PlateError):
+        parse(f"苏E12{control}345")
+
+
 def test_exact_reads_i_and_o_in_the_serial_as_one_and_zero() -> None:
     al = AllowList.from_credentials([reg(plate="苏E10345")])
     assert al.exact("苏EIO345").registrations == (reg(plate="苏E10345"),)

@@ -92,12 +92,18 @@ def test_lookup_fuzzy_with_config(files: Path, capsys: pytest.CaptureFixture[str
     entry = out["configured_gate"]["entry"]
     assert entry["verdict"] == "confirm"
     assert "fuzzy-dangerous-needs-confirmation" in entry["reasons"]
+    assert entry["explanation"].startswith(
+        "matched only fuzzily: read 苏E6G7B9, the allow-list has 苏E6G789 (B read where it "
+        "has 8, character 6)"
+    )
+    assert "credential appointment APT-1;" in entry["explanation"]
     rc = main(
         ["allowlist", "lookup", str(db), "苏E6G7B9", "--at", "2026-11-28 10:00", "-c", str(config)]
     )
     assert rc == 0
     text = capsys.readouterr().out
     assert "fuzzy: 苏E6G789 (B→8 at 5)" in text
+    assert "credential appointment APT-1; a guard must confirm" in " ".join(text.split())
     assert "fengxiang-road" in text
 
 
@@ -251,3 +257,103 @@ async def test_consumption_is_logged_and_survives_reload(tmp_path: Path) -> None
     types = [r[0] for r in conn.execute("SELECT type FROM events ORDER BY seq")]
     conn.close()
     assert types == ["allowlist.updated", "vehicle.passed", "allowlist.updated"]
+
+
+@pytest.mark.parametrize("delta", [False, True])
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        ("4", "version 4 is not newer than the current version 5"),
+        ("5", "version 5 is not newer than the current version 5"),
+        ("-1", "version -1 is not newer than the current version 5"),
+        (
+            str(2**63),
+            f"version {2**63} is above the largest allowed ({2**63 - 1}); the current version is 5",
+        ),
+        ("9" * 30, "is above the largest allowed"),
+    ],
+)
+def test_import_versions_only_move_forward(
+    files: Path, version: str, why: str, delta: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = files / "g.db"
+    listfile = str(files / "list.csv")
+    assert main(["allowlist", "import", str(db), listfile, "--gate", "g", "--version", "5"]) == 0
+    change = files / "delta.json"
+    change.write_text(json.dumps({"upsert": [], "remove": [{"type": "blacklist", "id": "BL-1"}]}))
+    argv = ["allowlist", "import", str(db), str(change if delta else listfile)]
+    capsys.readouterr()
+    assert main([*argv, *(["--delta"] if delta else []), "--version", version]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("{")]  # not JSON logs
+    assert len(lines) == 1, err
+    assert why in lines[0]
+    assert "Traceback" not in err
+    assert load_from_file(str(db)).version == 5
+    with LogReader(db) as reader:
+        assert reader.head()[0] == 1  # nothing logged for the refused version
+
+
+def test_import_refuses_a_version_before_creating_a_log(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = files / "new.db"
+    argv = ["allowlist", "import", str(db), str(files / "list.csv"), "--gate", "g"]
+    assert main([*argv, "--version", "-3"]) == 2
+    assert "version -3 is not newer than the current version 0" in capsys.readouterr().err
+    assert not db.exists()
+    assert main([*argv, "--version", str(2**63 - 1)]) == 0
+    # The next default version would be past the largest: refused, not a traceback.
+    assert main(argv) == 2
+    assert f"version {2**63} is above the largest allowed" in capsys.readouterr().err
+    assert load_from_file(str(db)).version == 2**63 - 1
+
+
+async def test_service_refuses_versions_that_do_not_move_forward(tmp_path: Path) -> None:
+    from edgegate.allowlist import importer
+    from edgegate.allowlist.service import VersionError
+
+    entries = importer.parse_csv(GOOD.encode())
+    async with await EventLog.open(tmp_path / "g.db", gate_id="g") as log:
+        service = await AllowListService.open(log)
+        await service.replace(entries, source="test", version=7)
+        for bad in (7, 6, 0, -1, 2**63):
+            with pytest.raises(VersionError) as refused:
+                await service.replace(entries, source="test", version=bad)
+            assert (refused.value.version, refused.value.current) == (bad, 7)
+            with pytest.raises(VersionError):
+                await service.apply_delta(entries[:1], [], source="test", version=bad)
+        assert service.view.version == 7
+    with LogReader(tmp_path / "g.db") as reader:
+        assert reader.head()[0] == 1
+
+
+LU_YU = HEADER + (
+    "registration,REG-1,鲁A12345,blue,ordinary,commuter,Qilu Chemicals,,,,2026-01-01,"
+    "2026-12-31,,,,,,,,,,\n"
+    "blacklist,BL-1,豫B99999,,,,,,,,2026-11-01,,,,,,,,,speeding,82 km/h,park-security\n"
+)
+
+
+def test_import_gbk_file_with_only_lu_and_yu_plates(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listfile = files / "lu-yu.csv"
+    listfile.write_bytes(LU_YU.encode("gbk"))
+    db = files / "g.db"
+    argv = ["allowlist", "import", str(db), str(listfile), "--gate", "g"]
+    assert main([*argv, "--encoding", "utf-8"]) == 2
+    assert "first character must be a province abbreviation" in capsys.readouterr().err
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"read {listfile} as GBK (2 of its 2 plates are valid so, 0 if read as UTF-8); "
+        "it is also valid UTF-8 text: give --encoding utf-8 if that is meant"
+    ) in out
+    assert "version 0 -> 1, 2 upserted" in out
+    assert main([*argv, "--encoding", "gbk"]) == 0
+    assert "also valid" not in capsys.readouterr().out
+    assert main(["allowlist", "lookup", str(db), "豫B99999", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [c["id"] for c in found["exact"]] == ["BL-1"]
+    assert found["by_gate_kind"]["ordinary/entry"]["verdict"] == "deny"

@@ -29,6 +29,7 @@ from edgegate.core.rules import (
     DEFAULT_DWELL_LIMITS,
     KIND_ADMITS,
     ColourMismatchAction,
+    FuzzyMatching,
     GateRules,
     StaleAction,
 )
@@ -195,6 +196,33 @@ def test_example_validates(path: Path, run_cli: Runner) -> None:
     assert event["config_hash"] == config.config_hash()
 
 
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [
+        (None, FuzzyMatching.CONFIRM),  # the default, for a chemical park
+        ('"off"', FuzzyMatching.OFF),
+        ('"confirm"', FuzzyMatching.CONFIRM),
+        ('"allow"', FuzzyMatching.ALLOW),
+        # The boolean it was before: false is off, true the safe default.
+        ("false", FuzzyMatching.OFF),
+        ("true", FuzzyMatching.CONFIRM),
+    ],
+)
+def test_fuzzy_matching_modes(value: str | None, mode: FuzzyMatching) -> None:
+    text = variant(append="" if value is None else f"\n[policy]\nfuzzy_matching = {value}\n")
+    assert parse_config(text).rules().fuzzy_matching is mode
+
+
+def test_check_config_shows_the_fuzzy_matching_mode(tmp_path: Path, run_cli: Runner) -> None:
+    path = tmp_path / "gate.toml"
+    path.write_text(variant(append='\n[policy]\nfuzzy_matching = "off"\n'), encoding="utf-8")
+    code, out, err = run_cli(path)
+    assert code == 0, err
+    assert "fuzzy matching: off" in " ".join(out.split())
+    code, out, err = run_cli(CONFIG_DIR / "fengxiang-road.toml")
+    assert "fuzzy matching: confirm" in " ".join(out.split())
+
+
 def test_example_semantics() -> None:
     fengxiang = load_config(CONFIG_DIR / "fengxiang-road.toml")
     assert fengxiang.gate.kind is GateKind.COMPREHENSIVE
@@ -314,7 +342,7 @@ def test_rules_match_the_configuration() -> None:
         allowlist_max_age=timedelta(hours=72),
         on_stale_allowlist=StaleAction.CONFIRM,
         colour_mismatch=ColourMismatchAction.CONFIRM,
-        fuzzy_matching=True,
+        fuzzy_matching=FuzzyMatching.CONFIRM,
         min_confidence=0.6,
     )
 
@@ -485,6 +513,12 @@ INVALID: list[tuple[str, str, str, str]] = [
         variant(append='\n[policy]\non_stale_allowlist = "panic"\n'),
         "policy.on_stale_allowlist",
         "must be one of 'note', 'confirm' or 'deny-entries'",
+    ),
+    (
+        "invalid-fuzzy-matching",
+        variant(append='\n[policy]\nfuzzy_matching = "on"\n'),
+        "policy.fuzzy_matching",
+        "must be one of 'off', 'confirm' or 'allow'",
     ),
     (
         "undefined-device",

@@ -38,6 +38,16 @@ def test_plate_read_v1_is_upcast_to_v2() -> None:
     assert event.lane == "in-1"
 
 
+def test_access_decided_v1_is_upcast_to_v2_without_explanation() -> None:
+    sample = next(e for e in all_samples() if isinstance(e, ev.AccessDecided))
+    stored = msgpack.unpackb(ev.encode(sample))
+    del stored["explanation"]
+    event = ev.decode("access.decided", 1, msgpack.packb(stored), sample.lane)
+    assert isinstance(event, ev.AccessDecided)
+    assert event.explanation == ""
+    assert event.plate == sample.plate
+
+
 def test_newer_version_than_known_is_refused_not_guessed() -> None:
     payload = ev.encode(all_samples()[0])
     with pytest.raises(ev.EventDecodeError, match=r"plate.read v3 is newer"):

@@ -537,6 +537,91 @@ def test_reported_bytes_are_bounded() -> None:
     assert not small.truncated
 
 
+# ------------------------------------------------------------------ control characters
+
+# A plate field holding a control character (C0, DEL, C1), an invisible format character or
+# a line separator is no plate: each profile's frame for "粤B" + control + "12345".
+CONTROLS = ["\x00", "\x07", "\t", "\r", "\x1b", "\x1f", "\x7f"]
+WIDE_CONTROLS = ["\x85", "\x9f", "\u200b", "\u202e", "\u2028", "\ufeff"]  # not in GBK
+
+
+def kv_line(plate: str) -> bytes:
+    return f"CONF=0.50;COLOR=BLUE;PLATE={plate};IMG=a.jpg\n".encode()
+
+
+def framed(name: str, plate: str) -> bytes:
+    """A frame for ``plate`` written byte for byte as a camera would, checksums right."""
+    if name == GENERIC:
+        return generic_line(f"{plate},蓝,95,".encode("gbk"))
+    if name == KV:
+        return kv_line(plate)
+    return binary_frame(plate.encode("gbk") + b"\x01\x5f")
+
+
+CONTROL_CASES = [
+    *((name, ch) for name in PROFILES for ch in CONTROLS),
+    *((KV, ch) for ch in WIDE_CONTROLS),
+]
+
+
+@pytest.mark.parametrize(("name", "control"), CONTROL_CASES)
+@pytest.mark.parametrize("mode", ["whole", "halved", "byte-by-byte"])
+def test_a_control_character_in_the_plate_field_rejects_the_frame(
+    name: str, control: str, mode: str
+) -> None:
+    decoder = decoder_for(load_profile(name))
+    good = decoder.encode("粤B12345", C.BLUE, 0.5)
+    plates = [f"粤B{control}12345"]
+    if control not in ("\t", "\r"):  # padding and line ends around a field are trimmed
+        plates += [f"{control}粤B12345", f"粤B12345{control}"]
+    for plate in plates:
+        bad = framed(name, plate)
+        items, rest = feed(decoder, split(bad + good, mode))
+        assert rest == b""
+        assert [type(i) for i in items] == [FrameError, Frame], plate
+        error = items[0]
+        assert isinstance(error, FrameError)
+        assert error.kind is K.CONTROL_CHARACTER
+        at = plate.index(control)
+        assert error.reason == (
+            f"plate field has control character U+{ord(control):04X} at character {at}"
+        )
+        assert error.data == bad and error.size == len(bad)
+        assert str(error).startswith("control-character: ")
+        assert isinstance(items[1], Frame) and items[1].plate == "粤B12345"
+
+
+@pytest.mark.parametrize("mode", ["whole", "halved", "byte-by-byte"])
+def test_padding_and_line_ends_around_the_plate_field_are_no_control_characters(
+    mode: str,
+) -> None:
+    kv = decoder_for(load_profile(KV))
+    crlf = b"CONF=0.50;COLOR=BLUE;PLATE=\xe7\xb2\xa4B12345\r\n"  # a CRLF camera, LF profile
+    items, rest = feed(kv, split(crlf, mode))
+    assert rest == b"" and [i.plate for i in frames(items)] == ["粤B12345"]
+    generic = decoder_for(load_profile(GENERIC))
+    padded = framed(GENERIC, "\t\u3000粤B12345 \t")
+    items, rest = feed(generic, split(padded, mode))
+    assert rest == b"" and [i.plate for i in frames(items)] == ["粤B12345"]
+    fixed = decoder_for(variant(BINARY, payload=["colour", "confidence", "plate"], plate_size=12))
+    frame = fixed.encode("粤B12345", C.BLUE, 0.5)  # NUL-padded to 12 bytes
+    items, rest = feed(fixed, split(frame, mode))
+    assert rest == b"" and [i.plate for i in frames(items)] == ["粤B12345"]
+
+
+def test_a_nul_inside_a_fixed_size_plate_field_rejects_the_frame() -> None:
+    fixed = decoder_for(variant(BINARY, payload=["colour", "confidence", "plate"], plate_size=12))
+    frame = fixed.encode("粤B1", C.BLUE, 0.5)
+    plate_at = frame.index("粤B1".encode("gb2312"))
+    bad = bytearray(frame)
+    bad[plate_at + 5 : plate_at + 9] = b"2345"  # "粤B1\x002345": a NUL, then more plate
+    bad[-3:-1] = crc16_modbus(bad[1:-3]).to_bytes(2, "little")
+    (error,), rest = feed(fixed, [bytes(bad)])
+    assert rest == b""
+    assert isinstance(error, FrameError) and error.kind is K.CONTROL_CHARACTER
+    assert "U+0000 at character 3" in error.reason
+
+
 # --------------------------------------------------------------------- resynchronisation
 
 

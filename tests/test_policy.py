@@ -39,7 +39,7 @@ from edgegate.core.policy import (
     decide,
     decide_all_kinds,
 )
-from edgegate.core.rules import ColourMismatchAction, GateRules, StaleAction
+from edgegate.core.rules import ColourMismatchAction, FuzzyMatching, GateRules, StaleAction
 
 C = VehicleCategory
 ENTRY, EXIT = Direction.ENTRY, Direction.EXIT
@@ -538,10 +538,14 @@ CONFUSABLE_PAIRS = [("0", "D"), ("0", "Q"), ("D", "Q"), ("8", "B"), ("2", "Z"), 
 def test_fuzzy_match_each_confusable(read_plate: str, list_plate: str) -> None:
     view = view_of(registration(plate=list_plate))
     d = decide(rules_for(GateKind.ORDINARY), ENTRY, read(read_plate), view, NOW)
-    assert d.verdict is ALLOW
+    assert d.verdict is CONFIRM  # the default: a guard confirms an entry matched fuzzily
     assert d.match is MatchKind.FUZZY
     assert d.plate == read_plate
     assert d.matched_plate == list_plate
+    assert codes(d) == ("fuzzy-match", "fuzzy-match-needs-confirmation", "registration-valid")
+    allow = rules_for(GateKind.ORDINARY, fuzzy_matching=FuzzyMatching.ALLOW)
+    d = decide(allow, ENTRY, read(read_plate), view, NOW)
+    assert d.verdict is ALLOW
     assert codes(d) == ("fuzzy-match", "registration-valid")
 
 
@@ -574,7 +578,8 @@ def test_position_one_only_substitutes_letters() -> None:
 HAZ = "粤A1234S"
 BAD = "粤A1Z345"  # also one substitution from PLATE (2/Z)
 
-# (label, credentials, kind, entry verdict, entry reasons, exit verdict, exit reasons)
+# With fuzzy_matching = "allow": (label, credentials, kind, entry verdict, entry reasons, exit
+# verdict, exit reasons). "confirm" differs only where an entry would be allowed.
 FUZZY_TABLE = [
     ("ordinary-valid", [registration(plate=HAZ)], GateKind.ORDINARY,
      ALLOW, ("fuzzy-match", "registration-valid"),
@@ -632,7 +637,8 @@ def test_fuzzy_outcomes(
     expected: Verdict,
     reasons: tuple[str, ...],
 ) -> None:
-    d = decide(rules_for(kind), direction, read(PLATE), view_of(*creds), NOW)
+    rules = rules_for(kind, fuzzy_matching=FuzzyMatching.ALLOW)
+    d = decide(rules, direction, read(PLATE), view_of(*creds), NOW)
     assert d.verdict is expected
     assert codes(d) == reasons
     plates = {c.plate for c in creds}
@@ -652,9 +658,66 @@ def test_fuzzy_dangerous_entry_reports_the_appointment_a_confirmation_consumes()
     assert d.category is C.HAZMAT
 
 
+@pytest.mark.parametrize(
+    ("creds", "kind", "direction", "allowed", "reasons"),
+    [
+        pytest.param(creds, kind, d, v, rs, id=f"{label}-{d}")
+        for label, creds, kind, entry_v, entry_rs, exit_v, exit_rs in FUZZY_TABLE
+        for d, v, rs in ((ENTRY, entry_v, entry_rs), (EXIT, exit_v, exit_rs))
+    ],
+)
+def test_fuzzy_confirm_mode_holds_every_entry_allow_mode_would_admit(
+    creds: list[Credential],
+    kind: GateKind,
+    direction: Direction,
+    allowed: Verdict,
+    reasons: tuple[str, ...],
+) -> None:
+    """``confirm`` (the default): an entry matched only fuzzily needs a guard whatever the
+    category; everything else, exits included, is decided as with ``allow``."""
+    d = decide(rules_for(kind), direction, read(PLATE), view_of(*creds), NOW)
+    if direction is ENTRY and allowed is ALLOW:
+        assert d.verdict is CONFIRM
+        assert codes(d) == (reasons[0], "fuzzy-match-needs-confirmation", *reasons[1:])
+        assert d.credential is not None  # the credential a guard checks
+    else:
+        assert d.verdict is allowed
+        assert codes(d) == reasons
+
+
+def test_fuzzy_reasons_say_in_plain_words_which_credential() -> None:
+    view = view_of(registration(plate=NEIGHBOUR, id="REG-7"))
+    d = decide(rules_for(GateKind.ORDINARY), ENTRY, read(PLATE), view, NOW)
+    assert d.explanation == (
+        "matched only fuzzily: read 粤A12345, the allow-list has 粤A1234S (5 read where it "
+        "has S, character 7), a well-formed plate that may belong to another vehicle; "
+        "credential registration REG-7; a guard must confirm which vehicle this is before it "
+        "passes"
+    )
+    event = d.to_event(direction=ENTRY, plate_read=PLATE, lane="in-1", read_seq=1)
+    assert event.explanation == d.explanation
+    allow = rules_for(GateKind.ORDINARY, fuzzy_matching=FuzzyMatching.ALLOW)
+    assert decide(allow, ENTRY, read(PLATE), view, NOW).explanation.endswith(
+        "credential registration REG-7; allowed on it"
+    )
+    # Refused: no credential admits, so every one the plate holds is named.
+    view = view_of(registration("expired", plate=NEIGHBOUR, id="REG-7"), blacklist(plate=NEIGHBOUR))
+    d = decide(allow, ENTRY, read(PLATE), view, NOW)
+    assert d.verdict is CONFIRM  # fuzzily blacklisted: a guard looks
+    assert "credential registration REG-7, blacklist B1;" in d.explanation
+    view = view_of(registration(plate=NEIGHBOUR), permit(plate=BAD))
+    d = decide(rules_for(GateKind.ORDINARY), ENTRY, read(PLATE), view, NOW)
+    assert d.explanation.startswith(
+        "the plate read as 粤A12345 is not on the allow-list and matched several listed plates "
+        "only fuzzily (粤A1234S, 粤A1Z345)"
+    )
+    exact = decide(rules_for(GateKind.ORDINARY), ENTRY, read(PLATE), view_of(registration()), NOW)
+    assert exact.explanation == ""
+
+
 @pytest.mark.parametrize("direction", list(Direction))
 def test_fuzzy_matching_disabled(direction: Direction) -> None:
-    rules = rules_for(GateKind.ORDINARY, fuzzy_matching=False)
+    rules = rules_for(GateKind.ORDINARY, fuzzy_matching=FuzzyMatching.OFF)
     d = decide(rules, direction, read(PLATE), view_of(registration(plate=HAZ)), NOW)
     assert d.match is MatchKind.NONE
     assert d.verdict is (DENY if direction is ENTRY else CONFIRM)
@@ -1130,6 +1193,7 @@ def test_decision_carries_list_version_and_age() -> None:
         "allowlist_version": 42,
         "allowlist_age_s": 3600.0,
         "allowlist_stale": False,
+        "explanation": "",
     }
 
 
@@ -1182,15 +1246,20 @@ def _credentials(draw: st.DrawFn) -> list[Credential]:
     kind=st.sampled_from(GateKind),
     direction=st.sampled_from(Direction),
     fuzzy=st.booleans(),
+    mode=st.sampled_from(FuzzyMatching),
 )
 def test_policy_invariants(
-    creds: list[Credential], kind: GateKind, direction: Direction, fuzzy: bool
+    creds: list[Credential],
+    kind: GateKind,
+    direction: Direction,
+    fuzzy: bool,
+    mode: FuzzyMatching,
 ) -> None:
     # With ``fuzzy`` the credentials belong to a neighbour of the read plate.
     if fuzzy:
         creds = [_replate(c, NEIGHBOUR) for c in creds]
     view = view_of(*creds)
-    rules = rules_for(kind)
+    rules = rules_for(kind, fuzzy_matching=mode)
     d = decide(rules, direction, read(), view, NOW)
     active_blacklist = any(isinstance(c, BlacklistEntry) and c.valid_at(NOW) for c in creds)
 
@@ -1207,6 +1276,10 @@ def test_policy_invariants(
         if fuzzy:
             assert d.category is not None and not d.category.dangerous
             assert not active_blacklist
+            assert mode is FuzzyMatching.ALLOW or direction is EXIT
+    if fuzzy and mode is FuzzyMatching.OFF:
+        assert d.match is MatchKind.NONE
+    assert bool(d.explanation) is (d.match is MatchKind.FUZZY)
     if d.verdict is DENY:
         assert d.credential is None
         assert d.consume_appointment is None

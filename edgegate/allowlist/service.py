@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from edgegate.allowlist import store
-from edgegate.core.allowlist import AllowList
+from edgegate.core.allowlist import AllowList, AllowListError
 from edgegate.core.domain import Credential, CredentialKind
 from edgegate.core.events import AllowListUpdated, AllowListUpdateKind, Event
 from edgegate.log import EventLog
@@ -27,6 +27,36 @@ from edgegate.observability import get_logger
 log = get_logger("allowlist")
 
 T = TypeVar("T")
+
+
+MAX_VERSION = 2**63 - 1
+"""The largest version the log and the store can hold (SQLite's INTEGER)."""
+
+
+class VersionError(AllowListError):
+    """A version that does not move the list forward: not above the current one, or above
+    ``MAX_VERSION``. Nothing was changed."""
+
+    def __init__(self, version: int, current: int) -> None:
+        self.version = version
+        self.current = current
+        if version > MAX_VERSION:
+            why = (
+                f"version {version} is above the largest allowed ({MAX_VERSION}); "
+                f"the current version is {current}"
+            )
+        else:
+            why = f"version {version} is not newer than the current version {current}"
+        super().__init__([why])
+
+
+def check_version(version: int | None, current: int) -> int:
+    """The version a change gets: ``current + 1`` by default; ``VersionError`` unless it is
+    above ``current`` and at most ``MAX_VERSION`` (versions only move forward)."""
+    chosen = current + 1 if version is None else version
+    if chosen <= current or chosen > MAX_VERSION:
+        raise VersionError(chosen, current)
+    return chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +133,14 @@ class AllowListService:
     ) -> UpdateResult:
         """Replace the whole list with a snapshot (``AllowListError`` if any entry is bad).
 
-        ``version`` defaults to the current one plus one; ``updated_at`` to now. Appointments
-        already consumed at this gate stay consumed.
+        ``version`` defaults to the current one plus one and must be newer than it
+        (``VersionError``); ``updated_at`` defaults to now. Appointments already consumed at
+        this gate stay consumed.
         """
         entries = list(entries)
         async with self._changes:
             previous = self._list.version
-            version = previous + 1 if version is None else version
+            version = check_version(version, previous)
             updated_at = updated_at or datetime.now(UTC)
             # Validation and encoding off the event loop; AllowListError here changes nothing.
             prepared = await asyncio.to_thread(store.prepare_snapshot, entries)
@@ -185,7 +216,7 @@ class AllowListService:
         updated_at: datetime | None = None,
     ) -> UpdateResult:
         """Insert or replace ``upserts`` and drop ``removals`` atomically (``AllowListError``,
-        with every problem, changes nothing)."""
+        with every problem, changes nothing; ``VersionError`` as for ``replace``)."""
         upserts = list(upserts)
         removals = list(removals)
         async with self._changes:
@@ -200,7 +231,7 @@ class AllowListService:
         updated_at: datetime | None,
     ) -> UpdateResult:
         previous = self._list.version
-        version = previous + 1 if version is None else version
+        version = check_version(version, previous)
         updated_at = updated_at or datetime.now(UTC)
         new_keys = {(c.kind, c.id) for c in upserts if self._list.get(c.kind, c.id) is None}
         size_after = len(self._list) + len(new_keys) - len(removals)

@@ -17,7 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from edgegate.allowlist import importer
-from edgegate.allowlist.service import AllowListService, UpdateResult, load_from_file
+from edgegate.allowlist.service import (
+    AllowListService,
+    UpdateResult,
+    VersionError,
+    check_version,
+    load_from_file,
+)
 from edgegate.allowlist.store import StoreError
 from edgegate.config import ConfigError, GateConfig, load_config
 from edgegate.core.allowlist import AllowList, AllowListError
@@ -60,6 +66,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp.add_argument("-c", "--config", type=Path, help="gate config: gate id and time zone")
     imp.add_argument("--gate", help="gate id, for a new log file without --config")
     imp.add_argument("--timezone", help=f"zone of times without offset (default {DEFAULT_TZ})")
+    imp.add_argument(
+        "--encoding",
+        choices=importer.ENCODINGS,
+        help="read the file as this (default: decided by which reading gives valid plates)",
+    )
     imp.set_defaults(func=cmd_import)
 
     look = al_sub.add_parser(
@@ -117,16 +128,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     if suffix not in (".csv", ".json"):
         return _fail(f"{args.file}: unknown format {suffix!r}: use a .csv or .json file")
     try:
+        decoded = importer.read_text(data, args.encoding)
         if args.delta:
             parse_delta = (
                 importer.parse_json_delta if suffix == ".json" else (importer.parse_csv_delta)
             )
-            delta = parse_delta(data, tz)
+            delta = parse_delta(decoded.text, tz)
             entries: list[Credential] = delta.upserts
             removals = delta.removals
         else:
             parse = importer.parse_json if suffix == ".json" else importer.parse_csv
-            entries = parse(data, tz)
+            entries = parse(decoded.text, tz)
             removals = []
     except importer.AllowListInputError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
@@ -140,14 +152,24 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not args.db.exists() and gate_id is None:
         return _fail(f"{args.db} does not exist: name its gate with --gate or --config")
     try:
+        if args.version is not None and not args.db.exists():
+            check_version(args.version, 0)  # refused before a new log file is created
         result = asyncio.run(
             _import(args.db, gate_id, entries, removals, args.delta, args.version, args.file)
         )
+    except VersionError as exc:
+        return _fail(f"{args.file}: refused, nothing imported: {exc}")
     except AllowListError as exc:
         return _fail(f"{args.file}: refused, nothing imported:\n{exc}")
     except (LogError, StoreError) as exc:
         return _fail(str(exc))
     kind = "delta" if args.delta else "snapshot"
+    if decoded.notable:
+        other = "gbk" if decoded.encoding == "utf-8" else "utf-8"
+        print(
+            f"read {args.file} as {decoded.encoding.upper()} ({decoded.why}); it is also "
+            f"valid {other.upper()} text: give --encoding {other} if that is meant"
+        )
     print(
         f"imported {args.file} as {kind}: version {result.previous_version} -> "
         f"{result.version}, {result.upserted} upserted, {result.removed} removed, "
@@ -252,6 +274,7 @@ def _decision_json(d: Decision) -> dict[str, Any]:
         "matched_plate": d.matched_plate,
         "category": None if d.category is None else str(d.category),
         "credential": None if d.credential is None else f"{d.credential.kind}:{d.credential.id}",
+        "explanation": d.explanation,
     }
 
 
@@ -364,3 +387,6 @@ def _print_lookup(found: _Lookup) -> None:
         where = f"{gate_id} as {kind}" if gate_id else f"any {kind}"
         table.add_row(where, str(direction), str(d.verdict), ", ".join(str(r) for r in d.reasons))
     console.print(table)
+    decided = [*found.configured.values(), *found.decisions.values()]
+    for explanation in dict.fromkeys(d.explanation for d in decided if d.explanation):
+        console.print(explanation)

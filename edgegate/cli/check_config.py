@@ -109,7 +109,7 @@ def summary(config: GateConfig, path: Path) -> RenderableType:
             "Policy",
             f"allow-list max age {format_duration(policy.allowlist_max_age)} "
             f"(when stale: {policy.on_stale_allowlist}); colour mismatch: "
-            f"{policy.colour_mismatch}; fuzzy matching: {'on' if policy.fuzzy_matching else 'off'}"
+            f"{policy.colour_mismatch}; fuzzy matching: {policy.fuzzy_matching}"
             f"; min confidence {policy.min_confidence:g}",
         ),
         (

@@ -280,10 +280,12 @@ def _frame_rejected_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 # --- decisions and vehicles -----------------------------------------------------------------
 
 
-@event_type("access.decided")
+@event_type("access.decided", version=2)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessDecided(Event):
-    """A decision with every reason, and the allow-list version it was taken with."""
+    """A decision with every reason, and the allow-list version it was taken with;
+    ``explanation`` says in plain words what the codes cannot (a fuzzy match, on which
+    credential), empty otherwise."""
 
     direction: Direction
     plate_read: str  # as read
@@ -301,6 +303,13 @@ class AccessDecided(Event):
     allowlist_age_s: float | None = None
     allowlist_stale: bool = False
     read_seq: int | None = None
+    explanation: str = ""
+
+
+@upcaster("access.decided", from_version=1)
+def _access_decided_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 had no explanation."""
+    return {**data, "explanation": ""}
 
 
 @event_type("vehicle.passed")

@@ -18,7 +18,25 @@ SPECIAL_SUFFIXES = "挂学警港澳领使试超"
 _PLATE_RE = re.compile(
     rf"^[{PROVINCES}][A-Z][A-HJ-NP-Z0-9]{{4,5}}(?:[A-HJ-NP-Z0-9]|[{SPECIAL_SUFFIXES}])$"
 )
-_SEPARATORS = str.maketrans("", "", " \t·•.-_")
+
+
+def _separators() -> dict[int, None]:
+    """What ``normalise`` drops, after NFKC has folded full- and half-width forms (``．``
+    ``－`` ``･`` ``｡`` become ``.`` ``-`` ``・`` ``。``): every space, dash (Pd: ``-`` ``—``
+    ``–`` ``‐``...) and connector (Pc: ``_``), the dots and bullets typists and cameras put
+    between the parts of a plate, and invisible format characters (Cf: zero-width space, soft
+    hyphen, byte-order mark...). Control characters are not separators: they stay (a reader's
+    frame holding one is rejected before it gets here)."""
+    dots = ".·•‧∙⋅・。⸱⸳−"  # −: the minus sign (Sm), typed for a hyphen
+    drop = {ord(ch): None for ch in "\t" + dots}
+    # Where such characters are, outside the CJK and other scripts' blocks (tags: Cf).
+    for code in (*range(0x3100), *range(0xFE00, 0x10000), *range(0xE0000, 0xE0080)):
+        if unicodedata.category(chr(code)) in ("Zs", "Pd", "Pc", "Cf"):
+            drop[code] = None
+    return drop
+
+
+_SEPARATORS = _separators()
 _SERIAL_FIX = str.maketrans("IO", "10")
 
 # Characters a plate OCR confuses with each other (DESIGN §1).
@@ -34,8 +52,9 @@ class PlateError(ValueError):
 
 
 def normalise(raw: str) -> str:
-    """Canonical form of a plate as read: full-width folded, upper case, separators removed,
-    and I/O in the serial read as 1/0. Never raises; garbage stays garbage."""
+    """Canonical form of a plate as read: full-width folded, upper case, separators (spaces,
+    dashes, dots, bullets, zero-width characters) removed, and I/O in the serial read as 1/0.
+    Never raises; garbage stays garbage."""
     text = unicodedata.normalize("NFKC", raw).translate(_SEPARATORS).upper()
     if len(text) <= 2:
         return text

@@ -33,11 +33,14 @@ but it does not leave through a gate its category may not use:
 
 Fuzzy matches (one OCR-confusable substitution) are tried only when the exact plate has no
 allow-list entry at all — an exact blacklist entry must never be bypassed by a registered
-neighbour — and ``rules.fuzzy_matching`` is on. The candidate is evaluated as if read exactly,
-then: ``fuzzy-match`` is recorded; a blacklisted candidate gives ``confirm`` (never allow);
-on entry a dangerous candidate that would be allowed needs confirmation; on exit a dangerous
-candidate, or one that would be refused, needs confirmation (the vehicle may be an unknown
-one leaving). Several candidates give ``fuzzy-ambiguous`` → confirm.
+neighbour — and ``rules.fuzzy_matching`` is not ``off``. A fuzzily matched plate is a
+well-formed plate that may belong to another vehicle. The candidate is evaluated as if read
+exactly, then: ``fuzzy-match`` is recorded; a blacklisted candidate gives ``confirm`` (never
+allow); on entry a dangerous candidate that would be allowed needs confirmation, and with
+``fuzzy_matching = "confirm"`` (the default) so does any other (``fuzzy-match-needs-
+confirmation``); on exit a dangerous candidate, or one that would be refused, needs
+confirmation (the vehicle may be an unknown one leaving). Several candidates give
+``fuzzy-ambiguous`` → confirm. ``explain`` says it in plain words, naming the credential.
 
 Then, in this order: a colour mismatch acts per ``rules.colour_mismatch``; a confidence below
 ``rules.min_confidence`` turns allow into confirm; a stale allow-list acts per
@@ -62,6 +65,7 @@ from edgegate.core.domain import (
     CredentialKind,
     Credentials,
     Direction,
+    FuzzyMatch,
     GateKind,
     MatchKind,
     PlateColour,
@@ -72,7 +76,13 @@ from edgegate.core.domain import (
 )
 from edgegate.core.events import AccessDecided
 from edgegate.core.plates import is_valid, normalise
-from edgegate.core.rules import KIND_ADMITS, ColourMismatchAction, GateRules, StaleAction
+from edgegate.core.rules import (
+    KIND_ADMITS,
+    ColourMismatchAction,
+    FuzzyMatching,
+    GateRules,
+    StaleAction,
+)
 
 
 class Verdict(enum.StrEnum):
@@ -93,6 +103,7 @@ class Reason(enum.StrEnum):
     FUZZY_AMBIGUOUS = "fuzzy-ambiguous"
     FUZZY_BLACKLISTED = "fuzzy-blacklisted"
     FUZZY_DANGEROUS = "fuzzy-dangerous-needs-confirmation"
+    FUZZY_NEEDS_CONFIRMATION = "fuzzy-match-needs-confirmation"  # fuzzy_matching = "confirm"
     # Rule 1.
     BLACKLISTED = "blacklisted"
     BLACKLISTED_ON_EXIT = "blacklisted-on-exit"
@@ -148,6 +159,8 @@ class Decision:
     allowlist_version: int
     allowlist_age_s: float | None  # None when the list's update time is unknown
     allowlist_stale: bool
+    # Plain words for what the codes cannot say: a fuzzy match, and on which credential.
+    explanation: str = ""
 
     def to_event(
         self, *, direction: Direction, plate_read: str, lane: str | None, read_seq: int | None
@@ -171,6 +184,7 @@ class Decision:
             allowlist_age_s=self.allowlist_age_s,
             allowlist_stale=self.allowlist_stale,
             read_seq=read_seq,
+            explanation=self.explanation,
         )
 
     def to_record(self) -> dict[str, object]:
@@ -192,6 +206,7 @@ class Decision:
             "allowlist_version": self.allowlist_version,
             "allowlist_age_s": self.allowlist_age_s,
             "allowlist_stale": self.allowlist_stale,
+            "explanation": self.explanation,
         }
 
 
@@ -386,6 +401,9 @@ def _fuzzy_single(
         if dangerous and outcome.verdict is Verdict.ALLOW:
             outcome.reasons.add(Reason.FUZZY_DANGEROUS)
             outcome.verdict = Verdict.CONFIRM
+        elif rules.fuzzy_matching is not FuzzyMatching.ALLOW and outcome.verdict is Verdict.ALLOW:
+            outcome.reasons.add(Reason.FUZZY_NEEDS_CONFIRMATION)
+            outcome.verdict = Verdict.CONFIRM
     else:
         # Leaving, the read may also be an unknown vehicle, which needs a guard anyway.
         if dangerous:
@@ -426,23 +444,23 @@ def decide(
 
     matched: str | None = None
     match = MatchKind.NONE
+    candidates: dict[str, FuzzyMatch] = {}
     exact = view.exact(plate) if plate else Credentials(plate)
     if not exact.empty:
         outcome = _evaluate(rules, direction, exact, now)
         matched, match = plate, MatchKind.EXACT
     else:
-        candidates: dict[str, Credentials] = {}
-        if plate and rules.fuzzy_matching:
+        if plate and rules.fuzzy_matching is not FuzzyMatching.OFF:
             for fm in view.fuzzy(plate):
                 if not fm.credentials.empty:
-                    candidates.setdefault(fm.credentials.plate, fm.credentials)
+                    candidates.setdefault(fm.credentials.plate, fm)
         if len(candidates) == 1:
-            ((matched, creds),) = candidates.items()
+            ((matched, single),) = candidates.items()
             match = MatchKind.FUZZY
-            outcome = _fuzzy_single(rules, direction, creds, now)
+            outcome = _fuzzy_single(rules, direction, single.credentials, now)
         elif candidates:
             match = MatchKind.FUZZY
-            outcome = _fuzzy_ambiguous(candidates.values(), now)
+            outcome = _fuzzy_ambiguous((fm.credentials for fm in candidates.values()), now)
         elif entry:
             outcome = _Outcome(Verdict.DENY, {Reason.NO_CREDENTIAL})
         else:
@@ -480,6 +498,7 @@ def decide(
     credential = CredentialRef(subject.kind, subject.id) if passes and subject is not None else None
     until = _window(subject)[1] if credential is not None and subject is not None else None
     consume = subject.id if passes and entry and isinstance(subject, Appointment) else None
+    explanation = _explain_fuzzy(plate, list(candidates.values()), credential, outcome.verdict)
     return Decision(
         verdict=outcome.verdict,
         reasons=tuple(sorted(outcome.reasons, key=_ORDER.__getitem__)),
@@ -493,6 +512,36 @@ def decide(
         allowlist_version=view.version,
         allowlist_age_s=age,
         allowlist_stale=stale,
+        explanation=explanation,
+    )
+
+
+def _explain_fuzzy(
+    plate: str, matches: list[FuzzyMatch], credential: CredentialRef | None, verdict: Verdict
+) -> str:
+    """The plain words of a decision on a fuzzy match ("" for any other decision)."""
+    if not matches:
+        return ""
+    outcome = {
+        Verdict.ALLOW: "allowed on it",
+        Verdict.CONFIRM: "a guard must confirm which vehicle this is before it passes",
+        Verdict.DENY: "refused",
+    }[verdict]
+    if len(matches) > 1:
+        listed = ", ".join(sorted(m.credentials.plate for m in matches))
+        return (
+            f"the plate read as {plate} is not on the allow-list and matched several listed "
+            f"plates only fuzzily ({listed}), each one OCR-confusable character away; {outcome}"
+        )
+    (fm,) = matches
+    if credential is not None:
+        named = f"{credential.kind} {credential.id}"
+    else:
+        named = ", ".join(f"{c.kind} {c.id}" for c in fm.credentials.all())
+    return (
+        f"matched only fuzzily: read {plate}, the allow-list has {fm.credentials.plate} "
+        f"({fm.read_char} read where it has {fm.list_char}, character {fm.position + 1}), a "
+        f"well-formed plate that may belong to another vehicle; credential {named}; {outcome}"
     )
 
 

@@ -71,6 +71,16 @@ class ColourMismatchAction(enum.StrEnum):
     CONFIRM = "confirm"  # an allow becomes a guard confirmation
 
 
+class FuzzyMatching(enum.StrEnum):
+    """What a plate matched only fuzzily (one OCR-confusable character away from a listed
+    plate: a well-formed plate that may belong to another vehicle) does at an entry. Exits
+    are decided the same way in every mode but ``off``."""
+
+    OFF = "off"  # only an exact match identifies a vehicle
+    CONFIRM = "confirm"  # an entry matched only fuzzily needs a guard, whatever the category
+    ALLOW = "allow"  # ordinary categories may enter; hazmat, hazwaste, a blacklist never
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GateRules:
     """The policy-relevant part of a gate's configuration."""
@@ -85,7 +95,7 @@ class GateRules:
     allowlist_max_age: timedelta | None = timedelta(hours=72)
     on_stale_allowlist: StaleAction = StaleAction.CONFIRM
     colour_mismatch: ColourMismatchAction = ColourMismatchAction.NOTE
-    fuzzy_matching: bool = True
+    fuzzy_matching: FuzzyMatching = FuzzyMatching.CONFIRM
     min_confidence: float = 0.0  # reads below this need a guard's confirmation to pass
 
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -58,6 +59,7 @@ class FrameErrorKind(enum.StrEnum):
     EMPTY_PLATE = "empty-plate"
     UNKNOWN_COLOUR = "unknown-colour"
     BAD_CONFIDENCE = "bad-confidence"
+    CONTROL_CHARACTER = "control-character"  # in the plate field: no camera reads one
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,19 @@ def _show(data: bytes | bytearray, limit: int = 40) -> str:
     return text + (" …" if len(data) > limit else "")
 
 
+def _control_in(plate: str) -> str | None:
+    """Why a plate field holding a control character (C0, DEL, C1), an invisible format
+    character (zero-width, bidi override, BOM...) or a line separator is no plate; None if
+    it holds none. Padding and line ends around the field are trimmed before this."""
+    for at, ch in enumerate(plate):
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            return f"plate field has control character U+{ord(ch):04X} at character {at}"
+    return None
+
+
+#: Padding and line ends a camera may leave around a field (a CRLF camera on an LF profile).
+_PADDING: Final = " \t\r\n"
+
 _HEX2: Final = re.compile(rb"[0-9A-Fa-f]{2}")
 _NUMBER: Final = re.compile(r"\d{1,6}(?:\.\d{1,6})?")
 
@@ -277,7 +292,11 @@ class TextLineDecoder:
             return error(
                 FrameErrorKind.NO_MATCH, f"does not match the field pattern: {text[:80]!r}"
             )
-        plate = (match["plate"] or "").strip()
+        field = (match["plate"] or "").strip(_PADDING)
+        control = _control_in(field)
+        if control is not None:
+            return error(FrameErrorKind.CONTROL_CHARACTER, control)
+        plate = field.strip()
         if not plate:
             return error(FrameErrorKind.EMPTY_PLATE, "empty plate field")
         colour = PlateColour.UNKNOWN
@@ -477,13 +496,17 @@ class BinaryFrameDecoder:
         if profile.plate_size is not None:
             raw_plate = raw_plate.rstrip(b"\x00")
         try:
-            plate = raw_plate.decode(profile.plate_encoding).strip()
+            field = raw_plate.decode(profile.plate_encoding).strip(_PADDING)
         except UnicodeDecodeError as exc:
             return error(
                 FrameErrorKind.BAD_TEXT,
                 f"plate {_show(raw_plate)} is not {profile.plate_encoding.upper()} text "
                 f"at byte {exc.start}",
             )
+        control = _control_in(field)
+        if control is not None:
+            return error(FrameErrorKind.CONTROL_CHARACTER, control)
+        plate = field.strip()
         if not plate:
             return error(FrameErrorKind.EMPTY_PLATE, "empty plate field")
         code = fields["colour"][0]
