@@ -816,6 +816,7 @@ async def test_manual_open_is_held_until_released(tmp_path: Path) -> None:
         assert refusal.event.verdict == "deny"
         assert passed.event.plate == REFUSED
         assert passed.event.decision_seq == refusal.seq
+        assert passed.event.unauthorised  # refused, through a held lane: nobody admitted it
         await asyncio.sleep(1.0)
         assert trail.of(CLOSE) == []
         assert plc.position == 1.0

@@ -143,6 +143,7 @@ class BarrierState(enum.StrEnum):
 
 class ManualActionKind(enum.StrEnum):
     OPEN = "open"  # open and hold until released; automatic closing never overrides it
+    OPEN_ONCE = "open-once"  # open for one vehicle, then close and go back to normal
     CLOSE = "close"
     RELEASE = "release"  # hand the lane back to automatic control
     CONFIRM = "confirm"  # a guard confirms a decision that asked for confirmation
@@ -286,10 +287,12 @@ class AccessDecided(Event):
     read_seq: int | None = None
 
 
-@event_type("vehicle.passed")
+@event_type("vehicle.passed", version=2)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VehiclePassed(Event):
-    """A vehicle crossed the lane (entered or left the park)."""
+    """A vehicle crossed the lane (entered or left the park). ``unauthorised``: the policy
+    refused it (``decision_seq`` says why, e.g. a blacklist) and it went through a lane held
+    open (manual, central or incident): a passage nobody admitted, for a guard to follow up."""
 
     plate: str
     direction: Direction
@@ -297,6 +300,13 @@ class VehiclePassed(Event):
     credential_id: str | None = None
     permit_until: datetime | None = None
     decision_seq: int | None = None
+    unauthorised: bool = False
+
+
+@upcaster("vehicle.passed", from_version=1)
+def _vehicle_passed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 had no ``unauthorised``: every pass it recorded counts as a plain one."""
+    return {**data, "unauthorised": False}
 
 
 @event_type("vehicle.backed-out")
