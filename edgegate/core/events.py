@@ -436,7 +436,7 @@ class CommandAccepted(Event):
     ``lane`` is the lane it opens (None for gate-wide actions)."""
 
     command_id: str
-    action: str  # "open-lane" | "incident-on" | "incident-off"
+    action: str  # "open-lane" | "open-lane-once" | "release-lane" | "incident-on" | ...
     operator: str  # central's operator who issued it
     reason: str
     issued_at: datetime

@@ -89,6 +89,7 @@ from edgegate.sync import signing
 from edgegate.sync.protocol import ProtocolError, SnapshotRequest
 from edgegate.sync.signing import (
     KIND_ALLOWLIST,
+    LANE_ACTIONS,
     MAX_COMMAND_LIFETIME_NS,
     AllowListPublication,
     CommandGuard,
@@ -126,6 +127,14 @@ class GateControl(Protocol):
         """Open and hold ``lane_id``; ``KeyError`` (or ``ValueError``) for an unknown lane."""
         ...
 
+    def open_lane_once(self, lane_id: str, operator: str, reason: str) -> None:
+        """Open ``lane_id`` for one vehicle, then back to normal; ``KeyError`` as above."""
+        ...
+
+    def release_lane(self, lane_id: str, operator: str, reason: str) -> None:
+        """End a hold of ``lane_id`` (it closes once clear); ``KeyError`` as above."""
+        ...
+
     def set_incident(self, on: bool, operator: str, reason: str) -> None:
         """Incident mode on or off for the whole gate."""
         ...
@@ -139,7 +148,9 @@ class _LaneLike(Protocol):
 
 class LanesControl:
     """``GateControl`` over the daemon's lane runners (``Gate.lanes``): opening a lane is a
-    manual OPEN (held until a guard releases it); incident mode goes to every lane."""
+    manual OPEN (held until released, by a guard or central), once a manual OPEN_ONCE,
+    releasing a manual RELEASE (each logged as ``manual.action`` with the operator); incident
+    mode goes to every lane."""
 
     def __init__(self, lanes: Mapping[str, _LaneLike], mode: GateMode = GateMode.NORMAL) -> None:
         self._lanes = lanes
@@ -150,11 +161,20 @@ class LanesControl:
         return self._mode
 
     def open_lane(self, lane_id: str, operator: str, reason: str) -> None:
+        self._lane(lane_id).manual(Manual(ManualActionKind.OPEN, operator, reason))
+
+    def open_lane_once(self, lane_id: str, operator: str, reason: str) -> None:
+        self._lane(lane_id).manual(Manual(ManualActionKind.OPEN_ONCE, operator, reason))
+
+    def release_lane(self, lane_id: str, operator: str, reason: str) -> None:
+        self._lane(lane_id).manual(Manual(ManualActionKind.RELEASE, operator, reason))
+
+    def _lane(self, lane_id: str) -> _LaneLike:
         runner = self._lanes.get(lane_id)
         if runner is None:
             known = ", ".join(sorted(self._lanes)) or "none"
             raise KeyError(f"this gate has no lane {lane_id!r} (lanes: {known})")
-        runner.manual(Manual(ManualActionKind.OPEN, operator, reason))
+        return runner
 
     def set_incident(self, on: bool, operator: str, reason: str) -> None:
         for runner in self._lanes.values():
@@ -500,12 +520,17 @@ class Downlink:
 
     async def _carry_out(self, command: SignedCommand) -> CommandOutcome:
         operator = f"central:{command.operator}"
-        if command.action != "open-lane":
+        if command.action not in LANE_ACTIONS:
             await self._log_mode_change(command, operator)
         try:
-            if command.action == "open-lane":
+            if command.action in LANE_ACTIONS:
                 assert command.lane is not None
-                self.control.open_lane(command.lane, operator, command.reason)
+                act = {
+                    "open-lane": self.control.open_lane,
+                    "open-lane-once": self.control.open_lane_once,
+                    "release-lane": self.control.release_lane,
+                }[command.action]
+                act(command.lane, operator, command.reason)
             else:
                 self.control.set_incident(command.action == "incident-on", operator, command.reason)
         except Exception as exc:
