@@ -405,7 +405,9 @@ async def test_forged_allowlist_is_refused_and_logged(
 
 @pytest.mark.parametrize("what", ["older-snapshot", "same-version-snapshot", "older-delta"])
 async def test_older_publication_is_refused_as_stale(env: Env, what: str) -> None:
+    """Central went back: a version not newer than the gate's, issued after the gate's."""
     await _at_version_3(env)
+    env.clock.advance(1)
     now = env.clock.wall_ns()
     payload = {
         "older-snapshot": snapshot(env.central, 2, [], now),
@@ -428,11 +430,36 @@ async def test_a_publication_delivered_again_is_no_news(env: Env) -> None:
     for _ in range(3):
         assert (await env.downlink.receive_allowlist(applied)).code == "redelivered"
     assert env.events("allowlist.refused") == []
+    env.clock.advance(1)
     stale = snapshot(env.central, 2, [], env.clock.wall_ns())
     codes = [(await env.downlink.receive_allowlist(stale)).code for _ in range(3)]
     assert codes == ["stale", "redelivered", "redelivered"]
     assert len(env.events("allowlist.refused")) == 1
     assert len(env.events("allowlist.updated")) == 1 and env.service.view.version == 3
+
+
+async def test_a_superseded_publication_is_no_news_after_a_restart(env: Env) -> None:
+    """Central's retained snapshot, then deltas on it: a restarted gate (its memory of what
+    it received gone) gets the snapshot again, and the one that made its list; neither is
+    refused. A lower version issued after the gate's list still is."""
+    clock = env.clock
+    start = now_dt(clock) - timedelta(hours=1)
+    retained = snapshot(env.central, 3, [permit("P1", PLATE, start)], clock.wall_ns())
+    assert (await env.downlink.receive_allowlist(retained)).applied
+    clock.advance(60)
+    last = delta(env.central, 3, 4, clock.wall_ns(), upserts=(permit("P2", OTHER_PLATE, start),))
+    assert (await env.downlink.receive_allowlist(last)).applied
+    restarted = env.new_downlink()
+    assert (await restarted.receive_allowlist(retained)).code == "redelivered"
+    assert (await restarted.receive_allowlist(last)).code == "redelivered"
+    assert env.events("allowlist.refused") == []
+    clock.advance(60)
+    assert (
+        await restarted.receive_allowlist(snapshot(env.central, 4, [], clock.wall_ns()))
+    ).code == "stale"
+    assert len(env.events("allowlist.refused")) == 1
+    assert env.service.view.version == 4
+    assert restarted.last_allowlist is not None and restarted.last_allowlist.code == "stale"
 
 
 async def test_delta_with_version_gap_asks_for_a_snapshot(env: Env) -> None:

@@ -226,3 +226,66 @@ async def test_central_command_wait_reports_what_the_gate_answered(
         err = capsys.readouterr().err
         assert "no answer from gate gate-b" in err, err
         assert "Traceback" not in err
+
+
+async def test_the_retained_snapshot_again_after_a_restart_or_a_reconnect_is_no_news(
+    mosquitto_broker: Broker, tmp_path: Path
+) -> None:
+    """Central publishes a retained snapshot, then a delta on it. The gate applies both; the
+    daemon restarts, then the broker: each time the retained snapshot comes again, and it is
+    no news (the README's promise): no allowlist.refused, the list stays at the delta's
+    version."""
+    from edgegate.allowlist.importer import Delta
+    from edgegate.central.publish import delta_publication
+    from edgegate.core.events import AllowListRefused
+    from edgegate.sync.downlink import AllowListOutcome, Downlink
+    from edgegate.sync.protocol import Topics
+    from tests.eventually import eventually
+
+    config = _config(tmp_path, mosquitto_broker, free_port(), secrets.token_urlsafe(24))
+    key = load_private_key(tmp_path / "central.key")
+    topics = Topics("test", GATE)
+    entries = read_allowlist(ROOT / "config" / "allowlist-example.csv")
+    snapshot = snapshot_publication(entries, version=41, now_ns=time.time_ns())
+    delta = delta_publication(
+        Delta([], [(entries[0].kind, entries[0].id)]),
+        version=42,
+        base_version=41,
+        now_ns=time.time_ns(),
+    )
+
+    async def connected(g: RunningGate) -> Downlink:
+        assert g.gate.uplink is not None and g.gate.downlink is not None
+        async with asyncio.timeout(WAIT):
+            await g.gate.uplink.connected.wait()
+        return g.gate.downlink
+
+    async def handled(downlink: Downlink, before: AllowListOutcome | None) -> AllowListOutcome:
+        await eventually(
+            lambda: downlink.last_allowlist is not before, "a publication handled", within=WAIT
+        )
+        assert downlink.last_allowlist is not None
+        return downlink.last_allowlist
+
+    central_client = mosquitto_broker.client("central")
+    async with central_client as central, RunningGate(config, demo_allowlist=False) as g:
+        downlink = await connected(g)
+        await central.publish(
+            topics.allowlist, signed_publication(snapshot, key), qos=1, retain=True
+        )
+        assert (await handled(downlink, None)).applied
+        first = downlink.last_allowlist
+        await central.publish(topics.allowlist, signed_publication(delta, key), qos=1)
+        assert (await handled(downlink, first)).applied
+        assert g.gate.allowlist is not None and g.gate.allowlist.view.version == 42
+
+    async with RunningGate(config, demo_allowlist=False) as g:
+        downlink = await connected(g)
+        again = await handled(downlink, None)  # the daemon restarted
+        assert again.code == "redelivered"
+        await mosquitto_broker.arestart()  # the broker restarted: the gate reconnects
+        assert (await handled(downlink, again)).code == "redelivered"
+        assert g.log.of(AllowListRefused) == []
+        assert g.gate.allowlist is not None and g.gate.allowlist.view.version == 42
+        async with mosquitto_broker.client("central") as central:
+            await central.publish(topics.allowlist, b"", qos=1, retain=True)

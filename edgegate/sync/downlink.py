@@ -187,9 +187,11 @@ SnapshotRequester = Callable[[SnapshotRequest], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class AllowListOutcome:
-    """What ``on_allowlist`` did: ``applied`` (with the update), ``redelivered`` (the very
-    publication last applied or refused as stale, again: nothing logged), or refused with
-    ``code``."""
+    """What ``on_allowlist`` did: ``applied`` (with the update), ``redelivered`` (no news,
+    nothing logged: the very publication last applied or refused as stale, again; or a
+    publication not newer than the gate's list and issued no later than it, such as the
+    retained snapshot under later deltas, or the one applied, after a restart), or refused
+    with ``code``."""
 
     code: str  # "applied", "redelivered" or the refusal code
     update: UpdateResult | None = None
@@ -246,6 +248,8 @@ class Downlink:
         self._last_publication: bytes | None = None
         self._command_lock = asyncio.Lock()
         self._last_request: tuple[int, int] | None = None  # (have_version, mono_ns)
+        #: What the latest allow-list payload came to (None before the first).
+        self.last_allowlist: AllowListOutcome | None = None
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -275,7 +279,8 @@ class Downlink:
         """Verify and apply (or refuse, logged) one ``allowlist`` payload. Never raises for
         bad input; ``LogError`` if the log cannot be written."""
         async with self._allowlist_lock:
-            return await self._on_allowlist(bytes(payload))
+            self.last_allowlist = await self._on_allowlist(bytes(payload))
+            return self.last_allowlist
 
     async def _on_allowlist(self, payload: bytes) -> AllowListOutcome:
         current = self.allowlist.view.version
@@ -291,7 +296,13 @@ class Downlink:
         disposition = pub.disposition(current)
         if disposition == "stale":
             digest = await _sha256(payload)
-            if digest == self._last_publication:
+            held_since = self.allowlist.view.updated_at
+            if digest == self._last_publication or (
+                # Issued no later than the list the gate holds: superseded by it, or that very
+                # publication (a restart forgot the digest). Only a stale version issued
+                # after the gate's list (central went back) is news.
+                held_since is not None and ns_to_datetime(pub.issued_at_ns) <= held_since
+            ):
                 log.info("allowlist_redelivered", kind=pub.kind, version=pub.version)
                 return AllowListOutcome("redelivered")
             self._last_publication = digest
