@@ -894,3 +894,36 @@ async def test_a_plc_gone_and_back_during_a_central_hold(tmp_path: Path) -> None
 async def eventually_one(trail: CommandTrail, command: BarrierCommand) -> list[tuple[int, float]]:
     await eventually(lambda: bool(trail.of(command)), f"the PLC took {command}")
     return trail.of(command)
+
+
+async def test_a_hold_survives_a_restart_until_released(tmp_path: Path) -> None:
+    """A lane held open (here by central) is held again by a restarted daemon, logged as a
+    manual action naming who held it; once released, a restart leaves it closed."""
+    from edgegate.sync.downlink import LanesControl
+
+    config = one_lane_config(tmp_path)
+    async with RunningGate(config) as g:
+        LanesControl(g.gate.lanes).open_lane("l1", "central:duty-officer", "crane escort")
+        held = await g.log.wait_for(ManualAction, lane="l1")
+        await wait_position(g.plc(), 1.0)
+    async with RunningGate(config) as g:
+        started = g.log.of(DaemonStarted)[-1]
+        restored = await g.log.wait_for(ManualAction, lane="l1", after=started.seq)
+        assert restored.event.action is ManualActionKind.OPEN
+        assert restored.event.operator == "central:duty-officer"
+        assert f"held since seq {held.seq}" in restored.event.reason
+        opening = await g.log.wait_for(BarrierCommanded, after=restored.seq, where=is_open)
+        assert opening.event.cause_seq == restored.seq
+        await wait_position(g.plc(), 1.0)
+        runner = g.gate.lanes["l1"]
+        assert runner.state is LaneState.HELD_OPEN
+        LanesControl(g.gate.lanes).release_lane("l1", "central:duty-officer", "done")
+        await g.log.wait_for(BarrierCommanded, after=opening.seq, where=is_close)
+        await wait_position(g.plc(), 0.0)
+        await wait_until(lambda: runner.state is LaneState.IDLE, "lane idle")
+    async with RunningGate(config) as g:
+        started = g.log.of(DaemonStarted)[-1]
+        await g.log.wait_for(BarrierStateChanged, after=started.seq)  # the PLC was read
+        await wait_until(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "lane idle")
+        assert g.log.of(ManualAction, after=started.seq) == []
+        assert g.log.of(BarrierCommanded, after=started.seq) == []
