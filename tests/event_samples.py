@@ -67,6 +67,7 @@ def all_samples() -> list[ev.Event]:
             credential_id="APT-20261128-0007",
             permit_until=T0,
             decision_seq=42,
+            unauthorised=True,
         ),
         ev.VehicleBackedOut(
             lane="in-1", plate="苏E12345", decision_seq=42, released_appointment="APT-20261128-0007"

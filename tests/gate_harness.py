@@ -370,10 +370,12 @@ class Road:
 
 class RunningGate:
     """``async with RunningGate(config) as g``: the daemon running in this event loop, the
-    demo allow-list loaded; on leaving, a graceful stop (and the daemon's own errors)."""
+    demo allow-list loaded (unless ``demo_allowlist`` is False: the list it has); on leaving,
+    a graceful stop (and the daemon's own errors)."""
 
-    def __init__(self, config: GateConfig) -> None:
+    def __init__(self, config: GateConfig, *, demo_allowlist: bool = True) -> None:
         self.config = config
+        self.demo_allowlist = demo_allowlist
         self.gate = Gate(config, config_path="<e2e>")
         self.stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -423,8 +425,9 @@ class RunningGate:
             raise AssertionError("the gate did not start within 10 s")
         try:
             assert self.gate.allowlist is not None
-            now = datetime.now(UTC).replace(microsecond=0)
-            await self.gate.allowlist.replace(demo_allowlist(now), source="e2e")
+            if self.demo_allowlist:
+                now = datetime.now(UTC).replace(microsecond=0)
+                await self.gate.allowlist.replace(demo_allowlist(now), source="e2e")
             self._log = LogView(self.config.log_file)
         except BaseException:
             await self._shutdown()

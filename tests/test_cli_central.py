@@ -275,6 +275,8 @@ async def test_delta_computed_from_the_previous_list(
     ("action", "extra", "lane"),
     [
         ("open-lane", ["--lane", "in-1", "--reason", "barrier test"], "in-1"),
+        ("open-lane", ["--lane", "in-1", "--reason", "papers checked", "--once"], "in-1"),
+        ("release-lane", ["--lane", "in-1"], "in-1"),
         ("incident-on", [], None),
     ],
 )
@@ -314,7 +316,7 @@ async def test_command_is_signed_and_accepted_by_the_gate(
     )
     assert (command.id, command.action, command.lane, command.operator) == (
         command_id,
-        action,
+        "open-lane-once" if "--once" in extra else action,
         lane,
         "wang.li",
     )
@@ -408,6 +410,15 @@ def test_bad_allowlist_file_names_the_line(
             "needs --reason",
         ),
         (["command", "gate-a", "incident-on", "--operator", "op", "--lane", "in-1"], "drop --lane"),
+        (["command", "gate-a", "release-lane", "--operator", "op"], "release-lane needs --lane"),
+        (
+            ["command", "gate-a", "incident-on", "--operator", "op", "--once"],
+            "--once goes with open-lane only",
+        ),
+        (
+            ["command", "gate-a", "incident-on", "--operator", "op", "--wait", "--db", "x:"],
+            "--db",
+        ),
         (
             ["command", "gate-a", "incident-on", "--operator", "op", "--expires", "2h"],
             "at most 60 min",

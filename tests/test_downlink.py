@@ -41,7 +41,7 @@ from edgegate.core.rules import GateRules
 from edgegate.log import EventLog
 from edgegate.log.reader import LogReader
 from edgegate.sync.downlink import Downlink, LanesControl
-from edgegate.sync.protocol import SnapshotRequest, Topics
+from edgegate.sync.protocol import ProtocolError, SnapshotRequest, Topics
 from edgegate.sync.signing import (
     KIND_ALLOWLIST,
     KIND_COMMAND,
@@ -101,6 +101,16 @@ class RecordingControl:
         if lane_id not in self.lanes:
             raise KeyError(f"this gate has no lane {lane_id!r}")
         self.calls.append(("open", lane_id, operator, reason, self._accepted()))
+
+    def open_lane_once(self, lane_id: str, operator: str, reason: str) -> None:
+        if lane_id not in self.lanes:
+            raise KeyError(f"this gate has no lane {lane_id!r}")
+        self.calls.append(("open-once", lane_id, operator, reason, self._accepted()))
+
+    def release_lane(self, lane_id: str, operator: str, reason: str) -> None:
+        if lane_id not in self.lanes:
+            raise KeyError(f"this gate has no lane {lane_id!r}")
+        self.calls.append(("release", lane_id, operator, reason, self._accepted()))
 
     def set_incident(self, on: bool, operator: str, reason: str) -> None:
         self.calls.append(("incident", on, operator, reason, self._accepted()))
@@ -395,7 +405,9 @@ async def test_forged_allowlist_is_refused_and_logged(
 
 @pytest.mark.parametrize("what", ["older-snapshot", "same-version-snapshot", "older-delta"])
 async def test_older_publication_is_refused_as_stale(env: Env, what: str) -> None:
+    """Central went back: a version not newer than the gate's, issued after the gate's."""
     await _at_version_3(env)
+    env.clock.advance(1)
     now = env.clock.wall_ns()
     payload = {
         "older-snapshot": snapshot(env.central, 2, [], now),
@@ -418,11 +430,36 @@ async def test_a_publication_delivered_again_is_no_news(env: Env) -> None:
     for _ in range(3):
         assert (await env.downlink.receive_allowlist(applied)).code == "redelivered"
     assert env.events("allowlist.refused") == []
+    env.clock.advance(1)
     stale = snapshot(env.central, 2, [], env.clock.wall_ns())
     codes = [(await env.downlink.receive_allowlist(stale)).code for _ in range(3)]
     assert codes == ["stale", "redelivered", "redelivered"]
     assert len(env.events("allowlist.refused")) == 1
     assert len(env.events("allowlist.updated")) == 1 and env.service.view.version == 3
+
+
+async def test_a_superseded_publication_is_no_news_after_a_restart(env: Env) -> None:
+    """Central's retained snapshot, then deltas on it: a restarted gate (its memory of what
+    it received gone) gets the snapshot again, and the one that made its list; neither is
+    refused. A lower version issued after the gate's list still is."""
+    clock = env.clock
+    start = now_dt(clock) - timedelta(hours=1)
+    retained = snapshot(env.central, 3, [permit("P1", PLATE, start)], clock.wall_ns())
+    assert (await env.downlink.receive_allowlist(retained)).applied
+    clock.advance(60)
+    last = delta(env.central, 3, 4, clock.wall_ns(), upserts=(permit("P2", OTHER_PLATE, start),))
+    assert (await env.downlink.receive_allowlist(last)).applied
+    restarted = env.new_downlink()
+    assert (await restarted.receive_allowlist(retained)).code == "redelivered"
+    assert (await restarted.receive_allowlist(last)).code == "redelivered"
+    assert env.events("allowlist.refused") == []
+    clock.advance(60)
+    assert (
+        await restarted.receive_allowlist(snapshot(env.central, 4, [], clock.wall_ns()))
+    ).code == "stale"
+    assert len(env.events("allowlist.refused")) == 1
+    assert env.service.view.version == 4
+    assert restarted.last_allowlist is not None and restarted.last_allowlist.code == "stale"
 
 
 async def test_delta_with_version_gap_asks_for_a_snapshot(env: Env) -> None:
@@ -501,6 +538,48 @@ async def test_open_lane_command_is_logged_then_carried_out(env: Env) -> None:
     assert env.control.calls == [
         ("open", "in-1", "central:duty-officer-li", "fire engine escort", [cmd.id])
     ]
+
+
+async def test_open_once_and_release_commands_are_logged_then_carried_out(env: Env) -> None:
+    """Beside the hold: open one lane for one vehicle, and release a held lane; each logged
+    as accepted (with who) before the lane is told."""
+    once, once_payload = command(env.central, "open-lane-once", env.clock.wall_ns(), lane="in-1")
+    release = SignedCommand.create(
+        GATE,
+        "release-lane",
+        lane="out-1",
+        operator="duty-officer-li",
+        now_ns=env.clock.wall_ns(),
+    )
+    release_payload = sign(KIND_COMMAND, encode_command(release), env.central)
+    assert (await env.downlink.receive_command(once_payload)).code == "done"
+    assert (await env.downlink.receive_command(release_payload)).code == "done"
+
+    accepted = [e for _, e in env.events("command.accepted")]
+    assert [(e.action, e.lane, e.operator) for e in accepted] == [  # type: ignore[attr-defined]
+        ("open-lane-once", "in-1", "duty-officer-li"),
+        ("release-lane", "out-1", "duty-officer-li"),
+    ]
+    assert env.control.calls == [
+        ("open-once", "in-1", "central:duty-officer-li", "fire engine escort", [once.id]),
+        ("release", "out-1", "central:duty-officer-li", "", [once.id, release.id]),
+    ]
+    assert env.events("mode.changed") == []
+
+
+@pytest.mark.parametrize(
+    ("action", "lane", "reason", "problem"),
+    [
+        ("release-lane", None, "", "release-lane needs the lane"),
+        ("open-lane-once", None, "x", "open-lane-once needs the lane"),
+        ("open-lane-once", "in-1", " ", "reason: must not be empty"),
+    ],
+)
+def test_lane_commands_name_their_lane(
+    action: CommandAction, lane: str | None, reason: str, problem: str
+) -> None:
+    with pytest.raises(ProtocolError, match=problem):
+        SignedCommand.create(GATE, action, lane=lane, reason=reason, operator="li", now_ns=1)
 
 
 async def test_incident_commands_are_logged_then_carried_out(env: Env) -> None:
@@ -675,11 +754,15 @@ async def test_lanes_control_drives_lane_runners() -> None:
     lanes = {"in-1": Lane(), "out-1": Lane()}
     control = LanesControl(lanes)
     control.open_lane("in-1", "central:li", "escort")
+    control.release_lane("in-1", "central:li", "done")
+    control.open_lane_once("in-1", "central:li", "papers checked")
     control.set_incident(True, "central:li", "leak")
     with pytest.raises(KeyError, match="no lane 'in-9'"):
         control.open_lane("in-9", "central:li", "escort")
     assert lanes["in-1"].manual_actions == [
-        Manual(ev.ManualActionKind.OPEN, "central:li", "escort")
+        Manual(ev.ManualActionKind.OPEN, "central:li", "escort"),
+        Manual(ev.ManualActionKind.RELEASE, "central:li", "done"),
+        Manual(ev.ManualActionKind.OPEN_ONCE, "central:li", "papers checked"),
     ]
     assert lanes["out-1"].manual_actions == []
     assert lanes["in-1"].incidents == lanes["out-1"].incidents == [True]

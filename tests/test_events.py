@@ -48,6 +48,15 @@ def test_access_decided_v1_is_upcast_to_v2_without_explanation() -> None:
     assert event.plate == sample.plate
 
 
+def test_vehicle_passed_v1_is_upcast_to_a_plain_pass() -> None:
+    stored_v1 = msgpack.packb(
+        {"plate": "苏E12345", "direction": "entry", "category": None, "decision_seq": 7}
+    )
+    event = ev.decode("vehicle.passed", 1, stored_v1, "in-1")
+    assert isinstance(event, ev.VehiclePassed)
+    assert (event.decision_seq, event.unauthorised) == (7, False)
+
+
 def test_newer_version_than_known_is_refused_not_guessed() -> None:
     payload = ev.encode(all_samples()[0])
     with pytest.raises(ev.EventDecodeError, match=r"plate.read v3 is newer"):

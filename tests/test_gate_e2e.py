@@ -830,6 +830,7 @@ async def test_manual_open_is_held_until_released(tmp_path: Path) -> None:
         assert refusal.event.verdict == "deny"
         assert passed.event.plate == REFUSED
         assert passed.event.decision_seq == refusal.seq
+        assert passed.event.unauthorised  # refused, through a held lane: nobody admitted it
         await asyncio.sleep(1.0)
         assert trail.of(CLOSE) == []
         assert plc.position == 1.0
@@ -840,3 +841,102 @@ async def test_manual_open_is_held_until_released(tmp_path: Path) -> None:
         assert closing.event.reason == "released"
         await wait_position(plc, 0.0)
         assert [c for _, c in trail] == [OPEN, CLOSE]
+
+
+async def test_a_plc_gone_and_back_during_a_central_hold(tmp_path: Path) -> None:
+    """Central holds the lane open; a vehicle stands on the exit loop when the PLC (a real
+    pymodbus server) goes away. It comes back rebooted: arm down, loops clear. No pass is
+    made up from the loop seen clear afterwards, the hold is re-applied (logged, then sent),
+    and once central releases the lane an allowed vehicle is admitted as usual."""
+    from edgegate.sync.downlink import LanesControl
+
+    with PlateReaderSimulator(reader_profile(), directory=tmp_path, name="cam-port") as reader:
+        first = PlcSimulator(plc_profile(), travel_time=TRAVEL_S, host="127.0.0.1")
+        await first.start()
+        port = first.port
+        second = PlcSimulator(plc_profile(), travel_time=TRAVEL_S, host="127.0.0.1", port=port)
+        try:
+            config = gate_config(
+                tmp_path,
+                {"plc": tcp_plc(port), "cam": serial_reader(reader.port)},
+                [lane("l1", "entry", "cam", "plc")],
+            )
+            async with RunningGate(config) as g:
+                runner, log = g.gate.lanes["l1"], g.log
+                await wait_until(lambda: runner.state is LaneState.IDLE, "lane idle")
+                control = LanesControl(g.gate.lanes)
+                control.open_lane("l1", "central:duty-officer", "crane escort")
+                await wait_position(first, 1.0)
+                road = Road(first, reader)
+                await road.arrive(None)
+                await road.set(Loop.SAFETY, True)
+                await road.set(Loop.ARMING, False)
+                await road.set(Loop.EXIT, True)
+                await road.set(Loop.SAFETY, False)
+                await eventually(
+                    lambda: bool(log.of(LoopChanged, where=lambda e: e.loop is Loop.EXIT)),
+                    "the exit loop seen occupied",
+                )
+
+                await first.stop()  # the PLC goes away...
+                fault = await log.wait_for(DeviceFault, where=lambda e: e.device == "plc")
+                await second.start()  # ...and comes back rebooted: arm down, loops clear
+                trail = g.trail(second)
+                recovered = await log.wait_for(DeviceRecovered, after=fault.seq, within=4.0)
+                reopen = await log.wait_for(
+                    BarrierCommanded, after=recovered.seq, where=is_open, within=4.0
+                )
+                ((i, _),) = await eventually_one(trail, OPEN)
+                assert trail.head_at(i) >= reopen.seq
+                await wait_position(second, 1.0)
+                assert runner.state is LaneState.HELD_OPEN
+                assert log.of(VehiclePassed) == []  # nobody was seen passing
+
+                control.release_lane("l1", "central:duty-officer", "escort done")
+                closing = await log.wait_for(BarrierCommanded, after=reopen.seq, where=is_close)
+                assert closing.event.reason == "released"
+                await wait_position(second, 0.0)
+                await wait_until(lambda: runner.state is LaneState.IDLE, "lane idle")
+                await assert_entry_cycle(g, Road(second, reader), trail, after=g.log.head)
+                assert log.of(VehiclePassed, where=lambda e: e.decision_seq is None) == []
+        finally:
+            await first.stop()
+            await second.stop()
+
+
+async def eventually_one(trail: CommandTrail, command: BarrierCommand) -> list[tuple[int, float]]:
+    await eventually(lambda: bool(trail.of(command)), f"the PLC took {command}")
+    return trail.of(command)
+
+
+async def test_a_hold_survives_a_restart_until_released(tmp_path: Path) -> None:
+    """A lane held open (here by central) is held again by a restarted daemon, logged as a
+    manual action naming who held it; once released, a restart leaves it closed."""
+    from edgegate.sync.downlink import LanesControl
+
+    config = one_lane_config(tmp_path)
+    async with RunningGate(config) as g:
+        LanesControl(g.gate.lanes).open_lane("l1", "central:duty-officer", "crane escort")
+        held = await g.log.wait_for(ManualAction, lane="l1")
+        await wait_position(g.plc(), 1.0)
+    async with RunningGate(config) as g:
+        started = g.log.of(DaemonStarted)[-1]
+        restored = await g.log.wait_for(ManualAction, lane="l1", after=started.seq)
+        assert restored.event.action is ManualActionKind.OPEN
+        assert restored.event.operator == "central:duty-officer"
+        assert f"held since seq {held.seq}" in restored.event.reason
+        opening = await g.log.wait_for(BarrierCommanded, after=restored.seq, where=is_open)
+        assert opening.event.cause_seq == restored.seq
+        await wait_position(g.plc(), 1.0)
+        runner = g.gate.lanes["l1"]
+        assert runner.state is LaneState.HELD_OPEN
+        LanesControl(g.gate.lanes).release_lane("l1", "central:duty-officer", "done")
+        await g.log.wait_for(BarrierCommanded, after=opening.seq, where=is_close)
+        await wait_position(g.plc(), 0.0)
+        await wait_until(lambda: runner.state is LaneState.IDLE, "lane idle")
+    async with RunningGate(config) as g:
+        started = g.log.of(DaemonStarted)[-1]
+        await g.log.wait_for(BarrierStateChanged, after=started.seq)  # the PLC was read
+        await wait_until(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "lane idle")
+        assert g.log.of(ManualAction, after=started.seq) == []
+        assert g.log.of(BarrierCommanded, after=started.seq) == []

@@ -466,6 +466,104 @@ def test_plc_offline_then_back() -> None:
     assert road.state() is LaneState.OPENING
 
 
+def test_plc_offline_during_a_hold_no_phantom_pass_and_the_hold_is_reapplied() -> None:
+    """The PLC drops out while a lane is held open with a vehicle on the exit loop; it comes
+    back with the vehicle gone and the arm down. Nobody was seen passing, so nothing is
+    recorded; the hold is re-applied (open again), and once released the lane works."""
+    road = Road()
+    road.feed(Manual(ManualActionKind.OPEN, "central:duty", "escort"))
+    road.open_fully()
+    road.loops(safety=True)
+    road.loops(exit=True)
+    road.feed(BarrierOnline(False))
+    assert road.state() is LaneState.FAULT
+    road.feed(BarrierOnline(True))
+    road.loops()  # the vehicle left during the outage
+    road.barrier(up=False, down=True)  # and the arm came down
+    assert road.records(VehiclePassed) == []
+    assert road.commands() == [BarrierCommand.OPEN, BarrierCommand.OPEN]
+    assert road.state() is LaneState.HELD_OPEN
+    road.open_fully()
+    road.wait(3600)
+    assert road.commands() == [BarrierCommand.OPEN, BarrierCommand.OPEN]
+    road.feed(Manual(ManualActionKind.RELEASE, "central:duty", "done"))
+    road.wait(1.0)
+    assert road.commands()[-1] is BarrierCommand.CLOSE
+    road.close_fully()
+    assert road.state() is LaneState.IDLE
+    road.loops(arming=True)
+    road.plate(Verdict.ALLOW)
+    assert road.commands()[-1] is BarrierCommand.OPEN
+    assert road.state() is LaneState.OPENING
+
+
+def test_a_hold_given_while_the_plc_is_offline_is_applied_when_it_answers() -> None:
+    road = Road()
+    road.feed(BarrierOnline(False))
+    road.feed(Manual(ManualActionKind.OPEN, "central:duty", "escort"))
+    assert road.state() is LaneState.FAULT
+    assert road.commands() == []
+    road.feed(BarrierOnline(True))
+    road.barrier(up=False, down=True)
+    assert road.commands() == [BarrierCommand.OPEN]
+    assert road.state() is LaneState.HELD_OPEN
+
+
+@pytest.mark.parametrize("hold", ["manual", "incident"])
+def test_a_refused_vehicle_through_a_held_lane_is_an_unauthorised_passage(hold: str) -> None:
+    road = Road()
+    if hold == "manual":
+        road.feed(Manual(ManualActionKind.OPEN, "central:duty", "escort"))
+    else:
+        road.feed(IncidentHold(True))
+    road.open_fully()
+    refused = road.plate(Verdict.DENY)
+    road.drive_through()
+    road.plate(Verdict.ALLOW)
+    road.drive_through()
+    road.drive_through()  # not read
+    passes = road.records(VehiclePassed)
+    assert [(p.decision_seq, p.unauthorised) for p in passes if isinstance(p, VehiclePassed)] == [
+        (refused, True),
+        (refused + 1, False),
+        (None, False),
+    ]
+
+
+def test_open_once_lets_one_vehicle_through_then_the_lane_is_back_to_normal() -> None:
+    road = Road()
+    road.loops(arming=True)
+    refused = road.plate(Verdict.DENY)
+    assert road.commands() == []
+    road.feed(Manual(ManualActionKind.OPEN_ONCE, "central:duty", "papers checked"))
+    (opening,) = [a for a in road.actions if isinstance(a, Command)]
+    assert opening.command is BarrierCommand.OPEN
+    assert opening.reason == "manual-open-once"
+    assert opening.cause_seq is None  # the shell links the manual action
+    road.open_fully()
+    road.drive_through()
+    (passed,) = road.records(VehiclePassed)
+    assert isinstance(passed, VehiclePassed)
+    assert (passed.decision_seq, passed.unauthorised) == (refused, False)
+    road.wait(1.0)
+    assert road.commands() == [BarrierCommand.OPEN, BarrierCommand.CLOSE]
+    road.close_fully()
+    assert road.state() is LaneState.IDLE
+    # Back to normal: the next refused vehicle is not let through.
+    road.loops(arming=True)
+    road.plate(Verdict.DENY)
+    road.wait(30)
+    assert road.commands() == [BarrierCommand.OPEN, BarrierCommand.CLOSE]
+    # A held lane is open already: once changes nothing, and the hold stays.
+    road.loops()
+    road.feed(Manual(ManualActionKind.OPEN, "central:duty", "escort"))
+    road.open_fully()
+    road.feed(Manual(ManualActionKind.OPEN_ONCE, "central:duty", "one more"))
+    road.wait(3600)
+    assert road.commands()[2:] == [BarrierCommand.OPEN]
+    assert road.state() is LaneState.HELD_OPEN
+
+
 def test_pass_consumes_the_appointment_only_on_entry() -> None:
     road = Road()
     road.loops(arming=True)

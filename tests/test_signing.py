@@ -516,7 +516,7 @@ def test_command_round_trip() -> None:
         ({"id": "0123456789ABCDEF0123456789ABCDEF"}, "is not 32 lowercase hex digits"),
         ({"gate": "a/b"}, "gate: .* contains '/'"),
         ({"action": "self-destruct"}, "action: 'self-destruct' is not one of"),
-        ({"lane": None}, "lane: open-lane needs the lane to open"),
+        ({"lane": None}, "lane: open-lane needs the lane it acts on"),
         ({"reason": "  "}, "reason: must not be empty"),
         ({"reason": "x" * 501}, "reason: 501 characters"),
         ({"operator": ""}, "operator: must not be empty"),

@@ -139,3 +139,153 @@ async def test_central_commands_and_allowlists_reach_the_running_gate(
         head = json.loads(body)
         assert head["gate"] == GATE
         assert head["seq"] >= updated.seq
+
+
+async def test_central_command_wait_reports_what_the_gate_answered(
+    mosquitto_broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``central command --wait`` as a central engineer runs it, with the sink storing the
+    gate's log: exit 0 when the gate accepted (and the lane then opens for one vehicle and
+    closes after it), 1 naming the reason when it refused or could not carry it out, 3 when
+    no answer comes."""
+    from edgegate.central.sink import Sink
+    from edgegate.cli.main import main
+    from edgegate.core.events import ManualAction, ManualActionKind, VehiclePassed
+    from edgegate.core.lane import LaneState
+    from tests.eventually import eventually
+    from tests.gate_harness import wait_position
+    from tests.test_central_sink import options
+    from tests.test_cli_central import broker_args
+
+    config = _config(tmp_path, mosquitto_broker, free_port(), secrets.token_urlsafe(24))
+    dsn = f"sqlite:///{tmp_path / 'central.db'}"
+    forger_pem, _ = generate_keypair()
+    (tmp_path / "forger.key").write_bytes(forger_pem)
+
+    async def command(gate: str, *argv: str, key: str = "central.key", wait: str = "20") -> int:
+        args = [
+            "central",
+            "command",
+            gate,
+            *argv,
+            "--operator",
+            "duty-officer",
+            "--key",
+            str(tmp_path / key),
+            "--site",
+            "test",
+            "--wait",
+            "--wait-timeout",
+            wait,
+            "--db",
+            dsn,
+            *broker_args(mosquitto_broker, tmp_path),
+        ]
+        return await asyncio.to_thread(main, args)
+
+    async with RunningGate(config) as g, Sink(options(mosquitto_broker, dsn)):
+        uplink = g.gate.uplink
+        assert uplink is not None
+        async with asyncio.timeout(WAIT):
+            await uplink.connected.wait()
+        once = ("open-lane", "--once", "--lane", "l1", "--reason", "tanker, papers checked")
+        assert await command(GATE, *once) == 0
+        out = capsys.readouterr().out
+        assert f"accepted by gate {GATE}" in out
+        accepted = g.log.of(CommandAccepted)[-1]
+        assert accepted.event.command_id in out
+        assert accepted.event.action == "open-lane-once"
+        manual = await g.log.wait_for(ManualAction, after=accepted.seq, within=WAIT)
+        assert manual.event.action is ManualActionKind.OPEN_ONCE
+        assert manual.event.operator == "central:duty-officer"
+        opening = await g.log.wait_for(BarrierCommanded, after=manual.seq, within=WAIT)
+        assert (opening.event.command, opening.event.reason) == (
+            BarrierCommand.OPEN,
+            "manual-open-once",
+        )
+        assert opening.event.cause_seq == manual.seq
+        road = g.road()
+        await wait_position(road.plc, 1.0)
+        await road.arrive(None)
+        await road.cross()
+        passed = await g.log.wait_for(VehiclePassed, after=opening.seq, within=WAIT)
+        assert not passed.event.unauthorised
+        await wait_position(road.plc, 0.0)  # one vehicle, then closed: back to normal
+        runner = g.gate.lanes["l1"]
+        await eventually(lambda: runner.state is LaneState.IDLE, "lane idle")
+
+        assert await command(GATE, "release-lane", "--lane", "l9") == 1
+        err = capsys.readouterr().err
+        assert "could not carry out" in err and "unknown-lane" in err and "l9" in err, err
+
+        assert await command(GATE, "incident-on", key="forger.key") == 1
+        err = capsys.readouterr().err
+        assert f"gate {GATE} refused command" in err and "forged" in err, err
+
+        assert await command("gate-b", "incident-off", wait="1") == 3
+        err = capsys.readouterr().err
+        assert "no answer from gate gate-b" in err, err
+        assert "Traceback" not in err
+
+
+async def test_the_retained_snapshot_again_after_a_restart_or_a_reconnect_is_no_news(
+    mosquitto_broker: Broker, tmp_path: Path
+) -> None:
+    """Central publishes a retained snapshot, then a delta on it. The gate applies both; the
+    daemon restarts, then the broker: each time the retained snapshot comes again, and it is
+    no news (the README's promise): no allowlist.refused, the list stays at the delta's
+    version."""
+    from edgegate.allowlist.importer import Delta
+    from edgegate.central.publish import delta_publication
+    from edgegate.core.events import AllowListRefused
+    from edgegate.sync.downlink import AllowListOutcome, Downlink
+    from edgegate.sync.protocol import Topics
+    from tests.eventually import eventually
+
+    config = _config(tmp_path, mosquitto_broker, free_port(), secrets.token_urlsafe(24))
+    key = load_private_key(tmp_path / "central.key")
+    topics = Topics("test", GATE)
+    entries = read_allowlist(ROOT / "config" / "allowlist-example.csv")
+    snapshot = snapshot_publication(entries, version=41, now_ns=time.time_ns())
+    delta = delta_publication(
+        Delta([], [(entries[0].kind, entries[0].id)]),
+        version=42,
+        base_version=41,
+        now_ns=time.time_ns(),
+    )
+
+    async def connected(g: RunningGate) -> Downlink:
+        assert g.gate.uplink is not None and g.gate.downlink is not None
+        async with asyncio.timeout(WAIT):
+            await g.gate.uplink.connected.wait()
+        return g.gate.downlink
+
+    async def handled(downlink: Downlink, before: AllowListOutcome | None) -> AllowListOutcome:
+        await eventually(
+            lambda: downlink.last_allowlist is not before, "a publication handled", within=WAIT
+        )
+        assert downlink.last_allowlist is not None
+        return downlink.last_allowlist
+
+    central_client = mosquitto_broker.client("central")
+    async with central_client as central, RunningGate(config, demo_allowlist=False) as g:
+        downlink = await connected(g)
+        await central.publish(
+            topics.allowlist, signed_publication(snapshot, key), qos=1, retain=True
+        )
+        assert (await handled(downlink, None)).applied
+        first = downlink.last_allowlist
+        await central.publish(topics.allowlist, signed_publication(delta, key), qos=1)
+        assert (await handled(downlink, first)).applied
+        assert g.gate.allowlist is not None and g.gate.allowlist.view.version == 42
+
+    async with RunningGate(config, demo_allowlist=False) as g:
+        downlink = await connected(g)
+        again = await handled(downlink, None)  # the daemon restarted
+        assert again.code == "redelivered"
+        await mosquitto_broker.arestart()  # the broker restarted: the gate reconnects
+        assert (await handled(downlink, again)).code == "redelivered"
+        assert g.log.of(AllowListRefused) == []
+        assert g.gate.allowlist is not None and g.gate.allowlist.view.version == 42
+        async with mosquitto_broker.client("central") as central:
+            await central.publish(topics.allowlist, b"", qos=1, retain=True)

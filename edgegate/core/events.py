@@ -143,6 +143,7 @@ class BarrierState(enum.StrEnum):
 
 class ManualActionKind(enum.StrEnum):
     OPEN = "open"  # open and hold until released; automatic closing never overrides it
+    OPEN_ONCE = "open-once"  # open for one vehicle, then close and go back to normal
     CLOSE = "close"
     RELEASE = "release"  # hand the lane back to automatic control
     CONFIRM = "confirm"  # a guard confirms a decision that asked for confirmation
@@ -312,10 +313,12 @@ def _access_decided_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "explanation": ""}
 
 
-@event_type("vehicle.passed")
+@event_type("vehicle.passed", version=2)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VehiclePassed(Event):
-    """A vehicle crossed the lane (entered or left the park)."""
+    """A vehicle crossed the lane (entered or left the park). ``unauthorised``: the policy
+    refused it (``decision_seq`` says why, e.g. a blacklist) and it went through a lane held
+    open (manual, central or incident): a passage nobody admitted, for a guard to follow up."""
 
     plate: str
     direction: Direction
@@ -323,6 +326,13 @@ class VehiclePassed(Event):
     credential_id: str | None = None
     permit_until: datetime | None = None
     decision_seq: int | None = None
+    unauthorised: bool = False
+
+
+@upcaster("vehicle.passed", from_version=1)
+def _vehicle_passed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 had no ``unauthorised``: every pass it recorded counts as a plain one."""
+    return {**data, "unauthorised": False}
 
 
 @event_type("vehicle.backed-out")
@@ -463,7 +473,7 @@ class CommandAccepted(Event):
     ``lane`` is the lane it opens (None for gate-wide actions)."""
 
     command_id: str
-    action: str  # "open-lane" | "incident-on" | "incident-off"
+    action: str  # "open-lane" | "open-lane-once" | "release-lane" | "incident-on" | ...
     operator: str  # central's operator who issued it
     reason: str
     issued_at: datetime

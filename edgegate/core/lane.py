@@ -329,9 +329,12 @@ class Lane:
         else:
             crossed = opening.safety_pulses >= 1 and not loops.safety
         if self.held:
-            # Held open (manual, incident): record every vehicle that crosses.
+            # Held open (manual, incident): record every vehicle that crosses; one the
+            # policy refused went through without anyone admitting it.
             if crossed:
-                out.append(self._pass_record(self._current))
+                current = self._current
+                refused = current is not None and current.decision.verdict is Verdict.DENY
+                out.append(self._pass_record(current, unauthorised=refused))
                 self._current = None
                 self._opening = _Opening(decided=None)
             return
@@ -344,7 +347,7 @@ class Lane:
         if opening.passed and not loops.safety and not loops.exit:
             self._schedule_close(now, "vehicle-passed")
 
-    def _pass_record(self, decided: Decided | None) -> Record:
+    def _pass_record(self, decided: Decided | None, *, unauthorised: bool = False) -> Record:
         decision = None if decided is None else decided.decision
         consume = None
         if decision is not None and self.setup.direction is Direction.ENTRY:
@@ -360,6 +363,7 @@ class Lane:
                 else decision.credential.id,
                 permit_until=None if decision is None else decision.credential_until,
                 decision_seq=None if decided is None else decided.seq,
+                unauthorised=unauthorised,
             ),
             consume=consume,
         )
@@ -462,9 +466,20 @@ class Lane:
         else:
             self._set(LaneState.PRESENT, None)  # refused: the vehicle has to back out
 
-    def _open_for(self, decided: Decided | None, now: int, out: list[Action], why: str) -> None:
+    def _open_for(
+        self,
+        decided: Decided | None,
+        now: int,
+        out: list[Action],
+        why: str,
+        *,
+        by_operator: bool = False,
+    ) -> None:
+        """Open for one vehicle; the command's cause is ``decided`` unless an operator's
+        action caused it (the shell links that)."""
         self._opening = _Opening(decided=decided)
-        self._command(out, BarrierCommand.OPEN, why, None if decided is None else decided.seq)
+        cause = None if by_operator or decided is None else decided.seq
+        self._command(out, BarrierCommand.OPEN, why, cause)
         if not self.online:
             self._set(LaneState.FAULT, None)
         elif self.barrier.up:
@@ -500,6 +515,18 @@ class Lane:
         elif action is ManualActionKind.RELEASE:
             self.manual_hold = False
             self._release(now)
+        elif action is ManualActionKind.OPEN_ONCE:
+            # One vehicle, as if admitted: the one waiting (its decision, if any, is kept for
+            # the record) or the next to come; the arm closes after it as after any pass. A
+            # held lane is open already, an opening under way is not doubled.
+            if self.state in (
+                LaneState.IDLE,
+                LaneState.PRESENT,
+                LaneState.AWAITING_GUARD,
+                LaneState.CLOSING,
+            ):
+                self._close_since = None
+                self._open_for(self._current, now, out, "manual-open-once", by_operator=True)
         elif action is ManualActionKind.CLOSE:
             self.manual_hold = False
             if not self.incident:
@@ -521,6 +548,10 @@ class Lane:
     def _hold_open(self, out: list[Action]) -> None:
         self._close_since = None
         self._opening = _Opening(decided=None)
+        if not self.online:
+            # Nothing can be sent: the lane stays in fault and _recover applies the hold once
+            # the PLC answers with the arm's real position.
+            return
         self._command(out, BarrierCommand.OPEN, "manual-open" if self.manual_hold else "incident")
         self._set(LaneState.HELD_OPEN, None)
 
@@ -564,9 +595,11 @@ class Lane:
         if was and not online:
             self.fault_reason = "plc-offline"
             self._close_since = None
-            if not self.held:
-                self._set(LaneState.FAULT, None)
-        # Coming back: recovery waits for the PLC's first barrier input (its real position).
+            # Held lanes too: what the loops and the arm did during the outage is unknown (a
+            # loop seen clearing afterwards is no pass), and the arm may have come down.
+            self._set(LaneState.FAULT, None)
+        # Coming back: recovery waits for the PLC's first barrier input (its real position),
+        # then re-applies a hold (_recover).
 
     def _fault(self, out: list[Action], code: str, message: str) -> None:
         self.fault_reason = code

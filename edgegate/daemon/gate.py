@@ -45,13 +45,17 @@ from edgegate.core.events import (
     DaemonStopped,
     DeviceFault,
     DeviceRecovered,
+    EventDecodeError,
     GateMode,
+    ManualAction,
+    ManualActionKind,
     ModeChanged,
     OverstayDetected,
     StopReason,
     VehiclePassed,
+    decode,
 )
-from edgegate.core.lane import NS, LaneSetup, LaneTimings
+from edgegate.core.lane import NS, LaneSetup, LaneTimings, Manual
 from edgegate.core.policy import CredentialRef
 from edgegate.core.presence import Presence
 from edgegate.daemon.lane_runner import LaneRunner
@@ -152,6 +156,7 @@ class Gate:
                     log.warning("incident_mode_restored", lanes=sorted(self.lanes))
                     for runner in self.lanes.values():
                         runner.incident(True)
+                await self._restore_holds(path)
                 await self._start_sync(elog, self.allowlist)
                 # What start-up built (allow-list index, profiles, modules) lives as long as
                 # the daemon: keep it out of the collector's full passes, which otherwise
@@ -171,6 +176,25 @@ class Gate:
                 if self.pull_api is not None:
                     await self.pull_api.aclose()
                 log.info("gate_stopped", gate=config.gate.id)
+
+    async def _restore_holds(self, path: Path) -> None:
+        """A lane the log shows held open (its last manual open, release or close was an
+        open, by a guard or central) is held again, logged as a manual action naming who
+        held it: a restart must not drop a hold silently."""
+        held = await asyncio.to_thread(_held_lanes, path)
+        for lane_id, (seq, action) in held.items():
+            runner = self.lanes.get(lane_id)
+            if runner is None:
+                log.warning("held_lane_unknown", lane=lane_id, seq=seq)
+                continue
+            log.warning("hold_restored", lane=lane_id, operator=action.operator, seq=seq)
+            runner.manual(
+                Manual(
+                    ManualActionKind.OPEN,
+                    action.operator,
+                    f"hold restored after a restart (held since seq {seq}: {action.reason})"[:500],
+                )
+            )
 
     # --- sync -----------------------------------------------------------------------------
 
@@ -443,6 +467,28 @@ class Gate:
 
 
 __all__ = ["DeviceRecovered", "Gate", "lane_timings"]
+
+
+def _held_lanes(path: Path) -> dict[str, tuple[int, ManualAction]]:
+    """Lanes whose last manual open, release or close in the log is an open (with its seq)."""
+    last: dict[str, tuple[int, ManualAction]] = {}
+    with LogReader(path) as reader:
+        rows = reader._conn.execute(  # read-only connection of the reader
+            "SELECT seq, lane, version, data FROM events WHERE type = ? ORDER BY seq",
+            (ManualAction.TYPE,),
+        )
+        for seq, lane, version, data in rows:
+            try:
+                event = decode(ManualAction.TYPE, version, data, lane)
+            except EventDecodeError:
+                continue
+            assert isinstance(event, ManualAction)
+            if lane is not None and event.action in _HOLD_ACTIONS:
+                last[lane] = (seq, event)
+    return {lane: held for lane, held in last.items() if held[1].action is ManualActionKind.OPEN}
+
+
+_HOLD_ACTIONS = frozenset({ManualActionKind.OPEN, ManualActionKind.RELEASE, ManualActionKind.CLOSE})
 
 
 def _last_mode(path: Path) -> GateMode:

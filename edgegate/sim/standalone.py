@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
+import socket
 from pathlib import Path
 
 from edgegate.config import GateConfig, ModbusTcpDevice, SerialPlateReaderDevice
@@ -66,16 +68,28 @@ async def simulate(
                 port=plc_device.port,
                 travel_time=1.0,
             )
-            await plc.start()
+            try:
+                await plc.start()
+            except (OSError, RuntimeError) as exc:  # pymodbus: RuntimeError, bind: OSError
+                raise SimulationError(
+                    f"lane {lane.id}: cannot simulate barrier {lane.barrier!r} on "
+                    f"{plc_device.host}:{plc_device.port}: {_listen_problem(plc_device, exc)}"
+                ) from None
             plcs[lane.barrier] = plc
             reader_profile = load_profile(reader_device.profile)
             if not isinstance(reader_profile, TextLineReaderProfile | BinaryFrameReaderProfile):
                 raise SimulationError(f"{reader_device.profile!r} is not a plate-reader profile")
             port = Path(reader_device.port)
-            port.parent.mkdir(parents=True, exist_ok=True)
-            readers[lane.plate_reader] = PlateReaderSimulator(
-                reader_profile, directory=port.parent, name=port.name
-            )
+            try:
+                port.parent.mkdir(parents=True, exist_ok=True)
+                readers[lane.plate_reader] = PlateReaderSimulator(
+                    reader_profile, directory=port.parent, name=port.name
+                )
+            except OSError as exc:
+                raise SimulationError(
+                    f"lane {lane.id}: cannot link plate reader {lane.plate_reader!r} at {port}: "
+                    f"{exc.strerror or exc}"
+                ) from None
             lanes[lane.id] = SimLane(plc, readers[lane.plate_reader])
             log.info(
                 "simulating_lane",
@@ -92,6 +106,19 @@ async def simulate(
                 await sim.stop()
         for reader in readers.values():
             reader.close()
+
+
+def _listen_problem(device: ModbusTcpDevice, exc: BaseException) -> str:
+    """Why a PLC simulator could not listen: pymodbus only says it could not, so try the
+    address once more to name the cause."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in device.host else socket.AF_INET) as probe:
+            probe.bind((device.host, device.port))
+    except OSError as bind_error:
+        if bind_error.errno == errno.EADDRINUSE:
+            return "the port is already in use (another simulator, or a PLC, listening there?)"
+        return bind_error.strerror or str(bind_error)
+    return str(exc)
 
 
 async def _wait_for_clients(plcs: dict[str, PlcSimulator], within: float) -> None:

@@ -89,6 +89,7 @@ from edgegate.sync import signing
 from edgegate.sync.protocol import ProtocolError, SnapshotRequest
 from edgegate.sync.signing import (
     KIND_ALLOWLIST,
+    LANE_ACTIONS,
     MAX_COMMAND_LIFETIME_NS,
     AllowListPublication,
     CommandGuard,
@@ -126,6 +127,14 @@ class GateControl(Protocol):
         """Open and hold ``lane_id``; ``KeyError`` (or ``ValueError``) for an unknown lane."""
         ...
 
+    def open_lane_once(self, lane_id: str, operator: str, reason: str) -> None:
+        """Open ``lane_id`` for one vehicle, then back to normal; ``KeyError`` as above."""
+        ...
+
+    def release_lane(self, lane_id: str, operator: str, reason: str) -> None:
+        """End a hold of ``lane_id`` (it closes once clear); ``KeyError`` as above."""
+        ...
+
     def set_incident(self, on: bool, operator: str, reason: str) -> None:
         """Incident mode on or off for the whole gate."""
         ...
@@ -139,7 +148,9 @@ class _LaneLike(Protocol):
 
 class LanesControl:
     """``GateControl`` over the daemon's lane runners (``Gate.lanes``): opening a lane is a
-    manual OPEN (held until a guard releases it); incident mode goes to every lane."""
+    manual OPEN (held until released, by a guard or central), once a manual OPEN_ONCE,
+    releasing a manual RELEASE (each logged as ``manual.action`` with the operator); incident
+    mode goes to every lane."""
 
     def __init__(self, lanes: Mapping[str, _LaneLike], mode: GateMode = GateMode.NORMAL) -> None:
         self._lanes = lanes
@@ -150,11 +161,20 @@ class LanesControl:
         return self._mode
 
     def open_lane(self, lane_id: str, operator: str, reason: str) -> None:
+        self._lane(lane_id).manual(Manual(ManualActionKind.OPEN, operator, reason))
+
+    def open_lane_once(self, lane_id: str, operator: str, reason: str) -> None:
+        self._lane(lane_id).manual(Manual(ManualActionKind.OPEN_ONCE, operator, reason))
+
+    def release_lane(self, lane_id: str, operator: str, reason: str) -> None:
+        self._lane(lane_id).manual(Manual(ManualActionKind.RELEASE, operator, reason))
+
+    def _lane(self, lane_id: str) -> _LaneLike:
         runner = self._lanes.get(lane_id)
         if runner is None:
             known = ", ".join(sorted(self._lanes)) or "none"
             raise KeyError(f"this gate has no lane {lane_id!r} (lanes: {known})")
-        runner.manual(Manual(ManualActionKind.OPEN, operator, reason))
+        return runner
 
     def set_incident(self, on: bool, operator: str, reason: str) -> None:
         for runner in self._lanes.values():
@@ -167,9 +187,11 @@ SnapshotRequester = Callable[[SnapshotRequest], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class AllowListOutcome:
-    """What ``on_allowlist`` did: ``applied`` (with the update), ``redelivered`` (the very
-    publication last applied or refused as stale, again: nothing logged), or refused with
-    ``code``."""
+    """What ``on_allowlist`` did: ``applied`` (with the update), ``redelivered`` (no news,
+    nothing logged: the very publication last applied or refused as stale, again; or a
+    publication not newer than the gate's list and issued no later than it, such as the
+    retained snapshot under later deltas, or the one applied, after a restart), or refused
+    with ``code``."""
 
     code: str  # "applied", "redelivered" or the refusal code
     update: UpdateResult | None = None
@@ -226,6 +248,8 @@ class Downlink:
         self._last_publication: bytes | None = None
         self._command_lock = asyncio.Lock()
         self._last_request: tuple[int, int] | None = None  # (have_version, mono_ns)
+        #: What the latest allow-list payload came to (None before the first).
+        self.last_allowlist: AllowListOutcome | None = None
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -255,7 +279,8 @@ class Downlink:
         """Verify and apply (or refuse, logged) one ``allowlist`` payload. Never raises for
         bad input; ``LogError`` if the log cannot be written."""
         async with self._allowlist_lock:
-            return await self._on_allowlist(bytes(payload))
+            self.last_allowlist = await self._on_allowlist(bytes(payload))
+            return self.last_allowlist
 
     async def _on_allowlist(self, payload: bytes) -> AllowListOutcome:
         current = self.allowlist.view.version
@@ -271,7 +296,13 @@ class Downlink:
         disposition = pub.disposition(current)
         if disposition == "stale":
             digest = await _sha256(payload)
-            if digest == self._last_publication:
+            held_since = self.allowlist.view.updated_at
+            if digest == self._last_publication or (
+                # Issued no later than the list the gate holds: superseded by it, or that very
+                # publication (a restart forgot the digest). Only a stale version issued
+                # after the gate's list (central went back) is news.
+                held_since is not None and ns_to_datetime(pub.issued_at_ns) <= held_since
+            ):
                 log.info("allowlist_redelivered", kind=pub.kind, version=pub.version)
                 return AllowListOutcome("redelivered")
             self._last_publication = digest
@@ -500,12 +531,17 @@ class Downlink:
 
     async def _carry_out(self, command: SignedCommand) -> CommandOutcome:
         operator = f"central:{command.operator}"
-        if command.action != "open-lane":
+        if command.action not in LANE_ACTIONS:
             await self._log_mode_change(command, operator)
         try:
-            if command.action == "open-lane":
+            if command.action in LANE_ACTIONS:
                 assert command.lane is not None
-                self.control.open_lane(command.lane, operator, command.reason)
+                act = {
+                    "open-lane": self.control.open_lane,
+                    "open-lane-once": self.control.open_lane_once,
+                    "release-lane": self.control.release_lane,
+                }[command.action]
+                act(command.lane, operator, command.reason)
             else:
                 self.control.set_incident(command.action == "incident-on", operator, command.reason)
         except Exception as exc:

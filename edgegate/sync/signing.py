@@ -401,12 +401,19 @@ def delta_changes(content: bytes) -> Delta:
 
 # ------------------------------------------------------------------------------ commands
 
-CommandAction = Literal["open-lane", "incident-on", "incident-off"]
+CommandAction = Literal[
+    "open-lane", "open-lane-once", "release-lane", "incident-on", "incident-off"
+]
 _ACTIONS: dict[object, CommandAction] = {
     "open-lane": "open-lane",
+    "open-lane-once": "open-lane-once",
+    "release-lane": "release-lane",
     "incident-on": "incident-on",
     "incident-off": "incident-off",
 }
+LANE_ACTIONS: frozenset[CommandAction] = frozenset({"open-lane", "open-lane-once", "release-lane"})
+"""Actions on one lane (the command names it); the others apply to the whole gate."""
+_OPENING_ACTIONS = frozenset({"open-lane", "open-lane-once"})
 MAX_COMMAND_LIFETIME_NS = 3600 * 10**9
 """The longest a command may stay valid (``expires_at_ns - issued_at_ns``)."""
 _COMMAND_ID = re.compile(r"[0-9a-f]{32}")
@@ -421,8 +428,10 @@ _MAX_OPERATOR = 64
 class SignedCommand:
     """An operator's command to one gate (the body of a ``command`` envelope).
 
-    ``id``: 32 lowercase hex digits (a uuid4), unique; ``open-lane`` names a ``lane`` and a
-    non-empty ``reason``; incident mode is gate-wide (no lane). Valid from ``issued_at_ns``
+    ``id``: 32 lowercase hex digits (a uuid4), unique. ``open-lane`` (open and hold),
+    ``open-lane-once`` (open for one vehicle) and ``release-lane`` (end a hold) name a
+    ``lane``; the two openings need a non-empty ``reason``; incident mode is gate-wide (no
+    lane). Valid from ``issued_at_ns``
     until (excluding) ``expires_at_ns``, at most ``MAX_COMMAND_LIFETIME_NS`` later.
     """
 
@@ -443,11 +452,11 @@ class SignedCommand:
             raise ProtocolError(
                 f"action: {self.action!r} is not one of {', '.join(map(repr, _ACTIONS))}"
             )
-        if self.action == "open-lane":
+        if self.action in LANE_ACTIONS:
             if self.lane is None:
-                raise ProtocolError("lane: open-lane needs the lane to open")
+                raise ProtocolError(f"lane: {self.action} needs the lane it acts on")
             check_id(self.lane, "lane")
-            _str(self.reason, "reason", _MAX_REASON)
+            _str(self.reason, "reason", _MAX_REASON, empty=self.action not in _OPENING_ACTIONS)
         else:
             if self.lane is not None:
                 raise ProtocolError(f"lane: {self.action} applies to the whole gate, not a lane")
