@@ -291,15 +291,59 @@ def test_snapshot_round_trip(conn: sqlite3.Connection) -> None:
     fresh.close()
 
 
-def test_content_hash_is_sha256_of_the_entries_in_kind_and_id_order(
+def _term(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(data).digest(), "little")
+
+
+def test_the_seal_sums_the_hashes_of_every_column_of_every_entry_and_the_state(
     conn: sqlite3.Connection,
 ) -> None:
     entries: list[Credential] = [reg("b"), reg("a", "苏E54321"), black("z"), permit("中")]
     state = snapshot(conn, entries)
-    ordered = sorted(entries, key=lambda c: (c.kind.value.encode(), c.id.encode()))
-    expected = hashlib.sha256(b"".join(codec.encode(c) for c in ordered)).digest()
+    rows = [
+        f"{len(c.kind.value)}:{c.kind.value}{len(c.id.encode())}:{c.id}"
+        f"{len(c.plate.encode())}:{c.plate}".encode()
+        + codec.encode(c)
+        for c in entries
+    ]
+    ns = (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+    total = sum(map(_term, rows)) + _term(f"state:1:{ns}:central".encode())
+    expected = (total % (1 << 256)).to_bytes(32, "little")
     assert state.content_hash == expected
     assert store.load(conn).content_hash == expected
+    assert store.verify(conn) is None
+
+
+def test_the_seal_kept_up_to_date_equals_the_seal_computed_afresh(
+    conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    snapshot(conn, [reg(), appt(), black(), permit()], version=1)
+    conn.execute("BEGIN IMMEDIATE")
+    store.set_appointment_consumed(conn, "A1", True)
+    store.write_delta(
+        conn,
+        [reg(plate="苏E54321"), appt(waybill="WB2"), reg("R2", "苏E22222")],
+        [(CredentialKind.PERMIT, "P1")],
+        2,
+        T0 + timedelta(hours=1),
+        "central:k1",
+    )
+    conn.commit()
+    kept = store.read_state(conn)
+    assert kept is not None and kept.content_hash is not None
+    other = sqlite3.connect(tmp_path / "other.db")
+    store.create_tables(other)
+    other.execute("BEGIN")
+    fresh = store.write_snapshot(
+        other,
+        [reg(plate="苏E54321"), appt(waybill="WB2", consumed=True), reg("R2", "苏E22222"), black()],
+        2,
+        T0 + timedelta(hours=1),
+        "central:k1",
+    )
+    other.commit()
+    other.close()
+    assert kept.content_hash == fresh.content_hash
 
 
 def test_load_reads_in_key_order_without_sorting(conn: sqlite3.Connection) -> None:
@@ -385,7 +429,8 @@ def test_delta_round_trip_matches_the_in_memory_delta(conn: sqlite3.Connection) 
     conn.commit()
     memory.apply_delta(upserts, removals, 2, later)
 
-    assert state == store.AllowListState(2, later, "central", None)
+    assert (state.version, state.updated_at, state.source) == (2, later, "central")
+    assert state.content_hash is not None  # the seal, brought up to date
     assert store.read_state(conn) == state
     loaded = store.load(conn)
     assert contents(loaded) == contents(memory)
@@ -428,7 +473,8 @@ def test_consumption_is_stored_and_survives_upserts(conn: sqlite3.Connection) ->
     conn.commit()
     state = store.read_state(conn)
     assert state is not None
-    assert state.content_hash is None  # content changed since the snapshot
+    assert state.content_hash is not None  # the seal counts the consumption
+    assert store.verify(conn) is None
     assert store.load(conn).exact("苏E12345").appointments == (appt(consumed=True),)
 
     conn.execute("BEGIN IMMEDIATE")
@@ -637,10 +683,9 @@ def test_consumed_appointments_stay_consumed_across_a_staged_snapshot(
     loaded = store.load(conn)
     assert loaded.exact("苏E12345").appointments == (appt(waybill="WB2", consumed=True),)
     assert loaded.exact("苏E1234挂").appointments == (appt("A2", "苏E1234挂"),)
-    assert state.content_hash is None  # content differs from the snapshot's: cleared
-    # Without a consumed appointment in it, the snapshot's own hash is recorded.
-    state = staged_snapshot(conn, [reg()], 3, consumed=consumed)
-    assert state.content_hash == store.rows_hash(store.prepare_snapshot([reg()]).rows)
+    assert state.content_hash is not None  # the seal counts the consumption kept
+    assert store.verify(conn) is None
+    assert loaded.content_hash == state.content_hash
 
 
 def test_swap_refuses_a_missing_or_incomplete_staging_table(conn: sqlite3.Connection) -> None:

@@ -255,16 +255,17 @@ class AllowList:
     @classmethod
     def from_encoded(
         cls,
-        rows: Iterable[tuple[bytes, bytes, bytes]],
+        rows: Iterable[tuple[bytes, bytes, bytes, bytes]],
         version: int,
         updated_at: datetime | None,
         digest: Digest | None = None,
     ) -> AllowList:
-        """Fast path for loading trusted storage: ``(id_key, plate_key, encoded)`` rows in
-        (kind value, id) order, with ``id_key`` as ``id_key()`` builds it, ``plate_key`` the
-        UTF-8 normalised plate and ``encoded`` the codec bytes. Nothing is decoded or checked;
-        (kind, id) must be unique.
-        When ``digest`` is given it is fed every ``encoded`` in row order and its final value
+        """Fast path for loading trusted storage: ``(id_key, plate_key, encoded, hashed)``
+        rows in (kind value, id) order, with ``id_key`` as ``id_key()`` builds it,
+        ``plate_key`` the UTF-8 normalised plate, ``encoded`` the codec bytes and ``hashed``
+        what ``digest`` is fed (the storage's canonical bytes of the row). Nothing is decoded
+        or checked; (kind, id) must be unique.
+        When ``digest`` is given it is fed every ``hashed`` in row order and its final value
         becomes ``content_hash``.
         """
         allowlist = cls()
@@ -274,8 +275,8 @@ class AllowList:
         grouped_with = codec.grouped_with
         update = digest.update if digest is not None else _ignore
         # This loop runs a million times at start-up: one C call per step where possible.
-        for key, plate_key, blob in rows:
-            update(blob)
+        for key, plate_key, blob, hashed in rows:
+            update(hashed)
             by_id[key] = plate_key
             old = setdefault(plate_key, blob)
             if old is not blob:
