@@ -17,7 +17,7 @@ update time and source. It is order-independent, the sum modulo 2**256 of the SH
 entry's canonical bytes (``row_bytes``) and of the state's, so every write keeps it up to date
 from what it changes alone: a snapshot computes it, a delta or a consumption subtracts the old
 rows' terms and adds the new ones (a 10,000-entry delta hashes 20,000 rows, not the table).
-It is never cleared. ``load`` recomputes it and raises ``AllowListTampered``, naming the first
+It is never cleared. ``load`` recomputes it and raises ``AllowListTamperedError``, naming the first
 bad entry it can find, when the table no longer matches it (changed behind edgegate's back);
 ``salvage`` then reads what can still be read, for a gate that runs on with a guard.
 
@@ -112,7 +112,7 @@ class Tampering:
         return f"{self.kind} {self.id!r} (plate {self.plate!r}): {self.problem}"
 
 
-class AllowListTampered(StoreError):
+class AllowListTamperedError(StoreError):
     """The stored allow-list does not match its seal: it was changed outside edgegate."""
 
     def __init__(self, finding: Tampering, version: int) -> None:
@@ -158,7 +158,7 @@ def read_state(conn: sqlite3.Connection) -> AllowListState | None:
 def load(conn: sqlite3.Connection) -> AllowList:
     """The stored allow-list, with its version; its ``content_hash`` is the seal, checked.
 
-    Reads in one transaction (its own if the caller has none). Raises ``AllowListTampered``
+    Reads in one transaction (its own if the caller has none). Raises ``AllowListTamperedError``
     (naming the first bad entry) if the table does not match its seal.
     """
     with _reading(conn):
@@ -172,7 +172,7 @@ def load(conn: sqlite3.Connection) -> AllowList:
         )
         finding = _check_seal(conn, rows.total)
         if finding is not None:
-            raise AllowListTampered(finding, state.version if state else 0)
+            raise AllowListTamperedError(finding, state.version if state else 0)
     return allowlist
 
 
@@ -188,39 +188,35 @@ def verify(conn: sqlite3.Connection) -> Tampering | None:
 
 
 def salvage(conn: sqlite3.Connection) -> tuple[AllowList, list[Tampering]]:
-    """The entries of a tampered table that can still be read, and what is wrong with the
-    others (for a gate that runs on, every entry confirmed by a guard, until a snapshot).
+    """The entries of a tampered table that can still be read, and those left out (for a gate
+    that runs on, every entry confirmed by a guard, until a snapshot replaces the list).
 
     Each entry is taken from its ``data`` alone (the codec bytes carry kind, id and plate):
-    an entry whose plate column was edited is indexed under its plate again. An entry whose
-    data does not decode, or repeats a (kind, id), is left out. The list's ``content_hash``
-    is None. Reads in one transaction (its own if the caller has none)."""
+    an entry whose plate column was edited is indexed under its own plate again. An entry
+    whose data does not hold a valid credential, or repeats a (kind, id), is left out. The
+    list's ``content_hash`` is None. Reads in one transaction (its own if the caller has
+    none)."""
     with _reading(conn):
         state = read_state(conn)
-        problems: list[Tampering] = []
+        left_out: list[Tampering] = []
         entries: list[Credential] = []
         seen: set[tuple[str, str]] = set()
         for kind, id_, plate, data in conn.execute(
             "SELECT kind, id, plate, CAST(data AS BLOB) FROM allowlist_entry ORDER BY kind, id"
         ):
-            credential, problem = _decode_row(str(kind), str(id_), str(plate), bytes(data))
+            where = (str(kind), str(id_), str(plate))
+            credential, problem = _decode_row(*where, bytes(data))
             if credential is None:
-                problems.append(Tampering(problem or "unreadable", str(kind), str(id_), str(plate)))
-                continue
-            key = (credential.kind.value, credential.id)
-            if key in seen:
-                problems.append(
-                    Tampering("repeats another entry's kind and id", *key, credential.plate)
-                )
-                continue
-            seen.add(key)
-            entries.append(credential)
-            if problem is not None:
-                problems.append(Tampering(problem, str(kind), str(id_), str(plate)))
+                left_out.append(Tampering(problem or "unreadable", *where))
+            elif (credential.kind.value, credential.id) in seen:
+                left_out.append(Tampering("repeats another entry's kind and id", *where))
+            else:
+                seen.add((credential.kind.value, credential.id))
+                entries.append(credential)
     allowlist = AllowList.from_credentials(
         entries, state.version if state else 0, state.updated_at if state else None
     )
-    return allowlist, problems
+    return allowlist, left_out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -300,7 +296,7 @@ class StagedSnapshot:
 
 def rows_hash(rows: Iterable[_Row]) -> bytes:
     """The order-independent hash of encoded rows (their part of the seal, 32 bytes)."""
-    return _rows_total(rows).to_bytes(32, "little")
+    return _to_seal(_rows_total(rows))
 
 
 def row_bytes(kind: str, id_: str, plate: str, data: bytes) -> bytes:

@@ -228,9 +228,10 @@ class AllowList:
 
     ``content_hash`` is the SHA-256 of the content as loaded or snapshotted (see
     ``edgegate.allowlist.store``), or None once the list changed in memory since.
+    ``tampered`` (see ``mark_tampered``) stays set through deltas; ``replace`` clears it.
     """
 
-    __slots__ = ("_by_id", "_by_plate", "_content_hash", "_updated_at", "_version")
+    __slots__ = ("_by_id", "_by_plate", "_content_hash", "_tampered", "_updated_at", "_version")
 
     def __init__(self) -> None:
         # normalised plate (UTF-8) -> encoding, or group of encodings in (kind, id) order
@@ -239,6 +240,7 @@ class AllowList:
         self._version = 0
         self._updated_at: datetime | None = None
         self._content_hash: bytes | None = None
+        self._tampered = False
 
     @classmethod
     def from_credentials(
@@ -297,6 +299,15 @@ class AllowList:
     @property
     def content_hash(self) -> bytes | None:
         return self._content_hash
+
+    @property
+    def tampered(self) -> bool:
+        return self._tampered
+
+    def mark_tampered(self) -> None:
+        """Record that the storage this list came from failed its integrity check: the
+        policy then has a guard confirm every entry, until a snapshot replaces the list."""
+        self._tampered = True
 
     def __len__(self) -> int:
         """Number of credentials (not plates)."""
@@ -411,6 +422,7 @@ class AllowList:
         self._version = version
         self._updated_at = updated_at
         self._content_hash = content_hash
+        self._tampered = False
 
     def apply_delta(
         self,

@@ -367,6 +367,24 @@ class AllowListUpdated(Event):
     content_hash: str
 
 
+@event_type("allowlist.tampered")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowListTampered(Event):
+    """The stored allow-list failed its integrity check: it was changed outside edgegate.
+    The gate runs on the ``entries`` it can still read (``left_out`` could not be), every
+    entry confirmed by a guard, and asks central for a snapshot; a valid snapshot or import
+    restores normal operation. ``credential_kind``, ``credential_id`` and ``plate`` (as
+    stored) name the first bad entry when one can be named; ``problem`` says what is wrong."""
+
+    version: int
+    problem: str
+    credential_kind: str | None = None
+    credential_id: str | None = None
+    plate: str | None = None
+    entries: int
+    left_out: int
+
+
 @event_type("daemon.started")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DaemonStarted(Event):
@@ -493,6 +511,7 @@ class RevokedCredentialAdmission(Event):
 __all__ = [
     "AccessDecided",
     "AllowListRefused",
+    "AllowListTampered",
     "AllowListUpdateKind",
     "AllowListUpdated",
     "BarrierCommand",
