@@ -713,3 +713,121 @@ def test_a_staging_table_left_by_a_crash_is_replaced(conn: sqlite3.Connection) -
     staged_snapshot(conn, [permit()], version=2)
     assert contents(store.load(conn)) == [permit()]
     assert _tables(conn) == {"allowlist_entry", "allowlist_state"}
+
+
+# --- tampering -----------------------------------------------------------------------------
+
+
+def _flip_last_byte(conn: sqlite3.Connection, column: str, kind: str, id_: str) -> str:
+    """Flip the lowest bit of the column's last byte with plain SQL; the new value, as text."""
+    (value,) = conn.execute(
+        f"SELECT CAST({column} AS BLOB) FROM allowlist_entry WHERE kind = ? AND id = ?",
+        (kind, id_),
+    ).fetchone()
+    flipped = bytes(value[:-1]) + bytes([value[-1] ^ 1])
+    cast = "TEXT" if column == "plate" else "BLOB"
+    conn.execute(
+        f"UPDATE allowlist_entry SET {column} = CAST(? AS {cast}) WHERE kind = ? AND id = ?",
+        (flipped, kind, id_),
+    )
+    conn.commit()
+    return flipped.decode(errors="replace")
+
+
+def test_one_flipped_byte_of_a_blacklisted_plate_is_found_and_named(
+    conn: sqlite3.Connection,
+) -> None:
+    snapshot(conn, [reg(plate="苏E99999"), black("B1", "苏E99999"), reg("R2", "苏E54321")])
+    flipped = _flip_last_byte(conn, "plate", "blacklist", "B1")
+    assert flipped == "苏E99998"
+
+    found = store.verify(conn)
+    assert found == store.Tampering(
+        "plate column '苏E99998' is not the entry's plate '苏E99999'", "blacklist", "B1", "苏E99998"
+    )
+    with pytest.raises(store.AllowListTamperedError) as info:
+        store.load(conn)
+    assert info.value.finding == found
+    assert "blacklist 'B1' (plate '苏E99998')" in str(info.value)
+    # What a gate runs on meanwhile: each entry as its own data says, the blacklist entry
+    # under its plate again.
+    salvaged, left_out = store.salvage(conn)
+    assert left_out == []
+    assert salvaged.exact("苏E99999").blacklist == (black("B1", "苏E99999"),)
+    assert salvaged.exact("苏E99998").empty
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        # The data's last byte (a blacklist's open end, msgpack nil) turned into another value.
+        ("UPDATE allowlist_entry SET data = data || x'00' WHERE id = 'B1'", "B1"),
+        ("UPDATE allowlist_entry SET kind = 'registration' WHERE id = 'B1'", "B1"),
+        ("UPDATE allowlist_entry SET id = 'B2' WHERE id = 'B1'", "B2"),
+        ("DELETE FROM allowlist_entry WHERE id = 'B1'", None),
+        ("UPDATE allowlist_state SET version = 7", None),
+        ("UPDATE allowlist_state SET updated_at_ns = updated_at_ns + 86400000000000", None),
+        ("UPDATE allowlist_state SET content_hash = NULL", None),
+        ("DELETE FROM allowlist_state", None),
+    ],
+)
+def test_every_edit_of_what_lookups_use_is_caught(
+    conn: sqlite3.Connection, edit: str, named: str | None
+) -> None:
+    snapshot(conn, [reg(plate="苏E99999"), black("B1", "苏E99999")])
+    assert store.verify(conn) is None
+    conn.execute(edit)
+    conn.commit()
+    found = store.verify(conn)
+    assert found is not None
+    assert found.id == named, found
+    with pytest.raises(store.AllowListTamperedError):
+        store.load(conn)
+
+
+def test_a_consumption_is_sealed_and_undoing_it_by_hand_is_caught(
+    conn: sqlite3.Connection,
+) -> None:
+    snapshot(conn, [appt(), reg()])
+    conn.execute("BEGIN IMMEDIATE")
+    store.set_appointment_consumed(conn, "A1", True)
+    conn.commit()
+    assert store.verify(conn) is None
+    assert store.load(conn).exact("苏E12345").appointments == (appt(consumed=True),)
+
+    conn.execute(
+        "UPDATE allowlist_entry SET data = ? WHERE kind = 'appointment' AND id = 'A1'",
+        (codec.encode(appt()),),
+    )
+    conn.commit()
+    found = store.verify(conn)
+    assert found is not None and "do not match the seal" in found.problem
+    with pytest.raises(store.AllowListTamperedError):
+        store.load(conn)
+
+
+def test_a_tampered_seal_stays_wrong_through_deltas_and_a_snapshot_restores_it(
+    conn: sqlite3.Connection,
+) -> None:
+    snapshot(conn, [reg(plate="苏E99999"), black("B1", "苏E99999"), appt()])
+    _flip_last_byte(conn, "plate", "blacklist", "B1")
+    conn.execute("BEGIN IMMEDIATE")
+    store.write_delta(conn, [reg("R2", "苏E22222")], [], 2, T0, "central")
+    store.set_appointment_consumed(conn, "A1", True)
+    conn.commit()
+    assert store.verify(conn) is not None
+    snapshot(conn, [reg(plate="苏E99999"), black("B1", "苏E99999"), appt()], version=3)
+    assert store.verify(conn) is None
+    assert store.load(conn).exact("苏E99999").blacklist == (black("B1", "苏E99999"),)
+
+
+def test_undecodable_data_is_named_and_left_out_of_the_salvage(conn: sqlite3.Connection) -> None:
+    snapshot(conn, [reg(), black("B1", "苏E99999")])
+    conn.execute("UPDATE allowlist_entry SET data = x'c1' WHERE id = 'R1'")
+    conn.commit()
+    found = store.verify(conn)
+    assert found is not None and (found.kind, found.id) == ("registration", "R1")
+    assert "does not hold a valid credential" in found.problem
+    salvaged, left_out = store.salvage(conn)
+    assert [(t.kind, t.id) for t in left_out] == [("registration", "R1")]
+    assert len(salvaged) == 1 and salvaged.exact("苏E99999").blacklist
