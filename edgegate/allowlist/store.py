@@ -111,6 +111,11 @@ class Tampering:
             return self.problem
         return f"{self.kind} {self.id!r} (plate {self.plate!r}): {self.problem}"
 
+    def described(self) -> str:
+        """``changed outside edgegate: ...``, naming the first bad entry when there is one."""
+        first = "" if self.kind is None else "first bad entry: "
+        return f"changed outside edgegate: {first}{self}"
+
 
 class AllowListTamperedError(StoreError):
     """The stored allow-list does not match its seal: it was changed outside edgegate."""
@@ -118,10 +123,7 @@ class AllowListTamperedError(StoreError):
     def __init__(self, finding: Tampering, version: int) -> None:
         self.finding = finding
         self.version = version
-        super().__init__(
-            f"stored allow-list version {version} was changed outside edgegate: first bad "
-            f"entry: {finding}"
-        )
+        super().__init__(f"stored allow-list version {version} {finding.described()}")
 
 
 @dataclass(frozen=True, slots=True)

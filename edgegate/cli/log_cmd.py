@@ -105,7 +105,7 @@ def _verify_allowlist(reader: LogReader) -> tuple[str | None, str]:
     except sqlite3.Error as exc:
         return f"cannot be read: {exc}", ""
     if finding is not None:
-        return f"changed outside edgegate: first bad entry: {finding}", ""
+        return finding.described(), ""
     if state is None:
         return None, "no allow-list stored"
     return None, f"allow-list version {state.version}, {count} entries, seal verified"
