@@ -354,8 +354,9 @@ class ModeChanged(Event):
 @event_type("allowlist.updated")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllowListUpdated(Event):
-    """The allow-list changed. ``content_hash``: SHA-256 of a snapshot's entries as received
-    (before this gate's own consumption state is kept), or of a delta's change list."""
+    """The allow-list changed. ``content_hash``: a snapshot's entries as received (before this
+    gate's own consumption state is kept), hashed order-independently (``store.rows_hash``),
+    or the SHA-256 of a delta's change list."""
 
     kind: AllowListUpdateKind
     version: int
