@@ -301,7 +301,7 @@ def test_the_seal_sums_the_hashes_of_every_column_of_every_entry_and_the_state(
     entries: list[Credential] = [reg("b"), reg("a", "苏E54321"), black("z"), permit("中")]
     state = snapshot(conn, entries)
     rows = [
-        f"{len(c.kind.value)}:{c.kind.value}{len(c.id.encode())}:{c.id}"
+        f"{len(c.kind.value)}:{c.kind.value}{len(c.id.encode()) + 1}:{c.kind.value[0]}{c.id}"
         f"{len(c.plate.encode())}:{c.plate}".encode()
         + codec.encode(c)
         for c in entries

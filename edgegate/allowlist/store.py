@@ -72,18 +72,12 @@ _INSERT_SQL = (
     " ON CONFLICT (kind, id) DO UPDATE SET plate = excluded.plate, data = excluded.data"
 )
 
-# ``row_bytes`` in SQL: each text column's byte length, a colon and its bytes, then the data.
-_ROW_BYTES_SQL = (
-    "CAST(printf('%d:', length(CAST(kind AS BLOB))) || kind"
-    " || printf('%d:', length(CAST(id AS BLOB))) || id"
-    " || printf('%d:', length(CAST(plate AS BLOB))) || plate || data AS BLOB)"
-)
 # substr(kind, 1, 1) || id is core.allowlist.id_key in SQL. Every column is read as bytes, the
-# bytes the seal covers, whatever type a hand edit stored.
+# bytes the seal covers, whatever type a hand edit stored. The seal's row bytes are built in
+# Python from these (twice as fast as building them in SQL).
 _LOAD_SQL = (
-    "SELECT CAST(substr(kind, 1, 1) || id AS BLOB), CAST(plate AS BLOB), CAST(data AS BLOB), "
-    + _ROW_BYTES_SQL
-    + " FROM allowlist_entry ORDER BY kind, id"
+    "SELECT CAST(substr(kind, 1, 1) || id AS BLOB), CAST(plate AS BLOB), CAST(data AS BLOB),"
+    " CAST(kind AS BLOB) FROM allowlist_entry ORDER BY kind, id"
 )
 _MODULUS = 1 << 256
 
@@ -182,11 +176,14 @@ def verify(conn: sqlite3.Connection) -> Tampering | None:
     """What is wrong with the stored list (the first bad entry it can name), or None when it
     matches its seal. Reads in one transaction (its own if the caller has none)."""
     with _reading(conn):
-        total = 0
-        sha = hashlib.sha256
-        for (row,) in conn.execute(f"SELECT {_ROW_BYTES_SQL} FROM allowlist_entry"):
-            total += int.from_bytes(sha(row).digest(), "little")
-        return _check_seal(conn, total)
+        rows = _RowsSum(None)
+        update = rows.update
+        for kind, id_key, plate, data in conn.execute(
+            "SELECT CAST(kind AS BLOB), CAST(substr(kind, 1, 1) || id AS BLOB),"
+            " CAST(plate AS BLOB), CAST(data AS BLOB) FROM allowlist_entry"
+        ):
+            update(kind, id_key, plate, data)
+        return _check_seal(conn, rows.total)
 
 
 def salvage(conn: sqlite3.Connection) -> tuple[AllowList, list[Tampering]]:
@@ -302,10 +299,16 @@ def rows_hash(rows: Iterable[_Row]) -> bytes:
 
 
 def row_bytes(kind: str, id_: str, plate: str, data: bytes) -> bytes:
-    """The canonical bytes of one stored entry that the seal hashes: each text column's UTF-8
-    length in decimal, a colon and its bytes, then the data (``_ROW_BYTES_SQL`` in SQL)."""
-    k, i, p = kind.encode(), id_.encode(), plate.encode()
-    return b"%d:%b%d:%b%d:%b%b" % (len(k), k, len(i), i, len(p), p, data)
+    """The canonical bytes of one stored entry that the seal hashes: ``_row_bytes`` of its
+    kind, id key (``core.allowlist.id_key``), plate and data."""
+    k = kind.encode()
+    return _row_bytes(k, k[:1] + id_.encode(), plate.encode(), data)
+
+
+def _row_bytes(kind: bytes, id_key: bytes, plate: bytes, data: bytes) -> bytes:
+    """Each of kind, id key and plate as its length in decimal, a colon and its bytes; then
+    the data."""
+    return b"%d:%b%d:%b%d:%b%b" % (len(kind), kind, len(id_key), id_key, len(plate), plate, data)
 
 
 def start_staging(conn: sqlite3.Connection) -> None:
@@ -619,7 +622,8 @@ class _RowsSum:
             0 if state is None else _state_term(state.version, _ns(state.updated_at), state.source)
         )
 
-    def update(self, data: bytes, /) -> None:
+    def update(self, kind: bytes, id_key: bytes, plate_key: bytes, encoded: bytes, /) -> None:
+        data = _row_bytes(kind, id_key, plate_key, encoded)
         self.total += int.from_bytes(hashlib.sha256(data).digest(), "little")
 
     def digest(self) -> bytes:

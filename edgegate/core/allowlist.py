@@ -43,9 +43,9 @@ _MAX_LISTED_PROBLEMS = 20
 
 
 class Digest(Protocol):
-    """The part of a ``hashlib`` hash object ``AllowList.from_encoded`` uses."""
+    """What ``AllowList.from_encoded`` feeds each row to, and takes the content hash from."""
 
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, kind: bytes, id_key: bytes, plate_key: bytes, encoded: bytes, /) -> None: ...
 
     def digest(self) -> bytes: ...
 
@@ -166,7 +166,7 @@ def keep_consumed(new: Credential, old: Credential | None) -> Credential:
     return new
 
 
-def _ignore(data: bytes, /) -> None:
+def _ignore(kind: bytes, id_key: bytes, plate_key: bytes, encoded: bytes, /) -> None:
     pass
 
 
@@ -262,13 +262,12 @@ class AllowList:
         updated_at: datetime | None,
         digest: Digest | None = None,
     ) -> AllowList:
-        """Fast path for loading trusted storage: ``(id_key, plate_key, encoded, hashed)``
-        rows in (kind value, id) order, with ``id_key`` as ``id_key()`` builds it,
-        ``plate_key`` the UTF-8 normalised plate, ``encoded`` the codec bytes and ``hashed``
-        what ``digest`` is fed (the storage's canonical bytes of the row). Nothing is decoded
-        or checked; (kind, id) must be unique.
-        When ``digest`` is given it is fed every ``hashed`` in row order and its final value
-        becomes ``content_hash``.
+        """Fast path for loading trusted storage: ``(id_key, plate_key, encoded, kind)`` rows
+        in (kind value, id) order, with ``id_key`` as ``id_key()`` builds it, ``plate_key``
+        the UTF-8 normalised plate, ``encoded`` the codec bytes and ``kind`` the UTF-8 kind
+        value. Nothing is decoded or checked; (kind, id) must be unique.
+        When ``digest`` is given it is fed every row (``kind, id_key, plate_key, encoded``)
+        in order and its final value becomes ``content_hash``.
         """
         allowlist = cls()
         by_plate = allowlist._by_plate
@@ -277,8 +276,8 @@ class AllowList:
         grouped_with = codec.grouped_with
         update = digest.update if digest is not None else _ignore
         # This loop runs a million times at start-up: one C call per step where possible.
-        for key, plate_key, blob, hashed in rows:
-            update(hashed)
+        for key, plate_key, blob, kind in rows:
+            update(kind, key, plate_key, blob)
             by_id[key] = plate_key
             old = setdefault(plate_key, blob)
             if old is not blob:
