@@ -107,6 +107,15 @@ def all_samples() -> list[ev.Event]:
             entries=10542,
             content_hash="ab" * 32,
         ),
+        ev.AllowListTampered(
+            version=18,
+            problem="plate column '苏E1234S' is not the entry's plate '苏E12345'",
+            credential_kind="blacklist",
+            credential_id="B1",
+            plate="苏E1234S",
+            entries=10542,
+            left_out=0,
+        ),
         ev.AllowListRefused(
             code="gap",
             message="delta 20->21 does not apply on version 18",

@@ -12,7 +12,7 @@ from edgegate.allowlist.service import AllowListService
 from edgegate.core import events as ev
 from edgegate.core.domain import Credential
 from edgegate.log import EventLog, LogReader
-from tests.test_allowlist_index import appt, reg
+from tests.test_allowlist_index import appt, black, reg
 
 
 def _loop_event() -> ev.LoopChanged:
@@ -102,3 +102,64 @@ async def test_an_appointment_consumed_after_the_scan_of_consumed_ones_stays_con
     monkeypatch.setattr(service_module, "_consumed_in_file", scan_then_consume)
     await service.replace([appt(waybill="WB2")], source="central")
     assert service.view.exact("苏E12345").appointments == (appt(waybill="WB2", consumed=True),)
+
+
+def _flip_blacklisted_plate(path: object, id_: str) -> None:
+    """Flip one bit of the last byte of a blacklist entry's stored plate, with plain SQL."""
+    conn = sqlite3.connect(str(path))
+    (plate,) = conn.execute(
+        "SELECT CAST(plate AS BLOB) FROM allowlist_entry WHERE kind = 'blacklist' AND id = ?",
+        (id_,),
+    ).fetchone()
+    flipped = bytes(plate[:-1]) + bytes([plate[-1] ^ 1])
+    conn.execute(
+        "UPDATE allowlist_entry SET plate = CAST(? AS TEXT) WHERE kind = 'blacklist' AND id = ?",
+        (flipped, id_),
+    )
+    conn.commit()
+    conn.close()
+
+
+def _tampered_events(log: EventLog) -> list[ev.AllowListTampered]:
+    with LogReader(log.path) as reader:
+        found = [s.event() for s in reader.read(limit=10_000) if s.type == "allowlist.tampered"]
+    return [e for e in found if isinstance(e, ev.AllowListTampered)]
+
+
+async def test_a_tampered_list_is_logged_held_as_its_data_says_and_marked_until_a_snapshot(
+    event_log: EventLog,
+) -> None:
+    entries: list[Credential] = [
+        reg(plate="苏E99999"),
+        black("B1", "苏E99999"),
+        reg("R2", "苏E54321"),
+        appt(),
+    ]
+    service = await AllowListService.open(event_log)
+    await service.replace(entries, source="central")
+    await service.append_with_consumption(_loop_event(), "A1", consumed=True)
+    reopened = await AllowListService.open(event_log)
+    assert not reopened.view.tampered  # a consumption keeps the list verifiable
+    assert _tampered_events(event_log) == []
+
+    _flip_blacklisted_plate(event_log.path, "B1")
+    tampered = await AllowListService.open(event_log)
+    assert tampered.view.tampered
+    (logged,) = _tampered_events(event_log)
+    assert (logged.credential_kind, logged.credential_id, logged.plate) == (
+        "blacklist",
+        "B1",
+        "苏E99998",
+    )
+    assert "plate column" in logged.problem
+    assert (logged.version, logged.entries, logged.left_out) == (1, 4, 0)
+    # The entry is indexed under the plate its own data names, so the blacklist holds.
+    assert tampered.view.exact("苏E99999").blacklist == (black("B1", "苏E99999"),)
+    assert tampered.view.exact("苏E12345").appointments == (appt(consumed=True),)
+
+    await tampered.apply_delta([reg("R3", "苏E33333")], [], source="central")
+    assert tampered.view.tampered  # a delta does not vouch for the rest of the list
+    await tampered.replace(entries, source="central")
+    assert not tampered.view.tampered
+    assert not (await AllowListService.open(event_log)).view.tampered
+    assert len(_tampered_events(event_log)) == 1

@@ -291,15 +291,59 @@ def test_snapshot_round_trip(conn: sqlite3.Connection) -> None:
     fresh.close()
 
 
-def test_content_hash_is_sha256_of_the_entries_in_kind_and_id_order(
+def _term(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(data).digest(), "little")
+
+
+def test_the_seal_sums_the_hashes_of_every_column_of_every_entry_and_the_state(
     conn: sqlite3.Connection,
 ) -> None:
     entries: list[Credential] = [reg("b"), reg("a", "苏E54321"), black("z"), permit("中")]
     state = snapshot(conn, entries)
-    ordered = sorted(entries, key=lambda c: (c.kind.value.encode(), c.id.encode()))
-    expected = hashlib.sha256(b"".join(codec.encode(c) for c in ordered)).digest()
+    rows = [
+        f"{len(c.kind.value)}:{c.kind.value}{len(c.id.encode()) + 1}:{c.kind.value[0]}{c.id}"
+        f"{len(c.plate.encode())}:{c.plate}".encode()
+        + codec.encode(c)
+        for c in entries
+    ]
+    ns = (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+    total = sum(map(_term, rows)) + _term(f"state:1:{ns}:central".encode())
+    expected = (total % (1 << 256)).to_bytes(32, "little")
     assert state.content_hash == expected
     assert store.load(conn).content_hash == expected
+    assert store.verify(conn) is None
+
+
+def test_the_seal_kept_up_to_date_equals_the_seal_computed_afresh(
+    conn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    snapshot(conn, [reg(), appt(), black(), permit()], version=1)
+    conn.execute("BEGIN IMMEDIATE")
+    store.set_appointment_consumed(conn, "A1", True)
+    store.write_delta(
+        conn,
+        [reg(plate="苏E54321"), appt(waybill="WB2"), reg("R2", "苏E22222")],
+        [(CredentialKind.PERMIT, "P1")],
+        2,
+        T0 + timedelta(hours=1),
+        "central:k1",
+    )
+    conn.commit()
+    kept = store.read_state(conn)
+    assert kept is not None and kept.content_hash is not None
+    other = sqlite3.connect(tmp_path / "other.db")
+    store.create_tables(other)
+    other.execute("BEGIN")
+    fresh = store.write_snapshot(
+        other,
+        [reg(plate="苏E54321"), appt(waybill="WB2", consumed=True), reg("R2", "苏E22222"), black()],
+        2,
+        T0 + timedelta(hours=1),
+        "central:k1",
+    )
+    other.commit()
+    other.close()
+    assert kept.content_hash == fresh.content_hash
 
 
 def test_load_reads_in_key_order_without_sorting(conn: sqlite3.Connection) -> None:
@@ -385,7 +429,8 @@ def test_delta_round_trip_matches_the_in_memory_delta(conn: sqlite3.Connection) 
     conn.commit()
     memory.apply_delta(upserts, removals, 2, later)
 
-    assert state == store.AllowListState(2, later, "central", None)
+    assert (state.version, state.updated_at, state.source) == (2, later, "central")
+    assert state.content_hash is not None  # the seal, brought up to date
     assert store.read_state(conn) == state
     loaded = store.load(conn)
     assert contents(loaded) == contents(memory)
@@ -428,7 +473,8 @@ def test_consumption_is_stored_and_survives_upserts(conn: sqlite3.Connection) ->
     conn.commit()
     state = store.read_state(conn)
     assert state is not None
-    assert state.content_hash is None  # content changed since the snapshot
+    assert state.content_hash is not None  # the seal counts the consumption
+    assert store.verify(conn) is None
     assert store.load(conn).exact("苏E12345").appointments == (appt(consumed=True),)
 
     conn.execute("BEGIN IMMEDIATE")
@@ -637,10 +683,9 @@ def test_consumed_appointments_stay_consumed_across_a_staged_snapshot(
     loaded = store.load(conn)
     assert loaded.exact("苏E12345").appointments == (appt(waybill="WB2", consumed=True),)
     assert loaded.exact("苏E1234挂").appointments == (appt("A2", "苏E1234挂"),)
-    assert state.content_hash is None  # content differs from the snapshot's: cleared
-    # Without a consumed appointment in it, the snapshot's own hash is recorded.
-    state = staged_snapshot(conn, [reg()], 3, consumed=consumed)
-    assert state.content_hash == store.rows_hash(store.prepare_snapshot([reg()]).rows)
+    assert state.content_hash is not None  # the seal counts the consumption kept
+    assert store.verify(conn) is None
+    assert loaded.content_hash == state.content_hash
 
 
 def test_swap_refuses_a_missing_or_incomplete_staging_table(conn: sqlite3.Connection) -> None:
@@ -668,3 +713,121 @@ def test_a_staging_table_left_by_a_crash_is_replaced(conn: sqlite3.Connection) -
     staged_snapshot(conn, [permit()], version=2)
     assert contents(store.load(conn)) == [permit()]
     assert _tables(conn) == {"allowlist_entry", "allowlist_state"}
+
+
+# --- tampering -----------------------------------------------------------------------------
+
+
+def _flip_last_byte(conn: sqlite3.Connection, column: str, kind: str, id_: str) -> str:
+    """Flip the lowest bit of the column's last byte with plain SQL; the new value, as text."""
+    (value,) = conn.execute(
+        f"SELECT CAST({column} AS BLOB) FROM allowlist_entry WHERE kind = ? AND id = ?",
+        (kind, id_),
+    ).fetchone()
+    flipped = bytes(value[:-1]) + bytes([value[-1] ^ 1])
+    cast = "TEXT" if column == "plate" else "BLOB"
+    conn.execute(
+        f"UPDATE allowlist_entry SET {column} = CAST(? AS {cast}) WHERE kind = ? AND id = ?",
+        (flipped, kind, id_),
+    )
+    conn.commit()
+    return flipped.decode(errors="replace")
+
+
+def test_one_flipped_byte_of_a_blacklisted_plate_is_found_and_named(
+    conn: sqlite3.Connection,
+) -> None:
+    snapshot(conn, [reg(plate="苏E99999"), black("B1", "苏E99999"), reg("R2", "苏E54321")])
+    flipped = _flip_last_byte(conn, "plate", "blacklist", "B1")
+    assert flipped == "苏E99998"
+
+    found = store.verify(conn)
+    assert found == store.Tampering(
+        "plate column '苏E99998' is not the entry's plate '苏E99999'", "blacklist", "B1", "苏E99998"
+    )
+    with pytest.raises(store.AllowListTamperedError) as info:
+        store.load(conn)
+    assert info.value.finding == found
+    assert "blacklist 'B1' (plate '苏E99998')" in str(info.value)
+    # What a gate runs on meanwhile: each entry as its own data says, the blacklist entry
+    # under its plate again.
+    salvaged, left_out = store.salvage(conn)
+    assert left_out == []
+    assert salvaged.exact("苏E99999").blacklist == (black("B1", "苏E99999"),)
+    assert salvaged.exact("苏E99998").empty
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        # The data's last byte (a blacklist's open end, msgpack nil) turned into another value.
+        ("UPDATE allowlist_entry SET data = data || x'00' WHERE id = 'B1'", "B1"),
+        ("UPDATE allowlist_entry SET kind = 'registration' WHERE id = 'B1'", "B1"),
+        ("UPDATE allowlist_entry SET id = 'B2' WHERE id = 'B1'", "B2"),
+        ("DELETE FROM allowlist_entry WHERE id = 'B1'", None),
+        ("UPDATE allowlist_state SET version = 7", None),
+        ("UPDATE allowlist_state SET updated_at_ns = updated_at_ns + 86400000000000", None),
+        ("UPDATE allowlist_state SET content_hash = NULL", None),
+        ("DELETE FROM allowlist_state", None),
+    ],
+)
+def test_every_edit_of_what_lookups_use_is_caught(
+    conn: sqlite3.Connection, edit: str, named: str | None
+) -> None:
+    snapshot(conn, [reg(plate="苏E99999"), black("B1", "苏E99999")])
+    assert store.verify(conn) is None
+    conn.execute(edit)
+    conn.commit()
+    found = store.verify(conn)
+    assert found is not None
+    assert found.id == named, found
+    with pytest.raises(store.AllowListTamperedError):
+        store.load(conn)
+
+
+def test_a_consumption_is_sealed_and_undoing_it_by_hand_is_caught(
+    conn: sqlite3.Connection,
+) -> None:
+    snapshot(conn, [appt(), reg()])
+    conn.execute("BEGIN IMMEDIATE")
+    store.set_appointment_consumed(conn, "A1", True)
+    conn.commit()
+    assert store.verify(conn) is None
+    assert store.load(conn).exact("苏E12345").appointments == (appt(consumed=True),)
+
+    conn.execute(
+        "UPDATE allowlist_entry SET data = ? WHERE kind = 'appointment' AND id = 'A1'",
+        (codec.encode(appt()),),
+    )
+    conn.commit()
+    found = store.verify(conn)
+    assert found is not None and "do not match the seal" in found.problem
+    with pytest.raises(store.AllowListTamperedError):
+        store.load(conn)
+
+
+def test_a_tampered_seal_stays_wrong_through_deltas_and_a_snapshot_restores_it(
+    conn: sqlite3.Connection,
+) -> None:
+    snapshot(conn, [reg(plate="苏E99999"), black("B1", "苏E99999"), appt()])
+    _flip_last_byte(conn, "plate", "blacklist", "B1")
+    conn.execute("BEGIN IMMEDIATE")
+    store.write_delta(conn, [reg("R2", "苏E22222")], [], 2, T0, "central")
+    store.set_appointment_consumed(conn, "A1", True)
+    conn.commit()
+    assert store.verify(conn) is not None
+    snapshot(conn, [reg(plate="苏E99999"), black("B1", "苏E99999"), appt()], version=3)
+    assert store.verify(conn) is None
+    assert store.load(conn).exact("苏E99999").blacklist == (black("B1", "苏E99999"),)
+
+
+def test_undecodable_data_is_named_and_left_out_of_the_salvage(conn: sqlite3.Connection) -> None:
+    snapshot(conn, [reg(), black("B1", "苏E99999")])
+    conn.execute("UPDATE allowlist_entry SET data = x'c1' WHERE id = 'R1'")
+    conn.commit()
+    found = store.verify(conn)
+    assert found is not None and (found.kind, found.id) == ("registration", "R1")
+    assert "does not hold a valid credential" in found.problem
+    salvaged, left_out = store.salvage(conn)
+    assert [(t.kind, t.id) for t in left_out] == [("registration", "R1")]
+    assert len(salvaged) == 1 and salvaged.exact("苏E99999").blacklist

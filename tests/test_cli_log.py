@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -12,10 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from edgegate.allowlist import codec
+from edgegate.allowlist.service import AllowListService
 from edgegate.cli.main import main
 from edgegate.core import events as ev
+from edgegate.core.domain import Direction, VehicleCategory
 from edgegate.log import EventLog
 from tests.event_samples import all_samples
+from tests.test_allowlist_index import appt, black, reg
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,3 +181,72 @@ def test_tail_follow_prints_new_events(tmp_path: Path) -> None:
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def _gate_with_a_consumed_appointment(db: Path) -> None:
+    """A log whose allow-list holds a blacklisted plate and an appointment that a pass
+    consumed, recorded as the lane records it (access.decided, then vehicle.passed)."""
+    decided = next(e for e in all_samples() if isinstance(e, ev.AccessDecided))
+    async with await EventLog.open(db, gate_id="fengxiang-road") as log:
+        service = await AllowListService.open(log)
+        await service.replace(
+            [reg(plate="苏E99999"), black("B1", "苏E99999"), appt()], source="central"
+        )
+        seq = await log.append(
+            dataclasses.replace(
+                decided, credential_id="A1", consumed_appointment="A1", plate="苏E12345"
+            )
+        )
+        passed = ev.VehiclePassed(
+            lane="in-1",
+            plate="苏E12345",
+            direction=Direction.ENTRY,
+            category=VehicleCategory.HAZMAT,
+            credential_id="A1",
+            decision_seq=seq,
+        )
+        await service.append_with_consumption(passed, "A1", consumed=True)
+
+
+async def test_verify_checks_the_allow_list_and_names_a_flipped_blacklisted_plate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "g.db"
+    await _gate_with_a_consumed_appointment(db)
+    assert main(["log", "verify", str(db)]) == 0
+    assert "OK gate fengxiang-road: allow-list version 1, 3 entries, seal verified" in (
+        capsys.readouterr().out
+    )
+
+    conn = sqlite3.connect(db)
+    (plate,) = conn.execute("SELECT CAST(plate AS BLOB) FROM allowlist_entry WHERE id = 'B1'")
+    flipped = bytes(plate[0][:-1]) + bytes([plate[0][-1] ^ 1])
+    conn.execute("UPDATE allowlist_entry SET plate = CAST(? AS TEXT) WHERE id = 'B1'", (flipped,))
+    conn.commit()
+    conn.close()
+    assert main(["log", "verify", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "FAILED gate fengxiang-road: allow-list: changed outside edgegate: first bad entry:"
+        " blacklist 'B1' (plate '苏E99998'): plate column '苏E99998' is not the entry's plate"
+        " '苏E99999'"
+    ) in out
+
+
+async def test_verify_names_an_appointment_whose_consumption_was_undone_by_hand(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "g.db"
+    await _gate_with_a_consumed_appointment(db)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE allowlist_entry SET data = ? WHERE id = 'A1'", (codec.encode(appt()),))
+    conn.commit()
+    passed_seq = conn.execute("SELECT MAX(seq) FROM events WHERE type = 'vehicle.passed'")
+    seq = passed_seq.fetchone()[0]
+    conn.close()
+    assert main(["log", "verify", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"first bad entry: appointment 'A1' (plate '苏E12345'): stored as not consumed, but the"
+        f" log's vehicle.passed seq {seq} consumed it"
+    ) in out

@@ -8,6 +8,7 @@ mosquitto broker.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -989,3 +990,53 @@ async def test_signed_command_and_allowlist_over_the_real_broker(
     assert isinstance(refused, ev.CommandRefused)
     assert (refused.code, refused.command_id) == ("forged", forged_cmd.id)
     assert forged_cmd.id != cmd.id
+
+
+# ------------------------------------------------------------------------------ tampered list
+
+
+async def test_a_tampered_list_asks_for_a_snapshot_and_a_valid_one_of_its_version_restores_it(
+    env: Env,
+) -> None:
+    start = now_dt(env.clock) - timedelta(hours=1)
+    blacklisted = BlacklistEntry(
+        id="B1",
+        plate=PLATE,
+        reason=BlacklistReason.SPEEDING,
+        source="park-security",
+        valid_from=start,
+    )
+    creds: list[Credential] = [registration("R1", PLATE, start), blacklisted]
+    issued = env.clock.wall_ns()
+    retained = snapshot(env.central, 3, creds, issued)
+    assert (await env.downlink.receive_allowlist(retained)).applied
+    await env.downlink.on_connected()
+    assert env.requests == []  # a sound list asks nothing
+
+    conn = sqlite3.connect(env.path)
+    conn.execute("UPDATE allowlist_entry SET plate = '苏E12346' WHERE id = 'B1'")
+    conn.commit()
+    conn.close()
+    env.service = await AllowListService.open(env.log)  # the daemon restarting
+    env.downlink = env.new_downlink()
+    assert env.service.view.tampered
+    _, decided = await admit(env, PLATE)
+    assert decided.verdict == "deny" and "allowlist-tampered" in decided.reasons
+
+    await env.downlink.on_connected()
+    assert [r.have_version for r in env.requests] == [3]
+    requested = env.last("allowlist.snapshot-requested")
+    assert isinstance(requested, ev.SnapshotRequested)
+    assert "integrity" in requested.reason
+    older = snapshot(env.central, 2, creds, issued - MINUTE)
+    assert (await env.downlink.receive_allowlist(older)).code == "stale"
+    assert env.service.view.tampered
+
+    # The retained snapshot of the same version, delivered again at the next connect.
+    outcome = await env.downlink.receive_allowlist(retained)
+    assert outcome.applied
+    assert not env.service.view.tampered and env.service.view.version == 3
+    _, decided = await admit(env, PLATE)
+    assert "allowlist-tampered" not in decided.reasons
+    await env.downlink.on_connected()
+    assert len(env.requests) == 1

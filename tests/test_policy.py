@@ -61,6 +61,7 @@ class FakeView:
     entries: dict[str, Credentials] = field(default_factory=dict)
     version: int = 42
     updated_at: datetime | None = NOW - timedelta(hours=1)
+    tampered: bool = False
 
     def exact(self, plate: str) -> Credentials:
         return self.entries.get(plate, Credentials(plate))

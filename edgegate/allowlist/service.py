@@ -3,6 +3,11 @@ its SQLite rows, changed only in the transaction that appends the event explaini
 
 Every change is ``validate -> append event with the SQL as its effect -> swap in memory``: if
 the commit fails, neither the rows nor the projection change, and the event is not in the log.
+
+A stored list that fails its integrity check when opened (changed outside edgegate) is logged
+as ``allowlist.tampered`` naming the first bad entry; the service then holds what can still be
+read, marked tampered (the policy has a guard confirm every entry), until a snapshot replaces
+it. Deltas leave it tampered.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TypeVar
 from edgegate.allowlist import store
 from edgegate.core.allowlist import AllowList, AllowListError
 from edgegate.core.domain import Credential, CredentialKind
-from edgegate.core.events import AllowListUpdated, AllowListUpdateKind, Event
+from edgegate.core.events import AllowListTampered, AllowListUpdated, AllowListUpdateKind, Event
 from edgegate.log import EventLog
 from edgegate.log.eventlog import connect
 from edgegate.observability import get_logger
@@ -74,6 +79,11 @@ def load_from_file(path: str) -> AllowList:
     return _read(path, store.load)
 
 
+def salvage_file(path: str) -> tuple[AllowList, list[store.Tampering]]:
+    """``store.salvage`` of the log file at ``path`` (read-only)."""
+    return _read(path, store.salvage)
+
+
 def _read(path: str, fn: Callable[[sqlite3.Connection], T]) -> T:
     """``fn`` on a read-only connection to the log file at ``path``."""
     conn = connect(path, readonly=True)
@@ -113,9 +123,16 @@ class AllowListService:
 
     @classmethod
     async def open(cls, event_log: EventLog, *, stage_rows: int = STAGE_ROWS) -> AllowListService:
-        """Load the stored list (from a reader connection, not holding up the writer)."""
-        allowlist = await asyncio.to_thread(load_from_file, str(event_log.path))
-        log.info("allowlist_loaded", version=allowlist.version, entries=len(allowlist))
+        """Load the stored list (from a reader connection, not holding up the writer). A list
+        that fails its integrity check is logged (``allowlist.tampered``) and what can still
+        be read is held, marked tampered."""
+        path = str(event_log.path)
+        try:
+            allowlist = await asyncio.to_thread(load_from_file, path)
+        except store.AllowListTamperedError as exc:
+            allowlist = await _open_tampered(event_log, exc)
+        else:
+            log.info("allowlist_loaded", version=allowlist.version, entries=len(allowlist))
         return cls(event_log, allowlist, stage_rows=stage_rows)
 
     @property
@@ -287,3 +304,33 @@ class AllowListService:
         else:
             self._list.release_appointment(appointment_id)
         return seq
+
+
+async def _open_tampered(event_log: EventLog, exc: store.AllowListTamperedError) -> AllowList:
+    """Log that the stored list failed its check, and return what can still be read of it,
+    marked tampered."""
+    allowlist, unreadable = await asyncio.to_thread(salvage_file, str(event_log.path))
+    allowlist.mark_tampered()
+    left_out = len(unreadable)
+    found = exc.finding
+    seq = await event_log.append(
+        AllowListTampered(
+            version=exc.version,
+            problem=found.problem,
+            credential_kind=found.kind,
+            credential_id=found.id,
+            plate=found.plate,
+            entries=len(allowlist),
+            left_out=left_out,
+        )
+    )
+    log.error(
+        "allowlist_tampered",
+        seq=seq,
+        version=exc.version,
+        first_bad_entry=str(found),
+        entries=len(allowlist),
+        left_out=left_out,
+        consequence="every entry needs a guard until a snapshot replaces the list",
+    )
+    return allowlist

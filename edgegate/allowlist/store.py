@@ -11,10 +11,18 @@ error nothing it did remains in the caller's transaction. They refuse (``AllowLi
 exactly what ``AllowList`` refuses, and apply the same sticky appointment consumption, so the
 table and the in-memory list stay in step.
 
-The content hash is SHA-256 over the ``data`` of every entry in (kind, id) order. A snapshot
-records it; a delta or an appointment (un)consumption clears it (recomputing it would scan the
-whole table), and ``load`` computes it afresh and refuses a table that no longer matches a
-recorded hash (changed behind the gate's back).
+Integrity. The state row's ``content_hash`` seals everything lookups are built from: every
+entry's kind, id, plate and data (so a consumed appointment too) and the state's version,
+update time and source. It is order-independent, the sum modulo 2**256 of the SHA-256 of each
+entry's canonical bytes (``row_bytes``) and of the state's, so every write keeps it up to date
+from what it changes alone: a snapshot computes it, a delta or a consumption subtracts the old
+rows' terms and adds the new ones (a 10,000-entry delta hashes 20,000 rows, not the table).
+It is never cleared. ``load`` recomputes it and raises ``AllowListTamperedError``, naming the first
+bad entry it can find, when the table no longer matches it (changed behind edgegate's back);
+``salvage`` then reads what can still be read, for a gate that runs on with a guard.
+
+The seal is not keyed: it detects an edit made without recomputing it (a hand edit, a flipped
+byte, a restored older copy of the table), not someone who rewrites the seal as well.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+import msgpack
 
 from edgegate.allowlist import codec
 from edgegate.core.allowlist import AllowList, AllowListError, check_credential
@@ -57,16 +67,19 @@ _SCHEMA = (
     )""",
 )
 
-# substr(kind, 1, 1) || id is core.allowlist.id_key in SQL. The primary key's order is
-# (kind, id) in BINARY collation, i.e. UTF-8 byte order, the order the content hash uses.
-_LOAD_SQL = (
-    "SELECT CAST(substr(kind, 1, 1) || id AS BLOB), CAST(plate AS BLOB), data"
-    " FROM allowlist_entry ORDER BY kind, id"
-)
 _INSERT_SQL = (
     "INSERT INTO allowlist_entry (kind, id, plate, data) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (kind, id) DO UPDATE SET plate = excluded.plate, data = excluded.data"
 )
+
+# substr(kind, 1, 1) || id is core.allowlist.id_key in SQL. Every column is read as bytes, the
+# bytes the seal covers, whatever type a hand edit stored. The seal's row bytes are built in
+# Python from these (twice as fast as building them in SQL).
+_LOAD_SQL = (
+    "SELECT CAST(substr(kind, 1, 1) || id AS BLOB), CAST(plate AS BLOB), CAST(data AS BLOB),"
+    " CAST(kind AS BLOB) FROM allowlist_entry ORDER BY kind, id"
+)
+_MODULUS = 1 << 256
 
 _APPOINTMENT = CredentialKind.APPOINTMENT.value
 
@@ -78,9 +91,40 @@ class StoreError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class Tampering:
+    """What ``verify`` found wrong with a stored list: the first bad entry when one can be
+    named (``kind``, ``id``, ``plate`` as stored), and the problem."""
+
+    problem: str
+    kind: str | None = None
+    id: str | None = None
+    plate: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind is None:
+            return self.problem
+        return f"{self.kind} {self.id!r} (plate {self.plate!r}): {self.problem}"
+
+    def described(self) -> str:
+        """``changed outside edgegate: ...``, naming the first bad entry when there is one."""
+        first = "" if self.kind is None else "first bad entry: "
+        return f"changed outside edgegate: {first}{self}"
+
+
+class AllowListTamperedError(StoreError):
+    """The stored allow-list does not match its seal: it was changed outside edgegate."""
+
+    def __init__(self, finding: Tampering, version: int) -> None:
+        self.finding = finding
+        self.version = version
+        super().__init__(f"stored allow-list version {version} {finding.described()}")
+
+
+@dataclass(frozen=True, slots=True)
 class AllowListState:
     """The stored list's version, when it was last brought up to date, where its content came
-    from (e.g. ``central``, ``import:lists.csv``) and its content hash (None after a delta)."""
+    from (e.g. ``central``, ``import:lists.csv``) and its seal (``content_hash``: see the
+    module docstring; None only in a table edited outside edgegate)."""
 
     version: int
     updated_at: datetime | None
@@ -108,32 +152,70 @@ def read_state(conn: sqlite3.Connection) -> AllowListState | None:
 
 
 def load(conn: sqlite3.Connection) -> AllowList:
-    """The stored allow-list, with its version and a freshly computed content hash.
+    """The stored allow-list, with its version; its ``content_hash`` is the seal, checked.
 
-    Reads in one transaction (its own if the caller has none). Raises ``StoreError`` if a
-    content hash was recorded and the table no longer matches it.
+    Reads in one transaction (its own if the caller has none). Raises ``AllowListTamperedError``
+    (naming the first bad entry) if the table does not match its seal.
     """
-    own_transaction = not conn.in_transaction
-    if own_transaction:
-        conn.execute("BEGIN")
-    try:
+    with _reading(conn):
         state = read_state(conn)
+        rows = _RowsSum(state)
         allowlist = AllowList.from_encoded(
             conn.execute(_LOAD_SQL),
             state.version if state else 0,
             state.updated_at if state else None,
-            digest=hashlib.sha256(),
+            digest=rows,
         )
-    finally:
-        if own_transaction:
-            conn.rollback()
-    recorded = state.content_hash if state is not None else None
-    if recorded is not None and allowlist.content_hash != recorded:
-        raise StoreError(
-            "allow-list table does not match the content hash recorded with version "
-            f"{allowlist.version}: it was changed outside edgegate; fetch a new snapshot"
-        )
+        finding = _check_seal(conn, rows.total)
+        if finding is not None:
+            raise AllowListTamperedError(finding, state.version if state else 0)
     return allowlist
+
+
+def verify(conn: sqlite3.Connection) -> Tampering | None:
+    """What is wrong with the stored list (the first bad entry it can name), or None when it
+    matches its seal. Reads in one transaction (its own if the caller has none)."""
+    with _reading(conn):
+        rows = _RowsSum(None)
+        update = rows.update
+        for kind, id_key, plate, data in conn.execute(
+            "SELECT CAST(kind AS BLOB), CAST(substr(kind, 1, 1) || id AS BLOB),"
+            " CAST(plate AS BLOB), CAST(data AS BLOB) FROM allowlist_entry"
+        ):
+            update(kind, id_key, plate, data)
+        return _check_seal(conn, rows.total)
+
+
+def salvage(conn: sqlite3.Connection) -> tuple[AllowList, list[Tampering]]:
+    """The entries of a tampered table that can still be read, and those left out (for a gate
+    that runs on, every entry confirmed by a guard, until a snapshot replaces the list).
+
+    Each entry is taken from its ``data`` alone (the codec bytes carry kind, id and plate):
+    an entry whose plate column was edited is indexed under its own plate again. An entry
+    whose data does not hold a valid credential, or repeats a (kind, id), is left out. The
+    list's ``content_hash`` is None. Reads in one transaction (its own if the caller has
+    none)."""
+    with _reading(conn):
+        state = read_state(conn)
+        left_out: list[Tampering] = []
+        entries: list[Credential] = []
+        seen: set[tuple[str, str]] = set()
+        for kind, id_, plate, data in conn.execute(
+            "SELECT kind, id, plate, CAST(data AS BLOB) FROM allowlist_entry ORDER BY kind, id"
+        ):
+            where = (str(kind), str(id_), str(plate))
+            credential, problem = _decode_row(*where, bytes(data))
+            if credential is None:
+                left_out.append(Tampering(problem or "unreadable", *where))
+            elif (credential.kind.value, credential.id) in seen:
+                left_out.append(Tampering("repeats another entry's kind and id", *where))
+            else:
+                seen.add((credential.kind.value, credential.id))
+                entries.append(credential)
+    allowlist = AllowList.from_credentials(
+        entries, state.version if state else 0, state.updated_at if state else None
+    )
+    return allowlist, left_out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -183,7 +265,9 @@ def write_snapshot(
         rows = [
             _still_consumed(r) if r[0] == _APPOINTMENT and r[1] in consumed else r for r in rows
         ]
-    state = AllowListState(version, updated_at, source, rows_hash(rows))
+    state = AllowListState(
+        version, updated_at, source, _seal(_rows_total(rows), version, updated_at, source)
+    )
     with _savepoint(conn):
         conn.execute("DELETE FROM allowlist_entry")
         conn.executemany(
@@ -210,11 +294,21 @@ class StagedSnapshot:
 
 
 def rows_hash(rows: Iterable[_Row]) -> bytes:
-    """The content hash of encoded rows given in (kind, id) order."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(row[3])
-    return digest.digest()
+    """The order-independent hash of encoded rows (their part of the seal, 32 bytes)."""
+    return _to_seal(_rows_total(rows))
+
+
+def row_bytes(kind: str, id_: str, plate: str, data: bytes) -> bytes:
+    """The canonical bytes of one stored entry that the seal hashes: ``_row_bytes`` of its
+    kind, id key (``core.allowlist.id_key``), plate and data."""
+    k = kind.encode()
+    return _row_bytes(k, k[:1] + id_.encode(), plate.encode(), data)
+
+
+def _row_bytes(kind: bytes, id_key: bytes, plate: bytes, data: bytes) -> bytes:
+    """Each of kind, id key and plate as its length in decimal, a colon and its bytes; then
+    the data."""
+    return b"%d:%b%d:%b%d:%b%b" % (len(kind), kind, len(id_key), id_key, len(plate), plate, data)
 
 
 def start_staging(conn: sqlite3.Connection) -> None:
@@ -281,8 +375,8 @@ def swap_in_staged(
     never commits. ``StoreError`` (nothing changed) if the staging table is missing or does
     not hold ``staged.count`` rows.
 
-    Appointments consumed at this gate stay consumed (the content hash is then cleared, as
-    any consumption clears it). ``consumed`` narrows the search to these appointment ids
+    Appointments consumed at this gate stay consumed (the seal counts them so).
+    ``consumed`` narrows the search to these appointment ids
     (each is checked against the stored row); it must include every appointment that may be
     consumed now. None scans every stored appointment."""
     _require_transaction(conn)
@@ -302,7 +396,7 @@ def swap_in_staged(
     if consumed is None:
         consumed = consumed_appointments(conn)
     with _savepoint(conn):
-        kept = 0
+        total = int.from_bytes(staged.content_hash, "little")
         for id_ in sorted(set(consumed)):
             if not _stored_consumed(conn, id_):
                 continue
@@ -312,19 +406,22 @@ def swap_in_staged(
             ).fetchone()
             if row is None:
                 continue
-            new = _still_consumed((row[0], row[1], row[2], bytes(row[3])))
-            if new[3] != row[3]:
+            old = (str(row[0]), str(row[1]), str(row[2]), bytes(row[3]))
+            new = _still_consumed(old)
+            if new[3] != old[3]:
                 conn.execute(
                     f"UPDATE {_STAGING} SET data = ? WHERE kind = ? AND id = ?",
                     (new[3], _APPOINTMENT, id_),
                 )
-                kept += 1
+                total += _term(new) - _term(old)
         # Renames only: dropping a million rows here would hold the commit for a second or
         # more; ``clear_retired`` empties the old table in short transactions afterwards.
         conn.execute(f"DROP TABLE IF EXISTS {_RETIRED}")
         conn.execute(f"ALTER TABLE allowlist_entry RENAME TO {_RETIRED}")
         conn.execute(f"ALTER TABLE {_STAGING} RENAME TO allowlist_entry")
-        state = AllowListState(version, updated_at, source, None if kept else staged.content_hash)
+        state = AllowListState(
+            version, updated_at, source, _seal(total, version, updated_at, source)
+        )
         _write_state(conn, state)
     return state
 
@@ -337,9 +434,9 @@ def write_delta(
     updated_at: datetime | None,
     source: str,
 ) -> AllowListState:
-    """Insert or replace ``upserts`` and delete ``removals``, and record the state (content
-    hash cleared). In the caller's transaction; never commits. ``AllowListError`` (nothing
-    written) for the reasons ``AllowList.apply_delta`` gives."""
+    """Insert or replace ``upserts`` and delete ``removals``, and record the state (the seal
+    brought up to date from the rows changed). In the caller's transaction; never commits.
+    ``AllowListError`` (nothing written) for the reasons ``AllowList.apply_delta`` gives."""
     _require_transaction(conn)
     problems: list[str] = []
     _check_updated_at(updated_at, problems)
@@ -348,12 +445,16 @@ def write_delta(
     if version <= current_version:
         problems.append(f"delta version {version} is not newer than {current_version}")
     rows: list[_Row] = []
+    replaced: list[_Row] = []  # the stored rows the upserts and removals replace
     seen: set[tuple[str, str]] = set()
     for entry in upserts:
         row = _encode_row(entry, problems, seen)
         if row is not None:
-            if row[0] == _APPOINTMENT and _stored_consumed(conn, row[1]):
-                row = _still_consumed(row)
+            old = _stored_row(conn, row[0], row[1])
+            if old is not None:
+                replaced.append(old)
+                if row[0] == _APPOINTMENT and _is_consumed(old[3]):
+                    row = _still_consumed(row)
             rows.append(row)
     deletions: list[tuple[str, str]] = []
     removed: set[tuple[str, str]] = set()
@@ -367,13 +468,18 @@ def write_delta(
             problems.append(f"{kind} {id_!r}: removed twice")
         elif (kind, id_) in seen:
             problems.append(f"{kind} {id_!r}: both upserted and removed")
-        elif not _exists(conn, kind, id_):
-            problems.append(f"cannot remove {kind} {id_!r}: not in the allow-list")
+        else:
+            old = _stored_row(conn, kind, id_)
+            if old is None:
+                problems.append(f"cannot remove {kind} {id_!r}: not in the allow-list")
+            else:
+                replaced.append(old)
         removed.add((kind, id_))
         deletions.append((kind, id_))
     if problems:
         raise AllowListError(problems)
-    state = AllowListState(version, updated_at, source, None)
+    seal = _resealed(conn, _rows_total(rows) - _rows_total(replaced), version, updated_at, source)
+    state = AllowListState(version, updated_at, source, seal)
     # In key order the B-tree pages are visited once each, not at random.
     deletions.sort()
     rows.sort()
@@ -390,23 +496,30 @@ def set_appointment_consumed(
     """Mark the stored appointment consumed or not, and return it. In the caller's
     transaction; never commits. ``AllowListError`` if the appointment is unknown."""
     _require_transaction(conn)
-    row = conn.execute(
-        "SELECT data FROM allowlist_entry WHERE kind = ? AND id = ?",
-        (_APPOINTMENT, appointment_id),
-    ).fetchone()
+    row = _stored_row(conn, _APPOINTMENT, appointment_id)
     if row is None:
         raise AllowListError([f"unknown appointment {appointment_id!r}"])
-    old = codec.decode(row[0])
+    old = codec.decode(row[3])
     assert isinstance(old, Appointment)
     if old.consumed == consumed:
         return old
     new = dataclasses.replace(old, consumed=consumed)
+    new_row = (*row[:3], codec.encode(new))
     with _savepoint(conn):
         conn.execute(
             "UPDATE allowlist_entry SET data = ? WHERE kind = ? AND id = ?",
-            (codec.encode(new), _APPOINTMENT, appointment_id),
+            (new_row[3], _APPOINTMENT, appointment_id),
         )
-        conn.execute("UPDATE allowlist_state SET content_hash = NULL WHERE singleton = 1")
+        # The state is unchanged: only this row's term of the seal changes.
+        sealed = conn.execute(
+            "SELECT content_hash FROM allowlist_state WHERE singleton = 1"
+        ).fetchone()
+        if sealed is not None and _is_seal(sealed[0]):
+            total = int.from_bytes(sealed[0], "little") + _term(new_row) - _term(row)
+            conn.execute(
+                "UPDATE allowlist_state SET content_hash = ? WHERE singleton = 1",
+                (_to_seal(total),),
+            )
     return new
 
 
@@ -480,15 +593,209 @@ def _is_consumed(data: bytes) -> bool:
 
 
 def _stored_consumed(conn: sqlite3.Connection, appointment_id: str) -> bool:
-    row = conn.execute(
-        "SELECT data FROM allowlist_entry WHERE kind = ? AND id = ?",
-        (_APPOINTMENT, appointment_id),
-    ).fetchone()
-    return row is not None and _is_consumed(row[0])
+    row = _stored_row(conn, _APPOINTMENT, appointment_id)
+    return row is not None and _is_consumed(row[3])
 
 
-def _exists(conn: sqlite3.Connection, kind: str, id_: str) -> bool:
+def _stored_row(conn: sqlite3.Connection, kind: str, id_: str) -> _Row | None:
     row = conn.execute(
-        "SELECT 1 FROM allowlist_entry WHERE kind = ? AND id = ?", (kind, id_)
+        "SELECT kind, id, plate, data FROM allowlist_entry WHERE kind = ? AND id = ?",
+        (kind, id_),
     ).fetchone()
-    return row is not None
+    if row is None:
+        return None
+    return str(row[0]), str(row[1]), str(row[2]), bytes(row[3])
+
+
+# --- the seal ---------------------------------------------------------------------------
+
+
+class _RowsSum:
+    """A ``core.allowlist.Digest`` summing the terms of the rows' canonical bytes (``total``);
+    its digest is the seal of those rows with the given state."""
+
+    __slots__ = ("state_term", "total")
+
+    def __init__(self, state: AllowListState | None) -> None:
+        self.total = 0
+        self.state_term = (
+            0 if state is None else _state_term(state.version, _ns(state.updated_at), state.source)
+        )
+
+    def update(self, kind: bytes, id_key: bytes, plate_key: bytes, encoded: bytes, /) -> None:
+        data = _row_bytes(kind, id_key, plate_key, encoded)
+        self.total += int.from_bytes(hashlib.sha256(data).digest(), "little")
+
+    def digest(self) -> bytes:
+        return _to_seal(self.total + self.state_term)
+
+
+def _term(row: _Row) -> int:
+    return int.from_bytes(hashlib.sha256(row_bytes(*row)).digest(), "little")
+
+
+def _rows_total(rows: Iterable[_Row]) -> int:
+    return sum(map(_term, rows))
+
+
+def _ns(updated_at: datetime | None) -> int | None:
+    if updated_at is None:
+        return None
+    return (updated_at - _EPOCH) // _MICROSECOND * 1000
+
+
+def _state_term(version: int, updated_at_ns: int | None, source: str) -> int:
+    text = f"state:{version}:{'-' if updated_at_ns is None else updated_at_ns}:{source}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest(), "little")
+
+
+def _to_seal(total: int) -> bytes:
+    return (total % _MODULUS).to_bytes(32, "little")
+
+
+def _is_seal(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == 32
+
+
+def _seal(rows_total: int, version: int, updated_at: datetime | None, source: str) -> bytes:
+    return _to_seal(rows_total + _state_term(version, _ns(updated_at), source))
+
+
+def _resealed(
+    conn: sqlite3.Connection,
+    rows_change: int,
+    version: int,
+    updated_at: datetime | None,
+    source: str,
+) -> bytes | None:
+    """The seal after a change of the rows' total by ``rows_change`` and a new state. An
+    empty file starts from zero; a missing seal stays missing (what it covered is unknown)."""
+    row = conn.execute(
+        "SELECT version, updated_at_ns, source, content_hash FROM allowlist_state"
+        " WHERE singleton = 1"
+    ).fetchone()
+    if row is None:
+        rows_total = 0
+    elif _is_seal(row[3]):
+        rows_total = int.from_bytes(row[3], "little") - _state_term(row[0], row[1], row[2])
+    else:
+        return None
+    return _seal(rows_total + rows_change, version, updated_at, source)
+
+
+@contextmanager
+def _reading(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: the caller's, or one of its own rolled back afterwards."""
+    own_transaction = not conn.in_transaction
+    if own_transaction:
+        conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if own_transaction:
+            conn.rollback()
+
+
+def _check_seal(conn: sqlite3.Connection, rows_total: int) -> Tampering | None:
+    """None if the rows (whose terms sum to ``rows_total``) and the state match the seal;
+    else the first bad entry ``_first_bad_entry`` can name, or what is wrong overall."""
+    state = conn.execute(
+        "SELECT version, updated_at_ns, source, content_hash FROM allowlist_state"
+        " WHERE singleton = 1"
+    ).fetchone()
+    count = conn.execute("SELECT COUNT(*) FROM allowlist_entry").fetchone()[0]
+    if state is None:
+        if count == 0:
+            return None  # no list was ever stored
+        overall = f"{count} entries are stored without an allow-list state (deleted)"
+    elif not _is_seal(state[3]):
+        overall = "the allow-list state has no seal (content_hash missing or malformed)"
+    else:
+        try:
+            expected = _to_seal(rows_total + _state_term(int(state[0]), state[1], str(state[2])))
+        except (TypeError, ValueError):
+            expected = None
+        if expected == state[3]:
+            return None
+        overall = (
+            "the entries or the allow-list state (version, update time, source) do not match"
+            " the seal: changed, added or removed outside edgegate"
+        )
+    return _first_bad_entry(conn) or Tampering(overall)
+
+
+def _decode_row(
+    kind: str, id_: str, plate: str, data: bytes
+) -> tuple[Credential | None, str | None]:
+    """The credential a stored row's data holds (None if unreadable) and what is wrong with
+    the row, if anything."""
+    try:
+        credential = check_credential(codec.decode(data))
+    except (codec.CodecError, AllowListError) as exc:
+        return None, f"data does not hold a valid credential ({exc})"
+    if (credential.kind.value, credential.id) != (kind, id_):
+        return credential, (
+            f"stored as {kind} {id_!r} but its data is {credential.kind} {credential.id!r}"
+        )
+    if credential.plate != plate:
+        return credential, f"plate column {plate!r} is not the entry's plate {credential.plate!r}"
+    return credential, None
+
+
+def _first_bad_entry(conn: sqlite3.Connection) -> Tampering | None:
+    """The first entry, in (kind, id) order, that contradicts itself or the log: data that
+    does not decode or names another kind, id or plate than its columns, or an appointment
+    stored unconsumed that a vehicle.passed in the log consumed. None if every entry is
+    consistent (an edit that kept an entry consistent, or a deleted entry)."""
+    consumed = _consumed_in_log(conn)
+    for kind, id_, plate, data in conn.execute(
+        "SELECT kind, id, plate, CAST(data AS BLOB) FROM allowlist_entry ORDER BY kind, id"
+    ):
+        credential, problem = _decode_row(str(kind), str(id_), str(plate), bytes(data))
+        if problem is not None:
+            return Tampering(problem, str(kind), str(id_), str(plate))
+        if (
+            isinstance(credential, Appointment)
+            and not credential.consumed
+            and credential.id in consumed
+        ):
+            seq = consumed[credential.id]
+            return Tampering(
+                f"stored as not consumed, but the log's vehicle.passed seq {seq} consumed it",
+                str(kind),
+                str(id_),
+                str(plate),
+            )
+    return None
+
+
+def _consumed_in_log(conn: sqlite3.Connection) -> dict[str, int]:
+    """Appointment id -> seq of the ``vehicle.passed`` that consumed it (entries whose
+    ``access.decided`` names an appointment to consume). Empty if the file has no event log."""
+    has_events = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+    ).fetchone()
+    if has_events is None:
+        return {}
+    consuming: dict[int, str] = {}
+    out: dict[str, int] = {}
+    for seq, type_, data in conn.execute(
+        "SELECT seq, type, data FROM events WHERE type IN ('access.decided', 'vehicle.passed')"
+        " ORDER BY seq"
+    ):
+        try:
+            fields = msgpack.unpackb(data, raw=False)
+        except Exception:  # a damaged event is the chain verifier's finding, not this one's
+            fields = None
+        if not isinstance(fields, dict):
+            continue
+        if type_ == "access.decided":
+            appointment = fields.get("consumed_appointment")
+            if isinstance(appointment, str):
+                consuming[int(seq)] = appointment
+        else:
+            decision = fields.get("decision_seq")
+            appointment = consuming.get(decision) if isinstance(decision, int) else None
+            if appointment is not None:
+                out.setdefault(appointment, int(seq))
+    return out

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from edgegate.allowlist import store as allowlist_store
 from edgegate.log.chain import GENESIS_HASH, ChainVerifier
 from edgegate.log.eventlog import LogError
 from edgegate.log.reader import LogReader
@@ -75,17 +77,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 progress.advance(task, len(rows))
         missing = reader.missing_triggers()
         gate = reader.gate_id
+        allowlist_problem, allowlist_ok = _verify_allowlist(reader)
     if fault is not None:
         print(f"FAILED gate {gate}: first bad seq {fault.seq}: {fault.problem}")
         log.error("log_verify_failed", gate=gate, seq=fault.seq, problem=fault.problem)
     if missing:
         print(f"FAILED gate {gate}: append-only triggers missing: {', '.join(missing)}")
         log.error("log_verify_failed", gate=gate, missing_triggers=list(missing))
-    if fault is not None or missing:
+    if allowlist_problem is not None:
+        print(f"FAILED gate {gate}: allow-list: {allowlist_problem}")
+        log.error("allowlist_verify_failed", gate=gate, problem=allowlist_problem)
+    if fault is not None or missing or allowlist_problem is not None:
         return 1
     print(f"OK gate {gate}: {verifier.count} events, seq 1..{verifier.last_seq}, chain verified")
+    print(f"OK gate {gate}: {allowlist_ok}")
     log.info("log_verified", gate=gate, events=verifier.count, head=verifier.last_seq)
     return 0
+
+
+def _verify_allowlist(reader: LogReader) -> tuple[str | None, str]:
+    """(what is wrong with the stored allow-list or None, what was verified)."""
+    conn = reader._conn  # the reader's read-only connection
+    try:
+        finding = allowlist_store.verify(conn)
+        state = allowlist_store.read_state(conn)
+        count = conn.execute("SELECT COUNT(*) FROM allowlist_entry").fetchone()[0]
+    except sqlite3.Error as exc:
+        return f"cannot be read: {exc}", ""
+    if finding is not None:
+        return finding.described(), ""
+    if state is None:
+        return None, "no allow-list stored"
+    return None, f"allow-list version {state.version}, {count} entries, seal verified"
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

@@ -43,9 +43,9 @@ _MAX_LISTED_PROBLEMS = 20
 
 
 class Digest(Protocol):
-    """The part of a ``hashlib`` hash object ``AllowList.from_encoded`` uses."""
+    """What ``AllowList.from_encoded`` feeds each row to, and takes the content hash from."""
 
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, kind: bytes, id_key: bytes, plate_key: bytes, encoded: bytes, /) -> None: ...
 
     def digest(self) -> bytes: ...
 
@@ -166,7 +166,7 @@ def keep_consumed(new: Credential, old: Credential | None) -> Credential:
     return new
 
 
-def _ignore(data: bytes, /) -> None:
+def _ignore(kind: bytes, id_key: bytes, plate_key: bytes, encoded: bytes, /) -> None:
     pass
 
 
@@ -228,9 +228,10 @@ class AllowList:
 
     ``content_hash`` is the SHA-256 of the content as loaded or snapshotted (see
     ``edgegate.allowlist.store``), or None once the list changed in memory since.
+    ``tampered`` (see ``mark_tampered``) stays set through deltas; ``replace`` clears it.
     """
 
-    __slots__ = ("_by_id", "_by_plate", "_content_hash", "_updated_at", "_version")
+    __slots__ = ("_by_id", "_by_plate", "_content_hash", "_tampered", "_updated_at", "_version")
 
     def __init__(self) -> None:
         # normalised plate (UTF-8) -> encoding, or group of encodings in (kind, id) order
@@ -239,6 +240,7 @@ class AllowList:
         self._version = 0
         self._updated_at: datetime | None = None
         self._content_hash: bytes | None = None
+        self._tampered = False
 
     @classmethod
     def from_credentials(
@@ -255,17 +257,17 @@ class AllowList:
     @classmethod
     def from_encoded(
         cls,
-        rows: Iterable[tuple[bytes, bytes, bytes]],
+        rows: Iterable[tuple[bytes, bytes, bytes, bytes]],
         version: int,
         updated_at: datetime | None,
         digest: Digest | None = None,
     ) -> AllowList:
-        """Fast path for loading trusted storage: ``(id_key, plate_key, encoded)`` rows in
-        (kind value, id) order, with ``id_key`` as ``id_key()`` builds it, ``plate_key`` the
-        UTF-8 normalised plate and ``encoded`` the codec bytes. Nothing is decoded or checked;
-        (kind, id) must be unique.
-        When ``digest`` is given it is fed every ``encoded`` in row order and its final value
-        becomes ``content_hash``.
+        """Fast path for loading trusted storage: ``(id_key, plate_key, encoded, kind)`` rows
+        in (kind value, id) order, with ``id_key`` as ``id_key()`` builds it, ``plate_key``
+        the UTF-8 normalised plate, ``encoded`` the codec bytes and ``kind`` the UTF-8 kind
+        value. Nothing is decoded or checked; (kind, id) must be unique.
+        When ``digest`` is given it is fed every row (``kind, id_key, plate_key, encoded``)
+        in order and its final value becomes ``content_hash``.
         """
         allowlist = cls()
         by_plate = allowlist._by_plate
@@ -274,8 +276,8 @@ class AllowList:
         grouped_with = codec.grouped_with
         update = digest.update if digest is not None else _ignore
         # This loop runs a million times at start-up: one C call per step where possible.
-        for key, plate_key, blob in rows:
-            update(blob)
+        for key, plate_key, blob, kind in rows:
+            update(kind, key, plate_key, blob)
             by_id[key] = plate_key
             old = setdefault(plate_key, blob)
             if old is not blob:
@@ -296,6 +298,15 @@ class AllowList:
     @property
     def content_hash(self) -> bytes | None:
         return self._content_hash
+
+    @property
+    def tampered(self) -> bool:
+        return self._tampered
+
+    def mark_tampered(self) -> None:
+        """Record that the storage this list came from failed its integrity check: the
+        policy then has a guard confirm every entry, until a snapshot replaces the list."""
+        self._tampered = True
 
     def __len__(self) -> int:
         """Number of credentials (not plates)."""
@@ -410,6 +421,7 @@ class AllowList:
         self._version = version
         self._updated_at = updated_at
         self._content_hash = content_hash
+        self._tampered = False
 
     def apply_delta(
         self,

@@ -215,6 +215,11 @@ class AllowListView(Protocol):
         """Plates one confusable substitution away that have credentials."""
         ...
 
+    @property
+    def tampered(self) -> bool:
+        """Whether the stored list failed its integrity check (what it holds may be false)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlateRead:

@@ -401,8 +401,9 @@ class ModeChanged(Event):
 @event_type("allowlist.updated")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllowListUpdated(Event):
-    """The allow-list changed. ``content_hash``: SHA-256 of a snapshot's entries as received
-    (before this gate's own consumption state is kept), or of a delta's change list."""
+    """The allow-list changed. ``content_hash``: a snapshot's entries as received (before this
+    gate's own consumption state is kept), hashed order-independently (``store.rows_hash``),
+    or the SHA-256 of a delta's change list."""
 
     kind: AllowListUpdateKind
     version: int
@@ -412,6 +413,24 @@ class AllowListUpdated(Event):
     removed: int
     entries: int  # size after the update
     content_hash: str
+
+
+@event_type("allowlist.tampered")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowListTampered(Event):
+    """The stored allow-list failed its integrity check: it was changed outside edgegate.
+    The gate runs on the ``entries`` it can still read (``left_out`` could not be), every
+    entry confirmed by a guard, and asks central for a snapshot; a valid snapshot or import
+    restores normal operation. ``credential_kind``, ``credential_id`` and ``plate`` (as
+    stored) name the first bad entry when one can be named; ``problem`` says what is wrong."""
+
+    version: int
+    problem: str
+    credential_kind: str | None = None
+    credential_id: str | None = None
+    plate: str | None = None
+    entries: int
+    left_out: int
 
 
 @event_type("daemon.started")
@@ -541,6 +560,7 @@ __all__ = [
     "AccessDecided",
     "AdmissionNotOpened",
     "AllowListRefused",
+    "AllowListTampered",
     "AllowListUpdateKind",
     "AllowListUpdated",
     "BarrierCommand",

@@ -45,7 +45,10 @@ confirmation (the vehicle may be an unknown one leaving). Several candidates giv
 Then, in this order: a colour mismatch acts per ``rules.colour_mismatch``; a confidence below
 ``rules.min_confidence`` turns allow into confirm; a stale allow-list acts per
 ``rules.on_stale_allowlist`` (confirm affects allowed entries, deny-entries refuses every
-entry; exits decide as usual). A read whose normalised plate is not well formed is looked up
+entry; exits decide as usual). A tampered allow-list (one that failed its integrity check,
+``view.tampered``) may hold false entries: ``allowlist-tampered`` is recorded and an entry it
+would allow needs a guard whatever the settings (a blacklisted vehicle is still refused);
+exits decide as usual. A read whose normalised plate is not well formed is looked up
 all the same (the list may hold odd plates) and ``plate-invalid-format`` recorded; an empty
 one is ``plate-unreadable``.
 """
@@ -134,6 +137,7 @@ class Reason(enum.StrEnum):
     COLOUR_MISMATCH = "colour-mismatch"
     LOW_CONFIDENCE = "low-confidence"
     ALLOWLIST_STALE = "allowlist-stale"
+    ALLOWLIST_TAMPERED = "allowlist-tampered"
 
 
 class CredentialRef(NamedTuple):
@@ -493,6 +497,10 @@ def decide(
             _downgrade(outcome)
         elif entry and rules.on_stale_allowlist is StaleAction.DENY_ENTRIES:
             outcome.verdict = Verdict.DENY
+    if view.tampered:
+        outcome.reasons.add(Reason.ALLOWLIST_TAMPERED)
+        if entry:
+            _downgrade(outcome)
 
     passes = outcome.verdict is not Verdict.DENY
     credential = CredentialRef(subject.kind, subject.id) if passes and subject is not None else None

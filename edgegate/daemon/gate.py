@@ -252,6 +252,7 @@ class Gate:
             await downlink.restore()
             uplink.add_subscription(topics.allowlist, downlink.on_allowlist)
             uplink.add_subscription(topics.commands, downlink.on_command)
+            uplink.add_connect_hook(downlink.on_connected)  # a tampered list asks a snapshot
             self.downlink = downlink
         uplink.start()
         if sync.pull_api is not None:

@@ -35,6 +35,11 @@ Each decision is reported once (decisions already reported are skipped). The sca
 the events logged since ``revoked_after`` (or ``revoked_at``) less a margin for clock jitter,
 found by binary search on the log's wall times. The reports are appended right after the
 update commits, in one transaction; a crash between the two loses them (milliseconds).
+
+A tampered allow-list (one that failed its integrity check when the gate started: see
+``edgegate.allowlist.service``) is replaced by the next valid snapshot of its version or a
+newer one (the retained snapshot of the same version too, which is otherwise no news), and
+``on_connected`` asks central for a snapshot after each connect until one has replaced it.
 """
 
 from __future__ import annotations
@@ -294,6 +299,8 @@ class Downlink:
             )
         opened = (pub, key)
         disposition = pub.disposition(current)
+        if self.allowlist.view.tampered and pub.kind == "snapshot" and pub.version == current:
+            disposition = "apply"  # the same version, untampered
         if disposition == "stale":
             digest = await _sha256(payload)
             held_since = self.allowlist.view.updated_at
@@ -386,6 +393,15 @@ class Downlink:
         seq = await self.event_log.append(event)
         log.warning("allowlist_refused", seq=seq, code=code, error=message)
         return AllowListOutcome(code)
+
+    async def on_connected(self) -> None:
+        """After each connect (an uplink connect hook): while the allow-list is tampered, ask
+        central for a snapshot."""
+        view = self.allowlist.view
+        if view.tampered:
+            await self._ask_snapshot(
+                view.version, "the stored allow-list failed its integrity check (tampered)"
+            )
 
     async def _ask_snapshot(self, have_version: int, reason: str) -> None:
         now = self.clock.mono_ns()
