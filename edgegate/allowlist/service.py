@@ -55,11 +55,13 @@ class VersionError(AllowListError):
         super().__init__([why])
 
 
-def check_version(version: int | None, current: int) -> int:
+def check_version(version: int | None, current: int, *, restoring: bool = False) -> int:
     """The version a change gets: ``current + 1`` by default; ``VersionError`` unless it is
-    above ``current`` and at most ``MAX_VERSION`` (versions only move forward)."""
+    above ``current`` and at most ``MAX_VERSION`` (versions only move forward). ``restoring``:
+    a snapshot replacing a tampered list may also be of the current version."""
     chosen = current + 1 if version is None else version
-    if chosen <= current or chosen > MAX_VERSION:
+    lowest = current if restoring else current + 1
+    if chosen < lowest or chosen > MAX_VERSION:
         raise VersionError(chosen, current)
     return chosen
 
@@ -157,7 +159,7 @@ class AllowListService:
         entries = list(entries)
         async with self._changes:
             previous = self._list.version
-            version = check_version(version, previous)
+            version = check_version(version, previous, restoring=self._list.tampered)
             updated_at = updated_at or datetime.now(UTC)
             # Validation and encoding off the event loop; AllowListError here changes nothing.
             prepared = await asyncio.to_thread(store.prepare_snapshot, entries)
