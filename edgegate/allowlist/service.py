@@ -129,6 +129,10 @@ class AllowListService:
         that fails its integrity check is logged (``allowlist.tampered``) and what can still
         be read is held, marked tampered."""
         path = str(event_log.path)
+        if await asyncio.to_thread(_read, path, store.legacy_sealed):
+            # Stored by a version before the seal: checked the old way once, then sealed.
+            found = await event_log.run_in_writer(store.reseal_legacy)
+            log.info("allowlist_resealed", passed_old_check=found is None)
         try:
             allowlist = await asyncio.to_thread(load_from_file, path)
         except store.AllowListTamperedError as exc:

@@ -40,6 +40,7 @@ import msgpack
 from edgegate.allowlist import codec
 from edgegate.core.allowlist import AllowList, AllowListError, check_credential
 from edgegate.core.domain import Appointment, Credential, CredentialKind
+from edgegate.log import schema
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -166,7 +167,8 @@ def load(conn: sqlite3.Connection) -> AllowList:
             state.updated_at if state else None,
             digest=rows,
         )
-        finding = _check_seal(conn, rows.total)
+        legacy = legacy_sealed(conn)
+        finding = _check_legacy_hash(conn) if legacy else _check_seal(conn, rows.total)
         if finding is not None:
             raise AllowListTamperedError(finding, state.version if state else 0)
     return allowlist
@@ -176,14 +178,72 @@ def verify(conn: sqlite3.Connection) -> Tampering | None:
     """What is wrong with the stored list (the first bad entry it can name), or None when it
     matches its seal. Reads in one transaction (its own if the caller has none)."""
     with _reading(conn):
-        rows = _RowsSum(None)
-        update = rows.update
-        for kind, id_key, plate, data in conn.execute(
-            "SELECT CAST(kind AS BLOB), CAST(substr(kind, 1, 1) || id AS BLOB),"
-            " CAST(plate AS BLOB), CAST(data AS BLOB) FROM allowlist_entry"
-        ):
-            update(kind, id_key, plate, data)
-        return _check_seal(conn, rows.total)
+        if legacy_sealed(conn):
+            return _check_legacy_hash(conn)
+        return _check_seal(conn, _table_total(conn))
+
+
+def _table_total(conn: sqlite3.Connection) -> int:
+    rows = _RowsSum(None)
+    update = rows.update
+    for kind, id_key, plate, data in conn.execute(
+        "SELECT CAST(kind AS BLOB), CAST(substr(kind, 1, 1) || id AS BLOB),"
+        " CAST(plate AS BLOB), CAST(data AS BLOB) FROM allowlist_entry"
+    ):
+        update(kind, id_key, plate, data)
+    return rows.total
+
+
+# --- lists stored before the seal (schema migration 4) ----------------------------------
+
+_LEGACY_KEY = "allowlist_legacy_hash"
+_SEAL_MIGRATION = 4
+
+
+def legacy_sealed(conn: sqlite3.Connection) -> bool:
+    """Whether the stored list still has the content hash of before the seal: a file that
+    migration 4 marked (:func:`reseal_legacy` seals it), or one not yet migrated (a copy
+    read read-only)."""
+    try:
+        version = schema.current_version(conn)
+        if 0 < version < _SEAL_MIGRATION:  # 0: a bare store, not a gate's log (tests)
+            return read_state(conn) is not None
+        row = conn.execute("SELECT 1 FROM log_meta WHERE key = ?", (_LEGACY_KEY,)).fetchone()
+    except sqlite3.OperationalError:  # a bare store without the log's tables (tests)
+        return False
+    return row is not None
+
+
+def _check_legacy_hash(conn: sqlite3.Connection) -> Tampering | None:
+    """The check of before the seal: the SHA-256 of every entry's data in (kind, id) order,
+    when one was recorded (a consumption cleared it: then nothing can be checked)."""
+    state = read_state(conn)
+    if state is None or state.content_hash is None:
+        return None
+    digest = hashlib.sha256()
+    for (data,) in conn.execute("SELECT CAST(data AS BLOB) FROM allowlist_entry ORDER BY kind, id"):
+        digest.update(data)
+    if digest.digest() == state.content_hash:
+        return None
+    return _first_bad_entry(conn) or Tampering(
+        "the entries' data do not match the content hash recorded before this software's"
+        " upgrade: changed, added or removed outside edgegate"
+    )
+
+
+def reseal_legacy(conn: sqlite3.Connection) -> Tampering | None:
+    """Seal a list stored before the seal, in the caller's transaction: checked as it was
+    then, and, if it passes, sealed over every column as it stands. One that fails keeps
+    its old hash, which the seal's check then refuses (it was changed outside edgegate).
+    Returns what the old check found, if anything."""
+    _require_transaction(conn)
+    finding = _check_legacy_hash(conn)
+    state = read_state(conn)
+    if finding is None and state is not None:
+        seal = _seal(_table_total(conn), state.version, state.updated_at, state.source)
+        conn.execute("UPDATE allowlist_state SET content_hash = ? WHERE singleton = 1", (seal,))
+    conn.execute("DELETE FROM log_meta WHERE key = ?", (_LEGACY_KEY,))
+    return finding
 
 
 def salvage(conn: sqlite3.Connection) -> tuple[AllowList, list[Tampering]]:

@@ -102,13 +102,22 @@ def _verify_allowlist(reader: LogReader) -> tuple[str | None, str]:
         finding = allowlist_store.verify(conn)
         state = allowlist_store.read_state(conn)
         count = conn.execute("SELECT COUNT(*) FROM allowlist_entry").fetchone()[0]
+        legacy = allowlist_store.legacy_sealed(conn)
     except sqlite3.Error as exc:
         return f"cannot be read: {exc}", ""
     if finding is not None:
         return finding.described(), ""
     if state is None:
         return None, "no allow-list stored"
-    return None, f"allow-list version {state.version}, {count} entries, seal verified"
+    checked = "seal verified"
+    if legacy:
+        # Stored before the seal: the daemon seals it when it next opens the file.
+        checked = (
+            "stored before the seal, no content hash recorded (nothing to check)"
+            if state.content_hash is None
+            else "stored before the seal, its content hash (entries' data) verified"
+        )
+    return None, f"allow-list version {state.version}, {count} entries, {checked}"
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

@@ -79,6 +79,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         DROP INDEX IF EXISTS allowlist_entry_plate;
         """,
     ),
+    Migration(
+        4,
+        "allow-list sealed over every column: a list stored before is marked for resealing",
+        # The old content hash covered the entries' data only (and was cleared by any
+        # consumption). The allow-list store checks it once more and reseals the list the
+        # first time the daemon opens the file (edgegate.allowlist.store.reseal_legacy).
+        """
+        INSERT OR REPLACE INTO log_meta (key, value)
+        SELECT 'allowlist_legacy_hash', '1' WHERE EXISTS (SELECT 1 FROM allowlist_state);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
