@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from edgegate.core.domain import HolderType, PlateColour, Registration, VehicleCategory
 from edgegate.devices.plc_profile import BarrierPlcProfile
 from edgegate.devices.profiles import load_profile
 from edgegate.devices.reader_profile import (
@@ -26,6 +28,29 @@ def percentile(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     k = min(len(sorted_values) - 1, round(p / 100 * (len(sorted_values) - 1)))
     return sorted_values[k]
+
+
+def plate_of(i: int) -> str:
+    """The plate of the ``i``-th benchmark vehicle."""
+    return f"苏E{i:05d}"
+
+
+def registrations(count: int) -> list[Registration]:
+    """An ordinary commuter's registration for each of the first ``count`` plates."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return [
+        Registration(
+            id=f"REG-{i}",
+            plate=plate_of(i),
+            colour=PlateColour.BLUE,
+            category=VehicleCategory.ORDINARY,
+            holder=HolderType.COMMUTER,
+            organisation="Benchmark Chemical",
+            valid_from=now - timedelta(days=1),
+            valid_until=now + timedelta(days=30),
+        )
+        for i in range(count)
+    ]
 
 
 def plc_profile() -> BarrierPlcProfile:

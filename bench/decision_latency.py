@@ -46,7 +46,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,12 +59,14 @@ from bench._gate_fixture import (
     SimLaneDevices,
     gate_config_toml,
     percentile,
+    plate_of,
     plc_profile,
+    registrations,
     start_lanes,
     stop_lanes,
 )
 from edgegate.config import parse_config
-from edgegate.core.domain import HolderType, PlateColour, Registration, VehicleCategory
+from edgegate.core.domain import PlateColour
 from edgegate.core.events import BarrierCommand, BarrierCommanded, Event, Loop, StopReason
 from edgegate.core.lane import LaneState
 from edgegate.daemon.gate import Gate
@@ -77,27 +78,6 @@ from edgegate.sim.plc import PlcSimulator
 
 TARGET_P99_MS = 5.0
 STEP_TIMEOUT_S = 10.0
-
-
-def plate_of(i: int) -> str:
-    return f"苏E{i:05d}"
-
-
-def registrations(count: int) -> list[Registration]:
-    now = datetime.now(UTC).replace(microsecond=0)
-    return [
-        Registration(
-            id=f"REG-{i}",
-            plate=plate_of(i),
-            colour=PlateColour.BLUE,
-            category=VehicleCategory.ORDINARY,
-            holder=HolderType.COMMUTER,
-            organisation="Benchmark Chemical",
-            valid_from=now - timedelta(days=1),
-            valid_until=now + timedelta(days=30),
-        )
-        for i in range(count)
-    ]
 
 
 @dataclass

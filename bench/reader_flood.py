@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +44,13 @@ from bench._gate_fixture import (
     SimLaneDevices,
     gate_config_toml,
     percentile,
+    plate_of,
+    registrations,
     start_lanes,
     stop_lanes,
 )
 from edgegate.config import parse_config
-from edgegate.core.domain import HolderType, PlateColour, Registration, VehicleCategory
+from edgegate.core.domain import PlateColour
 from edgegate.core.events import AccessDecided, Event, FrameRejected, Loop, LoopChanged, StopReason
 from edgegate.core.lane import LaneState
 from edgegate.daemon.gate import Gate
@@ -153,29 +154,12 @@ async def vehicle(
     await until(lambda: runner.state is LaneState.IDLE, "lane idle", runner)
 
 
-def registrations(count: int) -> list[Registration]:
-    now = datetime.now(UTC).replace(microsecond=0)
-    return [
-        Registration(
-            id=f"REG-{i}",
-            plate=f"苏E{i:05d}",
-            colour=PlateColour.BLUE,
-            category=VehicleCategory.ORDINARY,
-            holder=HolderType.COMMUTER,
-            organisation="Benchmark Chemical",
-            valid_from=now - timedelta(days=1),
-            valid_until=now + timedelta(days=30),
-        )
-        for i in range(count)
-    ]
-
-
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     sims = (await start_lanes(1, tmp, travel_time=TRAVEL_S))[0]
     stop = asyncio.Event()
     gate_task: asyncio.Task[None] | None = None
     flooding: asyncio.Task[None] | None = None
-    plates = (f"苏E{i:05d}" for i in range(100_000))
+    plates = (plate_of(i) for i in range(100_000))
     try:
         text = gate_config_toml([sims], tmp / "gate.db", close_delay="0s")
         gate = Gate(parse_config(text, source="<reader-flood>"), config_path="<reader-flood>")
