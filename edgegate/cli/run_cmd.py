@@ -12,6 +12,8 @@ from edgegate.config import ConfigError, load_config
 from edgegate.core.events import StopReason
 from edgegate.daemon.gate import Gate
 from edgegate.log import LogError
+from edgegate.log.eventlog import storage_problem
+from edgegate.log.schema import SchemaError
 from edgegate.observability import get_logger
 
 log = get_logger("cli.run")
@@ -42,11 +44,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(_run(config, str(args.config)))
-    except LogError as exc:
-        print(f"edgegate run: {exc}", file=sys.stderr)
-        log.error("gate_failed", error=str(exc))
-        return 1
+    except (LogError, SchemaError, OSError) as exc:
+        return _gate_failed("edgegate run", config.log_file, exc)
     return 0
+
+
+def _gate_failed(command: str, log_file: Path, exc: Exception) -> int:
+    """The gate could not start or stopped on its log (unreadable, damaged, disk full)."""
+    if isinstance(exc, SchemaError):
+        message = f"{log_file}: {exc}"
+    elif isinstance(exc, OSError):
+        message = f"{log_file}: {storage_problem(exc)}"
+    else:
+        message = str(exc) if str(log_file) in str(exc) else f"{log_file}: {exc}"
+    print(f"{command}: {message}", file=sys.stderr)
+    log.error("gate_failed", error=message)
+    return 1
 
 
 async def _run(config: object, path: str) -> None:
@@ -74,7 +87,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except asyncio.CancelledError:
             return 130
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (LogError, SchemaError, OSError) as exc:
+        return _gate_failed("edgegate demo", args.log, exc)
 
 
 def register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
