@@ -32,13 +32,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     tail = log_sub.add_parser("tail", help="print the last events")
     tail.add_argument("db", type=Path, help="the gate's SQLite log file")
-    tail.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    tail.add_argument("-n", type=_count, default=10, metavar="N", help="how many (default 10)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument(
-        "--interval", type=float, default=0.2, help="poll interval with --follow (seconds)"
+        "--interval", type=_seconds, default=0.2, help="poll interval with --follow (seconds)"
     )
     tail.set_defaults(func=cmd_tail)
+
+
+def _count(text: str) -> int:
+    """A count of events: 0 or more; more than SQLite can count means all of them."""
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return min(n, 2**63 - 1)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, got {text}")
+    return value
 
 
 def _open(db: Path) -> LogReader | None:
@@ -130,7 +145,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def _tail(reader: LogReader, args: argparse.Namespace) -> int:
     render = (lambda s: json.dumps(to_json_dict(s), ensure_ascii=False)) if args.json else to_text
     out = sys.stdout
-    events = reader.tail(max(args.n, 0))
+    events = reader.tail(args.n)
     for stored in events:
         out.write(render(stored) + "\n")
     out.flush()

@@ -28,12 +28,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="run a whole simulated gate on this machine (no hardware, no network service)",
     )
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    demo.add_argument("--duration", type=_duration, default=60.0, help="seconds (default 60)")
     demo.add_argument(
         "--log", type=Path, default=Path("demo-gate.db"), help="event log file (demo-gate.db)"
     )
     demo.add_argument("--no-live", action="store_true", help="no live view, just a summary")
     demo.set_defaults(func=cmd_demo)
+
+
+def _duration(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400, got {text}")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -116,6 +123,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         scenario = Scenario.load(args.scenario)
     except ConfigError as exc:
         print(f"edgegate simulate: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(f"edgegate simulate: {args.scenario}: nested too deeply", file=sys.stderr)
         return 2
     except (OSError, ValueError, KeyError) as exc:
         print(f"edgegate simulate: {args.scenario}: {exc}", file=sys.stderr)
