@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from edgegate.log import EventLog
+from edgegate.sync.signing import generate_keypair
 from tests.event_samples import all_samples
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +135,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "garbage.csv").write_bytes(rng.randbytes(4096))
     (d / "garbage.json").write_bytes(rng.randbytes(4096))
     (d / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\nAAAAAAAA\n-----END PRIVATE KEY-----\n")
+    (d / "central.key").write_bytes(generate_keypair()[0])
 
     good = d / "good.db"
     asyncio.run(_write_log(good))
@@ -266,16 +268,16 @@ def _cases() -> dict[str, Case]:
     for name in ("missing", "dir", "garbage", "key.pem"):
         add(f"central-publish-key-{name}", *publish, "--key", f"{{C}}/{name}", *broker,
             "--timeout", "1", example)  # fmt: skip
-    add("central-publish-file-deep", *publish, "--key", "{C}/key.pem", *broker,
+    add("central-publish-file-deep", *publish, "--key", "{C}/central.key", *broker,
         "--timeout", "1", "{C}/deep.json")  # fmt: skip
     command = ("central", "command", "--operator", "o", "--site", "s")
     for name in ("missing", "garbage", "key.pem"):
         add(f"central-command-key-{name}", *command, "--key", f"{{C}}/{name}", *broker,
             "--timeout", "1", "g1", "incident-on")  # fmt: skip
     add("central-command-bad-action", *command, "--key", "{C}/key.pem", *broker, "g1", "fly")
-    add("central-command-expires-overflow", *command, "--key", "{C}/key.pem", *broker,
+    add("central-command-expires-overflow", *command, "--key", "{C}/central.key", *broker,
         "--expires", "99999999999999999999d", "g1", "incident-on")  # fmt: skip
-    add("central-command-timeout-nan", *command, "--key", "{C}/key.pem", *broker,
+    add("central-command-timeout-nan", *command, "--key", "{C}/central.key", *broker,
         "--timeout", "nan", "g1", "incident-on")  # fmt: skip
     pull = ("central", "pull", "--token", "t", "--timeout", "2")
     add("central-pull-unreachable", *pull, "--db", "sqlite:///{C}/pull.db",
@@ -396,6 +398,7 @@ _CRASHING_WRITER = """
 import asyncio, os, sys
 from edgegate.core import events as ev
 from edgegate.log import EventLog
+from edgegate.sync.signing import generate_keypair
 
 async def main() -> None:
     log = await EventLog.open(sys.argv[1], gate_id="crash-gate")

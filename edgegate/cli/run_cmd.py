@@ -12,7 +12,6 @@ from edgegate.config import ConfigError, load_config
 from edgegate.core.events import StopReason
 from edgegate.daemon.gate import Gate
 from edgegate.log import LogError
-from edgegate.log.eventlog import storage_problem
 from edgegate.log.schema import SchemaError
 from edgegate.observability import get_logger
 
@@ -60,8 +59,8 @@ def _gate_failed(command: str, log_file: Path, exc: Exception) -> int:
     """The gate could not start or stopped on its log (unreadable, damaged, disk full)."""
     if isinstance(exc, SchemaError):
         message = f"{log_file}: {exc}"
-    elif isinstance(exc, OSError):
-        message = f"{log_file}: {storage_problem(exc)}"
+    elif isinstance(exc, OSError):  # e.g. the log's directory cannot be made
+        message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
     else:
         message = str(exc) if str(log_file) in str(exc) else f"{log_file}: {exc}"
     print(f"{command}: {message}", file=sys.stderr)
