@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import re
+import sys
 import tomllib
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -129,10 +130,22 @@ _DURATION_FORMS = (
 )
 
 
+# The longest duration a ``timedelta`` holds (999,999,999 days): more is a typo, not a timeout.
+_MAX_US = (timedelta.max.days * 86_400 + timedelta.max.seconds) * 1_000_000
+
+
+def _shown(value: object) -> str:
+    """A value for a message, cut short: a 5,000-digit typo is not echoed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def _to_us(number: Decimal, unit_us: int, shown: object) -> int:
     total = number * unit_us
+    if total > _MAX_US:
+        raise ValueError(f"duration {_shown(shown)} is too long: at most {timedelta.max.days} days")
     if total != total.to_integral_value():
-        raise ValueError(f"duration {shown!r} is finer than a microsecond")
+        raise ValueError(f"duration {_shown(shown)} is finer than a microsecond")
     return int(total)
 
 
@@ -161,8 +174,8 @@ def parse_duration(value: object) -> timedelta:
             total += _to_us(Decimal(m.group(1)), _UNITS_US[m.group(2)], value)
             pos = m.end()
         if text and pos == len(text):
-            return timedelta(microseconds=total)
-    raise ValueError(f"invalid duration {value!r}: {_DURATION_FORMS}")
+            return timedelta(microseconds=_to_us(Decimal(total), 1, value))
+    raise ValueError(f"invalid duration {_shown(value)}: {_DURATION_FORMS}")
 
 
 def format_duration(value: timedelta) -> str:
@@ -240,7 +253,7 @@ def _slug(what: str, example: str) -> AfterValidator:
 def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         raise ValueError(
             f"unknown time zone {value!r}: use an IANA name such as 'Asia/Shanghai'"
         ) from None
@@ -602,6 +615,8 @@ def parse_byte_size(value: object) -> int:
     if isinstance(value, str):
         m = _BYTE_SIZE.fullmatch(value)
         if m is not None and m.group(2).lower() in _BYTE_UNITS:
+            if len(m.group(1)) > 30:  # int() refuses thousands of digits; any bound refuses 30
+                raise ValueError(f"invalid size {_shown(value)}: too large")
             return int(m.group(1)) * _BYTE_UNITS[m.group(2).lower()]
     raise ValueError(
         f"invalid size {value!r}: expected bytes as an integer or a string with a unit "
@@ -882,12 +897,15 @@ class GateConfig(_Model):
             return problems
         for key, value in self.sync.files().items():
             path = self.resolve_path(value)
-            if not path.exists():
-                problems.append((key, f"file not found: {path}"))
-            elif not path.is_file():
-                problems.append((key, f"not a regular file: {path}"))
-            elif not os.access(path, os.R_OK):
-                problems.append((key, f"file not readable by this user: {path}"))
+            try:
+                if not path.exists():
+                    problems.append((key, f"file not found: {path}"))
+                elif not path.is_file():
+                    problems.append((key, f"not a regular file: {path}"))
+                elif not os.access(path, os.R_OK):
+                    problems.append((key, f"file not readable by this user: {path}"))
+            except OSError as e:  # e.g. a name too long for the file system
+                problems.append((key, f"cannot check the file: {e.strerror or e}"))
         return problems
 
     def admits(self, direction: Direction) -> frozenset[VehicleCategory]:
@@ -1327,6 +1345,16 @@ def parse_config(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([_syntax_problem(e, text)], source) from None
+    except RecursionError:
+        # tomllib recurses once per level of nested arrays or inline tables.
+        raise ConfigError(
+            [("", "TOML nested too deeply: arrays or inline tables within each other")], source
+        ) from None
+    except ValueError:  # an integer past Python's int-from-text digit limit
+        raise ConfigError(
+            [("", f"TOML integer too long: more than {sys.get_int_max_str_digits()} digits")],
+            source,
+        ) from None
     problems: list[Problem] = []
     config: GateConfig | None = None
     try:

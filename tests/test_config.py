@@ -713,6 +713,54 @@ INVALID: list[tuple[str, str, str, str]] = [
         "devices.cam-in.baudrate",
         "unsupported baud rate 9601",
     ),
+    (
+        "duration-overflows-as-text",
+        variant(append='\n[timings]\npass_timeout = "99999999999999999999d"\n'),
+        "timings.pass_timeout",
+        "duration '99999999999999999999d' is too long: at most 999999999 days",
+    ),
+    (
+        "duration-overflows-as-number",
+        variant(append="\n[timings]\nplate_wait = 1e300\n"),
+        "timings.plate_wait",
+        "duration 1e+300 is too long",
+    ),
+    (
+        "duration-thousands-of-digits",
+        variant(append=f'\n[timings]\npass_timeout = "{"9" * 5000}s"\n'),
+        "timings.pass_timeout",
+        "duration '" + "9" * 36 + "... is too long",
+    ),
+    (
+        "dwell-limit-overflows",
+        variant(append="\n[policy.dwell_limits]\nhazmat = 1e300\n"),
+        "policy.dwell_limits.hazmat",
+        "duration 1e+300 is too long",
+    ),
+    (
+        "toml-nested-100000-deep",
+        variant(append="\nx = " + "[" * 100_000 + "]" * 100_000 + "\n"),
+        "",
+        "TOML nested too deeply",
+    ),
+    (
+        "toml-inline-tables-nested-deep",
+        variant(append="\nx = " + "{a = " * 100_000 + "}" * 100_000 + "\n"),
+        "",
+        "TOML nested too deeply",
+    ),
+    (
+        "toml-integer-too-long",
+        variant(('host = "10.0.0.11"', f'host = "10.0.0.11"\nport = {"9" * 5000}')),
+        "",
+        "TOML integer too long: more than 4300 digits",
+    ),
+    (
+        "time-zone-name-too-long-for-a-path",
+        variant(('site = "chem-park"', f'site = "chem-park"\ntimezone = "{"x" * 5000}"')),
+        "gate.timezone",
+        "unknown time zone",
+    ),
 ]
 
 

@@ -166,6 +166,17 @@ def test_file_problems_name_the_key_and_the_path(tmp_path: Path) -> None:
     ]
 
 
+def test_a_file_name_too_long_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    config = parse_config(with_sync(("ca.crt", "c" * 5000)), base_dir=tmp_path)
+    problems = dict(config.file_problems())
+    assert problems["sync.ca_file"] == "cannot check the file: File name too long"
+
+
+def test_a_size_of_thousands_of_digits_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"invalid size '9{36}\.\.\.: too large"):
+        parse_byte_size("9" * 5000 + "MiB")
+
+
 @pytest.mark.parametrize(
     ("value", "size"),
     [(65536, 65536), ("4MiB", 4 << 20), ("512 KiB", 512 << 10), ("100B", 100), ("7", 7)],

@@ -106,8 +106,8 @@ def _config(path: Path | None) -> GateConfig | None:
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: name too long
+        raise ValueError(f"unknown time zone {name[:60]!r}") from exc
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -209,7 +209,10 @@ def _parse_at(text: str | None, zone: ZoneInfo) -> datetime:
     at = datetime.fromisoformat(text)
     if at.tzinfo is None:
         at = at.replace(tzinfo=zone)
-    return at.astimezone(UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-23:00 is past year 9999 in UTC
+        raise ValueError(f"{text!r} is out of range") from None
 
 
 def _window(c: Credential) -> tuple[datetime | None, datetime | None]:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -238,7 +239,18 @@ def _password(path: Path | None) -> str | None:
     return password
 
 
+def _check_ca_file(path: Path | None) -> None:
+    """Refuse an unusable CA file now: the sink would otherwise retry its TLS forever."""
+    if path is None:
+        return
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise _UsageError(f"--ca-file {path}: {exc.strerror or exc}") from None
+
+
 def _broker(args: argparse.Namespace) -> BrokerSettings:
+    _check_ca_file(args.ca_file)
     try:
         return BrokerSettings.from_url(
             args.broker,

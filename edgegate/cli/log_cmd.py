@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgegate.allowlist import store as allowlist_store
-from edgegate.log.chain import GENESIS_HASH, ChainVerifier
+from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier
 from edgegate.log.eventlog import LogError
 from edgegate.log.reader import LogReader
 from edgegate.log.render import to_json_dict, to_text
@@ -34,22 +34,53 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     tail = log_sub.add_parser("tail", help="print the last events")
     tail.add_argument("db", type=Path, help="the gate's SQLite log file")
-    tail.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    tail.add_argument("-n", type=_count, default=10, metavar="N", help="how many (default 10)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument(
-        "--interval", type=float, default=0.2, help="poll interval with --follow (seconds)"
+        "--interval", type=_seconds, default=0.2, help="poll interval with --follow (seconds)"
     )
     tail.set_defaults(func=cmd_tail)
+
+
+def _count(text: str) -> int:
+    """A count of events: 0 or more; more than SQLite can count means all of them."""
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return min(n, 2**63 - 1)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, got {text}")
+    return value
 
 
 def _open(db: Path) -> LogReader | None:
     try:
         return LogReader(db)
     except LogError as exc:
-        print(f"edgegate log: {exc}", file=sys.stderr)
-        log.error("log_open_failed", path=str(db), error=str(exc))
+        _fail(db, exc)
         return None
+
+
+def _fail(db: Path, exc: LogError) -> int:
+    """The file cannot be read (exit 2): one line naming it and the problem."""
+    print(f"edgegate log: {exc}", file=sys.stderr)
+    log.error("log_read_failed", path=str(db), error=str(exc))
+    return 2
+
+
+def _changed(reader: LogReader) -> int:
+    print(
+        f"edgegate log: {reader.path} changed while it was read (a gate opened or closed it); "
+        "run the command again",
+        file=sys.stderr,
+    )
+    log.error("log_changed_while_read", path=str(reader.path))
+    return 2
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -57,25 +88,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if reader is None:
         return 2
     with reader:
-        total = reader.count()
-        verifier = ChainVerifier(reader.gate_id, 0, GENESIS_HASH)
-        fault = None
-        with Progress(
-            TextColumn("verifying"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=True,
-            disable=not sys.stderr.isatty() or total < 200_000,
-            console=None,
-        ) as progress:
-            task = progress.add_task("verify", total=total)
-            for rows in reader.iter_rows():
-                fault = verifier.feed(rows)
-                if fault is not None:
-                    break
-                progress.advance(task, len(rows))
-        missing = reader.missing_triggers()
+        try:
+            fault, missing, verifier = _verify(reader)
+        except LogError as exc:
+            return _fail(args.db, exc)
+        if reader.changed():
+            return _changed(reader)
         gate = reader.gate_id
         allowlist_problem, allowlist_ok = _verify_allowlist(reader)
     if fault is not None:
@@ -120,29 +138,63 @@ def _verify_allowlist(reader: LogReader) -> tuple[str | None, str]:
     return None, f"allow-list version {state.version}, {count} entries, {checked}"
 
 
+def _verify(reader: LogReader) -> tuple[ChainFault | None, tuple[str, ...], ChainVerifier]:
+    try:
+        total = reader.count()
+    except LogError:
+        total = 0  # damaged: reading in seq order names the last seq that could be read
+    verifier = ChainVerifier(reader.gate_id, 0, GENESIS_HASH)
+    fault = None
+    with Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not sys.stderr.isatty() or total < 200_000,
+        console=None,
+    ) as progress:
+        task = progress.add_task("verify", total=total)
+        for rows in reader.iter_rows():
+            fault = verifier.feed(rows)
+            if fault is not None:
+                break
+            progress.advance(task, len(rows))
+    return fault, reader.missing_triggers(), verifier
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     reader = _open(args.db)
     if reader is None:
         return 2
+    with reader:
+        try:
+            return _tail(reader, args)
+        except LogError as exc:
+            return _fail(args.db, exc)
+
+
+def _tail(reader: LogReader, args: argparse.Namespace) -> int:
     render = (lambda s: json.dumps(to_json_dict(s), ensure_ascii=False)) if args.json else to_text
     out = sys.stdout
-    with reader:
-        events = reader.tail(max(args.n, 0))
-        for stored in events:
-            out.write(render(stored) + "\n")
-        out.flush()
-        if not args.follow:
-            return 0
-        last = events[-1].seq if events else reader.head()[0]
-        try:
-            while True:
-                batch = reader.read(after=last, limit=1000)
-                for stored in batch:
-                    out.write(render(stored) + "\n")
-                if batch:
-                    last = batch[-1].seq
-                    out.flush()
-                else:
-                    time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return 0
+    events = reader.tail(args.n)
+    for stored in events:
+        out.write(render(stored) + "\n")
+    out.flush()
+    if not args.follow:
+        return 0
+    last = events[-1].seq if events else reader.head()[0]
+    try:
+        while True:
+            batch = reader.read(after=last, limit=1000)
+            for stored in batch:
+                out.write(render(stored) + "\n")
+            if batch:
+                last = batch[-1].seq
+                out.flush()
+            elif reader.changed():
+                reader.reopen()  # a gate opened the log read as immutable: read through it
+            else:
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0

@@ -12,6 +12,7 @@ from edgegate.config import ConfigError, load_config
 from edgegate.core.events import StopReason
 from edgegate.daemon.gate import Gate
 from edgegate.log import LogError
+from edgegate.log.schema import SchemaError
 from edgegate.observability import get_logger
 
 log = get_logger("cli.run")
@@ -26,12 +27,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="run a whole simulated gate on this machine (no hardware, no network service)",
     )
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    demo.add_argument("--duration", type=_duration, default=60.0, help="seconds (default 60)")
     demo.add_argument(
         "--log", type=Path, default=Path("demo-gate.db"), help="event log file (demo-gate.db)"
     )
     demo.add_argument("--no-live", action="store_true", help="no live view, just a summary")
     demo.set_defaults(func=cmd_demo)
+
+
+def _duration(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400, got {text}")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -42,11 +50,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(_run(config, str(args.config)))
-    except LogError as exc:
-        print(f"edgegate run: {exc}", file=sys.stderr)
-        log.error("gate_failed", error=str(exc))
-        return 1
+    except (LogError, SchemaError, OSError) as exc:
+        return _gate_failed("edgegate run", config.log_file, exc)
     return 0
+
+
+def _gate_failed(command: str, log_file: Path, exc: Exception) -> int:
+    """The gate could not start or stopped on its log (unreadable, damaged, disk full)."""
+    if isinstance(exc, SchemaError):
+        message = f"{log_file}: {exc}"
+    elif isinstance(exc, OSError):  # e.g. the log's directory cannot be made
+        message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+    else:
+        message = str(exc) if str(log_file) in str(exc) else f"{log_file}: {exc}"
+    print(f"{command}: {message}", file=sys.stderr)
+    log.error("gate_failed", error=message)
+    return 1
 
 
 async def _run(config: object, path: str) -> None:
@@ -74,7 +93,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except asyncio.CancelledError:
             return 130
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (LogError, SchemaError, OSError) as exc:
+        return _gate_failed("edgegate demo", args.log, exc)
 
 
 def register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,6 +122,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         scenario = Scenario.load(args.scenario)
     except ConfigError as exc:
         print(f"edgegate simulate: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print(f"edgegate simulate: {args.scenario}: nested too deeply", file=sys.stderr)
         return 2
     except (OSError, ValueError, KeyError) as exc:
         print(f"edgegate simulate: {args.scenario}: {exc}", file=sys.stderr)

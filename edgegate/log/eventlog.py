@@ -101,6 +101,18 @@ class GateMismatchError(LogError):
     """The file belongs to another gate."""
 
 
+def storage_problem(exc: sqlite3.Error | OSError) -> str:
+    """What went wrong with the file, for one line: SQLite's words and its error name, and
+    the likely cause of an I/O error."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    name = getattr(exc, "sqlite_errorname", "")
+    hint = ""
+    if name.startswith("SQLITE_IOERR"):  # a write past RLIMIT_FSIZE (EFBIG) is one too
+        hint = ": is the disk full or failing?"
+    return f"{exc} ({name}){hint}" if name else str(exc)
+
+
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with the log's pragmas: WAL, synchronous=FULL, autocommit mode."""
     if readonly:
@@ -135,7 +147,14 @@ def read_head(conn: sqlite3.Connection) -> tuple[int, bytes]:
     row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
     if row is None:
         return 0, GENESIS_HASH
-    return int(row[0]), bytes(row[1])
+    seq, digest = row
+    if not isinstance(digest, bytes) or len(digest) != len(GENESIS_HASH):
+        # Chaining on from it would bury the damage under new events.
+        raise LogError(
+            f"the last event, seq {seq}, has a damaged hash: the chain cannot continue from "
+            "it (see edgegate log verify)"
+        )
+    return int(seq), digest
 
 
 class _Job(Generic[T]):
@@ -359,6 +378,8 @@ class EventLog:
             self._chunks = _chunk_sizes(conn)
         except BaseException as exc:
             self._closing = True
+            if isinstance(exc, sqlite3.Error | OSError):
+                exc = LogError(f"{self.path}: cannot open the event log: {storage_problem(exc)}")
             ready.set_exception(exc)
             return
         ready.set_result(None)

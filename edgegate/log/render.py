@@ -9,7 +9,7 @@ from typing import Any
 
 import msgpack
 
-from edgegate.core.events import Event, EventDecodeError
+from edgegate.core.events import Event
 from edgegate.log.reader import StoredEvent
 
 
@@ -50,14 +50,14 @@ def to_json_dict(stored: StoredEvent) -> dict[str, Any]:
     """
     out: dict[str, Any] = {
         "seq": stored.seq,
-        "type": stored.type,
-        "lane": stored.lane,
-        "ts": stored.ts.isoformat(),
-        "version": stored.version,
+        "type": _jsonable(stored.type),
+        "lane": _jsonable(stored.lane),
+        "ts": ts.isoformat() if (ts := _ts(stored)) is not None else f"wall_ns={stored.wall_ns!r}",
+        "version": _jsonable(stored.version),
     }
     try:
         fields = event_fields(stored.event())
-    except EventDecodeError as exc:
+    except Exception as exc:  # EventDecodeError, or a damaged row's column of another type
         out["decode_error"] = str(exc)
         try:
             raw = msgpack.unpackb(stored.data, raw=False)
@@ -70,12 +70,27 @@ def to_json_dict(stored: StoredEvent) -> dict[str, Any]:
     return out
 
 
+def _ts(stored: StoredEvent) -> datetime | None:
+    """The event's wall time; None if its ``wall_ns`` is damaged (not a time)."""
+    try:
+        return stored.ts
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def to_text(stored: StoredEvent) -> str:
+    """One line: seq, time, lane, type and the fields; never raises."""
     d = to_json_dict(stored)
-    ts = stored.ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    at = _ts(stored)
+    ts = (
+        f"wall_ns={stored.wall_ns!r}"
+        if at is None
+        else at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    )
     skip = {"seq", "type", "lane", "ts", "version"}
     fields = " ".join(f"{k}={_short(v)}" for k, v in d.items() if k not in skip)
-    return f"{stored.seq:>8}  {ts}  {stored.lane or '-':<8} {stored.type:<26} {fields}"
+    lane, type_name = str(d["lane"] or "-"), str(d["type"])
+    return f"{stored.seq:>8}  {ts}  {lane:<8} {type_name:<26} {fields}"
 
 
 def _short(value: Any) -> str:
