@@ -35,11 +35,17 @@ would take the session from each other). An instance retired for good leaves its
 shared subscription queued in its session until that expires; the gates resend those
 batches after their ack timeout, so nothing is lost, only delayed.
 
-aiomqtt acknowledges a QoS 1 message to the broker (PUBACK) when it hands it over, before it
-is stored. A sink killed after the PUBACK and before the commit therefore loses those
-messages from the broker. That is by design: the broker's PUBACK proves nothing to the gate;
-only this sink's ``ack`` (sent after the commit) advances the gate's cursor, and the gate
-resends everything not acked after a timeout; the store is idempotent by (gate, seq).
+Back-pressure. A QoS 1 message is acknowledged to the broker (PUBACK, in the order received)
+only after its group is committed (stored or dead-lettered). The broker sends a client at
+most ``max_inflight_messages`` unacknowledged messages (production: 100) and keeps the rest
+queued in the session, so when the store lags the backlog waits in the broker and in the
+gates' own logs, not in this process: the messages in hand are bounded by that window times
+a message's size (the gates' ``batch_max_bytes``). paho and aiomqtt would otherwise PUBACK
+and queue every message on arrival, without bound. Messages in hand when a session ends are
+dropped unacknowledged; the broker delivers them again. QoS 0 messages (no gate sends
+events at QoS 0, nothing bounds them) beyond ``max_qos0_queued`` waiting are discarded and
+counted. Only this sink's ``ack`` (sent after the commit) advances a gate's cursor; the gate
+resends everything not acked after a timeout, and the store is idempotent by (gate, seq).
 
 The store failing (``StoreError``) drops the connection (so later batches wait in the broker
 session instead of being taken and dropped), and the sink reconnects once the store answers
@@ -218,6 +224,11 @@ class SinkOptions:
     keepalive: int = 30
     timeout: float = 10.0
     """Seconds to wait for the broker's answer to a subscribe or publish."""
+    max_inbox_messages: int = 2048
+    """Messages taken from aiomqtt and not yet in a group; the reader waits beyond."""
+    max_qos0_queued: int = 1000
+    """QoS 0 messages waiting to be handled; more are discarded (QoS 1 ones are bounded by
+    the broker's inflight window, see the module docstring)."""
 
     def __post_init__(self) -> None:
         check_id(self.group, "group")
@@ -228,6 +239,8 @@ class SinkOptions:
             raise ValueError("backoff_max: must be > 0 and >= backoff_initial")
         if self.max_group_bytes < 1 or self.max_group_messages < 1 or self.keepalive < 5:
             raise ValueError("max_group_bytes, max_group_messages >= 1; keepalive >= 5")
+        if self.max_inbox_messages < 1 or self.max_qos0_queued < 1:
+            raise ValueError("max_inbox_messages, max_qos0_queued >= 1")
 
 
 @dataclass(slots=True)
@@ -251,6 +264,8 @@ class SinkCounters:
     requests: int = 0
     connects: int = 0
     store_failures: int = 0
+    qos0_discarded: int = 0
+    """QoS 0 messages discarded because ``max_qos0_queued`` were waiting."""
 
 
 # ------------------------------------------------------------------------------ internals
@@ -328,6 +343,8 @@ class _Prepared:
 
     pending: list[_Pending]
     refused: list[_Refused]
+    messages: list[aiomqtt.Message] = field(default_factory=list)
+    """To PUBACK once the group is committed."""
 
 
 def _store_group(
@@ -392,6 +409,8 @@ class Sink:
         self._parked_events = 0
         self._asked: dict[str, tuple[int, int]] = {}  # gate -> (resend_from, mono_ns)
         self._inbox: deque[aiomqtt.Message] = deque()
+        self._room = asyncio.Event()
+        """Set when the inbox has room (the reader waits for it)."""
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
@@ -463,7 +482,9 @@ class Sink:
             clean_session=False,
             keepalive=opts.keepalive,
             timeout=opts.timeout,
+            queue_type=self._queue_type(),
         )
+        _paho(client).manual_ack_set(True)  # PUBACK after the commit: see "Back-pressure"
         loop = asyncio.get_running_loop()
         attempt = 0
         while not self._stop.is_set():
@@ -550,6 +571,10 @@ class Sink:
     async def _session(self, client: aiomqtt.Client) -> None:
         """Two stages: while the store thread commits group N (then its acks go out), the
         next group is decoded; groups are committed and acked strictly in order."""
+        # Left from a session that ended: never acknowledged, the broker delivers them again
+        # (their packet ids belong to the old connection).
+        self._inbox.clear()
+        self._room.set()
         reader = asyncio.create_task(self._read(client), name="sink reader")
         committing: asyncio.Task[None] | None = None
         try:
@@ -576,7 +601,8 @@ class Sink:
                     running = committing
                     committing = None
                     await running
-                if prepared.pending or prepared.refused or self._parked:
+                # Every message goes through a commit: that is where it is PUBACKed.
+                if prepared.messages or prepared.pending or prepared.refused or self._parked:
                     committing = asyncio.create_task(self._commit(client, prepared))
                     committing.add_done_callback(lambda _: self._wake.set())
             # Stopping: what aiomqtt already acknowledged to the broker is stored and
@@ -603,9 +629,13 @@ class Sink:
 
     async def _read(self, client: aiomqtt.Client) -> None:
         try:
+            limit = self.options.max_inbox_messages
             async for message in client.messages:
                 self._inbox.append(message)
                 self._wake.set()
+                while len(self._inbox) >= limit:  # the store lags: leave the rest queued
+                    self._room.clear()
+                    await self._room.wait()
         finally:
             self._wake.set()
 
@@ -623,6 +653,7 @@ class Sink:
                 break
             group.append(inbox.popleft())
             size += n
+        self._room.set()
         return group
 
     # -- one group of messages --------------------------------------------------------------
@@ -655,18 +686,52 @@ class Sink:
                 reason = f"unexpected topic kind {kind!r}"
                 refused.append(_Refused(site, gate, topic, payload, reason, kind="topic"))
         if not raws:
-            return _Prepared([], refused)
+            return _Prepared([], refused, messages)
         pending, bad_batches = await asyncio.to_thread(_decode_all, raws)
-        return _Prepared(pending, refused + bad_batches)
+        return _Prepared(pending, refused + bad_batches, messages)
 
     async def _commit(self, client: aiomqtt.Client, prepared: _Prepared) -> None:
         """Store a prepared group (with the parked batches due again), then ack it."""
         pending = self._take_parked() + prepared.pending
         refused = prepared.refused
         if not pending and not refused:
+            _puback(client, prepared.messages)
             return
         outcome = await self.store.run(lambda s: _store_group(s, pending, refused))
+        _puback(client, prepared.messages)
         await self._after_commit(client, outcome)
+
+    def _queue_type(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """aiomqtt's incoming queue: QoS 1 messages are bounded by the broker's inflight
+        window (they are PUBACKed once stored); QoS 0 ones beyond ``max_qos0_queued``
+        waiting are discarded here, as nothing else bounds them."""
+        counters = self.counters
+        cap = self.options.max_qos0_queued
+
+        class IncomingQueue(asyncio.Queue[aiomqtt.Message]):
+            qos0 = 0
+
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                if item.qos == 0:
+                    if self.qos0 >= cap:
+                        counters.qos0_discarded += 1
+                        if counters.qos0_discarded % 1000 == 1:
+                            log.warning(
+                                "qos0_discarded",
+                                topic=item.topic.value,
+                                total=counters.qos0_discarded,
+                            )
+                        return
+                    self.qos0 += 1
+                super().put_nowait(item)
+
+            def get_nowait(self) -> aiomqtt.Message:
+                item = super().get_nowait()
+                if item.qos == 0:
+                    self.qos0 -= 1
+                return item
+
+        return IncomingQueue
 
     async def _after_commit(self, client: aiomqtt.Client, outcome: _GroupOutcome) -> None:
         now = self._clock.mono_ns()
@@ -885,6 +950,23 @@ class Sink:
             "dead_letters": c.dead_letters,
             "resend_requests": c.resend_requests,
         }
+
+
+def _paho(client: aiomqtt.Client) -> Any:
+    """The paho client inside aiomqtt (2.x keeps it in ``_client``): aiomqtt has no manual
+    acknowledgement of its own."""
+    paho = getattr(client, "_client", None)
+    if paho is None or not hasattr(paho, "manual_ack_set") or not hasattr(paho, "ack"):
+        raise RuntimeError("aiomqtt without a paho client supporting manual acks")
+    return paho
+
+
+def _puback(client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
+    """Acknowledge ``messages`` to the broker, in the order they were received."""
+    paho = _paho(client)
+    for message in messages:
+        if message.qos > 0:
+            paho.ack(message.mid, message.qos)
 
 
 def _payload(message: aiomqtt.Message) -> bytes:
