@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import msgpack
 import pytest
 
 from edgegate.central.sink import BrokerSettings, BrokerUrlError, Sink, SinkOptions
-from edgegate.central.store import CentralStore, open_store
+from edgegate.central.store import CentralStore, open_store, sqlite_path
 from edgegate.log.chain import GENESIS_HASH, Row, event_hash
 from edgegate.sync.protocol import (
     Ack,
@@ -30,7 +31,7 @@ from edgegate.sync.protocol import (
     encode_request,
     encode_status,
 )
-from tests.services.mosquitto import Broker
+from tests.services.mosquitto import Broker, production_policy_lines
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,6 +172,41 @@ async def test_batches_are_stored_then_acked(mosquitto_broker: Broker, dsn: str)
         assert await sink.wait_head("gate-a", 300, 1) == 300
         assert (sink.counters.batches, sink.counters.events) == (3, 300)
         assert sink.counters.dead_letters == 0
+
+
+async def test_a_lagging_store_leaves_the_backlog_in_the_broker(
+    mosquitto_broker: Broker, dsn: str
+) -> None:
+    """Back-pressure: while another writer holds the database (the store stalled), the sink
+    holds at most the broker's inflight window of QoS 1 messages (and a bounded number of
+    QoS 0 ones); the rest waits in the broker, and everything is stored afterwards."""
+    window = next(
+        int(line.split()[1])
+        for line in production_policy_lines()
+        if line.startswith("max_inflight_messages")
+    )
+    n = 3 * window
+    rows = make_chain("gate-a", n)
+    opts = options(mosquitto_broker, dsn, max_inbox_messages=8, max_qos0_queued=16)
+    async with running(opts) as sink, fake_gate(mosquitto_broker) as gate:
+        lock = sqlite3.connect(sqlite_path(dsn), isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            for row in rows:
+                await gate.send([row])
+            for _ in range(200):  # QoS 0: nothing but the sink's own cap bounds these
+                await gate.client.publish(gate.topics.events, b"junk", qos=0)
+            await eventually(lambda: sink.counters.peak_in_hand >= window)
+            await eventually(lambda: sink.counters.qos0_discarded > 0)
+            stalled_peak = sink.counters.peak_in_hand
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        # Only while stalled: mosquitto 2.0.11 sends its whole queue after the first PUBACK.
+        assert window <= stalled_peak <= window + 16 + 8
+        await gate.wait_ack(lambda a: a.seq == n, within=60)
+        with reading(dsn) as store:
+            assert store.count("gate-a") == n
 
 
 async def test_duplicate_batch_is_acked_again_and_stored_once(

@@ -41,10 +41,13 @@ most ``max_inflight_messages`` unacknowledged messages (production: 100) and kee
 queued in the session, so when the store lags the backlog waits in the broker and in the
 gates' own logs, not in this process: the messages in hand are bounded by that window times
 a message's size (the gates' ``batch_max_bytes``). paho and aiomqtt would otherwise PUBACK
-and queue every message on arrival, without bound. Messages in hand when a session ends are
-dropped unacknowledged; the broker delivers them again. QoS 0 messages (no gate sends
-events at QoS 0, nothing bounds them) beyond ``max_qos0_queued`` waiting are discarded and
-counted. Only this sink's ``ack`` (sent after the commit) advances a gate's cursor; the gate
+and queue every message on arrival, without bound. Caveat: mosquitto 2.0.11 keeps the window
+only until the first PUBACK and then sends its whole queue for the client, so with that
+broker the bound holds while the store is stalled, not while it is merely slow. Messages
+in hand when a session ends are dropped unacknowledged; the broker delivers them again.
+QoS 0 messages (no gate sends events at QoS 0, nothing bounds them) beyond
+``max_qos0_queued`` waiting are discarded and counted. Only this sink's ``ack`` (sent after
+the commit) advances a gate's cursor; the gate
 resends everything not acked after a timeout, and the store is idempotent by (gate, seq).
 
 The store failing (``StoreError``) drops the connection (so later batches wait in the broker
@@ -266,6 +269,9 @@ class SinkCounters:
     store_failures: int = 0
     qos0_discarded: int = 0
     """QoS 0 messages discarded because ``max_qos0_queued`` were waiting."""
+    peak_in_hand: int = 0
+    """The most messages held at once: received (also those waiting in aiomqtt) and not yet
+    acknowledged to the broker. Bounded by the broker's inflight window (back-pressure)."""
 
 
 # ------------------------------------------------------------------------------ internals
@@ -409,6 +415,7 @@ class Sink:
         self._parked_events = 0
         self._asked: dict[str, tuple[int, int]] = {}  # gate -> (resend_from, mono_ns)
         self._inbox: deque[aiomqtt.Message] = deque()
+        self._taken = 0  # messages taken from aiomqtt this session and not yet PUBACKed
         self._room = asyncio.Event()
         """Set when the inbox has room (the reader waits for it)."""
         self._wake = asyncio.Event()
@@ -574,6 +581,7 @@ class Sink:
         # Left from a session that ended: never acknowledged, the broker delivers them again
         # (their packet ids belong to the old connection).
         self._inbox.clear()
+        self._taken = 0
         self._room.set()
         reader = asyncio.create_task(self._read(client), name="sink reader")
         committing: asyncio.Task[None] | None = None
@@ -616,6 +624,7 @@ class Sink:
                 await reader
             while len(client.messages):
                 self._inbox.append(await anext(client.messages))
+                self._taken += 1
             while self._inbox:
                 await self._commit(client, await self._prepare(self._take_group()))
             raise _Stopped
@@ -632,6 +641,7 @@ class Sink:
             limit = self.options.max_inbox_messages
             async for message in client.messages:
                 self._inbox.append(message)
+                self._taken += 1
                 self._wake.set()
                 while len(self._inbox) >= limit:  # the store lags: leave the rest queued
                     self._room.clear()
@@ -695,16 +705,25 @@ class Sink:
         pending = self._take_parked() + prepared.pending
         refused = prepared.refused
         if not pending and not refused:
-            _puback(client, prepared.messages)
+            self._puback(client, prepared.messages)
             return
         outcome = await self.store.run(lambda s: _store_group(s, pending, refused))
-        _puback(client, prepared.messages)
+        self._puback(client, prepared.messages)
         await self._after_commit(client, outcome)
+
+    def _puback(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
+        """Acknowledge ``messages`` to the broker, in the order they were received."""
+        paho = _paho(client)
+        for message in messages:
+            if message.qos > 0:
+                paho.ack(message.mid, message.qos)
+        self._taken -= len(messages)
 
     def _queue_type(self) -> type[asyncio.Queue[aiomqtt.Message]]:
         """aiomqtt's incoming queue: QoS 1 messages are bounded by the broker's inflight
         window (they are PUBACKed once stored); QoS 0 ones beyond ``max_qos0_queued``
         waiting are discarded here, as nothing else bounds them."""
+        sink = self
         counters = self.counters
         cap = self.options.max_qos0_queued
 
@@ -724,6 +743,8 @@ class Sink:
                         return
                     self.qos0 += 1
                 super().put_nowait(item)
+                in_hand = sink._taken + self.qsize()
+                counters.peak_in_hand = max(counters.peak_in_hand, in_hand)
 
             def get_nowait(self) -> aiomqtt.Message:
                 item = super().get_nowait()
@@ -959,14 +980,6 @@ def _paho(client: aiomqtt.Client) -> Any:
     if paho is None or not hasattr(paho, "manual_ack_set") or not hasattr(paho, "ack"):
         raise RuntimeError("aiomqtt without a paho client supporting manual acks")
     return paho
-
-
-def _puback(client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
-    """Acknowledge ``messages`` to the broker, in the order they were received."""
-    paho = _paho(client)
-    for message in messages:
-        if message.qos > 0:
-            paho.ack(message.mid, message.qos)
 
 
 def _payload(message: aiomqtt.Message) -> bytes:
