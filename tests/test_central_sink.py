@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from edgegate.sync.protocol import (
     encode_request,
     encode_status,
 )
-from tests.services.mosquitto import Broker, production_policy_lines
+from tests.services.mosquitto import Broker, BrokerFactory, production_policy_lines
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -207,6 +208,69 @@ async def test_a_lagging_store_leaves_the_backlog_in_the_broker(
         await gate.wait_ack(lambda a: a.seq == n, within=60)
         with reading(dsn) as store:
             assert store.count("gate-a") == n
+
+
+@contextlib.contextmanager
+def slow_sqlite(dsn: str, *, hold: float = 0.04, free: float = 0.04) -> Iterator[None]:
+    """Another writer takes the database's write lock for ``hold`` s every ``hold + free``
+    s: the store's commits wait (slow, not stalled)."""
+    stop = threading.Event()
+
+    def interfere() -> None:
+        conn = sqlite3.connect(sqlite_path(dsn), isolation_level=None, timeout=30)
+        try:
+            while not stop.is_set():
+                conn.execute("BEGIN IMMEDIATE")
+                stop.wait(hold)
+                conn.execute("ROLLBACK")
+                stop.wait(free)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=interfere, name="slow-sqlite")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+async def test_a_slow_store_holds_the_sink_to_its_byte_budget(
+    make_broker: BrokerFactory, dsn: str
+) -> None:
+    """A backlog many times the budget, from 20 gates at once, while the store is slow: the
+    sink holds at most ``max_inflight_bytes`` + one message (it stops reading its socket;
+    the broker keeps the rest), and every event is stored exactly once."""
+    gates = [f"gate-{i:02d}" for i in range(20)]
+    broker = make_broker(("central", *gates))
+    chains = {g: make_chain(g, 1000) for g in gates}
+    batches = {g: [payload(g, chains[g][i : i + 50]) for i in range(0, 1000, 50)] for g in gates}
+    biggest = max(len(b) for bs in batches.values() for b in bs)
+    total = sum(len(b) for bs in batches.values() for b in bs)
+    budget = 128 << 10
+    assert total > 20 * budget  # about 2.7 MB
+    opts = options(broker, dsn, max_inflight_bytes=budget)
+    async with running(opts) as sink, contextlib.AsyncExitStack() as stack:
+        fakes = [await stack.enter_async_context(fake_gate(broker, g)) for g in gates]
+        with slow_sqlite(dsn):
+
+            async def flood(gate: FakeGate) -> None:
+                for data in batches[gate.name]:
+                    await gate.send_raw(data)
+
+            await asyncio.gather(*(flood(g) for g in fakes))
+            for gate in fakes:
+                await gate.wait_ack(lambda a: a.seq == 1000, within=90)
+        assert 0 < sink.counters.peak_held_bytes <= budget + biggest
+        assert sink.counters.read_pauses > 0
+        assert sink.counters.held_bytes == 0
+        assert sink.counters.events == 20 * 1000
+    with reading(dsn) as store:
+        for g in gates:
+            assert store.count(g) == 1000
+            assert list(store.events(g)) == chains[g]
+        assert store.dead_letters() == []
 
 
 async def test_duplicate_batch_is_acked_again_and_stored_once(
