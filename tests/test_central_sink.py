@@ -273,6 +273,36 @@ async def test_a_slow_store_holds_the_sink_to_its_byte_budget(
         assert store.dead_letters() == []
 
 
+async def test_a_pause_longer_than_keepalive_reconnects_and_loses_nothing(
+    mosquitto_broker: Broker, dsn: str
+) -> None:
+    """Paused (the store stalled), the sink cannot read the broker's PINGRESP: paho drops the
+    connection after about twice the keepalive; the sink reconnects once the store answers
+    and the broker delivers again what was not PUBACKed. Nothing is lost or stored twice."""
+    rows = make_chain("gate-a", 2000)
+    batches = [payload("gate-a", rows[i : i + 50]) for i in range(0, 2000, 50)]
+    budget = 64 << 10
+    opts = options(mosquitto_broker, dsn, max_inflight_bytes=budget, keepalive=5)
+    async with running(opts) as sink, fake_gate(mosquitto_broker) as gate:
+        lock = sqlite3.connect(sqlite_path(dsn), isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            for data in batches:
+                await gate.send_raw(data)
+            await eventually(lambda: sink.counters.read_pauses > 0)
+            # paho closes the socket (unread data in it: mosquitto reports a reset or EOF).
+            gone = ("Client sink-1 disconnected", "Client sink-1 closed its connection")
+            await eventually(lambda: any(t in mosquitto_broker.log_text() for t in gone), 30)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        await gate.wait_ack(lambda a: a.seq == 2000, within=60)
+        assert sink.counters.connects >= 2
+        assert sink.counters.peak_held_bytes <= budget + max(len(b) for b in batches)
+    with reading(dsn) as store:
+        assert list(store.events("gate-a")) == rows
+
+
 async def test_duplicate_batch_is_acked_again_and_stored_once(
     mosquitto_broker: Broker, dsn: str
 ) -> None:

@@ -441,6 +441,7 @@ class Sink:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
+        self._subscribed_at: float | None = None  # loop time of this connection's SUBACK
         self._task: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Task[None]] = set()
 
@@ -521,10 +522,9 @@ class Sink:
         while not self._stop.is_set():
             problem: str | None = None
             connected = False
-            subscribed_at: float | None = None
+            self._subscribed_at = None
             try:
-                # The store first: connecting makes the broker hand over queued batches,
-                # which are lost to the broker (PUBACKed) if they cannot be stored.
+                # The store first: connecting makes the broker hand over queued batches.
                 await self._load_heads()
                 async with client:
                     connected = True
@@ -535,8 +535,6 @@ class Sink:
                         client_id=self.client_id,
                         group=opts.group,
                     )
-                    await self._subscribe(client)
-                    subscribed_at = loop.time()
                     await self._session(client)
             except aiomqtt.MqttError as exc:
                 close_leaked_sockets(exc)
@@ -556,6 +554,7 @@ class Sink:
                 self._ready.clear()
             if self._stop.is_set():
                 break
+            subscribed_at = self._subscribed_at
             if subscribed_at is not None and loop.time() - subscribed_at >= _STABLE_SESSION_S:
                 attempt = 0  # a session that held for a while: start the backoff again
             delay = min(opts.backoff_max, opts.backoff_initial * 2 ** min(attempt, 30))
@@ -596,17 +595,27 @@ class Sink:
                 f"the broker refused the subscription to {', '.join(refused)} "
                 "(check the ACL of user central)"
             )
+        self._subscribed_at = asyncio.get_running_loop().time()
         self._ready.set()
         log.info("sink_subscribed", topics=[t for t, _ in topics])
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """Two stages: while the store thread commits group N (then its acks go out), the
-        next group is decoded; groups are committed and acked strictly in order."""
+        next group is decoded; groups are committed and acked strictly in order.
+
+        Subscribing runs alongside: with a session kept in the broker, queued messages come
+        before the SUBACK, and reading may pause until some of them are committed."""
         self._room.set()
         reader = asyncio.create_task(self._read(client), name="sink reader")
+        subscribe = asyncio.create_task(self._subscribe(client), name="sink subscribe")
+        subscribe.add_done_callback(lambda _: self._wake.set())
+        subscribing: asyncio.Task[None] | None = subscribe
         committing: asyncio.Task[None] | None = None
         try:
             while True:
+                if subscribing is not None and subscribing.done():
+                    done_subscribing, subscribing = subscribing, None
+                    done_subscribing.result()  # refused or timed out: a new connection
                 if committing is not None and committing.done():
                     done = committing
                     committing = None
@@ -651,7 +660,7 @@ class Sink:
         finally:
             # A commit cut short here still completes on the store's thread; it is only not
             # acked, and the gate's resend of it is stored idempotently.
-            tasks = [t for t in (reader, committing) if t is not None]
+            tasks = [t for t in (reader, subscribing, committing) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
