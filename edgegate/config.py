@@ -736,6 +736,14 @@ class PullApiSettings(_Model):
 
     listen: ListenAddress = "127.0.0.1:8480"
     token_file: FilePath  # the bearer token, one line
+    # Lock-out limits (see edgegate.sync.pull_api): the first request head within
+    # header_timeout; connections in all, and per address before they show the token; after
+    # max_auth_failures 401s within a minute an address gets 429 for auth_pause.
+    header_timeout: Annotated[Duration, _bounds("500ms", "60s")] = timedelta(seconds=5)
+    max_connections: Annotated[StrictInt, Field(ge=1, le=1024)] = 32
+    max_pending_per_peer: Annotated[StrictInt, Field(ge=1, le=1024)] = 8
+    max_auth_failures: Annotated[StrictInt, Field(ge=1, le=1000)] = 10
+    auth_pause: Annotated[Duration, _bounds("1s", "24h")] = timedelta(seconds=60)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +19,7 @@ import msgpack
 import pytest
 
 from edgegate.central.sink import BrokerSettings, BrokerUrlError, Sink, SinkOptions
-from edgegate.central.store import CentralStore, open_store
+from edgegate.central.store import CentralStore, open_store, sqlite_path
 from edgegate.log.chain import GENESIS_HASH, Row, event_hash
 from edgegate.sync.protocol import (
     Ack,
@@ -30,7 +32,7 @@ from edgegate.sync.protocol import (
     encode_request,
     encode_status,
 )
-from tests.services.mosquitto import Broker
+from tests.services.mosquitto import Broker, BrokerFactory, production_policy_lines
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,6 +173,134 @@ async def test_batches_are_stored_then_acked(mosquitto_broker: Broker, dsn: str)
         assert await sink.wait_head("gate-a", 300, 1) == 300
         assert (sink.counters.batches, sink.counters.events) == (3, 300)
         assert sink.counters.dead_letters == 0
+
+
+async def test_a_lagging_store_leaves_the_backlog_in_the_broker(
+    mosquitto_broker: Broker, dsn: str
+) -> None:
+    """Back-pressure: while another writer holds the database (the store stalled), the sink
+    holds at most the broker's inflight window of QoS 1 messages (and a bounded number of
+    QoS 0 ones); the rest waits in the broker, and everything is stored afterwards."""
+    window = next(
+        int(line.split()[1])
+        for line in production_policy_lines()
+        if line.startswith("max_inflight_messages")
+    )
+    n = 3 * window
+    rows = make_chain("gate-a", n)
+    opts = options(mosquitto_broker, dsn, max_inbox_messages=8, max_qos0_queued=16)
+    async with running(opts) as sink, fake_gate(mosquitto_broker) as gate:
+        lock = sqlite3.connect(sqlite_path(dsn), isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            for row in rows:
+                await gate.send([row])
+            for _ in range(200):  # QoS 0: nothing but the sink's own cap bounds these
+                await gate.client.publish(gate.topics.events, b"junk", qos=0)
+            await eventually(lambda: sink.counters.peak_in_hand >= window)
+            await eventually(lambda: sink.counters.qos0_discarded > 0)
+            stalled_peak = sink.counters.peak_in_hand
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        # Only while stalled: mosquitto 2.0.11 sends its whole queue after the first PUBACK.
+        assert window <= stalled_peak <= window + 16 + 8
+        await gate.wait_ack(lambda a: a.seq == n, within=60)
+        with reading(dsn) as store:
+            assert store.count("gate-a") == n
+
+
+@contextlib.contextmanager
+def slow_sqlite(dsn: str, *, hold: float = 0.04, free: float = 0.04) -> Iterator[None]:
+    """Another writer takes the database's write lock for ``hold`` s every ``hold + free``
+    s: the store's commits wait (slow, not stalled)."""
+    stop = threading.Event()
+
+    def interfere() -> None:
+        conn = sqlite3.connect(sqlite_path(dsn), isolation_level=None, timeout=30)
+        try:
+            while not stop.is_set():
+                conn.execute("BEGIN IMMEDIATE")
+                stop.wait(hold)
+                conn.execute("ROLLBACK")
+                stop.wait(free)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=interfere, name="slow-sqlite")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+async def test_a_slow_store_holds_the_sink_to_its_byte_budget(
+    make_broker: BrokerFactory, dsn: str
+) -> None:
+    """A backlog many times the budget, from 20 gates at once, while the store is slow: the
+    sink holds at most ``max_inflight_bytes`` + one message (it stops reading its socket;
+    the broker keeps the rest), and every event is stored exactly once."""
+    gates = [f"gate-{i:02d}" for i in range(20)]
+    broker = make_broker(("central", *gates))
+    chains = {g: make_chain(g, 1000) for g in gates}
+    batches = {g: [payload(g, chains[g][i : i + 50]) for i in range(0, 1000, 50)] for g in gates}
+    biggest = max(len(b) for bs in batches.values() for b in bs)
+    total = sum(len(b) for bs in batches.values() for b in bs)
+    budget = 128 << 10
+    assert total > 20 * budget  # about 2.7 MB
+    opts = options(broker, dsn, max_inflight_bytes=budget)
+    async with running(opts) as sink, contextlib.AsyncExitStack() as stack:
+        fakes = [await stack.enter_async_context(fake_gate(broker, g)) for g in gates]
+        with slow_sqlite(dsn):
+
+            async def flood(gate: FakeGate) -> None:
+                for data in batches[gate.name]:
+                    await gate.send_raw(data)
+
+            await asyncio.gather(*(flood(g) for g in fakes))
+            for gate in fakes:
+                await gate.wait_ack(lambda a: a.seq == 1000, within=90)
+        assert 0 < sink.counters.peak_held_bytes <= budget + biggest
+        assert sink.counters.read_pauses > 0
+        assert sink.counters.held_bytes == 0
+        assert sink.counters.events == 20 * 1000
+    with reading(dsn) as store:
+        for g in gates:
+            assert store.count(g) == 1000
+            assert list(store.events(g)) == chains[g]
+        assert store.dead_letters() == []
+
+
+async def test_a_pause_longer_than_keepalive_reconnects_and_loses_nothing(
+    mosquitto_broker: Broker, dsn: str
+) -> None:
+    """Paused (the store stalled), the sink cannot read the broker's PINGRESP: paho drops the
+    connection after about twice the keepalive; the sink reconnects once the store answers
+    and the broker delivers again what was not PUBACKed. Nothing is lost or stored twice."""
+    rows = make_chain("gate-a", 2000)
+    batches = [payload("gate-a", rows[i : i + 50]) for i in range(0, 2000, 50)]
+    budget = 64 << 10
+    opts = options(mosquitto_broker, dsn, max_inflight_bytes=budget, keepalive=5)
+    async with running(opts) as sink, fake_gate(mosquitto_broker) as gate:
+        lock = sqlite3.connect(sqlite_path(dsn), isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            for data in batches:
+                await gate.send_raw(data)
+            await eventually(lambda: sink.counters.read_pauses > 0)
+            # paho closes the socket (unread data in it: mosquitto reports a reset or EOF).
+            gone = ("Client sink-1 disconnected", "Client sink-1 closed its connection")
+            await eventually(lambda: any(t in mosquitto_broker.log_text() for t in gone), 30)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        await gate.wait_ack(lambda a: a.seq == 2000, within=60)
+        assert sink.counters.connects >= 2
+        assert sink.counters.peak_held_bytes <= budget + max(len(b) for b in batches)
+    with reading(dsn) as store:
+        assert list(store.events("gate-a")) == rows
 
 
 async def test_duplicate_batch_is_acked_again_and_stored_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import sqlite3
 import threading
@@ -580,6 +581,84 @@ def test_dead_letter_round_trip(store: CentralStore) -> None:
     assert letters[0].received_at_ns > 0
     assert [d.id for d in store.dead_letters("g9")] == [first]
     assert [d.id for d in store.dead_letters(limit=1)] == [first]
+
+
+def test_a_dead_letter_keeps_a_prefix_the_size_and_the_sha256(dsn: str) -> None:
+    limits = store_mod.DeadLetterLimits(payload_prefix=16, per_gate=10)
+    junk = random.Random(7).randbytes(100_000)
+    with open_store(dsn, dead_letters=limits) as s:
+        big = s.dead_letter("edgegate/v1/s/g1/events", "g1", junk, "malformed event batch")
+        small = s.dead_letter("edgegate/v1/s/g1/events", "g1", b"tiny", "x" * 10_000)
+        first, second = s.dead_letters("g1")
+    assert (first.id, second.id) == (big, small)
+    assert first.payload == junk[:16]
+    assert (first.payload_size, first.payload_sha256) == (100_000, hashlib.sha256(junk).digest())
+    assert first.truncated
+    assert (second.payload, second.payload_size, second.truncated) == (b"tiny", 4, False)
+    assert second.payload_sha256 == hashlib.sha256(b"tiny").digest()
+    assert len(second.reason) == 2000  # a reason is bounded too
+
+
+def test_rows_refused_by_the_store_are_kept_bounded(dsn: str) -> None:
+    """A gate with valid credentials sending three 3 MB forged batches adds three prefixes."""
+    with open_store(dsn) as s:
+        for i in range(3):
+            rows = make_chain("g1", 3, salt=f"{i}")
+            forged = [reforge(r, data=b"\x00" * 1_000_000) for r in rows]
+            result = s.store_batch("g1", forged, source="edgegate/v1/s/g1/events")
+            assert (result.stored, result.dead_lettered) == (0, 3)
+        letters = s.dead_letters("g1")
+    assert len(letters) == 3
+    for letter in letters:
+        assert len(letter.payload) == store_mod.DEAD_PAYLOAD_PREFIX
+        assert letter.payload_size > 3_000_000
+        assert letter.truncated
+
+
+def test_dead_letters_are_capped_per_gate_and_the_oldest_dropped_are_counted(dsn: str) -> None:
+    limits = store_mod.DeadLetterLimits(payload_prefix=8, per_gate=3)
+    with open_store(dsn, dead_letters=limits) as s:
+        ids = {
+            gate: [s.dead_letter("t", gate, b"p" * (10 + i), f"#{i}") for i in range(n)]
+            for gate, n in (("g1", 5), ("g2", 2), (None, 4))
+        }
+        assert s.dead_letter_drops()[0].last_dropped_at_ns > 0
+        assert [d.id for d in s.dead_letters("g1")] == ids["g1"][-3:]
+        assert [d.id for d in s.dead_letters("g2")] == ids["g2"]
+        kept = s.dead_letters()
+        assert [d.id for d in kept if d.gate is None] == ids[None][-3:]
+        assert [(d.gate, d.letters, d.payload_bytes) for d in s.dead_letter_drops()] == [
+            (None, 1, 10),  # the no-gate key sorts first
+            ("g1", 2, 10 + 11),
+        ]
+        s.dead_letter("t", "g1", b"p" * 100, "#5")
+        drops = {d.gate: d for d in s.dead_letter_drops()}
+        assert (drops["g1"].letters, drops["g1"].payload_bytes) == (3, 10 + 11 + 12)
+        assert len(s.dead_letters("g1")) == 3
+
+
+def test_migration_2_bounds_the_dead_letters_of_an_older_store(dsn: str) -> None:
+    """A store written by schema 1 (whole payloads) is migrated: size, SHA-256, prefix."""
+    m = store_mod.MIGRATIONS[0]
+    junk = bytes(range(256)) * 40  # 10,240 bytes
+    sqlite = dsn.startswith("sqlite")
+    types = store_mod._SQLITE_TYPES if sqlite else store_mod._POSTGRES_TYPES
+    schema = m.sql.format(**types) + (m.sqlite_extra if sqlite else m.postgres_extra)
+    raw_execute(
+        dsn,
+        schema
+        + store_mod._MIGRATIONS_TABLE
+        + f";\nINSERT INTO schema_migrations VALUES (1, 'one', 0);\n"
+        "INSERT INTO dead_letters (received_at_ns, source, gate, payload, reason) VALUES"
+        f" (1, 't', 'g1', {'X' if sqlite else ''}'{'' if sqlite else chr(92) + 'x'}{junk.hex()}',"
+        " 'old');",
+    )
+    with open_store(dsn) as s:
+        (letter,) = s.dead_letters("g1")
+        assert letter.payload == junk[: store_mod.DEAD_PAYLOAD_PREFIX]
+        assert letter.payload_size == len(junk)
+        assert letter.payload_sha256 == hashlib.sha256(junk).digest()
+        assert s.dead_letter_drops() == []
 
 
 def test_admission_reviews_round_trip(store: CentralStore) -> None:

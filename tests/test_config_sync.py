@@ -110,6 +110,7 @@ def test_overrides_and_pull_api() -> None:
             append='site = "central-site"\nusername = "gate-user"\nbatch_max_events = 10000\n'
             'batch_max_bytes = "512KiB"\nreconnect_max = "5min"\n\n'
             '[sync.pull_api]\nlisten = "10.20.7.5:9000"\ntoken_file = "/etc/edgegate/token"\n'
+            'header_timeout = "2s"\nmax_pending_per_peer = 4\nauth_pause = "5min"\n'
         )
     )
     sync = config.sync
@@ -120,6 +121,13 @@ def test_overrides_and_pull_api() -> None:
     assert sync.pull_api is not None
     assert sync.pull_api.address == ("10.20.7.5", 9000)
     assert sync.files()["sync.pull_api.token_file"] == "/etc/edgegate/token"
+    pull = sync.pull_api
+    assert (pull.header_timeout, pull.max_pending_per_peer, pull.auth_pause) == (
+        timedelta(seconds=2),
+        4,
+        timedelta(minutes=5),
+    )
+    assert (pull.max_connections, pull.max_auth_failures) == (32, 10)
 
 
 def test_inline_password_stays_out_of_the_hash_and_repr() -> None:

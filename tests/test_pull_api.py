@@ -32,8 +32,15 @@ from edgegate.log.chain import GENESIS_HASH, ChainVerifier, Row
 from edgegate.log.eventlog import GateMismatchError, LogError
 from edgegate.log.reader import LogReader
 from edgegate.sync.protocol import decode_batch
-from edgegate.sync.pull_api import HttpLimits, PullApiServer, decode_ndjson, negotiate
+from edgegate.sync.pull_api import (
+    AuthThrottle,
+    HttpLimits,
+    PullApiServer,
+    decode_ndjson,
+    negotiate,
+)
 from tests.event_samples import all_samples
+from tests.eventually import eventually
 from tests.services.mosquitto import make_pki
 
 GATE = "gate-a"
@@ -457,6 +464,207 @@ async def test_connections_beyond_the_cap_get_503(gate_log: EventLog, tmp_path: 
         finally:
             writer.close()
             await writer.wait_closed()
+
+
+# ------------------------------------------------------------------------------- lock-out
+
+
+async def _open(port: int, source: str = HOST) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection from ``source`` (another loopback address stands for another host)."""
+    return await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    """Send one request; its status and head (the body is read by Content-Length)."""
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    match = re.search(rb"Content-Length: (\d+)", head)
+    if match:
+        await reader.readexactly(int(match.group(1)))
+    return _status(head), head
+
+
+def _keep_alive(target: str = "/v1/head", token: str | None = TOKEN) -> bytes:
+    lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [("GET", "/nowhere"), ("POST", "/v1/events"), ("DELETE", "/admin"), ("GET", "*")],
+)
+async def test_without_the_token_every_path_and_method_is_401(
+    server: PullApiServer, method: str, target: str
+) -> None:
+    request = f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    response = await raw(server, request)
+    assert _status(response) == 401
+    assert b"WWW-Authenticate: Bearer" in response
+    assert b"no such path" not in response and b"not allowed" not in response
+
+
+async def test_an_unauthenticated_request_closes_its_connection(server: PullApiServer) -> None:
+    # Two pipelined keep-alive requests without the token: one 401, then the server closes.
+    response = await raw(server, _keep_alive(token=None) * 2)
+    assert response.count(b"HTTP/1.1 ") == 1
+    assert _status(response) == 401
+    assert b"Connection: close" in response
+    wrong = await raw(server, _keep_alive(token="wrong") + _keep_alive())
+    assert wrong.count(b"HTTP/1.1 ") == 1
+    assert _status(wrong) == 401
+
+
+def test_auth_throttle_pauses_a_peer_after_repeated_failures() -> None:
+    clock = ManualClock()
+    throttle = AuthThrottle(3, window=60, pause=30, clock=clock, max_peers=2)
+    assert not throttle.failed("10.0.0.1")
+    assert not throttle.failed("10.0.0.1")
+    assert throttle.paused("10.0.0.1") == 0
+    assert throttle.failed("10.0.0.1")  # the third within the window starts the pause
+    assert throttle.paused("10.0.0.1") == pytest.approx(30)
+    assert throttle.paused("10.0.0.2") == 0  # per address
+    clock.advance(29)
+    assert throttle.paused("10.0.0.1") == pytest.approx(1)
+    clock.advance(1)
+    assert throttle.paused("10.0.0.1") == 0
+    # Failures further apart than the window never add up to a pause.
+    for _ in range(5):
+        clock.advance(61)
+        assert not throttle.failed("10.0.0.2")
+    # Only max_peers addresses are remembered: the least recently failed is forgotten.
+    throttle.failed("10.0.0.3")
+    throttle.failed("10.0.0.3")
+    throttle.failed("10.0.0.4")
+    throttle.failed("10.0.0.5")
+    assert not throttle.failed("10.0.0.3")  # forgotten: counting starts again
+    assert not throttle.failed("10.0.0.3")
+    assert throttle.failed("10.0.0.3")
+
+
+async def test_repeated_bad_tokens_get_429_and_a_pause(gate_log: EventLog, tmp_path: Path) -> None:
+    clock = ManualClock()
+    limits = HttpLimits(max_auth_failures=3, auth_pause=60)
+    srv = PullApiServer(tmp_path / "gate.db", GATE, HOST, 0, TOKEN, limits=limits, clock=clock)
+    async with srv:
+        for _ in range(3):
+            reader, writer = await _open(srv.port, "127.0.0.2")
+            with contextlib.closing(writer):
+                assert (await _exchange(reader, writer, _keep_alive(token="guess")))[0] == 401
+        # Paused: even the right token gets 429, unread, on every new connection.
+        reader, writer = await _open(srv.port, "127.0.0.2")
+        with contextlib.closing(writer):
+            status, head = await _exchange(reader, writer, _keep_alive())
+        assert status == 429
+        assert b"Retry-After: 60" in head
+        # Another address is not paused.
+        reader, writer = await _open(srv.port, HOST)
+        with contextlib.closing(writer):
+            assert (await _exchange(reader, writer, _keep_alive()))[0] == 200
+        clock.advance(60)
+        reader, writer = await _open(srv.port, "127.0.0.2")
+        with contextlib.closing(writer):
+            assert (await _exchange(reader, writer, _keep_alive()))[0] == 200
+
+
+async def test_unauthenticated_connections_are_capped_per_peer(
+    gate_log: EventLog, tmp_path: Path
+) -> None:
+    limits = HttpLimits(max_pending_per_peer=2, header_timeout=30)
+    async with PullApiServer(tmp_path / "gate.db", GATE, HOST, 0, TOKEN, limits=limits) as srv:
+        idle = [await _open(srv.port, "127.0.0.2") for _ in range(2)]
+        try:
+            reader, writer = await _open(srv.port, "127.0.0.2")
+            with contextlib.closing(writer):
+                status, _ = await _exchange(reader, writer, _keep_alive())
+            assert status == 503
+            # Another address still gets in; and a connection that has shown the token no
+            # longer counts against its address, so it keeps serving beside new ones.
+            reader, writer = await _open(srv.port, "127.0.0.3")
+            with contextlib.closing(writer):
+                assert (await _exchange(reader, writer, _keep_alive()))[0] == 200
+                more = [await _open(srv.port, "127.0.0.3") for _ in range(2)]
+                for r, w in more:
+                    with contextlib.closing(w):
+                        assert (await _exchange(r, w, _keep_alive()))[0] == 200
+                assert (await _exchange(reader, writer, _keep_alive()))[0] == 200
+        finally:
+            for _, w in idle:
+                w.close()
+
+
+async def test_slowloris_and_unauthenticated_keep_alives_do_not_lock_out_the_puller(
+    gate_log: EventLog, tmp_path: Path
+) -> None:
+    """300 slowloris connections (from 127.0.0.2) and 32 kept-alive connections sending
+    requests without the token (from 127.0.0.3): the client with the token keeps getting
+    200, on fresh connections and on its kept-alive one."""
+    limits = HttpLimits(header_timeout=1.0)
+    seen: dict[str, list[int]] = {"slow": [], "unauth": []}
+    stop = asyncio.Event()
+
+    async def slowloris(port: int) -> None:
+        while not stop.is_set():
+            try:
+                reader, writer = await _open(port, "127.0.0.2")
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                for byte in b"GET /v1/head HTTP/1.1\r\nHost: x\r\n":
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.3):
+                            answer = await reader.read(64)
+                            seen["slow"].append(_status(answer) if answer else 0)
+                            break
+            except (OSError, ValueError, IndexError):
+                pass
+            finally:
+                writer.close()
+            await asyncio.sleep(0.1)
+
+    async def unauthenticated(port: int) -> None:
+        while not stop.is_set():
+            try:
+                reader, writer = await _open(port, "127.0.0.3")
+                with contextlib.closing(writer):
+                    while not stop.is_set():
+                        status, _ = await _exchange(reader, writer, _keep_alive(token=None))
+                        seen["unauth"].append(status)
+                        await asyncio.sleep(0.1)
+            except (OSError, asyncio.IncompleteReadError):
+                await asyncio.sleep(0.1)
+
+    async with PullApiServer(tmp_path / "gate.db", GATE, HOST, 0, TOKEN, limits=limits) as srv:
+        attackers = [asyncio.create_task(slowloris(srv.port)) for _ in range(300)]
+        attackers += [asyncio.create_task(unauthenticated(srv.port)) for _ in range(32)]
+        try:
+            await eventually(
+                lambda: len(seen["slow"]) >= 300 and 429 in seen["unauth"],
+                "the attack in full swing",
+                within=30,
+            )
+            statuses: list[int] = []
+            for _ in range(10):
+                reader, writer = await _open(srv.port)
+                with contextlib.closing(writer):
+                    for _ in range(3):  # kept alive
+                        statuses.append((await _exchange(reader, writer, _keep_alive()))[0])
+                await asyncio.sleep(0.1)
+            assert statuses == [200] * 30
+            assert set(seen["slow"]) <= {408, 503}
+            assert set(seen["unauth"]) <= {401, 429, 503}
+        finally:
+            stop.set()
+            for task in attackers:
+                task.cancel()
+            await asyncio.gather(*attackers, return_exceptions=True)
 
 
 async def test_aclose_ends_idle_connections(gate_log: EventLog, tmp_path: Path) -> None:

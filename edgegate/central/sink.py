@@ -35,11 +35,24 @@ would take the session from each other). An instance retired for good leaves its
 shared subscription queued in its session until that expires; the gates resend those
 batches after their ack timeout, so nothing is lost, only delayed.
 
-aiomqtt acknowledges a QoS 1 message to the broker (PUBACK) when it hands it over, before it
-is stored. A sink killed after the PUBACK and before the commit therefore loses those
-messages from the broker. That is by design: the broker's PUBACK proves nothing to the gate;
-only this sink's ``ack`` (sent after the commit) advances the gate's cursor, and the gate
-resends everything not acked after a timeout; the store is idempotent by (gate, seq).
+Back-pressure. A QoS 1 message is acknowledged to the broker (PUBACK, in the order received)
+only after its group is committed (stored or dead-lettered), and the sink reads its socket
+only while the payload bytes it holds (received, not yet committed and PUBACKed) are at
+most ``max_inflight_bytes``: beyond, it stops reading until half of that is committed. TCP
+flow control then stops the broker, which keeps the rest queued for this client (mosquitto:
+up to ``max_queued_messages`` per client; beyond, it drops new messages for this client,
+which the gates resend, as their logs keep everything not acked by central). The broker's
+inflight window alone is not enough: mosquitto 2.0.11 sends its whole queue after the first
+PUBACK. So however big the backlog after an outage, this process holds at most
+``max_inflight_bytes`` plus one message of batches. A pause longer than about twice the
+``keepalive`` makes paho drop the connection (the broker's PINGRESP is not read while
+paused); the sink reconnects and the broker delivers again what was not PUBACKed. Messages
+in hand when a connection ends are dropped unacknowledged; the broker delivers them again.
+QoS 0 messages (no gate sends events at QoS 0, nothing bounds them) beyond
+``max_qos0_queued`` waiting are discarded and counted. Only this sink's ``ack`` (sent after
+the commit) advances a gate's cursor; the gate resends everything not acked after a
+timeout, and the store is idempotent by (gate, seq). Acks are not waited for (their PUBACK
+cannot arrive while reading is paused): a lost ack costs a resend.
 
 The store failing (``StoreError``) drops the connection (so later batches wait in the broker
 session instead of being taken and dropped), and the sink reconnects once the store answers
@@ -54,6 +67,7 @@ import contextlib
 import inspect
 import random
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -218,6 +232,14 @@ class SinkOptions:
     keepalive: int = 30
     timeout: float = 10.0
     """Seconds to wait for the broker's answer to a subscribe or publish."""
+    max_inbox_messages: int = 2048
+    """Messages taken from aiomqtt and not yet in a group; the reader waits beyond."""
+    max_qos0_queued: int = 1000
+    """QoS 0 messages waiting to be handled; more are discarded (QoS 1 ones are bounded by
+    ``max_inflight_bytes``, see "Back-pressure" in the module docstring)."""
+    max_inflight_bytes: int = 32 << 20
+    """Payload bytes received and not yet committed; beyond, the sink stops reading from the
+    broker until half of them are committed (the broker keeps the rest queued)."""
 
     def __post_init__(self) -> None:
         check_id(self.group, "group")
@@ -228,6 +250,10 @@ class SinkOptions:
             raise ValueError("backoff_max: must be > 0 and >= backoff_initial")
         if self.max_group_bytes < 1 or self.max_group_messages < 1 or self.keepalive < 5:
             raise ValueError("max_group_bytes, max_group_messages >= 1; keepalive >= 5")
+        if self.max_inbox_messages < 1 or self.max_qos0_queued < 1:
+            raise ValueError("max_inbox_messages, max_qos0_queued >= 1")
+        if self.max_inflight_bytes < 1:
+            raise ValueError("max_inflight_bytes: must be >= 1")
 
 
 @dataclass(slots=True)
@@ -251,6 +277,17 @@ class SinkCounters:
     requests: int = 0
     connects: int = 0
     store_failures: int = 0
+    qos0_discarded: int = 0
+    """QoS 0 messages discarded because ``max_qos0_queued`` were waiting."""
+    peak_in_hand: int = 0
+    """The most messages held at once: received (also those waiting in aiomqtt) and not yet
+    acknowledged to the broker."""
+    held_bytes: int = 0
+    """Payload bytes held now (received, not yet committed and PUBACKed)."""
+    peak_held_bytes: int = 0
+    """The most payload bytes held at once: at most ``max_inflight_bytes`` + one message."""
+    read_pauses: int = 0
+    """Times the sink stopped reading from the broker because it held too much."""
 
 
 # ------------------------------------------------------------------------------ internals
@@ -328,6 +365,8 @@ class _Prepared:
 
     pending: list[_Pending]
     refused: list[_Refused]
+    messages: list[aiomqtt.Message] = field(default_factory=list)
+    """To PUBACK once the group is committed."""
 
 
 def _store_group(
@@ -392,9 +431,17 @@ class Sink:
         self._parked_events = 0
         self._asked: dict[str, tuple[int, int]] = {}  # gate -> (resend_from, mono_ns)
         self._inbox: deque[aiomqtt.Message] = deque()
+        self._incoming: asyncio.Queue[aiomqtt.Message] | None = None  # aiomqtt's queue
+        self._held_messages = 0  # received on this connection, not yet PUBACKed
+        self._held_bytes = 0  # their payload bytes
+        self._paused = False  # not reading the socket (see "Back-pressure")
+        self._sock: Any = None  # the socket this sink reads (paho's, of this connection)
+        self._room = asyncio.Event()
+        """Set when the inbox has room (the reader waits for it)."""
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
+        self._subscribed_at: float | None = None  # loop time of this connection's SUBACK
         self._task: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Task[None]] = set()
 
@@ -463,16 +510,21 @@ class Sink:
             clean_session=False,
             keepalive=opts.keepalive,
             timeout=opts.timeout,
+            queue_type=self._queue_type(),
+            # Acks are not waited for (see "Back-pressure"): send them all at once.
+            max_inflight_messages=4096,
         )
+        paho = _paho(client)
+        paho.manual_ack_set(True)  # PUBACK after the commit: see "Back-pressure"
+        self._read_socket_ourselves(client, paho)
         loop = asyncio.get_running_loop()
         attempt = 0
         while not self._stop.is_set():
             problem: str | None = None
             connected = False
-            subscribed_at: float | None = None
+            self._subscribed_at = None
             try:
-                # The store first: connecting makes the broker hand over queued batches,
-                # which are lost to the broker (PUBACKed) if they cannot be stored.
+                # The store first: connecting makes the broker hand over queued batches.
                 await self._load_heads()
                 async with client:
                     connected = True
@@ -483,8 +535,6 @@ class Sink:
                         client_id=self.client_id,
                         group=opts.group,
                     )
-                    await self._subscribe(client)
-                    subscribed_at = loop.time()
                     await self._session(client)
             except aiomqtt.MqttError as exc:
                 close_leaked_sockets(exc)
@@ -504,6 +554,7 @@ class Sink:
                 self._ready.clear()
             if self._stop.is_set():
                 break
+            subscribed_at = self._subscribed_at
             if subscribed_at is not None and loop.time() - subscribed_at >= _STABLE_SESSION_S:
                 attempt = 0  # a session that held for a while: start the backoff again
             delay = min(opts.backoff_max, opts.backoff_initial * 2 ** min(attempt, 30))
@@ -544,16 +595,27 @@ class Sink:
                 f"the broker refused the subscription to {', '.join(refused)} "
                 "(check the ACL of user central)"
             )
+        self._subscribed_at = asyncio.get_running_loop().time()
         self._ready.set()
         log.info("sink_subscribed", topics=[t for t, _ in topics])
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """Two stages: while the store thread commits group N (then its acks go out), the
-        next group is decoded; groups are committed and acked strictly in order."""
+        next group is decoded; groups are committed and acked strictly in order.
+
+        Subscribing runs alongside: with a session kept in the broker, queued messages come
+        before the SUBACK, and reading may pause until some of them are committed."""
+        self._room.set()
         reader = asyncio.create_task(self._read(client), name="sink reader")
+        subscribe = asyncio.create_task(self._subscribe(client), name="sink subscribe")
+        subscribe.add_done_callback(lambda _: self._wake.set())
+        subscribing: asyncio.Task[None] | None = subscribe
         committing: asyncio.Task[None] | None = None
         try:
             while True:
+                if subscribing is not None and subscribing.done():
+                    done_subscribing, subscribing = subscribing, None
+                    done_subscribing.result()  # refused or timed out: a new connection
                 if committing is not None and committing.done():
                     done = committing
                     committing = None
@@ -576,11 +638,13 @@ class Sink:
                     running = committing
                     committing = None
                     await running
-                if prepared.pending or prepared.refused or self._parked:
+                # Every message goes through a commit: that is where it is PUBACKed.
+                if prepared.messages or prepared.pending or prepared.refused or self._parked:
                     committing = asyncio.create_task(self._commit(client, prepared))
                     committing.add_done_callback(lambda _: self._wake.set())
-            # Stopping: what aiomqtt already acknowledged to the broker is stored and
-            # acked before leaving (the rest stays queued in the broker session).
+            # Stopping: what was received is stored, PUBACKed and acked before leaving;
+            # nothing more is read (the rest stays queued in the broker session).
+            self._pause()
             if committing is not None:
                 running = committing
                 committing = None
@@ -596,16 +660,20 @@ class Sink:
         finally:
             # A commit cut short here still completes on the store's thread; it is only not
             # acked, and the gate's resend of it is stored idempotently.
-            tasks = [t for t in (reader, committing) if t is not None]
+            tasks = [t for t in (reader, subscribing, committing) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(self, client: aiomqtt.Client) -> None:
         try:
+            limit = self.options.max_inbox_messages
             async for message in client.messages:
                 self._inbox.append(message)
                 self._wake.set()
+                while len(self._inbox) >= limit:  # the store lags: leave the rest queued
+                    self._room.clear()
+                    await self._room.wait()
         finally:
             self._wake.set()
 
@@ -623,6 +691,7 @@ class Sink:
                 break
             group.append(inbox.popleft())
             size += n
+        self._room.set()
         return group
 
     # -- one group of messages --------------------------------------------------------------
@@ -655,18 +724,163 @@ class Sink:
                 reason = f"unexpected topic kind {kind!r}"
                 refused.append(_Refused(site, gate, topic, payload, reason, kind="topic"))
         if not raws:
-            return _Prepared([], refused)
+            return _Prepared([], refused, messages)
         pending, bad_batches = await asyncio.to_thread(_decode_all, raws)
-        return _Prepared(pending, refused + bad_batches)
+        return _Prepared(pending, refused + bad_batches, messages)
 
     async def _commit(self, client: aiomqtt.Client, prepared: _Prepared) -> None:
         """Store a prepared group (with the parked batches due again), then ack it."""
         pending = self._take_parked() + prepared.pending
         refused = prepared.refused
         if not pending and not refused:
+            self._puback(client, prepared.messages)
             return
         outcome = await self.store.run(lambda s: _store_group(s, pending, refused))
+        self._puback(client, prepared.messages)
         await self._after_commit(client, outcome)
+
+    def _puback(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
+        """Acknowledge ``messages`` to the broker, in the order they were received."""
+        paho = _paho(client)
+        for message in messages:
+            if message.qos > 0:
+                paho.ack(message.mid, message.qos)
+        self._held_messages -= len(messages)
+        self._held_bytes -= sum(len(_payload(m)) for m in messages)
+        self.counters.held_bytes = self._held_bytes
+        if self._paused and self._held_bytes <= self.options.max_inflight_bytes // 2:
+            self._resume(client, paho)
+
+    # -- reading the socket (back-pressure) -------------------------------------------------
+    #
+    # aiomqtt reads paho's socket whenever it is readable and queues every message, with no
+    # way to stop. So the sink reads it itself: on each new socket it swaps aiomqtt's reader
+    # for ``_on_readable``, and ``_pause`` removes that reader between two packets. This
+    # relies on aiomqtt 2.x (``Client._client`` is the paho client, ``Client._disconnected``
+    # the future that ends the message stream) and paho 2.x (every socket read goes through
+    # ``Client._sock_recv``); ``_paho`` checks they are there, so another version fails at
+    # start rather than reading without bound.
+
+    def _read_socket_ourselves(self, client: aiomqtt.Client, paho: Any) -> None:
+        loop = asyncio.get_running_loop()
+        aiomqtt_open = paho.on_socket_open
+        recv = paho._sock_recv
+
+        def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
+            # On paho's connect thread, before CONNECT is sent: aiomqtt schedules its reader
+            # (and its keepalive task); ours is scheduled after it, so it replaces it before
+            # anything is read.
+            aiomqtt_open(c, userdata, sock)
+            loop.call_soon_threadsafe(self._socket_opened, client, paho, sock)
+
+        def sock_recv(bufsize: int) -> bytes:
+            if self._paused:  # stops paho's read loop at a packet boundary (see _pause)
+                raise BlockingIOError
+            data: bytes = recv(bufsize)
+            return data
+
+        paho.on_socket_open = on_socket_open
+        paho._sock_recv = sock_recv
+
+    def _socket_opened(self, client: aiomqtt.Client, paho: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        if fd < 0 or paho.socket() is not sock:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(fd)
+        loop.add_reader(fd, self._on_readable, client, paho)
+        self._sock = sock
+        self._paused = False
+        # Left from the previous connection: never PUBACKed, the broker delivers them again
+        # (their packet ids belong to the old connection).
+        self._inbox.clear()
+        if self._incoming is not None:
+            while not self._incoming.empty():
+                self._incoming.get_nowait()
+        self._held_messages = self._held_bytes = self.counters.held_bytes = 0
+
+    def _on_readable(self, client: aiomqtt.Client, paho: Any) -> None:
+        """aiomqtt's reader, but it stops when paused."""
+        try:
+            while not self._paused:
+                paho.loop_read()
+                sock = paho.socket()
+                # TLS may hold decrypted bytes the selector cannot see.
+                if not isinstance(sock, ssl.SSLSocket) or sock.pending() <= 0:
+                    break
+        except Exception as exc:  # as aiomqtt: a read error ends the connection
+            if not client._disconnected.done():
+                client._disconnected.set_exception(exc)
+
+    def _received(self, message: aiomqtt.Message) -> None:
+        """A message was queued by aiomqtt (on paho's read, right after its last byte)."""
+        self._held_messages += 1
+        self._held_bytes += len(_payload(message))
+        c = self.counters
+        c.held_bytes = self._held_bytes
+        c.peak_held_bytes = max(c.peak_held_bytes, self._held_bytes)
+        c.peak_in_hand = max(c.peak_in_hand, self._held_messages)
+        if self._held_bytes > self.options.max_inflight_bytes and not self._paused:
+            self.counters.read_pauses += 1
+            log.debug("sink_read_paused", held_bytes=self._held_bytes)
+            self._pause()
+
+    def _pause(self) -> None:
+        """Read nothing more until ``_resume``. Called between two packets, so ``sock_recv``
+        refusing to read leaves paho's parser at a packet boundary."""
+        self._paused = True
+        sock = self._sock
+        if sock is not None and sock.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+
+    def _resume(self, client: aiomqtt.Client, paho: Any) -> None:
+        if self._stop.is_set():
+            return  # stopping: read nothing more
+        self._paused = False
+        sock = self._sock
+        if sock is None or paho.socket() is not sock or sock.fileno() < 0:
+            return  # that connection is gone; the next one starts reading afresh
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sock.fileno(), self._on_readable, client, paho)
+        loop.call_soon(self._on_readable, client, paho)  # bytes already decrypted
+
+    def _queue_type(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """aiomqtt's incoming queue: QoS 1 messages are bounded by the broker's inflight
+        window (they are PUBACKed once stored); QoS 0 ones beyond ``max_qos0_queued``
+        waiting are discarded here, as nothing else bounds them."""
+        sink = self
+        counters = self.counters
+        cap = self.options.max_qos0_queued
+
+        class IncomingQueue(asyncio.Queue[aiomqtt.Message]):
+            qos0 = 0
+
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                sink._incoming = self
+
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                if item.qos == 0:
+                    if self.qos0 >= cap:
+                        counters.qos0_discarded += 1
+                        if counters.qos0_discarded % 1000 == 1:
+                            log.warning(
+                                "qos0_discarded",
+                                topic=item.topic.value,
+                                total=counters.qos0_discarded,
+                            )
+                        return
+                    self.qos0 += 1
+                super().put_nowait(item)
+                sink._received(item)
+
+            def get_nowait(self) -> aiomqtt.Message:
+                item = super().get_nowait()
+                if item.qos == 0:
+                    self.qos0 -= 1
+                return item
+
+        return IncomingQueue
 
     async def _after_commit(self, client: aiomqtt.Client, outcome: _GroupOutcome) -> None:
         now = self._clock.mono_ns()
@@ -750,16 +964,13 @@ class Sink:
         async with self._progress:
             self._progress.notify_all()
         if acks:
-            sent = await asyncio.gather(
-                *(
-                    client.publish(Topics(self._sites[a.gate], a.gate).ack, encode_ack(a), qos=1)
-                    for a in acks
-                ),
-                return_exceptions=True,
-            )
-            failed = [e for e in sent if isinstance(e, BaseException)]
-            if failed:
-                raise failed[0]
+            # Queued at once, not waited for: their PUBACK cannot be read while reading is
+            # paused, and a lost ack only makes the gate resend (stored idempotently).
+            paho = _paho(client)
+            for a in acks:
+                info = paho.publish(Topics(self._sites[a.gate], a.gate).ack, encode_ack(a), 1)
+                if info.rc != 0:
+                    raise aiomqtt.MqttCodeError(info.rc, f"could not send the ack to {a.gate}")
             c.acks += len(acks)
             log.debug("acked", acks=[(a.gate, a.seq, a.resend_from) for a in acks])
 
@@ -885,6 +1096,21 @@ class Sink:
             "dead_letters": c.dead_letters,
             "resend_requests": c.resend_requests,
         }
+
+
+_PAHO_NEEDS = ("manual_ack_set", "ack", "publish", "loop_read", "socket", "_sock_recv")
+
+
+def _paho(client: aiomqtt.Client) -> Any:
+    """The paho client inside aiomqtt (2.x keeps it in ``_client``): aiomqtt has no manual
+    acknowledgement and no way to stop reading (see "reading the socket" in ``Sink``)."""
+    paho = getattr(client, "_client", None)
+    missing = [n for n in _PAHO_NEEDS if not hasattr(paho, n)]
+    if not isinstance(getattr(client, "_disconnected", None), asyncio.Future):
+        missing.append("aiomqtt Client._disconnected")
+    if missing:
+        raise RuntimeError(f"unsupported aiomqtt/paho version: no {', '.join(missing)}")
+    return paho
 
 
 def _payload(message: aiomqtt.Message) -> bytes:

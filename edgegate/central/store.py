@@ -19,6 +19,11 @@ Contract of ``store_batch`` / ``store_batches`` (what the sink builds on):
 - Replaying any batch changes nothing. Malformed input is dead-lettered, never raised, so a
   bad payload cannot crash-loop the sink; ``StoreError`` means the database itself failed
   (nothing of that call was committed; retry later).
+- Dead letters are bounded (``DeadLetterLimits``): a dead letter keeps the payload's size,
+  its SHA-256 and only a prefix of it; each gate keeps its newest ``per_gate`` dead letters
+  (those of no known gate count as one gate) and the oldest beyond that are deleted and
+  tallied in ``dead_letter_drops``. A gate with valid credentials sending junk costs central
+  at most ``per_gate`` x (``payload_prefix`` + reason) bytes.
 - Rows are checked field by field, except ``decode_batch``'s ``DecodedEvents`` (pass
   ``batch.events`` as they are): decoding checked them already, so only what it lets through
   (NUL in text) is looked for. Every hash is recomputed either way.
@@ -37,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import itertools
 import operator
 import re
@@ -77,6 +83,24 @@ _PG_RETRIES = 5  # deadlock / serialisation failures retried before giving up
 
 
 _REVIEW_TYPE = RevokedCredentialAdmission.TYPE
+
+DEAD_PAYLOAD_PREFIX = 4096
+"""Bytes of a dead payload kept by default (and by migration 2 of older rows)."""
+_DEAD_TEXT_MAX = 2000  # characters of a dead letter's source and reason
+_NO_GATE = ""  # dead_letter_drops key of dead letters without a gate (no gate id is empty)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterLimits:
+    """What dead letters may cost: ``payload_prefix`` bytes of each payload are kept (with
+    its size and SHA-256), and the newest ``per_gate`` dead letters of each gate."""
+
+    payload_prefix: int = DEAD_PAYLOAD_PREFIX
+    per_gate: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.payload_prefix < 0 or self.per_gate < 1:
+            raise ValueError("dead letter limits: payload_prefix >= 0, per_gate >= 1")
 
 
 class StoreError(RuntimeError):
@@ -128,7 +152,27 @@ class DeadLetter:
     source: str
     gate: str | None
     payload: bytes
+    """The payload's first ``DeadLetterLimits.payload_prefix`` bytes."""
     reason: str
+    payload_size: int
+    """The whole payload's size in bytes."""
+    payload_sha256: bytes
+    """The whole payload's SHA-256."""
+
+    @property
+    def truncated(self) -> bool:
+        return self.payload_size > len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterDrops:
+    """Dead letters of a gate (None: of no known gate) deleted to keep within the cap."""
+
+    gate: str | None
+    letters: int
+    payload_bytes: int
+    """Their payloads' sizes, summed (as received, not as kept)."""
+    last_dropped_at_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +264,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             FOR EACH ROW EXECUTE FUNCTION edgegate_append_only();
         """,
     ),
+    Migration(
+        2,
+        "bounded dead letters: payload size, SHA-256 and prefix; drops per gate",
+        """
+        ALTER TABLE dead_letters ADD COLUMN payload_size {BIGINT} NOT NULL DEFAULT 0;
+        ALTER TABLE dead_letters ADD COLUMN payload_sha256 {BLOB};
+        CREATE TABLE dead_letter_drops (
+            gate TEXT PRIMARY KEY,
+            letters {BIGINT} NOT NULL,
+            payload_bytes {BIGINT} NOT NULL,
+            last_dropped_at_ns {BIGINT} NOT NULL
+        );
+        """,
+        # Rows written before: hashed and measured whole, then cut to the prefix like new ones.
+        sqlite_extra="UPDATE dead_letters SET payload_size = length(payload),"
+        " payload_sha256 = edgegate_sha256(payload),"
+        f" payload = substr(payload, 1, {DEAD_PAYLOAD_PREFIX});",
+        postgres_extra="UPDATE dead_letters SET payload_size = length(payload),"
+        " payload_sha256 = sha256(payload),"
+        f" payload = substr(payload, 1, {DEAD_PAYLOAD_PREFIX});",
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -260,9 +325,29 @@ _ENSURE_HEAD = (
 )
 _UPDATE_HEAD = "UPDATE gate_heads SET seq = ?, hash = ?, updated_at_ns = ? WHERE gate = ?"
 _INSERT_DEAD = (
-    "INSERT INTO dead_letters (received_at_ns, source, gate, payload, reason)"
-    " VALUES (?, ?, ?, ?, ?) RETURNING id"
+    "INSERT INTO dead_letters"
+    " (received_at_ns, source, gate, payload, payload_size, payload_sha256, reason)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
+# Keep a gate's newest N dead letters (N: the OFFSET): delete from the (N+1)-th newest down.
+_TRIM_DEAD = (
+    "DELETE FROM dead_letters WHERE gate = ? AND id <= ("
+    "SELECT id FROM dead_letters WHERE gate = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+    " RETURNING payload_size"
+)
+_TRIM_DEAD_NO_GATE = (
+    "DELETE FROM dead_letters WHERE gate IS NULL AND id <= ("
+    "SELECT id FROM dead_letters WHERE gate IS NULL ORDER BY id DESC LIMIT 1 OFFSET ?)"
+    " RETURNING payload_size"
+)
+_COUNT_DROPS = (
+    "INSERT INTO dead_letter_drops (gate, letters, payload_bytes, last_dropped_at_ns)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (gate) DO UPDATE SET"
+    " letters = dead_letter_drops.letters + excluded.letters,"
+    " payload_bytes = dead_letter_drops.payload_bytes + excluded.payload_bytes,"
+    " last_dropped_at_ns = excluded.last_dropped_at_ns"
+)
+_DEAD_COLUMNS = "id, received_at_ns, source, gate, payload, reason, payload_size, payload_sha256"
 
 
 # --- input checks --------------------------------------------------------------------------
@@ -460,7 +545,7 @@ def _check_postgres_dsn(dsn: str) -> None:
         raise DsnError(f"postgresql DSN {redact(dsn)!r} is malformed: {exc}") from None
 
 
-def open_store(dsn: str) -> CentralStore:
+def open_store(dsn: str, *, dead_letters: DeadLetterLimits | None = None) -> CentralStore:
     """Open (creating and migrating if needed) the store named by ``dsn``.
 
     Raises ``DsnError`` (a ``ValueError``) for a DSN it cannot use, ``StoreError`` when the
@@ -473,10 +558,10 @@ def open_store(dsn: str) -> CentralStore:
     if not sep or not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
         raise DsnError(f"store DSN {redact(dsn)!r} has no scheme: {_DSN_HELP}")
     if scheme == "sqlite":
-        return SqliteStore(sqlite_path(dsn))
+        return SqliteStore(sqlite_path(dsn), dead_letters=dead_letters)
     if scheme in ("postgresql", "postgres"):
         _check_postgres_dsn(dsn)
-        return PostgresStore(dsn)
+        return PostgresStore(dsn, dead_letters=dead_letters)
     raise DsnError(f"unsupported store DSN scheme {scheme!r}: {_DSN_HELP}")
 
 
@@ -488,8 +573,9 @@ class CentralStore(ABC):
 
     backend: ClassVar[str]
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, dead_letters: DeadLetterLimits | None = None) -> None:
         self.description = description
+        self.dead_letter_limits = dead_letters or DeadLetterLimits()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -694,8 +780,30 @@ class CentralStore(ABC):
         return None
 
     def _dead(self, now: int, source: str, gate: str | None, payload: bytes, reason: str) -> int:
-        rows = self._query(_INSERT_DEAD, (now, source, gate, payload, _clean_text(reason)))
-        return int(rows[0][0])
+        """Keep a bounded dead letter (prefix, size, SHA-256) and trim the gate's to the cap."""
+        lim = self.dead_letter_limits
+        digest = hashlib.sha256(payload).digest()
+        row = (
+            now,
+            source[:_DEAD_TEXT_MAX],
+            gate,
+            payload[: lim.payload_prefix],
+            len(payload),
+            digest,
+            _clean_text(reason)[:_DEAD_TEXT_MAX],
+        )
+        dead_id = int(self._query(_INSERT_DEAD, row)[0][0])
+        # Oldest dropped, not newest refused: what a gate sends now is what an operator must
+        # see; the drops are counted (and a gate can only push out its own dead letters).
+        if gate is None:
+            dropped = self._query(_TRIM_DEAD_NO_GATE, (lim.per_gate,))
+        else:
+            dropped = self._query(_TRIM_DEAD, (gate, gate, lim.per_gate))
+        if dropped:
+            size = sum(int(r[0]) for r in dropped)
+            key = _NO_GATE if gate is None else gate
+            self._exec(_COUNT_DROPS, (key, len(dropped), size, now))
+        return dead_id
 
     def dead_letter(self, source: str, gate: str | None, payload: bytes, reason: str) -> int:
         """Keep a payload that could not be used, with why; return its id. Committed."""
@@ -812,21 +920,40 @@ class CentralStore(ABC):
         return None
 
     def dead_letters(self, gate: str | None = None, *, limit: int = 1000) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters (of ``gate`` if given), by id."""
+        """The oldest ``limit`` dead letters kept (of ``gate`` if given), by id."""
         if gate is None:
-            sql = "SELECT id, received_at_ns, source, gate, payload, reason FROM dead_letters"
+            sql = f"SELECT {_DEAD_COLUMNS} FROM dead_letters ORDER BY id LIMIT ?"
             params: tuple[object, ...] = (limit,)
-            sql += " ORDER BY id LIMIT ?"
         else:
-            sql = (
-                "SELECT id, received_at_ns, source, gate, payload, reason FROM dead_letters"
-                " WHERE gate = ? ORDER BY id LIMIT ?"
-            )
+            sql = f"SELECT {_DEAD_COLUMNS} FROM dead_letters WHERE gate = ? ORDER BY id LIMIT ?"
             params = (gate, limit)
         rows = self._run(lambda: self._query(sql, params), write=False)
         return [
-            DeadLetter(int(i), int(at), str(src), None if g is None else str(g), bytes(p), str(r))
-            for i, at, src, g, p, r in rows
+            DeadLetter(
+                int(i),
+                int(at),
+                str(src),
+                None if g is None else str(g),
+                bytes(p),
+                str(r),
+                int(size),
+                bytes(digest),
+            )
+            for i, at, src, g, p, r, size, digest in rows
+        ]
+
+    def dead_letter_drops(self) -> list[DeadLetterDrops]:
+        """Per gate (None: no known gate), the dead letters deleted to keep within the cap."""
+        rows = self._run(
+            lambda: self._query(
+                "SELECT gate, letters, payload_bytes, last_dropped_at_ns FROM dead_letter_drops"
+                " ORDER BY gate"
+            ),
+            write=False,
+        )
+        return [
+            DeadLetterDrops(None if g == _NO_GATE else str(g), int(n), int(b), int(at))
+            for g, n, b, at in rows
         ]
 
     def admission_reviews(self, gate: str | None = None) -> list[AdmissionReview]:
@@ -873,6 +1000,11 @@ class CentralStore(ABC):
 _SQLITE_CHUNK = 128  # most rows per INSERT statement (a power of two, see _sqlite_insert)
 
 
+def _sha256(value: bytes | None) -> bytes | None:
+    """SQL ``edgegate_sha256(blob)`` for the SQLite migration (SQLite has no SHA-256)."""
+    return None if value is None else hashlib.sha256(value).digest()
+
+
 def _sqlite_chunk(variable_limit: int) -> int:
     """Most rows per INSERT under SQLite's parameter limit (32766 since 3.32, 999 before)."""
     n = _SQLITE_CHUNK
@@ -912,8 +1044,8 @@ class SqliteStore(CentralStore):
 
     backend = "sqlite"
 
-    def __init__(self, path: str) -> None:
-        super().__init__(f"sqlite:///{path}")
+    def __init__(self, path: str, *, dead_letters: DeadLetterLimits | None = None) -> None:
+        super().__init__(f"sqlite:///{path}", dead_letters)
         self.path = path
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -922,6 +1054,7 @@ class SqliteStore(CentralStore):
         self._conn = conn
         try:
             conn.execute("PRAGMA busy_timeout = 30000")
+            conn.create_function("edgegate_sha256", 1, _sha256, deterministic=True)
             # Only takes effect on a new, empty file (before WAL mode is set): 8 KiB pages
             # hold more ~330-byte events per page than 4 KiB (fewer splits, ~3% fewer
             # instructions per stored event).
@@ -1064,8 +1197,8 @@ class PostgresStore(CentralStore):
 
     backend = "postgresql"
 
-    def __init__(self, dsn: str) -> None:
-        super().__init__(redact(dsn))
+    def __init__(self, dsn: str, *, dead_letters: DeadLetterLimits | None = None) -> None:
+        super().__init__(redact(dsn), dead_letters)
         self._dsn = dsn
         self._sql_cache: dict[str, str] = {}
         self._conn = self._connect()

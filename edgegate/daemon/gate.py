@@ -212,7 +212,7 @@ class Gate:
             return
         from edgegate.sync.downlink import Downlink, LanesControl
         from edgegate.sync.protocol import SnapshotRequest, encode_request
-        from edgegate.sync.pull_api import PullApiServer
+        from edgegate.sync.pull_api import HttpLimits, PullApiServer
         from edgegate.sync.signing import KeyLoadError, load_public_key
         from edgegate.sync.uplink import Uplink, UplinkOptions
 
@@ -260,7 +260,15 @@ class Gate:
             try:
                 token_path = config.resolve_path(sync.pull_api.token_file)
                 token = (await asyncio.to_thread(token_path.read_text)).strip()
-                server = PullApiServer(elog.path, config.gate.id, host, port, token)
+                pa = sync.pull_api
+                limits = HttpLimits(
+                    header_timeout=pa.header_timeout.total_seconds(),
+                    max_connections=pa.max_connections,
+                    max_pending_per_peer=pa.max_pending_per_peer,
+                    max_auth_failures=pa.max_auth_failures,
+                    auth_pause=pa.auth_pause.total_seconds(),
+                )
+                server = PullApiServer(elog.path, config.gate.id, host, port, token, limits=limits)
                 await server.start()
             except (OSError, ValueError) as exc:
                 log.error("pull_api_disabled", key="sync.pull_api", problem=str(exc))

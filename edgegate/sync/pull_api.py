@@ -24,8 +24,20 @@ the log was read, ``X-Edgegate-Head`` (its last seq, read in the same snapshot a
 Errors are JSON ``{"error": "..."}`` naming what is wrong: 400 bad request or parameter,
 401 missing or wrong token (with ``WWW-Authenticate: Bearer``), 404 unknown path, 405 not
 GET, 406 no acceptable encoding, 408 request head too slow, 413 a request body,
-414 request line too long, 431 header section too large, 500 the log could not be read,
-503 too many connections, 505 not HTTP/1.x.
+414 request line too long, 429 too many bad tokens from this address (with ``Retry-After``),
+431 header section too large, 500 the log could not be read, 503 too many connections,
+505 not HTTP/1.x.
+
+Lock-out resistance. The token is checked before the path and method, so a client without
+it learns nothing about paths; a 401 closes the connection, so only a client holding the
+token keeps a connection alive. A request head must arrive within ``header_timeout`` of
+the connection opening. Connections that have not yet made an authenticated request are
+capped per peer address (``max_pending_per_peer``), so a few hosts holding half-open
+connections cannot fill the server; connections that have authenticated are not counted
+against that cap, so a puller behind the same address keeps its kept-alive connection.
+After ``max_auth_failures`` 401s from one address within ``auth_window``, that address
+gets 429 on every new connection, unread, for ``auth_pause``: the pause is per address,
+so a client sharing an address with an attacker (NAT) is paused with it.
 
 The log is read through its own read-only connection on one worker thread; the log is WAL,
 so reading never blocks the gate's writer.
@@ -51,6 +63,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+from edgegate.clock import SystemClock
+from edgegate.core.clock import Clock
 from edgegate.log.chain import Row
 from edgegate.log.eventlog import GateMismatchError, LogError, connect, read_head
 from edgegate.log.reader import ROW_COLUMNS
@@ -96,12 +110,23 @@ class HttpLimits:
     max_header_bytes: int = 16384
     """The whole header section after the request line."""
     max_headers: int = 64
-    header_timeout: float = 10.0
-    """To receive a request's head (a slow client cannot hold a connection open)."""
+    header_timeout: float = 5.0
+    """To receive the first request's head from the connection's opening, whatever trickles
+    in meanwhile (a slowloris cannot hold a connection open)."""
     idle_timeout: float = 15.0
-    """Between requests on a kept-alive connection."""
+    """Until the next request's head is in, on a kept-alive connection (which has shown
+    the token: a 401 closes the connection)."""
     write_timeout: float = 60.0
     max_connections: int = 32
+    max_pending_per_peer: int = 8
+    """Connections from one address that have not (yet) made an authenticated request."""
+    max_auth_failures: int = 10
+    """401s from one address within ``auth_window`` that start its pause."""
+    auth_window: float = 60.0
+    auth_pause: float = 60.0
+    """How long an address that sent too many bad tokens gets 429 on every connection."""
+    max_tracked_peers: int = 4096
+    """Addresses whose 401s are remembered (the oldest are forgotten first)."""
     max_requests_per_connection: int = 1000
     max_limit: int = MAX_LIMIT
     default_limit: int = DEFAULT_LIMIT
@@ -114,6 +139,56 @@ class HttpLimits:
     def __post_init__(self) -> None:
         if not 1 <= self.default_limit <= self.max_limit <= MAX_BATCH_EVENTS:
             raise ValueError(f"limits: need 1 <= default_limit <= max_limit <= {MAX_BATCH_EVENTS}")
+        counts = ("max_connections", "max_pending_per_peer", "max_auth_failures")
+        for name in (*counts, "max_tracked_peers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"limits: {name} must be >= 1")
+        for name in ("header_timeout", "idle_timeout", "auth_window", "auth_pause"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"limits: {name} must be > 0")
+
+
+class AuthThrottle:
+    """Counts 401s per peer address and pauses an address that sends too many.
+
+    ``failed(peer)`` after each 401: True when it starts the peer's pause (``max_failures``
+    within ``window`` seconds). ``paused(peer)`` gives the seconds of pause left (0: none).
+    At most ``max_peers`` addresses are remembered; the least recently failed is forgotten
+    first, so a spray of addresses costs bounded memory (and forgets, not pauses, the rest).
+    """
+
+    def __init__(
+        self, max_failures: int, window: float, pause: float, clock: Clock, max_peers: int
+    ) -> None:
+        self._max = max_failures
+        self._window_ns = int(window * 1e9)
+        self._pause_ns = int(pause * 1e9)
+        self._clock = clock
+        self._max_peers = max_peers
+        # peer -> (failures, first failure of the window, paused until); insertion order is
+        # the order of the last failure.
+        self._peers: dict[str, tuple[int, int, int]] = {}
+
+    def paused(self, peer: str) -> float:
+        entry = self._peers.get(peer)
+        if entry is None:
+            return 0.0
+        left = entry[2] - self._clock.mono_ns()
+        return left / 1e9 if left > 0 else 0.0
+
+    def failed(self, peer: str) -> bool:
+        now = self._clock.mono_ns()
+        count, since, until = self._peers.pop(peer, (0, now, 0))
+        if now - since > self._window_ns:
+            count, since = 0, now
+        count += 1
+        started = False
+        if count >= self._max and until <= now:
+            until, count, since, started = now + self._pause_ns, 0, now, True
+        self._peers[peer] = (count, since, until)
+        while len(self._peers) > self._max_peers:
+            del self._peers[next(iter(self._peers))]
+        return started
 
 
 class _HttpError(Exception):
@@ -136,6 +211,16 @@ class _HttpError(Exception):
 
 class _Eof(Exception):
     """The client went away (cleanly between requests, or mid-request)."""
+
+
+@dataclass(slots=True)
+class _Connection:
+    peer: str
+    """``host:port``, for logs."""
+    host: str
+    """The peer address, which caps and throttles count by."""
+    pending: bool = True
+    """No authenticated request yet: counted in its peer's ``max_pending_per_peer``."""
 
 
 @dataclass(slots=True)
@@ -320,6 +405,7 @@ class PullApiServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         limits: HttpLimits | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.log_path = Path(log_path)
         self.gate_id = check_id(gate_id, "gate id")
@@ -333,6 +419,17 @@ class PullApiServer:
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._admitted = 0
+        self._pending: dict[str, int] = {}
+        """Per peer address: admitted connections with no authenticated request yet."""
+        lim = self.limits
+        self._throttle = AuthThrottle(
+            lim.max_auth_failures,
+            lim.auth_window,
+            lim.auth_pause,
+            clock if clock is not None else SystemClock(),
+            lim.max_tracked_peers,
+        )
 
     def __repr__(self) -> str:  # never shows the token
         return f"PullApiServer(gate={self.gate_id!r}, {self.host}:{self.port})"
@@ -472,7 +569,7 @@ class PullApiServer:
         self._tasks.add(task)
         peer = _peer(writer)
         try:
-            linger = await self._serve(reader, writer, peer)
+            linger = await self._admit(reader, writer, peer)
             await self._shut(reader, writer, linger)
         except asyncio.CancelledError:
             writer.close()
@@ -486,16 +583,57 @@ class PullApiServer:
         finally:
             self._tasks.discard(task)
 
-    async def _serve(
+    async def _admit(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> bool:
+        """Refuse the connection unread (paused peer, too many connections) or serve it."""
+        lim = self.limits
+        host = _host(writer)
+        refusal: _HttpError | None = None
+        if self._closing:
+            refusal = _HttpError(503, "shutting down")
+        elif (pause := self._throttle.paused(host)) > 0:
+            refusal = _HttpError(
+                429,
+                "too many bad tokens from this address",
+                headers=[("Retry-After", str(max(1, round(pause))))],
+            )
+        elif self._admitted >= lim.max_connections:
+            refusal = _HttpError(503, "too many connections", headers=[("Retry-After", "1")])
+        elif self._pending.get(host, 0) >= lim.max_pending_per_peer:
+            refusal = _HttpError(
+                503,
+                "too many unauthenticated connections from this address",
+                headers=[("Retry-After", "1")],
+            )
+        if refusal is not None:
+            # Logged at debug only: a flood of refused connections must not flood the log.
+            log.debug("pull_api_refused", peer=peer, status=refusal.status, error=refusal.message)
+            await self._send(writer, _error(refusal), keep_alive=False)
+            return True
+        self._admitted += 1
+        self._pending[host] = self._pending.get(host, 0) + 1
+        conn = _Connection(peer, host)
+        try:
+            return await self._serve(reader, writer, conn)
+        finally:
+            self._admitted -= 1
+            if conn.pending:
+                self._unpend(host)
+
+    def _unpend(self, host: str) -> None:
+        n = self._pending.get(host, 0) - 1
+        if n > 0:
+            self._pending[host] = n
+        else:
+            self._pending.pop(host, None)
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Connection
     ) -> bool:
         """Answer requests until the connection should close; True to linger before."""
         lim = self.limits
-        if len(self._tasks) > lim.max_connections or self._closing:
-            busy = _HttpError(503, "too many connections", headers=[("Retry-After", "1")])
-            await self._send(writer, _error(busy), keep_alive=False)
-            self._log(None, None, _error(busy), peer, 0.0)
-            return True
+        peer = conn.peer
         served = 0
         while True:
             timeout = lim.header_timeout if served == 0 else lim.idle_timeout
@@ -520,6 +658,17 @@ class PullApiServer:
                 response = await self._answer(request)
             except _HttpError as exc:
                 response = _error(exc)
+            if response.status == 401:
+                if self._throttle.failed(conn.host):
+                    log.warning(
+                        "pull_api_peer_paused",
+                        peer=conn.host,
+                        failures=lim.max_auth_failures,
+                        pause_s=lim.auth_pause,
+                    )
+            elif conn.pending:
+                conn.pending = False  # shown the token: no longer counted against its peer
+                self._unpend(conn.host)
             keep = (
                 request.keep_alive
                 and not response.close
@@ -655,6 +804,8 @@ class PullApiServer:
     # -- answering ----------------------------------------------------------------------
 
     async def _answer(self, request: _Request) -> _Response:
+        # The token first: without it, a client learns nothing about paths or methods.
+        self._authorize(request)
         target = request.target
         if target.startswith("/"):
             path, _, query = target.partition("?")
@@ -672,7 +823,6 @@ class PullApiServer:
                 f"method {request.method} not allowed: GET only",
                 headers=[("Allow", "GET")],
             )
-        self._authorize(request)
         gate = [(GATE_HEADER, self.gate_id)]
         try:
             if path == HEAD_PATH:
@@ -682,17 +832,25 @@ class PullApiServer:
             return _error(exc, gate)
 
     def _authorize(self, request: _Request) -> None:
+        # Every 401 closes the connection: only a client holding the token keeps one open.
         challenge = 'Bearer realm="edgegate"'
         values = request.headers.get("authorization", [])
         if not values:
-            raise _HttpError(401, "missing bearer token", headers=[("WWW-Authenticate", challenge)])
+            raise _HttpError(
+                401,
+                "missing bearer token",
+                headers=[("WWW-Authenticate", challenge)],
+                close=True,
+            )
         scheme, _, given = values[0].partition(" ")
         bad = [("WWW-Authenticate", f'{challenge}, error="invalid_token"')]
         if len(values) > 1 or scheme.lower() != "bearer":
-            raise _HttpError(401, "expected one 'Authorization: Bearer <token>'", headers=bad)
+            raise _HttpError(
+                401, "expected one 'Authorization: Bearer <token>'", headers=bad, close=True
+            )
         # Constant time: the comparison reveals nothing about how much of a guess matched.
         if not hmac.compare_digest(given.strip().encode("latin-1"), self._token):
-            raise _HttpError(401, "wrong bearer token", headers=bad)
+            raise _HttpError(401, "wrong bearer token", headers=bad, close=True)
 
     def _negotiate(self, request: _Request, offers: Sequence[str]) -> str:
         values = request.headers.get("accept")
@@ -788,6 +946,13 @@ async def _discard(reader: asyncio.StreamReader) -> None:
             if not chunk:
                 return
             left -= len(chunk)
+
+
+def _host(writer: asyncio.StreamWriter) -> str:
+    info = writer.get_extra_info("peername")
+    if isinstance(info, tuple) and info:
+        return str(info[0])
+    return str(info)
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
