@@ -370,6 +370,32 @@ def test_config_hash_ignores_formatting(tmp_path: Path) -> None:
     assert moved.log_file == tmp_path / "a" / "gate.db"
 
 
+# config_hash is logged in every daemon.started event and compared across versions: the
+# same file must keep its hash. Copies of config/*.toml as they were when these were computed
+# (so editing an example does not move the target), hashed by the code of that time.
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden" / "config_hash"
+GOLDEN_HASHES = {
+    "demo.toml": "60632df224352cb090d95ee580ad4165bbf11134b4ab0497301decab8de755f1",
+    "fengxiang-road.toml": "72ed6a5dc072d2ed5347f5defb986d4f9089fe0e66fb91bcbea09f862e65cf38",
+    "gate-with-sync.toml": "a796f58b135ea60831fba42a193305b85a673dbf6fb1e5fc89fe7d041c3dd103",
+    "juren-chemical-west.toml": "ba3da83f7f796e52d5f468b4a7bccbb9a037ce4a777675a043283e2f8f807d38",
+    "liyuan-road-west.toml": "8a33d735f86a2c9a84eee8b13826c377083459576b9c60d1c919be272979b34a",
+    "petrochemical-avenue-east.toml": (
+        "e33462bf4136bbe742ae0056f05997f7f77dc35316de9ec042ac779085f5b43d"
+    ),
+    "simulated-gate.toml": "889f08a9dae903613e7833cbf23314b3b7e32578c992451f5cefab409721ce9c",
+}
+
+
+def test_golden_copies_are_all_pinned() -> None:
+    assert sorted(p.name for p in GOLDEN_DIR.glob("*.toml")) == sorted(GOLDEN_HASHES)
+
+
+@pytest.mark.parametrize(("name", "digest"), sorted(GOLDEN_HASHES.items()))
+def test_config_hash_is_stable(name: str, digest: str) -> None:
+    assert load_config(GOLDEN_DIR / name).config_hash() == digest
+
+
 @pytest.mark.parametrize(
     "change",
     [
