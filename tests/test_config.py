@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import socket
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -33,9 +30,16 @@ from edgegate.core.rules import (
     GateRules,
     StaleAction,
 )
+from tests.config_cases import (
+    CONFIG_DIR,
+    Case,
+    assert_distinct,
+    assert_reported,
+    edited,
+    params,
+)
 from tests.config_cli import Runner, log_events, problem_lines
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 EXAMPLES = sorted(CONFIG_DIR.glob("*.toml"))
 C = VehicleCategory
 
@@ -138,23 +142,7 @@ timezone = "Asia/Shanghai"
 
 def variant(*replacements: tuple[str, str], append: str = "") -> str:
     """BASE with exact replacements; fails if a replaced text is not in BASE."""
-    text = BASE
-    for old, new in replacements:
-        assert text.count(old) == 1, f"{old!r} must occur once in BASE"
-        text = text.replace(old, new)
-    return text + append
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # main() points structlog and the root logger at this test's captured stderr.
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    return edited(BASE, *replacements, append=append)
 
 
 # ------------------------------------------------------------------------------- examples
@@ -460,8 +448,7 @@ def test_check_config_opens_no_device_and_not_the_log(
 # ------------------------------------------------------------------------ invalid configs
 
 EMERGENCY = (('kind = "comprehensive"', 'kind = "emergency"'),)
-INVALID: list[tuple[str, str, str, str]] = [
-    # (id, file text, key path, message fragment)
+INVALID: list[Case] = [
     (
         "toml-syntax",
         variant(('name = "Test gate"', 'name = "Test gate')),
@@ -790,33 +777,15 @@ INVALID: list[tuple[str, str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "key", "fragment"),
-    [pytest.param(text, key, fragment, id=name) for name, text, key, fragment in INVALID],
-)
+@pytest.mark.parametrize(("text", "key", "fragment"), params(INVALID))
 def test_invalid_configuration(
     text: str, key: str, fragment: str, tmp_path: Path, run_cli: Runner
 ) -> None:
-    path = tmp_path / "gate.toml"
-    path.write_text(text, encoding="utf-8")
-    code, out, err = run_cli(path)
-    assert code == 2
-    assert out == ""
-    where = key or str(path)
-    lines = problem_lines(err)
-    assert any(line.startswith(f"{where}: ") and fragment in line for line in lines), lines
-    [event] = log_events(err)
-    assert event["event"] == "config_invalid"
-    assert event["level"] == "error"
-    assert any(fragment in problem for problem in event["problems"])
-    # The API reports the same problem with the same key path.
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    assert any(k == key and fragment in m for k, m in caught.value.problems)
+    assert_reported(tmp_path / "gate.toml", text, key, fragment, run_cli)
 
 
 def test_invalid_kinds_are_many() -> None:
-    assert len({name for name, *_ in INVALID}) == len(INVALID) >= 18
+    assert_distinct(INVALID, at_least=18)
 
 
 def test_missing_file(tmp_path: Path, run_cli: Runner) -> None:
