@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from edgegate.cli.main import main
 
@@ -15,7 +17,7 @@ Runner = Callable[[Path], tuple[int, str, str]]
 
 
 @pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Runner]:
     """Run ``edgegate check-config PATH``; returns (exit code, stdout, stderr)."""
 
     def run(path: Path) -> tuple[int, str, str]:
@@ -23,7 +25,14 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Runner:
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
-    return run
+    # main() points structlog and the root logger at this test's captured stderr.
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield run
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def problem_lines(err: str) -> list[str]:

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from edgegate.config import (
-    BrokerAddress,
-    ConfigError,
-    load_config,
-    parse_byte_size,
-    parse_config,
+from edgegate.config import BrokerAddress, load_config, parse_byte_size, parse_config
+from tests.config_cases import (
+    CONFIG_DIR,
+    Case,
+    assert_distinct,
+    assert_reported,
+    edited,
+    params,
 )
-from tests.config_cli import Runner, log_events, problem_lines
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+from tests.config_cli import Runner, problem_lines
 
 BASE = """\
 [gate]
@@ -54,11 +54,7 @@ central_public_key = "central.pub"
 
 def with_sync(*edits: tuple[str, str], append: str = "") -> str:
     """BASE with SYNC, each ``(old, new)`` replaced once, ``append`` added at the end."""
-    text = BASE + SYNC
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    return text + append
+    return edited(BASE + SYNC, *edits, append=append)
 
 
 # ------------------------------------------------------------------------------ valid
@@ -201,8 +197,7 @@ def test_parse_byte_size_rejects(value: object) -> None:
 
 # ------------------------------------------------------------------------------ invalid
 
-INVALID: list[tuple[str, str, str, str]] = [
-    # (id, file text, key path, message fragment)
+INVALID: list[Case] = [
     (
         "missing-broker",
         with_sync(('broker = "mqtts://127.0.0.1:8883"\n', "")),
@@ -350,30 +345,15 @@ INVALID: list[tuple[str, str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "key", "fragment"),
-    [pytest.param(text, key, fragment, id=name) for name, text, key, fragment in INVALID],
-)
+@pytest.mark.parametrize(("text", "key", "fragment"), params(INVALID))
 def test_invalid_sync_section(
     text: str, key: str, fragment: str, tmp_path: Path, run_cli: Runner
 ) -> None:
-    path = tmp_path / "gate.toml"
-    path.write_text(text, encoding="utf-8")
-    code, out, err = run_cli(path)
-    assert code == 2
-    assert out == ""
-    lines = problem_lines(err)
-    assert any(line.startswith(f"{key}: ") and fragment in line for line in lines), lines
-    [event] = log_events(err)
-    assert event["event"] == "config_invalid"
-    assert any(fragment in problem for problem in event["problems"])
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    assert any(k == key and fragment in m for k, m in caught.value.problems)
+    assert_reported(tmp_path / "gate.toml", text, key, fragment, run_cli)
 
 
 def test_invalid_kinds_are_many() -> None:
-    assert len({name for name, *_ in INVALID}) == len(INVALID) >= 20
+    assert_distinct(INVALID, at_least=20)
 
 
 def test_sync_problems_are_reported_with_the_others(tmp_path: Path, run_cli: Runner) -> None:
