@@ -736,6 +736,16 @@ class PullApiSettings(_Model):
 
     listen: ListenAddress = "127.0.0.1:8480"
     token_file: FilePath  # the bearer token, one line
+    # HTTPS: the gate's certificate (PEM, with any intermediates) and its key; both or
+    # neither. Without them the API is plain HTTP and the token crosses the network in clear.
+    tls_cert_file: FilePath | None = None
+    tls_key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both")
+        return self
 
     @property
     def address(self) -> tuple[str, int]:
@@ -789,6 +799,9 @@ class SyncSettings(_Model):
         out["sync.central_public_key"] = self.central_public_key
         if self.pull_api is not None:
             out["sync.pull_api.token_file"] = self.pull_api.token_file
+            for key in ("tls_cert_file", "tls_key_file"):
+                if (value := getattr(self.pull_api, key)) is not None:
+                    out[f"sync.pull_api.{key}"] = value
         return out
 
 
