@@ -210,7 +210,7 @@ VALID_CREDENTIAL: dict[VehicleCategory, tuple[str, Callable[[], Credential]]] = 
     C.EMERGENCY: ("registration-valid", lambda: registration("valid", C.EMERGENCY)),
 }
 
-# (kind, category, entry verdict, exit verdict), straight from DESIGN §1.
+# (kind, category, entry verdict, exit verdict), straight from docs/design.md §1.
 ADMISSION_TABLE = [
     (GateKind.COMPREHENSIVE, C.HAZMAT, ALLOW, ALLOW),
     (GateKind.COMPREHENSIVE, C.HAZWASTE, ALLOW, ALLOW),

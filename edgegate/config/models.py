@@ -8,7 +8,7 @@ import enum
 import typing
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -20,6 +20,7 @@ from pydantic import (
     StrictStr,
     TypeAdapter,
     field_validator,
+    model_validator,
 )
 
 from edgegate.config.fields import (
@@ -359,6 +360,16 @@ class PullApiSettings(_Model):
     max_pending_per_peer: Annotated[StrictInt, Field(ge=1, le=1024)] = 8
     max_auth_failures: Annotated[StrictInt, Field(ge=1, le=1000)] = 10
     auth_pause: Annotated[Duration, _bounds("1s", "24h")] = timedelta(seconds=60)
+    # HTTPS: the gate's certificate (PEM, with any intermediates) and its key; both or
+    # neither. Without them the API is plain HTTP and the token crosses the network in clear.
+    tls_cert_file: FilePath | None = None
+    tls_key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both")
+        return self
 
     @property
     def address(self) -> tuple[str, int]:
@@ -412,4 +423,7 @@ class SyncSettings(_Model):
         out["sync.central_public_key"] = self.central_public_key
         if self.pull_api is not None:
             out["sync.pull_api.token_file"] = self.pull_api.token_file
+            for key in ("tls_cert_file", "tls_key_file"):
+                if (value := getattr(self.pull_api, key)) is not None:
+                    out[f"sync.pull_api.{key}"] = value
         return out

@@ -3,7 +3,7 @@
 Each event class has a stable ``TYPE`` name and a schema ``VERSION``. Events are stored as a
 msgpack map of their fields (``lane`` is a column of its own). When a class's fields change,
 its version is bumped and an upcaster turns the stored map of the old version into the map of
-the next, so old logs stay readable forever (DESIGN §4).
+the next, so old logs stay readable forever (docs/design.md §4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The lane: a pure state machine driven by inputs and a clock that tests control (DESIGN §2).
+"""The lane: a pure state machine driven by inputs and a clock that tests control
+(docs/design.md §2).
 
 The shell feeds it loop and barrier inputs from the PLC, decisions on plate reads, operator
 actions, incident mode and PLC availability, plus ``tick(now)`` at ``next_deadline()``; each

@@ -39,7 +39,7 @@ def _separators() -> dict[int, None]:
 _SEPARATORS = _separators()
 _SERIAL_FIX = str.maketrans("IO", "10")
 
-# Characters a plate OCR confuses with each other (DESIGN §1).
+# Characters a plate OCR confuses with each other (docs/design.md §1).
 CONFUSABLE_GROUPS: tuple[str, ...] = ("0DQ", "8B", "2Z", "5S", "6G", "1I")
 _CONFUSABLE: dict[str, str] = {}
 for _group in CONFUSABLE_GROUPS:

@@ -1,6 +1,6 @@
 """The access policy: what a gate decides for one plate read. Pure: no I/O, no clock reads.
 
-Entries follow DESIGN §1 in order of precedence:
+Entries follow docs/design.md §1 in order of precedence:
 
 1. an active blacklist entry refuses;
 2. the gate's ``admits[direction]`` must hold the vehicle's category (and so must

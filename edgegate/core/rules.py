@@ -12,7 +12,7 @@ from edgegate.core.domain import Direction, GateKind, VehicleCategory
 
 C = VehicleCategory
 
-#: The most a gate of each kind may ever admit, per direction (DESIGN §1). A gate's
+#: The most a gate of each kind may ever admit, per direction (docs/design.md §1). A gate's
 #: configuration may narrow this (a park lets hazmat in through gates 1-3 only) but never widen.
 KIND_ADMITS: Mapping[GateKind, Mapping[Direction, frozenset[VehicleCategory]]] = MappingProxyType(
     {

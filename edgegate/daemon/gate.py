@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -268,13 +269,23 @@ class Gate:
                     max_auth_failures=pa.max_auth_failures,
                     auth_pause=pa.auth_pause.total_seconds(),
                 )
-                server = PullApiServer(elog.path, config.gate.id, host, port, token, limits=limits)
+                tls = None
+                if pa.tls_cert_file is not None and pa.tls_key_file is not None:
+                    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                    await asyncio.to_thread(
+                        tls.load_cert_chain,
+                        config.resolve_path(pa.tls_cert_file),
+                        config.resolve_path(pa.tls_key_file),
+                    )
+                server = PullApiServer(
+                    elog.path, config.gate.id, host, port, token, limits=limits, ssl_context=tls
+                )
                 await server.start()
             except (OSError, ValueError) as exc:
                 log.error("pull_api_disabled", key="sync.pull_api", problem=str(exc))
             else:
                 self.pull_api = server
-                log.info("pull_api_listening", host=host, port=server.port)
+                log.info("pull_api_listening", host=host, port=server.port, tls=tls is not None)
 
     # --- building -------------------------------------------------------------------------
 

@@ -53,7 +53,8 @@ __all__ = [
     "TcpLine",
 ]
 
-#: No reconnect waits longer than this, whatever is configured (DESIGN §6: recover by itself).
+#: No reconnect waits longer than this, whatever is configured (docs/design.md §6: recover
+#: by itself).
 MAX_BACKOFF_S = 5.0
 
 FC_READ_COILS = 0x01
