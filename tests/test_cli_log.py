@@ -171,7 +171,7 @@ def test_tail_follow_prints_new_events(tmp_path: Path) -> None:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
         assert first["seq"] == 1
-        time.sleep(0.1)
+        time.sleep(0.1)  # pacing: the next event comes while the follower polls (0.05 s)
         asyncio.run(_append(db, ev.DaemonStopped(reason=ev.StopReason.REQUESTED)))
         second = json.loads(proc.stdout.readline())
         assert second["seq"] == 2

@@ -18,6 +18,7 @@ from edgegate.log import EventLog, GateMismatchError, LogClosedError, LogReader,
 from edgegate.log.eventlog import _chunk_sizes, _insert_rows, connect
 from edgegate.log.schema import LATEST, SchemaError, migrate
 from tests.event_samples import all_samples
+from tests.eventually import eventually
 
 
 def _loop_event(i: int) -> ev.LoopChanged:
@@ -396,11 +397,9 @@ async def test_committed_events_reach_the_database_file_while_the_log_is_open(
     async with await EventLog.open(path, gate_id="g") as log:
         before = path.stat().st_size
         await asyncio.gather(*(log.submit(_loop_event(i)) for i in range(3_000)))
-        for _ in range(500):
-            if path.stat().st_size > before + 100_000:
-                break
-            await asyncio.sleep(0.01)
-        assert path.stat().st_size > before + 100_000
+        await eventually(
+            lambda: path.stat().st_size > before + 100_000, "the WAL checkpointed into the file"
+        )
         with LogReader(path) as reader:
             assert reader.head()[0] == 3_000
 

@@ -34,6 +34,7 @@ from edgegate.log.reader import LogReader
 from edgegate.sync.protocol import decode_batch
 from edgegate.sync.pull_api import HttpLimits, PullApiServer, decode_ndjson, negotiate
 from tests.event_samples import all_samples
+from tests.eventually import eventually
 from tests.services.mosquitto import make_pki
 
 GATE = "gate-a"
@@ -451,7 +452,7 @@ async def test_connections_beyond_the_cap_get_503(gate_log: EventLog, tmp_path: 
     async with PullApiServer(tmp_path / "gate.db", GATE, HOST, 0, TOKEN, limits=limits) as srv:
         _, writer = await asyncio.open_connection(HOST, srv.port)
         try:
-            await asyncio.sleep(0.05)  # the idle connection is accepted
+            await eventually(lambda: len(srv._tasks) == 1, "the idle connection accepted")
             response = await raw(srv, _request())
             assert _status(response) == 503
         finally:
@@ -465,7 +466,7 @@ async def test_aclose_ends_idle_connections(gate_log: EventLog, tmp_path: Path) 
     reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(b"GET /v1/head HTTP/1.1\r\n")  # half a request, then silence
     await writer.drain()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(srv._tasks) == 1, "the idle connection accepted")
     await asyncio.wait_for(srv.aclose(), 5)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
@@ -564,10 +565,9 @@ async def test_follow_picks_up_new_events_until_stopped(
     try:
         await _append(gate_log, 5)
         target = gate_log.head[0]
-        for _ in range(200):
-            if sqlite_store.head(GATE)[0] == target:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: sqlite_store.head(GATE)[0] == target, "the new events pulled", within=10.0
+        )
         assert sqlite_store.head(GATE) == gate_log.head
     finally:
         stop.set()
@@ -596,17 +596,12 @@ async def test_follow_retries_while_the_gate_is_unreachable(
         )
     )
     try:
-        for _ in range(100):
-            if notices:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: bool(notices), "a notice while the gate is unreachable")
         assert "retrying" in notices[0]
         async with PullApiServer(tmp_path / "gate.db", GATE, HOST, port, TOKEN):
-            for _ in range(200):
-                if sqlite_store.head(GATE) == gate_log.head:
-                    break
-                await asyncio.sleep(0.05)
-        assert sqlite_store.head(GATE) == gate_log.head
+            await eventually(
+                lambda: sqlite_store.head(GATE) == gate_log.head, "the log pulled", within=10.0
+            )
     finally:
         stop.set()
         await asyncio.wait_for(follower, 10)
