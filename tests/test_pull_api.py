@@ -33,9 +33,9 @@ from edgegate.log.eventlog import GateMismatchError, LogError
 from edgegate.log.reader import LogReader
 from edgegate.sync.protocol import decode_batch
 from edgegate.sync.pull_api import HttpLimits, PullApiServer, decode_ndjson, negotiate
+from tests.certs import make_pki
 from tests.event_samples import all_samples
 from tests.eventually import eventually
-from tests.services.mosquitto import make_pki
 
 GATE = "gate-a"
 TOKEN = "s3cret-Token_0123456789abcdef"
