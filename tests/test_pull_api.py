@@ -36,6 +36,7 @@ from edgegate.sync.pull_api import HttpLimits, PullApiServer, decode_ndjson, neg
 from tests.certs import make_pki
 from tests.event_samples import all_samples
 from tests.eventually import eventually
+from tests.tamper import tamper
 
 GATE = "gate-a"
 TOKEN = "s3cret-Token_0123456789abcdef"
@@ -150,15 +151,6 @@ def _request(target: str = "/v1/head", *extra: str) -> bytes:
         *extra,
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _tamper(path: Path, sql: str, *params: object) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("DROP TRIGGER events_no_delete")
-    conn.execute(sql, params)
-    conn.commit()
-    conn.close()
 
 
 async def _closed_log(path: Path, n: int) -> None:
@@ -635,9 +627,9 @@ async def test_a_tampered_row_is_dead_lettered_and_reported(
         data = bytearray(conn.execute("SELECT data FROM events WHERE seq = 6").fetchone()[0])
         conn.close()
         data[len(data) // 2] ^= 0x01
-        _tamper(log_path, "UPDATE events SET data = ? WHERE seq = 6", bytes(data))
+        tamper(log_path, "UPDATE events SET data = ? WHERE seq = 6", bytes(data))
     else:  # ``||`` stores text: the gate still serves the bytes, central names the seq
-        _tamper(log_path, "UPDATE events SET data = X'00' || substr(data, 2) WHERE seq = 6")
+        tamper(log_path, "UPDATE events SET data = X'00' || substr(data, 2) WHERE seq = 6")
     db = tmp_path / "central.db"
     async with PullApiServer(log_path, GATE, HOST, 0, TOKEN) as srv:
         code = await asyncio.to_thread(
@@ -661,7 +653,7 @@ async def test_a_gap_in_the_gate_log_stops_the_pull_with_exit_2(
 ) -> None:
     log_path = tmp_path / "gate.db"
     await _closed_log(log_path, 10)
-    _tamper(log_path, "DELETE FROM events WHERE seq = 4")
+    tamper(log_path, "DELETE FROM events WHERE seq = 4")
     db = tmp_path / "central.db"
     async with PullApiServer(log_path, GATE, HOST, 0, TOKEN) as srv:
         code = await asyncio.to_thread(
