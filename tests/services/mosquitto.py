@@ -14,8 +14,7 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +23,7 @@ import aiomqtt
 import pytest
 
 from tests.certs import PKI, make_pki
-from tests.eventually import eventually
+from tests.eventually import eventually, eventually_blocking
 
 HOST = "127.0.0.1"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
@@ -245,26 +244,36 @@ class Broker:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _wait(self, predicate: Callable[[], bool], what: str, timeout: float, every: float) -> None:
+        """:func:`eventually_blocking` for the broker: ``BrokerStartError`` with the log's tail
+        if mosquitto exits meanwhile or ``what`` is not so within ``timeout``."""
+
+        def check() -> bool:
+            if not self.running:
+                raise BrokerStartError(f"mosquitto exited\n{self.log_tail()}")
+            return predicate()
+
+        try:
+            eventually_blocking(check, what, within=timeout, every=every)
+        except AssertionError as exc:
+            raise BrokerStartError(f"{exc}\n{self.log_tail()}") from None
+
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Poll until the plain listener accepts TCP and the TLS listener completes a handshake."""
-        deadline = time.monotonic() + timeout
         context = ssl.create_default_context(cafile=str(self.pki.ca_path))
-        for port, tls in ((self.plain_port, False), (self.tls_port, True)):
-            while True:
-                if not self.running:
-                    raise BrokerStartError(f"mosquitto exited\n{self.log_tail()}")
-                try:
-                    with socket.create_connection((self.host, port), timeout=1.0) as sock:
-                        if tls:
-                            with context.wrap_socket(sock, server_hostname=self.host):
-                                pass
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise BrokerStartError(
-                            f"mosquitto not ready on port {port}\n{self.log_tail()}"
-                        ) from None
-                    time.sleep(0.01)
+
+        def accepts(port: int, tls: bool) -> bool:
+            try:
+                with socket.create_connection((self.host, port), timeout=1.0) as sock:
+                    if tls:
+                        with context.wrap_socket(sock, server_hostname=self.host):
+                            pass
+            except OSError:
+                return False
+            return True
+
+        self._wait(lambda: accepts(self.plain_port, False), "mosquitto accepting", timeout, 0.01)
+        self._wait(lambda: accepts(self.tls_port, True), "mosquitto accepting TLS", timeout, 0.01)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (mosquitto saves its persistence file), SIGKILL if it hangs."""
@@ -314,11 +323,8 @@ class Broker:
 
         before = stamp()
         proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while stamp() == before:  # mosquitto writes mosquitto.db.new, then renames it
-            if time.monotonic() > deadline or not self.running:
-                raise BrokerStartError(f"mosquitto did not save\n{self.log_tail()}")
-            time.sleep(0.005)
+        # mosquitto writes mosquitto.db.new, then renames it
+        self._wait(lambda: stamp() != before, "mosquitto saved", timeout, 0.005)
 
     def reload(self, timeout: float = 10.0) -> None:
         """SIGHUP: reload passwords and ACL; returns once the broker has reloaded."""
@@ -327,13 +333,14 @@ class Broker:
             return
         before = self.log_path.read_bytes().count(b"Reloading config.")
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + timeout
         # The reload runs in the same loop iteration right after this line is logged, so any
         # connection made after seeing it is authenticated against the new files.
-        while self.log_path.read_bytes().count(b"Reloading config.") <= before:
-            if time.monotonic() > deadline or not self.running:
-                raise BrokerStartError(f"mosquitto did not reload\n{self.log_tail()}")
-            time.sleep(0.01)
+        self._wait(
+            lambda: self.log_path.read_bytes().count(b"Reloading config.") > before,
+            "mosquitto reloaded",
+            timeout,
+            0.01,
+        )
 
     async def astart(self) -> None:
         await asyncio.to_thread(self.start)
