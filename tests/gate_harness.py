@@ -24,6 +24,7 @@ from edgegate.log import EventLog, LogReader, StoredEvent
 from edgegate.sim.demo import demo_allowlist
 from edgegate.sim.plate_reader import PlateReaderSimulator
 from edgegate.sim.plc import PlcSimulator
+from tests.eventually import eventually
 
 E = TypeVar("E", bound=Event)
 
@@ -252,17 +253,18 @@ class LogView:
         within: float = 3.0,
     ) -> Logged[E]:
         """The first ``kind`` logged after seq ``after`` that matches; fails after ``within``."""
-        end = time.monotonic() + within
-        while True:
-            found = self.of(kind, lane=lane, after=after, where=where)
-            if found:
-                return found[0]
-            if time.monotonic() > end:
-                raise AssertionError(
-                    f"no {kind.TYPE} (lane {lane}) after seq {after} within {within}s; "
-                    f"log: {self.types(after=after)}"
-                )
-            await asyncio.sleep(0.02)
+        found: list[Logged[E]] = []
+
+        def logged() -> bool:
+            found[:] = self.of(kind, lane=lane, after=after, where=where)
+            return bool(found)
+
+        await eventually(
+            logged,
+            lambda: f"{kind.TYPE} (lane {lane}) after seq {after}; log: {self.types(after=after)}",
+            within=within,
+        )
+        return found[0]
 
     def verify_ok(self) -> None:
         report = self.reader.verify()
@@ -299,32 +301,28 @@ class CommandTrail(list[tuple[float, BarrierCommand]]):
         self, command: BarrierCommand, *, after: float = 0.0, within: float = 3.0
     ) -> tuple[int, float]:
         """The first ``command`` taken at or after ``after``: (index, monotonic time)."""
-        end = time.monotonic() + within
-        while True:
-            found = self.of(command, after)
-            if found:
-                return found[0]
-            if time.monotonic() > end:
-                raise AssertionError(f"the PLC got no {command} within {within}s: {list(self)}")
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: bool(self.of(command, after)),
+            lambda: f"{command} taken by the PLC; it took {list(self)}",
+            within=within,
+            every=0.01,
+        )
+        return self.of(command, after)[0]
 
 
 async def wait_position(sim: PlcSimulator, position: float, within: float = 3.0) -> None:
-    end = time.monotonic() + within
-    while sim.position != position:
-        if time.monotonic() > end:
-            raise AssertionError(f"arm at {sim.position}, not {position}, after {within}s")
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: sim.position == position,
+        lambda: f"the arm at {position} (it is at {sim.position})",
+        within=within,
+    )
 
 
 async def wait_until(
     predicate: Callable[[], bool], what: str, within: float = 3.0, every: float = 0.02
 ) -> None:
-    end = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"not {what} after {within}s")
-        await asyncio.sleep(every)
+    """:func:`tests.eventually.eventually` under its older name (test_uplink uses it)."""
+    await eventually(predicate, what, within=within, every=every)
 
 
 # --- the road -------------------------------------------------------------------------------
@@ -334,7 +332,8 @@ async def wait_until(
 class Road:
     """A lane's loops on its PLC simulator and its plate reader: a driver's moves, one by one.
 
-    Each step lasts ``step`` seconds, several PLC polls, so the gate sees every change."""
+    Each step lasts ``step`` seconds, several PLC polls, so the gate sees every change: these
+    sleeps pace the vehicle; they wait for nothing."""
 
     plc: PlcSimulator
     reader: PlateReaderSimulator

@@ -12,6 +12,7 @@ from edgegate.allowlist.service import AllowListService
 from edgegate.core import events as ev
 from edgegate.core.domain import Credential
 from edgegate.log import EventLog, LogReader
+from tests.eventually import eventually
 from tests.test_allowlist_index import appt, black, reg
 
 
@@ -25,15 +26,13 @@ def _registrations(n: int) -> list[Credential]:
 
 async def _staging_started(log: EventLog) -> None:
     conn = sqlite3.connect(f"file:{log.path}?mode=ro", uri=True)
+
+    def staging() -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE name = 'allowlist_entry_staging'"
+        return conn.execute(query).fetchone() is not None
+
     try:
-        for _ in range(5_000):
-            row = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'allowlist_entry_staging'"
-            ).fetchone()
-            if row is not None:
-                return
-            await asyncio.sleep(0.002)
-        raise AssertionError("the snapshot never started staging")
+        await eventually(staging, "the snapshot staging", within=10.0, every=0.002)
     finally:
         conn.close()
 

@@ -18,6 +18,7 @@ import aiomqtt
 import pytest
 
 from edgegate.sync.mqtt_sockets import close_leaked_sockets
+from tests.eventually import eventually
 from tests.services.mosquitto import (
     CONFIG_DIR,
     MOSQUITTO,
@@ -360,10 +361,13 @@ async def test_production_config_example_runs(mosquitto_broker: Broker, tmp_path
             password=broker.users["central"],
             tls_params=aiomqtt.TLSParameters(ca_certs=str(broker.ca_path)),
         )
+
+        def running() -> bool:
+            assert proc.returncode is None, log.read_text()
+            return b"running" in log.read_bytes()
+
+        await eventually(running, "mosquitto running", within=WAIT, every=0.01)
         async with asyncio.timeout(WAIT):
-            while b"running" not in log.read_bytes():
-                assert proc.returncode is None, log.read_text()
-                await asyncio.sleep(0.01)
             async with client:
                 await client.subscribe(SHARED_EVENTS, qos=1)
     finally:

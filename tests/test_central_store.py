@@ -28,34 +28,12 @@ from edgegate.central.store import (
     open_store,
 )
 from edgegate.core import events as ev
-from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row, event_hash
+from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
 from edgegate.log.schema import split_statements
 from edgegate.sync.protocol import DecodedEvents, EventBatch, decode_batch, encode_batch
+from tests.chains import MONO_NS, WALL_NS, hashed_row, make_chain
 
 BACKENDS = ["sqlite", "postgres"]
-
-
-def make_chain(
-    gate: str,
-    n: int,
-    *,
-    start: int = 1,
-    prev: bytes = GENESIS_HASH,
-    salt: str = "",
-    reboot_at: int | None = None,
-) -> list[Row]:
-    """``n`` correctly hashed rows of ``gate`` from seq ``start``, chained from ``prev``;
-    from seq ``reboot_at`` on, the rows carry another boot id."""
-    rows: list[Row] = []
-    for seq in range(start, start + n):
-        wall, mono = 1_700_000_000_000_000_000 + seq * 1000, 5_000 + seq
-        boot = "boot-2" if reboot_at is not None and seq >= reboot_at else "boot-1"
-        lane = None if seq % 3 == 0 else f"in-{seq % 2}"
-        data = msgpack.packb({"n": seq, "salt": salt})
-        digest = event_hash(prev, gate, seq, wall, mono, boot, "test.event", lane, 1, data)
-        rows.append((seq, wall, mono, boot, "test.event", lane, 1, data, prev, digest))
-        prev = digest
-    return rows
 
 
 def decoded(gate: str, rows: list[Row]) -> DecodedEvents:
@@ -307,8 +285,7 @@ def test_non_ascii_text_is_stored_exactly(store: CentralStore) -> None:
     gate = "tor-süd"
     prev = GENESIS_HASH
     data = b"\x90"
-    digest = event_hash(prev, gate, 1, 10, 20, "böot", "entry.decided", "einfahrt-ä", 1, data)
-    row: Row = (1, 10, 20, "böot", "entry.decided", "einfahrt-ä", 1, data, prev, digest)
+    row = hashed_row(prev, gate, 1, 10, 20, "böot", "entry.decided", "einfahrt-ä", 1, data)
     assert store.store_batch(gate, [row]).stored == 1
     assert list(store.events(gate)) == [row]
     assert store.verify(gate) is None
@@ -877,9 +854,8 @@ def test_a_gates_revoked_credential_report_becomes_a_review_row(store: CentralSt
     rows = make_chain("g1", 2)
     prev = rows[-1][9]
     data = ev.encode(report)
-    wall, mono, boot = 1_700_000_000_000_003_000, 5_003, "boot-1"
-    digest = event_hash(prev, "g1", 3, wall, mono, boot, report.TYPE, "in-1", 1, data)
-    rows.append((3, wall, mono, boot, report.TYPE, "in-1", 1, data, prev, digest))
+    wall, mono, boot = WALL_NS + 3_000, MONO_NS + 3, "boot-1"
+    rows.append(hashed_row(prev, "g1", 3, wall, mono, boot, report.TYPE, "in-1", 1, data))
     assert store.store_batch("g1", rows).acked_seq == 3
     assert store.store_batch("g1", rows).stored == 0
     (review,) = store.admission_reviews("g1")

@@ -28,6 +28,7 @@ import pytest
 from edgegate.log import EventLog
 from edgegate.sync.signing import generate_keypair
 from tests.event_samples import all_samples
+from tests.tamper import tampering
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
@@ -96,20 +97,6 @@ async def _write_log(path: Path, gate_id: str = "demo-gate") -> None:
             await log.append(event)
 
 
-def _edit_log(path: Path, *statements: str) -> None:
-    """Run ``statements`` on a log with its append-only triggers lifted (tampering)."""
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER events_no_update")
-    for statement in statements:
-        conn.execute(statement)
-    conn.execute(
-        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
-        "BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END"
-    )
-    conn.commit()
-    conn.close()
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory of bad inputs, named by what is wrong with them."""
@@ -146,7 +133,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("boot-id.db", "foreign.db"):
         shutil.copyfile(good, d / name)
     # A boot_id column whose bytes are not UTF-8 text (sqlite3 refuses to read the row).
-    _edit_log(d / "boot-id.db", "UPDATE events SET boot_id = CAST(X'C328FF' AS TEXT) WHERE seq = 4")
+    with tampering(d / "boot-id.db", restore=True) as conn:
+        conn.execute("UPDATE events SET boot_id = CAST(X'C328FF' AS TEXT) WHERE seq = 4")
     (d / "foreign.db").unlink()
     conn = sqlite3.connect(d / "foreign.db")
     conn.execute("CREATE TABLE t (x)")

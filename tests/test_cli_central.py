@@ -33,8 +33,8 @@ from edgegate.sync.signing import (
     open_signed,
     snapshot_entries,
 )
+from tests.chains import batch_payload, make_chain
 from tests.services.mosquitto import Broker, free_port
-from tests.test_central_sink import make_chain, payload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -566,7 +566,7 @@ async def test_central_run_stores_acks_and_stops_on_sigterm(
         rows = make_chain("gate-a", 10)
         async with mosquitto_broker.client("gate-a", tls=True) as gate:
             await gate.subscribe(Topics(SITE, "gate-a").ack, qos=1)
-            await gate.publish(Topics(SITE, "gate-a").events, payload("gate-a", rows), qos=1)
+            await gate.publish(Topics(SITE, "gate-a").events, batch_payload("gate-a", rows), qos=1)
             async with asyncio.timeout(WAIT):
                 message = await anext(gate.messages)
             assert isinstance(message.payload, bytes)

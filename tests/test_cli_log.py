@@ -20,6 +20,7 @@ from edgegate.core import events as ev
 from edgegate.core.domain import Direction, VehicleCategory
 from edgegate.log import EventLog
 from tests.event_samples import all_samples
+from tests.tamper import tampering
 from tests.test_allowlist_index import appt, black, reg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,12 +47,9 @@ async def test_verify_names_first_bad_seq(
 ) -> None:
     db = tmp_path / "g.db"
     await _log_with_samples(db)
-    conn = sqlite3.connect(db)
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("UPDATE events SET lane = 'out-9' WHERE seq = 5")
-    conn.execute("UPDATE events SET lane = 'out-9' WHERE seq = 9")
-    conn.commit()
-    conn.close()
+    with tampering(db, triggers=["events_no_update"]) as conn:
+        conn.execute("UPDATE events SET lane = 'out-9' WHERE seq = 5")
+        conn.execute("UPDATE events SET lane = 'out-9' WHERE seq = 9")
     assert main(["log", "verify", str(db)]) == 1
     out = capsys.readouterr().out
     assert "first bad seq 5: hash does not match" in out
@@ -61,18 +59,10 @@ async def test_verify_names_first_bad_seq(
 async def test_verify_byte_flip_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "g.db"
     await _log_with_samples(db)
-    conn = sqlite3.connect(db)
-    blob = bytearray(conn.execute("SELECT data FROM events WHERE seq = 3").fetchone()[0])
-    blob[-1] ^= 0x80
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("UPDATE events SET data = ? WHERE seq = 3", (bytes(blob),))
-    # Restore the trigger so only the payload is wrong.
-    conn.execute(
-        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN "
-        "SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END"
-    )
-    conn.commit()
-    conn.close()
+    with tampering(db, restore=True) as conn:  # only the payload is wrong
+        blob = bytearray(conn.execute("SELECT data FROM events WHERE seq = 3").fetchone()[0])
+        blob[-1] ^= 0x80
+        conn.execute("UPDATE events SET data = ? WHERE seq = 3", (bytes(blob),))
     assert main(["log", "verify", str(db)]) == 1
     assert "first bad seq 3" in capsys.readouterr().out
 
@@ -171,7 +161,7 @@ def test_tail_follow_prints_new_events(tmp_path: Path) -> None:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
         assert first["seq"] == 1
-        time.sleep(0.1)
+        time.sleep(0.1)  # pacing: the next event comes while the follower polls (0.05 s)
         asyncio.run(_append(db, ev.DaemonStopped(reason=ev.StopReason.REQUESTED)))
         second = json.loads(proc.stdout.readline())
         assert second["seq"] == 2

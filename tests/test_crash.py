@@ -41,7 +41,7 @@ def _run_and_kill(db: Path, producers: int, kill_after: float) -> list[int]:
 
     reader = threading.Thread(target=collect)
     reader.start()
-    time.sleep(kill_after)
+    time.sleep(kill_after)  # pacing: the power cut comes while the child appends
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     reader.join()

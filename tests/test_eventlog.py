@@ -18,6 +18,8 @@ from edgegate.log import EventLog, GateMismatchError, LogClosedError, LogReader,
 from edgegate.log.eventlog import _chunk_sizes, _insert_rows, connect
 from edgegate.log.schema import LATEST, SchemaError, migrate
 from tests.event_samples import all_samples
+from tests.eventually import eventually
+from tests.tamper import tamper
 
 
 def _loop_event(i: int) -> ev.LoopChanged:
@@ -271,22 +273,13 @@ async def test_update_and_delete_are_refused_by_triggers(tmp_path: Path) -> None
         assert reader.verify().ok
 
 
-def _tamper(path: Path, sql: str, *params: object) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("DROP TRIGGER events_no_delete")
-    conn.execute(sql, params)
-    conn.commit()
-    conn.close()
-
-
 async def test_flipped_payload_byte_is_caught_at_its_seq(tmp_path: Path) -> None:
     path = await _filled(tmp_path)
     conn = sqlite3.connect(path)
     data = bytearray(conn.execute("SELECT data FROM events WHERE seq = 6").fetchone()[0])
     conn.close()
     data[len(data) // 2] ^= 0x01
-    _tamper(path, "UPDATE events SET data = ? WHERE seq = 6", bytes(data))
+    tamper(path, "UPDATE events SET data = ? WHERE seq = 6", bytes(data))
     with LogReader(path) as reader:
         report = reader.verify()
     assert not report.ok
@@ -298,7 +291,7 @@ async def test_flipped_payload_byte_is_caught_at_its_seq(tmp_path: Path) -> None
 async def test_a_payload_edited_into_text_is_caught_at_its_seq(tmp_path: Path) -> None:
     """``||`` makes text of the bytes it splices; verify still names the seq."""
     path = await _filled(tmp_path)
-    _tamper(path, "UPDATE events SET data = X'00' || substr(data, 2) WHERE seq = 6")
+    tamper(path, "UPDATE events SET data = X'00' || substr(data, 2) WHERE seq = 6")
     with LogReader(path) as reader:
         report = reader.verify()
         assert reader.read(after=5, limit=1)[0].seq == 6
@@ -308,7 +301,7 @@ async def test_a_payload_edited_into_text_is_caught_at_its_seq(tmp_path: Path) -
 
 async def test_deleted_row_is_caught_as_a_gap(tmp_path: Path) -> None:
     path = await _filled(tmp_path)
-    _tamper(path, "DELETE FROM events WHERE seq = 4")
+    tamper(path, "DELETE FROM events WHERE seq = 4")
     with LogReader(path) as reader:
         fault = reader.verify().fault
     assert fault is not None and fault.seq == 4 and "gap" in fault.problem
@@ -328,7 +321,7 @@ async def test_rehashed_edit_breaks_the_link_to_the_next_event(tmp_path: Path) -
     forged = event_hash(
         row[8], "g1", row[0], row[1], row[2], row[3], row[4], "in-9", row[6], row[7]
     )
-    _tamper(path, "UPDATE events SET lane = 'in-9', hash = ? WHERE seq = 7", forged)
+    tamper(path, "UPDATE events SET lane = 'in-9', hash = ? WHERE seq = 7", forged)
     with LogReader(path) as reader:
         fault = reader.verify().fault
     assert fault is not None and fault.seq == 8
@@ -396,11 +389,9 @@ async def test_committed_events_reach_the_database_file_while_the_log_is_open(
     async with await EventLog.open(path, gate_id="g") as log:
         before = path.stat().st_size
         await asyncio.gather(*(log.submit(_loop_event(i)) for i in range(3_000)))
-        for _ in range(500):
-            if path.stat().st_size > before + 100_000:
-                break
-            await asyncio.sleep(0.01)
-        assert path.stat().st_size > before + 100_000
+        await eventually(
+            lambda: path.stat().st_size > before + 100_000, "the WAL checkpointed into the file"
+        )
         with LogReader(path) as reader:
             assert reader.head()[0] == 3_000
 

@@ -75,7 +75,6 @@ from tests.gate_harness import (
     sim_reader,
     tcp_plc,
     wait_position,
-    wait_until,
 )
 
 OPEN, CLOSE = BarrierCommand.OPEN, BarrierCommand.CLOSE
@@ -146,7 +145,7 @@ async def assert_entry_cycle(
     assert ups
     assert ups[0].seq < passed.seq
     await log.wait_for(BarrierStateChanged, lane=lane_id, after=closing.seq, where=_down)
-    await wait_until(lambda: g.gate.lanes[lane_id].state is LaneState.IDLE, "lane idle")
+    await eventually(lambda: g.gate.lanes[lane_id].state is LaneState.IDLE, "lane idle")
 
 
 def _up(event: BarrierStateChanged) -> bool:
@@ -271,7 +270,7 @@ async def test_arm_never_closes_on_a_vehicle_stopped_on_the_safety_loop(tmp_path
             LoopChanged, lane="l1", after=passed.seq, where=lambda e: e.loop is Loop.SAFETY
         )
         assert occupied.mono - passed.mono < close_delay  # it was there before the close was due
-        await asyncio.sleep(2 * close_delay)
+        await asyncio.sleep(2 * close_delay)  # two close delays: time enough for a wrong close
         assert trail.of(CLOSE) == []
         assert log.of(BarrierCommanded, after=passed.seq) == []
         assert log.of(DeviceFault) == []  # not even tried (the driver would refuse it)
@@ -301,8 +300,7 @@ async def test_safety_loop_occupied_while_closing_raises_the_arm(tmp_path: Path)
         await wait_position(plc, 1.0, within=4.0)
         await road.cross()
         _, t_close = await trail.wait(CLOSE)
-        await asyncio.sleep(0.3)  # the arm is on its way down
-        assert 0.0 < plc.position < 1.0
+        await eventually(lambda: 0.0 < plc.position < 0.8, "the arm on its way down")
         plc.set_loop(Loop.SAFETY, True)
         _, t_reopen = await trail.wait(OPEN, after=t_close, within=1.0)
         assert plc.position > 0.0  # it turned back before the bottom
@@ -345,8 +343,8 @@ async def _fault_within_a_second(
     fault = await g.log.wait_for(DeviceFault, after=head, where=lambda e: e.device == "plc")
     assert fault.event.code == code, fault.event
     assert fault.stored.wall_ns - t0 < 1_000_000_000, "fault logged more than 1 s late"
-    await wait_until(lambda: g.gate.lanes["l1"].state is LaneState.FAULT, "lane in fault")
-    await asyncio.sleep(0.5)
+    await eventually(lambda: g.gate.lanes["l1"].state is LaneState.FAULT, "lane in fault")
+    await asyncio.sleep(0.5)  # time enough for a wrong recovery or a second fault
     assert g.gate.lanes["l1"].state is LaneState.FAULT
     assert len(g.log.of(DeviceFault, after=head)) == 1, "one fault per outage"
     if not recover:
@@ -354,7 +352,7 @@ async def _fault_within_a_second(
     await plc.set_fail_mode(FailMode.NONE)
     recovered = await g.log.wait_for(DeviceRecovered, after=fault.seq, within=4.0)
     assert recovered.event.device == "plc"
-    await wait_until(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "lane idle again")
+    await eventually(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "lane idle again")
 
 
 async def test_plc_silent_then_exception_codes_then_back(tmp_path: Path) -> None:
@@ -401,7 +399,7 @@ async def test_plc_outage_with_the_arm_up_and_a_vehicle_under_it(tmp_path: Path)
         assert closing.event.reason == "recovered-open"
         assert trail.head_at(trail.of(CLOSE)[0][0]) >= closing.seq
         await wait_position(plc, 0.0)
-        await wait_until(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "lane idle")
+        await eventually(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "lane idle")
         assert [c for _, c in trail] == [OPEN, CLOSE]
 
 
@@ -422,7 +420,7 @@ async def test_plc_absent_at_start_up(tmp_path: Path) -> None:
                 fault = await g.log.wait_for(DeviceFault, where=lambda e: e.device == "plc")
                 assert fault.event.code == "unavailable"
                 assert fault.event.lane == "l1"
-                await wait_until(lambda: g.gate.lanes["l1"].state is LaneState.FAULT, "fault")
+                await eventually(lambda: g.gate.lanes["l1"].state is LaneState.FAULT, "fault")
                 await asyncio.sleep(1.0)  # several reconnection attempts
                 assert not g.task.done()
                 assert len(g.log.of(DeviceFault)) == 1
@@ -431,7 +429,7 @@ async def test_plc_absent_at_start_up(tmp_path: Path) -> None:
                 await plc.set_fail_mode(FailMode.NONE)
                 recovered = await g.log.wait_for(DeviceRecovered, after=fault.seq, within=4.0)
                 assert recovered.event.device == "plc"
-                await wait_until(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "idle")
+                await eventually(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "idle")
                 await assert_entry_cycle(g, Road(plc, reader), g.trail(plc), after=g.log.head)
         finally:
             await plc.stop()
@@ -449,12 +447,12 @@ async def test_reader_unplugged_and_replugged(tmp_path: Path) -> None:
         fault = await log.wait_for(DeviceFault, where=lambda e: e.device == "cam")
         assert fault.event.code == "unavailable"
         assert fault.event.lane == "l1"
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # unplugged a while: the driver retries meanwhile (pacing)
         reader.replug()
         recovered = await log.wait_for(DeviceRecovered, after=fault.seq, within=6.0)
         assert recovered.event.device == "cam"
         assert g.gate.lanes["l1"].state is LaneState.IDLE  # a reader fault is no barrier fault
-        await wait_until(lambda: g.gate.readers["cam"].connected, "reader connected")
+        await eventually(lambda: g.gate.readers["cam"].connected, "reader connected")
         await assert_entry_cycle(g, g.road(), g.trail(), after=recovered.seq)
 
 
@@ -515,7 +513,7 @@ async def test_a_silent_plc_does_not_stop_the_other_lane(tmp_path: Path) -> None
         await plc_a.set_fail_mode(FailMode.SILENT)
         fault = await g.log.wait_for(DeviceFault, where=lambda e: e.device == "plc-a")
         assert fault.event.lane == "a"
-        await wait_until(lambda: g.gate.lanes["a"].state is LaneState.FAULT, "lane a in fault")
+        await eventually(lambda: g.gate.lanes["a"].state is LaneState.FAULT, "lane a in fault")
         # Lane A's vehicle waits; lane B admits one meanwhile.
         await g.road("a").arrive(ALLOWED)
         await assert_entry_cycle(g, g.road("b"), g.trail("plc-b"), lane_id="b", after=fault.seq)
@@ -525,7 +523,7 @@ async def test_a_silent_plc_does_not_stop_the_other_lane(tmp_path: Path) -> None
         plc_a.set_loop(Loop.ARMING, False)  # lane A's driver gives up and turns around
         await plc_a.set_fail_mode(FailMode.NONE)
         await g.log.wait_for(DeviceRecovered, where=lambda e: e.device == "plc-a", within=4.0)
-        await wait_until(lambda: g.gate.lanes["a"].state is LaneState.IDLE, "lane a idle")
+        await eventually(lambda: g.gate.lanes["a"].state is LaneState.IDLE, "lane a idle")
         assert plc_a.commands == []
 
 
@@ -552,13 +550,13 @@ async def edgegate_run(config: Path) -> AsyncIterator[asyncio.subprocess.Process
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
-            await wait_until(
+            await eventually(
                 lambda: _logged(log_path, "barrier.state"), "daemon up", within=15, every=0.1
             )
             # A frame sent before the daemon's driver holds the pty is lost (opening a serial
             # port flushes its input), so also wait for the reader to be open.
             stdout = folder / "stdout.log"
-            await wait_until(
+            await eventually(
                 lambda: b"reader port open" in stdout.read_bytes(),
                 "reader open",
                 within=15,
@@ -631,13 +629,13 @@ async def test_sigterm_mid_cycle_finishes_the_cycle_first(tmp_path: Path) -> Non
             )
             async with edgegate_run(config) as proc:
                 road = Road(plc, reader)
-                await wait_until(lambda: reader.plugged, "reader open")
+                await eventually(lambda: reader.plugged, "reader open")
                 await road.arrive(ALLOWED)
                 await wait_position(plc, 1.0, within=10.0)
                 await road.set(Loop.SAFETY, True)
                 await road.set(Loop.ARMING, False)
                 proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # time enough for a wrong exit
                 assert proc.returncode is None, "stopped with the arm up over a vehicle"
                 await road.set(Loop.EXIT, True)
                 await road.set(Loop.SAFETY, False)
@@ -717,14 +715,14 @@ async def test_unwritable_log_denies_entries_and_lets_exits_out(tmp_path: Path) 
         await wait_position(plc_out, 0.0)
         assert [c for _, c in trail_out] == [OPEN, CLOSE]
         assert trail_out.head_at(0) == full_at  # nothing could be logged first
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # time enough for a wrong open
         assert trail_in == []  # the entry never opened
         assert writes(plc_in) == []
         assert plc_in.position == 0.0
         # The lane knows the arm stays down: the vehicle is refused, no travel timeout ahead.
         assert g.gate.lanes["in"].state is LaneState.PRESENT
         await road_in.set(Loop.ARMING, False)  # that driver turns around
-        await wait_until(lambda: g.gate.lanes["in"].state is LaneState.IDLE, "entry lane idle")
+        await eventually(lambda: g.gate.lanes["in"].state is LaneState.IDLE, "entry lane idle")
         assert g.log.head == full_at  # and indeed nothing reached the log
 
         await unfill_log(g.event_log)
@@ -768,7 +766,7 @@ async def test_incident_hold_opens_and_automatic_closing_never_overrides(tmp_pat
         assert closing.event.reason == "released"
         await trail.wait(CLOSE)
         await wait_position(plc, 0.0)
-        await wait_until(lambda: runner.state is LaneState.IDLE, "lane idle")
+        await eventually(lambda: runner.state is LaneState.IDLE, "lane idle")
 
 
 def _mode_changed(mode: GateMode, previous: GateMode) -> ModeChanged:
@@ -794,7 +792,7 @@ async def test_incident_mode_survives_a_restart(tmp_path: Path, lifted: bool) ->
     async with RunningGate(config) as g:
         runner = g.gate.lanes["l1"]
         if lifted:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # time enough for a wrong hold
             assert g.log.of(BarrierCommanded) == []
             assert g.plc().position == 0.0
             assert g.gate.mode is GateMode.NORMAL
@@ -831,7 +829,7 @@ async def test_manual_open_is_held_until_released(tmp_path: Path) -> None:
         assert passed.event.plate == REFUSED
         assert passed.event.decision_seq == refusal.seq
         assert passed.event.unauthorised  # refused, through a held lane: nobody admitted it
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # five close delays: time enough for a wrong close
         assert trail.of(CLOSE) == []
         assert plc.position == 1.0
         assert runner.state is LaneState.HELD_OPEN
@@ -863,7 +861,7 @@ async def test_a_plc_gone_and_back_during_a_central_hold(tmp_path: Path) -> None
             )
             async with RunningGate(config) as g:
                 runner, log = g.gate.lanes["l1"], g.log
-                await wait_until(lambda: runner.state is LaneState.IDLE, "lane idle")
+                await eventually(lambda: runner.state is LaneState.IDLE, "lane idle")
                 control = LanesControl(g.gate.lanes)
                 control.open_lane("l1", "central:duty-officer", "crane escort")
                 await wait_position(first, 1.0)
@@ -896,7 +894,7 @@ async def test_a_plc_gone_and_back_during_a_central_hold(tmp_path: Path) -> None
                 closing = await log.wait_for(BarrierCommanded, after=reopen.seq, where=is_close)
                 assert closing.event.reason == "released"
                 await wait_position(second, 0.0)
-                await wait_until(lambda: runner.state is LaneState.IDLE, "lane idle")
+                await eventually(lambda: runner.state is LaneState.IDLE, "lane idle")
                 await assert_entry_cycle(g, Road(second, reader), trail, after=g.log.head)
                 assert log.of(VehiclePassed, where=lambda e: e.decision_seq is None) == []
         finally:
@@ -933,10 +931,10 @@ async def test_a_hold_survives_a_restart_until_released(tmp_path: Path) -> None:
         LanesControl(g.gate.lanes).release_lane("l1", "central:duty-officer", "done")
         await g.log.wait_for(BarrierCommanded, after=opening.seq, where=is_close)
         await wait_position(g.plc(), 0.0)
-        await wait_until(lambda: runner.state is LaneState.IDLE, "lane idle")
+        await eventually(lambda: runner.state is LaneState.IDLE, "lane idle")
     async with RunningGate(config) as g:
         started = g.log.of(DaemonStarted)[-1]
         await g.log.wait_for(BarrierStateChanged, after=started.seq)  # the PLC was read
-        await wait_until(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "lane idle")
+        await eventually(lambda: g.gate.lanes["l1"].state is LaneState.IDLE, "lane idle")
         assert g.log.of(ManualAction, after=started.seq) == []
         assert g.log.of(BarrierCommanded, after=started.seq) == []

@@ -176,7 +176,9 @@ async def test_polls_report_changes_in_one_request(transport: str) -> None:
     async with PLCS[transport]() as (sim, plc), running(plc, sink):
         first = await sink.wait_inputs(down_limit=True)
         assert first == PlcInputs("plc-1", False, True, False, False, False, False)
-        await asyncio.sleep(0.2)  # ~10 polls, nothing changes
+        # Ten more polls with nothing changed: time enough for a wrong report.
+        polled = len(requests(sim.frames))
+        await eventually(lambda: len(requests(sim.frames)) >= polled + 10, "ten more polls")
         assert len(sink.of(PlcInputs)) == 1
         sim.set_loop(Loop.ARMING, True)
         await sink.wait_inputs(arming_loop=True)
@@ -252,11 +254,12 @@ async def test_stop_halts_the_arm_midway() -> None:
     sink = Recorder()
     async with tcp_plc() as (sim, plc), running(plc, sink):
         await plc.command(BarrierCommand.OPEN)
-        await asyncio.sleep(TRAVEL / 3)
+        await eventually(lambda: sim.position >= 0.2, "the arm on its way up")
         await plc.command(BarrierCommand.STOP)
         halted = sim.position
-        await asyncio.sleep(TRAVEL)
         assert 0.0 < halted < 1.0
+        await sink.wait_inputs(up_limit=False, down_limit=False)
+        await asyncio.sleep(TRAVEL)  # a whole travel time: time enough for a wrong move
         assert sim.position == halted
         assert plc.last_inputs is not None
         assert not plc.last_inputs.up_limit and not plc.last_inputs.down_limit
@@ -267,7 +270,8 @@ async def test_stuck_arm_never_reaches_the_limit() -> None:
     async with tcp_plc() as (sim, plc), running(plc, sink):
         await sim.set_fail_mode(FailMode.STUCK)
         await plc.command(BarrierCommand.OPEN)
-        await asyncio.sleep(TRAVEL * 2)
+        await sink.wait_inputs(up_limit=False, down_limit=False)
+        await asyncio.sleep(TRAVEL * 2)  # two travel times: time enough to reach a limit
         assert plc.last_inputs is not None
         assert (plc.last_inputs.up_limit, plc.last_inputs.down_limit) == (False, False)
         assert not sink.of(DeviceFault)  # the PLC answers; the lane times the travel
@@ -341,7 +345,7 @@ async def test_refused_at_start_is_retried_then_recovers() -> None:
             assert "cannot connect to tcp://127.0.0.1:" in fault.message
             with pytest.raises(DeviceUnavailable):
                 await plc.command(BarrierCommand.OPEN)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # several retries: time enough for a crash or a 2nd fault
             assert not task.done()
             assert len(sink.of(DeviceFault)) == 1
             await sim.set_fail_mode(FailMode.NONE)
@@ -357,7 +361,7 @@ async def test_absent_serial_port_is_retried(tmp_path: Path) -> None:
     async with running(plc, sink) as task:
         _, fault = await sink.wait(DeviceFault)
         assert fault.code == "unavailable"
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # several retries: time enough for a crash or a 2nd fault
         assert not task.done()
         assert len(sink.of(DeviceFault)) == 1
 
@@ -373,7 +377,7 @@ async def test_exception_responses(transport: str) -> None:
         _, fault = await sink.wait(DeviceFault)
         assert fault.code == "modbus-exception"
         assert fault.message == "function 0x02 answered exception code 4"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # ~10 polls answered with exceptions: time for a 2nd fault
         assert len(sink.of(DeviceFault)) == 1
         await sim.set_fail_mode(FailMode.NONE)
         await sink.wait(DeviceRecovered)
@@ -416,9 +420,12 @@ async def test_a_raising_sink_does_not_stop_polling() -> None:
     async with tcp_plc() as (sim, plc):
         task = asyncio.create_task(plc.run(sink))
         try:
-            await asyncio.sleep(0.1)
+            await eventually(lambda: bool(seen), "the first report (the sink raises on it)")
             sim.set_loop(Loop.ARMING, True)
-            await asyncio.sleep(0.2)
+            await eventually(
+                lambda: any(isinstance(s, PlcInputs) and s.arming_loop for s in seen),
+                "the arming loop reported after the sink raised",
+            )
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -474,7 +481,7 @@ async def test_rtu_bus_lock_and_inter_frame_gap() -> None:
         await sink.wait_inputs(down_limit=True)
         for command in (BarrierCommand.OPEN, BarrierCommand.STOP, BarrierCommand.CLOSE):
             # The poller is always waiting for the bus at 100 Hz: commands compete with it.
-            await asyncio.gather(plc.command(command), asyncio.sleep(0.05))
+            await asyncio.gather(plc.command(command), asyncio.sleep(0.05))  # pacing
     frames = sim.frames
     # Strictly one request, then its response: frames never interleave on the line.
     assert [f.direction for f in frames] == ["request", "response"] * (len(frames) // 2)

@@ -25,6 +25,7 @@ from edgegate.devices.base import DeviceSignal
 from edgegate.devices.framing import MAX_REPORTED_BYTES
 from edgegate.devices.plate_reader import SerialPlateReader
 from edgegate.sim.plate_reader import PlateReaderSimulator
+from tests.eventually import eventually
 from tests.test_framing import BINARY, GENERIC, KV, PROFILES, garbage_for, load_profile, plates
 
 C = PlateColour
@@ -56,7 +57,7 @@ class Rig:
 
     async def quiet(self, seconds: float) -> None:
         """Nothing is reported for ``seconds``."""
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)  # time enough for a wrong report
         assert self.signals.empty(), f"unexpected {self.signals.get_nowait()!r}"
 
     async def until_reads(self, count: int, within: float = 5.0) -> list[DeviceSignal]:
@@ -247,7 +248,8 @@ async def test_unfinished_frame_when_the_port_goes_is_reported_before_the_fault(
     async with running(BINARY) as rig:
         partial = rig.sim.encoder.encode("粤B12345", C.BLUE, 0.9)[:6]
         await rig.sim.send_raw(partial)
-        await asyncio.sleep(0.05)  # let the driver read it before the adapter goes
+        # The driver has read it before the adapter goes (its receive buffer: no public view).
+        await eventually(lambda: rig.reader._buffer == partial, "the partial frame read")
         rig.sim.unplug()
         with pytest.raises(OSError, match="unplugged"):
             await rig.sim.send_raw(b"x")
@@ -364,7 +366,7 @@ async def test_a_flood_of_garbage_costs_one_report_a_second_and_loses_no_count()
             due = round(elapsed * 11_520)  # 115,200 baud: 11,520 bytes a second
             await rig.sim.send_raw(b"$" * (due - sent))
             sent = due
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # pacing: the line's baud rate
         await rig.sim.send_read("粤B12345", C.BLUE, 0.9)
         signals = await rig.until_reads(1)
     elapsed = loop.time() - began  # the reader stopped: its last count was reported

@@ -39,9 +39,10 @@ from edgegate.sync.pull_api import (
     decode_ndjson,
     negotiate,
 )
+from tests.certs import make_pki
 from tests.event_samples import all_samples
 from tests.eventually import eventually
-from tests.services.mosquitto import make_pki
+from tests.tamper import tamper
 
 GATE = "gate-a"
 TOKEN = "s3cret-Token_0123456789abcdef"
@@ -156,15 +157,6 @@ def _request(target: str = "/v1/head", *extra: str) -> bytes:
         *extra,
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _tamper(path: Path, sql: str, *params: object) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("DROP TRIGGER events_no_delete")
-    conn.execute(sql, params)
-    conn.commit()
-    conn.close()
 
 
 async def _closed_log(path: Path, n: int) -> None:
@@ -458,7 +450,7 @@ async def test_connections_beyond_the_cap_get_503(gate_log: EventLog, tmp_path: 
     async with PullApiServer(tmp_path / "gate.db", GATE, HOST, 0, TOKEN, limits=limits) as srv:
         _, writer = await asyncio.open_connection(HOST, srv.port)
         try:
-            await asyncio.sleep(0.05)  # the idle connection is accepted
+            await eventually(lambda: len(srv._tasks) == 1, "the idle connection accepted")
             response = await raw(srv, _request())
             assert _status(response) == 503
         finally:
@@ -673,7 +665,7 @@ async def test_aclose_ends_idle_connections(gate_log: EventLog, tmp_path: Path) 
     reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(b"GET /v1/head HTTP/1.1\r\n")  # half a request, then silence
     await writer.drain()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(srv._tasks) == 1, "the idle connection accepted")
     await asyncio.wait_for(srv.aclose(), 5)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
@@ -772,10 +764,9 @@ async def test_follow_picks_up_new_events_until_stopped(
     try:
         await _append(gate_log, 5)
         target = gate_log.head[0]
-        for _ in range(200):
-            if sqlite_store.head(GATE)[0] == target:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: sqlite_store.head(GATE)[0] == target, "the new events pulled", within=10.0
+        )
         assert sqlite_store.head(GATE) == gate_log.head
     finally:
         stop.set()
@@ -804,17 +795,12 @@ async def test_follow_retries_while_the_gate_is_unreachable(
         )
     )
     try:
-        for _ in range(100):
-            if notices:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: bool(notices), "a notice while the gate is unreachable")
         assert "retrying" in notices[0]
         async with PullApiServer(tmp_path / "gate.db", GATE, HOST, port, TOKEN):
-            for _ in range(200):
-                if sqlite_store.head(GATE) == gate_log.head:
-                    break
-                await asyncio.sleep(0.05)
-        assert sqlite_store.head(GATE) == gate_log.head
+            await eventually(
+                lambda: sqlite_store.head(GATE) == gate_log.head, "the log pulled", within=10.0
+            )
     finally:
         stop.set()
         await asyncio.wait_for(follower, 10)
@@ -848,9 +834,9 @@ async def test_a_tampered_row_is_dead_lettered_and_reported(
         data = bytearray(conn.execute("SELECT data FROM events WHERE seq = 6").fetchone()[0])
         conn.close()
         data[len(data) // 2] ^= 0x01
-        _tamper(log_path, "UPDATE events SET data = ? WHERE seq = 6", bytes(data))
+        tamper(log_path, "UPDATE events SET data = ? WHERE seq = 6", bytes(data))
     else:  # ``||`` stores text: the gate still serves the bytes, central names the seq
-        _tamper(log_path, "UPDATE events SET data = X'00' || substr(data, 2) WHERE seq = 6")
+        tamper(log_path, "UPDATE events SET data = X'00' || substr(data, 2) WHERE seq = 6")
     db = tmp_path / "central.db"
     async with PullApiServer(log_path, GATE, HOST, 0, TOKEN) as srv:
         code = await asyncio.to_thread(
@@ -874,7 +860,7 @@ async def test_a_gap_in_the_gate_log_stops_the_pull_with_exit_2(
 ) -> None:
     log_path = tmp_path / "gate.db"
     await _closed_log(log_path, 10)
-    _tamper(log_path, "DELETE FROM events WHERE seq = 4")
+    tamper(log_path, "DELETE FROM events WHERE seq = 4")
     db = tmp_path / "central.db"
     async with PullApiServer(log_path, GATE, HOST, 0, TOKEN) as srv:
         code = await asyncio.to_thread(

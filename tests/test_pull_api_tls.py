@@ -13,15 +13,16 @@ from edgegate.central.store import open_store
 from edgegate.cli.main import main
 from edgegate.config import ConfigError, GateConfig, parse_config
 from edgegate.sync.signing import generate_keypair
+from tests.certs import PKI, make_pki
 from tests.gate_harness import RunningGate, gate_toml, lane, sim_plc, sim_reader
-from tests.services.mosquitto import Broker, BrokerPKI, free_port, make_pki
+from tests.services.mosquitto import Broker, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
 GATE = "e2e-gate"
 
 
-def _config(tmp_path: Path, broker: Broker, pki: BrokerPKI, pull_port: int, tls: str) -> GateConfig:
+def _config(tmp_path: Path, broker: Broker, pki: PKI, pull_port: int, tls: str) -> GateConfig:
     _, public_pem = generate_keypair()
     (tmp_path / "central.pub").write_bytes(public_pem)
     (tmp_path / "mqtt-password").write_text(broker.add_gate(GATE))

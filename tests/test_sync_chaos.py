@@ -16,7 +16,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections import deque
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from edgegate.core.domain import PlateColour
 from edgegate.log import EventLog
 from edgegate.log.chain import GENESIS_HASH, ChainVerifier
 from edgegate.sync.uplink import Uplink, UplinkOptions
+from tests.eventually import eventually_blocking
 from tests.services.mosquitto import Broker, BrokerFactory
 
 GATE = "gate-a"
@@ -111,11 +111,9 @@ def _central_head(db: Path) -> int:
 
 def _wait_head_moves(db: Path, timeout: float) -> None:
     before = _central_head(db)
-    deadline = time.monotonic() + timeout
-    while _central_head(db) == before:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the sink stored nothing for {timeout} s")
-        time.sleep(0.005)
+    eventually_blocking(
+        lambda: _central_head(db) != before, "the sink storing", within=timeout, every=0.005
+    )
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgegate.log.chain import GENESIS_HASH, ChainVerifier, Row, event_hash
+from edgegate.log.chain import GENESIS_HASH, ChainVerifier, Row
 from edgegate.sync.protocol import (
     INT64_MAX,
     MAX_BATCH_EVENTS,
@@ -32,21 +32,9 @@ from edgegate.sync.protocol import (
     encode_status,
     parse_topic,
 )
+from tests.chains import hashed_row, make_chain
 
 GATE = "fengxiang-road"
-
-
-def chain(n: int, *, start: int = 1, prev: bytes = GENESIS_HASH, gate: str = GATE) -> list[Row]:
-    """``n`` stored rows from ``start`` with correct hashes, as the event log writes them."""
-    rows: list[Row] = []
-    for seq in range(start, start + n):
-        wall, mono, boot = 1_764_000_000_000_000_000 + seq, 5_000 + seq, "boot-1"
-        type_, lane, version = "lane.decision", ("in-1" if seq % 3 else None), 1
-        data = msgpack.packb({"n": seq})
-        h = event_hash(prev, gate, seq, wall, mono, boot, type_, lane, version, data)
-        rows.append((seq, wall, mono, boot, type_, lane, version, data, prev, h))
-        prev = h
-    return rows
 
 
 def batch_doc(rows: list[Row]) -> dict[str, Any]:
@@ -126,7 +114,7 @@ def test_parse_topic_refuses(topic: str, problem: str) -> None:
 
 
 def test_batch_round_trip_and_chain_verifies() -> None:
-    rows = chain(50)
+    rows = make_chain(GATE, 50)
     batch = EventBatch.of(GATE, rows)
     decoded = decode_batch(encode_batch(batch))
     assert decoded == batch
@@ -136,7 +124,7 @@ def test_batch_round_trip_and_chain_verifies() -> None:
 
 
 def test_batch_after_the_first_chains_from_its_predecessor() -> None:
-    rows = chain(30)
+    rows = make_chain(GATE, 30)
     first, second = EventBatch.of(GATE, rows[:10]), EventBatch.of(GATE, rows[10:])
     assert (second.from_seq, second.to_seq, second.prev_hash) == (11, 30, rows[9][9])
     verifier = ChainVerifier(GATE)
@@ -146,7 +134,7 @@ def test_batch_after_the_first_chains_from_its_predecessor() -> None:
 
 
 def test_encode_refuses_inconsistent_batch() -> None:
-    rows = chain(5)
+    rows = make_chain(GATE, 5)
     with pytest.raises(ProtocolError, match="does not match its 5 events"):
         encode_batch(EventBatch(GATE, 1, 6, GENESIS_HASH, tuple(rows)))
     with pytest.raises(ProtocolError, match="at least one event"):
@@ -233,7 +221,7 @@ BAD_BATCHES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
 def test_malformed_batch_names_the_problem(
     mutate: Callable[[dict[str, Any]], None], problem: str
 ) -> None:
-    doc = batch_doc(chain(6))
+    doc = batch_doc(make_chain(GATE, 6))
     mutate(doc)
     with pytest.raises(ProtocolError, match=problem):
         decode_batch(pack(doc))
@@ -256,21 +244,20 @@ def test_batch_that_is_not_a_map(payload: bytes, problem: str) -> None:
 
 
 def test_batch_size_limit() -> None:
-    rows = chain(12)
+    rows = make_chain(GATE, 12)
     payload = encode_batch(EventBatch.of(GATE, rows))
     assert decode_batch(payload, max_events=12).to_seq == 12
     with pytest.raises(ProtocolError, match=r"12 exceeds max_array_len\(11\)"):
         decode_batch(payload, max_events=11)
     with pytest.raises(ProtocolError, match=f"at most {MAX_BATCH_EVENTS} allowed"):
-        encode_batch(EventBatch.of(GATE, chain(MAX_BATCH_EVENTS + 1)))
+        encode_batch(EventBatch.of(GATE, make_chain(GATE, MAX_BATCH_EVENTS + 1)))
 
 
 def test_batch_data_limit() -> None:
-    rows = chain(1)
+    rows = make_chain(GATE, 1)
     seq, wall, mono, boot, type_, lane, version, _, prev, _ = rows[0]
     data = bytes((1 << 20) + 1)
-    h = event_hash(prev, GATE, seq, wall, mono, boot, type_, lane, version, data)
-    big: Row = (seq, wall, mono, boot, type_, lane, version, data, prev, h)
+    big = hashed_row(prev, GATE, seq, wall, mono, boot, type_, lane, version, data)
     with pytest.raises(ProtocolError, match="not valid msgpack"):
         decode_batch(encode_batch(EventBatch.of(GATE, [big])))
 
@@ -406,7 +393,7 @@ def test_random_msgpack_raises_only_protocol_error(value: object) -> None:
 @given(st.data())
 @settings(max_examples=300)
 def test_corrupted_batch_decodes_soundly_or_raises_protocol_error(data: st.DataObject) -> None:
-    rows = chain(4)
+    rows = make_chain(GATE, 4)
     payload = bytearray(encode_batch(EventBatch.of(GATE, rows)))
     for _ in range(data.draw(st.integers(1, 3))):
         at = data.draw(st.integers(0, len(payload) - 1))

@@ -8,26 +8,22 @@ are copied from the production example, so the example is what the tests exercis
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import secrets
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiomqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.certs import PKI, make_pki
+from tests.eventually import eventually, eventually_blocking
 
 HOST = "127.0.0.1"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
@@ -76,130 +72,6 @@ def production_policy_lines() -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------------------- PKI
-
-
-@dataclass(frozen=True)
-class BrokerPKI:
-    """A test CA, a server cert for 127.0.0.1/localhost signed by it, and an unrelated CA."""
-
-    directory: Path
-    ca_path: Path
-    ca_key_path: Path
-    server_cert_path: Path
-    server_key_path: Path
-    wrong_ca_path: Path
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _make_server_cert(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address(HOST))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def make_pki(directory: Path) -> BrokerPKI:
-    """Write a test CA, a server cert/key for 127.0.0.1 and a wrong CA into ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca, ca_key = _make_ca("edgegate test CA")
-    server, server_key = _make_server_cert(ca, ca_key)
-    wrong_ca, _ = _make_ca("edgegate wrong CA")
-    pki = BrokerPKI(
-        directory=directory,
-        ca_path=directory / "ca.crt",
-        ca_key_path=directory / "ca.key",
-        server_cert_path=directory / "server.crt",
-        server_key_path=directory / "server.key",
-        wrong_ca_path=directory / "wrong-ca.crt",
-    )
-    pki.ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    pki.server_cert_path.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    pki.wrong_ca_path.write_bytes(wrong_ca.public_bytes(serialization.Encoding.PEM))
-    for path, key in ((pki.ca_key_path, ca_key), (pki.server_key_path, server_key)):
-        path.write_bytes(_pem_key(key))
-        path.chmod(0o600)
-    return pki
-
-
 # ------------------------------------------------------------------------------------ broker
 
 
@@ -223,7 +95,7 @@ class Broker:
     """
 
     workdir: Path
-    pki: BrokerPKI
+    pki: PKI
     host: str = HOST
     tls_port: int = 0
     plain_port: int = 0
@@ -372,26 +244,36 @@ class Broker:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _wait(self, predicate: Callable[[], bool], what: str, timeout: float, every: float) -> None:
+        """:func:`eventually_blocking` for the broker: ``BrokerStartError`` with the log's tail
+        if mosquitto exits meanwhile or ``what`` is not so within ``timeout``."""
+
+        def check() -> bool:
+            if not self.running:
+                raise BrokerStartError(f"mosquitto exited\n{self.log_tail()}")
+            return predicate()
+
+        try:
+            eventually_blocking(check, what, within=timeout, every=every)
+        except AssertionError as exc:
+            raise BrokerStartError(f"{exc}\n{self.log_tail()}") from None
+
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Poll until the plain listener accepts TCP and the TLS listener completes a handshake."""
-        deadline = time.monotonic() + timeout
         context = ssl.create_default_context(cafile=str(self.pki.ca_path))
-        for port, tls in ((self.plain_port, False), (self.tls_port, True)):
-            while True:
-                if not self.running:
-                    raise BrokerStartError(f"mosquitto exited\n{self.log_tail()}")
-                try:
-                    with socket.create_connection((self.host, port), timeout=1.0) as sock:
-                        if tls:
-                            with context.wrap_socket(sock, server_hostname=self.host):
-                                pass
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise BrokerStartError(
-                            f"mosquitto not ready on port {port}\n{self.log_tail()}"
-                        ) from None
-                    time.sleep(0.01)
+
+        def accepts(port: int, tls: bool) -> bool:
+            try:
+                with socket.create_connection((self.host, port), timeout=1.0) as sock:
+                    if tls:
+                        with context.wrap_socket(sock, server_hostname=self.host):
+                            pass
+            except OSError:
+                return False
+            return True
+
+        self._wait(lambda: accepts(self.plain_port, False), "mosquitto accepting", timeout, 0.01)
+        self._wait(lambda: accepts(self.tls_port, True), "mosquitto accepting TLS", timeout, 0.01)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (mosquitto saves its persistence file), SIGKILL if it hangs."""
@@ -441,11 +323,8 @@ class Broker:
 
         before = stamp()
         proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while stamp() == before:  # mosquitto writes mosquitto.db.new, then renames it
-            if time.monotonic() > deadline or not self.running:
-                raise BrokerStartError(f"mosquitto did not save\n{self.log_tail()}")
-            time.sleep(0.005)
+        # mosquitto writes mosquitto.db.new, then renames it
+        self._wait(lambda: stamp() != before, "mosquitto saved", timeout, 0.005)
 
     def reload(self, timeout: float = 10.0) -> None:
         """SIGHUP: reload passwords and ACL; returns once the broker has reloaded."""
@@ -454,13 +333,14 @@ class Broker:
             return
         before = self.log_path.read_bytes().count(b"Reloading config.")
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + timeout
         # The reload runs in the same loop iteration right after this line is logged, so any
         # connection made after seeing it is authenticated against the new files.
-        while self.log_path.read_bytes().count(b"Reloading config.") <= before:
-            if time.monotonic() > deadline or not self.running:
-                raise BrokerStartError(f"mosquitto did not reload\n{self.log_tail()}")
-            time.sleep(0.01)
+        self._wait(
+            lambda: self.log_path.read_bytes().count(b"Reloading config.") > before,
+            "mosquitto reloaded",
+            timeout,
+            0.01,
+        )
 
     async def astart(self) -> None:
         await asyncio.to_thread(self.start)
@@ -475,10 +355,14 @@ class Broker:
         """The whole broker log (all runs of this broker)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    async def wait_for_log(self, text: str, *, count: int = 1) -> None:
-        """Wait until ``text`` occurs ``count`` times in the log; bound it with asyncio.timeout."""
-        while self.log_text().count(text) < count:  # noqa: ASYNC110 - polling a file
-            await asyncio.sleep(0.01)
+    async def wait_for_log(self, text: str, *, count: int = 1, within: float = 15.0) -> None:
+        """Wait until ``text`` occurs ``count`` times in the log."""
+        await eventually(
+            lambda: self.log_text().count(text) >= count,
+            lambda: f"{text!r} {count} times in the broker log\n{self.log_tail()}",
+            within=within,
+            every=0.01,
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
@@ -533,14 +417,14 @@ DEFAULT_USERS = ("central", "gate-a", "gate-b")
 
 
 @pytest.fixture(scope="session")
-def broker_pki(tmp_path_factory: pytest.TempPathFactory) -> BrokerPKI:
+def broker_pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     """Test CA, server cert for 127.0.0.1/localhost, and a wrong CA (session-wide)."""
     return make_pki(tmp_path_factory.mktemp("mosquitto-pki"))
 
 
 @pytest.fixture
 def make_broker(
-    broker_pki: BrokerPKI, tmp_path_factory: pytest.TempPathFactory
+    broker_pki: PKI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BrokerFactory]:
     """Factory for brokers (users get random passwords); every broker is killed at teardown."""
     brokers: list[Broker] = []
