@@ -150,14 +150,16 @@ class SqliteDb:
 
 
 def split_statements(sql: str) -> list[str]:
-    """Split a SQLite script into statements, keeping trigger bodies whole."""
+    """Split a SQLite script into statements, keeping trigger bodies and literals whole."""
     out: list[str] = []
     buf = ""
-    for line in sql.strip().splitlines():
-        buf += line + "\n"
-        if sqlite3.complete_statement(buf):
+    *ends, rest = sql.split(";")
+    for piece in ends:
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):  # not a ';' inside a trigger, literal or comment
             out.append(buf.strip())
             buf = ""
+    buf += rest
     if buf.strip():
         out.append(buf.strip())
     return out

@@ -50,7 +50,7 @@ def check_dsn(dsn: str) -> None:
         raise DsnError(f"postgresql DSN {redact(dsn)!r} is malformed: {exc}") from None
 
 
-class _MigrationDb:
+class PostgresMigrationDb:
     """:class:`edgegate.migrations.MigrationDb` over a psycopg connection in autocommit."""
 
     def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
@@ -116,7 +116,7 @@ class PostgresStore(CentralStore):
 
     def _migrate(self) -> None:
         migrations.migrate(
-            _MigrationDb(self._conn),
+            PostgresMigrationDb(self._conn),
             migrations_for(self.backend),
             newer=newer_error(self.description),
         )
