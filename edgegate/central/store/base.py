@@ -1,7 +1,7 @@
 """The store's contract and all its logic; a backend supplies only dialect hooks.
 
-``CentralStore`` implements every operation the sink, ``central pull``, ``central publish``,
-``central command --wait`` and the tests use, on top of a few abstract hooks
+``CentralStore`` implements every operation the sink, ``central pull``, ``central command
+--wait`` (the gate's replies) and the benchmarks use, on top of a few abstract hooks
 (transactions, statements, bulk insert, head locking) that ``sqlite.py`` and ``postgres.py``
 implement. The guarantees are in the package's docstring (:mod:`edgegate.central.store`).
 """
