@@ -27,6 +27,9 @@ from edgegate.central.store import (
     StoreResult,
     open_store,
 )
+from edgegate.central.store import base as store_base
+from edgegate.central.store import schema as central_schema
+from edgegate.central.store import sqlite as sqlite_backend
 from edgegate.core import events as ev
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
 from edgegate.log.schema import split_statements
@@ -353,9 +356,9 @@ def test_bulk_insert_keeps_every_field_across_statement_sizes(store: CentralStor
 
 
 def test_sqlite_rows_per_insert_respect_the_parameter_limit(tmp_path: Path) -> None:
-    assert store_mod._sqlite_chunk(32766) == 128
-    assert store_mod._sqlite_chunk(999) == 64  # SQLite before 3.32
-    assert store_mod._sqlite_chunk(1) == 1
+    assert sqlite_backend._sqlite_chunk(32766) == 128
+    assert sqlite_backend._sqlite_chunk(999) == 64  # SQLite before 3.32
+    assert sqlite_backend._sqlite_chunk(1) == 1
     rows = make_chain("g1", 300)
     with open_store(f"sqlite:///{tmp_path / 'c.db'}") as s:
         assert isinstance(s, store_mod.SqliteStore)
@@ -363,7 +366,7 @@ def test_sqlite_rows_per_insert_respect_the_parameter_limit(tmp_path: Path) -> N
         with pytest.raises(StoreError, match="variable number must be between"):
             s.store_batch("g1", rows)  # 128 rows per statement need 1155 parameters
         assert s.count() == 0
-        s._chunk = store_mod._sqlite_chunk(999)
+        s._chunk = sqlite_backend._sqlite_chunk(999)
         assert s.store_batch("g1", rows) == StoreResult(300, None, 300, 0)
         assert list(s.events("g1")) == rows
 
@@ -388,7 +391,7 @@ def test_sqlite_store_made_with_a_without_rowid_table_still_works(tmp_path: Path
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
     m = store_mod.MIGRATIONS[0]
-    script = m.sql.format(**store_mod._SQLITE_TYPES).replace(
+    script = m.sql.format(**central_schema._SQLITE_TYPES).replace(
         "PRIMARY KEY (gate, seq)\n        );",
         "PRIMARY KEY (gate, seq)\n        ) WITHOUT ROWID;",
         1,
@@ -397,7 +400,7 @@ def test_sqlite_store_made_with_a_without_rowid_table_still_works(tmp_path: Path
     conn.execute("PRAGMA journal_mode = WAL")
     for statement in split_statements(script + m.sqlite_extra):
         conn.execute(statement)
-    conn.execute(store_mod._MIGRATIONS_TABLE)
+    conn.execute(central_schema._MIGRATIONS_TABLE)
     conn.execute("INSERT INTO schema_migrations VALUES (1, ?, 0)", (m.name,))
     conn.close()
     rows = make_chain("g1", 600, reboot_at=300)
@@ -533,7 +536,7 @@ def test_events_are_append_only(dsn: str, store: CentralStore) -> None:
 
 
 def test_events_iterate_across_pages(store: CentralStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "_PAGE", 7)
+    monkeypatch.setattr(store_base, "_PAGE", 7)
     rows = make_chain("g1", 30)
     store.store_batch("g1", rows)
     assert list(store.events("g1")) == rows
@@ -619,12 +622,12 @@ def test_migration_2_bounds_the_dead_letters_of_an_older_store(dsn: str) -> None
     m = store_mod.MIGRATIONS[0]
     junk = bytes(range(256)) * 40  # 10,240 bytes
     sqlite = dsn.startswith("sqlite")
-    types = store_mod._SQLITE_TYPES if sqlite else store_mod._POSTGRES_TYPES
+    types = central_schema._SQLITE_TYPES if sqlite else central_schema._POSTGRES_TYPES
     schema = m.sql.format(**types) + (m.sqlite_extra if sqlite else m.postgres_extra)
     raw_execute(
         dsn,
         schema
-        + store_mod._MIGRATIONS_TABLE
+        + central_schema._MIGRATIONS_TABLE
         + f";\nINSERT INTO schema_migrations VALUES (1, 'one', 0);\n"
         "INSERT INTO dead_letters (received_at_ns, source, gate, payload, reason) VALUES"
         f" (1, 't', 'g1', {'X' if sqlite else ''}'{'' if sqlite else chr(92) + 'x'}{junk.hex()}',"

@@ -31,7 +31,9 @@ def test_the_daemon_does_not_load_central_or_mqtt_code() -> None:
 
 
 def test_central_commands_load_what_they_need() -> None:
-    assert {"psycopg", "aiomqtt"} <= _loaded_after_parsing(["central", "run", "--broker", "x"])
+    loaded = _loaded_after_parsing(["central", "run", "--broker", "x"])
+    assert "aiomqtt" in loaded
+    assert "psycopg" not in loaded  # only opening a postgresql:// store imports it
 
 
 @pytest.mark.parametrize(

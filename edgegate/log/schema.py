@@ -1,23 +1,26 @@
 """Versioned schema migrations of a gate's SQLite file (events, allow-list, positions).
 
-Each migration runs once, in its own transaction, and is recorded in ``schema_migrations``.
-A file written by newer software (a higher version than known here) is refused, not guessed.
+Run by the shared runner (:mod:`edgegate.migrations`): each migration once, in its own
+transaction, recorded in ``schema_migrations``. A file written by newer software (a higher
+version than known here) is refused, not guessed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import time
-from dataclasses import dataclass
 
+from edgegate import migrations as runner
+from edgegate.migrations import Migration, split_statements
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
+__all__ = [
+    "LATEST",
+    "MIGRATIONS",
+    "Migration",
+    "SchemaError",
+    "current_version",
+    "migrate",
+    "split_statements",
+]
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -100,60 +103,19 @@ class SchemaError(RuntimeError):
     """The file's schema cannot be used by this software."""
 
 
+def _newer(version: int, known: int) -> SchemaError:
+    return SchemaError(
+        f"the log's schema is version {version}, newer than this software knows "
+        f"({known}); upgrade edgegate rather than open it with an older one"
+    )
+
+
 def current_version(conn: sqlite3.Connection) -> int:
-    has_table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
-    if not has_table:
-        return 0
-    row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-    return int(row[0] or 0)
+    """The file's schema version (0 before the first migration); reads only."""
+    return runner.current_version(runner.SqliteDb(conn))
 
 
 def migrate(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
     """Bring the schema up to date; return the version reached. ``conn`` is in autocommit."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ns INTEGER NOT NULL)"
-    )
-    version = current_version(conn)
-    known = migrations[-1].version if migrations else 0
-    if version > known:
-        raise SchemaError(
-            f"the log's schema is version {version}, newer than this software knows "
-            f"({known}); upgrade edgegate rather than open it with an older one"
-        )
-    for m in migrations:
-        if m.version <= version:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in split_statements(m.sql):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at_ns) VALUES (?, ?, ?)",
-                (m.version, m.name, time.time_ns()),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            # SQLite rolls back by itself on some errors (a full disk): keep the first error.
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
-        version = m.version
-    return version
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split a migration into statements, keeping trigger bodies whole."""
-    out: list[str] = []
-    buf = ""
-    for line in sql.strip().splitlines():
-        buf += line + "\n"
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        out.append(buf.strip())
-    return out
+    # INTEGER: the type the log's ledger was created with (central's says BIGINT).
+    return runner.migrate(runner.SqliteDb(conn), migrations, newer=_newer, time_type="INTEGER")

@@ -1,0 +1,573 @@
+"""The store's contract and all its logic; a backend supplies only dialect hooks.
+
+``CentralStore`` implements every operation the sink, ``central pull``, ``central command
+--wait`` (the gate's replies) and the benchmarks use, on top of a few abstract hooks
+(transactions, statements, bulk insert, head locking) that ``sqlite.py`` and ``postgres.py``
+implement. The guarantees are in the package's docstring (:mod:`edgegate.central.store`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import itertools
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, TypeVar, cast
+
+from edgegate.central.store.checks import (
+    check_decoded,
+    check_rows,
+    clean_text,
+    dead_payload,
+    gate_problem,
+)
+from edgegate.central.store.model import (
+    AdmissionReview,
+    Batch,
+    DeadLetter,
+    DeadLetterDrops,
+    DeadLetterLimits,
+    RowLike,
+    StoreClosedError,
+    StoreError,
+    StoreResult,
+)
+from edgegate.core.codec import datetime_to_ns
+from edgegate.core.events import EventDecodeError, RevokedCredentialAdmission
+from edgegate.core.events import decode as decode_event
+from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
+from edgegate.sync.protocol import DecodedEvents
+
+T = TypeVar("T")
+
+_PAGE = 10_000  # rows per read when iterating a gate's events
+_IN_CHUNK = 500  # parameters per ``IN (…)`` list
+_PG_RETRIES = 5  # deadlock / serialisation failures retried before giving up
+_REVIEW_TYPE = RevokedCredentialAdmission.TYPE
+_DEAD_TEXT_MAX = 2000  # characters of a dead letter's source and reason
+_NO_GATE = ""  # dead_letter_drops key of dead letters without a gate (no gate id is empty)
+
+# SQL of both backends (``?`` placeholders; PostgreSQL gets ``%s``).
+EVENT_COLUMNS = (
+    "gate, seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash, hash,"
+    " received_at_ns"
+)
+_ROW_COLUMNS = "seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash, hash"
+_SELECT_EVENTS = (
+    f"SELECT {_ROW_COLUMNS} FROM gate_events WHERE gate = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+ENSURE_HEAD = (
+    "INSERT INTO gate_heads (gate, seq, hash, updated_at_ns) VALUES (?, 0, ?, ?)"
+    " ON CONFLICT (gate) DO NOTHING"
+)
+_UPDATE_HEAD = "UPDATE gate_heads SET seq = ?, hash = ?, updated_at_ns = ? WHERE gate = ?"
+_INSERT_DEAD = (
+    "INSERT INTO dead_letters"
+    " (received_at_ns, source, gate, payload, payload_size, payload_sha256, reason)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+# Keep a gate's newest N dead letters (N: the OFFSET): delete from the (N+1)-th newest down.
+_TRIM_DEAD = (
+    "DELETE FROM dead_letters WHERE gate = ? AND id <= ("
+    "SELECT id FROM dead_letters WHERE gate = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+    " RETURNING payload_size"
+)
+_TRIM_DEAD_NO_GATE = (
+    "DELETE FROM dead_letters WHERE gate IS NULL AND id <= ("
+    "SELECT id FROM dead_letters WHERE gate IS NULL ORDER BY id DESC LIMIT 1 OFFSET ?)"
+    " RETURNING payload_size"
+)
+_COUNT_DROPS = (
+    "INSERT INTO dead_letter_drops (gate, letters, payload_bytes, last_dropped_at_ns)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (gate) DO UPDATE SET"
+    " letters = dead_letter_drops.letters + excluded.letters,"
+    " payload_bytes = dead_letter_drops.payload_bytes + excluded.payload_bytes,"
+    " last_dropped_at_ns = excluded.last_dropped_at_ns"
+)
+_DEAD_COLUMNS = "id, received_at_ns, source, gate, payload, reason, payload_size, payload_sha256"
+
+
+class CentralStore(ABC):
+    """Central's copy of gates' logs. Thread-safe; every method is a short blocking call."""
+
+    backend: ClassVar[str]
+
+    def __init__(self, description: str, dead_letters: DeadLetterLimits | None = None) -> None:
+        self.description = description
+        self.dead_letter_limits = dead_letters or DeadLetterLimits()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # Dialect hooks -------------------------------------------------------------------------
+
+    @abstractmethod
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        """A write transaction: committed durably on normal exit, rolled back otherwise."""
+
+    @abstractmethod
+    def _exec(self, sql: str, params: Sequence[object] = ()) -> None: ...
+
+    @abstractmethod
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    def _insert_events(self, gate: str, rows: Sequence[Row], received_at_ns: int) -> None:
+        """Insert verified rows above the head (no conflicts expected): consecutive seqs, each
+        row's prev_hash equal to the previous row's hash."""
+
+    @abstractmethod
+    def _lock_heads(self, gates: list[str], now_ns: int) -> dict[str, tuple[int, bytes]]:
+        """Inside a transaction: create missing heads at (0, genesis), lock and read them."""
+
+    @abstractmethod
+    def _retryable(self, exc: BaseException) -> bool:
+        """Whether a failed transaction may simply be run again (deadlock, serialisation)."""
+
+    @abstractmethod
+    def _db_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a database failure to report as ``StoreError``."""
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    # Plumbing ------------------------------------------------------------------------------
+
+    def _run(self, fn: Callable[[], T], *, write: bool) -> T:
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"store {self.description} is closed")
+            attempt = 0
+            while True:
+                try:
+                    if not write:
+                        return fn()
+                    with self._transaction():
+                        return fn()
+                except Exception as exc:
+                    if write and self._retryable(exc) and attempt < _PG_RETRIES:
+                        attempt += 1
+                        time.sleep(0.005 * attempt)
+                        continue
+                    if self._db_error(exc):
+                        raise StoreError(f"{self.description}: {exc}") from exc
+                    raise
+
+    # Writing -------------------------------------------------------------------------------
+
+    def store_batch(self, gate: str, rows: Sequence[RowLike], *, source: str = "") -> StoreResult:
+        """Store one batch of ``gate``'s rows (see the module docstring); committed on return."""
+        return self.store_batches([Batch(gate, rows, source)])[0]
+
+    def store_batches(
+        self, items: Sequence[Batch | tuple[str, Sequence[RowLike]]], *, source: str = ""
+    ) -> list[StoreResult]:
+        """Store several batches in ONE transaction (one fsync); results in ``items`` order.
+
+        Batches of the same gate are applied in order, so a later one may extend an earlier
+        one. ``source`` is the default for items that are plain ``(gate, rows)`` tuples.
+        """
+        batches = [
+            item if isinstance(item, Batch) else Batch(item[0], item[1], source) for item in items
+        ]
+        if not batches:
+            return []
+        return self._run(lambda: self._store_batches_tx(batches), write=True)
+
+    def _store_batches_tx(self, batches: list[Batch]) -> list[StoreResult]:
+        now = time.time_ns()
+        gates = sorted({b.gate for b in batches if gate_problem(b.gate) is None})
+        heads = self._lock_heads(gates, now) if gates else {}
+        start = dict(heads)
+        results = [self._store_one(b, heads, now) for b in batches]
+        for gate, head in heads.items():
+            if head != start[gate]:
+                self._exec(_UPDATE_HEAD, (head[0], head[1], now, gate))
+        return results
+
+    def _store_one(
+        self, batch: Batch, heads: dict[str, tuple[int, bytes]], now: int
+    ) -> StoreResult:
+        gate, raw_rows, source = batch
+        source = clean_text(source) if type(source) is str else repr(source)
+        bad_gate = gate_problem(gate)
+        if bad_gate is not None:
+            reason = f"malformed batch: {bad_gate} ({clean_text(repr(gate))[:200]})"
+            self._dead(now, source, None, dead_payload(None, raw_rows), reason)
+            n = len(raw_rows) if isinstance(raw_rows, list | tuple) else 0
+            return StoreResult(0, None, 0, 0, n, reason)
+        head_seq, head_hash = heads[gate]
+        problem = (
+            check_decoded(raw_rows) if type(raw_rows) is DecodedEvents else check_rows(raw_rows)
+        )
+        if problem is not None:
+            n = len(raw_rows) if isinstance(raw_rows, list | tuple) else 0
+            self._dead(now, source, gate, dead_payload(gate, raw_rows), problem)
+            # A fresh copy may be sound (the gate hashed what it stored); ask for one.
+            return StoreResult(head_seq, head_seq + 1, 0, 0, n, problem)
+        # Checked: every row has Row's shape and types (lists from msgpack, or tuples).
+        rows = cast(Sequence[Row], raw_rows)
+        if not rows:
+            return StoreResult(head_seq, None, 0, 0)
+
+        dups: Sequence[Row] = ()
+        new = rows
+        if rows[0][0] <= head_seq or rows[-1][0] <= head_seq:
+            dups = [r for r in rows if r[0] <= head_seq]
+            new = [r for r in rows if r[0] > head_seq]
+        if dups:
+            fork = self._fork(gate, dups)
+            if fork is not None:
+                self._dead(now, source, gate, dead_payload(gate, raw_rows), fork)
+                # Resending cannot help: the gate's history differs from the one we hold.
+                return StoreResult(head_seq, None, 0, len(dups), len(rows), fork)
+        if not new:
+            return StoreResult(head_seq, None, 0, len(dups))
+        if new[0][0] > head_seq + 1:
+            return StoreResult(head_seq, head_seq + 1, 0, len(dups))
+
+        verifier = ChainVerifier(gate, after_seq=head_seq, after_hash=head_hash)
+        chain_fault = verifier.feed(new)
+        good = new[: verifier.count]
+        if good:
+            self._insert_events(gate, good, now)
+            self._note_reviews(gate, source, good, now)
+            last = good[-1]
+            head_seq, head_hash = last[0], last[9]
+            heads[gate] = (head_seq, head_hash)
+        if chain_fault is None:
+            return StoreResult(head_seq, None, len(good), len(dups))
+        rest = new[verifier.count :]
+        reason = f"unverifiable: {chain_fault}"
+        self._dead(now, source, gate, dead_payload(gate, [list(r) for r in rest]), reason)
+        return StoreResult(head_seq, head_seq + 1, len(good), len(dups), len(rest), reason)
+
+    def _note_reviews(self, gate: str, source: str, rows: Sequence[Row], now: int) -> None:
+        """A gate's ``admission.revoked-credential`` reports become review rows, in the same
+        transaction as the events that carry them."""
+        for row in rows:
+            if row[4] != _REVIEW_TYPE:
+                continue
+            try:
+                event = decode_event(row[4], row[6], bytes(row[7]), row[5])
+            except EventDecodeError as exc:
+                # The event is stored (its chain is sound); only its review row is missing.
+                reason = f"admission review of seq {row[0]} not recorded: {exc}"
+                self._dead(now, source, gate, bytes(row[7]), reason)
+                continue
+            assert isinstance(event, RevokedCredentialAdmission)
+            self._exec(
+                "INSERT INTO admission_reviews (gate, seq, plate, credential_kind,"
+                " credential_id, revoked_at_ns, decided_at_ns, noted_at_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gate, seq) DO NOTHING",
+                (
+                    gate,
+                    event.decision_seq,
+                    event.plate,
+                    event.credential_kind,
+                    event.credential_id,
+                    datetime_to_ns(event.revoked_at),
+                    datetime_to_ns(event.decided_at),
+                    now,
+                ),
+            )
+
+    def _fork(self, gate: str, dups: Sequence[Row]) -> str | None:
+        """A reason if any duplicate's hash differs from the stored one, else None."""
+        stored: dict[int, bytes] = {}
+        seqs = sorted({r[0] for r in dups})
+        if seqs[-1] - seqs[0] + 1 == len(seqs):  # a contiguous replay: one range query
+            for seq, digest in self._query(
+                "SELECT seq, hash FROM gate_events WHERE gate = ? AND seq BETWEEN ? AND ?",
+                (gate, seqs[0], seqs[-1]),
+            ):
+                stored[seq] = bytes(digest)
+        else:
+            for i in range(0, len(seqs), _IN_CHUNK):
+                chunk = seqs[i : i + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for seq, digest in self._query(
+                    f"SELECT seq, hash FROM gate_events WHERE gate = ? AND seq IN ({marks})",
+                    (gate, *chunk),
+                ):
+                    stored[seq] = bytes(digest)
+        for r in dups:
+            held = stored.get(r[0])
+            if held is None:
+                return f"fork at seq {r[0]}: below the head but not stored"
+            if held != r[9]:
+                return f"fork at seq {r[0]}: hash differs from the stored event's"
+        return None
+
+    def _dead(self, now: int, source: str, gate: str | None, payload: bytes, reason: str) -> int:
+        """Keep a bounded dead letter (prefix, size, SHA-256) and trim the gate's to the cap."""
+        lim = self.dead_letter_limits
+        digest = hashlib.sha256(payload).digest()
+        row = (
+            now,
+            source[:_DEAD_TEXT_MAX],
+            gate,
+            payload[: lim.payload_prefix],
+            len(payload),
+            digest,
+            clean_text(reason)[:_DEAD_TEXT_MAX],
+        )
+        dead_id = int(self._query(_INSERT_DEAD, row)[0][0])
+        # Oldest dropped, not newest refused: what a gate sends now is what an operator must
+        # see; the drops are counted (and a gate can only push out its own dead letters).
+        if gate is None:
+            dropped = self._query(_TRIM_DEAD_NO_GATE, (lim.per_gate,))
+        else:
+            dropped = self._query(_TRIM_DEAD, (gate, gate, lim.per_gate))
+        if dropped:
+            size = sum(int(r[0]) for r in dropped)
+            key = _NO_GATE if gate is None else gate
+            self._exec(_COUNT_DROPS, (key, len(dropped), size, now))
+        return dead_id
+
+    def dead_letter(self, source: str, gate: str | None, payload: bytes, reason: str) -> int:
+        """Keep a payload that could not be used, with why; return its id. Committed."""
+        now = time.time_ns()
+        gate_value = gate if gate is None or gate_problem(gate) is None else None
+        if gate is not None and gate_value is None:
+            reason = f"{reason} (gate {gate!r})"
+        body = bytes(payload)
+        return self._run(
+            lambda: self._dead(now, clean_text(source), gate_value, body, reason), write=True
+        )
+
+    def add_admission_review(
+        self,
+        gate: str,
+        seq: int,
+        *,
+        plate: str,
+        credential_kind: str,
+        credential_id: str,
+        revoked_at_ns: int,
+        decided_at_ns: int,
+        noted_at_ns: int | None = None,
+    ) -> bool:
+        """Record an entry admitted by a credential revoked meanwhile; False if already held."""
+        noted = time.time_ns() if noted_at_ns is None else noted_at_ns
+        params = (
+            gate,
+            seq,
+            plate,
+            credential_kind,
+            credential_id,
+            revoked_at_ns,
+            decided_at_ns,
+            noted,
+        )
+
+        def add() -> bool:
+            inserted = self._query(
+                "INSERT INTO admission_reviews (gate, seq, plate, credential_kind,"
+                " credential_id, revoked_at_ns, decided_at_ns, noted_at_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gate, seq) DO NOTHING"
+                " RETURNING seq",
+                params,
+            )
+            return bool(inserted)
+
+        return self._run(add, write=True)
+
+    # Reading -------------------------------------------------------------------------------
+
+    def head(self, gate: str) -> tuple[int, bytes]:
+        """(seq, hash) of the gate's highest contiguous stored event; (0, genesis) if none."""
+        rows = self._run(
+            lambda: self._query("SELECT seq, hash FROM gate_heads WHERE gate = ?", (gate,)),
+            write=False,
+        )
+        if not rows:
+            return 0, GENESIS_HASH
+        return int(rows[0][0]), bytes(rows[0][1])
+
+    def heads(self) -> dict[str, tuple[int, bytes]]:
+        """Every known gate's head (a gate seen with nothing stored yet is at (0, genesis))."""
+        rows = self._run(
+            lambda: self._query("SELECT gate, seq, hash FROM gate_heads ORDER BY gate"),
+            write=False,
+        )
+        return {str(g): (int(s), bytes(h)) for g, s, h in rows}
+
+    def count(self, gate: str | None = None) -> int:
+        """Events stored for ``gate``, or for all gates."""
+        params: tuple[object, ...] = ()
+        if gate is None:
+            sql = "SELECT COUNT(*) FROM gate_events"
+        else:
+            sql, params = "SELECT COUNT(*) FROM gate_events WHERE gate = ?", (gate,)
+        return int(self._run(lambda: self._query(sql, params), write=False)[0][0])
+
+    def events(self, gate: str, after: int = 0, limit: int | None = None) -> Iterator[Row]:
+        """``gate``'s stored rows with seq > ``after`` in seq order, read page by page."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = _PAGE if remaining is None else min(_PAGE, remaining)
+            rows = self._run(
+                functools.partial(self._query, _SELECT_EVENTS, (gate, after, page)), write=False
+            )
+            for r in rows:
+                yield cast(Row, tuple(r))
+            if len(rows) < page:
+                return
+            after = int(rows[-1][0])
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def verify(self, gate: str) -> ChainFault | None:
+        """Re-prove the whole stored chain of ``gate`` from genesis, and that it ends at the head.
+
+        Returns the first fault, or None when every link and hash holds. Events stored after
+        the head was read are not checked.
+        """
+        # The head first, then the rows up to it: events stored meanwhile are not a fault.
+        head_seq, head_hash = self.head(gate)
+        verifier = ChainVerifier(gate)
+        fault = verifier.feed(itertools.takewhile(lambda r: r[0] <= head_seq, self.events(gate)))
+        if fault is not None:
+            return fault
+        if verifier.last_seq != head_seq:
+            return ChainFault(
+                min(verifier.last_seq, head_seq) + 1,
+                f"the head says seq {head_seq} but the stored chain ends at {verifier.last_seq}",
+            )
+        if verifier.last_hash != head_hash:
+            return ChainFault(head_seq, "the head's hash differs from the stored event's")
+        return None
+
+    def dead_letters(self, gate: str | None = None, *, limit: int = 1000) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters kept (of ``gate`` if given), by id."""
+        if gate is None:
+            sql = f"SELECT {_DEAD_COLUMNS} FROM dead_letters ORDER BY id LIMIT ?"
+            params: tuple[object, ...] = (limit,)
+        else:
+            sql = f"SELECT {_DEAD_COLUMNS} FROM dead_letters WHERE gate = ? ORDER BY id LIMIT ?"
+            params = (gate, limit)
+        rows = self._run(lambda: self._query(sql, params), write=False)
+        return [
+            DeadLetter(
+                int(i),
+                int(at),
+                str(src),
+                None if g is None else str(g),
+                bytes(p),
+                str(r),
+                int(size),
+                bytes(digest),
+            )
+            for i, at, src, g, p, r, size, digest in rows
+        ]
+
+    def dead_letter_drops(self) -> list[DeadLetterDrops]:
+        """Per gate (None: no known gate), the dead letters deleted to keep within the cap."""
+        rows = self._run(
+            lambda: self._query(
+                "SELECT gate, letters, payload_bytes, last_dropped_at_ns FROM dead_letter_drops"
+                " ORDER BY gate"
+            ),
+            write=False,
+        )
+        return [
+            DeadLetterDrops(None if g == _NO_GATE else str(g), int(n), int(b), int(at))
+            for g, n, b, at in rows
+        ]
+
+    def admission_reviews(self, gate: str | None = None) -> list[AdmissionReview]:
+        """Recorded admission reviews (of ``gate`` if given), by gate and seq."""
+        cols = (
+            "gate, seq, plate, credential_kind, credential_id, revoked_at_ns, decided_at_ns,"
+            " noted_at_ns"
+        )
+        params: tuple[object, ...] = ()
+        if gate is None:
+            sql = f"SELECT {cols} FROM admission_reviews ORDER BY gate, seq"
+        else:
+            sql = f"SELECT {cols} FROM admission_reviews WHERE gate = ? ORDER BY seq"
+            params = (gate,)
+        rows = self._run(lambda: self._query(sql, params), write=False)
+        return [
+            AdmissionReview(str(g), int(s), str(p), str(k), str(c), int(r), int(d), int(n))
+            for g, s, p, k, c, r, d, n in rows
+        ]
+
+    # Lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the connection; idempotent. Waits for a call in progress to finish."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> CentralStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- asyncio -------------------------------------------------------------------------------
+
+
+class AsyncStore:
+    """A ``CentralStore`` for asyncio code: every call runs on one dedicated thread.
+
+    One thread keeps calls in submission order (a batch is committed before the next one
+    starts) and keeps blocking I/O and fsync off the event loop. If the awaiting task is
+    cancelled, a call already started still completes and commits; its result is lost, so the
+    caller does not ack, and the gate's resend is stored idempotently.
+    """
+
+    def __init__(self, store: CentralStore) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="central-store")
+
+    async def run(self, fn: Callable[[CentralStore], T]) -> T:
+        """Run ``fn(store)`` on the store's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, self.store)
+
+    async def store_batches(
+        self, items: Sequence[Batch | tuple[str, Sequence[RowLike]]], *, source: str = ""
+    ) -> list[StoreResult]:
+        return await self.run(lambda s: s.store_batches(items, source=source))
+
+    async def store_batch(
+        self, gate: str, rows: Sequence[RowLike], *, source: str = ""
+    ) -> StoreResult:
+        return await self.run(lambda s: s.store_batch(gate, rows, source=source))
+
+    async def dead_letter(self, source: str, gate: str | None, payload: bytes, reason: str) -> int:
+        return await self.run(lambda s: s.dead_letter(source, gate, payload, reason))
+
+    async def heads(self) -> dict[str, tuple[int, bytes]]:
+        return await self.run(lambda s: s.heads())
+
+    async def head(self, gate: str) -> tuple[int, bytes]:
+        return await self.run(lambda s: s.head(gate))
+
+    async def aclose(self) -> None:
+        """Finish queued calls, close the store, stop the thread."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.store.close)
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> AsyncStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
