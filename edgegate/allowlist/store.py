@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgpack
 
-from edgegate.allowlist import codec
+from edgegate.core import credential_codec as codec
 from edgegate.core.allowlist import AllowList, AllowListError, check_credential
 from edgegate.core.domain import Appointment, Credential, CredentialKind
 from edgegate.log import schema
