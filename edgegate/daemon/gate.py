@@ -411,11 +411,7 @@ class Gate:
 
     def _rebuild_presence(self, path: Path) -> None:
         with LogReader(path) as reader:
-            conn = reader._conn  # read-only connection of the reader
-            rows = conn.execute(
-                "SELECT seq, wall_ns, data FROM events WHERE type = 'vehicle.passed' ORDER BY seq"
-            )
-            for seq, wall_ns, data in rows:
+            for seq, wall_ns, _, _, _, data in reader.of_types((VehiclePassed.TYPE,)):
                 fields = msgpack.unpackb(data)
                 at = ns_to_datetime(wall_ns)
                 if fields.get("direction") == Direction.ENTRY.value:
@@ -474,11 +470,7 @@ def _held_lanes(path: Path) -> dict[str, tuple[int, ManualAction]]:
     """Lanes whose last manual open, release or close in the log is an open (with its seq)."""
     last: dict[str, tuple[int, ManualAction]] = {}
     with LogReader(path) as reader:
-        rows = reader._conn.execute(  # read-only connection of the reader
-            "SELECT seq, lane, version, data FROM events WHERE type = ? ORDER BY seq",
-            (ManualAction.TYPE,),
-        )
-        for seq, lane, version, data in rows:
+        for seq, _, _, lane, version, data in reader.of_types((ManualAction.TYPE,)):
             try:
                 event = decode(ManualAction.TYPE, version, data, lane)
             except EventDecodeError:
