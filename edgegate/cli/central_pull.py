@@ -40,7 +40,7 @@ def register(central_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "pull",
         help="fetch a gate's events over its pull API into the central store",
         description=(
-            "Fetch the events of the gate at URL (its base URL, e.g. http://10.1.2.3:8470) "
+            "Fetch the events of the gate at URL (its base URL, e.g. https://10.20.7.5:8480) "
             "into the central store, from where the store's copy of that gate ends. "
             "Idempotent; exit 0 done, 1 rows refused as unverifiable, 2 other failure."
         ),
@@ -76,7 +76,13 @@ def register(central_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         default=DEFAULT_TIMEOUT,
         help=f"seconds to wait for the gate per request (default {DEFAULT_TIMEOUT:g})",
     )
-    p.add_argument("--cafile", type=Path, help="CA certificate to verify an https gate with")
+    p.add_argument(
+        "--ca-file",
+        "--cafile",
+        dest="cafile",
+        type=Path,
+        help="CA certificate to verify an https gate with",
+    )
     p.set_defaults(func=run)
 
 

@@ -96,7 +96,8 @@ async def run_demo(duration: float, log_path: Path, *, live: bool | None = None)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(10):
             await asyncio.gather(*(r.wait_connected() for r in gate.readers.values()))
-    traffic = asyncio.create_task(_traffic(lanes, view))
+    ending = asyncio.Event()
+    traffic = asyncio.create_task(_traffic(lanes, view, ending))
     interactive = sys.stdout.isatty() if live is None else live
     try:
         if interactive:
@@ -108,6 +109,12 @@ async def run_demo(duration: float, log_path: Path, *, live: bool | None = None)
         else:
             await asyncio.wait({runner}, timeout=duration)
     finally:
+        # No new vehicle; those in a lane drive on out of it, so the gate stops with its
+        # lanes at rest rather than waiting out its drain time for a vehicle frozen mid-way.
+        ending.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_LAST_VEHICLES_S):
+                await asyncio.shield(traffic)
         traffic.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await traffic
@@ -119,10 +126,19 @@ async def run_demo(duration: float, log_path: Path, *, live: bool | None = None)
     return 0
 
 
-async def _traffic(lanes: dict[str, SimLane], view: DemoView) -> None:
+#: How long the demo's last vehicles get to leave their lanes once its time is up.
+_LAST_VEHICLES_S = 15.0
+
+
+async def _traffic(lanes: dict[str, SimLane], view: DemoView, ending: asyncio.Event) -> None:
+    """Each lane's traffic, vehicle after vehicle, until ``ending`` (the vehicle in a lane
+    then finishes its way)."""
+
     async def lane_traffic(lane_id: str, lane: SimLane) -> None:
-        while True:
+        while not ending.is_set():
             for kind, vehicle in demo_traffic(lane_id):
+                if ending.is_set():
+                    return
                 outcome = await lane.drive(vehicle)
                 view.outcomes.append(f"{lane_id:<6} {vehicle.plate:<9} {kind}: {outcome}")
                 await asyncio.sleep(0.3)
