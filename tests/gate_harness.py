@@ -396,10 +396,10 @@ class RunningGate:
         return self._task
 
     def plc(self, name: str = "plc") -> PlcSimulator:
-        return self.gate.plc_sims[name]
+        return self.gate.sims.plcs[name]
 
     def reader(self, name: str = "cam") -> PlateReaderSimulator:
-        return self.gate.reader_sims[name]
+        return self.gate.sims.readers[name]
 
     def road(self, lane_id: str = "l1") -> Road:
         cfg = self.config.lane(lane_id)

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgegate.allowlist import codec, store
+from edgegate.allowlist import store
+from edgegate.core import credential_codec as codec
 from edgegate.core.allowlist import AllowList, AllowListError
 from edgegate.core.domain import (
     Appointment,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edgegate.allowlist import codec
 from edgegate.allowlist.service import AllowListService
 from edgegate.cli.main import main
+from edgegate.core import credential_codec as codec
 from edgegate.core import events as ev
 from edgegate.core.domain import Direction, VehicleCategory
 from edgegate.log import EventLog

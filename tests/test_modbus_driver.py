@@ -18,6 +18,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from edgegate.config import ModbusRtuDevice, ModbusTcpDevice
 from edgegate.core.events import BarrierCommand, DeviceFault, DeviceRecovered, Loop
+from edgegate.daemon.drivers import plc_settings
 from edgegate.devices.base import (
     CommandNotConfirmed,
     DeviceSignal,
@@ -35,6 +36,7 @@ from edgegate.devices.modbus import (
 )
 from edgegate.devices.plc_profile import BarrierPlcProfile
 from edgegate.devices.profiles import load_profile
+from edgegate.devices.settings import ModbusSettings
 from edgegate.sim.plc import FailMode, Frame, PlcSimulator, PtyLink
 from tests.eventually import eventually
 
@@ -101,7 +103,7 @@ async def running(plc: BarrierPlc, sink: Recorder) -> AsyncIterator[asyncio.Task
         await plc.aclose()
 
 
-def tcp_device(port: int, **overrides: Any) -> ModbusTcpDevice:
+def tcp_device(port: int, **overrides: Any) -> ModbusSettings:
     fields: dict[str, Any] = {
         "type": "modbus-tcp",
         "host": "127.0.0.1",
@@ -111,10 +113,10 @@ def tcp_device(port: int, **overrides: Any) -> ModbusTcpDevice:
         "timeout": "200ms",
         "reconnect_max": "200ms",
     }
-    return ModbusTcpDevice.model_validate(fields | overrides)
+    return plc_settings(ModbusTcpDevice.model_validate(fields | overrides))
 
 
-def rtu_device(port: str, **overrides: Any) -> ModbusRtuDevice:
+def rtu_device(port: str, **overrides: Any) -> ModbusSettings:
     fields: dict[str, Any] = {
         "type": "modbus-rtu",
         "port": port,
@@ -124,7 +126,7 @@ def rtu_device(port: str, **overrides: Any) -> ModbusRtuDevice:
         "timeout": "200ms",
         "reconnect_max": "200ms",
     }
-    return ModbusRtuDevice.model_validate(fields | overrides)
+    return plc_settings(ModbusRtuDevice.model_validate(fields | overrides))
 
 
 @asynccontextmanager

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgegate.config import SerialPlateReaderDevice
 from edgegate.core.domain import PlateColour
 from edgegate.core.events import DeviceFault, DeviceRecovered, FrameRejected, PlateRead
 from edgegate.devices.base import DeviceSignal
 from edgegate.devices.framing import MAX_REPORTED_BYTES
 from edgegate.devices.plate_reader import SerialPlateReader
+from edgegate.devices.settings import SerialLine
 from edgegate.sim.plate_reader import PlateReaderSimulator
 from tests.eventually import eventually
 from tests.test_framing import BINARY, GENERIC, KV, PROFILES, garbage_for, load_profile, plates
@@ -75,10 +75,9 @@ def make_reader(
     window: timedelta = timedelta(0),
     clock: Callable[[], float] = time.monotonic,
 ) -> SerialPlateReader:
-    config = SerialPlateReaderDevice(type="serial-plate-reader", port=port, profile=name)
     return SerialPlateReader(
         DEVICE,
-        config,
+        SerialLine(port),
         load_profile(name),
         window,
         clock,
@@ -317,11 +316,10 @@ async def test_a_failing_sink_does_not_stop_the_reader() -> None:
 
 
 def test_backoff_settings_are_checked() -> None:
-    config = SerialPlateReaderDevice(type="serial-plate-reader", port="/dev/ttyS1", profile=KV)
     with pytest.raises(ValueError, match="5s"):
         SerialPlateReader(
             DEVICE,
-            config,
+            SerialLine("/dev/ttyS1"),
             load_profile(KV),
             timedelta(0),
             reconnect_max=timedelta(seconds=6),

@@ -25,6 +25,7 @@ import structlog.testing
 from edgegate.central import pull as pull_mod
 from edgegate.central.pull import Puller, PullError, PullReport, base_url, pull
 from edgegate.central.store import CentralStore, open_store
+from edgegate.cli import central_pull as pull_cli
 from edgegate.core import events as ev
 from edgegate.core.clock import ManualClock
 from edgegate.log import EventLog
@@ -998,7 +999,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgegate")
     sub = parser.add_subparsers(dest="command")
     central = sub.add_parser("central")
-    pull_mod.register(central.add_subparsers(dest="central_command", required=True))
+    pull_cli.register(central.add_subparsers(dest="central_command", required=True))
     return parser
 
 
@@ -1020,7 +1021,7 @@ def test_cli_arguments_and_defaults() -> None:
         False,
         5.0,
     )
-    assert args.func is pull_mod.run
+    assert args.func is pull_cli.run
     for bad in (
         ["pull", "http://x"],  # no token
         ["pull", "http://x", "--token", "t", "--token-file", "f"],
@@ -1092,7 +1093,7 @@ def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
 
     report = PullReport("http://127.0.0.1:1", GATE, gate_head=10, start_head=0, central_head=4)
     term = Terminal()
-    with pull_mod._Display(term) as display:
+    with pull_cli._Display(term) as display:
         display.progress(report)
         report.central_head = report.gate_head = 12
         display.progress(report)
@@ -1100,7 +1101,7 @@ def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
     assert "up to date" in term.getvalue()
 
     plain = io.StringIO()
-    with pull_mod._Display(plain) as display:
+    with pull_cli._Display(plain) as display:
         report.caught_up = True
         display.progress(report)
         display.progress(report)  # unchanged: not repeated

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgegate.allowlist import codec
+from edgegate.core import credential_codec as codec
 from edgegate.core.allowlist import AllowList
 from edgegate.core.domain import (
     Appointment,

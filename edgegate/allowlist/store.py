@@ -37,10 +37,10 @@ from datetime import UTC, datetime, timedelta
 
 import msgpack
 
-from edgegate.allowlist import codec
+from edgegate.core import credential_codec as codec
 from edgegate.core.allowlist import AllowList, AllowListError, check_credential
 from edgegate.core.domain import Appointment, Credential, CredentialKind
-from edgegate.log import schema
+from edgegate.log import queries, schema
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -832,17 +832,11 @@ def _first_bad_entry(conn: sqlite3.Connection) -> Tampering | None:
 def _consumed_in_log(conn: sqlite3.Connection) -> dict[str, int]:
     """Appointment id -> seq of the ``vehicle.passed`` that consumed it (entries whose
     ``access.decided`` names an appointment to consume). Empty if the file has no event log."""
-    has_events = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-    ).fetchone()
-    if has_events is None:
+    if not queries.has_events(conn):
         return {}
     consuming: dict[int, str] = {}
     out: dict[str, int] = {}
-    for seq, type_, data in conn.execute(
-        "SELECT seq, type, data FROM events WHERE type IN ('access.decided', 'vehicle.passed')"
-        " ORDER BY seq"
-    ):
+    for seq, _, type_, _, _, data in queries.of_types(conn, ("access.decided", "vehicle.passed")):
         try:
             fields = msgpack.unpackb(data, raw=False)
         except Exception:  # a damaged event is the chain verifier's finding, not this one's

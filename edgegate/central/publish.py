@@ -31,8 +31,8 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.allowlist import importer
-from edgegate.allowlist.codec import CodecError
 from edgegate.central.sink import BrokerSettings
+from edgegate.core.credential_codec import CodecError
 from edgegate.core.domain import Credential, CredentialKind
 from edgegate.observability import get_logger
 from edgegate.sync.mqtt_sockets import close_leaked_sockets

@@ -1,16 +1,14 @@
 """``edgegate central run|publish-allowlist|command``: the central side of sync.
 
-Other modules add actions to ``edgegate central`` without editing this file: append a
-registrar ``fn(central_subparsers)`` to ``CENTRAL_COMMANDS``, or (for ``central pull``) define
-``register_pull(central_subparsers)`` in ``edgegate/central/pull.py``, which ``register``
-calls when that module exists.
+``edgegate central pull`` is ``edgegate.cli.central_pull``. Other modules add actions to
+``edgegate central`` without editing this file: append a registrar ``fn(central_subparsers)``
+to ``CENTRAL_COMMANDS``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import signal
 import ssl
 import sys
@@ -33,6 +31,7 @@ from edgegate.central.sink import (
     default_client_id,
 )
 from edgegate.central.store import CentralStore, StoreError, open_store, redact
+from edgegate.cli import central_pull
 from edgegate.config import parse_duration
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import ProtocolError, check_id
@@ -59,20 +58,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _register_run(central)
     _register_publish_allowlist(central)
     _register_command(central)
-    for registrar in (*CENTRAL_COMMANDS, *_optional_registrars()):
+    for registrar in (*CENTRAL_COMMANDS, central_pull.register):
         registrar(central)
-
-
-def _optional_registrars() -> list[CentralRegistrar]:
-    """``edgegate.central.pull.register_pull`` if that module exists."""
-    try:
-        module = importlib.import_module("edgegate.central.pull")
-    except ModuleNotFoundError as exc:
-        if exc.name != "edgegate.central.pull":
-            raise
-        return []
-    registrar = getattr(module, "register_pull", None)
-    return [cast(CentralRegistrar, registrar)] if callable(registrar) else []
 
 
 def _broker_args(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgegate.allowlist import store as allowlist_store
+from edgegate.allowlist.store import AllowListState, Tampering
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier
 from edgegate.log.eventlog import LogError
 from edgegate.log.reader import LogReader
@@ -115,12 +116,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _verify_allowlist(reader: LogReader) -> tuple[str | None, str]:
     """(what is wrong with the stored allow-list or None, what was verified)."""
-    conn = reader._conn  # the reader's read-only connection
-    try:
+
+    def read(
+        conn: sqlite3.Connection,
+    ) -> tuple[Tampering | None, AllowListState | None, int, bool]:
         finding = allowlist_store.verify(conn)
         state = allowlist_store.read_state(conn)
-        count = conn.execute("SELECT COUNT(*) FROM allowlist_entry").fetchone()[0]
-        legacy = allowlist_store.legacy_sealed(conn)
+        count = int(conn.execute("SELECT COUNT(*) FROM allowlist_entry").fetchone()[0])
+        return finding, state, count, allowlist_store.legacy_sealed(conn)
+
+    try:
+        finding, state, count, legacy = reader.read_with(read)
     except sqlite3.Error as exc:
         return f"cannot be read: {exc}", ""
     if finding is not None:

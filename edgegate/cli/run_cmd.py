@@ -80,7 +80,7 @@ async def _run(config: object, path: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edgegate.sim.demo import run_demo
+    from edgegate.cli.demo import run_demo
 
     async def main() -> int:
         loop = asyncio.get_running_loop()

@@ -2,7 +2,7 @@
 
 Pure and in memory. Sized for a million credentials: a dict keyed by the UTF-8 bytes of the
 normalised plate holds one ``bytes`` per plate, the compact msgpack encoding of its credential
-or a group of them (``edgegate.allowlist.codec``, itself pure), decoded into the frozen
+or a group of them (``edgegate.core.credential_codec``, itself pure), decoded into the frozen
 dataclasses of ``domain`` only when looked up. Holding only bytes keeps the index small and
 out of the garbage collector's sight. A second dict maps ``(kind, id)`` to the plate, for
 deltas and appointment consumption.
@@ -23,7 +23,7 @@ from datetime import datetime
 from types import UnionType
 from typing import ClassVar, Protocol, cast, get_args, get_origin, get_type_hints
 
-from edgegate.allowlist import codec
+from edgegate.core import credential_codec as codec
 from edgegate.core.domain import (
     Appointment,
     BlacklistEntry,

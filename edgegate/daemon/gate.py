@@ -6,9 +6,11 @@ config's hash, starts every device driver and lane, checks overstays periodicall
 ``daemon.stopped`` and closes the log. A device that is absent at start-up or fails later is
 retried by its driver (fault events, no crash); one failing device never stops other lanes.
 Simulated devices (``simulated-plc``, ``simulated-plate-reader``) start an in-process
-simulator on 127.0.0.1 or a pty, driven through the same real drivers. With ``[sync]`` the
-uplink (``edgegate.sync.uplink``) sends the log to central over MQTT, retrying in the
-background while the broker is unreachable; it stops after ``daemon.stopped``.
+simulator on 127.0.0.1 or a pty (``edgegate.sim.devices``), driven through the same real
+drivers; real devices' configuration becomes the drivers' settings in ``daemon.drivers``.
+With ``[sync]`` the uplink (``edgegate.sync.uplink``) sends the log to central over MQTT,
+retrying in the background while the broker is unreachable; it stops after
+``daemon.stopped``.
 """
 
 from __future__ import annotations
@@ -59,17 +61,13 @@ from edgegate.core.events import (
 from edgegate.core.lane import NS, LaneSetup, LaneTimings, Manual
 from edgegate.core.policy import CredentialRef
 from edgegate.core.presence import Presence
+from edgegate.daemon.drivers import plc_settings, serial_line
 from edgegate.daemon.lane_runner import LaneRunner
 from edgegate.devices.base import DeviceSignal
 from edgegate.devices.modbus import BarrierPlc
 from edgegate.devices.plate_reader import SerialPlateReader
 from edgegate.devices.plc_profile import BarrierPlcProfile
-from edgegate.devices.profiles import load_profile
-from edgegate.devices.reader_profile import (
-    BinaryFrameReaderProfile,
-    ReaderProfile,
-    TextLineReaderProfile,
-)
+from edgegate.devices.profiles import load_profile, load_reader_profile
 from edgegate.log import EventLog, LogReader
 
 if TYPE_CHECKING:
@@ -79,19 +77,11 @@ if TYPE_CHECKING:
     from edgegate.sync.pull_api import PullApiServer
     from edgegate.sync.uplink import Uplink
 from edgegate.observability import get_logger
-from edgegate.sim.plate_reader import PlateReaderSimulator
-from edgegate.sim.plc import PlcSimulator
+from edgegate.sim.devices import SimulatedDevices
 
 log = get_logger("gate")
 
 DRAIN_TIMEOUT_S = 5.0
-
-
-def _reader_profile(name: str) -> ReaderProfile:
-    profile = load_profile(name)
-    if not isinstance(profile, TextLineReaderProfile | BinaryFrameReaderProfile):
-        raise ValueError(f"profile {name!r} is not a plate-reader profile")
-    return profile
 
 
 def _ns(value: timedelta) -> int:
@@ -121,8 +111,7 @@ class Gate:
     lanes: dict[str, LaneRunner] = field(default_factory=dict)
     plcs: dict[str, BarrierPlc] = field(default_factory=dict)
     readers: dict[str, SerialPlateReader] = field(default_factory=dict)
-    plc_sims: dict[str, PlcSimulator] = field(default_factory=dict)
-    reader_sims: dict[str, PlateReaderSimulator] = field(default_factory=dict)
+    sims: SimulatedDevices = field(default_factory=SimulatedDevices)
     presence: Presence = field(default_factory=Presence)
     event_log: EventLog | None = None
     allowlist: AllowListService | None = None
@@ -150,7 +139,7 @@ class Gate:
                 )
             )
             try:
-                await self._start_simulators()
+                await self.sims.start(config.devices)
                 self._build(elog, self.allowlist)
                 if self.mode is GateMode.INCIDENT:
                     # A restart during an evacuation must not close the lanes it held open.
@@ -167,7 +156,7 @@ class Gate:
                 gc.freeze()
                 await self._supervise(stop)
             finally:
-                await self._stop_simulators()
+                await self.sims.stop()
                 with contextlib.suppress(Exception):
                     await elog.append(DaemonStopped(reason=reason))
                 # After daemon.stopped, so that a connected uplink can still hand it over;
@@ -295,19 +284,9 @@ class Gate:
         for name, device in config.devices.items():
             if isinstance(device, ModbusTcpDevice | ModbusRtuDevice):
                 profile = load_profile(device.profile, family=BarrierPlcProfile)
-                self.plcs[name] = BarrierPlc(name, device, profile)
+                self.plcs[name] = BarrierPlc(name, plc_settings(device), profile)
             elif isinstance(device, SimulatedPlcDevice):
-                sim = self.plc_sims[name]
-                tcp = ModbusTcpDevice(
-                    type="modbus-tcp",
-                    host="127.0.0.1",
-                    port=sim.port,
-                    unit_id=sim.unit_id,
-                    profile=device.profile,
-                    timeout=timedelta(milliseconds=300),
-                    reconnect_max=timedelta(seconds=1),
-                )
-                self.plcs[name] = BarrierPlc(name, tcp, sim.profile)
+                self.plcs[name] = BarrierPlc(name, *self.sims.plc(name))
             elif isinstance(device, SerialPlateReaderDevice | SimulatedPlateReaderDevice):
                 lane = next(x for x in config.lanes if x.plate_reader == name)
                 window = (
@@ -317,17 +296,13 @@ class Gate:
                 )
                 window = window or config.lane_timings(lane.id).duplicate_read_window
                 if isinstance(device, SimulatedPlateReaderDevice):
-                    serial = SerialPlateReaderDevice(
-                        type="serial-plate-reader",
-                        port=self.reader_sims[name].port,
-                        profile=device.profile,
-                    )
+                    line, reader_profile = self.sims.reader(name)
                 else:
-                    serial = device
+                    line, reader_profile = serial_line(device), load_reader_profile(device.profile)
                 self.readers[name] = SerialPlateReader(
                     name,
-                    serial,
-                    _reader_profile(serial.profile),
+                    line,
+                    reader_profile,
                     window,
                     reconnect_initial=timedelta(milliseconds=100),
                 )
@@ -351,27 +326,6 @@ class Gate:
                 open_without_log=policy.for_direction(lane.direction) is WriteFailureAction.ALLOW,
                 on_pass=self._on_pass,
             )
-
-    async def _start_simulators(self) -> None:
-        for name, device in self.config.devices.items():
-            if isinstance(device, SimulatedPlcDevice):
-                profile = load_profile(device.profile, family=BarrierPlcProfile)
-                sim = PlcSimulator(profile, travel_time=device.travel_time.total_seconds())
-                await sim.start()
-                self.plc_sims[name] = sim
-            elif isinstance(device, SimulatedPlateReaderDevice):
-                self.reader_sims[name] = PlateReaderSimulator(
-                    _reader_profile(device.profile),
-                    name=name,
-                )
-
-    async def _stop_simulators(self) -> None:
-        for sim in self.plc_sims.values():
-            with contextlib.suppress(Exception):
-                await sim.stop()
-        for reader in self.reader_sims.values():
-            with contextlib.suppress(Exception):
-                reader.close()
 
     # --- running --------------------------------------------------------------------------
 
@@ -430,11 +384,7 @@ class Gate:
 
     def _rebuild_presence(self, path: Path) -> None:
         with LogReader(path) as reader:
-            conn = reader._conn  # read-only connection of the reader
-            rows = conn.execute(
-                "SELECT seq, wall_ns, data FROM events WHERE type = 'vehicle.passed' ORDER BY seq"
-            )
-            for seq, wall_ns, data in rows:
+            for seq, wall_ns, _, _, _, data in reader.of_types((VehiclePassed.TYPE,)):
                 fields = msgpack.unpackb(data)
                 at = ns_to_datetime(wall_ns)
                 if fields.get("direction") == Direction.ENTRY.value:
@@ -493,11 +443,7 @@ def _held_lanes(path: Path) -> dict[str, tuple[int, ManualAction]]:
     """Lanes whose last manual open, release or close in the log is an open (with its seq)."""
     last: dict[str, tuple[int, ManualAction]] = {}
     with LogReader(path) as reader:
-        rows = reader._conn.execute(  # read-only connection of the reader
-            "SELECT seq, lane, version, data FROM events WHERE type = ? ORDER BY seq",
-            (ManualAction.TYPE,),
-        )
-        for seq, lane, version, data in rows:
+        for seq, _, _, lane, version, data in reader.of_types((ManualAction.TYPE,)):
             try:
                 event = decode(ManualAction.TYPE, version, data, lane)
             except EventDecodeError:

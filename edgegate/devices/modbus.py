@@ -19,8 +19,6 @@ import termios
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import timedelta
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
@@ -28,7 +26,6 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from edgegate.config import ModbusRtuDevice, ModbusTcpDevice
 from edgegate.core.events import BarrierCommand, DeviceFault, DeviceRecovered
 from edgegate.devices.base import (
     CommandNotConfirmed,
@@ -41,6 +38,7 @@ from edgegate.devices.base import (
     Sink,
 )
 from edgegate.devices.plc_profile import BarrierPlcProfile
+from edgegate.devices.settings import ModbusSettings, SerialLine, TcpLine
 from edgegate.observability import get_logger
 
 __all__ = [
@@ -69,37 +67,11 @@ class SafetyLoopOccupied(DeviceError):
     code = "safety-loop-occupied"
 
 
-@dataclass(frozen=True, slots=True)
-class TcpLine:
-    host: str
-    port: int = 502
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class SerialLine:
-    port: str
-    baudrate: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: int = 1
-
-    def __str__(self) -> str:
-        return f"rtu:{self.port}@{self.baudrate}/{self.bytesize}{self.parity}{self.stopbits}"
-
-
 def _describe_error(exc: BaseException) -> str:
     """One line for a fault message: the error's type and words (termios.error's arguments
     are a tuple, which reads badly as it is)."""
     words = " ".join(str(a) for a in exc.args) if exc.args else ""
     return f"{type(exc).__name__}: {words}" if words else type(exc).__name__
-
-
-def _seconds(value: timedelta) -> float:
-    return value.total_seconds()
 
 
 def _honour_cancellation() -> None:
@@ -149,21 +121,13 @@ class ModbusBus:
         self._log = get_logger("modbus", bus=str(line))
 
     @classmethod
-    def for_device(cls, device: ModbusTcpDevice | ModbusRtuDevice) -> ModbusBus:
-        """A bus with the line, timeout, backoff cap and RTU gap a device is configured with."""
-        if isinstance(device, ModbusTcpDevice):
-            return cls(
-                TcpLine(device.host, device.port),
-                timeout=_seconds(device.timeout),
-                reconnect_max=_seconds(device.reconnect_max),
-            )
+    def for_settings(cls, settings: ModbusSettings) -> ModbusBus:
+        """A bus with the line, timeout, backoff cap and RTU gap of ``settings``."""
         return cls(
-            SerialLine(
-                device.port, device.baudrate, device.bytesize, device.parity, device.stopbits
-            ),
-            timeout=_seconds(device.timeout),
-            reconnect_max=_seconds(device.reconnect_max),
-            inter_frame_gap=_seconds(device.effective_inter_frame_gap()),
+            settings.line,
+            timeout=settings.timeout,
+            reconnect_max=settings.reconnect_max,
+            inter_frame_gap=settings.inter_frame_gap,
         )
 
     @property
@@ -377,12 +341,10 @@ class BusSession:
 # ----------------------------------------------------------------------------- the PLC
 
 
-def _effective(
-    device: ModbusTcpDevice | ModbusRtuDevice, profile: BarrierPlcProfile
-) -> tuple[int, float]:
-    """Unit id and poll rate: the configuration's where it sets them, else the profile's."""
-    unit = device.unit_id if "unit_id" in device.model_fields_set else profile.unit_id
-    hz = device.poll_hz if "poll_hz" in device.model_fields_set else profile.poll_hz
+def _effective(settings: ModbusSettings, profile: BarrierPlcProfile) -> tuple[int, float]:
+    """Unit id and poll rate: the settings' where they set them, else the profile's."""
+    unit = settings.unit_id if settings.unit_id is not None else profile.unit_id
+    hz = settings.poll_hz if settings.poll_hz is not None else profile.poll_hz
     return unit, hz
 
 
@@ -417,18 +379,18 @@ class BarrierPlc:
     def __init__(
         self,
         name: str,
-        device: ModbusTcpDevice | ModbusRtuDevice,
+        settings: ModbusSettings,
         profile: BarrierPlcProfile,
         *,
         bus: ModbusBus | None = None,
     ) -> None:
         self.name = name
         self.profile = profile
-        self.unit_id, self.poll_hz = _effective(device, profile)
+        self.unit_id, self.poll_hz = _effective(settings, profile)
         # The profile is immutable; these are derived on every access, and read on every poll.
         self._input_start, self._input_count = profile.input_start, profile.input_count
         self._owns_bus = bus is None
-        self.bus = bus if bus is not None else ModbusBus.for_device(device)
+        self.bus = bus if bus is not None else ModbusBus.for_settings(settings)
         self._last_inputs: PlcInputs | None = None
         self._answering = False
         self._outage_since: float | None = None

@@ -27,7 +27,6 @@ from typing import Any
 
 import serial_asyncio_fast
 
-from edgegate.config import SerialPlateReaderDevice
 from edgegate.core.events import DeviceFault, DeviceRecovered, FrameRejected, PlateRead
 from edgegate.core.plates import normalise
 from edgegate.devices.base import DeviceSignal, DeviceUnavailable, Sink
@@ -41,6 +40,7 @@ from edgegate.devices.framing import (
 )
 from edgegate.devices.reader_profile import ReaderProfile
 from edgegate.devices.rejects import RejectCoalescer, RejectReport
+from edgegate.devices.settings import SerialLine
 from edgegate.observability import get_logger
 
 __all__ = ["SerialPlateReader"]
@@ -67,7 +67,7 @@ class SerialPlateReader:
     def __init__(
         self,
         device_name: str,
-        config: SerialPlateReaderDevice,
+        line: SerialLine,
         profile: ReaderProfile,
         duplicate_window: timedelta,
         clock: Callable[[], float] = time.monotonic,
@@ -85,7 +85,7 @@ class SerialPlateReader:
         if watch_interval <= timedelta(0):
             raise ValueError("watch_interval must be positive")
         self.name = device_name
-        self._config = config
+        self._line = line
         self._decoder: FrameDecoder = decoder_for(profile)
         self._window = duplicate_window.total_seconds()
         self._clock = clock
@@ -93,7 +93,7 @@ class SerialPlateReader:
         self._max = reconnect_max.total_seconds()
         self._watch = watch_interval.total_seconds()
         self._rng = rng if rng is not None else random.Random()
-        self._log = get_logger("plate-reader", device=device_name, port=config.port)
+        self._log = get_logger("plate-reader", device=device_name, port=line.port)
         self._buffer = bytearray()
         self._recent: dict[str, float] = {}  # normalised plate -> when it was last reported
         self._connected = asyncio.Event()
@@ -128,7 +128,7 @@ class SerialPlateReader:
                     self._log.exception("unexpected error opening the port")
                 if down_since is None:
                     down_since = self._clock()
-                    self._fault(f"cannot open {self._config.port}: {exc}")
+                    self._fault(f"cannot open {self._line.port}: {exc}")
                 await asyncio.sleep(self._backoff(attempt))
                 attempt += 1
                 continue
@@ -149,22 +149,22 @@ class SerialPlateReader:
                     )
                 )
             self._flush_rejects()
-            self._fault(f"{self._config.port} went away: {reason}")
+            self._fault(f"{self._line.port} went away: {reason}")
             # A port that opens but fails at once must not be re-opened in a tight loop.
             attempt = 0 if down_since - opened >= self._max else attempt + 1
             await asyncio.sleep(self._backoff(attempt))
 
     async def _open(self) -> tuple[asyncio.Transport, _LineProtocol, int]:
-        cfg = self._config
+        line = self._line
         protocol = _LineProtocol(self._on_data)
         transport, _ = await serial_asyncio_fast.create_serial_connection(
             asyncio.get_running_loop(),
             lambda: protocol,
-            cfg.port,
-            baudrate=cfg.baudrate,
-            parity=cfg.parity,
-            stopbits=cfg.stopbits,
-            bytesize=cfg.bytesize,
+            line.port,
+            baudrate=line.baudrate,
+            parity=line.parity,
+            stopbits=line.stopbits,
+            bytesize=line.bytesize,
             exclusive=True,  # a second process on the same reader would steal its frames
         )
         serial_port: Any = transport.get_extra_info("serial")
@@ -198,7 +198,7 @@ class SerialPlateReader:
         """Whether the port path vanished or now names another device (a USB adapter
         unplugged without the kernel waking the reader, or re-plugged under a new name)."""
         try:
-            now = os.stat(self._config.port).st_rdev
+            now = os.stat(self._line.port).st_rdev
         except OSError as exc:
             return f"port path is gone ({exc.strerror})"
         if now != rdev:

@@ -24,7 +24,11 @@ from typing import Annotated, Any, TypeVar, overload
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from edgegate.devices.plc_profile import BarrierPlcProfile
-from edgegate.devices.reader_profile import BinaryFrameReaderProfile, TextLineReaderProfile
+from edgegate.devices.reader_profile import (
+    BinaryFrameReaderProfile,
+    ReaderProfile,
+    TextLineReaderProfile,
+)
 from edgegate.validation import EXPECTED, describe_value, unwrap_type
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "default_drivers_dir",
     "load_all",
     "load_profile",
+    "load_reader_profile",
     "parse_profile",
 ]
 
@@ -242,6 +247,14 @@ def load_profile(
                 )
             ]
         )
+    return profile
+
+
+def load_reader_profile(name: str) -> ReaderProfile:
+    """The plate-reader profile ``name``; ``ValueError`` if it is of another family."""
+    profile = load_profile(name)
+    if not isinstance(profile, TextLineReaderProfile | BinaryFrameReaderProfile):
+        raise ValueError(f"profile {name!r} is not a plate-reader profile")
     return profile
 
 

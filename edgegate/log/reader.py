@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,18 +13,13 @@ from typing import Any, TypeVar
 
 from edgegate.core.codec import ns_to_datetime
 from edgegate.core.events import Event, decode
+from edgegate.log import queries
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
 from edgegate.log.eventlog import LogError
+from edgegate.log.queries import ROW_COLUMNS
 
 T = TypeVar("T")
 
-ROW_COLUMNS = (
-    "seq, wall_ns, mono_ns, boot_id, type, lane, version,"
-    " CAST(data AS BLOB), CAST(prev_hash AS BLOB), CAST(hash AS BLOB)"
-)
-"""The columns of a stored row in ``Row`` order. Blobs are cast: a payload edited with ``||``
-is stored as text, which sqlite3 would fail to decode as UTF-8; cast, it reaches the hash check
-as the bytes it now holds, and verify (or central) names its seq."""
 _REQUIRED_TRIGGERS = ("events_no_update", "events_no_delete")
 
 
@@ -260,6 +255,17 @@ class LogReader:
             ).fetchone()
         )
         return None if row is None else StoredEvent(*row)
+
+    def of_types(self, types: Sequence[str], *, from_seq: int = 1) -> Iterator[queries.TypedRow]:
+        """The events of ``types`` from ``from_seq`` on, in seq order (``queries.of_types``);
+        read while the reader is open."""
+        return queries.of_types(self._conn, types, from_seq=from_seq)
+
+    def read_with(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` run on the reader's read-only connection, for the other stores kept in the
+        log's file (the allow-list), read by their own modules. sqlite3 errors pass as they
+        are; nothing can be written through it."""
+        return fn(self._conn)
 
     def tail(self, n: int) -> list[StoredEvent]:
         rows = self._read(

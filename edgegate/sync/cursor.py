@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from edgegate.log.queries import last_seq
+
 CURSOR_NAME = "sync.central"
 
 
@@ -29,7 +31,7 @@ def write_cursor(conn: sqlite3.Connection, seq: int, name: str = CURSOR_NAME) ->
     Runs inside the writer's transaction. Raises ``CursorError`` if ``seq`` is above the
     highest seq in the log.
     """
-    head = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
+    head = last_seq(conn)
     if seq > head:
         raise CursorError(f"cursor {seq} is above the log's head {head}")
     conn.execute(

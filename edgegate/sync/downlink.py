@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,7 +86,7 @@ from edgegate.core.events import (
     decode,
 )
 from edgegate.core.lane import Manual
-from edgegate.log import EventLog, LogError
+from edgegate.log import EventLog, LogError, queries
 from edgegate.log.eventlog import connect
 from edgegate.observability import get_logger
 from edgegate.sync import signing
@@ -632,39 +631,16 @@ def _claimed(payload: bytes, *, command: bool = False) -> dict[str, str]:
     return out
 
 
-def _first_seq_since(conn: sqlite3.Connection, wall_ns: int) -> int:
-    """The first seq whose wall time is at or after ``wall_ns`` (binary search: the log's wall
-    times rise with seq but for clock steps, which callers' margins absorb); one past the head
-    if none."""
-    lo, hi = conn.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
-    if lo is None:
-        return 1
-    hi += 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        row = conn.execute(
-            "SELECT seq, wall_ns FROM events WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
-        ).fetchone()
-        if row is None or row[1] >= wall_ns:
-            hi = mid
-        else:
-            lo = int(row[0]) + 1
-    return int(lo)
-
-
 def _accepted_commands(path: Path, since_ns: int) -> list[tuple[str, int]]:
     """(command id, expiry ns) of the ``command.accepted`` events logged since ``since_ns``."""
     conn = connect(path, readonly=True)
     try:
-        start = _first_seq_since(conn, since_ns)
-        rows = conn.execute(
-            "SELECT lane, version, data FROM events WHERE seq >= ? AND type = ? ORDER BY seq",
-            (start, CommandAccepted.TYPE),
-        ).fetchall()
+        start = queries.first_seq_since(conn, since_ns)
+        rows = list(queries.of_types(conn, (CommandAccepted.TYPE,), from_seq=start))
     finally:
         conn.close()
     out: list[tuple[str, int]] = []
-    for lane, version, data in rows:
+    for _, _, _, lane, version, data in rows:
         try:
             event = decode(CommandAccepted.TYPE, version, data, lane)
         except EventDecodeError as exc:
@@ -690,12 +666,9 @@ def _admissions_since(path: Path, since_ns: int, version: int) -> list[_Admissio
     ``since_ns`` (less ``CLOCK_MARGIN_NS``) to the head, not yet reported."""
     conn = connect(path, readonly=True)
     try:
-        start = _first_seq_since(conn, since_ns - CLOCK_MARGIN_NS)
-        rows = conn.execute(
-            "SELECT seq, wall_ns, type, lane, version, data FROM events"
-            " WHERE seq >= ? AND type IN (?, ?, ?, ?) ORDER BY seq",
-            (start, _DECIDED, _PASSED, _COMMANDED, _REPORTED),
-        ).fetchall()
+        start = queries.first_seq_since(conn, since_ns - CLOCK_MARGIN_NS)
+        types = (_DECIDED, _PASSED, _COMMANDED, _REPORTED)
+        rows = list(queries.of_types(conn, types, from_seq=start))
     finally:
         conn.close()
     decided: dict[int, tuple[AccessDecided, int]] = {}

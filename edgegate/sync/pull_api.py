@@ -67,7 +67,7 @@ from edgegate.clock import SystemClock
 from edgegate.core.clock import Clock
 from edgegate.log.chain import Row
 from edgegate.log.eventlog import GateMismatchError, LogError, connect, read_head
-from edgegate.log.reader import ROW_COLUMNS
+from edgegate.log.queries import rows_after
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import (
     INT64_MAX,
@@ -525,10 +525,7 @@ class PullApiServer:
         conn.execute("BEGIN")
         try:
             head_seq, head_hash = read_head(conn)
-            cur = conn.execute(
-                f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, limit),
-            )
+            cur = rows_after(conn, after, limit)
             rows: list[Row] = []
             size = 0
             for row in cur:

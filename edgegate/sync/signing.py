@@ -27,8 +27,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgegate.allowlist import codec
 from edgegate.allowlist.importer import Delta
+from edgegate.core import credential_codec as codec
 from edgegate.core.domain import Credential, CredentialKind
 from edgegate.sync.protocol import INT64_MAX, ProtocolError, check_id
 
@@ -262,7 +262,7 @@ _PUBLICATION_KEYS = frozenset({"kind", "version", "base_version", "issued_at_ns"
 class AllowListPublication:
     """A versioned allow-list update from central (the body of a ``allowlist`` envelope).
 
-    ``content`` holds credentials in ``edgegate.allowlist.codec``'s encoding:
+    ``content`` holds credentials in ``edgegate.core.credential_codec``'s encoding:
 
     - snapshot: a msgpack array of credential encodings (a codec ``group``, any length);
       see ``encode_snapshot_content`` / ``snapshot_entries``.

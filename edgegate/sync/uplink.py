@@ -68,7 +68,7 @@ from paho.mqtt.properties import Properties
 
 from edgegate.core.clock import Clock
 from edgegate.log.eventlog import EventLog, LogClosedError, connect
-from edgegate.log.reader import ROW_COLUMNS
+from edgegate.log.queries import rows_after
 from edgegate.observability import get_logger
 from edgegate.sync.cursor import CursorError, read_cursor, write_cursor
 from edgegate.sync.mqtt_sockets import close_leaked_sockets
@@ -93,8 +93,6 @@ Handler = Callable[[bytes], Awaitable[None]]
 """A downlink topic's handler: gets each message's payload, in arrival order."""
 ConnectHook = Callable[[], Awaitable[None]]
 
-# Blobs cast (ROW_COLUMNS): a row edited into text is sent as bytes, and central names its seq.
-_SELECT: Final = f"SELECT {ROW_COLUMNS} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?"
 # Encoded size of an event beyond its data, boot id, type and lane: seq, times, version,
 # two hashes and msgpack headers (about 100 bytes); used only to cut an oversized batch.
 _EVENT_OVERHEAD: Final = 112
@@ -852,7 +850,9 @@ class Uplink:
             conn = self._reader
             if conn is None:
                 conn = self._reader = connect(self._log.path, readonly=True)
-            rows = conn.execute(_SELECT, (start, opts.batch_max_events)).fetchall()
+            # Blobs cast (ROW_COLUMNS): a row edited into text is sent as bytes, and central
+            # names its seq.
+            rows = rows_after(conn, start - 1, opts.batch_max_events).fetchall()
         if not rows:
             return None
         if rows[0][0] != start:
