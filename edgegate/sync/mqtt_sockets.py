@@ -1,4 +1,7 @@
-"""Socket hygiene around aiomqtt/paho-mqtt connects, shared by the gate and central."""
+"""Kept only for ``tests/test_broker_security.py``, whose bare aiomqtt client (TLS set up by
+aiomqtt's ``tls_params``) leaks the socket of a failed handshake. edgegate's own clients do
+not need it: ``edgegate.mqtt.session.BrokerSettings.tls_context`` closes that socket itself.
+Remove this module with that test's import."""
 
 from __future__ import annotations
 
@@ -6,9 +9,7 @@ import socket
 
 
 def close_leaked_sockets(exc: BaseException | None) -> None:
-    """Close sockets left open by a failed connect (paho-mqtt 2.2 leaves the socket of a
-    failed TLS handshake open; aiomqtt re-raises without closing it): a process retrying
-    against a broker with the wrong CA would otherwise leak a descriptor per attempt."""
+    """Close the sockets referenced by the frames of ``exc``'s traceback (and its causes)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
