@@ -1,5 +1,8 @@
 """The central sink: stores every gate's event batches from MQTT, then acks them.
 
+(Over 600 lines: reading, grouping, committing, PUBACKs, acks and gap parking share the
+byte budget and per-gate heads below; the connection lives in ``edgegate.mqtt.session``.)
+
 ``async with Sink(options) as sink:`` connects to the broker as user ``central`` and runs
 until the block ends (``edgegate central run`` wraps it). What it does:
 

@@ -1,5 +1,8 @@
 """The gate's uplink: store-and-forward of the event log to central over MQTT.
 
+(Over 600 lines: the send window, ack handling, resends and the cursor are one state machine
+over shared fields; the connection itself lives in ``edgegate.mqtt.session``.)
+
 One MQTT connection per gate (MQTT 5, persistent session: ``clean_start=False`` with a
 session expiry, so acks central publishes while the gate is briefly away are queued for it),
 with a retained ``status`` and a last will saying ``offline``. The uplink
