@@ -17,7 +17,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from edgegate.sync.mqtt_sockets import close_leaked_sockets
+from edgegate.mqtt.session import BrokerSettings
 from tests.eventually import eventually
 from tests.services.mosquitto import (
     CONFIG_DIR,
@@ -214,11 +214,21 @@ async def test_gate_reads_nothing_of_other_gates(mosquitto_broker: Broker) -> No
 
 async def test_client_trusting_the_wrong_ca_cannot_connect(mosquitto_broker: Broker) -> None:
     broker = mosquitto_broker
-    client = broker.client("gate-a", tls=True, ca_path=broker.pki.wrong_ca_path)
-    with pytest.raises(aiomqtt.MqttError, match="CERTIFICATE_VERIFY_FAILED") as refused:
+    settings = BrokerSettings.from_url(
+        f"mqtts://{broker.host}:{broker.tls_port}", ca_file=broker.pki.wrong_ca_path
+    )
+    # The gate's own TLS context: its socket closes itself when the handshake fails.
+    context = await asyncio.to_thread(settings.tls_context)
+    client = aiomqtt.Client(
+        hostname=broker.host,
+        port=broker.tls_port,
+        username="gate-a",
+        password=broker.users["gate-a"],
+        tls_context=context,
+    )
+    with pytest.raises(aiomqtt.MqttError, match="CERTIFICATE_VERIFY_FAILED"):
         async with asyncio.timeout(WAIT), client:
             pass
-    close_leaked_sockets(refused.value)
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from edgegate.sync.protocol import (
     encode_request,
     encode_status,
 )
+from tests.eventually import eventually
 from tests.services.mosquitto import Broker, BrokerFactory, production_policy_lines
 
 pytestmark = pytest.mark.timeout(120)
@@ -146,12 +147,6 @@ async def running(opts: SinkOptions, **kw: object) -> AsyncIterator[Sink]:
         yield sink
 
 
-async def eventually(check: Callable[[], bool], within: float = WAIT) -> None:
-    async with asyncio.timeout(within):
-        while not check():  # noqa: ASYNC110 - polling state that has no event
-            await asyncio.sleep(0.02)
-
-
 # ------------------------------------------------------------------------------ tests
 
 
@@ -197,8 +192,12 @@ async def test_a_lagging_store_leaves_the_backlog_in_the_broker(
                 await gate.send([row])
             for _ in range(200):  # QoS 0: nothing but the sink's own cap bounds these
                 await gate.client.publish(gate.topics.events, b"junk", qos=0)
-            await eventually(lambda: sink.counters.peak_in_hand >= window)
-            await eventually(lambda: sink.counters.qos0_discarded > 0)
+            await eventually(
+                lambda: sink.counters.peak_in_hand >= window, "window full", within=WAIT
+            )
+            await eventually(
+                lambda: sink.counters.qos0_discarded > 0, "QoS 0 discarded", within=WAIT
+            )
             stalled_peak = sink.counters.peak_in_hand
         finally:
             lock.execute("ROLLBACK")
@@ -289,10 +288,12 @@ async def test_a_pause_longer_than_keepalive_reconnects_and_loses_nothing(
             lock.execute("BEGIN IMMEDIATE")
             for data in batches:
                 await gate.send_raw(data)
-            await eventually(lambda: sink.counters.read_pauses > 0)
+            await eventually(lambda: sink.counters.read_pauses > 0, "reading paused", within=WAIT)
             # paho closes the socket (unread data in it: mosquitto reports a reset or EOF).
             gone = ("Client sink-1 disconnected", "Client sink-1 closed its connection")
-            await eventually(lambda: any(t in mosquitto_broker.log_text() for t in gone), 30)
+            await eventually(
+                lambda: any(t in mosquitto_broker.log_text() for t in gone), "dropped", within=30
+            )
         finally:
             lock.execute("ROLLBACK")
             lock.close()
@@ -312,10 +313,7 @@ async def test_duplicate_batch_is_acked_again_and_stored_once(
         await gate.wait_ack(lambda a: a.seq == 50)
         await gate.send(rows)  # e.g. our first ack was lost and the gate resent
         await gate.send(rows[10:20])
-        async with asyncio.timeout(WAIT):
-            while len(gate.acks) < 3:
-                await gate.wait_ack(lambda a: True)
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(gate.acks) >= 3, "three acks", within=WAIT)
         assert gate.acks == [Ack("gate-a", 50, None)] * 3
         assert sink.counters.duplicates == 60
         with reading(dsn) as store:
@@ -354,8 +352,9 @@ async def test_a_burst_of_out_of_order_batches_costs_one_resend(
         for i in range(20, 400, 10):  # 38 batches, all after the missing 11..20
             await gate.send(rows[i : i + 10])
         await gate.wait_ack(lambda a: a.resend_from == 11)
-        await eventually(lambda: sink.counters.gaps == 38)
-        await asyncio.sleep(0.5)  # every parked batch has given up by now
+        await eventually(lambda: sink.counters.gaps == 38, "38 gaps", within=WAIT)
+        # Time for a wrong second resend request (every parked batch has given up by now).
+        await asyncio.sleep(0.5)
         assert [a for a in gate.acks if a.resend_from is not None] == [Ack("gate-a", 10, 11)]
         assert sink.counters.resend_requests == 1
         # The gate resends from 11 as asked; everything chains.
@@ -375,7 +374,7 @@ async def test_out_of_order_batches_within_the_wait_are_stored_without_a_resend(
     async with running(opts) as sink, fake_gate(mosquitto_broker) as gate:
         await gate.send(rows[20:30])
         await gate.send(rows[30:])
-        await eventually(lambda: sink.counters.gaps == 2)
+        await eventually(lambda: sink.counters.gaps == 2, "2 gaps", within=WAIT)
         await gate.send(rows[:20])
         await gate.wait_ack(lambda a: a.seq == 40)
         assert all(a.resend_from is None for a in gate.acks)
@@ -522,10 +521,12 @@ async def test_statuses_are_tracked_and_requests_handed_over(
         # Retained before the sink starts: it still learns the status on subscribing.
         await gate.publish(topics.status, encode_status(online), qos=1, retain=True)
         async with running(options(mosquitto_broker, dsn), on_request=on_request) as sink:
-            await eventually(lambda: "gate-a" in sink.statuses)
+            await eventually(lambda: "gate-a" in sink.statuses, "status seen", within=WAIT)
             assert sink.statuses["gate-a"] == online
             await gate.publish(topics.status, encode_status(online.offline()), qos=1, retain=True)
-            await eventually(lambda: sink.statuses["gate-a"].state == "offline")
+            await eventually(
+                lambda: sink.statuses["gate-a"].state == "offline", "offline", within=WAIT
+            )
             request = SnapshotRequest("gate-a", 3, "version gap: have 3, delta 5->6")
             await gate.publish(topics.requests, encode_request(request), qos=1)
             async with asyncio.timeout(WAIT):
@@ -534,7 +535,7 @@ async def test_statuses_are_tracked_and_requests_handed_over(
             assert list(sink.requests) == [(SITE, request)]
             # Garbage on status is kept as a dead letter, and nothing else changes.
             await gate.publish(topics.status, b"\x00", qos=1)
-            await eventually(lambda: sink.counters.dead_letters == 1)
+            await eventually(lambda: sink.counters.dead_letters == 1, "dead-lettered", within=WAIT)
             assert sink.statuses["gate-a"].state == "offline"
         await gate.publish(topics.status, b"", qos=1, retain=True)  # clear the retained one
     with reading(dsn) as store:
@@ -550,7 +551,7 @@ async def test_stopping_stores_and_acks_what_was_received(
         async with running(options(mosquitto_broker, dsn)) as sink:
             for i in range(0, 2000, 100):
                 await gate.send(rows[i : i + 100])
-            await eventually(lambda: sink.counters.messages > 0)
+            await eventually(lambda: sink.counters.messages > 0, "a message", within=WAIT)
         stored = sink.stored_until("gate-a")
         assert stored == sink.counters.events > 0
         # Whatever was stored was acked before the sink let go of the connection.

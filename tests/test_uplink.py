@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import sqlite3
 import statistics
 import time
@@ -39,7 +38,8 @@ from edgegate.sync.protocol import (
     encode_ack,
     parse_topic,
 )
-from edgegate.sync.uplink import Uplink, UplinkNotConnected, UplinkOptions, backoff_delay
+from edgegate.sync.uplink import Uplink, UplinkNotConnected, UplinkOptions
+from tests.eventually import eventually
 from tests.gate_harness import RunningGate, gate_toml, lane, sim_plc, sim_reader, wait_until
 from tests.services.mosquitto import Broker, free_port
 
@@ -189,16 +189,6 @@ async def retained_status(broker: Broker) -> Status:
 
 
 # ------------------------------------------------------------------------------ pure parts
-
-
-def test_backoff_delay_is_jittered_exponential_and_capped() -> None:
-    rng = random.Random(7)
-    for attempt in range(12):
-        step = min(30.0, 0.1 * 2**attempt)
-        delays = [backoff_delay(attempt, 0.1, 30.0, rng) for _ in range(50)]
-        assert all(step / 2 <= d <= step for d in delays)
-        assert len(set(delays)) > 1  # jittered
-    assert backoff_delay(1000, 0.1, 30.0, rng) <= 30.0
 
 
 async def test_cursor_moves_forward_only_and_never_above_head(event_log: EventLog) -> None:
@@ -442,7 +432,7 @@ async def test_events_appended_while_connected_arrive_promptly(
             started = time.monotonic()
             await sink.wait_head(GATE, seq, 5)
             delays.append(time.monotonic() - started)
-            await asyncio.sleep(0.2)  # idle again
+            await asyncio.sleep(0.2)  # paces the test: the uplink is idle again before the next
     # Poll interval 50 ms + publish + store + ack: well under a second even on a busy host.
     assert statistics.median(delays) < 0.5, delays
 
@@ -454,13 +444,20 @@ async def test_tls_with_the_ca_and_refusal_of_a_wrong_ca(
     wrong = Uplink(gate_log, options(mosquitto_broker, tls=True, ca_file=tmp_path / "none.crt"))
     wrong_ca = options(mosquitto_broker, tls=True, ca_file=mosquitto_broker.pki.wrong_ca_path)
     with structlog.testing.capture_logs() as logs:
+
+        def unreachable(because: str) -> bool:
+            states = [
+                (e["state"], e.get("detail", "")) for e in logs if e["event"] == "uplink_state"
+            ]
+            return any(s == "unreachable" and because in d for s, d in states)
+
         async with wrong, Uplink(gate_log, wrong_ca) as refused:
-            await asyncio.sleep(1.0)
+            await eventually(
+                lambda: unreachable("CERTIFICATE_VERIFY_FAILED"), "wrong CA", within=WAIT
+            )
+            await eventually(lambda: unreachable("No such file"), "missing CA", within=WAIT)
             assert not wrong.connected.is_set()
             assert not refused.connected.is_set()
-    states = [(e["state"], e.get("detail", "")) for e in logs if e["event"] == "uplink_state"]
-    assert any(s == "unreachable" and "CERTIFICATE_VERIFY_FAILED" in d for s, d in states)
-    assert any(s == "unreachable" and "No such file" in d for s, d in states)
     async with central_sink(mosquitto_broker, tmp_path) as sink:
         async with Uplink(gate_log, options(mosquitto_broker, tls=True)) as uplink:
             async with asyncio.timeout(WAIT):
@@ -477,14 +474,17 @@ async def test_wrong_password_retries_quietly_and_the_gate_goes_on(
     uplink = Uplink(gate_log, opts)
     with structlog.testing.capture_logs() as logs:
         async with uplink:
-            await asyncio.sleep(1.5)
+
+            def refusals() -> int:
+                return mosquitto_broker.log_text().count("not authorised")
+
+            await eventually(lambda: refusals() >= 1, "refused", within=WAIT)
             # The gate's log is unaffected: appends stay fast while the uplink retries.
             started = time.monotonic()
             await append_events(gate_log, 200)
             assert time.monotonic() - started < 2.0
-            assert not uplink.connected.is_set()
-            refusals = mosquitto_broker.log_text().count("not authorised")
-            assert refusals >= 4  # kept retrying ...
+            await eventually(lambda: refusals() >= 4, "refused 4 times", within=WAIT)
+            assert not uplink.connected.is_set()  # kept retrying ...
             # ... and, once the secret is right, connects without a restart.
             password_file.write_text(mosquitto_broker.users[GATE] + "\n")
             async with asyncio.timeout(10):
@@ -582,8 +582,7 @@ async def test_the_gate_runs_while_the_broker_is_unreachable(tmp_path: Path) -> 
     async with RunningGate(config) as g:
         uplink = g.gate.uplink
         assert uplink is not None
-        await asyncio.sleep(0.5)
-        assert uplink.state == "unreachable"
+        await eventually(lambda: uplink.state == "unreachable", "unreachable", within=WAIT)
         assert not uplink.connected.is_set()
         seq = await g.event_log.append(
             LoopChanged(lane="l1", loop=Loop.ARMING, occupied=True, source="test")

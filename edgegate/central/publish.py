@@ -35,7 +35,6 @@ from edgegate.central.sink import BrokerSettings
 from edgegate.core.credential_codec import CodecError
 from edgegate.core.domain import Credential, CredentialKind
 from edgegate.observability import get_logger
-from edgegate.sync.mqtt_sockets import close_leaked_sockets
 from edgegate.sync.protocol import ProtocolError, Topics
 from edgegate.sync.signing import (
     KIND_ALLOWLIST,
@@ -204,13 +203,13 @@ async def publish(
     ``PublishError`` names the broker and what failed (unreachable, refused, timed out);
     messages before the failing one may have been published.
     """
-    client = broker.client(
-        identifier=f"edgegate-central-publish-{uuid.uuid4().hex[:12]}",
-        clean_session=True,
-        timeout=timeout,
-    )
     where = broker.url
     try:
+        client = broker.client(
+            identifier=f"edgegate-central-publish-{uuid.uuid4().hex[:12]}",
+            clean_session=True,
+            timeout=timeout,
+        )
         async with asyncio.timeout(timeout):
             async with client:
                 for m in messages:
@@ -224,7 +223,6 @@ async def publish(
     except TimeoutError:
         raise PublishError(f"broker {where}: no answer within {timeout:g} s") from None
     except aiomqtt.MqttError as exc:
-        close_leaked_sockets(exc)
         raise PublishError(f"broker {where}: {_mqtt_problem(exc)}") from None
 
 

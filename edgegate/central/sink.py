@@ -1,5 +1,8 @@
 """The central sink: stores every gate's event batches from MQTT, then acks them.
 
+(Over 600 lines: reading, grouping, committing, PUBACKs, acks and gap parking share the
+byte budget and per-gate heads below; the connection lives in ``edgegate.mqtt.session``.)
+
 ``async with Sink(options) as sink:`` connects to the broker as user ``central`` and runs
 until the block ends (``edgegate central run`` wraps it). What it does:
 
@@ -67,21 +70,31 @@ import contextlib
 import inspect
 import random
 import socket
-import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 
+from edgegate.backoff import Backoff
 from edgegate.central.store import AsyncStore, Batch, CentralStore, StoreError, open_store
 from edgegate.clock import SystemClock
 from edgegate.core.clock import Clock
+from edgegate.mqtt.session import (
+    Attempt,
+    BrokerSettings,
+    BrokerUrlError,
+    MqttSession,
+    PausableReader,
+    enable_manual_ack,
+    new_client,
+    puback,
+    publish_nowait,
+    subscribe,
+)
 from edgegate.observability import get_logger
-from edgegate.sync.mqtt_sockets import close_leaked_sockets
 from edgegate.sync.protocol import (
     Ack,
     EventBatch,
@@ -109,92 +122,6 @@ once, e.g. by another instance using the same client id, keeps backing off)."""
 
 
 # ------------------------------------------------------------------------------ broker
-
-
-class BrokerUrlError(ValueError):
-    """A broker URL or TLS setting that cannot be used; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    """Where and how central connects: ``mqtt://host[:1883]`` or ``mqtts://host[:8883]``."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None = DEFAULT_USERNAME
-    password: str | None = None
-    ca_file: Path | None = None
-    """CA certificate(s) to verify the broker with (TLS only); None: the system's CAs."""
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        username: str | None = DEFAULT_USERNAME,
-        password: str | None = None,
-        ca_file: Path | str | None = None,
-    ) -> BrokerSettings:
-        """Settings for ``url``; ``BrokerUrlError`` naming the problem otherwise."""
-        try:
-            parts = urlsplit(url.strip())
-            port = parts.port
-        except ValueError as exc:
-            raise BrokerUrlError(f"broker URL {url!r}: {exc}") from None
-        scheme = parts.scheme.lower()
-        if scheme not in ("mqtt", "mqtts"):
-            raise BrokerUrlError(
-                f"broker URL {url!r}: use mqtt://HOST:PORT or mqtts://HOST:PORT (TLS)"
-            )
-        if not parts.hostname:
-            raise BrokerUrlError(f"broker URL {url!r} names no host")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise BrokerUrlError(f"broker URL {url!r}: only scheme, host and port are allowed")
-        if parts.username is not None or parts.password is not None:
-            raise BrokerUrlError(
-                f"broker URL {url!r}: give the user with --username and the password "
-                "with --password-file, not in the URL"
-            )
-        tls = scheme == "mqtts"
-        ca = Path(ca_file) if ca_file is not None else None
-        if ca is not None and not tls:
-            raise BrokerUrlError(f"a CA file was given but broker URL {url!r} is not mqtts://")
-        if ca is not None and not ca.is_file():
-            raise BrokerUrlError(f"CA file {ca} does not exist or is not a file")
-        return cls(
-            host=parts.hostname,
-            port=port if port is not None else (8883 if tls else 1883),
-            tls=tls,
-            username=username,
-            password=password,
-            ca_file=ca,
-        )
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
-
-    def client(
-        self, *, identifier: str | None, clean_session: bool, **kwargs: Any
-    ) -> aiomqtt.Client:
-        """An unconnected aiomqtt client (MQTT 3.1.1); call inside a running event loop."""
-        tls_params = None
-        if self.tls:
-            tls_params = aiomqtt.TLSParameters(
-                ca_certs=str(self.ca_file) if self.ca_file is not None else None
-            )
-        return aiomqtt.Client(
-            self.host,
-            self.port,
-            username=self.username,
-            password=self.password,
-            identifier=identifier,
-            clean_session=clean_session,
-            tls_params=tls_params,
-            **kwargs,
-        )
 
 
 def default_client_id(group: str = DEFAULT_GROUP) -> str:
@@ -413,6 +340,7 @@ class Sink:
         *,
         on_request: RequestCallback | None = None,
         clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.options = options
         self.client_id = options.client_id or default_client_id(options.group)
@@ -434,14 +362,16 @@ class Sink:
         self._incoming: asyncio.Queue[aiomqtt.Message] | None = None  # aiomqtt's queue
         self._held_messages = 0  # received on this connection, not yet PUBACKed
         self._held_bytes = 0  # their payload bytes
-        self._paused = False  # not reading the socket (see "Back-pressure")
-        self._sock: Any = None  # the socket this sink reads (paho's, of this connection)
+        self._client: aiomqtt.Client | None = None  # one client, re-entered on reconnect
+        self._reader: PausableReader | None = None  # reads its socket (see "Back-pressure")
+        self._backoff = Backoff(options.backoff_initial, options.backoff_max, rng)
+        self._mqtt: MqttSession | None = None
+        self._problem: str | None = None  # why the last connection attempt ended
         self._room = asyncio.Event()
         """Set when the inbox has room (the reader waits for it)."""
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
-        self._subscribed_at: float | None = None  # loop time of this connection's SUBACK
         self._task: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Task[None]] = set()
 
@@ -504,72 +434,65 @@ class Sink:
     # -- connection loop --------------------------------------------------------------------
 
     async def _run(self) -> None:
-        opts = self.options
-        client = opts.broker.client(
-            identifier=self.client_id,
-            clean_session=False,
-            keepalive=opts.keepalive,
-            timeout=opts.timeout,
-            queue_type=self._queue_type(),
-            # Acks are not waited for (see "Back-pressure"): send them all at once.
-            max_inflight_messages=4096,
+        self._mqtt = MqttSession(
+            self._connect_client,
+            self._session,
+            self._failed,
+            backoff=self._backoff,
+            stop=self._stop,
+            # One client, re-entered: its own timeout bounds the CONNACK (see MqttSession).
+            connect_timeout=None,
+            disconnect_timeout=self.options.timeout,
+            stable_after=_STABLE_SESSION_S,
+            retrying=self._retrying,
         )
-        paho = _paho(client)
-        paho.manual_ack_set(True)  # PUBACK after the commit: see "Back-pressure"
-        self._read_socket_ourselves(client, paho)
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        while not self._stop.is_set():
-            problem: str | None = None
-            connected = False
-            self._subscribed_at = None
-            try:
-                # The store first: connecting makes the broker hand over queued batches.
-                await self._load_heads()
-                async with client:
-                    connected = True
-                    self.counters.connects += 1
-                    log.info(
-                        "sink_connected",
-                        broker=opts.broker.url,
-                        client_id=self.client_id,
-                        group=opts.group,
-                    )
-                    await self._session(client)
-            except aiomqtt.MqttError as exc:
-                close_leaked_sockets(exc)
-                problem = f"broker {opts.broker.url}: {exc}"
-                event = "sink_disconnected" if connected else "sink_connect_failed"
-                log.warning(event, broker=opts.broker.url, error=str(exc))
-            except StoreError as exc:
-                self.counters.store_failures += 1
-                problem = f"store: {exc}"
-                log.error("sink_store_failed", error=str(exc))
-            except _Stopped:
-                pass
-            except Exception as exc:  # a bug: log it, back off, carry on (never a crash loop)
-                problem = f"internal error: {exc!r}"
-                log.exception("sink_internal_error", error=repr(exc))
-            finally:
-                self._ready.clear()
-            if self._stop.is_set():
-                break
-            subscribed_at = self._subscribed_at
-            if subscribed_at is not None and loop.time() - subscribed_at >= _STABLE_SESSION_S:
-                attempt = 0  # a session that held for a while: start the backoff again
-            delay = min(opts.backoff_max, opts.backoff_initial * 2 ** min(attempt, 30))
-            delay *= random.uniform(0.5, 1.0)
-            attempt += 1
-            log.info("sink_reconnecting", retry_in_s=round(delay, 3), reason=problem)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
-        # aiomqtt cancels its housekeeping task from a socket callback, one loop turn after
-        # the disconnect: let it end, so a stopped sink leaves no task behind.
-        misc = getattr(client, "_misc_task", None)
-        if isinstance(misc, asyncio.Task) and not misc.done():
-            await asyncio.wait({misc}, timeout=1.0)
+        try:
+            await self._mqtt.run()
+        finally:
+            self._ready.clear()
         log.info("sink_stopped", client_id=self.client_id, **self._counter_fields())
+
+    async def _connect_client(self) -> aiomqtt.Client:
+        """The sink's one client (made on first use), after the heads are loaded: connecting
+        makes the broker hand over queued batches."""
+        self._problem = None
+        self._ready.clear()
+        await self._load_heads()
+        client = self._client
+        if client is None:
+            opts = self.options
+            client = await new_client(
+                opts.broker,
+                identifier=self.client_id,
+                clean_session=False,
+                keepalive=opts.keepalive,
+                timeout=opts.timeout,
+                queue_type=self._queue_type(),
+                # Acks are not waited for (see "Back-pressure"): send them all at once.
+                max_inflight_messages=4096,
+            )
+            enable_manual_ack(client)  # PUBACK after the commit: see "Back-pressure"
+            self._reader = PausableReader(client, self._socket_opened)
+            self._client = client
+        return client
+
+    def _failed(self, exc: Exception, attempt: Attempt) -> None:
+        self._ready.clear()
+        broker = self.options.broker.url
+        if isinstance(exc, aiomqtt.MqttError):
+            self._problem = f"broker {broker}: {exc}"
+            event = "sink_disconnected" if attempt.connected else "sink_connect_failed"
+            log.warning(event, broker=broker, error=str(exc))
+        elif isinstance(exc, StoreError):
+            self.counters.store_failures += 1
+            self._problem = f"store: {exc}"
+            log.error("sink_store_failed", error=str(exc))
+        elif not isinstance(exc, _Stopped):  # a bug: log it, back off, carry on
+            self._problem = f"internal error: {exc!r}"
+            log.exception("sink_internal_error", error=repr(exc))
+
+    def _retrying(self, delay: float) -> None:
+        log.info("sink_reconnecting", retry_in_s=round(delay, 3), reason=self._problem)
 
     async def _load_heads(self) -> None:
         heads = await self.store.heads()
@@ -586,16 +509,14 @@ class Sink:
             (Topics.central_filter("status"), 1),
             (Topics.shared_requests(group), 1),
         ]
-        codes = await client.subscribe(topics)
-        refused = [
-            t for (t, _), code in zip(topics, codes, strict=False) if _subscribe_failed(code)
-        ]
+        refused = await subscribe(client, topics, self.options.timeout)
         if refused:
             raise aiomqtt.MqttError(
-                f"the broker refused the subscription to {', '.join(refused)} "
+                f"the broker refused the subscription to {', '.join(t for t, _ in refused)} "
                 "(check the ACL of user central)"
             )
-        self._subscribed_at = asyncio.get_running_loop().time()
+        assert self._mqtt is not None
+        self._mqtt.held()
         self._ready.set()
         log.info("sink_subscribed", topics=[t for t, _ in topics])
 
@@ -605,11 +526,18 @@ class Sink:
 
         Subscribing runs alongside: with a session kept in the broker, queued messages come
         before the SUBACK, and reading may pause until some of them are committed."""
+        self.counters.connects += 1
+        log.info(
+            "sink_connected",
+            broker=self.options.broker.url,
+            client_id=self.client_id,
+            group=self.options.group,
+        )
         self._room.set()
         reader = asyncio.create_task(self._read(client), name="sink reader")
-        subscribe = asyncio.create_task(self._subscribe(client), name="sink subscribe")
-        subscribe.add_done_callback(lambda _: self._wake.set())
-        subscribing: asyncio.Task[None] | None = subscribe
+        subscribe_task = asyncio.create_task(self._subscribe(client), name="sink subscribe")
+        subscribe_task.add_done_callback(lambda _: self._wake.set())
+        subscribing: asyncio.Task[None] | None = subscribe_task
         committing: asyncio.Task[None] | None = None
         try:
             while True:
@@ -644,7 +572,7 @@ class Sink:
                     committing.add_done_callback(lambda _: self._wake.set())
             # Stopping: what was received is stored, PUBACKed and acked before leaving;
             # nothing more is read (the rest stays queued in the broker session).
-            self._pause()
+            self._pause()  # resumed no more: _puback checks _stop
             if committing is not None:
                 running = committing
                 committing = None
@@ -741,56 +669,27 @@ class Sink:
 
     def _puback(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
         """Acknowledge ``messages`` to the broker, in the order they were received."""
-        paho = _paho(client)
         for message in messages:
-            if message.qos > 0:
-                paho.ack(message.mid, message.qos)
+            puback(client, message)
         self._held_messages -= len(messages)
         self._held_bytes -= sum(len(_payload(m)) for m in messages)
         self.counters.held_bytes = self._held_bytes
-        if self._paused and self._held_bytes <= self.options.max_inflight_bytes // 2:
-            self._resume(client, paho)
+        reader = self._reader
+        if (
+            reader is not None
+            and reader.paused
+            and not self._stop.is_set()  # stopping: read nothing more
+            and self._held_bytes <= self.options.max_inflight_bytes // 2
+        ):
+            reader.resume()
 
     # -- reading the socket (back-pressure) -------------------------------------------------
     #
-    # aiomqtt reads paho's socket whenever it is readable and queues every message, with no
-    # way to stop. So the sink reads it itself: on each new socket it swaps aiomqtt's reader
-    # for ``_on_readable``, and ``_pause`` removes that reader between two packets. This
-    # relies on aiomqtt 2.x (``Client._client`` is the paho client, ``Client._disconnected``
-    # the future that ends the message stream) and paho 2.x (every socket read goes through
-    # ``Client._sock_recv``); ``_paho`` checks they are there, so another version fails at
-    # start rather than reading without bound.
+    # aiomqtt reads the socket whenever it is readable and queues every message, with no way
+    # to stop; the sink's ``PausableReader`` (edgegate.mqtt.session) reads it instead, and
+    # ``_pause`` stops it between two packets.
 
-    def _read_socket_ourselves(self, client: aiomqtt.Client, paho: Any) -> None:
-        loop = asyncio.get_running_loop()
-        aiomqtt_open = paho.on_socket_open
-        recv = paho._sock_recv
-
-        def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
-            # On paho's connect thread, before CONNECT is sent: aiomqtt schedules its reader
-            # (and its keepalive task); ours is scheduled after it, so it replaces it before
-            # anything is read.
-            aiomqtt_open(c, userdata, sock)
-            loop.call_soon_threadsafe(self._socket_opened, client, paho, sock)
-
-        def sock_recv(bufsize: int) -> bytes:
-            if self._paused:  # stops paho's read loop at a packet boundary (see _pause)
-                raise BlockingIOError
-            data: bytes = recv(bufsize)
-            return data
-
-        paho.on_socket_open = on_socket_open
-        paho._sock_recv = sock_recv
-
-    def _socket_opened(self, client: aiomqtt.Client, paho: Any, sock: Any) -> None:
-        fd = sock.fileno()
-        if fd < 0 or paho.socket() is not sock:
-            return
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(fd)
-        loop.add_reader(fd, self._on_readable, client, paho)
-        self._sock = sock
-        self._paused = False
+    def _socket_opened(self) -> None:
         # Left from the previous connection: never PUBACKed, the broker delivers them again
         # (their packet ids belong to the old connection).
         self._inbox.clear()
@@ -798,19 +697,6 @@ class Sink:
             while not self._incoming.empty():
                 self._incoming.get_nowait()
         self._held_messages = self._held_bytes = self.counters.held_bytes = 0
-
-    def _on_readable(self, client: aiomqtt.Client, paho: Any) -> None:
-        """aiomqtt's reader, but it stops when paused."""
-        try:
-            while not self._paused:
-                paho.loop_read()
-                sock = paho.socket()
-                # TLS may hold decrypted bytes the selector cannot see.
-                if not isinstance(sock, ssl.SSLSocket) or sock.pending() <= 0:
-                    break
-        except Exception as exc:  # as aiomqtt: a read error ends the connection
-            if not client._disconnected.done():
-                client._disconnected.set_exception(exc)
 
     def _received(self, message: aiomqtt.Message) -> None:
         """A message was queued by aiomqtt (on paho's read, right after its last byte)."""
@@ -820,29 +706,19 @@ class Sink:
         c.held_bytes = self._held_bytes
         c.peak_held_bytes = max(c.peak_held_bytes, self._held_bytes)
         c.peak_in_hand = max(c.peak_in_hand, self._held_messages)
-        if self._held_bytes > self.options.max_inflight_bytes and not self._paused:
+        reader = self._reader
+        if (
+            self._held_bytes > self.options.max_inflight_bytes
+            and reader is not None
+            and not reader.paused
+        ):
             self.counters.read_pauses += 1
             log.debug("sink_read_paused", held_bytes=self._held_bytes)
-            self._pause()
+            reader.pause()
 
     def _pause(self) -> None:
-        """Read nothing more until ``_resume``. Called between two packets, so ``sock_recv``
-        refusing to read leaves paho's parser at a packet boundary."""
-        self._paused = True
-        sock = self._sock
-        if sock is not None and sock.fileno() >= 0:
-            asyncio.get_running_loop().remove_reader(sock.fileno())
-
-    def _resume(self, client: aiomqtt.Client, paho: Any) -> None:
-        if self._stop.is_set():
-            return  # stopping: read nothing more
-        self._paused = False
-        sock = self._sock
-        if sock is None or paho.socket() is not sock or sock.fileno() < 0:
-            return  # that connection is gone; the next one starts reading afresh
-        loop = asyncio.get_running_loop()
-        loop.add_reader(sock.fileno(), self._on_readable, client, paho)
-        loop.call_soon(self._on_readable, client, paho)  # bytes already decrypted
+        if self._reader is not None:
+            self._reader.pause()
 
     def _queue_type(self) -> type[asyncio.Queue[aiomqtt.Message]]:
         """aiomqtt's incoming queue: QoS 1 messages are bounded by the broker's inflight
@@ -966,11 +842,8 @@ class Sink:
         if acks:
             # Queued at once, not waited for: their PUBACK cannot be read while reading is
             # paused, and a lost ack only makes the gate resend (stored idempotently).
-            paho = _paho(client)
             for a in acks:
-                info = paho.publish(Topics(self._sites[a.gate], a.gate).ack, encode_ack(a), 1)
-                if info.rc != 0:
-                    raise aiomqtt.MqttCodeError(info.rc, f"could not send the ack to {a.gate}")
+                publish_nowait(client, Topics(self._sites[a.gate], a.gate).ack, encode_ack(a))
             c.acks += len(acks)
             log.debug("acked", acks=[(a.gate, a.seq, a.resend_from) for a in acks])
 
@@ -1098,21 +971,6 @@ class Sink:
         }
 
 
-_PAHO_NEEDS = ("manual_ack_set", "ack", "publish", "loop_read", "socket", "_sock_recv")
-
-
-def _paho(client: aiomqtt.Client) -> Any:
-    """The paho client inside aiomqtt (2.x keeps it in ``_client``): aiomqtt has no manual
-    acknowledgement and no way to stop reading (see "reading the socket" in ``Sink``)."""
-    paho = getattr(client, "_client", None)
-    missing = [n for n in _PAHO_NEEDS if not hasattr(paho, n)]
-    if not isinstance(getattr(client, "_disconnected", None), asyncio.Future):
-        missing.append("aiomqtt Client._disconnected")
-    if missing:
-        raise RuntimeError(f"unsupported aiomqtt/paho version: no {', '.join(missing)}")
-    return paho
-
-
 def _payload(message: aiomqtt.Message) -> bytes:
     p = message.payload
     if isinstance(p, bytes):
@@ -1120,12 +978,6 @@ def _payload(message: aiomqtt.Message) -> bytes:
     if isinstance(p, bytearray):
         return bytes(p)
     return b"" if p is None else str(p).encode()
-
-
-def _subscribe_failed(code: object) -> bool:
-    if isinstance(code, int):
-        return code >= 0x80
-    return bool(getattr(code, "is_failure", False))
 
 
 def sink_options(
@@ -1149,13 +1001,13 @@ def sink_options(
 __all__ = [
     "DEFAULT_DSN",
     "DEFAULT_GROUP",
+    "DEFAULT_USERNAME",
     "BrokerSettings",
     "BrokerUrlError",
     "RequestCallback",
     "Sink",
     "SinkCounters",
     "SinkOptions",
-    "close_leaked_sockets",
     "default_client_id",
     "sink_options",
 ]

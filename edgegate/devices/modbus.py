@@ -26,6 +26,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
+from edgegate.backoff import backoff_delay
 from edgegate.core.events import BarrierCommand, DeviceFault, DeviceRecovered
 from edgegate.devices.base import (
     CommandNotConfirmed,
@@ -193,10 +194,9 @@ class ModbusBus:
         """A connect or request failed: close the line and back off before reopening it."""
         self._drop()
         self._failures += 1
-        ceiling = min(self.reconnect_max, self.backoff_initial * 2 ** (self._failures - 1))
-        # Equal jitter: never hammer a recovering device, never desynchronise into lockstep
-        # with other gates' PCs on the same network.
-        delay = self._rng.uniform(ceiling / 2, ceiling)
+        delay = backoff_delay(
+            self._failures - 1, self.backoff_initial, self.reconnect_max, self._rng
+        )
         self._next_attempt = self._clock() + delay
         if self._failures == 1 or reason != self._last_error:
             self._log.warning("modbus line failed", error=reason, retry_in_s=round(delay, 3))

@@ -27,6 +27,7 @@ from typing import Any
 
 import serial_asyncio_fast
 
+from edgegate.backoff import backoff_delay
 from edgegate.core.events import DeviceFault, DeviceRecovered, FrameRejected, PlateRead
 from edgegate.core.plates import normalise
 from edgegate.devices.base import DeviceSignal, DeviceUnavailable, Sink
@@ -214,8 +215,7 @@ class SerialPlateReader:
             await asyncio.wait([protocol.lost], timeout=2.0)
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._max, self._initial * 2 ** min(attempt, 16))
-        return self._rng.uniform(ceiling / 2, ceiling)
+        return backoff_delay(attempt, self._initial, self._max, self._rng)
 
     def _on_data(self, data: bytes) -> None:
         self._buffer += data

@@ -1,5 +1,8 @@
 """The gate's uplink: store-and-forward of the event log to central over MQTT.
 
+(Over 600 lines: the send window, ack handling, resends and the cursor are one state machine
+over shared fields; the connection itself lives in ``edgegate.mqtt.session``.)
+
 One MQTT connection per gate (MQTT 5, persistent session: ``clean_start=False`` with a
 session expiry, so acks central publishes while the gate is briefly away are queued for it),
 with a retained ``status`` and a last will saying ``offline``. The uplink
@@ -14,8 +17,9 @@ with a retained ``status`` and a last will saying ``offline``. The uplink
   came for ``ack_timeout`` while batches were unacknowledged (the timeout doubles while
   nothing is acked, up to 5 min, so a sink that is down does not get the window again every
   few seconds); central stores idempotently;
-- reconnects with capped, jittered exponential backoff, logging state changes (not every
-  retry), and never lets an exception escape into the gate.
+- reconnects with capped, jittered exponential backoff (``edgegate.mqtt.session``, which
+  owns the connection), logging state changes (not every retry), and never lets an exception
+  escape into the gate.
 
 Why MQTT 5: the session expiry is set by the gate (a 3.1.1 session lives as long as the
 broker's ``persistent_client_expiration`` says), and CONNACK/SUBACK reason codes tell a bad
@@ -66,12 +70,21 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edgegate.backoff import Backoff
 from edgegate.core.clock import Clock
 from edgegate.log.eventlog import EventLog, LogClosedError, connect
 from edgegate.log.queries import rows_after
+from edgegate.mqtt.session import (
+    Attempt,
+    BrokerSettings,
+    MqttSession,
+    describe,
+    new_client,
+    publish,
+    subscribe,
+)
 from edgegate.observability import get_logger
 from edgegate.sync.cursor import CursorError, read_cursor, write_cursor
-from edgegate.sync.mqtt_sockets import close_leaked_sockets
 from edgegate.sync.protocol import (
     MAX_BATCH_EVENTS,
     EventBatch,
@@ -110,14 +123,6 @@ class UplinkError(RuntimeError):
 
 class _CredentialsError(RuntimeError):
     pass
-
-
-def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): ``initial * 2**attempt`` capped at
-    ``cap``, with equal jitter (half fixed, half uniformly random) so that many gates
-    restarting together do not reconnect in lockstep."""
-    step = min(cap, initial * 2.0 ** min(attempt, 60))
-    return step / 2 + rng.uniform(0.0, step / 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +173,20 @@ class UplinkOptions:
     @property
     def identifier(self) -> str:
         return self.client_id or f"edgegate-{self.gate}"
+
+    @property
+    def broker(self) -> BrokerSettings:
+        """Where to connect; the password (file) is read at each attempt."""
+        return BrokerSettings(
+            host=self.host,
+            port=self.port,
+            tls=self.tls,
+            username=self.username or self.gate,
+            password=self.password,
+            ca_file=self.ca_file,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+        )
 
     @classmethod
     def from_config(cls, config: GateConfig, **overrides: Any) -> UplinkOptions:
@@ -247,11 +266,21 @@ class Uplink:
 
         self._log = event_log
         self._clock = clock
-        self._rng = rng or random.Random()  # jitter, not security
         self._allowlist_version = allowlist_version or (lambda: 0)
         self._subs: list[_Subscription] = []
         self._hooks: list[ConnectHook] = []
         self._stop = asyncio.Event()
+        # jitter, not security
+        self._backoff = Backoff(options.reconnect_initial, options.reconnect_max, rng)
+        self._mqtt = MqttSession(
+            self._new_client,
+            self._connected_session,
+            self._failed,
+            backoff=self._backoff,
+            stop=self._stop,
+            connect_timeout=options.connect_timeout,
+            disconnect_timeout=options.connect_timeout,
+        )
         self._task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()  # connect hooks, late subscribes
@@ -280,7 +309,6 @@ class Uplink:
         self._quiet_until: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self._down_since: float | None = None
-        self._attempts = 0
 
     # --- public API -----------------------------------------------------------------------
 
@@ -331,9 +359,9 @@ class Uplink:
         """
         client = self._client
         if client is None or not self.connected.is_set():
-            raise UplinkNotConnected(f"not connected to {self._address()}")
+            raise UplinkNotConnected(f"not connected to {self.options.broker.url}")
         try:
-            await _publish(client, topic, payload, self.options.publish_timeout, qos, retain)
+            await publish(client, topic, payload, self.options.publish_timeout, qos, retain)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             raise UplinkNotConnected(f"publish to {topic} failed: {exc!r}") from exc
 
@@ -386,7 +414,7 @@ class Uplink:
         log.info(
             "uplink_starting",
             gate=self.options.gate,
-            broker=self._address(),
+            broker=self.options.broker.url,
             cursor=stored,
             head=head,
             backlog=head - stored,
@@ -398,7 +426,7 @@ class Uplink:
                 for sub in self._subs:
                     sub.worker = tg.create_task(self._handler_worker(sub))
                 try:
-                    await self._connection_loop()
+                    await self._mqtt.run()
                 finally:
                     cursor_task.cancel()
                     for sub in self._subs:
@@ -415,54 +443,26 @@ class Uplink:
 
     # --- connection -----------------------------------------------------------------------
 
-    def _address(self) -> str:
-        o = self.options
-        host = f"[{o.host}]" if ":" in o.host else o.host
-        return f"{'mqtts' if o.tls else 'mqtt'}://{host}:{o.port}"
-
-    async def _connection_loop(self) -> None:
-        opts = self.options
-        while not self._stop.is_set():
-            connected_before = self.connects
-            try:
-                await self._connect_once()
-            except asyncio.CancelledError:
-                raise
-            except _CredentialsError as exc:
-                self._note_state("credentials-unreadable", str(exc), level="error")
-            except MqttConnectError as exc:
-                # A refusal (bad password, not authorised) will not fix itself quickly; the
-                # backoff grows to its cap and the state is logged once.
-                self._note_state("refused", str(exc), level="error")
-            except (aiomqtt.MqttError, TimeoutError) as exc:
-                close_leaked_sockets(exc)
-                state = "disconnected" if self.connects > connected_before else "unreachable"
-                detail = (
-                    _describe(exc)
-                    if isinstance(exc, aiomqtt.MqttError)
-                    else "the broker did not answer in time"
-                )
-                self._note_state(state, detail, level="warning")
-            except Exception as exc:  # a bug: log it, keep the gate running, retry later
-                if self._state_key != ("failed", repr(exc)):
-                    log.exception("uplink_failed", gate=opts.gate, error=repr(exc))
-                self._note_state("failed", repr(exc), level="error")
-            finally:
-                self._client = None
-                if self.connected.is_set():
-                    self.connected.clear()
-                    self._down_since = asyncio.get_running_loop().time()
-            if self._stop.is_set():
-                return
-            if self.connects > connected_before:
-                self._attempts = 0
-            delay = backoff_delay(
-                self._attempts, opts.reconnect_initial, opts.reconnect_max, self._rng
+    def _failed(self, exc: Exception, attempt: Attempt) -> None:
+        """Log why a connection attempt ended, once per state and detail."""
+        if isinstance(exc, _CredentialsError):
+            self._note_state("credentials-unreadable", str(exc), level="error")
+        elif isinstance(exc, MqttConnectError):
+            # A refusal (bad password, not authorised) will not fix itself quickly; the
+            # backoff grows to its cap and the state is logged once.
+            self._note_state("refused", str(exc), level="error")
+        elif isinstance(exc, aiomqtt.MqttError | TimeoutError):
+            state = "disconnected" if attempt.held_at is not None else "unreachable"
+            detail = (
+                describe(exc)
+                if isinstance(exc, aiomqtt.MqttError)
+                else "the broker did not answer in time"
             )
-            self._attempts += 1
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
+            self._note_state(state, detail, level="warning")
+        else:  # a bug: log it, keep the gate running, retry later
+            if self._state_key != ("failed", repr(exc)):
+                log.exception("uplink_failed", gate=self.options.gate, error=repr(exc))
+            self._note_state("failed", repr(exc), level="error")
 
     async def _password(self) -> str | None:
         opts = self.options
@@ -495,79 +495,63 @@ class Uplink:
             at_ns=max(0, self._clock.wall_ns()),
         )
 
-    def _make_client(self, password: str | None) -> aiomqtt.Client:
+    async def _new_client(self) -> aiomqtt.Client:
+        """A fresh client for each attempt (same client id, so the broker keeps the session):
+        paho re-sends a reused client's unacknowledged QoS 1 messages on reconnect, which
+        would be stale batches and statuses here; and a fresh client re-reads the password
+        file and the CA (a rotated secret takes effect without a restart) and carries a will
+        with the current head."""
         opts = self.options
-        tls = None
-        if opts.tls:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=None if opts.ca_file is None else str(opts.ca_file),
-                certfile=None if opts.client_cert is None else str(opts.client_cert),
-                keyfile=None if opts.client_key is None else str(opts.client_key),
-            )
+        settings = opts.broker.with_password(await self._password())
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = opts.session_expiry
         will = aiomqtt.Will(
             self.topics.status, encode_status(self._status("offline")), qos=1, retain=True
         )
-        return aiomqtt.Client(
-            opts.host,
-            opts.port,
-            username=opts.username or opts.gate,
-            password=password,
+        return await new_client(
+            settings,
             identifier=opts.identifier,
             protocol=aiomqtt.ProtocolVersion.V5,
             will=will,
             clean_start=False,
             properties=properties,
             keepalive=max(1, round(opts.keepalive)),
-            # Every wait is bounded here with asyncio.timeout instead: aiomqtt's timeouts use
-            # asyncio.wait_for, which in Python 3.11 can swallow a cancellation that arrives
-            # as the awaited reply does, leaving a task running after it was cancelled.
+            # Every wait is bounded with asyncio.timeout instead (see edgegate.mqtt.session).
             timeout=math.inf,
-            tls_params=tls,
         )
 
-    async def _connect_once(self) -> None:
+    async def _connected_session(self, client: aiomqtt.Client) -> None:
         opts = self.options
-        client = self._make_client(await self._password())
+        await self._subscribe_all(client)
+        status = encode_status(self._status("online"))
+        await publish(client, self.topics.status, status, opts.publish_timeout, 1, True)
+        self._mqtt.held()
         try:
-            async with asyncio.timeout(opts.connect_timeout):
-                await client.__aenter__()
-            try:
-                await self._subscribe_all(client)
-                status = encode_status(self._status("online"))
-                await _publish(client, self.topics.status, status, opts.publish_timeout, 1, True)
-                self._on_connected(client)
-                await self._session(client)
-            finally:
-                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                    async with asyncio.timeout(opts.connect_timeout):
-                        await client.__aexit__(None, None, None)
+            self._on_connected(client)
+            await self._session(client)
         finally:
-            await _release(client)
+            self._client = None
+            self.connected.clear()
+            self._down_since = asyncio.get_running_loop().time()
 
     async def _subscribe_all(self, client: aiomqtt.Client) -> None:
         topics = [(self.topics.ack, 1), *((s.topic, s.qos) for s in self._subs)]
-        async with asyncio.timeout(self.options.connect_timeout):
-            codes = await client.subscribe(topics, timeout=math.inf)
-        for (topic, _), code in zip(topics, codes, strict=False):
-            if _is_failure(code):
-                if topic == self.topics.ack:
-                    # Without acks nothing can ever be confirmed: treat as a refusal.
-                    raise MqttConnectError(code)  # type: ignore[arg-type]
-                self._throttled_error(
-                    f"subscribe:{topic}", "uplink_subscribe_refused", topic=topic, code=str(code)
-                )
+        for topic, code in await subscribe(client, topics, self.options.connect_timeout):
+            if topic == self.topics.ack:
+                # Without acks nothing can ever be confirmed: treat as a refusal.
+                raise MqttConnectError(code)  # type: ignore[arg-type]
+            self._throttled_error(
+                f"subscribe:{topic}", "uplink_subscribe_refused", topic=topic, code=str(code)
+            )
 
     async def _subscribe_late(self, client: aiomqtt.Client, sub: _Subscription) -> None:
         try:
-            async with asyncio.timeout(self.options.connect_timeout):
-                [code] = await client.subscribe(sub.topic, qos=sub.qos, timeout=math.inf)
-        except (aiomqtt.MqttError, TimeoutError) as exc:
+            refused = await subscribe(client, [(sub.topic, sub.qos)], self.options.connect_timeout)
+        except aiomqtt.MqttError as exc:
             log.warning("uplink_subscribe_later", topic=sub.topic, error=str(exc))
             return
-        if _is_failure(code):
-            log.error("uplink_subscribe_refused", topic=sub.topic, code=str(code))
+        for topic, code in refused:
+            log.error("uplink_subscribe_refused", topic=topic, code=str(code))
 
     def _on_connected(self, client: aiomqtt.Client) -> None:
         loop = asyncio.get_running_loop()
@@ -589,7 +573,7 @@ class Uplink:
             "connected",
             "",
             level="info",
-            broker=self._address(),
+            broker=self.options.broker.url,
             synced=self._cursor,
             head=self._log.head[0],
             outage_s=outage,
@@ -635,7 +619,7 @@ class Uplink:
         if self._stop.is_set():
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 status = encode_status(self._status("offline"))
-                await _publish(client, self.topics.status, status, 2.0, 1, True)
+                await publish(client, self.topics.status, status, 2.0, 1, True)
             return
         raise aiomqtt.MqttError("connection ended")  # pragma: no cover - tasks never return
 
@@ -662,9 +646,7 @@ class Uplink:
         while True:
             await asyncio.sleep(every)
             status = encode_status(self._status("online"))
-            await _publish(
-                client, self.topics.status, status, self.options.publish_timeout, 1, True
-            )
+            await publish(client, self.topics.status, status, self.options.publish_timeout, 1, True)
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -831,7 +813,7 @@ class Uplink:
                     and last - self._acked < opts.max_inflight_events
                 ):
                     ahead = (gen, last + 1, asyncio.create_task(self._read_async(last + 1)))
-                await _publish(client, topic, payload, opts.publish_timeout)
+                await publish(client, topic, payload, opts.publish_timeout)
                 self.batches_sent += 1
                 self.events_sent += last - start + 1
         finally:
@@ -959,53 +941,6 @@ def _as_bytes(payload: object) -> bytes:
     if isinstance(payload, str):
         return payload.encode()
     return b"" if payload is None else str(payload).encode()
-
-
-def _is_failure(code: object) -> bool:
-    if isinstance(code, int):
-        return code >= 0x80
-    return bool(getattr(code, "is_failure", False))
-
-
-def _describe(exc: BaseException) -> str:
-    cause = exc.__cause__
-    text = str(exc) or type(exc).__name__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text = f"{text}: {cause}"
-    return text
-
-
-async def _publish(
-    client: aiomqtt.Client,
-    topic: str,
-    payload: bytes,
-    seconds: float,
-    qos: int = 1,
-    retain: bool = False,
-) -> None:
-    """``client.publish`` bounded by ``asyncio.timeout`` (see ``_make_client`` for why)."""
-    async with asyncio.timeout(seconds):
-        await client.publish(topic, payload, qos=qos, retain=retain, timeout=math.inf)
-
-
-async def _release(client: aiomqtt.Client) -> None:
-    """Leave nothing of a finished connection attempt behind.
-
-    aiomqtt 2.5 closes neither paho's socket when the CONNACK never comes (e.g. the broker
-    resets the connection while it restarts) nor waits for its keepalive task; one client
-    per attempt must not leave a registered socket or a task per retry. (Private attributes,
-    looked up defensively: without them this only tidies up less.)
-    """
-    paho = getattr(client, "_client", None)
-    if paho is not None and paho.socket() is not None:
-        close = getattr(paho, "_sock_close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                close()
-    task = getattr(client, "_misc_task", None)
-    if isinstance(task, asyncio.Task) and not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def _first_failure(tasks: Any) -> BaseException | None:
