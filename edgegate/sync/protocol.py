@@ -1,4 +1,6 @@
 """The MQTT wire format between a gate and central: topics and msgpack payloads. Pure: no I/O.
+One module (over 600 lines) because the payloads share their field checks and are read as
+one specification.
 
 Topics live under ``edgegate/v1/{site}/{gate}/``::
 
