@@ -13,7 +13,7 @@ message read as another. ``key_id`` only picks the key among those a gate trusts
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgegate.sync.protocol import INT64_MAX, ProtocolError
+from edgegate.sync.protocol import INT64_MAX, ProtocolError, load_map
 
 ENVELOPE_VERSION = 1
 SIGNING_CONTEXT = b"edgegate-signed-v1\0"
@@ -138,8 +138,10 @@ def open_signed(
     keys = [public_key] if isinstance(public_key, Ed25519PublicKey) else list(public_key)
     doc = load_map(
         payload,
-        lambda problem: SignatureError("malformed", f"not a signed envelope: {problem}"),
-        "not a msgpack map",
+        lambda exc: SignatureError(
+            "malformed", f"not a signed envelope: not valid msgpack ({exc})"
+        ),
+        lambda _: SignatureError("malformed", "not a signed envelope: not a msgpack map"),
         max_bin_len=MAX_SIGNED_BODY,
         max_str_len=256,
         max_array_len=16,
@@ -211,8 +213,8 @@ def unpack_map(
 ) -> dict[str, Any]:
     doc = load_map(
         body,
-        lambda problem: ProtocolError(f"{what}: {problem}"),
-        "expected a msgpack map",
+        lambda exc: ProtocolError(f"{what}: not valid msgpack ({exc})"),
+        lambda _: ProtocolError(f"{what}: expected a msgpack map"),
         max_bin_len=max_bin_len,
         max_str_len=4096,
         max_array_len=0,
@@ -224,34 +226,4 @@ def unpack_map(
     extra = doc.keys() - keys
     if extra:
         raise ProtocolError(f"{what}: unknown field {', '.join(sorted(map(repr, extra)))}")
-    return doc
-
-
-def load_map(
-    data: bytes,
-    fail: Callable[[str], Exception],
-    not_a_map: str,
-    *,
-    max_bin_len: int,
-    max_str_len: int,
-    max_array_len: int,
-    max_map_len: int,
-) -> dict[Any, Any]:
-    """The one msgpack map in ``data`` within msgpack's length limits; else
-    ``fail(what is wrong)`` is raised (``not_a_map`` when it is another value)."""
-    try:
-        doc = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=max_bin_len,
-            max_str_len=max_str_len,
-            max_array_len=max_array_len,
-            max_map_len=max_map_len,
-            max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise fail(f"not valid msgpack ({exc})") from exc
-    if type(doc) is not dict:
-        raise fail(not_a_map)
     return doc
