@@ -22,7 +22,10 @@ bad entry it can find, when the table no longer matches it (changed behind edgeg
 ``salvage`` then reads what can still be read, for a gate that runs on with a guard.
 
 The seal is not keyed: it detects an edit made without recomputing it (a hand edit, a flipped
-byte, a restored older copy of the table), not someone who rewrites the seal as well.
+byte, a restored older copy of the table), not someone who rewrites the seal as well. The
+seal's arithmetic and its check live in :mod:`edgegate.allowlist.seal`; the writes (snapshot,
+staged snapshot, delta, consumption) stay together here, over ~600 lines, because they share
+the table's SQL and each keeps the seal in step with it.
 """
 
 from __future__ import annotations
@@ -33,17 +36,33 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-import msgpack
-
+from edgegate.allowlist.seal import (
+    EPOCH,
+    MICROSECOND,
+    Row,
+    RowsSum,
+    check_seal,
+    decode_row,
+    first_bad_entry,
+    is_seal,
+    ns,
+    resealed,
+    rows_total,
+    seal_of,
+    state_term,
+    table_total,
+    term,
+    to_seal,
+)
+from edgegate.allowlist.seal import Tampering as Tampering  # re-exported, as are the next two
+from edgegate.allowlist.seal import row_bytes as row_bytes
+from edgegate.allowlist.seal import rows_hash as rows_hash
 from edgegate.core import credential_codec as codec
 from edgegate.core.allowlist import AllowList, AllowListError, check_credential
 from edgegate.core.domain import Appointment, Credential, CredentialKind
-from edgegate.log import queries, schema
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+from edgegate.log import schema
 
 # No index on plate: lookups go through the in-memory index, and keeping one up to date made
 # every snapshot rewrite it (a second on a million entries, or gigabytes of random page
@@ -80,36 +99,11 @@ _LOAD_SQL = (
     "SELECT CAST(substr(kind, 1, 1) || id AS BLOB), CAST(plate AS BLOB), CAST(data AS BLOB),"
     " CAST(kind AS BLOB) FROM allowlist_entry ORDER BY kind, id"
 )
-_MODULUS = 1 << 256
-
 _APPOINTMENT = CredentialKind.APPOINTMENT.value
-
-_Row = tuple[str, str, str, bytes]  # kind, id, normalised plate, codec bytes
 
 
 class StoreError(RuntimeError):
     """The store cannot do what was asked (no transaction, a table changed behind its back)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Tampering:
-    """What ``verify`` found wrong with a stored list: the first bad entry when one can be
-    named (``kind``, ``id``, ``plate`` as stored), and the problem."""
-
-    problem: str
-    kind: str | None = None
-    id: str | None = None
-    plate: str | None = None
-
-    def __str__(self) -> str:
-        if self.kind is None:
-            return self.problem
-        return f"{self.kind} {self.id!r} (plate {self.plate!r}): {self.problem}"
-
-    def described(self) -> str:
-        """``changed outside edgegate: ...``, naming the first bad entry when there is one."""
-        first = "" if self.kind is None else "first bad entry: "
-        return f"changed outside edgegate: {first}{self}"
 
 
 class AllowListTamperedError(StoreError):
@@ -148,7 +142,7 @@ def read_state(conn: sqlite3.Connection) -> AllowListState | None:
     if row is None:
         return None
     version, updated_at_ns, source, content_hash = row
-    updated_at = None if updated_at_ns is None else _EPOCH + (updated_at_ns // 1000) * _MICROSECOND
+    updated_at = None if updated_at_ns is None else EPOCH + (updated_at_ns // 1000) * MICROSECOND
     return AllowListState(version, updated_at, source, content_hash)
 
 
@@ -160,7 +154,9 @@ def load(conn: sqlite3.Connection) -> AllowList:
     """
     with _reading(conn):
         state = read_state(conn)
-        rows = _RowsSum(state)
+        rows = RowsSum(
+            0 if state is None else state_term(state.version, ns(state.updated_at), state.source)
+        )
         allowlist = AllowList.from_encoded(
             conn.execute(_LOAD_SQL),
             state.version if state else 0,
@@ -168,7 +164,7 @@ def load(conn: sqlite3.Connection) -> AllowList:
             digest=rows,
         )
         legacy = legacy_sealed(conn)
-        finding = _check_legacy_hash(conn) if legacy else _check_seal(conn, rows.total)
+        finding = _check_legacy_hash(conn) if legacy else check_seal(conn, rows.total)
         if finding is not None:
             raise AllowListTamperedError(finding, state.version if state else 0)
     return allowlist
@@ -180,18 +176,7 @@ def verify(conn: sqlite3.Connection) -> Tampering | None:
     with _reading(conn):
         if legacy_sealed(conn):
             return _check_legacy_hash(conn)
-        return _check_seal(conn, _table_total(conn))
-
-
-def _table_total(conn: sqlite3.Connection) -> int:
-    rows = _RowsSum(None)
-    update = rows.update
-    for kind, id_key, plate, data in conn.execute(
-        "SELECT CAST(kind AS BLOB), CAST(substr(kind, 1, 1) || id AS BLOB),"
-        " CAST(plate AS BLOB), CAST(data AS BLOB) FROM allowlist_entry"
-    ):
-        update(kind, id_key, plate, data)
-    return rows.total
+        return check_seal(conn, table_total(conn))
 
 
 # --- lists stored before the seal (schema migration 4) ----------------------------------
@@ -225,7 +210,7 @@ def _check_legacy_hash(conn: sqlite3.Connection) -> Tampering | None:
         digest.update(data)
     if digest.digest() == state.content_hash:
         return None
-    return _first_bad_entry(conn) or Tampering(
+    return first_bad_entry(conn) or Tampering(
         "the entries' data do not match the content hash recorded before this software's"
         " upgrade: changed, added or removed outside edgegate"
     )
@@ -240,7 +225,7 @@ def reseal_legacy(conn: sqlite3.Connection) -> Tampering | None:
     finding = _check_legacy_hash(conn)
     state = read_state(conn)
     if finding is None and state is not None:
-        seal = _seal(_table_total(conn), state.version, state.updated_at, state.source)
+        seal = seal_of(table_total(conn), state.version, state.updated_at, state.source)
         conn.execute("UPDATE allowlist_state SET content_hash = ? WHERE singleton = 1", (seal,))
     conn.execute("DELETE FROM log_meta WHERE key = ?", (_LEGACY_KEY,))
     return finding
@@ -264,7 +249,7 @@ def salvage(conn: sqlite3.Connection) -> tuple[AllowList, list[Tampering]]:
             "SELECT kind, id, plate, CAST(data AS BLOB) FROM allowlist_entry ORDER BY kind, id"
         ):
             where = (str(kind), str(id_), str(plate))
-            credential, problem = _decode_row(*where, bytes(data))
+            credential, problem = decode_row(*where, bytes(data))
             if credential is None:
                 left_out.append(Tampering(problem or "unreadable", *where))
             elif (credential.kind.value, credential.id) in seen:
@@ -282,7 +267,7 @@ def salvage(conn: sqlite3.Connection) -> tuple[AllowList, list[Tampering]]:
 class PreparedSnapshot:
     """Snapshot entries checked, encoded and sorted: see ``prepare_snapshot``."""
 
-    rows: list[_Row]
+    rows: list[Row]
 
 
 def prepare_snapshot(entries: Iterable[Credential]) -> PreparedSnapshot:
@@ -290,7 +275,7 @@ def prepare_snapshot(entries: Iterable[Credential]) -> PreparedSnapshot:
     entries), to run before taking the writer's transaction so the event log is held up
     only by the SQL. ``AllowListError`` if any entry is invalid or a (kind, id) repeats."""
     problems: list[str] = []
-    rows: list[_Row] = []
+    rows: list[Row] = []
     seen: set[tuple[str, str]] = set()
     for entry in entries:
         row = _encode_row(entry, problems, seen)
@@ -326,7 +311,7 @@ def write_snapshot(
             _still_consumed(r) if r[0] == _APPOINTMENT and r[1] in consumed else r for r in rows
         ]
     state = AllowListState(
-        version, updated_at, source, _seal(_rows_total(rows), version, updated_at, source)
+        version, updated_at, source, seal_of(rows_total(rows), version, updated_at, source)
     )
     with _savepoint(conn):
         conn.execute("DELETE FROM allowlist_entry")
@@ -353,24 +338,6 @@ class StagedSnapshot:
     content_hash: bytes  # ``rows_hash`` of the rows staged
 
 
-def rows_hash(rows: Iterable[_Row]) -> bytes:
-    """The order-independent hash of encoded rows (their part of the seal, 32 bytes)."""
-    return _to_seal(_rows_total(rows))
-
-
-def row_bytes(kind: str, id_: str, plate: str, data: bytes) -> bytes:
-    """The canonical bytes of one stored entry that the seal hashes: ``_row_bytes`` of its
-    kind, id key (``core.allowlist.id_key``), plate and data."""
-    k = kind.encode()
-    return _row_bytes(k, k[:1] + id_.encode(), plate.encode(), data)
-
-
-def _row_bytes(kind: bytes, id_key: bytes, plate: bytes, data: bytes) -> bytes:
-    """Each of kind, id key and plate as its length in decimal, a colon and its bytes; then
-    the data."""
-    return b"%d:%b%d:%b%d:%b%b" % (len(kind), kind, len(id_key), id_key, len(plate), plate, data)
-
-
 def start_staging(conn: sqlite3.Connection) -> None:
     """Replace any staging table (and any table a swap retired) with an empty one. In the
     caller's transaction."""
@@ -380,7 +347,7 @@ def start_staging(conn: sqlite3.Connection) -> None:
     conn.execute(f"CREATE TABLE {_STAGING} {_ENTRY_COLUMNS}")
 
 
-def stage_rows(conn: sqlite3.Connection, rows: Iterable[_Row]) -> None:
+def stage_rows(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
     """Add prepared rows to the staging table. In the caller's transaction."""
     _require_transaction(conn)
     conn.executemany(f"INSERT INTO {_STAGING} (kind, id, plate, data) VALUES (?, ?, ?, ?)", rows)
@@ -473,14 +440,14 @@ def swap_in_staged(
                     f"UPDATE {_STAGING} SET data = ? WHERE kind = ? AND id = ?",
                     (new[3], _APPOINTMENT, id_),
                 )
-                total += _term(new) - _term(old)
+                total += term(new) - term(old)
         # Renames only: dropping a million rows here would hold the commit for a second or
         # more; ``clear_retired`` empties the old table in short transactions afterwards.
         conn.execute(f"DROP TABLE IF EXISTS {_RETIRED}")
         conn.execute(f"ALTER TABLE allowlist_entry RENAME TO {_RETIRED}")
         conn.execute(f"ALTER TABLE {_STAGING} RENAME TO allowlist_entry")
         state = AllowListState(
-            version, updated_at, source, _seal(total, version, updated_at, source)
+            version, updated_at, source, seal_of(total, version, updated_at, source)
         )
         _write_state(conn, state)
     return state
@@ -504,8 +471,8 @@ def write_delta(
     current_version = current.version if current else 0
     if version <= current_version:
         problems.append(f"delta version {version} is not newer than {current_version}")
-    rows: list[_Row] = []
-    replaced: list[_Row] = []  # the stored rows the upserts and removals replace
+    rows: list[Row] = []
+    replaced: list[Row] = []  # the stored rows the upserts and removals replace
     seen: set[tuple[str, str]] = set()
     for entry in upserts:
         row = _encode_row(entry, problems, seen)
@@ -538,7 +505,7 @@ def write_delta(
         deletions.append((kind, id_))
     if problems:
         raise AllowListError(problems)
-    seal = _resealed(conn, _rows_total(rows) - _rows_total(replaced), version, updated_at, source)
+    seal = resealed(conn, rows_total(rows) - rows_total(replaced), version, updated_at, source)
     state = AllowListState(version, updated_at, source, seal)
     # In key order the B-tree pages are visited once each, not at random.
     deletions.sort()
@@ -574,11 +541,11 @@ def set_appointment_consumed(
         sealed = conn.execute(
             "SELECT content_hash FROM allowlist_state WHERE singleton = 1"
         ).fetchone()
-        if sealed is not None and _is_seal(sealed[0]):
-            total = int.from_bytes(sealed[0], "little") + _term(new_row) - _term(row)
+        if sealed is not None and is_seal(sealed[0]):
+            total = int.from_bytes(sealed[0], "little") + term(new_row) - term(row)
             conn.execute(
                 "UPDATE allowlist_state SET content_hash = ? WHERE singleton = 1",
-                (_to_seal(total),),
+                (to_seal(total),),
             )
     return new
 
@@ -610,7 +577,7 @@ def _check_updated_at(updated_at: datetime | None, problems: list[str]) -> None:
 def _write_state(conn: sqlite3.Connection, state: AllowListState) -> None:
     updated_at_ns = None
     if state.updated_at is not None:
-        updated_at_ns = (state.updated_at - _EPOCH) // _MICROSECOND * 1000
+        updated_at_ns = (state.updated_at - EPOCH) // MICROSECOND * 1000
     conn.execute(
         "INSERT INTO allowlist_state (singleton, version, updated_at_ns, source, content_hash)"
         " VALUES (1, ?, ?, ?, ?) ON CONFLICT (singleton) DO UPDATE SET"
@@ -620,7 +587,7 @@ def _write_state(conn: sqlite3.Connection, state: AllowListState) -> None:
     )
 
 
-def _encode_row(entry: Credential, problems: list[str], seen: set[tuple[str, str]]) -> _Row | None:
+def _encode_row(entry: Credential, problems: list[str], seen: set[tuple[str, str]]) -> Row | None:
     try:
         c = check_credential(entry)
     except AllowListError as exc:
@@ -638,7 +605,7 @@ def _encode_row(entry: Credential, problems: list[str], seen: set[tuple[str, str
         return None
 
 
-def _still_consumed(row: _Row) -> _Row:
+def _still_consumed(row: Row) -> Row:
     """The row of an appointment the gate already consumed: it stays consumed (the same rule
     as ``core.allowlist.keep_consumed``)."""
     appointment = codec.decode(row[3])
@@ -657,7 +624,7 @@ def _stored_consumed(conn: sqlite3.Connection, appointment_id: str) -> bool:
     return row is not None and _is_consumed(row[3])
 
 
-def _stored_row(conn: sqlite3.Connection, kind: str, id_: str) -> _Row | None:
+def _stored_row(conn: sqlite3.Connection, kind: str, id_: str) -> Row | None:
     row = conn.execute(
         "SELECT kind, id, plate, data FROM allowlist_entry WHERE kind = ? AND id = ?",
         (kind, id_),
@@ -665,82 +632,6 @@ def _stored_row(conn: sqlite3.Connection, kind: str, id_: str) -> _Row | None:
     if row is None:
         return None
     return str(row[0]), str(row[1]), str(row[2]), bytes(row[3])
-
-
-# --- the seal ---------------------------------------------------------------------------
-
-
-class _RowsSum:
-    """A ``core.allowlist.Digest`` summing the terms of the rows' canonical bytes (``total``);
-    its digest is the seal of those rows with the given state."""
-
-    __slots__ = ("state_term", "total")
-
-    def __init__(self, state: AllowListState | None) -> None:
-        self.total = 0
-        self.state_term = (
-            0 if state is None else _state_term(state.version, _ns(state.updated_at), state.source)
-        )
-
-    def update(self, kind: bytes, id_key: bytes, plate_key: bytes, encoded: bytes, /) -> None:
-        data = _row_bytes(kind, id_key, plate_key, encoded)
-        self.total += int.from_bytes(hashlib.sha256(data).digest(), "little")
-
-    def digest(self) -> bytes:
-        return _to_seal(self.total + self.state_term)
-
-
-def _term(row: _Row) -> int:
-    return int.from_bytes(hashlib.sha256(row_bytes(*row)).digest(), "little")
-
-
-def _rows_total(rows: Iterable[_Row]) -> int:
-    return sum(map(_term, rows))
-
-
-def _ns(updated_at: datetime | None) -> int | None:
-    if updated_at is None:
-        return None
-    return (updated_at - _EPOCH) // _MICROSECOND * 1000
-
-
-def _state_term(version: int, updated_at_ns: int | None, source: str) -> int:
-    text = f"state:{version}:{'-' if updated_at_ns is None else updated_at_ns}:{source}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest(), "little")
-
-
-def _to_seal(total: int) -> bytes:
-    return (total % _MODULUS).to_bytes(32, "little")
-
-
-def _is_seal(value: object) -> bool:
-    return isinstance(value, bytes) and len(value) == 32
-
-
-def _seal(rows_total: int, version: int, updated_at: datetime | None, source: str) -> bytes:
-    return _to_seal(rows_total + _state_term(version, _ns(updated_at), source))
-
-
-def _resealed(
-    conn: sqlite3.Connection,
-    rows_change: int,
-    version: int,
-    updated_at: datetime | None,
-    source: str,
-) -> bytes | None:
-    """The seal after a change of the rows' total by ``rows_change`` and a new state. An
-    empty file starts from zero; a missing seal stays missing (what it covered is unknown)."""
-    row = conn.execute(
-        "SELECT version, updated_at_ns, source, content_hash FROM allowlist_state"
-        " WHERE singleton = 1"
-    ).fetchone()
-    if row is None:
-        rows_total = 0
-    elif _is_seal(row[3]):
-        rows_total = int.from_bytes(row[3], "little") - _state_term(row[0], row[1], row[2])
-    else:
-        return None
-    return _seal(rows_total + rows_change, version, updated_at, source)
 
 
 @contextmanager
@@ -754,102 +645,3 @@ def _reading(conn: sqlite3.Connection) -> Iterator[None]:
     finally:
         if own_transaction:
             conn.rollback()
-
-
-def _check_seal(conn: sqlite3.Connection, rows_total: int) -> Tampering | None:
-    """None if the rows (whose terms sum to ``rows_total``) and the state match the seal;
-    else the first bad entry ``_first_bad_entry`` can name, or what is wrong overall."""
-    state = conn.execute(
-        "SELECT version, updated_at_ns, source, content_hash FROM allowlist_state"
-        " WHERE singleton = 1"
-    ).fetchone()
-    count = conn.execute("SELECT COUNT(*) FROM allowlist_entry").fetchone()[0]
-    if state is None:
-        if count == 0:
-            return None  # no list was ever stored
-        overall = f"{count} entries are stored without an allow-list state (deleted)"
-    elif not _is_seal(state[3]):
-        overall = "the allow-list state has no seal (content_hash missing or malformed)"
-    else:
-        try:
-            expected = _to_seal(rows_total + _state_term(int(state[0]), state[1], str(state[2])))
-        except (TypeError, ValueError):
-            expected = None
-        if expected == state[3]:
-            return None
-        overall = (
-            "the entries or the allow-list state (version, update time, source) do not match"
-            " the seal: changed, added or removed outside edgegate"
-        )
-    return _first_bad_entry(conn) or Tampering(overall)
-
-
-def _decode_row(
-    kind: str, id_: str, plate: str, data: bytes
-) -> tuple[Credential | None, str | None]:
-    """The credential a stored row's data holds (None if unreadable) and what is wrong with
-    the row, if anything."""
-    try:
-        credential = check_credential(codec.decode(data))
-    except (codec.CodecError, AllowListError) as exc:
-        return None, f"data does not hold a valid credential ({exc})"
-    if (credential.kind.value, credential.id) != (kind, id_):
-        return credential, (
-            f"stored as {kind} {id_!r} but its data is {credential.kind} {credential.id!r}"
-        )
-    if credential.plate != plate:
-        return credential, f"plate column {plate!r} is not the entry's plate {credential.plate!r}"
-    return credential, None
-
-
-def _first_bad_entry(conn: sqlite3.Connection) -> Tampering | None:
-    """The first entry, in (kind, id) order, that contradicts itself or the log: data that
-    does not decode or names another kind, id or plate than its columns, or an appointment
-    stored unconsumed that a vehicle.passed in the log consumed. None if every entry is
-    consistent (an edit that kept an entry consistent, or a deleted entry)."""
-    consumed = _consumed_in_log(conn)
-    for kind, id_, plate, data in conn.execute(
-        "SELECT kind, id, plate, CAST(data AS BLOB) FROM allowlist_entry ORDER BY kind, id"
-    ):
-        credential, problem = _decode_row(str(kind), str(id_), str(plate), bytes(data))
-        if problem is not None:
-            return Tampering(problem, str(kind), str(id_), str(plate))
-        if (
-            isinstance(credential, Appointment)
-            and not credential.consumed
-            and credential.id in consumed
-        ):
-            seq = consumed[credential.id]
-            return Tampering(
-                f"stored as not consumed, but the log's vehicle.passed seq {seq} consumed it",
-                str(kind),
-                str(id_),
-                str(plate),
-            )
-    return None
-
-
-def _consumed_in_log(conn: sqlite3.Connection) -> dict[str, int]:
-    """Appointment id -> seq of the ``vehicle.passed`` that consumed it (entries whose
-    ``access.decided`` names an appointment to consume). Empty if the file has no event log."""
-    if not queries.has_events(conn):
-        return {}
-    consuming: dict[int, str] = {}
-    out: dict[str, int] = {}
-    for seq, _, type_, _, _, data in queries.of_types(conn, ("access.decided", "vehicle.passed")):
-        try:
-            fields = msgpack.unpackb(data, raw=False)
-        except Exception:  # a damaged event is the chain verifier's finding, not this one's
-            fields = None
-        if not isinstance(fields, dict):
-            continue
-        if type_ == "access.decided":
-            appointment = fields.get("consumed_appointment")
-            if isinstance(appointment, str):
-                consuming[int(seq)] = appointment
-        else:
-            decision = fields.get("decision_seq")
-            appointment = consuming.get(decision) if isinstance(decision, int) else None
-            if appointment is not None:
-                out.setdefault(appointment, int(seq))
-    return out

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -102,25 +103,30 @@ def _read(path: Path) -> tuple[bytes, str]:
 
 def read_allowlist(path: Path, tz: str = importer.DEFAULT_TIMEZONE) -> list[Credential]:
     """Every entry of a full allow-list file (CSV or JSON by extension)."""
+    return _parse(path, tz, importer.parse_json, importer.parse_csv)
+
+
+def read_delta(path: Path, tz: str = importer.DEFAULT_TIMEZONE) -> importer.Delta:
+    """The changes in a delta file (CSV with an ``op`` column, or JSON upsert/remove)."""
+    return _parse(path, tz, importer.parse_json_delta, importer.parse_csv_delta)
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _parse(
+    path: Path,
+    tz: str,
+    json_parser: Callable[[bytes, str], _Parsed],
+    csv_parser: Callable[[bytes, str], _Parsed],
+) -> _Parsed:
     data, suffix = _read(path)
-    parse = importer.parse_json if suffix == ".json" else importer.parse_csv
+    parse = json_parser if suffix == ".json" else csv_parser
     try:
         return parse(data, tz)
     except importer.AllowListInputError as exc:
         raise PublishError(f"{path}: {exc}") from None
     except ValueError as exc:  # an unknown time zone
-        raise PublishError(str(exc)) from None
-
-
-def read_delta(path: Path, tz: str = importer.DEFAULT_TIMEZONE) -> importer.Delta:
-    """The changes in a delta file (CSV with an ``op`` column, or JSON upsert/remove)."""
-    data, suffix = _read(path)
-    parse = importer.parse_json_delta if suffix == ".json" else importer.parse_csv_delta
-    try:
-        return parse(data, tz)
-    except importer.AllowListInputError as exc:
-        raise PublishError(f"{path}: {exc}") from None
-    except ValueError as exc:
         raise PublishError(str(exc)) from None
 
 

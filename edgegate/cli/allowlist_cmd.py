@@ -25,6 +25,7 @@ from edgegate.allowlist.service import (
     load_from_file,
 )
 from edgegate.allowlist.store import StoreError
+from edgegate.cli.commands import action_group
 from edgegate.config import ConfigError, GateConfig, load_config
 from edgegate.core.allowlist import AllowList, AllowListError
 from edgegate.core.domain import (
@@ -50,8 +51,7 @@ DEFAULT_TZ = "Asia/Shanghai"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("allowlist", help="import and query a gate's allow-list")
-    al_sub = parser.add_subparsers(dest="allowlist_command", metavar="ACTION", required=True)
+    al_sub = action_group(sub, "allowlist", "import and query a gate's allow-list")
 
     imp = al_sub.add_parser(
         "import",
@@ -103,6 +103,13 @@ def _config(path: Path | None) -> GateConfig | None:
     return load_config(path)
 
 
+def _config_and_timezone(args: argparse.Namespace) -> tuple[GateConfig | None, str]:
+    """``--config`` (``ConfigError`` if invalid) and the time zone: ``--timezone``, else the
+    configured gate's, else the default."""
+    config = _config(args.config)
+    return config, args.timezone or (config.gate.timezone if config else DEFAULT_TZ)
+
+
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -112,10 +119,9 @@ def _zone(name: str) -> ZoneInfo:
 
 def cmd_import(args: argparse.Namespace) -> int:
     try:
-        config = _config(args.config)
+        config, tz = _config_and_timezone(args)
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}")
-    tz = args.timezone or (config.gate.timezone if config else DEFAULT_TZ)
     try:
         _zone(tz)
     except ValueError as exc:
@@ -283,10 +289,9 @@ def _decision_json(d: Decision) -> dict[str, Any]:
 
 def cmd_lookup(args: argparse.Namespace) -> int:
     try:
-        config = _config(args.config)
+        config, tz = _config_and_timezone(args)
     except ConfigError as exc:
         return _fail(f"invalid configuration:\n{exc}")
-    tz = args.timezone or (config.gate.timezone if config else DEFAULT_TZ)
     try:
         zone = _zone(tz)
         at = _parse_at(args.at, zone)

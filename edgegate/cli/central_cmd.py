@@ -32,6 +32,7 @@ from edgegate.central.sink import (
 )
 from edgegate.central.store import CentralStore, StoreError, open_store, redact
 from edgegate.cli import central_pull
+from edgegate.cli.commands import action_group
 from edgegate.config import parse_duration
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import ProtocolError, check_id
@@ -50,11 +51,9 @@ WAIT_TIMEOUT_S = 60.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "central",
-        help="the central platform: sink, allow-list publication, commands",
+    central = action_group(
+        sub, "central", "the central platform: sink, allow-list publication, commands"
     )
-    central = parser.add_subparsers(dest="central_command", metavar="ACTION", required=True)
     _register_run(central)
     _register_publish_allowlist(central)
     _register_command(central)

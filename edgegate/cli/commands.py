@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
-Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Registrar = Callable[[Subparsers], None]
 
 #: command name -> (module in edgegate.cli, its registrar functions)
 COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -40,3 +42,10 @@ def registrars(command: str | None = None) -> list[Registrar]:
         return _registrars([COMMANDS[command]])
     unique = dict.fromkeys(COMMANDS.values())
     return _registrars(list(unique))
+
+
+def action_group(sub: Subparsers, name: str, help_text: str) -> Subparsers:
+    """Add the command ``edgegate NAME ACTION ...`` and return its (required) actions'
+    subparsers; the action chosen is ``args.NAME_command``."""
+    parser = sub.add_parser(name, help=help_text)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)

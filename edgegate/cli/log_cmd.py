@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgegate.allowlist import store as allowlist_store
 from edgegate.allowlist.store import AllowListState, Tampering
+from edgegate.cli.commands import action_group
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier
 from edgegate.log.eventlog import LogError
 from edgegate.log.reader import LogReader
@@ -23,8 +24,7 @@ log = get_logger("cli.log")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("log", help="verify and read a gate's event log")
-    log_sub = parser.add_subparsers(dest="log_command", metavar="ACTION", required=True)
+    log_sub = action_group(sub, "log", "verify and read a gate's event log")
 
     verify = log_sub.add_parser(
         "verify",

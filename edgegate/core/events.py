@@ -1,4 +1,5 @@
-"""Everything a gate records, as typed, versioned events.
+"""Everything a gate records, as typed, versioned events. One module (about 600 lines): the
+registry of type names and versions is checked and read as a whole.
 
 Each event class has a stable ``TYPE`` name and a schema ``VERSION``. Events are stored as a
 msgpack map of their fields (``lane`` is a column of its own). When a class's fields change,

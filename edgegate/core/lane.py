@@ -1,5 +1,6 @@
 """The lane: a pure state machine driven by inputs and a clock that tests control
-(docs/design.md §2).
+(docs/design.md §2). One module (over 700 lines) because it is one state machine: its
+transitions and invariants are checked against each other, not apart.
 
 The shell feeds it loop and barrier inputs from the PLC, decisions on plate reads, operator
 actions, incident mode and PLC availability, plus ``tick(now)`` at ``next_deadline()``; each

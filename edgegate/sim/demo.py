@@ -85,44 +85,66 @@ def demo_config(log_path: Path) -> GateConfig:
 def demo_allowlist(now: datetime) -> list[Credential]:
     """Every credential type, valid around ``now``."""
     day = timedelta(days=1)
-    return [
-        Registration(
-            id="REG-1",
-            plate="苏E12345",
-            colour=PlateColour.BLUE,
-            category=C.ORDINARY,
-            holder=HolderType.COMMUTER,
-            organisation="Yangzi Petrochemical",
-            valid_from=now - 30 * day,
-            valid_until=now + 300 * day,
-        ),
-        Registration(
-            id="REG-2",
-            plate="苏EA7L21",
+
+    def registration(
+        id_: str,
+        plate: str,
+        colour: PlateColour,
+        category: VehicleCategory,
+        holder: HolderType,
+        organisation: str,
+        since_days: int,
+        until: datetime | None = None,
+    ) -> Registration:
+        return Registration(
+            id=id_,
+            plate=plate,
+            colour=colour,
+            category=category,
+            holder=holder,
+            organisation=organisation,
+            valid_from=now - since_days * day,
+            valid_until=until,
+        )
+
+    def appointment(
+        id_: str,
+        plate: str,
+        category: VehicleCategory,
+        destination: str,
+        un: str,
+        hazard: str,
+        waybill: str,
+    ) -> Appointment:
+        return Appointment(
+            id=id_,
+            plate=plate,
             colour=PlateColour.YELLOW,
-            category=C.ENGINEERING,
-            holder=HolderType.COMPANY,
-            organisation="Jiangsu Pipeline Works",
-            valid_from=now - 30 * day,
+            category=category,
+            window_start=now - timedelta(hours=2),
+            window_end=now + day,
+            destination=destination,
+            un_number=un,
+            hazard_class=hazard,
+            waybill=waybill,
+        )
+
+    return [
+        registration(
+            "REG-1", "苏E12345", PlateColour.BLUE, C.ORDINARY, HolderType.COMMUTER,
+            "Yangzi Petrochemical", 30, now + 300 * day,
         ),
-        Registration(
-            id="REG-3",
-            plate="苏E0119F",
-            colour=PlateColour.WHITE,
-            category=C.EMERGENCY,
-            holder=HolderType.DEPARTMENT,
-            organisation="Park Fire Brigade",
-            valid_from=now - 300 * day,
+        registration(
+            "REG-2", "苏EA7L21", PlateColour.YELLOW, C.ENGINEERING, HolderType.COMPANY,
+            "Jiangsu Pipeline Works", 30,
         ),
-        Registration(
-            id="REG-4",
-            plate="苏E77321",
-            colour=PlateColour.BLUE,
-            category=C.ORDINARY,
-            holder=HolderType.COMPANY,
-            organisation="Juren Chemical",
-            valid_from=now - 300 * day,
-            valid_until=now - day,
+        registration(
+            "REG-3", "苏E0119F", PlateColour.WHITE, C.EMERGENCY, HolderType.DEPARTMENT,
+            "Park Fire Brigade", 300,
+        ),
+        registration(
+            "REG-4", "苏E77321", PlateColour.BLUE, C.ORDINARY, HolderType.COMPANY,
+            "Juren Chemical", 300, now - day,
         ),  # expired
         TemporaryPermit(
             id="PER-1",
@@ -135,29 +157,12 @@ def demo_allowlist(now: datetime) -> list[Credential]:
             valid_from=now - timedelta(hours=1),
             valid_until=now + day,
         ),
-        Appointment(
-            id="APT-1",
-            plate="苏E6G789",
-            colour=PlateColour.YELLOW,
-            category=C.HAZMAT,
-            window_start=now - timedelta(hours=2),
-            window_end=now + day,
-            destination="Yangzi Petrochemical",
-            un_number="1203",
-            hazard_class="3",
-            waybill="EW2026112800007",
+        appointment(
+            "APT-1", "苏E6G789", C.HAZMAT, "Yangzi Petrochemical", "1203", "3", "EW2026112800007"
         ),
-        Appointment(
-            id="APT-2",
-            plate="鲁C3B270",
-            colour=PlateColour.YELLOW,
-            category=C.HAZWASTE,
-            window_start=now - timedelta(hours=2),
-            window_end=now + day,
-            destination="Park Hazardous Waste Centre",
-            un_number="3264",
-            hazard_class="8",
-            waybill="EW2026112800008",
+        appointment(
+            "APT-2", "鲁C3B270", C.HAZWASTE, "Park Hazardous Waste Centre", "3264", "8",
+            "EW2026112800008",
         ),
         BlacklistEntry(
             id="BL-1",
@@ -167,34 +172,44 @@ def demo_allowlist(now: datetime) -> list[Credential]:
             source="park-security",
             valid_from=now - 10 * day,
         ),
-    ]
+    ]  # fmt: skip
+
+
+# The demo vehicles' plate colours (blue unless listed), as the allow-list registers them.
+_COLOURS = {
+    "苏E6G789": PlateColour.YELLOW,
+    "苏EA7L21": PlateColour.YELLOW,
+    "鲁C3B270": PlateColour.YELLOW,
+    "苏E0119F": PlateColour.WHITE,
+}
+_NORMAL = Behaviour.NORMAL
+_TRAFFIC: dict[str, list[tuple[str, str, Behaviour]]] = {
+    "in-1": [
+        ("commuter", "苏E12345", _NORMAL),
+        ("hazmat appointment", "苏E6G789", _NORMAL),
+        ("blacklisted", "苏E99999", _NORMAL),
+        ("visitor permit", "皖A8K302", _NORMAL),
+        ("unknown vehicle", "浙B5Z661", _NORMAL),
+        ("contractor backs out", "苏EA7L21", Behaviour.BACKS_OUT),
+        ("expired registration", "苏E77321", _NORMAL),
+        ("hazwaste appointment", "鲁C3B270", _NORMAL),
+        ("fire engine, plate not read", "苏E0119F", Behaviour.UNREADABLE),
+        ("engineering truck", "苏EA7L21", _NORMAL),
+    ],
+    "out-1": [
+        ("commuter leaving", "苏E12345", _NORMAL),
+        ("visitor leaving", "皖A8K302", _NORMAL),
+        ("tanker leaving", "苏E6G789", _NORMAL),
+        ("unknown vehicle leaving", "沪A2B468", _NORMAL),
+        ("engineering truck leaving", "苏EA7L21", _NORMAL),
+        ("hazwaste truck leaving", "鲁C3B270", _NORMAL),
+    ],
+}
 
 
 def demo_traffic(lane: str) -> list[tuple[str, Vehicle]]:
     """One round of arrivals at a demo lane: (what it shows, vehicle)."""
-    if lane == "in-1":
-        entries: list[tuple[str, str, Behaviour, PlateColour]] = [
-            ("commuter", "苏E12345", Behaviour.NORMAL, PlateColour.BLUE),
-            ("hazmat appointment", "苏E6G789", Behaviour.NORMAL, PlateColour.YELLOW),
-            ("blacklisted", "苏E99999", Behaviour.NORMAL, PlateColour.BLUE),
-            ("visitor permit", "皖A8K302", Behaviour.NORMAL, PlateColour.BLUE),
-            ("unknown vehicle", "浙B5Z661", Behaviour.NORMAL, PlateColour.BLUE),
-            ("contractor backs out", "苏EA7L21", Behaviour.BACKS_OUT, PlateColour.YELLOW),
-            ("expired registration", "苏E77321", Behaviour.NORMAL, PlateColour.BLUE),
-            ("hazwaste appointment", "鲁C3B270", Behaviour.NORMAL, PlateColour.YELLOW),
-            ("fire engine, plate not read", "苏E0119F", Behaviour.UNREADABLE, PlateColour.WHITE),
-            ("engineering truck", "苏EA7L21", Behaviour.NORMAL, PlateColour.YELLOW),
-        ]
-    else:
-        entries = [
-            ("commuter leaving", "苏E12345", Behaviour.NORMAL, PlateColour.BLUE),
-            ("visitor leaving", "皖A8K302", Behaviour.NORMAL, PlateColour.BLUE),
-            ("tanker leaving", "苏E6G789", Behaviour.NORMAL, PlateColour.YELLOW),
-            ("unknown vehicle leaving", "沪A2B468", Behaviour.NORMAL, PlateColour.BLUE),
-            ("engineering truck leaving", "苏EA7L21", Behaviour.NORMAL, PlateColour.YELLOW),
-            ("hazwaste truck leaving", "鲁C3B270", Behaviour.NORMAL, PlateColour.YELLOW),
-        ]
     return [
-        (kind, Vehicle(plate, lane, 0.0, behaviour, colour))
-        for kind, plate, behaviour, colour in entries
+        (kind, Vehicle(plate, lane, 0.0, behaviour, _COLOURS.get(plate, PlateColour.BLUE)))
+        for kind, plate, behaviour in _TRAFFIC["in-1" if lane == "in-1" else "out-1"]
     ]

@@ -1,4 +1,6 @@
 """The gate's signed downlink: allow-list publications and commands from central.
+Over 600 lines as one module: both topics share the key ring, the log-then-act path and the
+restore from the log.
 
 ``Downlink`` takes the payloads the uplink's MQTT client receives on the gate's ``allowlist``
 and ``commands`` topics. Every outcome is an event in the log: a publication is applied (the

@@ -1,4 +1,6 @@
 """The MQTT wire format between a gate and central: topics and msgpack payloads. Pure: no I/O.
+One module (over 600 lines) because the payloads share their field checks and are read as
+one specification.
 
 Topics live under ``edgegate/v1/{site}/{gate}/``::
 
@@ -565,9 +567,35 @@ def _unpack(
     """The msgpack map in ``payload`` (exactly one value), within the given limits."""
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise ProtocolError(f"{what}: expected bytes, got {_describe(payload)}")
+    return load_map(
+        payload,
+        lambda exc: ProtocolError(f"{what}: not valid msgpack: {exc}"),
+        lambda doc: ProtocolError(f"{what}: expected a msgpack map, got {_describe(doc)}"),
+        use_list=use_list,
+        max_bin_len=max_bin_len,
+        max_str_len=max_str_len,
+        max_array_len=max_array_len,
+        max_map_len=max_map_len,
+    )
+
+
+def load_map(
+    data: bytes,
+    invalid: Callable[[Exception], Exception],
+    not_a_map: Callable[[object], Exception],
+    *,
+    use_list: bool = True,
+    max_bin_len: int,
+    max_str_len: int,
+    max_array_len: int,
+    max_map_len: int,
+) -> dict[Any, Any]:
+    """The one msgpack map in ``data`` within msgpack's length limits (no ext types); else
+    ``invalid(error)`` is raised (not msgpack, over a limit, trailing data), or
+    ``not_a_map(value)`` for another value."""
     try:
         doc = msgpack.unpackb(
-            payload,
+            data,
             raw=False,
             use_list=use_list,
             strict_map_key=True,
@@ -580,9 +608,9 @@ def _unpack(
     # msgpack's format, limit, depth and trailing-data errors are ValueErrors (UTF-8 errors
     # too); an unhashable map key is a TypeError.
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise ProtocolError(f"{what}: not valid msgpack: {exc}") from exc
+        raise invalid(exc) from exc
     if type(doc) is not dict:
-        raise ProtocolError(f"{what}: expected a msgpack map, got {_describe(doc)}")
+        raise not_a_map(doc)
     return doc
 
 

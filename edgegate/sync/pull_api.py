@@ -1,4 +1,6 @@
 """The gate's pull API: central fetches events over HTTP/1.1 instead of (or besides) MQTT.
+The HTTP/1.1 framing is :mod:`edgegate.sync.http1`; what stays here (~700 lines) is one
+server whose lock-out resistance runs through admission, serving and answering alike.
 
 Endpoints (GET only, every one behind ``Authorization: Bearer <token>``)::
 
@@ -47,8 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import email.utils
 import hmac
 import json
 import re
@@ -57,8 +57,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from http import HTTPStatus
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -69,6 +68,22 @@ from edgegate.log.chain import Row
 from edgegate.log.eventlog import GateMismatchError, LogError, connect, read_head
 from edgegate.log.queries import rows_after
 from edgegate.observability import get_logger
+from edgegate.sync.http1 import (
+    JSON,
+    Eof,
+    HttpError,
+    Request,
+    Response,
+    error_response,
+    peer_host,
+    peer_name,
+    read_request,
+    send,
+    show,
+    shut,
+    uint_param,
+)
+from edgegate.sync.http1 import negotiate as negotiate  # re-exported
 from edgegate.sync.protocol import (
     INT64_MAX,
     MAX_BATCH_EVENTS,
@@ -84,7 +99,6 @@ T = TypeVar("T")
 MSGPACK = "application/x-msgpack"
 MSGPACK_ALT = "application/msgpack"
 NDJSON = "application/x-ndjson"
-JSON = "application/json"
 EVENTS_PATH = "/v1/events"
 HEAD_PATH = "/v1/head"
 DEFAULT_LIMIT = 1000
@@ -96,10 +110,6 @@ _EVENT_OFFERS = (MSGPACK, MSGPACK_ALT, NDJSON)
 _HEAD_OFFERS = (JSON,)
 _ROW_OVERHEAD = 120  # bytes an event costs in a page besides its data (envelope, hashes)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
-_TCHAR_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VERSION_RE = re.compile(r"HTTP/(\d)\.(\d)")
-_UINT_RE = re.compile(r"[0-9]{1,19}")
-_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,28 +201,6 @@ class AuthThrottle:
         return started
 
 
-class _HttpError(Exception):
-    """A request answered with an error status; ``close`` ends the connection after it."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        headers: Sequence[tuple[str, str]] = (),
-        close: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = tuple(headers)
-        self.close = close
-
-
-class _Eof(Exception):
-    """The client went away (cleanly between requests, or mid-request)."""
-
-
 @dataclass(slots=True)
 class _Connection:
     peer: str
@@ -223,58 +211,6 @@ class _Connection:
     """No authenticated request yet: counted in its peer's ``max_pending_per_peer``."""
 
 
-@dataclass(slots=True)
-class _Request:
-    method: str
-    target: str
-    version: tuple[int, int]
-    headers: dict[str, list[str]]
-
-    def header(self, name: str) -> str | None:
-        values = self.headers.get(name)
-        if values is None:
-            return None
-        if len(values) > 1:
-            raise _HttpError(400, f"header {name}: sent {len(values)} times", close=True)
-        return values[0]
-
-    @property
-    def keep_alive(self) -> bool:
-        tokens = {
-            t.strip().lower() for v in self.headers.get("connection", ()) for t in v.split(",")
-        }
-        if self.version >= (1, 1):
-            return "close" not in tokens
-        return "keep-alive" in tokens
-
-
-@dataclass(slots=True)
-class _Response:
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    close: bool = False
-    rows: int = 0
-    error: str | None = None
-
-
-def _error(exc: _HttpError, extra: Sequence[tuple[str, str]] = ()) -> _Response:
-    body = json.dumps({"error": exc.message}, ensure_ascii=False).encode() + b"\n"
-    return _Response(
-        exc.status,
-        body,
-        JSON,
-        [*exc.headers, *extra],
-        close=exc.close,
-        error=exc.message,
-    )
-
-
-def _show(value: str, n: int = 40) -> str:
-    return repr(value[:n] + ("…" if len(value) > n else ""))
-
-
 def check_token(token: str) -> str:
     """``token`` if usable as a bearer token (RFC 6750 ``b64token``), else ``ValueError``."""
     if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
@@ -282,52 +218,6 @@ def check_token(token: str) -> str:
             "token: must be a non-empty string of letters, digits and -._~+/ (then any '=')"
         )
     return token
-
-
-# --------------------------------------------------------------------------- negotiation
-
-
-def negotiate(accept: str | None, offers: Sequence[str]) -> str | None:
-    """The offer the ``Accept`` value prefers (highest q, then the order of ``offers``), or
-    None if it accepts none. An absent or empty ``Accept`` accepts the first offer."""
-    if accept is None or not accept.strip():
-        return offers[0]
-    ranges: list[tuple[str, str, float]] = []
-    for part in accept.split(","):
-        items = part.split(";")
-        media = items[0].strip().lower()
-        if "/" not in media:
-            continue  # not a media range: ignored
-        main, _, sub = media.partition("/")
-        q = 1.0
-        for param in items[1:]:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = -1.0
-        if 0.0 <= q <= 1.0:
-            ranges.append((main.strip(), sub.strip(), q))
-    best: str | None = None
-    best_q = 0.0
-    for offer in offers:
-        o_main, _, o_sub = offer.partition("/")
-        specificity, q = -1, 0.0
-        for main, sub, rq in ranges:
-            if main == o_main and sub == o_sub:
-                s = 2
-            elif main == o_main and sub == "*":
-                s = 1
-            elif main == "*" and sub == "*":
-                s = 0
-            else:
-                continue
-            if s > specificity:
-                specificity, q = s, rq
-        if q > best_q:
-            best, best_q = offer, q
-    return best
 
 
 # --------------------------------------------------------------------------- encodings
@@ -564,10 +454,10 @@ class PullApiServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        peer = _peer(writer)
+        peer = peer_name(writer)
         try:
             linger = await self._admit(reader, writer, peer)
-            await self._shut(reader, writer, linger)
+            await shut(reader, writer, linger, self.limits.linger)
         except asyncio.CancelledError:
             writer.close()
             raise
@@ -585,20 +475,20 @@ class PullApiServer:
     ) -> bool:
         """Refuse the connection unread (paused peer, too many connections) or serve it."""
         lim = self.limits
-        host = _host(writer)
-        refusal: _HttpError | None = None
+        host = peer_host(writer)
+        refusal: HttpError | None = None
         if self._closing:
-            refusal = _HttpError(503, "shutting down")
+            refusal = HttpError(503, "shutting down")
         elif (pause := self._throttle.paused(host)) > 0:
-            refusal = _HttpError(
+            refusal = HttpError(
                 429,
                 "too many bad tokens from this address",
                 headers=[("Retry-After", str(max(1, round(pause))))],
             )
         elif self._admitted >= lim.max_connections:
-            refusal = _HttpError(503, "too many connections", headers=[("Retry-After", "1")])
+            refusal = HttpError(503, "too many connections", headers=[("Retry-After", "1")])
         elif self._pending.get(host, 0) >= lim.max_pending_per_peer:
-            refusal = _HttpError(
+            refusal = HttpError(
                 503,
                 "too many unauthenticated connections from this address",
                 headers=[("Retry-After", "1")],
@@ -606,7 +496,7 @@ class PullApiServer:
         if refusal is not None:
             # Logged at debug only: a flood of refused connections must not flood the log.
             log.debug("pull_api_refused", peer=peer, status=refusal.status, error=refusal.message)
-            await self._send(writer, _error(refusal), keep_alive=False)
+            await self._send(writer, error_response(refusal), keep_alive=False)
             return True
         self._admitted += 1
         self._pending[host] = self._pending.get(host, 0) + 1
@@ -636,25 +526,30 @@ class PullApiServer:
             timeout = lim.header_timeout if served == 0 else lim.idle_timeout
             started = time.monotonic()
             try:
-                request = await asyncio.wait_for(self._read_request(reader), timeout)
-            except _Eof:
+                request = await asyncio.wait_for(
+                    read_request(
+                        reader, lim.max_request_line, lim.max_header_bytes, lim.max_headers
+                    ),
+                    timeout,
+                )
+            except Eof:
                 return False
             except TimeoutError:
                 log.info("pull_api_timeout", peer=peer, after_requests=served)
                 if served == 0:
-                    slow = _HttpError(408, "request head not received in time", close=True)
-                    await self._send(writer, _error(slow), keep_alive=False)
+                    slow = HttpError(408, "request head not received in time", close=True)
+                    await self._send(writer, error_response(slow), keep_alive=False)
                 return True
-            except _HttpError as exc:
-                response = _error(exc)
+            except HttpError as exc:
+                response = error_response(exc)
                 await self._send(writer, response, keep_alive=False)
                 self._log(None, None, response, peer, started)
                 return True
             served += 1
             try:
                 response = await self._answer(request)
-            except _HttpError as exc:
-                response = _error(exc)
+            except HttpError as exc:
+                response = error_response(exc)
             if response.status == 401:
                 if self._throttle.failed(conn.host):
                     log.warning(
@@ -677,50 +572,21 @@ class PullApiServer:
             if not keep:
                 return True
 
-    async def _shut(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, linger: bool
-    ) -> None:
-        with contextlib.suppress(OSError, RuntimeError):
-            if linger and writer.can_write_eof():
-                writer.write_eof()
-                # Discard what the client still sends until it closes: closing with unread
-                # input makes the kernel send RST, which can destroy our response in flight.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_discard(reader), self.limits.linger)
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
-            await asyncio.wait_for(writer.wait_closed(), self.limits.linger)
-
     async def _send(
-        self, writer: asyncio.StreamWriter, resp: _Response, *, keep_alive: bool
+        self, writer: asyncio.StreamWriter, resp: Response, *, keep_alive: bool
     ) -> None:
-        reason = HTTPStatus(resp.status).phrase
-        lines = [
-            f"HTTP/1.1 {resp.status} {reason}",
-            f"Date: {email.utils.formatdate(usegmt=True)}",
-            "Server: edgegate",
-            "Cache-Control: no-store",
-        ]
-        if resp.content_type is not None:
-            lines.append(f"Content-Type: {resp.content_type}")
-        if resp.status not in (204, 304):
-            lines.append(f"Content-Length: {len(resp.body)}")
-        lines.extend(f"{k}: {v}" for k, v in resp.headers)
-        lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        writer.write(head + resp.body if resp.status != 204 else head)
-        await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+        await send(writer, resp, keep_alive=keep_alive, write_timeout=self.limits.write_timeout)
 
     def _log(
         self,
         method: str | None,
         target: str | None,
-        resp: _Response,
+        resp: Response,
         peer: str,
         started: float,
     ) -> None:
         # The path only: never the query string or headers (the token lives there).
-        path = None if target is None else _show(urlsplit(target).path, 80)[1:-1]
+        path = None if target is None else show(urlsplit(target).path, 80)[1:-1]
         fields: dict[str, Any] = {
             "gate": self.gate_id,
             "peer": peer,
@@ -741,66 +607,9 @@ class PullApiServer:
         else:
             log.info("pull_api_request", **fields)
 
-    # -- parsing ------------------------------------------------------------------------
-
-    async def _read_request(self, reader: asyncio.StreamReader) -> _Request:
-        lim = self.limits
-        line = b""
-        for _ in range(4):  # RFC 9112 2.2: ignore empty lines before a request line
-            line = await _read_line(reader, lim.max_request_line, 414, "request line")
-            if line.strip(b"\r\n"):
-                break
-        text = _ascii(line, "request line")
-        parts = text.split(" ")
-        if len(parts) != 3 or not all(parts):
-            raise _HttpError(400, f"malformed request line {_show(text)}", close=True)
-        method, target, version = parts
-        if not _TCHAR_RE.fullmatch(method):
-            raise _HttpError(400, f"malformed method {_show(method)}", close=True)
-        m = _VERSION_RE.fullmatch(version)
-        if m is None:
-            raise _HttpError(400, f"malformed HTTP version {_show(version)}", close=True)
-        if m.group(1) != "1":
-            raise _HttpError(505, f"{version} not supported: HTTP/1.1 only", close=True)
-        headers: dict[str, list[str]] = {}
-        total = 0
-        count = 0
-        while True:
-            left = lim.max_header_bytes - total
-            raw = await _read_line(reader, left, 431, "header section")
-            total += len(raw)
-            if raw in (b"\r\n", b"\n"):
-                break
-            count += 1
-            if count > lim.max_headers:
-                raise _HttpError(431, f"more than {lim.max_headers} header fields", close=True)
-            field_line = _ascii(raw, "header field", latin1=True)
-            if field_line[:1] in (" ", "\t"):
-                raise _HttpError(400, "obsolete header line folding", close=True)
-            name, colon, value = field_line.partition(":")
-            if not colon or not _TCHAR_RE.fullmatch(name):
-                raise _HttpError(400, f"malformed header field {_show(field_line)}", close=True)
-            value = value.strip(" \t")
-            if _CTL_RE.search(value):
-                raise _HttpError(400, f"header {name}: control character in value", close=True)
-            headers.setdefault(name.lower(), []).append(value)
-        request = _Request(method, target, (1, int(m.group(2))), headers)
-        if request.version >= (1, 1) and "host" not in headers:
-            raise _HttpError(400, "missing Host header (required by HTTP/1.1)", close=True)
-        request.header("host")
-        if "transfer-encoding" in headers:
-            raise _HttpError(413, "request bodies are not accepted", close=True)
-        length = request.header("content-length")
-        if length is not None:
-            if not _UINT_RE.fullmatch(length):
-                raise _HttpError(400, f"header Content-Length: {_show(length)}", close=True)
-            if int(length):
-                raise _HttpError(413, "request bodies are not accepted", close=True)
-        return request
-
     # -- answering ----------------------------------------------------------------------
 
-    async def _answer(self, request: _Request) -> _Response:
+    async def _answer(self, request: Request) -> Response:
         # The token first: without it, a client learns nothing about paths or methods.
         self._authorize(request)
         target = request.target
@@ -810,12 +619,12 @@ class PullApiServer:
             parts = urlsplit(target)
             path, query = parts.path or "/", parts.query
         else:
-            raise _HttpError(400, f"malformed request target {_show(target)}", close=True)
+            raise HttpError(400, f"malformed request target {show(target)}", close=True)
         path = path.partition("#")[0]
         if path not in (EVENTS_PATH, HEAD_PATH):
-            raise _HttpError(404, f"no such path {_show(path)} (try {EVENTS_PATH}, {HEAD_PATH})")
+            raise HttpError(404, f"no such path {show(path)} (try {EVENTS_PATH}, {HEAD_PATH})")
         if request.method != "GET":
-            raise _HttpError(
+            raise HttpError(
                 405,
                 f"method {request.method} not allowed: GET only",
                 headers=[("Allow", "GET")],
@@ -825,15 +634,15 @@ class PullApiServer:
             if path == HEAD_PATH:
                 return await self._answer_head(request, query, gate)
             return await self._answer_events(request, query, gate)
-        except _HttpError as exc:
-            return _error(exc, gate)
+        except HttpError as exc:
+            return error_response(exc, gate)
 
-    def _authorize(self, request: _Request) -> None:
+    def _authorize(self, request: Request) -> None:
         # Every 401 closes the connection: only a client holding the token keeps one open.
         challenge = 'Bearer realm="edgegate"'
         values = request.headers.get("authorization", [])
         if not values:
-            raise _HttpError(
+            raise HttpError(
                 401,
                 "missing bearer token",
                 headers=[("WWW-Authenticate", challenge)],
@@ -842,21 +651,21 @@ class PullApiServer:
         scheme, _, given = values[0].partition(" ")
         bad = [("WWW-Authenticate", f'{challenge}, error="invalid_token"')]
         if len(values) > 1 or scheme.lower() != "bearer":
-            raise _HttpError(
+            raise HttpError(
                 401, "expected one 'Authorization: Bearer <token>'", headers=bad, close=True
             )
         # Constant time: the comparison reveals nothing about how much of a guess matched.
         if not hmac.compare_digest(given.strip().encode("latin-1"), self._token):
-            raise _HttpError(401, "wrong bearer token", headers=bad, close=True)
+            raise HttpError(401, "wrong bearer token", headers=bad, close=True)
 
-    def _negotiate(self, request: _Request, offers: Sequence[str]) -> str:
+    def _negotiate(self, request: Request, offers: Sequence[str]) -> str:
         values = request.headers.get("accept")
         accept = None if values is None else ", ".join(values)
         media = negotiate(accept, offers)
         if media is None:
-            raise _HttpError(
+            raise HttpError(
                 406,
-                f"cannot produce {_show(accept or '', 80)}: offered {', '.join(offers)}",
+                f"cannot produce {show(accept or '', 80)}: offered {', '.join(offers)}",
             )
         return media
 
@@ -864,96 +673,42 @@ class PullApiServer:
         try:
             pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=8)
         except ValueError as exc:
-            raise _HttpError(400, f"malformed query string: {exc}") from exc
+            raise HttpError(400, f"malformed query string: {exc}") from exc
         params: dict[str, str] = {}
         for name, value in pairs:
             if name not in allowed:
                 known = ", ".join(allowed) if allowed else "none"
-                raise _HttpError(400, f"unknown parameter {_show(name)} (known: {known})")
+                raise HttpError(400, f"unknown parameter {show(name)} (known: {known})")
             if name in params:
-                raise _HttpError(400, f"{name}: given more than once")
+                raise HttpError(400, f"{name}: given more than once")
             params[name] = value
         return params
 
     async def _answer_head(
-        self, request: _Request, query: str, gate: list[tuple[str, str]]
-    ) -> _Response:
+        self, request: Request, query: str, gate: list[tuple[str, str]]
+    ) -> Response:
         media = self._negotiate(request, _HEAD_OFFERS)
         self._params(query, ())
         try:
             seq, digest = await self._in_thread(self._head)
         except (sqlite3.Error, LogError) as exc:
-            raise _HttpError(500, f"cannot read the log: {exc}") from exc
+            raise HttpError(500, f"cannot read the log: {exc}") from exc
         body = json.dumps({"gate": self.gate_id, "seq": seq, "hash": digest.hex()}).encode()
-        return _Response(200, body + b"\n", media, [*gate, (HEAD_HEADER, str(seq))])
+        return Response(200, body + b"\n", media, [*gate, (HEAD_HEADER, str(seq))])
 
     async def _answer_events(
-        self, request: _Request, query: str, gate: list[tuple[str, str]]
-    ) -> _Response:
+        self, request: Request, query: str, gate: list[tuple[str, str]]
+    ) -> Response:
         media = self._negotiate(request, _EVENT_OFFERS)
         params = self._params(query, ("after", "limit"))
         lim = self.limits
-        after = _uint(params.get("after", "0"), "after", 0, INT64_MAX)
-        limit = _uint(params.get("limit", str(lim.default_limit)), "limit", 1, lim.max_limit)
+        after = uint_param(params.get("after", "0"), "after", 0, INT64_MAX)
+        limit = uint_param(params.get("limit", str(lim.default_limit)), "limit", 1, lim.max_limit)
         try:
             head_seq, rows, body = await self._in_thread(self._events_body, after, limit, media)
         except (sqlite3.Error, LogError, ProtocolError) as exc:
-            raise _HttpError(500, f"cannot read the log: {exc}") from exc
+            raise HttpError(500, f"cannot read the log: {exc}") from exc
         headers = [*gate, (HEAD_HEADER, str(head_seq)), ("Vary", "Accept")]
         if not rows:
-            return _Response(204, b"", None, headers)
-        return _Response(200, body, media, headers, rows=len(rows))
-
-
-def _uint(value: str, name: str, lo: int, hi: int) -> int:
-    if not _UINT_RE.fullmatch(value) or not lo <= int(value) <= hi:
-        raise _HttpError(400, f"{name}: expected a whole number {lo}..{hi}, got {_show(value)}")
-    return int(value)
-
-
-def _ascii(raw: bytes, what: str, *, latin1: bool = False) -> str:
-    text = raw.rstrip(b"\n").removesuffix(b"\r")
-    try:
-        return text.decode("latin-1" if latin1 else "ascii")
-    except UnicodeDecodeError:
-        raise _HttpError(400, f"{what}: not ASCII", close=True) from None
-
-
-async def _read_line(reader: asyncio.StreamReader, max_len: int, status: int, what: str) -> bytes:
-    try:
-        line = await reader.readuntil(b"\n")
-    except asyncio.LimitOverrunError:
-        raise _HttpError(status, f"{what} longer than allowed", close=True) from None
-    except asyncio.IncompleteReadError as exc:
-        if len(exc.partial) > max_len:
-            raise _HttpError(status, f"{what} longer than allowed", close=True) from None
-        raise _Eof from None
-    except ConnectionError:
-        raise _Eof from None
-    if len(line) > max_len:
-        raise _HttpError(status, f"{what} longer than allowed", close=True)
-    return line
-
-
-async def _discard(reader: asyncio.StreamReader) -> None:
-    with contextlib.suppress(OSError, asyncio.LimitOverrunError):
-        left = 1 << 20
-        while left > 0:
-            chunk = await reader.read(65536)
-            if not chunk:
-                return
-            left -= len(chunk)
-
-
-def _host(writer: asyncio.StreamWriter) -> str:
-    info = writer.get_extra_info("peername")
-    if isinstance(info, tuple) and info:
-        return str(info[0])
-    return str(info)
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    info = writer.get_extra_info("peername")
-    if isinstance(info, tuple) and len(info) >= 2:
-        return f"{info[0]}:{info[1]}"
-    return str(info)
+            return Response(204, b"", None, headers)
+        return Response(200, body, media, headers, rows=len(rows))

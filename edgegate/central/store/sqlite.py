@@ -6,7 +6,7 @@ import contextlib
 import functools
 import hashlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from edgegate import migrations
@@ -98,19 +98,10 @@ class SqliteStore(CentralStore):
             newer=newer_error(self.description),
         )
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        conn = self._conn
-        # IMMEDIATE takes the write lock up front: the head we read stays ours until COMMIT.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            conn.execute("COMMIT")
-        except BaseException:
-            # Also after a failed COMMIT: never leave the connection inside a transaction.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        # IMMEDIATE takes the write lock up front: the head we read stays ours until COMMIT;
+        # rolled back on any error, a failed COMMIT too.
+        return migrations.SqliteDb(self._conn).transaction()
 
     def _exec(self, sql: str, params: Sequence[object] = ()) -> None:
         self._conn.execute(sql, params)
