@@ -80,8 +80,12 @@ _MAX_CACHED_GATE_SETS = 1 << 12
 
 
 def positional_constructor(cls: type[_T]) -> Callable[..., _T]:
-    """A function building a dataclass from all its field values in declaration order."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    """A function building a dataclass from all its field values in declaration order: the
+    class itself, unless some field is keyword-only."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if not any(f.kw_only for f in fields):
+        return cls
+    names = [f.name for f in fields]
 
     def construct(*values: Any) -> _T:
         return cls(**dict(zip(names, values, strict=True)))
