@@ -10,6 +10,9 @@
 - baseline: raw ``sqlite3`` ``executemany`` of the same rows (same payload bytes, same table),
   batches of 1000, WAL + ``synchronous=FULL``, measured in the same run;
 - ratio = throughput / baseline (the machines are noisy: compare within a run).
+
+Targets: latency p99 <= 2 ms, throughput >= 100,000 events/s, ratio >= 0.4; ``ok`` says
+whether all are met (exit status 1 if not).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from edgegate.core.domain import PlateColour
 from edgegate.log import EventLog
 from edgegate.log.eventlog import connect
 from edgegate.log.schema import migrate
+
+MAXIMA = {"latency_p99_ms": 2.0}
+MINIMA = {"throughput_eps": 100_000, "ratio": 0.4}
 
 
 def sample_event(i: int) -> ev.PlateRead:
@@ -152,12 +158,15 @@ def main() -> int:
         "events": args.events,
         "sqlite": sqlite3.sqlite_version,
     }
+    result["ok"] = all(result[k] <= v for k, v in MAXIMA.items()) and all(
+        result[k] >= v for k, v in MINIMA.items()
+    )
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:>16}: {value}")
-    return 0
+    return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -198,6 +198,18 @@ def test_decoded_gate_sets_are_shared_and_gates_must_be_strings() -> None:
             codec.decode(msgpack.packb(fields))
 
 
+def test_gates_that_are_not_a_list_are_refused_even_when_falsy() -> None:
+    """No gates means every gate: only an empty list may say so, not nil, 0 or ''."""
+    fields = msgpack.unpackb(codec.encode(reg("REG-2")))
+    decoded = codec.decode(msgpack.packb(fields))
+    assert fields[-1] == [] and isinstance(decoded, Registration) and decoded.gates == frozenset()
+    bad: object
+    for bad in (None, 0, "", False, {}):
+        fields[-1] = bad
+        with pytest.raises(codec.CodecError, match="not an encoded credential"):
+            codec.decode(msgpack.packb(fields))
+
+
 def test_codec_is_compact_and_canonical() -> None:
     a = reg(gates=frozenset({"G3", "G1", "G2"}))
     b = reg(gates=frozenset({"G2", "G1", "G3"}))

@@ -90,10 +90,7 @@ def field_codecs(tp: Any, where: str) -> tuple[Encode | None, Decode | None]:
 class DataclassCodec:
     """Encodes a dataclass to a ``{field: value}`` map and back, by its type hints."""
 
-    __slots__ = ("_cls", "_decoders", "_encoders", "_names", "to_map")
-
-    to_map: Callable[[Any], dict[str, Any]]
-    """The object's fields as a ``{field: value}`` map of msgpack-friendly values."""
+    __slots__ = ("_cls", "_decoders", "_encoders", "_names")
 
     def __init__(self, cls: type[Any], exclude: frozenset[str] = frozenset()) -> None:
         hints = typing.get_type_hints(cls)
@@ -111,11 +108,19 @@ class DataclassCodec:
         self._names = tuple(names)
         self._encoders = tuple(encoders)
         self._decoders = decoders
-        self.to_map = _compile_to_map(cls.__name__, self._encoders)
 
     @property
     def names(self) -> tuple[str, ...]:
         return self._names
+
+    def to_map(self, obj: Any) -> dict[str, Any]:
+        """The object's fields as a ``{field: value}`` map of msgpack-friendly values, in
+        declaration order (the order is part of the stored bytes)."""
+        result: dict[str, Any] = {}
+        for name, enc in self._encoders:
+            value = getattr(obj, name)
+            result[name] = value if enc is None else enc(value)
+        return result
 
     def from_map(self, data: dict[str, Any], **extra: Any) -> Any:
         kwargs: dict[str, Any] = dict(extra)
@@ -126,29 +131,3 @@ class DataclassCodec:
             dec = decoders[key]
             kwargs[key] = value if dec is None else dec(value)
         return self._cls(**kwargs)
-
-
-def _compile_to_map(
-    owner: str, encoders: tuple[tuple[str, Encode | None], ...]
-) -> Callable[[Any], dict[str, Any]]:
-    """A function building the map in one dict display, with no per-field loop.
-
-    Events are encoded on the append path of the event log, where a generic loop over the
-    fields cost as much as packing the result; field names are identifiers (dataclass
-    fields), so the generated source is safe to build from them.
-    """
-    namespace: dict[str, Any] = {}
-    items: list[str] = []
-    for i, (name, enc) in enumerate(encoders):
-        if not name.isidentifier():
-            raise CodecError(f"{owner}: field name {name!r} is not an identifier")
-        if enc is None:
-            items.append(f"{name!r}: obj.{name}")
-        else:
-            namespace[f"_enc{i}"] = enc
-            items.append(f"{name!r}: _enc{i}(obj.{name})")
-    source = f"def to_map(obj):\n    return {{{', '.join(items)}}}\n"
-    # The same technique dataclasses uses for __init__; the source holds identifiers only.
-    exec(compile(source, f"<to_map of {owner}>", "exec"), namespace)  # noqa: S102
-    fn: Callable[[Any], dict[str, Any]] = namespace["to_map"]
-    return fn

@@ -66,74 +66,31 @@ def _opt_ts(value: datetime | None, field: str) -> int | None:
     return None if value is None else _ts(value, field)
 
 
-# Decoding runs on every lookup at the lane: dict lookups instead of Enum() calls, a cache of
-# instants (lists share few distinct ones: whole days, window starts) and one of gate sets
-# keep it fast; fields are unpacked as tuples (cheaper than lists, and gate sets' keys).
+# Decoding runs on every lookup at the lane. Instants and gate sets are shared through bounded
+# caches: a list holds few distinct ones (whole days, window starts), so decoded credentials
+# share them rather than each holding copies.
 _COLOURS = {m.value: m for m in PlateColour}
 _CATEGORIES = {m.value: m for m in VehicleCategory}
 _HOLDERS = {m.value: m for m in HolderType}
 _REASONS = {m.value: m for m in BlacklistReason}
 _INSTANTS: dict[int, datetime] = {}
-_NO_GATES: frozenset[str] = frozenset()
 _GATE_SETS: dict[tuple[str, ...], frozenset[str]] = {}
 _MAX_CACHED_INSTANTS = 1 << 16
 _MAX_CACHED_GATE_SETS = 1 << 12
 
 
 def positional_constructor(cls: type[_T]) -> Callable[..., _T]:
-    """Build instances of a slotted dataclass from all its field values in declaration order.
-
-    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, the
-    largest cost of decoding a credential. Here a plain class with the same slots stores them
-    (the interpreter's specialised slot store: a frozen class's ``__setattr__`` refuses it),
-    then the object becomes a ``cls`` by ``__class__`` assignment, which Python allows between
-    classes of identical layout: a quarter of the cost of ``__init__``. Where that layout check
-    fails, the slots' descriptors are called instead (half the cost); classes neither fits (no
-    slots, ``__post_init__``, non-init fields) get their ``__init__``.
-    """
+    """A function building a dataclass from all its field values in declaration order: the
+    class itself, unless some field is keyword-only."""
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if not any(f.kw_only for f in fields):
+        return cls
     names = [f.name for f in fields]
-    slotted = "__slots__" in vars(cls)
-    if not slotted or hasattr(cls, "__post_init__") or not all(f.init for f in fields):
 
-        def construct(*values: Any) -> _T:
-            return cls(**dict(zip(names, values, strict=True)))
+    def construct(*values: Any) -> _T:
+        return cls(**dict(zip(names, values, strict=True)))
 
-        return construct
-    params = ", ".join(f"v{i}" for i in range(len(names)))
-    if tuple(vars(cls)["__slots__"]) == tuple(names) and cls.__bases__ == (object,):
-        namespace: dict[str, Any] = {"cls": cls}
-        stores = "".join(f"        self.{name} = v{i}\n" for i, name in enumerate(names))
-        source = (
-            f"class Slots:\n    __slots__ = {tuple(names)!r}\n"
-            f"    def __init__(self, {params}):\n{stores}"
-            f"def build({params}):\n    obj = Slots({params})\n    obj.__class__ = cls\n"
-            "    return obj\n"
-        )
-        exec(source, namespace)  # noqa: S102 - source built from dataclass field names only
-        build: Callable[..., _T] = namespace["build"]
-        try:
-            build(*([None] * len(names)))  # TypeError here if the layouts differ after all
-        except TypeError:
-            pass
-        else:
-            return build
-    # One straight-line call per slot's descriptor (a loop over the setters costs a third more).
-    namespace = {"new": object.__new__, "cls": cls}
-    lines = [f"def build({params}):", "    obj = new(cls)"]
-    for i, name in enumerate(names):
-        namespace[f"set{i}"] = getattr(cls, name).__set__
-        lines.append(f"    set{i}(obj, v{i})")
-    lines.append("    return obj")
-    exec("\n".join(lines), namespace)  # noqa: S102 - source built from field positions only
-    build = namespace["build"]
-    return build
-
-
-_registration = positional_constructor(Registration)
-_permit = positional_constructor(TemporaryPermit)
-_appointment = positional_constructor(Appointment)
-_blacklist = positional_constructor(BlacklistEntry)
+    return construct
 
 
 def _gate_set(gates: tuple[str, ...]) -> frozenset[str]:
@@ -141,7 +98,7 @@ def _gate_set(gates: tuple[str, ...]) -> frozenset[str]:
     if found is None:
         # Checked before caching: only tuples of strings are keys, so no other value (say
         # ``(1,)`` beside ``(True,)``) can ever find a set it is merely equal to.
-        if gates.__class__ is not tuple or not all(g.__class__ is str for g in gates):
+        if not isinstance(gates, tuple) or not all(type(g) is str for g in gates):
             raise CodecError(f"not an encoded credential: gates {gates!r} are not strings")
         if len(_GATE_SETS) >= _MAX_CACHED_GATE_SETS:
             _GATE_SETS.clear()
@@ -149,12 +106,18 @@ def _gate_set(gates: tuple[str, ...]) -> frozenset[str]:
     return found
 
 
-def _dt(value: int) -> datetime:
-    """The instant of an epoch second, through the cache (decode looks there first)."""
-    if len(_INSTANTS) >= _MAX_CACHED_INSTANTS:
-        _INSTANTS.clear()
-    instant = _INSTANTS[value] = datetime.fromtimestamp(value, UTC)
-    return instant
+def _instant(value: int) -> datetime:
+    """The instant of an epoch second."""
+    found = _INSTANTS.get(value)
+    if found is None:
+        if len(_INSTANTS) >= _MAX_CACHED_INSTANTS:
+            _INSTANTS.clear()
+        found = _INSTANTS[value] = datetime.fromtimestamp(value, UTC)
+    return found
+
+
+def _opt_instant(value: int | None) -> datetime | None:
+    return None if value is None else _instant(value)
 
 
 def encode(credential: Credential) -> bytes:
@@ -240,44 +203,43 @@ def decode_all(data: bytes) -> list[Credential]:
         fields = msgpack.unpackb(data, use_list=False)
     except ValueError as exc:
         raise CodecError(f"not an encoded credential: {exc}") from exc
-    if fields.__class__ is tuple and fields and fields[0].__class__ is tuple:
+    if isinstance(fields, tuple) and fields and isinstance(fields[0], tuple):
         return [_from_fields(f) for f in fields]
     return [_from_fields(fields)]
 
 
 def _from_fields(f: Any) -> Credential:
-    cached = _INSTANTS.get
     try:
-        if f.__class__ is not tuple or not f:
+        if not isinstance(f, tuple) or not f:
             raise CodecError("not an encoded credential")
         tag = f[0]
         # Unpacking checks the field count (ValueError otherwise).
         if tag == _REGISTRATION:
             _, id_, plate, colour, category, holder, organisation, start, until, gates = f
-            return _registration(
-                id_,
-                plate,
-                _COLOURS[colour],
-                _CATEGORIES[category],
-                _HOLDERS[holder],
-                organisation,
-                cached(start) or _dt(start),
-                None if until is None else cached(until) or _dt(until),
-                _gate_set(gates) if gates else _NO_GATES,
+            return Registration(
+                id=id_,
+                plate=plate,
+                colour=_COLOURS[colour],
+                category=_CATEGORIES[category],
+                holder=_HOLDERS[holder],
+                organisation=organisation,
+                valid_from=_instant(start),
+                valid_until=_opt_instant(until),
+                gates=_gate_set(gates),
             )
         if tag == _PERMIT:
             _, id_, plate, colour, category, visitor, host, purpose, start, until, gates = f
-            return _permit(
-                id_,
-                plate,
-                _COLOURS[colour],
-                _CATEGORIES[category],
-                visitor,
-                host,
-                purpose,
-                cached(start) or _dt(start),
-                cached(until) or _dt(until),
-                _gate_set(gates) if gates else _NO_GATES,
+            return TemporaryPermit(
+                id=id_,
+                plate=plate,
+                colour=_COLOURS[colour],
+                category=_CATEGORIES[category],
+                visitor=visitor,
+                host=host,
+                purpose=purpose,
+                valid_from=_instant(start),
+                valid_until=_instant(until),
+                gates=_gate_set(gates),
             )
         if tag == _APPOINTMENT:
             (
@@ -295,30 +257,30 @@ def _from_fields(f: Any) -> Credential:
                 gates,
                 consumed,
             ) = f
-            return _appointment(
-                id_,
-                plate,
-                _COLOURS[colour],
-                _CATEGORIES[category],
-                cached(start) or _dt(start),
-                cached(end) or _dt(end),
-                destination,
-                un_number,
-                hazard_class,
-                waybill,
-                _gate_set(gates) if gates else _NO_GATES,
-                consumed is True,
+            return Appointment(
+                id=id_,
+                plate=plate,
+                colour=_COLOURS[colour],
+                category=_CATEGORIES[category],
+                window_start=_instant(start),
+                window_end=_instant(end),
+                destination=destination,
+                un_number=un_number,
+                hazard_class=hazard_class,
+                waybill=waybill,
+                gates=_gate_set(gates),
+                consumed=consumed is True,
             )
         if tag == _BLACKLIST:
             _, id_, plate, reason, detail, source, start, until = f
-            return _blacklist(
-                id_,
-                plate,
-                _REASONS[reason],
-                detail,
-                source,
-                cached(start) or _dt(start),
-                None if until is None else cached(until) or _dt(until),
+            return BlacklistEntry(
+                id=id_,
+                plate=plate,
+                reason=_REASONS[reason],
+                detail=detail,
+                source=source,
+                valid_from=_instant(start),
+                valid_until=_opt_instant(until),
             )
         raise CodecError(f"unknown credential kind {tag!r}")
     except CodecError:

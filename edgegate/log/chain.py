@@ -9,19 +9,23 @@ The first event of a gate chains from 32 zero bytes. Central recomputes the same
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import msgpack
 
 GENESIS_HASH = bytes(32)
 
-_pack = msgpack.Packer(use_bin_type=True).pack
-_sha256 = hashlib.sha256
+Pack = Callable[[object], bytes]
+
+
+def new_pack() -> Pack:
+    """A header packer for ``event_hash``; one per thread (msgpack Packers are not thread-safe)."""
+    return msgpack.Packer(use_bin_type=True).pack
 
 
 def event_hash(
-    prev_hash: bytes,
+    prev_hash: bytes | bytearray,
     gate_id: str,
     seq: int,
     wall_ns: int,
@@ -30,10 +34,18 @@ def event_hash(
     type_name: str,
     lane: str | None,
     version: int,
-    data: bytes,
+    data: bytes | bytearray,
+    pack: Pack = msgpack.packb,
 ) -> bytes:
-    header = _pack((gate_id, seq, wall_ns, mono_ns, boot_id, type_name, lane, version))
-    return _sha256(prev_hash + header + data).digest()
+    """The chain hash of one event: the only place the formula is written.
+
+    ``pack``: from ``new_pack()``, owned by the calling thread, where the call is on a hot path
+    (the log's writer, the verifier): a Packer is reused instead of made per call.
+    """
+    h = hashlib.sha256(prev_hash)
+    h.update(pack((gate_id, seq, wall_ns, mono_ns, boot_id, type_name, lane, version)))
+    h.update(data)
+    return h.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +79,19 @@ class ChainVerifier:
         self.count = 0
 
     def feed(self, rows: Iterable[Row]) -> ChainFault | None:
-        # Hot loop (central proves every event it stores): locals only, one Packer per call
-        # (Packers are not thread-safe), the hash computed inline rather than by event_hash.
         gate_id = self.gate_id
         first = expected = self.last_seq + 1
         last_hash = self.last_hash
-        pack = msgpack.Packer(use_bin_type=True).pack
-        sha256 = _sha256
+        pack = new_pack()  # per call: feed may run in any thread
         fault: ChainFault | None = None
         for seq, wall_ns, mono_ns, boot_id, type_name, lane, version, data, prev, stored in rows:
             if seq != expected or prev != last_hash:
                 fault = _link_fault(seq, expected)
                 break
-            header = pack((gate_id, seq, wall_ns, mono_ns, boot_id, type_name, lane, version))
-            if sha256(prev + header + data).digest() != stored:
+            digest = event_hash(
+                prev, gate_id, seq, wall_ns, mono_ns, boot_id, type_name, lane, version, data, pack
+            )
+            if digest != stored:
                 fault = ChainFault(seq, "hash does not match the event's content")
                 break
             last_hash = stored

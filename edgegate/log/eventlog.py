@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import sqlite3
 import threading
 from collections import deque
@@ -23,11 +22,9 @@ from concurrent.futures import Future as ThreadFuture
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import msgpack
-
 from edgegate.core.clock import Clock
 from edgegate.core.events import Event, encode
-from edgegate.log.chain import GENESIS_HASH
+from edgegate.log.chain import GENESIS_HASH, event_hash, new_pack
 from edgegate.log.schema import migrate
 from edgegate.observability import get_logger
 
@@ -226,7 +223,7 @@ class EventLog:
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_due = threading.Event()
         self._checkpoints_stop = threading.Event()
-        self._packb = msgpack.Packer(use_bin_type=True).pack
+        self._pack = new_pack()  # the writer thread's
 
     @classmethod
     async def open(
@@ -485,8 +482,7 @@ class EventLog:
         prev: bytes | bytearray = self._prev
         gate = self.gate_id
         boot = self._clock.boot_id
-        pack = self._packb
-        sha256 = hashlib.sha256
+        pack = self._pack
         rows: list[Any] = []  # column values, row after row
         extend = rows.extend
         futures: list[asyncio.Future[Any]] = []
@@ -494,12 +490,13 @@ class EventLog:
         try:
             for wall, mono, type_name, lane, version, data, fut, _effect in batch:
                 add_future(fut)
-                h = sha256(prev)
-                h.update(pack((gate, seq, wall, mono, boot, type_name, lane, version)))
-                h.update(data)
                 # bytearray: sqlite3 binds it directly; bytes first go through an adapter
                 # lookup that costs more than the insert itself.
-                digest = bytearray(h.digest())
+                digest = bytearray(
+                    event_hash(
+                        prev, gate, seq, wall, mono, boot, type_name, lane, version, data, pack
+                    )
+                )
                 extend(
                     (seq, wall, mono, boot, type_name, lane, version, bytearray(data), prev, digest)
                 )
@@ -520,9 +517,8 @@ class EventLog:
         prev: bytes | bytearray = self._prev
         gate = self.gate_id
         boot = self._clock.boot_id
-        pack = self._packb
+        pack = self._pack
         chunks = self._chunks
-        sha256 = hashlib.sha256
         rows: list[Any] = []  # column values, row after row
         extend = rows.extend
         futures: list[asyncio.Future[Any]] = []
@@ -534,12 +530,11 @@ class EventLog:
                     wall, mono, type_name, lane, version, data, fut, effect = item
                     futures.append(fut)
                     seq += 1
-                    h = sha256(prev)
-                    h.update(pack((gate, seq, wall, mono, boot, type_name, lane, version)))
-                    h.update(data)
-                    # bytearray: sqlite3 binds it directly; bytes first go through an adapter
-                    # lookup that costs more than the insert itself.
-                    digest = bytearray(h.digest())
+                    digest = bytearray(
+                        event_hash(
+                            prev, gate, seq, wall, mono, boot, type_name, lane, version, data, pack
+                        )
+                    )
                     row = (
                         seq,
                         wall,
@@ -587,9 +582,20 @@ class EventLog:
                             cls = type(event)
                             wall, mono = self._wall_ns(), self._mono_ns()
                             data = encode(event)
-                            header = (gate, first + n, wall, mono, boot, cls.TYPE, event.lane)
                             digest = bytearray(
-                                sha256(group_prev + pack((*header, cls.VERSION)) + data).digest()
+                                event_hash(
+                                    group_prev,
+                                    gate,
+                                    first + n,
+                                    wall,
+                                    mono,
+                                    boot,
+                                    cls.TYPE,
+                                    event.lane,
+                                    cls.VERSION,
+                                    data,
+                                    pack,
+                                )
                             )
                             group_rows.extend(
                                 (
