@@ -8,6 +8,10 @@ the same transaction as its event, so a projection's rows and the event that exp
 are committed together or not at all.
 
 Cancelling a producer after ``append`` was called does not retract its event.
+
+One module (over 600 lines) because the writer thread, its batching, the checkpointer it wakes
+and the producers' futures share one queue and one failure path; split, each part would reach
+into the others' state.
 """
 
 from __future__ import annotations
