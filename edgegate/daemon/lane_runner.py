@@ -401,7 +401,9 @@ class LaneRunner:
                     retry = "" if superseded or left_s <= 0 else f"; retrying for {left_s:.1f} s"
                     await self._command_fault(cmd, exc, retry)
                 if superseded or left_s <= pause:
-                    self._logger.error(
+                    # A newer command taking over is the lane moving on, not a failure.
+                    report = self._logger.info if superseded else self._logger.error
+                    report(
                         "barrier_command_given_up",
                         command=cmd.value,
                         attempts=attempts,
