@@ -24,11 +24,7 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +36,7 @@ import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._broker import Mosquitto
 from edgegate.central.store import open_store
 from edgegate.core import events as ev
 from edgegate.core.domain import PlateColour
@@ -47,64 +44,8 @@ from edgegate.log import EventLog, LogReader
 from edgegate.sync.protocol import EventBatch, Topics, encode_batch
 from edgegate.sync.uplink import Uplink, UplinkOptions
 
-ROOT = Path(__file__).resolve().parent.parent
 GATE = "gate-bench"
 SITE = "bench-site"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Mosquitto:
-    """A mosquitto on 127.0.0.1 with users ``central`` and the gate, the production ACL."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = _free_port()
-        self.users = {"central": secrets.token_urlsafe(16), GATE: secrets.token_urlsafe(16)}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        passwd = self.workdir / "passwd"
-        passwd.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
-        passwd.chmod(0o600)
-        subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
-        acl = self.workdir / "acl"
-        shutil.copy(ROOT / "config" / "mosquitto" / "acl", acl)
-        conf = self.workdir / "mosquitto.conf"
-        lines = [
-            "per_listener_settings false",
-            "allow_anonymous false",
-            f"password_file {passwd}",
-            f"acl_file {acl}",
-            "persistence false",
-            "set_tcp_nodelay true",
-            "max_queued_messages 100000",
-            "max_inflight_messages 100",
-            "max_packet_size 33554432",
-            f"listener {self.port} 127.0.0.1",
-            "log_dest stderr",
-            "log_type error",
-        ]
-        if os.geteuid() == 0:
-            lines.insert(0, "user root")  # to read the password file
-        conf.write_text("\n".join(lines) + "\n")
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 def _event(i: int) -> ev.PlateRead:
@@ -237,7 +178,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgegate-drain-") as tmp:
         d = Path(tmp)
-        mq = Mosquitto(d)
+        mq = Mosquitto(d, [GATE])
         mq.start()
         sink = start_sink(mq, d / "central.db", d)
         try:
