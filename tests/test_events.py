@@ -48,6 +48,25 @@ def test_access_decided_v1_is_upcast_to_v2_without_explanation() -> None:
     assert event.plate == sample.plate
 
 
+def test_access_decided_v2_is_upcast_to_v3_as_a_reader_decision() -> None:
+    sample = next(e for e in all_samples() if isinstance(e, ev.AccessDecided))
+    stored = msgpack.unpackb(ev.encode(sample))
+    del stored["corrected_by"], stored["corrects_seq"]
+    event = ev.decode("access.decided", 2, msgpack.packb(stored), sample.lane)
+    assert isinstance(event, ev.AccessDecided)
+    assert (event.corrected_by, event.corrects_seq) == (None, None)
+    assert event.explanation == sample.explanation
+
+
+def test_manual_action_v1_is_upcast_without_a_plate() -> None:
+    stored_v1 = msgpack.packb(
+        {"action": "confirm", "operator": "guard-wang", "reason": "known", "decision_seq": 9}
+    )
+    event = ev.decode("manual.action", 1, stored_v1, "in-1")
+    assert isinstance(event, ev.ManualAction)
+    assert (event.action, event.decision_seq, event.plate) == (ev.ManualActionKind.CONFIRM, 9, None)
+
+
 def test_vehicle_passed_v1_is_upcast_to_a_plain_pass() -> None:
     stored_v1 = msgpack.packb(
         {"plate": "苏E12345", "direction": "entry", "category": None, "decision_seq": 7}

@@ -151,6 +151,7 @@ DuplicateWindow = Annotated[Duration, _bounds("0s", "10min")]
 TailgateWindow = Annotated[Duration, _bounds("0s", "30s")]
 LoopFaultAfter = Annotated[Duration, _bounds("1min", "24h")]
 OverstayEvery = Annotated[Duration, _bounds("1s", "1h")]
+GuardWait = Annotated[Duration, _bounds("10s", "1h")]
 
 
 class Timings(_Model):
@@ -168,6 +169,9 @@ class Timings(_Model):
     tailgate_window: TailgateWindow = timedelta(seconds=3)
     loop_fault_after: LoopFaultAfter = timedelta(minutes=10)  # occupied longer: stuck loop
     overstay_check_every: OverstayEvery = timedelta(seconds=60)
+    # A vehicle waiting for a guard's answer longer than this is given up on: the lane waits
+    # for a new read (nothing opens).
+    guard_wait: GuardWait = timedelta(seconds=120)
 
     def with_overrides(self, overrides: LaneTimings) -> Timings:
         return self.model_copy(update=overrides.model_dump(exclude_none=True))
@@ -186,6 +190,7 @@ class LaneTimings(_Model):
     tailgate_window: TailgateWindow | None = None
     loop_fault_after: LoopFaultAfter | None = None
     overstay_check_every: OverstayEvery | None = None
+    guard_wait: GuardWait | None = None
 
 
 # ------------------------------------------------------------------------------- devices

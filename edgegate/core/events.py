@@ -149,6 +149,7 @@ class ManualActionKind(enum.StrEnum):
     RELEASE = "release"  # hand the lane back to automatic control
     CONFIRM = "confirm"  # a guard confirms a decision that asked for confirmation
     REFUSE = "refuse"  # a guard refuses it
+    CORRECT = "correct"  # a guard corrects the plate of a pending decision: decided again
 
 
 class GateMode(enum.StrEnum):
@@ -282,12 +283,14 @@ def _frame_rejected_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 # --- decisions and vehicles -----------------------------------------------------------------
 
 
-@event_type("access.decided", version=2)
+@event_type("access.decided", version=3)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessDecided(Event):
     """A decision with every reason, and the allow-list version it was taken with;
     ``explanation`` says in plain words what the codes cannot (a fuzzy match, on which
-    credential), empty otherwise."""
+    credential), empty otherwise. ``corrected_by``: the operator whose typed plate (a
+    correction at the console) this decision is on, instead of the read of the decision
+    ``corrects_seq``; None for a reader's read."""
 
     direction: Direction
     plate_read: str  # as read
@@ -306,12 +309,20 @@ class AccessDecided(Event):
     allowlist_stale: bool = False
     read_seq: int | None = None
     explanation: str = ""
+    corrected_by: str | None = None
+    corrects_seq: int | None = None
 
 
 @upcaster("access.decided", from_version=1)
 def _access_decided_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """v1 had no explanation."""
     return {**data, "explanation": ""}
+
+
+@upcaster("access.decided", from_version=2)
+def _access_decided_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 had no corrections: every decision was on a reader's read."""
+    return {**data, "corrected_by": None, "corrects_seq": None}
 
 
 @event_type("vehicle.passed", version=2)
@@ -379,13 +390,35 @@ class OverstayDetected(Event):
 # --- people, modes, data --------------------------------------------------------------------
 
 
-@event_type("manual.action")
+@event_type("manual.action", version=2)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ManualAction(Event):
+    """A person's action on a lane (a guard at the console, central's operator), logged before
+    it is carried out. ``decision_seq``: the decision a confirm, refuse or correction is
+    about; ``plate``: the plate a correction typed."""
+
     action: ManualActionKind
     operator: str
     reason: str
     decision_seq: int | None = None
+    plate: str | None = None
+
+
+@upcaster("manual.action", from_version=1)
+def _manual_action_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 had no corrections, so no plate."""
+    return {**data, "plate": None}
+
+
+@event_type("guard.wait-expired")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardWaitExpired(Event):
+    """A vehicle waited for a guard longer than ``timings.guard_wait``: the lane gave up on
+    the decision ``decision_seq`` (nothing opened) and waits for a new read."""
+
+    plate: str | None
+    decision_seq: int | None = None
+    waited_ms: int
 
 
 @event_type("mode.changed")
@@ -580,6 +613,7 @@ __all__ = [
     "EventDecodeError",
     "FrameRejected",
     "GateMode",
+    "GuardWaitExpired",
     "Loop",
     "LoopChanged",
     "ManualAction",

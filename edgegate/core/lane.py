@@ -29,6 +29,7 @@ from edgegate.core.events import (
     DeviceFault,
     DeviceRecovered,
     Event,
+    GuardWaitExpired,
     Loop,
     ManualActionKind,
     PlateNotRead,
@@ -64,6 +65,7 @@ class LaneTimings:
     pass_timeout: int = 60 * NS
     close_delay: int = 1 * NS
     loop_fault_after: int = 600 * NS
+    guard_wait: int = 120 * NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +109,15 @@ class Decided:
 
 @dataclass(frozen=True, slots=True)
 class Manual:
+    """A person's action. ``decision_seq``: the decision a confirm or refuse answers — the
+    lane ignores it when that is no longer the pending one (the vehicle changed); ``plate``:
+    a correction's typed plate (the shell decides again on it)."""
+
     action: ManualActionKind
     operator: str
     reason: str
+    decision_seq: int | None = None
+    plate: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +187,7 @@ class Lane:
     _early: tuple[Decided, int, int] | None = None  # (decided, when, presence at that time)
     _current: Decided | None = None
     _present_since: int | None = None
+    awaiting_since: int | None = None  # when the pending decision began waiting for a guard
     _plate_missing_reported: bool = False
     _opening: _Opening | None = None
     _close_since: int | None = None
@@ -272,6 +281,11 @@ class Lane:
     @property
     def held(self) -> bool:
         return self.manual_hold or self.incident
+
+    @property
+    def pending(self) -> Decided | None:
+        """The decision waiting for a guard's answer, if any."""
+        return self._current if self.state is LaneState.AWAITING_GUARD else None
 
     # --- loops ----------------------------------------------------------------------------
 
@@ -464,7 +478,8 @@ class Lane:
         if verdict is Verdict.ALLOW:
             self._open_for(decided, now, out, "access-allowed")
         elif verdict is Verdict.CONFIRM:
-            self._set(LaneState.AWAITING_GUARD, None)
+            self.awaiting_since = now
+            self._set(LaneState.AWAITING_GUARD, now + self.setup.timings.guard_wait)
         else:
             self._set(LaneState.PRESENT, None)  # refused: the vehicle has to back out
 
@@ -534,11 +549,14 @@ class Lane:
             if not self.incident:
                 self._opening = None
                 self._schedule_close(now, "manual-close")
-        elif action is ManualActionKind.CONFIRM:
-            if self.state is LaneState.AWAITING_GUARD and self._current is not None:
-                self._open_for(self._current, now, out, "guard-confirmed")
-        elif action is ManualActionKind.REFUSE and self.state is LaneState.AWAITING_GUARD:
-            self._set(LaneState.PRESENT, None)
+        elif action in (ManualActionKind.CONFIRM, ManualActionKind.REFUSE):
+            pending = self.pending
+            if pending is None or manual.decision_seq not in (None, pending.seq):
+                return  # answered too late: the lane has moved on to another decision
+            if action is ManualActionKind.CONFIRM:
+                self._open_for(pending, now, out, "guard-confirmed")
+            else:
+                self._set(LaneState.PRESENT, None)
 
     def _on_incident(self, on: bool, now: int, out: list[Action]) -> None:
         self.incident = on
@@ -691,6 +709,8 @@ class Lane:
                 out.append(
                     Record(PlateNotRead(lane=self.setup.lane_id, waited_ms=waited // 1_000_000))
                 )
+        elif state is LaneState.AWAITING_GUARD:
+            self._guard_wait_expired(now, out)
         elif state is LaneState.OPENING:
             opening = self._opening
             if opening is not None and opening.decided is not None:
@@ -720,6 +740,26 @@ class Lane:
                 self._opening = None
                 self._schedule_close(now, "pass-timeout")
 
+    def _guard_wait_expired(self, now: int, out: list[Action]) -> None:
+        """Nobody answered in time: give up on the decision (nothing opens). The vehicle is
+        still on the arming loop (it would have backed out otherwise); a new read decides
+        again, and no plate.not-read follows: its plate was read."""
+        decided = self._current
+        since = now if self.awaiting_since is None else self.awaiting_since
+        out.append(
+            Record(
+                GuardWaitExpired(
+                    lane=self.setup.lane_id,
+                    plate=None if decided is None else decided.decision.plate,
+                    decision_seq=None if decided is None else decided.seq,
+                    waited_ms=(now - since) // 1_000_000,
+                )
+            )
+        )
+        self._current = None
+        self._plate_missing_reported = True
+        self._set(LaneState.PRESENT, None)
+
     # --- helpers --------------------------------------------------------------------------
 
     def _command(
@@ -734,3 +774,5 @@ class Lane:
     def _set(self, state: LaneState, deadline: int | None) -> None:
         self.state = state
         self._deadline = deadline
+        if state is not LaneState.AWAITING_GUARD:
+            self.awaiting_since = None

@@ -98,6 +98,7 @@ def lane_timings(config: GateConfig, lane_id: str) -> LaneTimings:
         pass_timeout=_ns(t.pass_timeout),
         close_delay=_ns(t.close_delay),
         loop_fault_after=_ns(t.loop_fault_after),
+        guard_wait=_ns(t.guard_wait),
     )
 
 
