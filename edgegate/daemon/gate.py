@@ -61,6 +61,7 @@ from edgegate.core.events import (
 from edgegate.core.lane import NS, LaneSetup, LaneTimings, Manual
 from edgegate.core.policy import CredentialRef
 from edgegate.core.presence import Presence
+from edgegate.daemon.desk import Desk
 from edgegate.daemon.drivers import plc_settings, serial_line
 from edgegate.daemon.lane_runner import LaneRunner
 from edgegate.devices.base import DeviceSignal
@@ -121,6 +122,7 @@ class Gate:
     pull_api: PullApiServer | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     mode: GateMode = GateMode.NORMAL  # as the log's last mode.changed left it
+    desk: Desk | None = None  # what the guard's console sees and asks (built with the lanes)
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
         config = self.config
@@ -327,6 +329,14 @@ class Gate:
                 open_without_log=policy.for_direction(lane.direction) is WriteFailureAction.ALLOW,
                 on_pass=self._on_pass,
             )
+        self.desk = Desk(
+            config.gate.id,
+            str(config.gate.kind),
+            self.lanes,
+            self.clock,
+            mode=lambda: self.mode,
+            evacuation_lanes=config.incident.evacuation_lanes,
+        )
 
     # --- running --------------------------------------------------------------------------
 

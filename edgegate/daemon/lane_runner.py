@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 from edgegate.allowlist.service import AllowListService
+from edgegate.console.desk import DecisionView, DeskOutcome
 from edgegate.core.clock import Clock
-from edgegate.core.domain import Direction
+from edgegate.core.domain import Direction, PlateColour
 from edgegate.core.domain import PlateRead as DomainPlateRead
 from edgegate.core.events import (
+    AccessDecided,
     BarrierCommand,
     BarrierCommanded,
     BarrierState,
@@ -31,6 +35,7 @@ from edgegate.core.events import (
     Loop,
     LoopChanged,
     ManualAction,
+    ManualActionKind,
     PlateRead,
     VehiclePassed,
 )
@@ -63,7 +68,19 @@ class BarrierDriver(Protocol):
     async def command(self, cmd: BarrierCommand) -> None: ...
 
 
-LaneItem = PlcInputs | PlateRead | FrameRejected | DeviceFault | DeviceRecovered | LaneInput
+@dataclass(frozen=True, slots=True, eq=False)
+class DeskItem:
+    """A guard's action from the desk: the runner answers through ``done`` once the
+    ``manual.action`` is durable (or why it was not logged), then carries it out. A ``done``
+    already finished when the item is taken (the desk stopped waiting) means: do nothing."""
+
+    manual: Manual
+    done: asyncio.Future[DeskOutcome]
+
+
+LaneItem = (
+    PlcInputs | PlateRead | FrameRejected | DeviceFault | DeviceRecovered | DeskItem | LaneInput
+)
 #: Called with each event the lane has logged (or tried to: see the log's state) that a screen
 #: shows: loop and barrier changes, decisions, commands, records.
 Observer = Callable[["LaneRunner", Event | None], None]
@@ -108,7 +125,13 @@ class LaneRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         self.last_decision: Decision | None = None
+        #: The latest decisions, newest first, as the console shows them.
+        self.recent: deque[DecisionView] = deque(maxlen=RECENT_DECISIONS)
+        #: Current faults by device (a command's failure under "<barrier> command"): the
+        #: fault event until the device's recovery (or a command the PLC carried out).
+        self.faults: dict[str, DeviceFault] = {}
         self.observers: list[Observer] = []
+        self._shown: tuple[object, ...] = ()  # what observers last saw of the lane's state
         self._logger = get_logger("lane", lane=setup.lane_id)
 
     @property
@@ -170,6 +193,20 @@ class LaneRunner:
                 raise
             except Exception as exc:  # one bad input must not stop the lane
                 self._logger.exception("lane_input_failed", item=repr(item), error=repr(exc))
+                if isinstance(item, DeskItem) and not item.done.done():
+                    item.done.set_result(
+                        DeskOutcome(False, "log-failed", "the lane failed to take the action")
+                    )
+            self._notify_state()
+
+    def _notify_state(self) -> None:
+        """Tell observers when the lane's state moved without an event of its own (a guard's
+        answer, a timeout, the loops and arm as the lane sees them)."""
+        lane = self.lane
+        shown = (lane.state, lane.loops, lane.barrier, lane.held, lane.online)
+        if shown != self._shown:
+            self._shown = shown
+            self._notify(None)
 
     def _report_inbox_losses(self) -> None:
         inbox = self.inbox
@@ -198,26 +235,90 @@ class LaneRunner:
             if item.device == self.setup.barrier_device and not isinstance(item, FrameRejected):
                 await self._feed(BarrierOnline(isinstance(item, DeviceRecovered)))
         elif isinstance(item, Manual):
-            seq = await self._append(
-                ManualAction(
-                    lane=self.setup.lane_id,
-                    action=item.action,
-                    operator=item.operator,
-                    reason=item.reason,
-                )
-            )
-            # A command the operator caused names the manual.action as its cause.
-            actions = self.lane.handle(item, self._clock.mono_ns())
-            await self._execute(
-                [
-                    dataclasses.replace(a, cause_seq=seq)
-                    if isinstance(a, Command) and a.cause_seq is None
-                    else a
-                    for a in actions
-                ]
-            )
+            seq = await self._append(self._manual_event(item))
+            await self._carry_out_manual(item, seq)
+        elif isinstance(item, DeskItem):
+            await self._desk(item)
         else:
             await self._feed(item)
+
+    def _manual_event(self, manual: Manual) -> ManualAction:
+        return ManualAction(
+            lane=self.setup.lane_id,
+            action=manual.action,
+            operator=manual.operator,
+            reason=manual.reason,
+            decision_seq=manual.decision_seq,
+            plate=manual.plate,
+        )
+
+    async def _carry_out_manual(self, manual: Manual, seq: int | None) -> None:
+        # A command the operator caused names the manual.action as its cause.
+        actions = self.lane.handle(manual, self._clock.mono_ns())
+        await self._execute(
+            [
+                dataclasses.replace(a, cause_seq=seq)
+                if isinstance(a, Command) and a.cause_seq is None
+                else a
+                for a in actions
+            ]
+        )
+
+    async def _desk(self, item: DeskItem) -> None:
+        """Log-then-act for a guard: checked against the lane as it is now (the desk's own
+        check may be out of date), logged, answered, then carried out; nothing is done when
+        the log cannot be written."""
+        manual, done = item.manual, item.done
+        if done.done():
+            return  # the desk stopped waiting and answered that nothing was done
+        if manual.action in _ANSWERS:
+            pending = self.lane.pending
+            if pending is None:
+                done.set_result(
+                    DeskOutcome(False, "not-pending", "no vehicle is waiting for a guard")
+                )
+                return
+            if pending.seq != manual.decision_seq:
+                done.set_result(
+                    DeskOutcome(
+                        False,
+                        "stale",
+                        f"the lane has moved on: the pending decision is {pending.seq}, "
+                        f"not {manual.decision_seq}",
+                    )
+                )
+                return
+        event = self._manual_event(manual)
+        seq = await self._append(event)
+        if done.done():
+            # The desk gave up waiting while the log was written and answered that nothing
+            # was done: keep that true (the log shows the action, not carried out).
+            self._logger.error("desk_action_not_carried_out", seq=seq, action=manual.action)
+            return
+        if seq is None:
+            done.set_result(
+                DeskOutcome(False, "log-failed", "the action could not be logged: nothing done")
+            )
+            return
+        done.set_result(DeskOutcome(True, "ok", seq=seq))
+        self._notify(event)
+        if manual.action is ManualActionKind.CORRECT:
+            await self._correct(manual, seq)
+        else:
+            await self._carry_out_manual(manual, seq)
+
+    async def _correct(self, manual: Manual, seq: int) -> None:
+        """Decide again on the plate a guard typed, as on a reader's read of it (the read's
+        colour, full confidence): only the read changes, never the rules."""
+        assert manual.plate is not None and manual.decision_seq is not None
+        shown = next((d for d in self.recent if d.seq == manual.decision_seq), None)
+        colour = PlateColour.UNKNOWN
+        if shown is not None and shown.colour is not None:
+            colour = PlateColour(shown.colour)
+        subject = DomainPlateRead(
+            plate=manual.plate, colour=colour, confidence=1.0, reader=manual.operator
+        )
+        await self._decide(subject, None, correction=(manual.operator, manual.decision_seq))
 
     async def _plc_inputs(self, inputs: PlcInputs) -> None:
         old = self._inputs
@@ -256,23 +357,25 @@ class LaneRunner:
         await self._feed(Barrier(inputs.up_limit, inputs.down_limit, inputs.fault))
 
     async def _plate(self, read: PlateRead) -> None:
-        """Decide, then log the read, the decision and the commands it causes in one commit
-        (the writer gives them linked seqs) before any command goes to the PLC."""
-        lane_id = self.setup.lane_id
-        read = dataclasses.replace(read, lane=lane_id)
-        now = datetime.fromtimestamp(self._clock.wall_ns() / 1e9, UTC)
-        decision = decide(
-            self._rules,
-            self.setup.direction,
-            DomainPlateRead(
-                plate=read.plate,
-                colour=read.colour,
-                confidence=read.confidence,
-                reader=read.reader,
-            ),
-            self._allowlist.view,
-            now,
+        read = dataclasses.replace(read, lane=self.setup.lane_id)
+        subject = DomainPlateRead(
+            plate=read.plate, colour=read.colour, confidence=read.confidence, reader=read.reader
         )
+        await self._decide(subject, read)
+
+    async def _decide(
+        self,
+        subject: DomainPlateRead,
+        read: PlateRead | None,
+        correction: tuple[str, int] | None = None,
+    ) -> None:
+        """Decide, then log the read (if a reader's), the decision and the commands it causes
+        in one commit (the writer gives them linked seqs) before any command goes to the PLC.
+        ``correction``: (operator, corrected decision's seq) for a plate typed by a guard."""
+        lane_id = self.setup.lane_id
+        wall_ns = self._clock.wall_ns()
+        now = datetime.fromtimestamp(wall_ns / 1e9, UTC)
+        decision = decide(self._rules, self.setup.direction, subject, self._allowlist.view, now)
         self.last_decision = decision
         fed = Decided(decision, _PROVISIONAL_SEQ)
         actions = self.lane.handle(fed, self._clock.mono_ns())
@@ -285,16 +388,21 @@ class LaneRunner:
         device = self.setup.barrier_device
 
         made: list[Event] = []
+        k = 0 if read is None else 1  # the decision's index in the commit
 
         def build(first: int) -> list[Event]:
             made.clear()
-            decided_seq = first + 1
-            out: list[Event] = [
-                read,
-                decision.to_event(
-                    direction=direction, plate_read=read.plate, lane=lane_id, read_seq=first
-                ),
-            ]
+            decided_seq = first + k
+            decided = decision.to_event(
+                direction=direction,
+                plate_read=subject.plate,
+                lane=lane_id,
+                read_seq=None if read is None else first,
+            )
+            if correction is not None:
+                operator, corrects = correction
+                decided = dataclasses.replace(decided, corrected_by=operator, corrects_seq=corrects)
+            out: list[Event] = [decided] if read is None else [read, decided]
             for action in joined:
                 if isinstance(action, Command):
                     out.append(_commanded(lane_id, device, _linked(action, decided_seq)))
@@ -306,13 +414,22 @@ class LaneRunner:
         try:
             seqs: list[int | None] = list(await self._log.append_group(build))
         except Exception as exc:  # the lane goes on by the write-failure policy
-            self._logger.error("log_write_failed", type=read.TYPE, error=repr(exc))
-            seqs = [None] * (2 + len(joined))
-        decided_seq = seqs[1]
+            self._logger.error("log_write_failed", type=AccessDecided.TYPE, error=repr(exc))
+            seqs = [None] * (k + 1 + len(joined))
+        decided_seq = seqs[k]
         self.lane.decision_logged(fed, -1 if decided_seq is None else decided_seq)
         built = made if made else build(-1)  # -1: the group never reached the writer
-        self._notify(built[1])
-        for action, seq, event in zip(joined, seqs[2:], built[2:], strict=True):
+        self.recent.appendleft(
+            _decision_view(
+                decision,
+                subject,
+                -1 if decided_seq is None else decided_seq,
+                wall_ns,
+                None if correction is None else correction[0],
+            )
+        )
+        self._notify(built[k])
+        for action, seq, event in zip(joined, seqs[k + 1 :], built[k + 1 :], strict=True):
             if isinstance(action, Command):
                 assert isinstance(event, BarrierCommanded)
                 await self._send(action, event, seq)
@@ -418,6 +535,8 @@ class LaneRunner:
                     self._logger.info(
                         "barrier_command_confirmed_on_retry", command=cmd.value, attempts=attempts
                     )
+                if self.faults.pop(self._command_fault_key, None) is not None:
+                    self._notify(None)
                 return
 
     async def _command_fault(self, cmd: BarrierCommand, exc: DeviceError, retry: str) -> None:
@@ -427,11 +546,23 @@ class LaneRunner:
                 device=self.setup.barrier_device,
                 code=exc.code,
                 message=f"{cmd} failed: {exc.message}{retry}",
-            )
+            ),
+            fault_key=self._command_fault_key,
         )
+        self._notify(None)
 
-    async def _append(self, event: Event) -> int | None:
-        """Append and return the seq, or None when the log cannot be written (logged)."""
+    @property
+    def _command_fault_key(self) -> str:
+        return f"{self.setup.barrier_device} command"
+
+    async def _append(self, event: Event, *, fault_key: str | None = None) -> int | None:
+        """Append and return the seq, or None when the log cannot be written (logged).
+        Faults and recoveries keep :attr:`faults` current (``fault_key``: other than the
+        fault's device)."""
+        if isinstance(event, DeviceFault):
+            self.faults[fault_key or event.device] = event
+        elif isinstance(event, DeviceRecovered):
+            self.faults.pop(event.device, None)
         try:
             return await self._log.append(event)
         except LogError as exc:
@@ -455,6 +586,12 @@ class LaneRunner:
         return self.setup.direction
 
 
+#: Decisions a lane keeps for the console.
+RECENT_DECISIONS = 10
+
+#: Guards' answers to a pending decision: they name it and are refused once it is not pending.
+_ANSWERS = frozenset({ManualActionKind.CONFIRM, ManualActionKind.REFUSE, ManualActionKind.CORRECT})
+
 #: Pauses between attempts at a barrier command the PLC failed (doubling up to the maximum).
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 0.8
@@ -462,6 +599,29 @@ _RETRY_MAX_S = 0.8
 #: The seq a decision carries in the lane until its commit gives it the real one; no event
 #: has seq 0.
 _PROVISIONAL_SEQ = 0
+
+
+def _decision_view(
+    decision: Decision,
+    subject: DomainPlateRead,
+    seq: int,
+    wall_ns: int,
+    corrected_by: str | None,
+) -> DecisionView:
+    credential = decision.credential
+    return DecisionView(
+        seq=seq,
+        at_ns=wall_ns,
+        plate=decision.plate,
+        verdict=str(decision.verdict),
+        reasons=tuple(str(r) for r in decision.reasons),
+        explanation=decision.explanation,
+        confidence=subject.confidence,
+        colour=str(subject.colour),
+        matched_plate=decision.matched_plate,
+        credential=None if credential is None else f"{credential.kind}:{credential.id}",
+        corrected_by=corrected_by,
+    )
 
 
 def _joins_commit(action: Action) -> bool:
