@@ -26,8 +26,9 @@ from edgegate.core.events import (
     ModeChanged,
     ModeSource,
 )
-from edgegate.core.lane import BarrierOnline
+from edgegate.core.lane import BarrierOnline, Manual
 from edgegate.daemon.desk import Desk
+from edgegate.daemon.lane_runner import DeskItem
 from edgegate.log import EventLog, LogError
 from edgegate.sync.downlink import LanesControl
 from tests.eventually import eventually
@@ -260,6 +261,35 @@ async def test_log_failed_when_the_action_cannot_be_written(tmp_path: Path) -> N
         assert (outcome.ok, outcome.code) == (False, "log-failed")
         await asyncio.sleep(0.5)  # ten PLC polls: time enough for a wrong open
         assert g.plc().commands == [] and desk.view().lanes[0].state == "awaiting-guard"
+        await back_out(g)
+
+
+async def test_the_lane_checks_again_and_a_desk_that_gave_up_gets_nothing_done(
+    tmp_path: Path,
+) -> None:
+    async with RunningGate(one_lane_config(tmp_path)) as g:
+        runner = g.gate.lanes["l1"]
+        decided = await pending_vehicle(g)
+        # The desk checked an older view: the lane, checking as it takes the item, refuses.
+        done: asyncio.Future[DeskOutcome] = asyncio.get_running_loop().create_future()
+        stale = Manual(ManualActionKind.CONFIRM, GUARD, "ok", decision_seq=decided.seq - 1)
+        runner.submit(DeskItem(stale, done))
+        assert (await asyncio.wait_for(done, 3)).code == "stale"
+        # A desk that stops waiting before the lane takes the action answers log-failed, and
+        # the lane then does nothing.
+        impatient = Desk(
+            "e2e-gate",
+            "comprehensive",
+            g.gate.lanes,
+            g.gate.clock,
+            mode=lambda: GateMode.NORMAL,
+            answer_timeout=0,
+        )
+        outcome = await impatient.act(request(DeskAction.CONFIRM, decided.seq))
+        assert (outcome.ok, outcome.code) == (False, "log-failed")
+        await asyncio.sleep(0.5)  # ten PLC polls: time enough for a wrong open
+        assert g.log.of(ManualAction) == [] and g.plc().commands == []
+        assert desk_of(g).view().lanes[0].state == "awaiting-guard"
         await back_out(g)
 
 
