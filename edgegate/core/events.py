@@ -160,6 +160,7 @@ class GateMode(enum.StrEnum):
 class ModeSource(enum.StrEnum):
     LOCAL = "local"  # declared at the gate by an operator
     CENTRAL = "central"  # a signed central command
+    PLC_INPUT = "plc-input"  # an alarm contact wired to a PLC input (the park's fire alarm)
 
 
 class AllowListUpdateKind(enum.StrEnum):

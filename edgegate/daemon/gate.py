@@ -61,9 +61,10 @@ from edgegate.core.events import (
 from edgegate.core.lane import NS, LaneSetup, LaneTimings, Manual
 from edgegate.core.policy import CredentialRef
 from edgegate.core.presence import Presence
+from edgegate.daemon.control import GateController, last_mode_change
 from edgegate.daemon.drivers import plc_settings, serial_line
 from edgegate.daemon.lane_runner import LaneRunner
-from edgegate.devices.base import DeviceSignal
+from edgegate.devices.base import DeviceSignal, PlcInputs
 from edgegate.devices.modbus import BarrierPlc
 from edgegate.devices.plate_reader import SerialPlateReader
 from edgegate.devices.plc_profile import BarrierPlcProfile
@@ -120,6 +121,8 @@ class Gate:
     pull_api: PullApiServer | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     mode: GateMode = GateMode.NORMAL  # as the log's last mode.changed left it
+    #: Lane holds and incident mode, for every source (central, console, PLC inputs).
+    control: GateController | None = None
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
         config = self.config
@@ -129,7 +132,8 @@ class Gate:
             self.event_log = elog
             self.allowlist = await AllowListService.open(elog)
             await asyncio.to_thread(self._rebuild_presence, path)
-            self.mode = await asyncio.to_thread(_last_mode, path)
+            last_change = await asyncio.to_thread(last_mode_change, path)
+            self.mode = GateMode.NORMAL if last_change is None else last_change.mode
             await elog.append(
                 DaemonStarted(
                     software_version=__version__,
@@ -141,11 +145,15 @@ class Gate:
             try:
                 await self.sims.start(config.devices)
                 self._build(elog, self.allowlist)
-                if self.mode is GateMode.INCIDENT:
-                    # A restart during an evacuation must not close the lanes it held open.
-                    log.warning("incident_mode_restored", lanes=sorted(self.lanes))
-                    for runner in self.lanes.values():
-                        runner.incident(True)
+                self.control = GateController(
+                    self.lanes,
+                    elog,
+                    config.incident.evacuation_lanes,
+                    last_change=last_change,
+                )
+                self.control.observers.append(self._mode_changed)
+                # A restart during an evacuation must not close the lanes it held open.
+                self.control.restore()
                 await self._restore_holds(path)
                 await self._start_sync(elog, self.allowlist)
                 # What start-up built (allow-list index, profiles, modules) lives as long as
@@ -200,7 +208,7 @@ class Gate:
         sync = config.sync
         if sync is None:
             return
-        from edgegate.sync.downlink import Downlink, LanesControl
+        from edgegate.sync.downlink import Downlink
         from edgegate.sync.protocol import SnapshotRequest, encode_request
         from edgegate.sync.pull_api import HttpLimits, PullApiServer
         from edgegate.sync.signing import KeyLoadError, load_public_key
@@ -230,12 +238,13 @@ class Gate:
             async def request_snapshot(request: SnapshotRequest) -> None:
                 await uplink.publish(topics.requests, encode_request(request), qos=1)
 
+            assert self.control is not None  # built with the lanes
             downlink = Downlink(
                 config.gate.id,
                 central_key,
                 allowlist,
                 elog,
-                LanesControl(self.lanes, self.mode),
+                self.control,
                 self.clock,
                 request_snapshot,
             )
@@ -330,11 +339,26 @@ class Gate:
     # --- running --------------------------------------------------------------------------
 
     def _sink_for(self, device: str) -> Callable[[DeviceSignal], None]:
-        """A device serves one lane (the configuration allows no sharing per role)."""
+        """A device serves one lane (the configuration allows no sharing per role). A PLC's
+        inputs also go to the gate's control (its alarm and button inputs) before the lane's
+        inbox."""
         lane = next(
             x.id for x in self.config.lanes if device in (x.barrier, x.loops_device, x.plate_reader)
         )
-        return self.lanes[lane].submit
+        submit = self.lanes[lane].submit
+        control = self.control
+        if device not in self.plcs or control is None:
+            return submit
+
+        def sink(signal: DeviceSignal) -> None:
+            if isinstance(signal, PlcInputs):
+                control.plc_inputs(lane, signal)
+            submit(signal)
+
+        return sink
+
+    def _mode_changed(self, event: ModeChanged, _seq: int) -> None:
+        self.mode = event.mode
 
     async def _supervise(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -345,6 +369,8 @@ class Gate:
                 devices.append(tg.create_task(self._keep(name, reader.run, self._sink_for(name))))
             lanes = [tg.create_task(runner.run()) for runner in self.lanes.values()]
             checker = tg.create_task(self._check_overstays())
+            assert self.control is not None
+            controller = tg.create_task(self.control.run())
             self.started.set()
             log.info("gate_started", gate=self.config.gate.id, lanes=len(self.lanes))
             await stop.wait()
@@ -355,7 +381,7 @@ class Gate:
                         await runner.drain()
                 except TimeoutError:
                     log.error("lane_drain_timeout", lane=runner.setup.lane_id)
-            for task in (*devices, *lanes, checker):
+            for task in (*devices, *lanes, checker, controller):
                 task.cancel()
         for plc in self.plcs.values():
             with contextlib.suppress(Exception):
@@ -455,14 +481,3 @@ def _held_lanes(path: Path) -> dict[str, tuple[int, ManualAction]]:
 
 
 _HOLD_ACTIONS = frozenset({ManualActionKind.OPEN, ManualActionKind.RELEASE, ManualActionKind.CLOSE})
-
-
-def _last_mode(path: Path) -> GateMode:
-    """The mode the log's last ``mode.changed`` left the gate in (normal when none)."""
-    with LogReader(path) as reader:
-        stored = reader.last(ModeChanged.TYPE)
-    if stored is None:
-        return GateMode.NORMAL
-    event = stored.event()
-    assert isinstance(event, ModeChanged)
-    return event.mode
