@@ -116,6 +116,12 @@ class GateController:
         """The gate's mode now (incident while incident mode is on)."""
         return self._mode
 
+    @property
+    def alarms(self) -> dict[str, bool]:
+        """Each alarm input (``plc:<device>:incident_alarm``) and whether it is active, as the
+        controller last acted on it."""
+        return dict(self._alarm_on)
+
     # --- lanes ----------------------------------------------------------------------------
 
     def open_lane(self, lane_id: str, operator: str, reason: str) -> None:
@@ -283,7 +289,7 @@ class GateController:
                     operator=name,
                     reason="incident alarm input cleared",
                 )
-            self._alarm_on[name] = False
+        self._alarm_on[name] = seen.active
 
 
 def last_mode_change(path: Path) -> ModeChanged | None:
