@@ -51,7 +51,8 @@ CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 
 _HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # not no-referrer: with it, Chromium sends "Origin: null" on the login form's POST
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _TYPES = {
