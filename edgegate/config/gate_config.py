@@ -152,8 +152,11 @@ class GateConfig(_Model):
 
     def canonical_json(self) -> str:
         """The validated model as JSON with sorted keys: what :meth:`config_hash` hashes."""
+        # A section added after hashes were pinned counts only when present, so a file
+        # without it keeps its hash.
+        absent = {"console"} if self.console is None else set()
         return json.dumps(
-            self.model_dump(mode="json"),
+            self.model_dump(mode="json", exclude=absent),
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
