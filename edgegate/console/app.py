@@ -316,7 +316,8 @@ class Console:
                     ok_size = 0 < len(name) <= MAX_NAME and len(password) <= MAX_PASSWORD
                     reason = "bad-credentials" if ok_size else "bad-request"
         shown = _printable(name, MAX_NAME)
-        if self.throttle.locked(name, address):
+        key = name[:MAX_NAME]  # the lock-out remembers bounded names
+        if self.throttle.locked(key, address):
             await self._record(
                 ConsoleLoginRefused(account=shown, address=address, reason="locked-out")
             )
@@ -325,7 +326,7 @@ class Console:
         if reason == "bad-credentials":
             account = await self.accounts.authenticate(name, password)
         if account is None:
-            self.throttle.failed(name, address)
+            self.throttle.failed(key, address)
             await self._record(ConsoleLoginRefused(account=shown, address=address, reason=reason))
             return self._redirect("/login?error=refused")
         logged = await self._record(
