@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 from edgegate.config.checks import _cross_check, _Parts
 from edgegate.config.fields import DeviceName
 from edgegate.config.models import (
+    ConsoleSettings,
     Device,
     GateSection,
     IncidentSettings,
@@ -45,6 +46,7 @@ class GateConfig(_Model):
     lanes: tuple[Lane, ...] = ()
     incident: IncidentSettings = IncidentSettings()
     sync: SyncSettings | None = None
+    console: ConsoleSettings | None = None  # absent: no guard's console
 
     _source: str = PrivateAttr(default="<string>")
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -150,8 +152,11 @@ class GateConfig(_Model):
 
     def canonical_json(self) -> str:
         """The validated model as JSON with sorted keys: what :meth:`config_hash` hashes."""
+        # A section added after hashes were pinned counts only when present, so a file
+        # without it keeps its hash.
+        absent = {"console"} if self.console is None else set()
         return json.dumps(
-            self.model_dump(mode="json"),
+            self.model_dump(mode="json", exclude=absent),
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,

@@ -427,3 +427,22 @@ class SyncSettings(_Model):
                 if (value := getattr(self.pull_api, key)) is not None:
                     out[f"sync.pull_api.{key}"] = value
         return out
+
+
+# ------------------------------------------------------------------------------- console
+
+
+class ConsoleSettings(_Model):
+    """``[console]``: the guard's console. Cookies are ``Secure`` when the server has TLS.
+
+    ``accounts_file`` (relative: against the configuration's folder) is written by
+    ``edgegate accounts`` and re-read by the daemon when it changes. After
+    ``max_failed_logins`` refused logins within ``failed_login_window`` for one account name
+    (known or not) or one client address, logins for it are refused for ``lockout``.
+    """
+
+    accounts_file: FilePath
+    session_idle: Annotated[Duration, _bounds("1min", "24h")] = timedelta(hours=8)
+    max_failed_logins: Annotated[StrictInt, Field(ge=1, le=100)] = 5
+    failed_login_window: Annotated[Duration, _bounds("1min", "24h")] = timedelta(minutes=15)
+    lockout: Annotated[Duration, _bounds("10s", "24h")] = timedelta(minutes=15)
