@@ -17,6 +17,7 @@ from edgegate.config.fields import DeviceName
 from edgegate.config.models import (
     Device,
     GateSection,
+    HttpSettings,
     IncidentSettings,
     Lane,
     LogSettings,
@@ -45,6 +46,7 @@ class GateConfig(_Model):
     lanes: tuple[Lane, ...] = ()
     incident: IncidentSettings = IncidentSettings()
     sync: SyncSettings | None = None
+    http: HttpSettings | None = None
 
     _source: str = PrivateAttr(default="<string>")
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -97,9 +99,10 @@ class GateConfig(_Model):
         ``check-config`` on the gate itself and the daemon at start report these.
         """
         problems: list[Problem] = []
-        if self.sync is None:
-            return problems
-        for key, value in self.sync.files().items():
+        files = {} if self.sync is None else self.sync.files()
+        if self.http is not None:
+            files.update(self.http.files())
+        for key, value in files.items():
             path = self.resolve_path(value)
             try:
                 if not path.exists():
@@ -150,8 +153,12 @@ class GateConfig(_Model):
 
     def canonical_json(self) -> str:
         """The validated model as JSON with sorted keys: what :meth:`config_hash` hashes."""
+        dump = self.model_dump(mode="json")
+        if dump.get("http") is None:
+            # [http] came later: a file without it keeps the hash it had before.
+            dump.pop("http", None)
         return json.dumps(
-            self.model_dump(mode="json"),
+            dump,
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
