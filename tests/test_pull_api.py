@@ -733,6 +733,14 @@ async def test_pull_into_sqlite_is_idempotent_and_resumes(
         assert list(sqlite_store.events(GATE)) == [s.row() for s in reader.read(0, 10_000)]
 
 
+async def test_pull_keeps_one_connection_alive_across_pages(
+    server: PullApiServer, gate_log: EventLog, sqlite_store: CentralStore
+) -> None:
+    report = await asyncio.to_thread(pull, _url(server), TOKEN, sqlite_store, 2)
+    assert report.pages == -(-gate_log.head[0] // 2) > 3
+    assert server.http.accepted == 1  # /v1/head and every page on one connection
+
+
 async def test_pull_starts_where_the_store_ends(
     server: PullApiServer, gate_log: EventLog, sqlite_store: CentralStore
 ) -> None:

@@ -329,6 +329,8 @@ class HttpServer:
         self._closing = False
         self._admitted: set[_Connection] = set()
         self._pending: dict[str, int] = {}
+        self.accepted = 0
+        """Connections admitted since the start (for tests and benchmarks)."""
 
     def __repr__(self) -> str:
         return f"HttpServer({self.host}:{self.port}, tls={self.ssl_context is not None})"
@@ -443,6 +445,7 @@ class HttpServer:
                 503, "too many unauthenticated connections from this address", headers=retry
             )
         self._admitted.add(conn)
+        self.accepted += 1
         self._pending[conn.host] = self._pending.get(conn.host, 0) + 1
         return None
 
