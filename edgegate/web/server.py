@@ -366,13 +366,15 @@ class HttpServer:
             raise RuntimeError("the HTTP server is started already")
         self._closing = False
         lim = self.limits
-        root = web.Application(middlewares=[self._middleware], client_max_size=lim.max_body)
+        # The part mounted at "/" is the root application (aiohttp mounts sub-applications
+        # under a prefix only), the others its sub-applications; this server's checks come
+        # first in its middlewares, so they run for every path.
+        top = next((m.app for m in self._mounts if m.prefix == "/"), None)
+        root = top if top is not None else web.Application(client_max_size=lim.max_body)
+        root.middlewares.insert(0, self._middleware)
         root.on_response_prepare.append(self._on_prepare)
-        # The most specific prefix first; "/" (any host, any path) last.
-        for m in sorted(self._mounts, key=lambda m: (m.prefix == "/", -len(m.prefix))):
-            if m.prefix == "/":
-                root.add_domain("*", m.app)
-            else:
+        for m in self._mounts:
+            if m.prefix != "/":
                 root.add_subapp(m.prefix, m.app)
         runner = web.AppRunner(root, handle_signals=False, access_log=None, shutdown_timeout=2)
         await runner.setup()
@@ -473,11 +475,11 @@ class HttpServer:
             return self._failed(request, exc, started)
         try:
             path = request.path
-            for m in self._mounts:
-                if m.guard is not None and (
-                    m.prefix == "/" or path == m.prefix or path.startswith(m.prefix + "/")
-                ):
-                    await m.guard(request)
+            # The guard of the most specific mount whose prefix holds the path.
+            for m in sorted(self._mounts, key=lambda m: -len(m.prefix)):
+                if m.prefix == "/" or path == m.prefix or path.startswith(m.prefix + "/"):
+                    if m.guard is not None:
+                        await m.guard(request)
                     break
             return await handler(request)
         except HttpError as exc:
