@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -74,8 +73,8 @@ from edgegate.log import EventLog, LogReader
 if TYPE_CHECKING:
     # Imported when [sync] is configured: a gate working alone does not carry MQTT, TLS and
     # signature code in memory.
+    from edgegate.daemon.web import GateWeb
     from edgegate.sync.downlink import Downlink
-    from edgegate.sync.pull_api import PullApiServer
     from edgegate.sync.uplink import Uplink
 from edgegate.observability import get_logger
 from edgegate.sim.devices import SimulatedDevices
@@ -118,7 +117,7 @@ class Gate:
     allowlist: AllowListService | None = None
     uplink: Uplink | None = None
     downlink: Downlink | None = None
-    pull_api: PullApiServer | None = None
+    web: GateWeb | None = None  # the HTTP server of [http] and what is mounted on it
     started: asyncio.Event = field(default_factory=asyncio.Event)
     mode: GateMode = GateMode.NORMAL  # as the log's last mode.changed left it
     #: Lane holds and incident mode, for every source (central, console, PLC inputs).
@@ -156,6 +155,7 @@ class Gate:
                 self.control.restore()
                 await self._restore_holds(path)
                 await self._start_sync(elog, self.allowlist)
+                await self._start_web(elog)
                 # What start-up built (allow-list index, profiles, modules) lives as long as
                 # the daemon: keep it out of the collector's full passes, which otherwise
                 # pause the lanes for tens of milliseconds. Collect first: frozen garbage
@@ -171,8 +171,8 @@ class Gate:
                 # before the log closes (the cursor is written through the log's writer).
                 if self.uplink is not None:
                     await self.uplink.aclose()
-                if self.pull_api is not None:
-                    await self.pull_api.aclose()
+                if self.web is not None:
+                    await self.web.aclose()
                 log.info("gate_stopped", gate=config.gate.id)
 
     async def _restore_holds(self, path: Path) -> None:
@@ -198,7 +198,7 @@ class Gate:
 
     async def _start_sync(self, elog: EventLog, allowlist: AllowListService) -> None:
         """With ``[sync]``: start the uplink (the gate's one MQTT connection) with the signed
-        downlink on it, and the pull API if configured. The uplink retries in the background
+        downlink on it. The uplink retries in the background
         while the broker is unreachable; the gate decides regardless. A sync part that cannot
         start (unreadable key or token) is logged and left out; the gate runs on.
 
@@ -210,7 +210,6 @@ class Gate:
             return
         from edgegate.sync.downlink import Downlink
         from edgegate.sync.protocol import SnapshotRequest, encode_request
-        from edgegate.sync.pull_api import HttpLimits, PullApiServer
         from edgegate.sync.signing import KeyLoadError, load_public_key
         from edgegate.sync.uplink import Uplink, UplinkOptions
 
@@ -254,36 +253,15 @@ class Gate:
             uplink.add_connect_hook(downlink.on_connected)  # a tampered list asks a snapshot
             self.downlink = downlink
         uplink.start()
-        if sync.pull_api is not None:
-            host, port = sync.pull_api.address
-            try:
-                token_path = config.resolve_path(sync.pull_api.token_file)
-                token = (await asyncio.to_thread(token_path.read_text)).strip()
-                pa = sync.pull_api
-                limits = HttpLimits(
-                    header_timeout=pa.header_timeout.total_seconds(),
-                    max_connections=pa.max_connections,
-                    max_pending_per_peer=pa.max_pending_per_peer,
-                    max_auth_failures=pa.max_auth_failures,
-                    auth_pause=pa.auth_pause.total_seconds(),
-                )
-                tls = None
-                if pa.tls_cert_file is not None and pa.tls_key_file is not None:
-                    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                    await asyncio.to_thread(
-                        tls.load_cert_chain,
-                        config.resolve_path(pa.tls_cert_file),
-                        config.resolve_path(pa.tls_key_file),
-                    )
-                server = PullApiServer(
-                    elog.path, config.gate.id, host, port, token, limits=limits, ssl_context=tls
-                )
-                await server.start()
-            except (OSError, ValueError) as exc:
-                log.error("pull_api_disabled", key="sync.pull_api", problem=str(exc))
-            else:
-                self.pull_api = server
-                log.info("pull_api_listening", host=host, port=server.port, tls=tls is not None)
+
+    async def _start_web(self, elog: EventLog) -> None:
+        """With ``[http]``: the HTTP server, the pull API mounted if configured."""
+        if self.config.http is None:
+            return
+        from edgegate.daemon.web import GateWeb
+
+        self.web = GateWeb(self.config, elog.path, self.clock)
+        await self.web.start()
 
     # --- building -------------------------------------------------------------------------
 
