@@ -199,4 +199,7 @@ def all_samples() -> list[ev.Event]:
             pid=4242,
         ),
         ev.DaemonStopped(reason=ev.StopReason.SIGNAL, detail="SIGTERM"),
+        ev.ConsoleLogin(account="wang", role="guard", address="127.0.0.1"),
+        ev.ConsoleLoginRefused(account="wang", address="127.0.0.1", reason="bad-credentials"),
+        ev.ConsoleLogout(account="wang", address="127.0.0.1", reason="logout"),
     ]

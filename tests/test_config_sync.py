@@ -105,8 +105,9 @@ def test_overrides_and_pull_api() -> None:
         with_sync(
             append='site = "central-site"\nusername = "gate-user"\nbatch_max_events = 10000\n'
             'batch_max_bytes = "512KiB"\nreconnect_max = "5min"\n\n'
-            '[sync.pull_api]\nlisten = "10.20.7.5:9000"\ntoken_file = "/etc/edgegate/token"\n'
-            'header_timeout = "2s"\nmax_pending_per_peer = 4\nauth_pause = "5min"\n'
+            '[sync.pull_api]\ntoken_file = "/etc/edgegate/token"\nauth_pause = "5min"\n\n'
+            '[http]\nbind = "10.20.7.5"\nport = 9000\nheader_timeout = "2s"\n'
+            "max_pending_per_peer = 4\n"
         )
     )
     sync = config.sync
@@ -115,15 +116,17 @@ def test_overrides_and_pull_api() -> None:
     assert (sync.batch_max_events, sync.batch_max_bytes) == (10000, 512 * 1024)
     assert sync.reconnect_max == timedelta(minutes=5)
     assert sync.pull_api is not None
-    assert sync.pull_api.address == ("10.20.7.5", 9000)
+    http = config.http
+    assert http is not None
+    assert (http.bind, http.port, http.url) == ("10.20.7.5", 9000, "http://10.20.7.5:9000")
     assert sync.files()["sync.pull_api.token_file"] == "/etc/edgegate/token"
     pull = sync.pull_api
-    assert (pull.header_timeout, pull.max_pending_per_peer, pull.auth_pause) == (
+    assert (http.header_timeout, http.max_pending_per_peer, pull.auth_pause) == (
         timedelta(seconds=2),
         4,
         timedelta(minutes=5),
     )
-    assert (pull.max_connections, pull.max_auth_failures) == (32, 10)
+    assert (http.max_connections, pull.max_auth_failures) == (32, 10)
 
 
 def test_inline_password_stays_out_of_the_hash_and_repr() -> None:
@@ -149,9 +152,12 @@ def test_the_example_with_sync(run_cli: Runner) -> None:
     assert code == 0, err
     assert "mqtts://mqtt.chem-park.example:8883 as huagong-road-north" in out
     # Its files live on the gate, not in the repository: valid, with a warning for each.
-    assert {key for key, _ in config.file_problems()} == set(sync.files())
-    for key in sync.files():
+    assert config.http is not None
+    files = {**sync.files(), **config.http.files()}
+    assert {key for key, _ in config.file_problems()} == set(files)
+    for key in files:
         assert f"warning: {key}: file not found" in err
+    assert "https://10.20.7.5:8480 — pull API /v1" in out
 
 
 def test_file_problems_name_the_key_and_the_path(tmp_path: Path) -> None:
@@ -325,10 +331,28 @@ INVALID: list[Case] = [
         "expected a string, got number 5",
     ),
     (
-        "pull-api-listen-without-port",
-        with_sync(append='\n[sync.pull_api]\nlisten = "127.0.0.1"\ntoken_file = "t"\n'),
+        "pull-api-listen-moved",
+        with_sync(append='\n[sync.pull_api]\nlisten = "127.0.0.1:8480"\ntoken_file = "t"\n'),
         "sync.pull_api.listen",
-        "'127.0.0.1' has no port",
+        "moved to [http] bind and port",
+    ),
+    (
+        "pull-api-tls-moved",
+        with_sync(append='\n[sync.pull_api]\ntoken_file = "t"\ntls_cert_file = "c"\n'),
+        "sync.pull_api.tls_cert_file",
+        "moved to [http] tls_cert_file",
+    ),
+    (
+        "pull-api-without-http",
+        with_sync(append='\n[sync.pull_api]\ntoken_file = "t"\n'),
+        "sync.pull_api",
+        "add an [http] section",
+    ),
+    (
+        "http-port-out-of-range",
+        with_sync(append="\n[http]\nport = 70000\n"),
+        "http.port",
+        "must be at most 65535, got number 70000",
     ),
     (
         "pull-api-without-token",

@@ -27,10 +27,10 @@ from edgegate.core.events import (
     ModeSource,
 )
 from edgegate.core.lane import BarrierOnline, Manual
+from edgegate.daemon.control import GateController
 from edgegate.daemon.desk import Desk
 from edgegate.daemon.lane_runner import DeskItem
-from edgegate.log import EventLog, LogError
-from edgegate.sync.downlink import LanesControl
+from edgegate.log import LogError
 from tests.eventually import eventually
 from tests.gate_harness import (
     ALLOWED,
@@ -294,24 +294,18 @@ async def test_the_lane_checks_again_and_a_desk_that_gave_up_gets_nothing_done(
 
 
 class LocalIncident:
-    """The existing incident path (central's ``LanesControl``), logged as a local change."""
+    """The gate's incident control (``GateController``) as the desk calls it."""
 
-    def __init__(self, elog: EventLog, control: LanesControl) -> None:
-        self.elog, self.control = elog, control
+    def __init__(self, control: GateController) -> None:
+        self.control = control
 
     async def set_incident(self, on: bool, *, operator: str, reason: str) -> int | None:
-        mode = GateMode.INCIDENT if on else GateMode.NORMAL
-        seq = await self.elog.append(
-            ModeChanged(
-                mode=mode,
-                previous=self.control.mode,
-                source=ModeSource.LOCAL,
-                operator=operator,
-                reason=reason,
+        try:
+            return await self.control.set_incident(
+                on, source=ModeSource.LOCAL, operator=operator, reason=reason
             )
-        )
-        self.control.set_incident(on, operator, reason)
-        return seq
+        except LogError:
+            return None
 
 
 async def test_a_supervisor_switches_incident_mode_and_a_guard_may_not(tmp_path: Path) -> None:
@@ -322,10 +316,8 @@ async def test_a_supervisor_switches_incident_mode_and_a_guard_may_not(tmp_path:
     )
     async with RunningGate(config) as g:
         desk = desk_of(g)
-        control = LanesControl(g.gate.lanes)
-        desk.incident = LocalIncident(g.event_log, control)
-        desk_mode = lambda: control.mode  # noqa: E731
-        desk._mode = desk_mode
+        assert g.gate.control is not None
+        desk.incident = LocalIncident(g.gate.control)
         assert desk.view().lanes[0].evacuation
         guard = await desk.act(request(DeskAction.INCIDENT_ON, lane=None))
         assert (guard.ok, guard.code) == (False, "forbidden")

@@ -36,12 +36,12 @@ from edgegate.core.domain import (
     TemporaryPermit,
     VehicleCategory,
 )
-from edgegate.core.lane import Manual
 from edgegate.core.policy import decide
 from edgegate.core.rules import GateRules
+from edgegate.daemon.control import GateController
 from edgegate.log import EventLog
 from edgegate.log.reader import LogReader
-from edgegate.sync.downlink import Downlink, LanesControl
+from edgegate.sync.downlink import Downlink
 from edgegate.sync.protocol import ProtocolError, SnapshotRequest, Topics
 from edgegate.sync.signing import (
     KIND_ALLOWLIST,
@@ -83,12 +83,17 @@ Handler = Callable[[bytes], Awaitable[None]]
 @dataclass
 class RecordingControl:
     """A ``GateControl`` that records each call with the ``command.accepted`` ids already
-    durable in the log at that moment (read through a separate read-only connection)."""
+    durable in the log at that moment (read through a separate read-only connection).
+    Incident mode goes on to the daemon's real controller (``gate``), which logs it."""
 
     log_path: Path
+    gate: GateController
     lanes: tuple[str, ...] = ("in-1", "out-1")
     calls: list[tuple[str, object, str, str, list[str]]] = field(default_factory=list)
-    mode: ev.GateMode = ev.GateMode.NORMAL
+
+    @property
+    def mode(self) -> ev.GateMode:
+        return self.gate.mode
 
     def _accepted(self) -> list[str]:
         with LogReader(self.log_path) as reader:
@@ -113,9 +118,20 @@ class RecordingControl:
             raise KeyError(f"this gate has no lane {lane_id!r}")
         self.calls.append(("release", lane_id, operator, reason, self._accepted()))
 
-    def set_incident(self, on: bool, operator: str, reason: str) -> None:
+    async def set_incident(
+        self,
+        on: bool,
+        *,
+        source: ev.ModeSource,
+        operator: str,
+        reason: str,
+        command_id: str | None = None,
+    ) -> int | None:
+        assert source is ev.ModeSource.CENTRAL
         self.calls.append(("incident", on, operator, reason, self._accepted()))
-        self.mode = ev.GateMode.INCIDENT if on else ev.GateMode.NORMAL
+        return await self.gate.set_incident(
+            on, source=source, operator=operator, reason=reason, command_id=command_id
+        )
 
 
 @dataclass
@@ -184,7 +200,8 @@ async def env(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Env]:
     try:
         service = await AllowListService.open(log)
         central = _load_key(tmp_path, "central")
-        e = Env(path, log, service, RecordingControl(path), None, clock, central, [])  # type: ignore[arg-type]
+        control = RecordingControl(path, GateController({}, log))
+        e = Env(path, log, service, control, None, clock, central, [])  # type: ignore[arg-type]
         e.downlink = make_downlink(path, e)
         yield e
     finally:
@@ -738,38 +755,6 @@ async def test_restore_finds_commands_in_a_long_log(env: Env) -> None:
     assert await restarted.restore() == 1
     assert (await restarted.receive_command(payload)).code == "replayed"
     _assert_command_refused(env, "replayed", cmd.id)
-
-
-async def test_lanes_control_drives_lane_runners() -> None:
-    @dataclass
-    class Lane:
-        manual_actions: list[Manual] = field(default_factory=list)
-        incidents: list[bool] = field(default_factory=list)
-
-        def manual(self, action: Manual) -> None:
-            self.manual_actions.append(action)
-
-        def incident(self, on: bool) -> None:
-            self.incidents.append(on)
-
-    lanes = {"in-1": Lane(), "out-1": Lane()}
-    control = LanesControl(lanes)
-    control.open_lane("in-1", "central:li", "escort")
-    control.release_lane("in-1", "central:li", "done")
-    control.open_lane_once("in-1", "central:li", "papers checked")
-    control.set_incident(True, "central:li", "leak")
-    with pytest.raises(KeyError, match="no lane 'in-9'"):
-        control.open_lane("in-9", "central:li", "escort")
-    assert lanes["in-1"].manual_actions == [
-        Manual(ev.ManualActionKind.OPEN, "central:li", "escort"),
-        Manual(ev.ManualActionKind.RELEASE, "central:li", "done"),
-        Manual(ev.ManualActionKind.OPEN_ONCE, "central:li", "papers checked"),
-    ]
-    assert lanes["out-1"].manual_actions == []
-    assert lanes["in-1"].incidents == lanes["out-1"].incidents == [True]
-    during = control.mode
-    control.set_incident(False, "central:li", "all clear")
-    assert (during, control.mode) == (ev.GateMode.INCIDENT, ev.GateMode.NORMAL)
 
 
 # ------------------------------------------------------------------------------ revoked admissions

@@ -21,7 +21,7 @@ import pytest
 from pymodbus.constants import ExcCodes
 
 from edgegate.allowlist.service import AllowListService
-from edgegate.config import GateConfig
+from edgegate.config import GateConfig, IncidentSettings
 from edgegate.core.domain import PlateColour
 from edgegate.core.events import (
     AccessDecided,
@@ -782,9 +782,11 @@ def _mode_changed(mode: GateMode, previous: GateMode) -> ModeChanged:
 
 @pytest.mark.parametrize("lifted", [False, True])
 async def test_incident_mode_survives_a_restart(tmp_path: Path, lifted: bool) -> None:
-    """The log's last mode.changed says incident: the restarted gate holds its lanes open
-    again (an evacuation goes on); once lifted, a restart leaves them closed."""
-    config = one_lane_config(tmp_path, "exit")
+    """The log's last mode.changed says incident: the restarted gate holds its evacuation
+    lane open again (an evacuation goes on); once lifted, a restart leaves it closed."""
+    config = one_lane_config(tmp_path, "exit").model_copy(
+        update={"incident": IncidentSettings(evacuation_lanes=("l1",))}
+    )
     async with await EventLog.open(config.log_file, gate_id=config.gate.id) as event_log:
         await event_log.append(_mode_changed(GateMode.INCIDENT, GateMode.NORMAL))
         if lifted:
@@ -846,8 +848,6 @@ async def test_a_plc_gone_and_back_during_a_central_hold(tmp_path: Path) -> None
     pymodbus server) goes away. It comes back rebooted: arm down, loops clear. No pass is
     made up from the loop seen clear afterwards, the hold is re-applied (logged, then sent),
     and once central releases the lane an allowed vehicle is admitted as usual."""
-    from edgegate.sync.downlink import LanesControl
-
     with PlateReaderSimulator(reader_profile(), directory=tmp_path, name="cam-port") as reader:
         first = PlcSimulator(plc_profile(), travel_time=TRAVEL_S, host="127.0.0.1")
         await first.start()
@@ -862,7 +862,8 @@ async def test_a_plc_gone_and_back_during_a_central_hold(tmp_path: Path) -> None
             async with RunningGate(config) as g:
                 runner, log = g.gate.lanes["l1"], g.log
                 await eventually(lambda: runner.state is LaneState.IDLE, "lane idle")
-                control = LanesControl(g.gate.lanes)
+                control = g.gate.control
+                assert control is not None
                 control.open_lane("l1", "central:duty-officer", "crane escort")
                 await wait_position(first, 1.0)
                 road = Road(first, reader)
@@ -910,11 +911,10 @@ async def eventually_one(trail: CommandTrail, command: BarrierCommand) -> list[t
 async def test_a_hold_survives_a_restart_until_released(tmp_path: Path) -> None:
     """A lane held open (here by central) is held again by a restarted daemon, logged as a
     manual action naming who held it; once released, a restart leaves it closed."""
-    from edgegate.sync.downlink import LanesControl
-
     config = one_lane_config(tmp_path)
     async with RunningGate(config) as g:
-        LanesControl(g.gate.lanes).open_lane("l1", "central:duty-officer", "crane escort")
+        assert g.gate.control is not None
+        g.gate.control.open_lane("l1", "central:duty-officer", "crane escort")
         held = await g.log.wait_for(ManualAction, lane="l1")
         await wait_position(g.plc(), 1.0)
     async with RunningGate(config) as g:
@@ -928,7 +928,8 @@ async def test_a_hold_survives_a_restart_until_released(tmp_path: Path) -> None:
         await wait_position(g.plc(), 1.0)
         runner = g.gate.lanes["l1"]
         assert runner.state is LaneState.HELD_OPEN
-        LanesControl(g.gate.lanes).release_lane("l1", "central:duty-officer", "done")
+        assert g.gate.control is not None
+        g.gate.control.release_lane("l1", "central:duty-officer", "done")
         await g.log.wait_for(BarrierCommanded, after=opening.seq, where=is_close)
         await wait_position(g.plc(), 0.0)
         await eventually(lambda: runner.state is LaneState.IDLE, "lane idle")

@@ -1,5 +1,6 @@
-"""``[sync.pull_api]`` with ``tls_cert_file``/``tls_key_file``: the running gate serves its pull
-API over HTTPS, and ``edgegate central pull --ca-file`` reads it into central's store."""
+"""``[http]`` with ``tls_cert_file``/``tls_key_file`` and ``[sync.pull_api]``: the running gate
+serves its pull API over HTTPS, and ``edgegate central pull --ca-file`` reads it into central's
+store."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def _config(tmp_path: Path, broker: Broker, pki: PKI, pull_port: int, tls: str) 
     text += (
         f'\n[sync]\nbroker = "mqtt://127.0.0.1:{broker.plain_port}"\n'
         'password_file = "mqtt-password"\ncentral_public_key = "central.pub"\n'
-        f'\n[sync.pull_api]\nlisten = "127.0.0.1:{pull_port}"\ntoken_file = "pull-token"\n'
-        f"{tls}"
+        '\n[sync.pull_api]\ntoken_file = "pull-token"\n'
+        f"\n[http]\nport = {pull_port}\n{tls}"
     )
     return parse_config(text, base_dir=tmp_path)
 
@@ -56,7 +57,7 @@ async def test_central_pull_with_ca_file_reads_the_gates_pull_api_over_tls(
     token = ["--token-file", str(tmp_path / "pull-token")]
 
     async with RunningGate(config) as g:
-        assert g.gate.pull_api is not None
+        assert g.gate.web is not None and g.gate.web.pull_api is not None
         head = g.event_log.head[0]
         assert head > 0
 
@@ -76,7 +77,7 @@ async def test_central_pull_with_ca_file_reads_the_gates_pull_api_over_tls(
     assert stored[0] >= head
 
 
-def test_the_pull_api_certificate_and_key_go_together(tmp_path: Path) -> None:
+def test_the_http_certificate_and_key_go_together(tmp_path: Path) -> None:
     text = gate_toml(
         tmp_path / "gate.db",
         {"plc": sim_plc(), "cam": sim_reader()},
@@ -85,13 +86,12 @@ def test_the_pull_api_certificate_and_key_go_together(tmp_path: Path) -> None:
     text += (
         '\n[sync]\nbroker = "mqtt://127.0.0.1:1883"\npassword = "p"\n'
         'central_public_key = "central.pub"\n'
-        '\n[sync.pull_api]\ntoken_file = "pull-token"\ntls_cert_file = "gate.crt"\n'
+        '\n[sync.pull_api]\ntoken_file = "pull-token"\n'
+        '\n[http]\ntls_cert_file = "gate.crt"\n'
     )
     with pytest.raises(ConfigError) as info:
         parse_config(text, base_dir=tmp_path)
-    assert ("sync.pull_api", "tls_cert_file and tls_key_file go together: set both") in (
-        info.value.problems
-    )
+    assert ("http", "tls_cert_file and tls_key_file go together: set both") in (info.value.problems)
     config = parse_config(text + 'tls_key_file = "gate.key"\n', base_dir=tmp_path)
     missing = {key for key, _ in config.file_problems()}
-    assert {"sync.pull_api.tls_cert_file", "sync.pull_api.tls_key_file"} <= missing
+    assert {"http.tls_cert_file", "http.tls_key_file"} <= missing

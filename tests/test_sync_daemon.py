@@ -53,7 +53,8 @@ def _config(tmp_path: Path, broker: Broker, pull_port: int, token: str) -> GateC
         f'\n[sync]\nbroker = "mqtt://127.0.0.1:{broker.plain_port}"\n'
         'password_file = "mqtt-password"\ncentral_public_key = "central.pub"\n'
         'reconnect_max = "1s"\n'
-        f'\n[sync.pull_api]\nlisten = "127.0.0.1:{pull_port}"\ntoken_file = "pull-token"\n'
+        '\n[sync.pull_api]\ntoken_file = "pull-token"\n'
+        f"\n[http]\nport = {pull_port}\n"
     )
     return parse_config(text, base_dir=tmp_path)
 

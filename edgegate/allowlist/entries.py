@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, TypedDict, TypeVar
@@ -181,23 +181,16 @@ def _column_order(error: LineError) -> int:
     return DELTA_COLUMNS.index(error.field) if error.field in DELTA_COLUMNS else 99
 
 
+@dataclass(slots=True)
 class _Row:
     """Typed access to one entry's values; every problem becomes a ``LineError``."""
 
-    def __init__(
-        self,
-        values: Mapping[str, Any],
-        line: int,
-        unit: str,
-        zone: ZoneInfo,
-        skip: frozenset[str],
-    ) -> None:
-        self.values = values
-        self.line = line
-        self.unit = unit
-        self.zone = zone
-        self.skip = skip
-        self.problems: list[LineError] = []
+    values: Mapping[str, Any]
+    line: int
+    unit: str
+    zone: ZoneInfo
+    skip: frozenset[str]
+    problems: list[LineError] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:

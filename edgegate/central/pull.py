@@ -8,26 +8,27 @@ dead-letters what does not verify). So a run is idempotent, resumes wherever the
 stopped (even if it was killed mid-page: the store commits whole batches), and never trusts
 the server for what central already holds.
 
-Blocking (``urllib`` with a timeout, the synchronous store): call it from a thread in asyncio
-code. Environment proxies are ignored and redirects are not followed (the bearer token must
-not travel anywhere but to the gate).
+Blocking (aiohttp's client on a loop of the puller's own, one kept-alive connection for every
+page; the synchronous store): call it from a thread in asyncio code. Environment proxies are
+ignored and redirects are not followed (the bearer token must not travel anywhere but to the
+gate).
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
+import asyncio
 import ipaddress
 import json
 import ssl
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import aiohttp
 
 from edgegate.central.store import CentralStore, StoreError
 from edgegate.observability import get_logger
@@ -136,13 +137,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # the 3xx surfaces as an HTTPError
+Headers = Mapping[str, str]
 
 
 class PullClient:
-    """The HTTP side: a gate's ``/v1/head`` and ``/v1/events`` with its bearer token."""
+    """The HTTP side: a gate's ``/v1/head`` and ``/v1/events`` with its bearer token, on one
+    ``aiohttp.ClientSession`` whose kept-alive connection carries every page.
+
+    Blocking: each call runs the session on the client's own event loop, so call it from a
+    thread in asyncio code. :meth:`close` (or ``with``) ends the session and its loop."""
 
     def __init__(
         self,
@@ -160,17 +163,31 @@ class PullClient:
             raise PullError(str(exc)) from exc
         self.timeout = timeout
         self.max_body = max_body
-        handlers: list[urllib.request.BaseHandler] = [
-            urllib.request.ProxyHandler({}),
-            _NoRedirect(),
-        ]
+        self._tls: ssl.SSLContext | bool = True  # the system's CAs
         if cafile is not None:
             try:
-                context = ssl.create_default_context(cafile=str(cafile))
+                self._tls = ssl.create_default_context(cafile=str(cafile))
             except (OSError, ssl.SSLError) as exc:
                 raise PullError(f"CA file {cafile}: {exc}") from exc
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        self._opener = urllib.request.build_opener(*handlers)
+        # Created on the first request: a client that never asks holds nothing to close.
+        self._runner: asyncio.Runner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def __enter__(self) -> PullClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the session (its connection) and the client's event loop. Idempotent."""
+        runner, self._runner = self._runner, None
+        session, self._session = self._session, None
+        if runner is None:
+            return
+        if session is not None:
+            runner.run(session.close())
+        runner.close()
 
     @property
     def cleartext(self) -> bool:
@@ -205,60 +222,73 @@ class PullClient:
             raise PullError(f"{url}: expected msgpack, got Content-Type {ctype!r}")
         return Page(url, gate, int(head), body)
 
-    def _gate(self, url: str, headers: http.client.HTTPMessage) -> str:
+    def _gate(self, url: str, headers: Headers) -> str:
         value = headers.get(GATE_HEADER)
         try:
             return check_id(value, f"{GATE_HEADER} header")
         except ProtocolError as exc:
             raise PullError(f"{url}: {exc} (is this an edgegate gate?)") from exc
 
-    def _get(self, url: str, accept: str) -> tuple[int, http.client.HTTPMessage, bytes]:
-        # S310: base_url() admitted only http and https.
-        request = urllib.request.Request(url, method="GET", headers={"Accept": accept})  # noqa: S310
-        request.add_unredirected_header("Authorization", f"Bearer {self._token}")
+    def _get(self, url: str, accept: str) -> tuple[int, Headers, bytes]:
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(self._fetch(url, accept))
+
+    async def _fetch(self, url: str, accept: str) -> tuple[int, Headers, bytes]:
+        if self._session is None:
+            # trust_env=False: proxies from the environment are ignored (the token goes
+            # nowhere but to the gate); one connection, kept alive across pages.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._tls, limit=1),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                trust_env=False,
+            )
+        headers = {"Accept": accept, "Authorization": f"Bearer {self._token}"}
         try:
-            with self._opener.open(request, timeout=self.timeout) as resp:
-                length = resp.headers.get("Content-Length")
-                if length is not None and length.isdigit() and int(length) > self.max_body:
+            async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                length = resp.content_length
+                if length is not None and length > self.max_body:
                     raise PullError(f"{url}: answer of {length} bytes, at most {self.max_body}")
-                body = resp.read(self.max_body + 1)
-                if len(body) > self.max_body:
-                    raise PullError(f"{url}: answer longer than {self.max_body} bytes")
-                # read(n) returns a short body without complaint when the connection breaks.
-                if length is not None and length.isdigit() and len(body) != int(length):
-                    raise PullError(
-                        f"{url}: the exchange failed: {len(body)} of {length} bytes received",
-                        transient=True,
-                    )
-                return int(resp.status), resp.headers, body
-        except urllib.error.HTTPError as exc:
-            with contextlib.closing(exc):
-                raise _http_error(url, exc) from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ssl.SSLError):
-                raise PullError(f"cannot reach {url}: TLS: {exc.reason}") from exc
-            raise PullError(f"cannot reach {url}: {exc.reason}", transient=True) from exc
-        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, bad framing
+                body = bytearray()
+                try:
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        body += chunk
+                        if len(body) > self.max_body:
+                            raise PullError(f"{url}: answer longer than {self.max_body} bytes")
+                except aiohttp.ClientPayloadError as exc:
+                    got = f"{len(body)} of {length} bytes received" if length else str(exc)
+                    raise PullError(f"{url}: the exchange failed: {got}", transient=True) from exc
+                if not 200 <= resp.status < 300:
+                    raise _http_error(url, resp.status, resp.headers, bytes(body))
+                return resp.status, resp.headers, bytes(body)
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            raise PullError(f"cannot reach {url}: TLS: {exc}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            reason = exc.os_error.strerror or str(exc.os_error)
+            raise PullError(f"cannot reach {url}: {reason}", transient=True) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:  # resets, bad framing
             problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise PullError(f"{url}: the exchange failed: {problem}", transient=True) from exc
 
 
-def _http_error(url: str, exc: urllib.error.HTTPError) -> PullError:
+def _phrase(code: int) -> str:
     try:
-        raw = exc.read(4096)
-    except (OSError, http.client.HTTPException):
-        raw = b""
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return f"status {code}"
+
+
+def _http_error(url: str, code: int, headers: Headers, raw: bytes) -> PullError:
     try:
-        message = str(json.loads(raw)["error"])
+        message = str(json.loads(raw[:4096])["error"])
     except (ValueError, KeyError, TypeError):
-        message = raw.decode("utf-8", "replace").strip()[:200] or str(exc.reason)
-    code = exc.code
+        message = raw[:4096].decode("utf-8", "replace").strip()[:200] or _phrase(code)
     if code == 401:
         return PullError(f"{url}: the gate refused the token (401: {message})")
     if code == 404:
         return PullError(f"{url}: not found (404: {message}); give the gate's base URL")
     if 300 <= code < 400:
-        where = exc.headers.get("Location") if exc.headers else None
+        where = headers.get("Location")
         return PullError(f"{url}: redirected ({code}) to {where!r}; redirects are not followed")
     return PullError(f"{url}: the gate answered {code}: {message}", transient=code >= 500)
 
@@ -429,8 +459,8 @@ def pull(
 ) -> PullReport:
     """Pull the gate at ``url`` into ``store`` until caught up (``follow``: until ``stop``).
     Raises ``PullError``; dead-lettered rows are in the report (``report.ok`` is False)."""
-    client = PullClient(url, token, timeout=timeout, cafile=cafile)
-    puller = Puller(client, store, limit=limit, on_progress=on_progress, on_notice=on_notice)
-    if follow:
-        return puller.follow(interval, stop or threading.Event())
-    return puller.run()
+    with PullClient(url, token, timeout=timeout, cafile=cafile) as client:
+        puller = Puller(client, store, limit=limit, on_progress=on_progress, on_notice=on_notice)
+        if follow:
+            return puller.follow(interval, stop or threading.Event())
+        return puller.run()

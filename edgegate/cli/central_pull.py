@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgegate central pull: {exc}", file=sys.stderr)
         log.error("pull_store_failed", error=str(exc))
         return 2
-    with store, _Display(out) as display:
+    with client, store, _Display(out) as display:
         puller = Puller(
             client,
             store,

@@ -89,8 +89,17 @@ def _sync_summary(config: GateConfig) -> str:
         f"{config.sync_username}, site {config.sync_site}; central key {sync.central_public_key}"
     )
     if sync.pull_api is not None:
-        text += f"; pull API on {sync.pull_api.listen}"
+        text += "; pull API at /v1 on the HTTP server"
     return text
+
+
+def _http_summary(config: GateConfig) -> str:
+    http = config.http
+    if http is None:
+        return "(none: no pull API, no console)"
+    parts = ["pull API /v1"] if config.sync is not None and config.sync.pull_api else []
+    served = f" — {', '.join(parts)}" if parts else ""
+    return f"{http.url}{served}{'' if http.tls else ' (plain HTTP)'}"
 
 
 def summary(config: GateConfig, path: Path) -> RenderableType:
@@ -127,6 +136,7 @@ def summary(config: GateConfig, path: Path) -> RenderableType:
             "  ".join(f"{name} {format_duration(value)}" for name, value in config.timings),
         ),
         ("Sync", _sync_summary(config)),
+        ("HTTP", _http_summary(config)),
         ("Config hash", config.config_hash()),
     ]
     for label, value in rows:

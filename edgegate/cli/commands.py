@@ -17,6 +17,7 @@ Registrar = Callable[[Subparsers], None]
 
 #: command name -> (module in edgegate.cli, its registrar functions)
 COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "accounts": ("accounts_cmd", ("register",)),
     "allowlist": ("allowlist_cmd", ("register",)),
     "central": ("central_cmd", ("register",)),
     "check-config": ("check_config", ("register",)),

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -59,12 +60,17 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _open(db: Path) -> LogReader | None:
+def _reading(db: Path, read: Callable[[LogReader], int]) -> int:
+    """``read`` run on the log at ``db``; exit 2 naming the file if it cannot be read."""
     try:
-        return LogReader(db)
+        reader = LogReader(db)
     except LogError as exc:
-        _fail(db, exc)
-        return None
+        return _fail(db, exc)
+    with reader:
+        try:
+            return read(reader)
+        except LogError as exc:
+            return _fail(db, exc)
 
 
 def _fail(db: Path, exc: LogError) -> int:
@@ -85,18 +91,15 @@ def _changed(reader: LogReader) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    reader = _open(args.db)
-    if reader is None:
-        return 2
-    with reader:
-        try:
-            fault, missing, verifier = _verify(reader)
-        except LogError as exc:
-            return _fail(args.db, exc)
-        if reader.changed():
-            return _changed(reader)
-        gate = reader.gate_id
-        allowlist_problem, allowlist_ok = _verify_allowlist(reader)
+    return _reading(args.db, _verify_log)
+
+
+def _verify_log(reader: LogReader) -> int:
+    fault, missing, verifier = _verify(reader)
+    if reader.changed():
+        return _changed(reader)
+    gate = reader.gate_id
+    allowlist_problem, allowlist_ok = _verify_allowlist(reader)
     if fault is not None:
         print(f"FAILED gate {gate}: first bad seq {fault.seq}: {fault.problem}")
         log.error("log_verify_failed", gate=gate, seq=fault.seq, problem=fault.problem)
@@ -170,14 +173,7 @@ def _verify(reader: LogReader) -> tuple[ChainFault | None, tuple[str, ...], Chai
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    reader = _open(args.db)
-    if reader is None:
-        return 2
-    with reader:
-        try:
-            return _tail(reader, args)
-        except LogError as exc:
-            return _fail(args.db, exc)
+    return _reading(args.db, lambda reader: _tail(reader, args))
 
 
 def _tail(reader: LogReader, args: argparse.Namespace) -> int:

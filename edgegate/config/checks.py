@@ -50,6 +50,7 @@ class _Parts:
     lanes: Sequence[Lane | None] | None  # None: [[lanes]] is not an array at all
     incident: IncidentSettings | None
     sync: SyncSettings | None = None
+    http: bool = False  # an [http] section is present
 
     @classmethod
     def from_model(cls, cfg: GateConfig) -> _Parts:
@@ -63,6 +64,7 @@ class _Parts:
             lanes=cfg.lanes,
             incident=cfg.incident,
             sync=cfg.sync,
+            http=cfg.http is not None,
         )
 
     @classmethod
@@ -96,6 +98,7 @@ class _Parts:
             lanes=lanes,
             incident=_try(IncidentSettings.model_validate, raw.get("incident", {})),
             sync=_try(SyncSettings.model_validate, raw.get("sync")),
+            http="http" in raw,
         )
 
 
@@ -323,4 +326,11 @@ def _cross_check(parts: _Parts) -> list[Problem]:
     problems += _check_lanes(parts)
     problems += _check_incident(parts)
     problems += _check_sync(parts.sync)
+    if parts.sync is not None and parts.sync.pull_api is not None and not parts.http:
+        problems.append(
+            (
+                "sync.pull_api",
+                "served by the gate's HTTP server: add an [http] section (bind, port)",
+            )
+        )
     return problems

@@ -15,8 +15,10 @@ from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 from edgegate.config.checks import _cross_check, _Parts
 from edgegate.config.fields import DeviceName
 from edgegate.config.models import (
+    ConsoleSettings,
     Device,
     GateSection,
+    HttpSettings,
     IncidentSettings,
     Lane,
     LogSettings,
@@ -33,6 +35,10 @@ from edgegate.core.rules import KIND_ADMITS, GateRules
 _DEFER_CROSS_CHECKS = "edgegate.config.defer_cross_checks"
 
 
+#: Optional sections added after configuration hashes were first pinned.
+_LATER_SECTIONS = ("http", "console")
+
+
 class GateConfig(_Model):
     """A validated gate configuration. Build it with :func:`load_config`/:func:`parse_config`."""
 
@@ -45,6 +51,8 @@ class GateConfig(_Model):
     lanes: tuple[Lane, ...] = ()
     incident: IncidentSettings = IncidentSettings()
     sync: SyncSettings | None = None
+    http: HttpSettings | None = None  # absent: no HTTP server (no pull API, no console)
+    console: ConsoleSettings | None = None  # absent: no guard's console
 
     _source: str = PrivateAttr(default="<string>")
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -97,9 +105,10 @@ class GateConfig(_Model):
         ``check-config`` on the gate itself and the daemon at start report these.
         """
         problems: list[Problem] = []
-        if self.sync is None:
-            return problems
-        for key, value in self.sync.files().items():
+        files = {} if self.sync is None else self.sync.files()
+        if self.http is not None:
+            files.update(self.http.files())
+        for key, value in files.items():
             path = self.resolve_path(value)
             try:
                 if not path.exists():
@@ -150,8 +159,11 @@ class GateConfig(_Model):
 
     def canonical_json(self) -> str:
         """The validated model as JSON with sorted keys: what :meth:`config_hash` hashes."""
+        # Sections added after hashes were pinned count only when present, so a file without
+        # them keeps its hash.
+        absent = {name for name in _LATER_SECTIONS if getattr(self, name) is None}
         return json.dumps(
-            self.model_dump(mode="json"),
+            self.model_dump(mode="json", exclude=absent),
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import enum
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -34,14 +34,12 @@ from edgegate.config.fields import (
     Hertz,
     Host,
     LaneId,
-    ListenAddress,
     NonEmptyStr,
     Password,
     ProfileName,
     SerialPort,
     SiteId,
     TimeZoneName,
-    _split_host_port,
     parse_broker_url,
 )
 from edgegate.config.units import (
@@ -352,23 +350,53 @@ def _moved_to_policy(value: object) -> None:
     )
 
 
-class PullApiSettings(_Model):
-    """``[sync.pull_api]``: the gate's ``GET /v1/events`` endpoint for central's pullers."""
+def _moved_to_http(new: str) -> Callable[[object], None]:
+    def refuse(value: object) -> None:
+        raise ValueError(f"moved to [http] {new}: the gate's one HTTP server serves the pull API")
 
-    listen: ListenAddress = "127.0.0.1:8480"
+    return refuse
+
+
+def _moved() -> Any:
+    return Field(default=None, exclude=True)
+
+
+class PullApiSettings(_Model):
+    """``[sync.pull_api]``: the gate's ``GET /v1/events`` endpoint for central's pullers, on
+    the HTTP server of ``[http]`` (which holds its address, TLS and connection limits)."""
+
     token_file: FilePath  # the bearer token, one line
-    # Lock-out limits (see edgegate.sync.pull_api): the first request head within
-    # header_timeout; connections in all, and per address before they show the token; after
-    # max_auth_failures 401s within a minute an address gets 429 for auth_pause.
+    # After max_auth_failures 401s within a minute an address gets 429 for auth_pause.
+    max_auth_failures: Annotated[StrictInt, Field(ge=1, le=1000)] = 10
+    auth_pause: Annotated[Duration, _bounds("1s", "24h")] = timedelta(seconds=60)
+    # Moved to [http]: refused with a pointer there.
+    listen: Annotated[None, BeforeValidator(_moved_to_http("bind and port"))] = _moved()
+    tls_cert_file: Annotated[None, BeforeValidator(_moved_to_http("tls_cert_file"))] = _moved()
+    tls_key_file: Annotated[None, BeforeValidator(_moved_to_http("tls_key_file"))] = _moved()
+    header_timeout: Annotated[None, BeforeValidator(_moved_to_http("header_timeout"))] = _moved()
+    max_connections: Annotated[None, BeforeValidator(_moved_to_http("max_connections"))] = _moved()
+    max_pending_per_peer: Annotated[
+        None, BeforeValidator(_moved_to_http("max_pending_per_peer"))
+    ] = _moved()
+
+
+class HttpSettings(_Model):
+    """``[http]``: the gate's one HTTP server (the pull API, the guard's console).
+
+    Absent: no HTTP server. Relative file paths resolve against the configuration's folder.
+    """
+
+    bind: Host = "127.0.0.1"  # the address to listen on; 127.0.0.1 serves the PC only
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 8480
+    # HTTPS: the gate's certificate (PEM, with any intermediates) and its key; both or
+    # neither. Without them the server is plain HTTP: tokens and passwords cross in clear.
+    tls_cert_file: FilePath | None = None
+    tls_key_file: FilePath | None = None
+    # Lock-out limits (see edgegate.web): the first request head within header_timeout;
+    # connections in all, and per address before they authenticate.
     header_timeout: Annotated[Duration, _bounds("500ms", "60s")] = timedelta(seconds=5)
     max_connections: Annotated[StrictInt, Field(ge=1, le=1024)] = 32
     max_pending_per_peer: Annotated[StrictInt, Field(ge=1, le=1024)] = 8
-    max_auth_failures: Annotated[StrictInt, Field(ge=1, le=1000)] = 10
-    auth_pause: Annotated[Duration, _bounds("1s", "24h")] = timedelta(seconds=60)
-    # HTTPS: the gate's certificate (PEM, with any intermediates) and its key; both or
-    # neither. Without them the API is plain HTTP and the token crosses the network in clear.
-    tls_cert_file: FilePath | None = None
-    tls_key_file: FilePath | None = None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:
@@ -377,10 +405,21 @@ class PullApiSettings(_Model):
         return self
 
     @property
-    def address(self) -> tuple[str, int]:
-        host, port = _split_host_port(self.listen, "")
-        assert port is not None
-        return host, port
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    def files(self) -> dict[str, str]:
+        """Key path (``http.tls_cert_file``) -> configured path, for the files it names."""
+        return {
+            f"http.{key}": value
+            for key in ("tls_cert_file", "tls_key_file")
+            if (value := getattr(self, key)) is not None
+        }
 
 
 class SyncSettings(_Model):
@@ -428,7 +467,23 @@ class SyncSettings(_Model):
         out["sync.central_public_key"] = self.central_public_key
         if self.pull_api is not None:
             out["sync.pull_api.token_file"] = self.pull_api.token_file
-            for key in ("tls_cert_file", "tls_key_file"):
-                if (value := getattr(self.pull_api, key)) is not None:
-                    out[f"sync.pull_api.{key}"] = value
         return out
+
+
+# ------------------------------------------------------------------------------- console
+
+
+class ConsoleSettings(_Model):
+    """``[console]``: the guard's console. Cookies are ``Secure`` when the server has TLS.
+
+    ``accounts_file`` (relative: against the configuration's folder) is written by
+    ``edgegate accounts`` and re-read by the daemon when it changes. After
+    ``max_failed_logins`` refused logins within ``failed_login_window`` for one account name
+    (known or not) or one client address, logins for it are refused for ``lockout``.
+    """
+
+    accounts_file: FilePath
+    session_idle: Annotated[Duration, _bounds("1min", "24h")] = timedelta(hours=8)
+    max_failed_logins: Annotated[StrictInt, Field(ge=1, le=100)] = 5
+    failed_login_window: Annotated[Duration, _bounds("1min", "24h")] = timedelta(minutes=15)
+    lockout: Annotated[Duration, _bounds("10s", "24h")] = timedelta(minutes=15)

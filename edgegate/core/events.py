@@ -161,6 +161,7 @@ class GateMode(enum.StrEnum):
 class ModeSource(enum.StrEnum):
     LOCAL = "local"  # declared at the gate by an operator
     CENTRAL = "central"  # a signed central command
+    PLC_INPUT = "plc-input"  # an alarm contact wired to a PLC input (the park's fire alarm)
 
 
 class AllowListUpdateKind(enum.StrEnum):
@@ -590,6 +591,42 @@ class RevokedCredentialAdmission(Event):
     allowlist_version: int  # the publication that revealed it
 
 
+# --- the guard's console ----------------------------------------------------------------------
+
+
+@event_type("console.login")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleLogin(Event):
+    """A person logged in to the console (logged before the session is granted)."""
+
+    account: str
+    role: str  # "guard" | "supervisor"
+    address: str  # the client's address
+
+
+@event_type("console.login-refused")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleLoginRefused(Event):
+    """A refused login. ``account`` as typed (bounded; it need not exist); ``reason``:
+    ``bad-credentials``, ``locked-out`` (too many recent failures for the account name or the
+    address) or ``bad-request``. Never the password."""
+
+    account: str
+    address: str
+    reason: str
+
+
+@event_type("console.logout")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleLogout(Event):
+    """A console session ended. ``reason``: ``logout``, ``idle`` (past the idle timeout) or
+    ``account-changed`` (removed or its role changed in the accounts file)."""
+
+    account: str
+    address: str
+    reason: str
+
+
 __all__ = [
     "AccessDecided",
     "AdmissionNotOpened",
@@ -605,6 +642,9 @@ __all__ = [
     "CommandAccepted",
     "CommandFailed",
     "CommandRefused",
+    "ConsoleLogin",
+    "ConsoleLoginRefused",
+    "ConsoleLogout",
     "DaemonStarted",
     "DaemonStopped",
     "DeviceFault",

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -61,10 +60,11 @@ from edgegate.core.events import (
 from edgegate.core.lane import NS, LaneSetup, LaneTimings, Manual
 from edgegate.core.policy import CredentialRef
 from edgegate.core.presence import Presence
+from edgegate.daemon.control import GateController, last_mode_change
 from edgegate.daemon.desk import Desk
 from edgegate.daemon.drivers import plc_settings, serial_line
 from edgegate.daemon.lane_runner import LaneRunner
-from edgegate.devices.base import DeviceSignal
+from edgegate.devices.base import DeviceSignal, PlcInputs
 from edgegate.devices.modbus import BarrierPlc
 from edgegate.devices.plate_reader import SerialPlateReader
 from edgegate.devices.plc_profile import BarrierPlcProfile
@@ -74,8 +74,8 @@ from edgegate.log import EventLog, LogReader
 if TYPE_CHECKING:
     # Imported when [sync] is configured: a gate working alone does not carry MQTT, TLS and
     # signature code in memory.
+    from edgegate.daemon.web import GateWeb
     from edgegate.sync.downlink import Downlink
-    from edgegate.sync.pull_api import PullApiServer
     from edgegate.sync.uplink import Uplink
 from edgegate.observability import get_logger
 from edgegate.sim.devices import SimulatedDevices
@@ -119,9 +119,11 @@ class Gate:
     allowlist: AllowListService | None = None
     uplink: Uplink | None = None
     downlink: Downlink | None = None
-    pull_api: PullApiServer | None = None
+    web: GateWeb | None = None  # the HTTP server of [http] and what is mounted on it
     started: asyncio.Event = field(default_factory=asyncio.Event)
     mode: GateMode = GateMode.NORMAL  # as the log's last mode.changed left it
+    #: Lane holds and incident mode, for every source (central, console, PLC inputs).
+    control: GateController | None = None
     desk: Desk | None = None  # what the guard's console sees and asks (built with the lanes)
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
@@ -132,7 +134,8 @@ class Gate:
             self.event_log = elog
             self.allowlist = await AllowListService.open(elog)
             await asyncio.to_thread(self._rebuild_presence, path)
-            self.mode = await asyncio.to_thread(_last_mode, path)
+            last_change = await asyncio.to_thread(last_mode_change, path)
+            self.mode = GateMode.NORMAL if last_change is None else last_change.mode
             await elog.append(
                 DaemonStarted(
                     software_version=__version__,
@@ -144,13 +147,18 @@ class Gate:
             try:
                 await self.sims.start(config.devices)
                 self._build(elog, self.allowlist)
-                if self.mode is GateMode.INCIDENT:
-                    # A restart during an evacuation must not close the lanes it held open.
-                    log.warning("incident_mode_restored", lanes=sorted(self.lanes))
-                    for runner in self.lanes.values():
-                        runner.incident(True)
+                self.control = GateController(
+                    self.lanes,
+                    elog,
+                    config.incident.evacuation_lanes,
+                    last_change=last_change,
+                )
+                self.control.observers.append(self._mode_changed)
+                # A restart during an evacuation must not close the lanes it held open.
+                self.control.restore()
                 await self._restore_holds(path)
                 await self._start_sync(elog, self.allowlist)
+                await self._start_web(elog)
                 # What start-up built (allow-list index, profiles, modules) lives as long as
                 # the daemon: keep it out of the collector's full passes, which otherwise
                 # pause the lanes for tens of milliseconds. Collect first: frozen garbage
@@ -166,8 +174,8 @@ class Gate:
                 # before the log closes (the cursor is written through the log's writer).
                 if self.uplink is not None:
                     await self.uplink.aclose()
-                if self.pull_api is not None:
-                    await self.pull_api.aclose()
+                if self.web is not None:
+                    await self.web.aclose()
                 log.info("gate_stopped", gate=config.gate.id)
 
     async def _restore_holds(self, path: Path) -> None:
@@ -193,7 +201,7 @@ class Gate:
 
     async def _start_sync(self, elog: EventLog, allowlist: AllowListService) -> None:
         """With ``[sync]``: start the uplink (the gate's one MQTT connection) with the signed
-        downlink on it, and the pull API if configured. The uplink retries in the background
+        downlink on it. The uplink retries in the background
         while the broker is unreachable; the gate decides regardless. A sync part that cannot
         start (unreadable key or token) is logged and left out; the gate runs on.
 
@@ -203,9 +211,8 @@ class Gate:
         sync = config.sync
         if sync is None:
             return
-        from edgegate.sync.downlink import Downlink, LanesControl
+        from edgegate.sync.downlink import Downlink
         from edgegate.sync.protocol import SnapshotRequest, encode_request
-        from edgegate.sync.pull_api import HttpLimits, PullApiServer
         from edgegate.sync.signing import KeyLoadError, load_public_key
         from edgegate.sync.uplink import Uplink, UplinkOptions
 
@@ -233,12 +240,13 @@ class Gate:
             async def request_snapshot(request: SnapshotRequest) -> None:
                 await uplink.publish(topics.requests, encode_request(request), qos=1)
 
+            assert self.control is not None  # built with the lanes
             downlink = Downlink(
                 config.gate.id,
                 central_key,
                 allowlist,
                 elog,
-                LanesControl(self.lanes, self.mode),
+                self.control,
                 self.clock,
                 request_snapshot,
             )
@@ -248,36 +256,15 @@ class Gate:
             uplink.add_connect_hook(downlink.on_connected)  # a tampered list asks a snapshot
             self.downlink = downlink
         uplink.start()
-        if sync.pull_api is not None:
-            host, port = sync.pull_api.address
-            try:
-                token_path = config.resolve_path(sync.pull_api.token_file)
-                token = (await asyncio.to_thread(token_path.read_text)).strip()
-                pa = sync.pull_api
-                limits = HttpLimits(
-                    header_timeout=pa.header_timeout.total_seconds(),
-                    max_connections=pa.max_connections,
-                    max_pending_per_peer=pa.max_pending_per_peer,
-                    max_auth_failures=pa.max_auth_failures,
-                    auth_pause=pa.auth_pause.total_seconds(),
-                )
-                tls = None
-                if pa.tls_cert_file is not None and pa.tls_key_file is not None:
-                    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                    await asyncio.to_thread(
-                        tls.load_cert_chain,
-                        config.resolve_path(pa.tls_cert_file),
-                        config.resolve_path(pa.tls_key_file),
-                    )
-                server = PullApiServer(
-                    elog.path, config.gate.id, host, port, token, limits=limits, ssl_context=tls
-                )
-                await server.start()
-            except (OSError, ValueError) as exc:
-                log.error("pull_api_disabled", key="sync.pull_api", problem=str(exc))
-            else:
-                self.pull_api = server
-                log.info("pull_api_listening", host=host, port=server.port, tls=tls is not None)
+
+    async def _start_web(self, elog: EventLog) -> None:
+        """With ``[http]``: the HTTP server, the pull API mounted if configured."""
+        if self.config.http is None:
+            return
+        from edgegate.daemon.web import GateWeb
+
+        self.web = GateWeb(self.config, elog.path, self.clock)
+        await self.web.start()
 
     # --- building -------------------------------------------------------------------------
 
@@ -341,11 +328,28 @@ class Gate:
     # --- running --------------------------------------------------------------------------
 
     def _sink_for(self, device: str) -> Callable[[DeviceSignal], None]:
-        """A device serves one lane (the configuration allows no sharing per role)."""
+        """A device serves one lane (the configuration allows no sharing per role). A PLC's
+        inputs also go to the gate's control (its alarm and button inputs) before the lane's
+        inbox."""
         lane = next(
             x.id for x in self.config.lanes if device in (x.barrier, x.loops_device, x.plate_reader)
         )
-        return self.lanes[lane].submit
+        submit = self.lanes[lane].submit
+        control = self.control
+        if device not in self.plcs or control is None:
+            return submit
+
+        def sink(signal: DeviceSignal) -> None:
+            if isinstance(signal, PlcInputs):
+                control.plc_inputs(lane, signal)
+            submit(signal)
+
+        return sink
+
+    def _mode_changed(self, event: ModeChanged, _seq: int) -> None:
+        self.mode = event.mode
+        if self.desk is not None:
+            self.desk.changed()
 
     async def _supervise(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -356,6 +360,8 @@ class Gate:
                 devices.append(tg.create_task(self._keep(name, reader.run, self._sink_for(name))))
             lanes = [tg.create_task(runner.run()) for runner in self.lanes.values()]
             checker = tg.create_task(self._check_overstays())
+            assert self.control is not None
+            controller = tg.create_task(self.control.run())
             self.started.set()
             log.info("gate_started", gate=self.config.gate.id, lanes=len(self.lanes))
             await stop.wait()
@@ -366,7 +372,7 @@ class Gate:
                         await runner.drain()
                 except TimeoutError:
                     log.error("lane_drain_timeout", lane=runner.setup.lane_id)
-            for task in (*devices, *lanes, checker):
+            for task in (*devices, *lanes, checker, controller):
                 task.cancel()
         for plc in self.plcs.values():
             with contextlib.suppress(Exception):
@@ -466,14 +472,3 @@ def _held_lanes(path: Path) -> dict[str, tuple[int, ManualAction]]:
 
 
 _HOLD_ACTIONS = frozenset({ManualActionKind.OPEN, ManualActionKind.RELEASE, ManualActionKind.CLOSE})
-
-
-def _last_mode(path: Path) -> GateMode:
-    """The mode the log's last ``mode.changed`` left the gate in (normal when none)."""
-    with LogReader(path) as reader:
-        stored = reader.last(ModeChanged.TYPE)
-    if stored is None:
-        return GateMode.NORMAL
-    event = stored.event()
-    assert isinstance(event, ModeChanged)
-    return event.mode

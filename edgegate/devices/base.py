@@ -18,7 +18,9 @@ from edgegate.core.events import DeviceFault, DeviceRecovered, FrameRejected, Pl
 class PlcInputs:
     """One poll of a barrier PLC's discrete inputs (True = made/occupied).
 
-    ``exit_loop`` is None when the profile wires no exit loop.
+    ``exit_loop`` is None when the profile wires no exit loop. The optional inputs after it
+    (the incident alarm contact, the guard's buttons) are None when the profile does not
+    wire them.
     """
 
     device: str
@@ -28,6 +30,11 @@ class PlcInputs:
     arming_loop: bool
     safety_loop: bool
     exit_loop: bool | None
+    incident_alarm: bool | None = None
+    open_hold_button: bool | None = None
+    release_button: bool | None = None
+    confirm_button: bool | None = None
+    refuse_button: bool | None = None
 
 
 DeviceSignal = PlcInputs | PlateRead | FrameRejected | DeviceFault | DeviceRecovered

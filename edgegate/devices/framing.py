@@ -14,11 +14,12 @@ consumes something, so a caller's buffer stays bounded whatever the line sends.
 
 from __future__ import annotations
 
+import abc
 import enum
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from edgegate.core.domain import PlateColour
 from edgegate.devices.reader_profile import (
@@ -98,14 +99,15 @@ class FrameError:
 DecodeResult = tuple[int, Frame | FrameError | None]
 
 
-class FrameDecoder(Protocol):
+class FrameDecoder(abc.ABC):
     """What the serial driver and the simulator need from a protocol family."""
 
     @property
+    @abc.abstractmethod
     def max_pending(self) -> int:
         """A buffer this long always makes ``decode`` consume something."""
-        ...
 
+    @abc.abstractmethod
     def decode(self, buffer: bytes | bytearray) -> DecodeResult: ...
 
     def encode(
@@ -116,7 +118,11 @@ class FrameDecoder(Protocol):
         image_ref: str = "",
     ) -> bytes:
         """The frame a camera sends for this read; ``ValueError`` if it cannot be written."""
-        ...
+        return self._frame(plate, colour, confidence, image_ref)
+
+    @abc.abstractmethod
+    def _frame(self, plate: str, colour: PlateColour, confidence: float, image_ref: str) -> bytes:
+        """``encode`` with every argument given."""
 
 
 def decoder_for(profile: ReaderProfile) -> FrameDecoder:
@@ -172,13 +178,19 @@ def _show(data: bytes | bytearray, limit: int = 40) -> str:
     return text + (" …" if len(data) > limit else "")
 
 
-def _control_in(plate: str) -> str | None:
-    """Why a plate field holding a control character (C0, DEL, C1), an invisible format
-    character (zero-width, bidi override, BOM...) or a line separator is no plate; None if
-    it holds none. Padding and line ends around the field are trimmed before this."""
-    for at, ch in enumerate(plate):
+def _plate_problem(field: str) -> tuple[FrameErrorKind, str] | None:
+    """Why a plate field is no plate: it holds a control character (C0, DEL, C1), an
+    invisible format character (zero-width, bidi override, BOM...) or a line separator, or
+    only spaces; None if it is one. Padding and line ends around the field are trimmed
+    before this."""
+    for at, ch in enumerate(field):
         if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            return f"plate field has control character U+{ord(ch):04X} at character {at}"
+            return (
+                FrameErrorKind.CONTROL_CHARACTER,
+                f"plate field has control character U+{ord(ch):04X} at character {at}",
+            )
+    if not field.strip():
+        return FrameErrorKind.EMPTY_PLATE, "empty plate field"
     return None
 
 
@@ -192,7 +204,7 @@ _NUMBER: Final = re.compile(r"\d{1,6}(?:\.\d{1,6})?")
 # ----------------------------------------------------------------------------- text lines
 
 
-class TextLineDecoder:
+class TextLineDecoder(FrameDecoder):
     """``[start] body [separator HH] delimiter``, body matched by the profile's pattern."""
 
     def __init__(self, profile: TextLineReaderProfile) -> None:
@@ -293,12 +305,10 @@ class TextLineDecoder:
                 FrameErrorKind.NO_MATCH, f"does not match the field pattern: {text[:80]!r}"
             )
         field = (match["plate"] or "").strip(_PADDING)
-        control = _control_in(field)
-        if control is not None:
-            return error(FrameErrorKind.CONTROL_CHARACTER, control)
+        problem = _plate_problem(field)
+        if problem is not None:
+            return error(*problem)
         plate = field.strip()
-        if not plate:
-            return error(FrameErrorKind.EMPTY_PLATE, "empty plate field")
         colour = PlateColour.UNKNOWN
         word = match["colour"] if "colour" in self._groups else None
         if word is not None:
@@ -331,13 +341,7 @@ class TextLineDecoder:
         image = (match["image"] or "").strip() if "image" in self._groups else ""
         return Frame(plate, colour, confidence, image, raw)
 
-    def encode(
-        self,
-        plate: str,
-        colour: PlateColour = PlateColour.UNKNOWN,
-        confidence: float = 1.0,
-        image_ref: str = "",
-    ) -> bytes:
+    def _frame(self, plate: str, colour: PlateColour, confidence: float, image_ref: str) -> bytes:
         profile = self.profile
         word = profile.word_for(colour) if "colour" in self._groups else ""
         if word is None:
@@ -368,7 +372,7 @@ class TextLineDecoder:
 # ---------------------------------------------------------------------------- binary frames
 
 
-class BinaryFrameDecoder:
+class BinaryFrameDecoder(FrameDecoder):
     """``STX, length, payload, CRC-16/MODBUS, ETX`` as the profile lays them out."""
 
     def __init__(self, profile: BinaryFrameReaderProfile) -> None:
@@ -503,12 +507,10 @@ class BinaryFrameDecoder:
                 f"plate {_show(raw_plate)} is not {profile.plate_encoding.upper()} text "
                 f"at byte {exc.start}",
             )
-        control = _control_in(field)
-        if control is not None:
-            return error(FrameErrorKind.CONTROL_CHARACTER, control)
+        problem = _plate_problem(field)
+        if problem is not None:
+            return error(*problem)
         plate = field.strip()
-        if not plate:
-            return error(FrameErrorKind.EMPTY_PLATE, "empty plate field")
         code = fields["colour"][0]
         colour = profile.colours.get(code)
         if colour is None:
@@ -521,13 +523,7 @@ class BinaryFrameDecoder:
             )
         return Frame(plate, colour, level / profile.confidence_scale, "", frame)
 
-    def encode(
-        self,
-        plate: str,
-        colour: PlateColour = PlateColour.UNKNOWN,
-        confidence: float = 1.0,
-        image_ref: str = "",
-    ) -> bytes:
+    def _frame(self, plate: str, colour: PlateColour, confidence: float, image_ref: str) -> bytes:
         profile = self.profile
         if image_ref:
             raise ValueError("binary frames carry no image reference")

@@ -12,6 +12,11 @@ simulator (:mod:`edgegate.sim.plc`) both implement:
 - The inputs (limit switches, the PLC's fault output, the loop detectors) are discrete
   inputs read in ONE FC02 request covering their whole span, so one poll is one consistent
   snapshot. ``invert = true`` marks a normally-closed contact (wire 1 = free/not made).
+- Optional inputs in the same read: ``incident_alarm`` (an alarm contact, e.g. the park's
+  fire alarm: active switches the gate's incident mode on) and the guard's buttons
+  ``open_hold_button``, ``release_button``, ``confirm_button`` and ``refuse_button`` (a
+  press is a manual action on the PLC's lane). Wire an alarm normally closed
+  (``invert = true``) so that a cut wire reads as an alarm.
 
 Cross-field problems (duplicate or too widely spread addresses) are raised as one pydantic
 error of type ``profile_problems`` whose ``ctx["problems"]`` lists ``(key_path, message)``
@@ -41,6 +46,7 @@ from edgegate.devices.base import PlcInputs
 __all__ = [
     "INPUT_NAMES",
     "MAX_READ_BITS",
+    "OPTIONAL_INPUTS",
     "BarrierPlcProfile",
     "CoilMap",
     "InputBit",
@@ -50,8 +56,25 @@ __all__ = [
 #: The most bits one FC01/FC02 request may read (Modbus application protocol, 6.1/6.2).
 MAX_READ_BITS = 2000
 
+#: The optional inputs beyond the barrier and its loops (see the module's docstring).
+OPTIONAL_INPUTS = (
+    "incident_alarm",
+    "open_hold_button",
+    "release_button",
+    "confirm_button",
+    "refuse_button",
+)
+
 #: PlcInputs field names, in the order a profile lists them.
-INPUT_NAMES = ("up_limit", "down_limit", "fault", "arming_loop", "safety_loop", "exit_loop")
+INPUT_NAMES = (
+    "up_limit",
+    "down_limit",
+    "fault",
+    "arming_loop",
+    "safety_loop",
+    "exit_loop",
+    *OPTIONAL_INPUTS,
+)
 
 Address = Annotated[StrictInt, Field(ge=0, le=65535)]
 
@@ -108,6 +131,11 @@ class InputMap(_Model):
     arming_loop: Input
     safety_loop: Input
     exit_loop: Input | None = None  # lanes without an exit loop
+    incident_alarm: Input | None = None  # active: incident mode on (e.g. the fire alarm)
+    open_hold_button: Input | None = None  # the guard's buttons: a press is a manual action
+    release_button: Input | None = None
+    confirm_button: Input | None = None
+    refuse_button: Input | None = None
 
     def wired(self) -> Iterator[tuple[str, InputBit]]:
         """``(name, input)`` for every input the profile wires, in INPUT_NAMES order."""

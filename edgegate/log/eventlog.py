@@ -513,6 +513,29 @@ class EventLog:
         self._committed_to(seq - 1, prev)
         self._post(futures, list(range(first, seq)))
 
+    def _group_rows(
+        self, events: Sequence[Event], first: int, prev: bytes | bytearray
+    ) -> tuple[list[Any], bytes | bytearray]:
+        """The column values of a group's events, chained from ``prev`` with seqs from
+        ``first``, and the last digest."""
+        gate = self.gate_id
+        boot = self._clock.boot_id
+        pack = self._pack
+        rows: list[Any] = []
+        for seq, event in enumerate(events, first):
+            cls = type(event)
+            wall, mono = self._wall_ns(), self._mono_ns()
+            data = encode(event)
+            type_name, lane, version = cls.TYPE, event.lane, cls.VERSION
+            digest = bytearray(
+                event_hash(prev, gate, seq, wall, mono, boot, type_name, lane, version, data, pack)
+            )
+            rows.extend(
+                (seq, wall, mono, boot, type_name, lane, version, bytearray(data), prev, digest)
+            )
+            prev = digest
+        return rows, prev
+
     def _commit_in_transaction(self, batch: list[Any]) -> None:
         """Commit a batch holding effects, groups or jobs: one transaction, savepoints inside."""
         conn = self._conn
@@ -578,44 +601,9 @@ class EventLog:
                     # Rows are built before anything is inserted: a failing build leaves
                     # nothing to roll back, and a storage error fails the whole batch with
                     # LogWriteError like any other event's.
-                    group_rows: list[Any] = []
-                    group_prev = prev
                     first = seq + 1
                     try:
-                        for n, event in enumerate(item.build(first)):
-                            cls = type(event)
-                            wall, mono = self._wall_ns(), self._mono_ns()
-                            data = encode(event)
-                            digest = bytearray(
-                                event_hash(
-                                    group_prev,
-                                    gate,
-                                    first + n,
-                                    wall,
-                                    mono,
-                                    boot,
-                                    cls.TYPE,
-                                    event.lane,
-                                    cls.VERSION,
-                                    data,
-                                    pack,
-                                )
-                            )
-                            group_rows.extend(
-                                (
-                                    first + n,
-                                    wall,
-                                    mono,
-                                    boot,
-                                    cls.TYPE,
-                                    event.lane,
-                                    cls.VERSION,
-                                    bytearray(data),
-                                    group_prev,
-                                    digest,
-                                )
-                            )
-                            group_prev = digest
+                        group_rows, group_prev = self._group_rows(item.build(first), first, prev)
                     except Exception as exc:
                         results.append(_Failed(exc))
                         log.error("group_failed", error=repr(exc))

@@ -1,9 +1,11 @@
 """A barrier PLC simulator: a real pymodbus server implementing a ``barrier-plc`` profile.
 
 The arm moves with a travel time when the open/close coil is set, the limit switches follow
-(both open while it moves), loops and the fault input are set by hand, and faults can be
-injected (:class:`FailMode`). It speaks Modbus TCP on a local port or Modbus RTU on a serial
-port path; :class:`PtyLink` provides a pair of connected pseudo-terminals for the latter.
+(both open while it moves), loops, the fault input and the profile's optional inputs (the
+incident alarm, the guard's buttons: :meth:`PlcSimulator.set_input`) are set by hand, and
+faults can be injected (:class:`FailMode`). It speaks Modbus TCP on a local port or Modbus
+RTU on a serial port path; :class:`PtyLink` provides a pair of connected pseudo-terminals for
+the latter.
 
 There is deliberately NO safety interlock here: the software must never command CLOSE on an
 occupied safety loop, and :attr:`PlcSimulator.commands` records every command the PLC took,
@@ -31,7 +33,7 @@ from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edgegate.core.events import BarrierCommand, Loop
-from edgegate.devices.plc_profile import BarrierPlcProfile
+from edgegate.devices.plc_profile import OPTIONAL_INPUTS, BarrierPlcProfile
 from edgegate.observability import get_logger
 
 __all__ = ["FailMode", "Frame", "PlcSimulator", "PtyLink"]
@@ -101,6 +103,7 @@ class PlcSimulator:
         self._coils = dict.fromkeys(BarrierCommand, False)
         self._fault = False
         self._loops = dict.fromkeys(Loop, False)
+        self._optional = dict.fromkeys(OPTIONAL_INPUTS, False)
         #: Every command the PLC took (``(monotonic time, command)``), in order.
         self.commands: list[tuple[float, BarrierCommand]] = []
         #: Every request received and response sent, in order.
@@ -194,6 +197,17 @@ class PlcSimulator:
         """Set the PLC's fault input (motor overload, arm knocked off…)."""
         self._fault = fault
 
+    def set_input(self, name: str, active: bool) -> None:
+        """Make or break one of the profile's optional inputs (``"incident_alarm"``, a button
+        such as ``"confirm_button"``), as the world has it: a normally-closed contact is
+        inverted on the wire by the profile. ``ValueError`` if the profile does not wire it."""
+        if name not in self._optional:
+            known = ", ".join(OPTIONAL_INPUTS)
+            raise ValueError(f"unknown input {name!r}: expected one of {known}")
+        if getattr(self.profile.inputs, name) is None:
+            raise ValueError(f"the profile wires no input {name!r}")
+        self._optional[name] = active
+
     @property
     def position(self) -> float:
         """Arm position: 0.0 down … 1.0 up."""
@@ -210,6 +224,7 @@ class PlcSimulator:
             "arming_loop": self._loops[Loop.ARMING],
             "safety_loop": self._loops[Loop.SAFETY],
             "exit_loop": self._loops[Loop.EXIT],
+            **self._optional,
         }
 
     def coils(self) -> dict[BarrierCommand, bool]:

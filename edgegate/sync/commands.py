@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgegate.sync.envelope import (
@@ -20,6 +19,7 @@ from edgegate.sync.envelope import (
     check_int,
     check_str,
     open_signed,
+    pack_fields,
     unpack_map,
 )
 from edgegate.sync.protocol import ProtocolError, check_id
@@ -114,19 +114,7 @@ class SignedCommand:
 
 
 def encode_command(command: SignedCommand) -> bytes:
-    c = command
-    return msgpack.Packer(use_bin_type=True).pack(
-        {
-            "id": c.id,
-            "gate": c.gate,
-            "action": c.action,
-            "lane": c.lane,
-            "reason": c.reason,
-            "operator": c.operator,
-            "issued_at_ns": c.issued_at_ns,
-            "expires_at_ns": c.expires_at_ns,
-        }
-    )
+    return pack_fields(command)
 
 
 def decode_command(body: bytes) -> SignedCommand:

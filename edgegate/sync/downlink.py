@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -79,15 +79,12 @@ from edgegate.core.events import (
     Event,
     EventDecodeError,
     GateMode,
-    ManualActionKind,
-    ModeChanged,
     ModeSource,
     RevokedCredentialAdmission,
     SnapshotRequested,
     VehiclePassed,
     decode,
 )
-from edgegate.core.lane import Manual
 from edgegate.log import EventLog, LogError, queries
 from edgegate.log.eventlog import connect
 from edgegate.observability import get_logger
@@ -122,7 +119,8 @@ _REPORTED = RevokedCredentialAdmission.TYPE
 
 
 class GateControl(Protocol):
-    """What central commands act on; implemented by the daemon (see ``LanesControl``)."""
+    """What central commands act on; implemented by the daemon
+    (``edgegate.daemon.control.GateController``)."""
 
     @property
     def mode(self) -> GateMode:
@@ -141,51 +139,19 @@ class GateControl(Protocol):
         """End a hold of ``lane_id`` (it closes once clear); ``KeyError`` as above."""
         ...
 
-    def set_incident(self, on: bool, operator: str, reason: str) -> None:
-        """Incident mode on or off for the whole gate."""
+    async def set_incident(
+        self,
+        on: bool,
+        *,
+        source: ModeSource,
+        operator: str,
+        reason: str,
+        command_id: str | None = None,
+    ) -> int | None:
+        """Incident mode on or off for the gate: ``mode.changed`` logged durably before any
+        lane is told (its seq; None when the gate is in that mode already, nothing logged);
+        ``LogError`` when it cannot be logged (nothing done)."""
         ...
-
-
-class _LaneLike(Protocol):
-    def manual(self, action: Manual) -> None: ...
-
-    def incident(self, on: bool) -> None: ...
-
-
-class LanesControl:
-    """``GateControl`` over the daemon's lane runners (``Gate.lanes``): opening a lane is a
-    manual OPEN (held until released, by a guard or central), once a manual OPEN_ONCE,
-    releasing a manual RELEASE (each logged as ``manual.action`` with the operator); incident
-    mode goes to every lane."""
-
-    def __init__(self, lanes: Mapping[str, _LaneLike], mode: GateMode = GateMode.NORMAL) -> None:
-        self._lanes = lanes
-        self._mode = mode
-
-    @property
-    def mode(self) -> GateMode:
-        return self._mode
-
-    def open_lane(self, lane_id: str, operator: str, reason: str) -> None:
-        self._lane(lane_id).manual(Manual(ManualActionKind.OPEN, operator, reason))
-
-    def open_lane_once(self, lane_id: str, operator: str, reason: str) -> None:
-        self._lane(lane_id).manual(Manual(ManualActionKind.OPEN_ONCE, operator, reason))
-
-    def release_lane(self, lane_id: str, operator: str, reason: str) -> None:
-        self._lane(lane_id).manual(Manual(ManualActionKind.RELEASE, operator, reason))
-
-    def _lane(self, lane_id: str) -> _LaneLike:
-        runner = self._lanes.get(lane_id)
-        if runner is None:
-            known = ", ".join(sorted(self._lanes)) or "none"
-            raise KeyError(f"this gate has no lane {lane_id!r} (lanes: {known})")
-        return runner
-
-    def set_incident(self, on: bool, operator: str, reason: str) -> None:
-        for runner in self._lanes.values():
-            runner.incident(on)
-        self._mode = GateMode.INCIDENT if on else GateMode.NORMAL
 
 
 SnapshotRequester = Callable[[SnapshotRequest], Awaitable[None]]
@@ -523,33 +489,8 @@ class Downlink:
         log.info("command_accepted", seq=seq, command_id=command.id, action=command.action)
         return await self._carry_out(command)
 
-    async def _log_mode_change(self, command: SignedCommand, operator: str) -> None:
-        """Log-then-act for incident mode: ``mode.changed`` is durable before any lane is
-        told (a repeated command for the mode the gate is in changes no mode)."""
-        target = GateMode.INCIDENT if command.action == "incident-on" else GateMode.NORMAL
-        previous = self.control.mode
-        if target is previous:
-            return
-        try:
-            seq = await self.event_log.append(
-                ModeChanged(
-                    mode=target,
-                    previous=previous,
-                    source=ModeSource.CENTRAL,
-                    operator=operator,
-                    reason=command.reason,
-                    command_id=command.id,
-                )
-            )
-        except LogError:
-            log.error("mode_change_not_logged", command_id=command.id, mode=target.value)
-            raise
-        log.info("mode_changed", seq=seq, mode=target.value, previous=previous.value)
-
     async def _carry_out(self, command: SignedCommand) -> CommandOutcome:
         operator = f"central:{command.operator}"
-        if command.action not in LANE_ACTIONS:
-            await self._log_mode_change(command, operator)
         try:
             if command.action in LANE_ACTIONS:
                 assert command.lane is not None
@@ -560,7 +501,19 @@ class Downlink:
                 }[command.action]
                 act(command.lane, operator, command.reason)
             else:
-                self.control.set_incident(command.action == "incident-on", operator, command.reason)
+                # The control logs mode.changed before any lane is told (a repeated command
+                # for the mode the gate is in changes no mode).
+                await self.control.set_incident(
+                    command.action == "incident-on",
+                    source=ModeSource.CENTRAL,
+                    operator=operator,
+                    reason=command.reason,
+                    command_id=command.id,
+                )
+        except LogError:
+            # Log-then-act: not logged, not done (as for command.accepted above).
+            log.error("mode_change_not_logged", command_id=command.id, action=command.action)
+            raise
         except Exception as exc:
             if isinstance(exc, KeyError):
                 code, message = "unknown-lane", str(exc.args[0]) if exc.args else repr(exc)

@@ -12,10 +12,11 @@ message read as another. ``key_id`` only picks the key among those a gate trusts
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgpack
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -23,6 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgegate.sync.protocol import INT64_MAX, ProtocolError, load_map
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ENVELOPE_VERSION = 1
 SIGNING_CONTEXT = b"edgegate-signed-v1\0"
@@ -206,6 +210,13 @@ def check_str(value: object, field: str, max_len: int, *, empty: bool = False) -
     if len(value) > max_len:
         raise ProtocolError(f"{field}: {len(value)} characters, at most {max_len} allowed")
     return value
+
+
+def pack_fields(record: DataclassInstance) -> bytes:
+    """A signed body: the dataclass's fields as a msgpack map, in declaration order (the
+    order the wire has always had); ``unpack_map`` reads it back."""
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    return msgpack.Packer(use_bin_type=True).pack(fields)
 
 
 def unpack_map(

@@ -1,6 +1,7 @@
-"""The gate's pull API: central fetches events over HTTP/1.1 instead of (or besides) MQTT.
-The HTTP/1.1 framing is :mod:`edgegate.sync.http1`; what stays here (~700 lines) is one
-server whose lock-out resistance runs through admission, serving and answering alike.
+"""The gate's pull API: central fetches events over HTTP instead of (or besides) MQTT.
+Mounted at ``/v1`` on the daemon's HTTP server (:mod:`edgegate.web`), which carries the
+connection-level protections (head deadline, connection caps, size limits); what is the
+API's own is here: the token, its throttle, the endpoints and their encodings.
 
 Endpoints (GET only, every one behind ``Authorization: Bearer <token>``)::
 
@@ -21,25 +22,22 @@ gives msgpack; nothing acceptable gives ``406``):
   the hashes in lowercase hex.
 
 No event after ``after`` is ``204 No Content`` in either encoding (an ``EventBatch`` holds at
-least one event). Every ``/v1`` answer carries ``X-Edgegate-Gate`` (the gate id) and, when
-the log was read, ``X-Edgegate-Head`` (its last seq, read in the same snapshot as the rows).
-Errors are JSON ``{"error": "..."}`` naming what is wrong: 400 bad request or parameter,
+least one event). Every ``/v1`` answer past the token carries ``X-Edgegate-Gate`` (the gate
+id) and, when the log was read, ``X-Edgegate-Head`` (its last seq, read in the same snapshot
+as the rows). Errors are JSON ``{"error": "..."}`` naming what is wrong: 400 bad parameter,
 401 missing or wrong token (with ``WWW-Authenticate: Bearer``), 404 unknown path, 405 not
-GET, 406 no acceptable encoding, 408 request head too slow, 413 a request body,
-414 request line too long, 429 too many bad tokens from this address (with ``Retry-After``),
-431 header section too large, 500 the log could not be read, 503 too many connections,
-505 not HTTP/1.x.
+GET, 406 no acceptable encoding, 413 a request body, 429 too many bad tokens from this
+address (with ``Retry-After``), 500 the log could not be read; the server adds its own
+(400, 408, 414, 431, 503, 505: see :mod:`edgegate.web.server`).
 
-Lock-out resistance. The token is checked before the path and method, so a client without
-it learns nothing about paths; a 401 closes the connection, so only a client holding the
-token keeps a connection alive. A request head must arrive within ``header_timeout`` of
-the connection opening. Connections that have not yet made an authenticated request are
-capped per peer address (``max_pending_per_peer``), so a few hosts holding half-open
-connections cannot fill the server; connections that have authenticated are not counted
-against that cap, so a puller behind the same address keeps its kept-alive connection.
-After ``max_auth_failures`` 401s from one address within ``auth_window``, that address
-gets 429 on every new connection, unread, for ``auth_pause``: the pause is per address,
-so a client sharing an address with an attacker (NAT) is paused with it.
+Lock-out resistance. The token is checked before the path and method (a guard the server
+runs before routing), so a client without it learns nothing about paths; a 401 closes the
+connection, so only a client holding the token keeps a connection alive, and a request
+with the token marks its connection authenticated (no longer counted in the server's
+per-address cap on pending connections). After ``max_auth_failures`` 401s from one address
+within ``auth_window``, that address gets 429 on every new connection, unread, for
+``auth_pause``: the pause is per address, so a client sharing an address with an attacker
+(NAT) is paused with it.
 
 The log is read through its own read-only connection on one worker thread; the log is WAL,
 so reading never blocks the gate's writer.
@@ -60,7 +58,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
+
+from aiohttp import web
 
 from edgegate.clock import SystemClock
 from edgegate.core.clock import Clock
@@ -68,22 +68,6 @@ from edgegate.log.chain import Row
 from edgegate.log.eventlog import GateMismatchError, LogError, connect, read_head
 from edgegate.log.queries import rows_after
 from edgegate.observability import get_logger
-from edgegate.sync.http1 import (
-    JSON,
-    Eof,
-    HttpError,
-    Request,
-    Response,
-    error_response,
-    peer_host,
-    peer_name,
-    read_request,
-    send,
-    show,
-    shut,
-    uint_param,
-)
-from edgegate.sync.http1 import negotiate as negotiate  # re-exported
 from edgegate.sync.protocol import (
     INT64_MAX,
     MAX_BATCH_EVENTS,
@@ -92,10 +76,21 @@ from edgegate.sync.protocol import (
     check_id,
     encode_batch,
 )
+from edgegate.web import (
+    JSON,
+    HttpError,
+    HttpServer,
+    ServerLimits,
+    authenticated,
+    error_response,
+    peer_host,
+    show,
+)
 
 log = get_logger("pull_api")
 T = TypeVar("T")
 
+PREFIX = "/v1"
 MSGPACK = "application/x-msgpack"
 MSGPACK_ALT = "application/msgpack"
 NDJSON = "application/x-ndjson"
@@ -110,26 +105,13 @@ _EVENT_OFFERS = (MSGPACK, MSGPACK_ALT, NDJSON)
 _HEAD_OFFERS = (JSON,)
 _ROW_OVERHEAD = 120  # bytes an event costs in a page besides its data (envelope, hashes)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
+_UINT_RE = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True, slots=True)
-class HttpLimits:
-    """What one client may cost the gate. Sizes in bytes, times in seconds."""
+class PullLimits:
+    """The pull API's own limits (the connection ones are :class:`ServerLimits`)."""
 
-    max_request_line: int = 8192
-    max_header_bytes: int = 16384
-    """The whole header section after the request line."""
-    max_headers: int = 64
-    header_timeout: float = 5.0
-    """To receive the first request's head from the connection's opening, whatever trickles
-    in meanwhile (a slowloris cannot hold a connection open)."""
-    idle_timeout: float = 15.0
-    """Until the next request's head is in, on a kept-alive connection (which has shown
-    the token: a 401 closes the connection)."""
-    write_timeout: float = 60.0
-    max_connections: int = 32
-    max_pending_per_peer: int = 8
-    """Connections from one address that have not (yet) made an authenticated request."""
     max_auth_failures: int = 10
     """401s from one address within ``auth_window`` that start its pause."""
     auth_window: float = 60.0
@@ -137,23 +119,18 @@ class HttpLimits:
     """How long an address that sent too many bad tokens gets 429 on every connection."""
     max_tracked_peers: int = 4096
     """Addresses whose 401s are remembered (the oldest are forgotten first)."""
-    max_requests_per_connection: int = 1000
     max_limit: int = MAX_LIMIT
     default_limit: int = DEFAULT_LIMIT
     max_page_bytes: int = 8 << 20
     """Event data per page; a page holds at least one event whatever its size."""
-    linger: float = 1.0
-    """After the last response: how long unread input is drained before closing, so the
-    kernel does not reset the connection and destroy the response in flight."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_limit <= self.max_limit <= MAX_BATCH_EVENTS:
             raise ValueError(f"limits: need 1 <= default_limit <= max_limit <= {MAX_BATCH_EVENTS}")
-        counts = ("max_connections", "max_pending_per_peer", "max_auth_failures")
-        for name in (*counts, "max_tracked_peers"):
+        for name in ("max_auth_failures", "max_tracked_peers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits: {name} must be >= 1")
-        for name in ("header_timeout", "idle_timeout", "auth_window", "auth_pause"):
+        for name in ("auth_window", "auth_pause"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"limits: {name} must be > 0")
 
@@ -201,16 +178,6 @@ class AuthThrottle:
         return started
 
 
-@dataclass(slots=True)
-class _Connection:
-    peer: str
-    """``host:port``, for logs."""
-    host: str
-    """The peer address, which caps and throttles count by."""
-    pending: bool = True
-    """No authenticated request yet: counted in its peer's ``max_pending_per_peer``."""
-
-
 def check_token(token: str) -> str:
     """``token`` if usable as a bearer token (RFC 6750 ``b64token``), else ``ValueError``."""
     if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
@@ -218,6 +185,49 @@ def check_token(token: str) -> str:
             "token: must be a non-empty string of letters, digits and -._~+/ (then any '=')"
         )
     return token
+
+
+def negotiate(accept: str | None, offers: Sequence[str]) -> str | None:
+    """The offer the ``Accept`` value prefers (highest q, then the order of ``offers``), or
+    None if it accepts none. An absent or empty ``Accept`` accepts the first offer."""
+    if accept is None or not accept.strip():
+        return offers[0]
+    ranges: list[tuple[str, str, float]] = []
+    for part in accept.split(","):
+        items = part.split(";")
+        media = items[0].strip().lower()
+        if "/" not in media:
+            continue  # not a media range: ignored
+        main, _, sub = media.partition("/")
+        q = 1.0
+        for param in items[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = -1.0
+        if 0.0 <= q <= 1.0:
+            ranges.append((main.strip(), sub.strip(), q))
+    best: str | None = None
+    best_q = 0.0
+    for offer in offers:
+        o_main, _, o_sub = offer.partition("/")
+        specificity, q = -1, 0.0
+        for main, sub, rq in ranges:
+            if main == o_main and sub == o_sub:
+                s = 2
+            elif main == o_main and sub == "*":
+                s = 1
+            elif main == "*" and sub == "*":
+                s = 0
+            else:
+                continue
+            if s > specificity:
+                specificity, q = s, rq
+        if q > best_q:
+            best, best_q = offer, q
+    return best
 
 
 # --------------------------------------------------------------------------- encodings
@@ -275,43 +285,35 @@ def decode_ndjson(body: bytes) -> list[Row]:
     return rows
 
 
-# --------------------------------------------------------------------------- the server
+def uint_param(value: str, name: str, lo: int, hi: int) -> int:
+    if not _UINT_RE.fullmatch(value) or not lo <= int(value) <= hi:
+        raise HttpError(400, f"{name}: expected a whole number {lo}..{hi}, got {show(value)}")
+    return int(value)
 
 
-class PullApiServer:
-    """Serves one gate's log at ``host:port`` (``port`` 0: any free port).
+# --------------------------------------------------------------------------- the API
 
-    ``ssl_context`` (a server context) makes it HTTPS. Use ``async with`` or ``start()`` /
-    ``aclose()``; ``port`` holds the bound port once started.
-    """
+
+class PullApi:
+    """One gate's log as ``/v1/events`` and ``/v1/head``, to mount on an :class:`HttpServer`.
+
+    :meth:`open` the log before serving, :meth:`aclose` after (idempotent)."""
 
     def __init__(
         self,
         log_path: Path,
         gate_id: str,
-        host: str,
-        port: int,
         token: str,
         *,
-        ssl_context: ssl.SSLContext | None = None,
-        limits: HttpLimits | None = None,
+        limits: PullLimits | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.log_path = Path(log_path)
         self.gate_id = check_id(gate_id, "gate id")
-        self.host = host
-        self.port = port
         self._token = check_token(token).encode("ascii")
-        self._ssl = ssl_context
-        self.limits = limits or HttpLimits()
-        self._server: asyncio.Server | None = None
+        self.limits = limits or PullLimits()
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._closing = False
-        self._admitted = 0
-        self._pending: dict[str, int] = {}
-        """Per peer address: admitted connections with no authenticated request yet."""
         lim = self.limits
         self._throttle = AuthThrottle(
             lim.max_auth_failures,
@@ -322,54 +324,30 @@ class PullApiServer:
         )
 
     def __repr__(self) -> str:  # never shows the token
-        return f"PullApiServer(gate={self.gate_id!r}, {self.host}:{self.port})"
+        return f"PullApi(gate={self.gate_id!r}, log={str(self.log_path)!r})"
 
-    async def start(self) -> int:
-        """Open the log read-only, bind, serve; return the bound port. ``LogError`` if the
-        file is not this gate's log, ``OSError`` if the address cannot be bound."""
-        if self._server is not None:
-            raise RuntimeError("pull API already started")
-        self._closing = False
+    async def open(self) -> None:
+        """Open the log read-only: ``LogError`` if the file is not this gate's log."""
+        if self._executor is not None:
+            raise RuntimeError("pull API already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-api")
         try:
             self._conn = await self._in_thread(self._open_log)
-            lim = self.limits
-            self._server = await asyncio.start_server(
-                self._on_connection,
-                self.host,
-                self.port,
-                ssl=self._ssl,
-                limit=max(lim.max_request_line, lim.max_header_bytes) + 2,
-            )
         except BaseException:
             await self._release()
             raise
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        log.info("pull_api_listening", gate=self.gate_id, host=self.host, port=self.port)
-        return self.port
 
     async def aclose(self) -> None:
-        """Stop listening, end open connections, close the log connection. Idempotent."""
-        self._closing = True
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-            log.info("pull_api_closed", gate=self.gate_id)
+        """Close the log connection. Idempotent."""
         await self._release()
 
-    async def __aenter__(self) -> PullApiServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    def mount(self, server: HttpServer) -> None:
+        """Serve this API at ``/v1`` on ``server``: the token checked before routing, paused
+        addresses refused on connecting."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        server.mount(PREFIX, app, guard=self._guard)
+        server.add_peer_check(self._paused)
 
     # -- the log ------------------------------------------------------------------------
 
@@ -446,201 +424,41 @@ class PullApiServer:
             raise LogError("the pull API is closed")
         return read_head(conn)
 
-    # -- connections --------------------------------------------------------------------
+    # -- admission ------------------------------------------------------------------------
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        peer = peer_name(writer)
+    def _paused(self, host: str) -> HttpError | None:
+        pause = self._throttle.paused(host)
+        if pause <= 0:
+            return None
+        return HttpError(
+            429,
+            "too many bad tokens from this address",
+            headers=[("Retry-After", str(max(1, round(pause))))],
+            close=True,
+        )
+
+    async def _guard(self, request: web.Request) -> None:
+        started = time.monotonic()
         try:
-            linger = await self._admit(reader, writer, peer)
-            await shut(reader, writer, linger, self.limits.linger)
-        except asyncio.CancelledError:
-            writer.close()
-            raise
-        except (ConnectionError, TimeoutError) as exc:  # the client vanished or stalled
-            log.info("pull_api_client_gone", peer=peer, error=repr(exc))
-            writer.close()
-        except Exception as exc:  # a bug or a dead socket: drop this connection only
-            log.error("pull_api_connection_failed", peer=peer, error=repr(exc))
-            writer.close()
-        finally:
-            self._tasks.discard(task)
-
-    async def _admit(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-    ) -> bool:
-        """Refuse the connection unread (paused peer, too many connections) or serve it."""
-        lim = self.limits
-        host = peer_host(writer)
-        refusal: HttpError | None = None
-        if self._closing:
-            refusal = HttpError(503, "shutting down")
-        elif (pause := self._throttle.paused(host)) > 0:
-            refusal = HttpError(
-                429,
-                "too many bad tokens from this address",
-                headers=[("Retry-After", str(max(1, round(pause))))],
-            )
-        elif self._admitted >= lim.max_connections:
-            refusal = HttpError(503, "too many connections", headers=[("Retry-After", "1")])
-        elif self._pending.get(host, 0) >= lim.max_pending_per_peer:
-            refusal = HttpError(
-                503,
-                "too many unauthenticated connections from this address",
-                headers=[("Retry-After", "1")],
-            )
-        if refusal is not None:
-            # Logged at debug only: a flood of refused connections must not flood the log.
-            log.debug("pull_api_refused", peer=peer, status=refusal.status, error=refusal.message)
-            await self._send(writer, error_response(refusal), keep_alive=False)
-            return True
-        self._admitted += 1
-        self._pending[host] = self._pending.get(host, 0) + 1
-        conn = _Connection(peer, host)
-        try:
-            return await self._serve(reader, writer, conn)
-        finally:
-            self._admitted -= 1
-            if conn.pending:
-                self._unpend(host)
-
-    def _unpend(self, host: str) -> None:
-        n = self._pending.get(host, 0) - 1
-        if n > 0:
-            self._pending[host] = n
-        else:
-            self._pending.pop(host, None)
-
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Connection
-    ) -> bool:
-        """Answer requests until the connection should close; True to linger before."""
-        lim = self.limits
-        peer = conn.peer
-        served = 0
-        while True:
-            timeout = lim.header_timeout if served == 0 else lim.idle_timeout
-            started = time.monotonic()
-            try:
-                request = await asyncio.wait_for(
-                    read_request(
-                        reader, lim.max_request_line, lim.max_header_bytes, lim.max_headers
-                    ),
-                    timeout,
-                )
-            except Eof:
-                return False
-            except TimeoutError:
-                log.info("pull_api_timeout", peer=peer, after_requests=served)
-                if served == 0:
-                    slow = HttpError(408, "request head not received in time", close=True)
-                    await self._send(writer, error_response(slow), keep_alive=False)
-                return True
-            except HttpError as exc:
-                response = error_response(exc)
-                await self._send(writer, response, keep_alive=False)
-                self._log(None, None, response, peer, started)
-                return True
-            served += 1
-            try:
-                response = await self._answer(request)
-            except HttpError as exc:
-                response = error_response(exc)
-            if response.status == 401:
-                if self._throttle.failed(conn.host):
-                    log.warning(
-                        "pull_api_peer_paused",
-                        peer=conn.host,
-                        failures=lim.max_auth_failures,
-                        pause_s=lim.auth_pause,
-                    )
-            elif conn.pending:
-                conn.pending = False  # shown the token: no longer counted against its peer
-                self._unpend(conn.host)
-            keep = (
-                request.keep_alive
-                and not response.close
-                and served < lim.max_requests_per_connection
-                and not self._closing
-            )
-            await self._send(writer, response, keep_alive=keep)
-            self._log(request.method, request.target, response, peer, started)
-            if not keep:
-                return True
-
-    async def _send(
-        self, writer: asyncio.StreamWriter, resp: Response, *, keep_alive: bool
-    ) -> None:
-        await send(writer, resp, keep_alive=keep_alive, write_timeout=self.limits.write_timeout)
-
-    def _log(
-        self,
-        method: str | None,
-        target: str | None,
-        resp: Response,
-        peer: str,
-        started: float,
-    ) -> None:
-        # The path only: never the query string or headers (the token lives there).
-        path = None if target is None else show(urlsplit(target).path, 80)[1:-1]
-        fields: dict[str, Any] = {
-            "gate": self.gate_id,
-            "peer": peer,
-            "method": method,
-            "path": path,
-            "status": resp.status,
-            "rows": resp.rows,
-            "bytes": len(resp.body),
-        }
-        if started:
-            fields["ms"] = round((time.monotonic() - started) * 1000, 1)
-        if resp.error is not None:
-            fields["error"] = resp.error
-        if resp.status >= 500:
-            log.error("pull_api_request", **fields)
-        elif resp.status >= 400:
-            log.warning("pull_api_request", **fields)
-        else:
-            log.info("pull_api_request", **fields)
-
-    # -- answering ----------------------------------------------------------------------
-
-    async def _answer(self, request: Request) -> Response:
-        # The token first: without it, a client learns nothing about paths or methods.
-        self._authorize(request)
-        target = request.target
-        if target.startswith("/"):
-            path, _, query = target.partition("?")
-        elif target.startswith(("http://", "https://")):
-            parts = urlsplit(target)
-            path, query = parts.path or "/", parts.query
-        else:
-            raise HttpError(400, f"malformed request target {show(target)}", close=True)
-        path = path.partition("#")[0]
-        if path not in (EVENTS_PATH, HEAD_PATH):
-            raise HttpError(404, f"no such path {show(path)} (try {EVENTS_PATH}, {HEAD_PATH})")
-        if request.method != "GET":
-            raise HttpError(
-                405,
-                f"method {request.method} not allowed: GET only",
-                headers=[("Allow", "GET")],
-            )
-        gate = [(GATE_HEADER, self.gate_id)]
-        try:
-            if path == HEAD_PATH:
-                return await self._answer_head(request, query, gate)
-            return await self._answer_events(request, query, gate)
+            if request.content_length or request.can_read_body:
+                raise HttpError(413, "request bodies are not accepted", close=True)
+            self._authorize(request)
         except HttpError as exc:
-            return error_response(exc, gate)
+            if exc.status == 401 and self._throttle.failed(peer_host(request)):
+                log.warning(
+                    "pull_api_peer_paused",
+                    peer=peer_host(request),
+                    failures=self.limits.max_auth_failures,
+                    pause_s=self.limits.auth_pause,
+                )
+            self._log(request, exc.status, 0, 0, started, exc.message)
+            raise
+        authenticated(request)  # shown the token: no longer counted against its address
 
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: web.Request) -> None:
         # Every 401 closes the connection: only a client holding the token keeps one open.
         challenge = 'Bearer realm="edgegate"'
-        values = request.headers.get("authorization", [])
+        values = request.headers.getall("Authorization", [])
         if not values:
             raise HttpError(
                 401,
@@ -655,11 +473,44 @@ class PullApiServer:
                 401, "expected one 'Authorization: Bearer <token>'", headers=bad, close=True
             )
         # Constant time: the comparison reveals nothing about how much of a guess matched.
-        if not hmac.compare_digest(given.strip().encode("latin-1"), self._token):
+        # aiohttp decodes header values as UTF-8 (surrogate escapes for other bytes).
+        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token):
             raise HttpError(401, "wrong bearer token", headers=bad, close=True)
 
-    def _negotiate(self, request: Request, offers: Sequence[str]) -> str:
-        values = request.headers.get("accept")
+    # -- answering ------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        gate = [(GATE_HEADER, self.gate_id)]
+        try:
+            resp, rows = await self._answer(request, gate)
+        except HttpError as exc:
+            resp, rows = error_response(exc, gate), 0
+            self._log(request, exc.status, 0, resp.content_length or 0, started, exc.message)
+        else:
+            self._log(request, resp.status, rows, resp.content_length or 0, started, None)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    async def _answer(
+        self, request: web.Request, gate: list[tuple[str, str]]
+    ) -> tuple[web.Response, int]:
+        path = request.path
+        if path not in (EVENTS_PATH, HEAD_PATH):
+            raise HttpError(404, f"no such path {show(path)} (try {EVENTS_PATH}, {HEAD_PATH})")
+        if request.method != "GET":
+            raise HttpError(
+                405,
+                f"method {request.method} not allowed: GET only",
+                headers=[("Allow", "GET")],
+            )
+        query = request.rel_url.raw_query_string
+        if path == HEAD_PATH:
+            return await self._answer_head(request, query, gate), 0
+        return await self._answer_events(request, query, gate)
+
+    def _negotiate(self, request: web.Request, offers: Sequence[str]) -> str:
+        values = request.headers.getall("Accept", None)
         accept = None if values is None else ", ".join(values)
         media = negotiate(accept, offers)
         if media is None:
@@ -685,8 +536,8 @@ class PullApiServer:
         return params
 
     async def _answer_head(
-        self, request: Request, query: str, gate: list[tuple[str, str]]
-    ) -> Response:
+        self, request: web.Request, query: str, gate: list[tuple[str, str]]
+    ) -> web.Response:
         media = self._negotiate(request, _HEAD_OFFERS)
         self._params(query, ())
         try:
@@ -694,11 +545,13 @@ class PullApiServer:
         except (sqlite3.Error, LogError) as exc:
             raise HttpError(500, f"cannot read the log: {exc}") from exc
         body = json.dumps({"gate": self.gate_id, "seq": seq, "hash": digest.hex()}).encode()
-        return Response(200, body + b"\n", media, [*gate, (HEAD_HEADER, str(seq))])
+        resp = web.Response(status=200, body=body + b"\n", content_type=media)
+        _add(resp, [*gate, (HEAD_HEADER, str(seq))])
+        return resp
 
     async def _answer_events(
-        self, request: Request, query: str, gate: list[tuple[str, str]]
-    ) -> Response:
+        self, request: web.Request, query: str, gate: list[tuple[str, str]]
+    ) -> tuple[web.Response, int]:
         media = self._negotiate(request, _EVENT_OFFERS)
         params = self._params(query, ("after", "limit"))
         lim = self.limits
@@ -710,5 +563,97 @@ class PullApiServer:
             raise HttpError(500, f"cannot read the log: {exc}") from exc
         headers = [*gate, (HEAD_HEADER, str(head_seq)), ("Vary", "Accept")]
         if not rows:
-            return Response(204, b"", None, headers)
-        return Response(200, body, media, headers, rows=len(rows))
+            resp = web.Response(status=204)
+        else:
+            resp = web.Response(status=200, body=body, content_type=media)
+        _add(resp, headers)
+        return resp, len(rows)
+
+    def _log(
+        self,
+        request: web.Request,
+        status: int,
+        rows: int,
+        size: int,
+        started: float,
+        error: str | None,
+    ) -> None:
+        # The path only: never the query string or headers (the token lives there).
+        fields: dict[str, Any] = {
+            "gate": self.gate_id,
+            "peer": peer_host(request),
+            "method": request.method,
+            "path": show(request.path, 80)[1:-1],
+            "status": status,
+            "rows": rows,
+            "bytes": size,
+            "ms": round((time.monotonic() - started) * 1000, 1),
+        }
+        if error is not None:
+            fields["error"] = error
+        if status >= 500:
+            log.error("pull_api_request", **fields)
+        elif status >= 400:
+            log.warning("pull_api_request", **fields)
+        else:
+            log.info("pull_api_request", **fields)
+
+
+def _add(resp: web.StreamResponse, headers: Sequence[tuple[str, str]]) -> None:
+    for name, value in headers:
+        resp.headers[name] = value
+
+
+class PullApiServer:
+    """The pull API alone on an :class:`HttpServer` of its own at ``host:port`` (``port`` 0:
+    any free port), for tools and tests; the daemon mounts :class:`PullApi` on its one server.
+
+    ``ssl_context`` (a server context) makes it HTTPS. Use ``async with`` or ``start()`` /
+    ``aclose()``; ``port`` holds the bound port once started.
+    """
+
+    def __init__(
+        self,
+        log_path: Path,
+        gate_id: str,
+        host: str,
+        port: int,
+        token: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        limits: PullLimits | None = None,
+        server_limits: ServerLimits | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.api = PullApi(log_path, gate_id, token, limits=limits, clock=clock)
+        self.http = HttpServer(host, port, ssl_context=ssl_context, limits=server_limits)
+        self.api.mount(self.http)
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"PullApiServer(gate={self.api.gate_id!r}, {self.http.host}:{self.http.port})"
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    async def start(self) -> int:
+        """Open the log read-only, bind, serve; return the bound port. ``LogError`` if the
+        file is not this gate's log, ``OSError`` if the address cannot be bound."""
+        await self.api.open()
+        try:
+            return await self.http.start()
+        except BaseException:
+            await self.api.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Stop serving, end open connections, close the log connection. Idempotent."""
+        await self.http.aclose()
+        await self.api.aclose()
+
+    async def __aenter__(self) -> PullApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -43,6 +43,7 @@ from edgegate.sync.envelope import (
     load_private_key,
     load_public_key,
     open_signed,
+    pack_fields,
     public_pem,
     sign,
     unpack_map,
@@ -103,16 +104,7 @@ class AllowListPublication:
 
 
 def encode_publication(publication: AllowListPublication) -> bytes:
-    p = publication
-    return msgpack.Packer(use_bin_type=True).pack(
-        {
-            "kind": p.kind,
-            "version": p.version,
-            "base_version": p.base_version,
-            "issued_at_ns": p.issued_at_ns,
-            "content": p.content,
-        }
-    )
+    return pack_fields(publication)
 
 
 def decode_publication(body: bytes) -> AllowListPublication:

@@ -1,2 +1,28 @@
 """The daemon's one HTTP server (aiohttp): TLS, per-peer limits and the deadlines that keep
 slow or hostile clients from holding it; the pull API and the console mount their routes."""
+
+from edgegate.web.server import (
+    JSON,
+    Guard,
+    HttpError,
+    HttpServer,
+    PeerCheck,
+    ServerLimits,
+    authenticated,
+    error_response,
+    peer_host,
+    show,
+)
+
+__all__ = [
+    "JSON",
+    "Guard",
+    "HttpError",
+    "HttpServer",
+    "PeerCheck",
+    "ServerLimits",
+    "authenticated",
+    "error_response",
+    "peer_host",
+    "show",
+]

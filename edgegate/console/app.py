@@ -1,0 +1,494 @@
+"""The guard's console over HTTP: pages, static assets, login, the live view and actions.
+
+Routes (all answers carry ``Content-Security-Policy: default-src 'self'``):
+
+- ``GET /`` the console page (``/login`` without a session); ``GET``/``POST /login``;
+  ``POST /logout``; ``GET /static/NAME`` the packaged assets;
+- ``GET /api/me`` the account, role and CSRF token; ``GET /api/view`` the gate's view;
+  ``GET /api/live`` a WebSocket pushing ``{"type": "view", "now_ns", "view"}`` on every change;
+  ``POST /api/actions`` an action for the desk.
+
+``/api/*`` needs a session (401). A state-changing request needs the session's CSRF token in
+``X-CSRF-Token`` and an ``Origin`` that is this server's (403); the WebSocket checks the
+origin too. Logins, refusals and logouts are logged through ``audit`` before they take effect;
+the desk logs the actions itself (log-then-act).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from edgegate.config.models import ConsoleSettings
+from edgegate.console.accounts import AccountStore
+from edgegate.console.desk import (
+    PENDING_ACTIONS,
+    SUPERVISOR_ACTIONS,
+    DeskAction,
+    DeskOutcome,
+    DeskRequest,
+    GateDesk,
+    GateView,
+    Role,
+    snapshot_to_json,
+)
+from edgegate.console.sessions import COOKIE, LoginThrottle, Session, SessionStore
+from edgegate.core.clock import Clock
+from edgegate.core.events import ConsoleLogin, ConsoleLoginRefused, ConsoleLogout, Event
+from edgegate.observability import get_logger
+
+log = get_logger("console")
+
+Audit = Callable[[Event], Awaitable[int]]
+
+CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    # not no-referrer: with it, Chromium sends "Origin: null" on the login form's POST
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+_TEXT = {".html", ".js", ".css", ".json", ".svg"}
+MAX_BODY = 16 * 1024
+MAX_REASON = 500
+MAX_PLATE = 16
+MAX_LANE = 64
+MAX_NAME = 64  # an account name as typed, in the log
+MAX_PASSWORD = 1024
+MAX_SOCKETS = 64
+#: Actions that need a reason: the guard says why.
+REASON_REQUIRED = frozenset(
+    {
+        DeskAction.REFUSE,
+        DeskAction.OPEN_HOLD,
+        DeskAction.RELEASE,
+        DeskAction.INCIDENT_ON,
+        DeskAction.INCIDENT_OFF,
+    }
+)
+_STATUS = {
+    "forbidden": 403,
+    "invalid": 400,
+    "unknown-lane": 404,
+    "not-pending": 409,
+    "stale": 409,
+    "log-failed": 503,
+}
+_SESSION_ENDED = 4401  # WebSocket close code: the page goes back to the login page
+
+
+class BadField(ValueError):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.field = name
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+def load_assets() -> dict[str, tuple[bytes, str]]:
+    """name -> (content, content type) for every file of ``edgegate/console/static``."""
+    assets: dict[str, tuple[bytes, str]] = {}
+    for item in resources.files("edgegate.console").joinpath("static").iterdir():
+        suffix = "." + item.name.rsplit(".", 1)[-1] if "." in item.name else ""
+        if not item.is_file() or suffix not in _TYPES:
+            continue
+        ctype = _TYPES[suffix] + ("; charset=utf-8" if suffix in _TEXT else "")
+        assets[item.name] = (item.read_bytes(), ctype)
+    return assets
+
+
+def parse_action(body: object) -> dict[str, Any]:
+    """The fields of a ``POST /api/actions`` body, checked; :class:`BadField` names the first
+    bad one."""
+    if not isinstance(body, dict):
+        raise BadField("body", "expected a JSON object")
+    known = {"action", "lane", "decision_seq", "plate", "reason"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise BadField(unknown[0], "unknown field")
+    raw_action = body.get("action")
+    if not isinstance(raw_action, str) or raw_action not in {a.value for a in DeskAction}:
+        choices = ", ".join(a.value for a in DeskAction)
+        raise BadField("action", f"must be one of {choices}")
+    action = DeskAction(raw_action)
+    lane = _optional_str(body, "lane", MAX_LANE)
+    if action in SUPERVISOR_ACTIONS:
+        if lane is not None:
+            raise BadField("lane", "incident mode is the gate's, not a lane's: leave it out")
+    elif lane is None:
+        raise BadField("lane", f"{action.value} needs the lane")
+    seq = body.get("decision_seq")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
+        raise BadField("decision_seq", "must be a positive whole number")
+    if action in PENDING_ACTIONS and seq is None:
+        raise BadField("decision_seq", f"{action.value} needs the pending decision's seq")
+    plate = _optional_str(body, "plate", MAX_PLATE)
+    if action is DeskAction.CORRECT and plate is None:
+        raise BadField("plate", "correct needs the plate as the guard reads it")
+    if action is not DeskAction.CORRECT and plate is not None:
+        raise BadField("plate", f"{action.value} takes no plate")
+    reason = _optional_str(body, "reason", MAX_REASON) or ""
+    if action in REASON_REQUIRED and not reason:
+        raise BadField("reason", f"{action.value} needs a reason")
+    return {"action": action, "lane": lane, "decision_seq": seq, "plate": plate, "reason": reason}
+
+
+def _optional_str(body: Mapping[str, object], name: str, limit: int) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadField(name, "must be text")
+    value = value.strip()
+    if len(value) > limit:
+        raise BadField(name, f"longer than {limit} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise BadField(name, "holds control characters")
+    return value or None
+
+
+def _printable(text: str, limit: int) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+class Console:
+    """The console's state and handlers; see the module's docstring for the routes."""
+
+    def __init__(
+        self,
+        desk: GateDesk,
+        accounts: AccountStore,
+        settings: ConsoleSettings,
+        clock: Clock,
+        audit: Audit,
+    ) -> None:
+        self.desk = desk
+        self.accounts = accounts
+        self.clock = clock
+        self.audit = audit
+        self.sessions = SessionStore(clock.mono_ns, _ns(settings.session_idle.total_seconds()))
+        self.throttle = LoginThrottle(
+            clock.mono_ns,
+            max_failures=settings.max_failed_logins,
+            window_ns=_ns(settings.failed_login_window.total_seconds()),
+            lockout_ns=_ns(settings.lockout.total_seconds()),
+        )
+        self.assets = load_assets()
+        self._sockets = 0
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self.index)
+        app.router.add_get("/login", self.login_page)
+        app.router.add_post("/login", self.login)
+        app.router.add_post("/logout", self.logout)
+        app.router.add_get("/static/{name}", self.static)
+        app.router.add_get("/api/me", self.me)
+        app.router.add_get("/api/view", self.view)
+        app.router.add_get("/api/live", self.live)
+        app.router.add_post("/api/actions", self.actions)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _asset(self, name: str) -> web.Response:
+        found = self.assets.get(name)
+        if found is None:
+            return self._json({"error": "not-found", "message": f"no asset {name!r}"}, 404)
+        body, ctype = found
+        return web.Response(body=body, headers={**_HEADERS, "Content-Type": ctype})
+
+    @staticmethod
+    def _json(data: object, status: int = 200) -> web.Response:
+        return web.Response(
+            text=json.dumps(data, ensure_ascii=False),
+            status=status,
+            content_type="application/json",
+            headers=_HEADERS,
+        )
+
+    @staticmethod
+    def _redirect(location: str) -> web.Response:
+        return web.Response(status=303, headers={**_HEADERS, "Location": location})
+
+    @staticmethod
+    def _address(request: web.Request) -> str:
+        return request.remote or "unknown"
+
+    @staticmethod
+    def _same_origin(request: web.Request) -> bool:
+        """The request comes from a page of this server: ``Origin`` is our scheme and
+        ``Host`` (browsers send it on every POST and WebSocket; a forged cross-site request
+        cannot set it)."""
+        origin, host = request.headers.get("Origin"), request.headers.get("Host")
+        if not origin or not host:
+            return False
+        scheme = "https" if request.secure else "http"
+        return origin.lower() == f"{scheme}://{host}".lower()
+
+    async def _record(self, event: Event) -> int | None:
+        try:
+            return await self.audit(event)
+        except Exception as exc:  # the log is the gate's: its failure must not crash the page
+            log.error("console_audit_failed", event_type=event.TYPE, error=str(exc))
+            return None
+
+    async def _flush_ended(self) -> None:
+        for ended in self.sessions.take_ended():
+            s = ended.session
+            await self._record(
+                ConsoleLogout(account=s.account, address=s.address, reason=ended.reason)
+            )
+
+    async def _session(self, request: web.Request, *, touch: bool = True) -> Session | None:
+        """The request's live session, ending it if its account was removed or changed."""
+        session = self.sessions.get(request.cookies.get(COOKIE), touch=touch)
+        if session is not None:
+            account = self.accounts.get(session.account)
+            if account is None or account.role is not session.role:
+                self.sessions.end_account(session.account, "account-changed")
+                session = None
+        await self._flush_ended()
+        return session
+
+    def _refused(self, status: int, code: str, message: str) -> web.Response:
+        return self._json({"ok": False, "code": code, "message": message}, status)
+
+    async def _authorised(
+        self, request: web.Request, *, state_changing: bool
+    ) -> Session | web.Response:
+        session = await self._session(request)
+        if session is None:
+            return self._refused(401, "unauthenticated", "log in first")
+        if state_changing:
+            if not self._same_origin(request):
+                return self._refused(403, "bad-origin", "the request is not from this console")
+            if not session.csrf_ok(request.headers.get("X-CSRF-Token")):
+                return self._refused(403, "bad-csrf-token", "missing or wrong X-CSRF-Token")
+        return session
+
+    def _envelope(self, view: GateView) -> dict[str, Any]:
+        return {"type": "view", "now_ns": self.clock.wall_ns(), "view": snapshot_to_json(view)}
+
+    # -- pages -----------------------------------------------------------------------------
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        if await self._session(request) is None:
+            return self._redirect("/login")
+        return self._asset("index.html")
+
+    async def login_page(self, request: web.Request) -> web.StreamResponse:
+        if await self._session(request, touch=False) is not None:
+            return self._redirect("/")
+        return self._asset("login.html")
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        return self._asset(request.match_info["name"])
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        address = self._address(request)
+        if not self._same_origin(request):
+            return self._refused(403, "bad-origin", "the login is not from this console")
+        name, password = "", ""
+        reason = "bad-request"
+        if (request.content_length or 0) <= MAX_BODY:
+            with contextlib.suppress(ValueError):
+                form = await request.post()
+                raw_name, raw_password = form.get("account"), form.get("password")
+                if isinstance(raw_name, str) and isinstance(raw_password, str):
+                    name, password = raw_name.strip(), raw_password
+                    ok_size = 0 < len(name) <= MAX_NAME and len(password) <= MAX_PASSWORD
+                    reason = "bad-credentials" if ok_size else "bad-request"
+        shown = _printable(name, MAX_NAME)
+        key = name[:MAX_NAME]  # the lock-out remembers bounded names
+        if self.throttle.locked(key, address):
+            await self._record(
+                ConsoleLoginRefused(account=shown, address=address, reason="locked-out")
+            )
+            return self._redirect("/login?error=locked")
+        account = None
+        if reason == "bad-credentials":
+            account = await self.accounts.authenticate(name, password)
+        if account is None:
+            self.throttle.failed(key, address)
+            await self._record(ConsoleLoginRefused(account=shown, address=address, reason=reason))
+            return self._redirect("/login?error=refused")
+        logged = await self._record(
+            ConsoleLogin(account=account.name, role=account.role.value, address=address)
+        )
+        if logged is None:  # log-then-act: no session the log does not show
+            return self._redirect("/login?error=unavailable")
+        self.throttle.succeeded(name)
+        session = self.sessions.create(account.name, account.role, address)
+        await self._flush_ended()
+        response = self._redirect("/")
+        response.set_cookie(
+            COOKIE,
+            session.id,
+            httponly=True,
+            samesite="Strict",
+            path="/",
+            secure=request.secure,
+        )
+        return response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        session = await self._authorised(request, state_changing=True)
+        if isinstance(session, web.Response):
+            return session
+        await self._record(
+            ConsoleLogout(account=session.account, address=self._address(request), reason="logout")
+        )
+        self.sessions.end(session)
+        response = self._json({"ok": True, "code": "logged-out"})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    # -- API -------------------------------------------------------------------------------
+
+    async def me(self, request: web.Request) -> web.StreamResponse:
+        session = await self._authorised(request, state_changing=False)
+        if isinstance(session, web.Response):
+            return session
+        return self._json(
+            {"account": session.account, "role": session.role.value, "csrf_token": session.csrf}
+        )
+
+    async def view(self, request: web.Request) -> web.StreamResponse:
+        session = await self._authorised(request, state_changing=False)
+        if isinstance(session, web.Response):
+            return session
+        return self._json(self._envelope(self.desk.view()))
+
+    async def actions(self, request: web.Request) -> web.StreamResponse:
+        session = await self._authorised(request, state_changing=True)
+        if isinstance(session, web.Response):
+            return session
+        if (request.content_length or 0) > MAX_BODY:
+            return self._refused(413, "invalid", f"body: larger than {MAX_BODY} bytes")
+        try:
+            fields = parse_action(json.loads(await request.read()))
+        except BadField as exc:
+            return self._refused(400, "invalid", str(exc))
+        except (ValueError, web.HTTPException):
+            return self._refused(400, "invalid", "body: not a JSON object")
+        if fields["action"] in SUPERVISOR_ACTIONS and session.role is not Role.SUPERVISOR:
+            return self._refused(403, "forbidden", "only a supervisor may switch incident mode")
+        desk_request = DeskRequest(
+            operator=f"console:{session.account}", role=session.role, **fields
+        )
+        try:
+            outcome: DeskOutcome = await self.desk.act(desk_request)
+        except Exception as exc:  # the contract says never; a guard still gets an answer
+            log.exception("desk_act_failed", action=fields["action"].value)
+            return self._refused(500, "error", f"the gate could not take the action: {exc}")
+        status = 200 if outcome.ok else _STATUS.get(outcome.code, 409)
+        return self._json(
+            {
+                "ok": outcome.ok,
+                "code": outcome.code,
+                "message": outcome.message,
+                "seq": outcome.seq,
+            },
+            status,
+        )
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        session = await self._authorised(request, state_changing=False)
+        if isinstance(session, web.Response):
+            return session
+        if not self._same_origin(request):
+            return self._refused(403, "bad-origin", "the connection is not from this console")
+        if self._sockets >= MAX_SOCKETS:
+            return self._refused(503, "busy", "too many console connections")
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+        await ws.prepare(request)
+        self._sockets += 1
+        pusher = asyncio.create_task(self._push(ws, session))
+        reader = asyncio.create_task(self._drain(ws))
+
+        def ended() -> None:  # logout, idle or a removed account stop the pushes at once
+            pusher.cancel()
+
+        session.on_end.append(ended)
+        try:
+            await asyncio.wait({pusher, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pusher, reader):
+                task.cancel()
+            await asyncio.gather(pusher, reader, return_exceptions=True)
+            with contextlib.suppress(ValueError):
+                session.on_end.remove(ended)
+            self._sockets -= 1
+            live = self.sessions.get(session.id, touch=False) is not None
+            code = WSCloseCode.OK if live else _SESSION_ENDED
+            await ws.close(code=code, message=b"" if live else b"session ended")
+        return ws
+
+    async def _push(self, ws: web.WebSocketResponse, session: Session) -> None:
+        """The view now, then every change; a slow browser makes ``send`` wait, and the desk
+        hands it only the newest view once it is ready again."""
+        watcher = self.desk.watch()
+        try:
+            await ws.send_json(self._envelope(self.desk.view()))
+            async for view in watcher:
+                if self.sessions.get(session.id, touch=False) is None:
+                    return
+                await ws.send_json(self._envelope(view))
+        finally:
+            aclose = getattr(watcher, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    @staticmethod
+    async def _drain(ws: web.WebSocketResponse) -> None:
+        """The page sends nothing; reading notices when it goes away."""
+        async for msg in ws:
+            if msg.type is WSMsgType.ERROR:
+                return
+
+
+def add_console_routes(
+    app: web.Application,
+    desk: GateDesk,
+    accounts: AccountStore,
+    settings: ConsoleSettings,
+    clock: Clock,
+    audit: Audit,
+) -> Console:
+    """Add the console's routes to ``app`` (the daemon's one server) at ``/``."""
+    console = Console(desk, accounts, settings, clock, audit)
+    console.add_routes(app)
+    return console
+
+
+CONSOLE = web.AppKey("console", Console)
+
+
+def console_app(
+    desk: GateDesk,
+    accounts: AccountStore,
+    settings: ConsoleSettings,
+    clock: Clock,
+    audit: Audit,
+) -> web.Application:
+    """An application serving only the console (tests, or a server of its own)."""
+    app = web.Application(client_max_size=MAX_BODY)
+    app[CONSOLE] = add_console_routes(app, desk, accounts, settings, clock, audit)
+    return app

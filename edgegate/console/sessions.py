@@ -1,0 +1,187 @@
+"""Console sessions, their CSRF tokens, and the lock-out of repeated failed logins.
+
+Sessions live in the daemon's memory only (a restart logs everyone out): a random 32-byte id
+in an ``HttpOnly``, ``SameSite=Strict`` cookie, ended by logout or ``idle`` time without a
+request. Each carries a random CSRF token the page sends back on every state-changing request.
+All times are the injected clock's monotonic nanoseconds.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgegate.console.desk import Role
+
+COOKIE = "edgegate_console"
+
+
+@dataclass(slots=True)
+class Session:
+    id: str
+    account: str
+    role: Role
+    address: str
+    csrf: str
+    last_seen_ns: int
+    on_end: list[Callable[[], None]] = field(default_factory=list)  # e.g. close its sockets
+
+    def csrf_ok(self, token: str | None) -> bool:
+        """Whether ``token`` is this session's CSRF token (constant-time compare)."""
+        return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A session that ended without a request saying so (``idle``, ``displaced``)."""
+
+    session: Session
+    reason: str
+
+
+class SessionStore:
+    """At most ``max_sessions`` sessions; the least recently used one makes room."""
+
+    def __init__(self, mono_ns: Callable[[], int], idle_ns: int, max_sessions: int = 256):
+        self._mono_ns = mono_ns
+        self._idle_ns = idle_ns
+        self._max = max_sessions
+        self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
+        self._ended: list[Ended] = []
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, account: str, role: Role, address: str) -> Session:
+        self.sweep()
+        while len(self._sessions) >= self._max:
+            _, oldest = self._sessions.popitem(last=False)
+            self._end(oldest, "displaced")
+        session = Session(
+            id=secrets.token_urlsafe(32),
+            account=account,
+            role=role,
+            address=address,
+            csrf=secrets.token_urlsafe(32),
+            last_seen_ns=self._mono_ns(),
+        )
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str | None, *, touch: bool = True) -> Session | None:
+        """The live session of ``session_id``; ``touch`` counts this as activity."""
+        self.sweep()
+        if not session_id:
+            return None
+        session = self._sessions.get(session_id)
+        if session is not None and touch:
+            session.last_seen_ns = self._mono_ns()
+            self._sessions.move_to_end(session_id)
+        return session
+
+    def end(self, session: Session, reason: str = "logout") -> None:
+        if self._sessions.pop(session.id, None) is not None:
+            self._end(session, reason, record=False)
+
+    def end_account(self, account: str, reason: str) -> None:
+        """End every session of ``account`` (removed, or its role changed)."""
+        for session in [s for s in self._sessions.values() if s.account == account]:
+            del self._sessions[session.id]
+            self._end(session, reason)
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def sweep(self) -> None:
+        now = self._mono_ns()
+        while self._sessions:
+            oldest = next(iter(self._sessions.values()))
+            if now - oldest.last_seen_ns < self._idle_ns:
+                break
+            del self._sessions[oldest.id]
+            self._end(oldest, "idle")
+
+    def take_ended(self) -> list[Ended]:
+        """Sessions that ended by themselves since the last call, for the log."""
+        ended, self._ended = self._ended, []
+        return ended
+
+    def _end(self, session: Session, reason: str, *, record: bool = True) -> None:
+        if record:
+            self._ended.append(Ended(session, reason))
+        for callback in session.on_end:
+            callback()
+        session.on_end.clear()
+
+
+@dataclass(slots=True)
+class _Failures:
+    times: deque[int]
+    locked_until: int | None = None
+
+
+class LoginThrottle:
+    """Lock-out after ``max_failures`` refused logins within ``window_ns``, for ``lockout_ns``:
+    per account name as typed (known or not, so a locked answer reveals nothing) and per
+    client address. At most ``max_keys`` names and addresses are remembered; past that, the
+    ones with nothing recent are forgotten first."""
+
+    def __init__(
+        self,
+        mono_ns: Callable[[], int],
+        *,
+        max_failures: int,
+        window_ns: int,
+        lockout_ns: int,
+        max_keys: int = 10_000,
+    ) -> None:
+        self._mono_ns = mono_ns
+        self._max_failures = max_failures
+        self._window_ns = window_ns
+        self._lockout_ns = lockout_ns
+        self._max_keys = max_keys
+        self._keys: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+
+    def locked(self, account: str, address: str) -> bool:
+        now = self._mono_ns()
+        return any(self._locked(key, now) for key in _keys(account, address))
+
+    def failed(self, account: str, address: str) -> None:
+        now = self._mono_ns()
+        for key in _keys(account, address):
+            entry = self._keys.get(key)
+            if entry is None:
+                entry = self._keys[key] = _Failures(deque(maxlen=self._max_failures))
+            self._keys.move_to_end(key)
+            while entry.times and now - entry.times[0] >= self._window_ns:
+                entry.times.popleft()
+            entry.times.append(now)
+            if len(entry.times) >= self._max_failures:
+                entry.locked_until = now + self._lockout_ns
+                entry.times.clear()
+        self._trim(now)
+
+    def succeeded(self, account: str) -> None:
+        self._keys.pop(("account", account), None)
+
+    def _locked(self, key: tuple[str, str], now: int) -> bool:
+        entry = self._keys.get(key)
+        return entry is not None and entry.locked_until is not None and now < entry.locked_until
+
+    def _trim(self, now: int) -> None:
+        if len(self._keys) <= self._max_keys:
+            return
+        for key in list(self._keys):
+            entry = self._keys[key]
+            stale = not entry.times or now - entry.times[-1] >= self._window_ns
+            if stale and not self._locked(key, now):
+                del self._keys[key]
+        while len(self._keys) > self._max_keys:
+            self._keys.popitem(last=False)
+
+
+def _keys(account: str, address: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    return ("account", account), ("address", address)

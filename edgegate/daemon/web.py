@@ -1,0 +1,111 @@
+"""The daemon's HTTP server built from ``[http]``, with what is mounted on it: the pull API
+at ``/v1`` when ``[sync.pull_api]`` is configured. Mount another part here, e.g. the console
+at ``/``: ``server.mount("/", console_app)`` in :meth:`GateWeb.start`."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgegate.config import GateConfig
+from edgegate.config.models import HttpSettings
+from edgegate.core.clock import Clock
+from edgegate.observability import get_logger
+from edgegate.sync.pull_api import PullApi, PullLimits
+from edgegate.web import HttpServer, ServerLimits
+
+log = get_logger("gate.web")
+
+
+def server_limits(http: HttpSettings) -> ServerLimits:
+    return ServerLimits(
+        header_timeout=http.header_timeout.total_seconds(),
+        max_connections=http.max_connections,
+        max_pending_per_peer=http.max_pending_per_peer,
+    )
+
+
+async def server_tls(config: GateConfig, http: HttpSettings) -> ssl.SSLContext | None:
+    """The server TLS context of ``[http]`` (None: plain HTTP); ``OSError``/``ssl.SSLError``
+    if the certificate or key cannot be loaded."""
+    if http.tls_cert_file is None or http.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    await asyncio.to_thread(
+        context.load_cert_chain,
+        config.resolve_path(http.tls_cert_file),
+        config.resolve_path(http.tls_key_file),
+    )
+    return context
+
+
+@dataclass
+class GateWeb:
+    """The gate's HTTP server and its parts; :meth:`start` after the log is open."""
+
+    config: GateConfig
+    log_path: Path
+    clock: Clock
+    server: HttpServer | None = None
+    pull_api: PullApi | None = None
+    _parts: list[PullApi] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Build and start the server from ``[http]`` (nothing without it). A part that cannot
+        start (unreadable token) is logged and left out; a server that cannot start (bad
+        certificate, address in use) is logged and the gate runs on without it."""
+        config, http = self.config, self.config.http
+        if http is None:
+            return
+        try:
+            tls = await server_tls(config, http)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("http_disabled", key="http", problem=f"TLS certificate or key: {exc}")
+            return
+        server = HttpServer(http.bind, http.port, ssl_context=tls, limits=server_limits(http))
+        await self._mount_pull_api(server)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("http_disabled", key="http", problem=f"cannot listen on {http.url}: {exc}")
+            await self._close_parts()
+            return
+        self.server = server
+        log.info("http_serving", url=server.url, pull_api=self.pull_api is not None)
+
+    async def _mount_pull_api(self, server: HttpServer) -> None:
+        sync = self.config.sync
+        if sync is None or sync.pull_api is None:
+            return
+        pa = sync.pull_api
+        try:
+            token_path = self.config.resolve_path(pa.token_file)
+            token = (await asyncio.to_thread(token_path.read_text)).strip()
+            limits = PullLimits(
+                max_auth_failures=pa.max_auth_failures,
+                auth_pause=pa.auth_pause.total_seconds(),
+            )
+            api = PullApi(
+                self.log_path, self.config.gate.id, token, limits=limits, clock=self.clock
+            )
+            await api.open()
+        except (OSError, ValueError) as exc:
+            log.error("pull_api_disabled", key="sync.pull_api", problem=str(exc))
+            return
+        api.mount(server)
+        self.pull_api = api
+        self._parts.append(api)
+
+    async def aclose(self) -> None:
+        """Stop the server, then close what the parts hold. Idempotent."""
+        server, self.server = self.server, None
+        if server is not None:
+            await server.aclose()
+        await self._close_parts()
+
+    async def _close_parts(self) -> None:
+        parts, self._parts = self._parts, []
+        for part in parts:
+            await part.aclose()

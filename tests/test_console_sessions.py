@@ -1,0 +1,103 @@
+"""Sessions, CSRF tokens and the login lock-out on an injected clock; the page's
+translations cover every code the gate can show."""
+
+from __future__ import annotations
+
+import json
+
+from edgegate.console.app import load_assets
+from edgegate.console.desk import DeskAction, Role
+from edgegate.console.sessions import LoginThrottle, SessionStore
+from edgegate.core.clock import ManualClock
+from edgegate.core.domain import GateKind, PlateColour
+from edgegate.core.events import GateMode, Loop
+from edgegate.core.lane import LaneState
+from edgegate.core.policy import Reason, Verdict
+
+S = 1_000_000_000
+
+
+def test_sessions_end_when_idle_and_are_recorded(clock: ManualClock) -> None:
+    store = SessionStore(clock.mono_ns, idle_ns=60 * S)
+    a = store.create("wang", Role.GUARD, "10.0.0.5")
+    assert len(a.id) == 43 and a.csrf != a.id
+    clock.advance(59)
+    assert store.get(a.id) is a  # and touched
+    clock.advance(59)
+    assert store.get(a.id) is a
+    ended: list[str] = []
+    a.on_end.append(lambda: ended.append("closed"))
+    clock.advance(60)
+    assert store.get(a.id) is None
+    assert [(e.session.account, e.reason) for e in store.take_ended()] == [("wang", "idle")]
+    assert ended == ["closed"] and store.take_ended() == []
+
+
+def test_the_least_recently_used_session_makes_room(clock: ManualClock) -> None:
+    store = SessionStore(clock.mono_ns, idle_ns=3600 * S, max_sessions=2)
+    a = store.create("a", Role.GUARD, "x")
+    b = store.create("b", Role.GUARD, "x")
+    store.get(a.id)
+    store.create("c", Role.GUARD, "x")
+    assert store.get(b.id) is None and store.get(a.id) is a
+    assert [(e.session.account, e.reason) for e in store.take_ended()] == [("b", "displaced")]
+
+
+def test_csrf_compare(clock: ManualClock) -> None:
+    session = SessionStore(clock.mono_ns, idle_ns=S).create("wang", Role.GUARD, "x")
+    assert session.csrf_ok(session.csrf)
+    assert not session.csrf_ok(None) and not session.csrf_ok("") and not session.csrf_ok("é")
+
+
+def test_lock_out_per_name_and_per_address(clock: ManualClock) -> None:
+    throttle = LoginThrottle(clock.mono_ns, max_failures=3, window_ns=900 * S, lockout_ns=600 * S)
+    for _ in range(3):
+        assert not throttle.locked("wang", "10.0.0.5")
+        throttle.failed("wang", "10.0.0.5")
+    assert throttle.locked("wang", "10.0.0.6")  # the name, from anywhere
+    assert throttle.locked("li", "10.0.0.5")  # the address, for any name
+    assert not throttle.locked("li", "10.0.0.6")
+    clock.advance(600)
+    assert not throttle.locked("wang", "10.0.0.5")
+
+
+def test_a_success_forgets_the_names_failures(clock: ManualClock) -> None:
+    throttle = LoginThrottle(clock.mono_ns, max_failures=3, window_ns=900 * S, lockout_ns=600 * S)
+    throttle.failed("wang", "a")
+    throttle.failed("wang", "b")
+    throttle.succeeded("wang")
+    throttle.failed("wang", "c")
+    assert not throttle.locked("wang", "d")
+
+
+def test_the_throttle_remembers_a_bounded_number_of_keys(clock: ManualClock) -> None:
+    throttle = LoginThrottle(
+        clock.mono_ns, max_failures=3, window_ns=60 * S, lockout_ns=60 * S, max_keys=10
+    )
+    for i in range(100):
+        throttle.failed(f"name{i}", f"addr{i}")
+        clock.advance(1)
+    assert len(throttle._keys) <= 10
+
+
+def test_every_code_the_page_shows_is_translated_in_both_languages() -> None:
+    strings = json.loads(load_assets()["i18n.json"][0])
+    assert set(strings) == {"zh", "en"} and set(strings["zh"]) == set(strings["en"])
+    needed = (
+        [f"reason.{r.value}" for r in Reason]
+        + [f"state.{s.value}" for s in LaneState]
+        + [f"loop.{loop.value}" for loop in Loop]
+        + [f"arm.{a}" for a in ("up", "down", "moving", "unknown")]
+        + [f"verdict.{v.value}" for v in Verdict]
+        + [f"colour.{c.value}" for c in PlateColour]
+        + [f"mode.{m.value}" for m in GateMode]
+        + [f"kind.{k.value}" for k in GateKind]
+        + [f"action.{a.value}" for a in DeskAction]
+        + [f"role.{r.value}" for r in Role]
+        + [f"code.{c}" for c in ("ok", "forbidden", "unknown-lane", "not-pending", "stale")]
+        + [f"code.{c}" for c in ("invalid", "log-failed", "bad-csrf-token", "bad-origin")]
+    )
+    for lang in ("zh", "en"):
+        missing = [key for key in needed if not strings[lang].get(key)]
+        assert not missing, f"{lang}: {missing}"
+    assert strings["zh"]["state.awaiting-guard"] != strings["en"]["state.awaiting-guard"]
