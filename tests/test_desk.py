@@ -24,10 +24,8 @@ from edgegate.core.events import (
     ManualAction,
     ManualActionKind,
     ModeChanged,
-    ModeSource,
 )
 from edgegate.core.lane import BarrierOnline, Manual
-from edgegate.daemon.control import GateController
 from edgegate.daemon.desk import Desk
 from edgegate.daemon.lane_runner import DeskItem
 from edgegate.log import LogError
@@ -293,21 +291,6 @@ async def test_the_lane_checks_again_and_a_desk_that_gave_up_gets_nothing_done(
         await back_out(g)
 
 
-class LocalIncident:
-    """The gate's incident control (``GateController``) as the desk calls it."""
-
-    def __init__(self, control: GateController) -> None:
-        self.control = control
-
-    async def set_incident(self, on: bool, *, operator: str, reason: str) -> int | None:
-        try:
-            return await self.control.set_incident(
-                on, source=ModeSource.LOCAL, operator=operator, reason=reason
-            )
-        except LogError:
-            return None
-
-
 async def test_a_supervisor_switches_incident_mode_and_a_guard_may_not(tmp_path: Path) -> None:
     devices = {"plc": sim_plc(), "cam": sim_reader()}
     config = gate_config(tmp_path, devices, [lane("l1", "exit", "cam", "plc")])
@@ -317,7 +300,6 @@ async def test_a_supervisor_switches_incident_mode_and_a_guard_may_not(tmp_path:
     async with RunningGate(config) as g:
         desk = desk_of(g)
         assert g.gate.control is not None
-        desk.incident = LocalIncident(g.gate.control)
         assert desk.view().lanes[0].evacuation
         guard = await desk.act(request(DeskAction.INCIDENT_ON, lane=None))
         assert (guard.ok, guard.code) == (False, "forbidden")

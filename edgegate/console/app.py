@@ -42,6 +42,7 @@ from edgegate.console.sessions import COOKIE, LoginThrottle, Session, SessionSto
 from edgegate.core.clock import Clock
 from edgegate.core.events import ConsoleLogin, ConsoleLoginRefused, ConsoleLogout, Event
 from edgegate.observability import get_logger
+from edgegate.web import authenticated
 
 log = get_logger("console")
 
@@ -264,6 +265,10 @@ class Console:
             if account is None or account.role is not session.role:
                 self.sessions.end_account(session.account, "account-changed")
                 session = None
+        if session is not None:
+            # A logged-in booth's connections (its live WebSocket among them) are not counted
+            # against the per-address cap on connections that have not authenticated.
+            authenticated(request)
         await self._flush_ended()
         return session
 

@@ -31,10 +31,11 @@ from edgegate.console.desk import (
     Role,
 )
 from edgegate.core.clock import Clock
-from edgegate.core.events import Event, GateMode, ManualActionKind
+from edgegate.core.events import Event, GateMode, ManualActionKind, ModeSource
 from edgegate.core.lane import Barrier, Manual
 from edgegate.core.plates import is_valid, normalise
 from edgegate.daemon.lane_runner import DeskItem, LaneRunner
+from edgegate.log import LogError
 from edgegate.observability import get_logger
 
 __all__ = ["ANSWER_TIMEOUT_S", "MAX_REASON", "Desk", "IncidentControl"]
@@ -55,12 +56,14 @@ _MANUAL = {
 
 
 class IncidentControl(Protocol):
-    """The gate's incident mode as the desk switches it."""
+    """The gate's incident mode as the desk switches it (``GateController``)."""
 
-    async def set_incident(self, on: bool, *, operator: str, reason: str) -> int | None:
-        """Log ``mode.changed`` (source local, ``operator``, ``reason``), then hold or release
-        the evacuation lanes; return its seq, or None when it could not be logged (then
-        nothing is done)."""
+    async def set_incident(
+        self, on: bool, *, source: ModeSource, operator: str, reason: str
+    ) -> int | None:
+        """Log ``mode.changed``, then hold or release the evacuation lanes; its seq, or None
+        when the gate is in that mode already (nothing logged). ``LogError`` when it could
+        not be logged (then nothing is done)."""
         ...
 
 
@@ -274,7 +277,10 @@ class Desk:
         try:
             async with asyncio.timeout(self._answer_timeout):
                 seq = await control.set_incident(
-                    on, operator=request.operator, reason=request.reason.strip()
+                    on,
+                    source=ModeSource.LOCAL,
+                    operator=request.operator,
+                    reason=request.reason.strip(),
                 )
         except TimeoutError:
             return DeskOutcome(
@@ -282,9 +288,12 @@ class Desk:
                 "log-failed",
                 f"incident mode was not logged within {self._answer_timeout:g} s",
             )
+        except LogError as exc:
+            return DeskOutcome(False, "log-failed", f"the mode change could not be logged: {exc}")
         self.changed()
         if seq is None:
-            return DeskOutcome(False, "log-failed", "the mode change could not be logged")
+            mode = "incident" if on else "normal"
+            return DeskOutcome(True, "ok", f"the gate is in {mode} mode already")
         return DeskOutcome(True, "ok", seq=seq)
 
 

@@ -154,6 +154,8 @@ class Gate:
                     last_change=last_change,
                 )
                 self.control.observers.append(self._mode_changed)
+                assert self.desk is not None  # built with the lanes
+                self.desk.incident = self.control
                 # A restart during an evacuation must not close the lanes it held open.
                 self.control.restore()
                 await self._restore_holds(path)
@@ -258,12 +260,12 @@ class Gate:
         uplink.start()
 
     async def _start_web(self, elog: EventLog) -> None:
-        """With ``[http]``: the HTTP server, the pull API mounted if configured."""
+        """With ``[http]``: the HTTP server, with the pull API and the console if configured."""
         if self.config.http is None:
             return
         from edgegate.daemon.web import GateWeb
 
-        self.web = GateWeb(self.config, elog.path, self.clock)
+        self.web = GateWeb(self.config, elog.path, self.clock, desk=self.desk, audit=elog.append)
         await self.web.start()
 
     # --- building -------------------------------------------------------------------------

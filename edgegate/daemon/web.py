@@ -1,6 +1,6 @@
 """The daemon's HTTP server built from ``[http]``, with what is mounted on it: the pull API
-at ``/v1`` when ``[sync.pull_api]`` is configured. Mount another part here, e.g. the console
-at ``/``: ``server.mount("/", console_app)`` in :meth:`GateWeb.start`."""
+at ``/v1`` when ``[sync.pull_api]`` is configured, the guard's console at ``/`` when
+``[console]`` is."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
+
 from edgegate.config import GateConfig
 from edgegate.config.models import HttpSettings
+from edgegate.console.accounts import AccountsError, AccountStore
+from edgegate.console.app import MAX_BODY, Audit, Console, add_console_routes
+from edgegate.console.desk import GateDesk
 from edgegate.core.clock import Clock
 from edgegate.observability import get_logger
 from edgegate.sync.pull_api import PullApi, PullLimits
@@ -48,8 +53,11 @@ class GateWeb:
     config: GateConfig
     log_path: Path
     clock: Clock
+    desk: GateDesk | None = None  # the console is served only with a desk and [console]
+    audit: Audit | None = None  # appends the console's login events to the gate's log
     server: HttpServer | None = None
     pull_api: PullApi | None = None
+    console: Console | None = None
     _parts: list[PullApi] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -66,6 +74,7 @@ class GateWeb:
             return
         server = HttpServer(http.bind, http.port, ssl_context=tls, limits=server_limits(http))
         await self._mount_pull_api(server)
+        self._mount_console(server)
         try:
             await server.start()
         except OSError as exc:
@@ -73,7 +82,34 @@ class GateWeb:
             await self._close_parts()
             return
         self.server = server
-        log.info("http_serving", url=server.url, pull_api=self.pull_api is not None)
+        log.info(
+            "http_serving",
+            url=server.url,
+            pull_api=self.pull_api is not None,
+            console=self.console is not None,
+        )
+
+    def _mount_console(self, server: HttpServer) -> None:
+        settings = self.config.console
+        if settings is None or self.desk is None or self.audit is None:
+            return
+        path = self.config.resolve_path(settings.accounts_file)
+        try:
+            accounts = AccountStore.open(path, self.clock.mono_ns)
+        except AccountsError as exc:
+            log.error("console_disabled", key="console.accounts_file", problem=str(exc))
+            return
+        if not accounts.names():
+            log.warning(
+                "console_has_no_accounts",
+                accounts_file=str(path),
+                hint="add one with: edgegate accounts add NAME --role guard --config ...",
+            )
+        app = web.Application(client_max_size=MAX_BODY)
+        self.console = add_console_routes(
+            app, self.desk, accounts, settings, self.clock, self.audit
+        )
+        server.mount("/", app)
 
     async def _mount_pull_api(self, server: HttpServer) -> None:
         sync = self.config.sync
