@@ -1,15 +1,24 @@
 """Shared set-up of the gate benchmarks: lanes of simulators and a gate configuration that
 drives them through the real drivers (``modbus-tcp`` to a :class:`PlcSimulator` on
-127.0.0.1, ``serial-plate-reader`` on a :class:`PlateReaderSimulator` pty).
+127.0.0.1, ``serial-plate-reader`` on a :class:`PlateReaderSimulator` pty); the guard's
+console on the daemon's HTTP server and a logged-in client of it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import secrets
+import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
+
+from edgegate.console.accounts import Account, hash_password, write_accounts
+from edgegate.console.desk import Role
 from edgegate.core.domain import HolderType, PlateColour, Registration, VehicleCategory
 from edgegate.devices.plc_profile import BarrierPlcProfile
 from edgegate.devices.profiles import load_profile
@@ -141,3 +150,87 @@ def gate_config_toml(
             "",
         ]
     return "\n".join(parts)
+
+
+# --- the guard's console ------------------------------------------------------------------
+
+CONSOLE_ACCOUNT = "bench-guard"
+CONSOLE_PASSWORD = secrets.token_urlsafe(18)  # a fresh one each run
+LOGIN_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the daemon binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_console_accounts(path: Path) -> None:
+    """An accounts file holding one guard, :data:`CONSOLE_ACCOUNT`."""
+    account = Account(CONSOLE_ACCOUNT, Role.GUARD, hash_password(CONSOLE_PASSWORD))
+    write_accounts(path, {account.name: account})
+
+
+def console_config_toml(port: int, accounts_file: Path) -> str:
+    """``[http]`` on 127.0.0.1:``port`` and ``[console]`` with ``accounts_file``, to append
+    to :func:`gate_config_toml`."""
+    return "\n".join(
+        [
+            "",
+            "[http]",
+            'bind = "127.0.0.1"',
+            f"port = {port}",
+            "",
+            "[console]",
+            f"accounts_file = {str(accounts_file)!r}",
+            "",
+        ]
+    )
+
+
+class ConsoleClient:
+    """One logged-in console, as a browser at the booth holds it: a session cookie from
+    ``POST /login``, then the ``/api/live`` WebSocket."""
+
+    def __init__(self, port: int) -> None:
+        self.origin = f"http://127.0.0.1:{port}"
+        # unsafe: the cookie jar otherwise keeps no cookie of a server named by its IP.
+        self.session = aiohttp.ClientSession(self.origin, cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def login(self) -> None:
+        """Log in, retrying while the daemon's server is not up yet."""
+        deadline = time.monotonic() + LOGIN_TIMEOUT_S
+        while True:
+            try:
+                response = await self.session.post(
+                    "/login",
+                    data={"account": CONSOLE_ACCOUNT, "password": CONSOLE_PASSWORD},
+                    headers={"Origin": self.origin},
+                    allow_redirects=False,
+                )
+                break
+            except aiohttp.ClientConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        location = response.headers.get("Location")
+        response.release()
+        if response.status != 303 or location != "/":
+            raise RuntimeError(f"console login refused: {response.status} -> {location}")
+        me = await self.session.get("/api/me")
+        if me.status != 200:
+            raise RuntimeError(f"console /api/me answered {me.status} after logging in")
+        me.release()
+
+    async def connect(self) -> aiohttp.ClientWebSocketResponse:
+        """The live WebSocket (the page's first message, the view now, is not read)."""
+        self.ws = await self.session.ws_connect("/api/live", headers={"Origin": self.origin})
+        return self.ws
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        await self.session.close()
