@@ -1,11 +1,16 @@
 """Idle cost of the gate daemon: memory and CPU of ``edgegate run`` with four lanes, no traffic.
 
-    python bench/daemon_idle.py [--json] [--seconds 60] [--lanes 4] [--poll-hz 20]
+    python bench/daemon_idle.py [--json] [--seconds 60] [--lanes 4] [--poll-hz 20] [--no-console]
 
 This process starts four :class:`PlcSimulator` (pymodbus, 127.0.0.1) and four
 :class:`PlateReaderSimulator` (ptys), writes a gate configuration with ``modbus-tcp`` devices
 polled at ``--poll-hz`` and ``serial-plate-reader`` devices on the ptys, and runs
 ``python -m edgegate run -c CONFIG`` as a subprocess (JSON logs at INFO into a file). With
+``--console`` (the default: a booth keeps the console open all day) the gate also serves
+``[http]`` on 127.0.0.1 with ``[console]`` and one guard account, and a console client in
+this process logs in and holds the ``/api/live`` WebSocket from before the warm-up to the end
+of the window (``console_connected``; ``console_messages``: the views it received during the
+window, which an idle gate should not send). With
 ``--phases shuffled`` (the default) each PLC simulator then refuses connections for a moment,
 at staggered times, so that every driver reconnects after its own jittered backoff: the polls
 no longer run in the lockstep they start in, as in the field after any PLC outage (four fault
@@ -45,7 +50,18 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._gate_fixture import SimLaneDevices, gate_config_toml, start_lanes, stop_lanes
+import aiohttp
+
+from bench._gate_fixture import (
+    ConsoleClient,
+    SimLaneDevices,
+    console_config_toml,
+    free_port,
+    gate_config_toml,
+    start_lanes,
+    stop_lanes,
+    write_console_accounts,
+)
 from edgegate.observability import configure_logging
 from edgegate.sim.plc import FailMode
 
@@ -166,13 +182,56 @@ async def shuffle_phases(
     await wait_polled(lanes, proc)
 
 
-async def measure_daemon(args: argparse.Namespace, tmp: Path) -> tuple[Usage, list[str]]:
+class ConsoleWatch:
+    """A logged-in console holding the live WebSocket, counting the messages it receives."""
+
+    def __init__(self, port: int) -> None:
+        self.client = ConsoleClient(port)
+        self.messages = 0
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.client.login()
+        ws = await self.client.connect()
+        self._listener = asyncio.create_task(self._listen(ws))
+
+    async def _listen(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                break
+            self.messages += 1
+
+    @property
+    def connected(self) -> bool:
+        ws = self.client.ws
+        return ws is not None and not ws.closed and self._listener is not None
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._listener is not None:
+            await asyncio.gather(self._listener, return_exceptions=True)
+
+
+@dataclass
+class Measured:
+    usage: Usage
+    lines: list[str]
+    console_connected: bool = False
+    console_messages: int | None = None
+
+
+async def measure_daemon(args: argparse.Namespace, tmp: Path) -> Measured:
     lanes = await start_lanes(args.lanes, tmp, travel_time=2.0)
+    console: ConsoleWatch | None = None
     try:
         config = tmp / "gate.toml"
-        config.write_text(
-            gate_config_toml(lanes, tmp / "gate.db", poll_hz=args.poll_hz), encoding="utf-8"
-        )
+        text = gate_config_toml(lanes, tmp / "gate.db", poll_hz=args.poll_hz)
+        if args.console:
+            port = free_port()
+            write_console_accounts(tmp / "accounts")
+            text += console_config_toml(port, tmp / "accounts")
+            console = ConsoleWatch(port)
+        config.write_text(text, encoding="utf-8")
         with (tmp / "daemon.log").open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -187,18 +246,28 @@ async def measure_daemon(args: argparse.Namespace, tmp: Path) -> tuple[Usage, li
             )
         try:
             await wait_polled(lanes, proc)
+            if console is not None:
+                await console.start()
             if args.phases == "shuffled":
                 await shuffle_phases(lanes, proc, args.poll_hz)
             await asyncio.sleep(args.warmup)
             for lane in lanes:  # the simulators' frame records must not grow for nothing
                 lane.plc.frames.clear()
+            before = 0 if console is None else console.messages
             usage = await watch(proc, args.seconds)
+            measured = Measured(usage, [])
+            if console is not None:
+                measured.console_connected = console.connected
+                measured.console_messages = console.messages - before
         finally:
+            if console is not None:
+                await console.stop()
             code = await stop_process(proc)
         lines = (tmp / "daemon.log").read_text(encoding="utf-8", errors="replace").splitlines()
         if code != 0:
             raise RuntimeError(f"the daemon exited with {code}: {lines[-5:]}")
-        return usage, lines
+        measured.lines = lines
+        return measured
     finally:
         await stop_lanes(lanes)
 
@@ -232,8 +301,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(d)
         (tmp / "daemon").mkdir()
         (tmp / "floor").mkdir()
-        usage, lines = await measure_daemon(args, tmp / "daemon")
+        measured = await measure_daemon(args, tmp / "daemon")
         floor = await measure_floor(args, tmp / "floor")
+    usage, lines = measured.usage, measured.lines
     return {
         "rss_mb": round(usage.rss_mb, 1),
         "cpu_pct": round(usage.cpu_pct, 2),
@@ -246,6 +316,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "poll_hz": args.poll_hz,
         "phases": args.phases,
         "log_lines": len(lines),
+        "console_connected": measured.console_connected,
+        "console_messages": measured.console_messages,
         "target_rss_mb": TARGET_RSS_MB,
         "target_cpu_pct": TARGET_CPU_PCT,
     }
@@ -259,6 +331,13 @@ def main() -> int:
     parser.add_argument("--floor-seconds", type=float, default=20.0)
     parser.add_argument("--lanes", type=int, default=4)
     parser.add_argument("--poll-hz", type=float, default=20.0)
+    parser.add_argument(
+        "--console",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the console and keep one logged-in client on its live WebSocket "
+        "(default); --no-console: the gate without [http]",
+    )
     parser.add_argument(
         "--phases",
         choices=["shuffled", "startup"],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,32 @@ def run(
     code = main(["accounts", *args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_a_burst_of_logins_leaves_no_scrypt_buffers_behind(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Each check takes scrypt's 16 MiB: concurrent logins must not each keep one in the
+    idle daemon (they did, one per worker thread: 64 MB after four)."""
+    path = tmp_path / "accounts"
+    write_accounts(path, {"wang": Account("wang", Role.GUARD, HASH)})
+    store = AccountStore.open(path, clock.mono_ns)
+    assert await store.authenticate("wang", PASSWORD) is not None
+    before = _rss_bytes()
+    answers = await asyncio.gather(
+        *(store.authenticate("wang", f"wrong-password-{i}") for i in range(6))
+    )
+    assert answers == [None] * 6
+    assert _rss_bytes() - before < 16 * 1024 * 1024
 
 
 def test_cli_add_list_passwd_remove(
