@@ -17,6 +17,7 @@ from edgegate.config.models import ConsoleSettings
 from edgegate.console.accounts import Account, AccountStore, hash_password, write_accounts
 from edgegate.console.app import CONSOLE, Console, console_app
 from edgegate.console.desk import Role
+from edgegate.console.sessions import LoginThrottle
 from edgegate.core import events as ev
 from edgegate.core.clock import ManualClock
 from edgegate.web import HttpServer, ServerLimits
@@ -222,3 +223,21 @@ async def test_deeply_nested_json_is_a_400_not_a_500(gate: Gate, body: str) -> N
             assert response.status == 400, answer
     assert answer["code"] == "invalid" and "nested" in answer["message"]
     assert gate.desk.requests == []
+
+
+async def test_a_flood_of_logins_leaves_the_gates_worker_threads_free(gate: Gate) -> None:
+    """Password checks run in the default executor, which the log reads and syncs share: a
+    flood of logins (here from addresses the lock-out does not stop yet) must not queue
+    them behind every check."""
+    gate.console.throttle = LoginThrottle(
+        gate.clock.mono_ns, max_failures=100, window_ns=60 * 10**9, lockout_ns=60 * 10**9
+    )
+    async with gate.client() as client:
+        flood = asyncio.gather(
+            *(gate.login(client, name=f"n{i}", password="wrong-password") for i in range(60))
+        )
+        await eventually(lambda: len(gate.refusals()) >= 1, "the first check done")
+        await asyncio.to_thread(lambda: None)  # the gate's own work, e.g. reading the log
+        checked_meanwhile = len(gate.refusals())
+        await flood
+    assert checked_meanwhile < 10, checked_meanwhile
