@@ -35,6 +35,7 @@ MIN_PASSWORD = 10
 _N, _R, _P = 2**14, 8, 1
 _MAXMEM = 128 * 1024 * 1024
 _HASH = re.compile(r"\$scrypt\$n=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)")
+MAX_CHECKS = 2  # password checks at once (each ~50 ms of one core and 16 MiB)
 _COMMON = frozenset({"password", "12345678", "123456789", "1234567890", "qwertyuiop", "0123456789"})
 
 
@@ -192,6 +193,9 @@ class AccountStore:
         self._checked_at: int | None = None
         self._accounts: dict[str, Account] = {}
         self.problem: str | None = None
+        # Checks share the default executor with the gate's log reads and syncs: a flood of
+        # logins may take only this many of its threads (the rest wait their turn here).
+        self._checks = asyncio.Semaphore(MAX_CHECKS)
         self.refresh(force=True)
 
     @classmethod
@@ -242,7 +246,8 @@ class AccountStore:
         account = self.get(name)
         stored = account.password_hash if account is not None else _DUMMY_HASH
         try:
-            ok = await asyncio.to_thread(verify_password, password, stored)
+            async with self._checks:
+                ok = await asyncio.to_thread(verify_password, password, stored)
         except AccountsError:  # not reachable for parsed accounts; a refusal all the same
             return None
         return account if ok and account is not None else None
