@@ -198,6 +198,7 @@ class Console:
         self.body_timeout = BODY_TIMEOUT_S
         self._sockets = 0
         self._session_sockets: dict[str, int] = {}
+        self._live: set[web.WebSocketResponse] = set()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.index)
@@ -209,6 +210,7 @@ class Console:
         app.router.add_get("/api/view", self.view)
         app.router.add_get("/api/live", self.live)
         app.router.add_post("/api/actions", self.actions)
+        app.on_shutdown.append(self._going_away)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -470,6 +472,7 @@ class Console:
         await ws.prepare(request)
         self._sockets += 1
         self._session_sockets[session.id] = self._session_sockets.get(session.id, 0) + 1
+        self._live.add(ws)
         pusher = asyncio.create_task(self._push(ws, session))
         reader = asyncio.create_task(self._drain(ws))
 
@@ -490,11 +493,24 @@ class Console:
                 self._session_sockets[session.id] -= 1
             else:
                 del self._session_sockets[session.id]
+            self._live.discard(ws)
             await self._flush_ended()  # e.g. ended by _push: its account changed
             live = self.sessions.get(session.id, touch=False) is not None
             code = WSCloseCode.OK if live else _SESSION_ENDED
             await ws.close(code=code, message=b"" if live else b"session ended")
         return ws
+
+    async def _going_away(self, _app: web.Application) -> None:
+        """On the server's shutdown: close the live connections (the page shows the gate
+        gone and reconnects) rather than leave the server waiting for them, which held the
+        daemon's stop for seconds per open console."""
+        closing = [
+            ws.close(code=WSCloseCode.GOING_AWAY, message=b"gate stopping") for ws in self._live
+        ]
+        # A browser that does not answer the close is left to the server's shutdown timeout.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await asyncio.gather(*closing, return_exceptions=True)
 
     async def _push(self, ws: web.WebSocketResponse, session: Session) -> None:
         """The view now, then every change; a slow browser makes ``send`` wait, and the desk
