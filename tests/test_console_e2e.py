@@ -344,7 +344,9 @@ async def test_correcting_to_a_blacklisted_plate_is_refused(
             plate=BLACKLISTED,
             reason="S 实为 9",
         )
-        await expect(page.locator("#outcome")).to_have_text("更正车牌: 已执行")
+        # Not "done": the correction's outcome is the new decision, here a refusal.
+        sent = "更正车牌: 更正已记录，请看新的判定结果"
+        await expect(page.locator("#outcome")).to_have_text(sent)
         (manual,) = g.log.of(ManualAction, lane="in")
         assert manual.event.action is ManualActionKind.CORRECT
         assert (manual.event.plate, manual.event.operator) == (BLACKLISTED, f"console:{GUARD}")

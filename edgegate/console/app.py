@@ -91,6 +91,7 @@ _STATUS = {
     "unknown-lane": 404,
     "not-pending": 409,
     "stale": 409,
+    "not-held": 409,
     "log-failed": 503,
 }
 _SESSION_ENDED = 4401  # WebSocket close code: the page goes back to the login page
