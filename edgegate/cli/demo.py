@@ -283,7 +283,7 @@ async def run_demo(
         gate_stop.set()
         await runner
     for line in view.decisions:
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"event log: {log_path}", highlight=False, markup=False)
     return 0
 
@@ -332,7 +332,7 @@ async def _until(
         if refresh is not None:
             refresh()
             left = 0.25 if left is None else min(left, 0.25)
-        await asyncio.wait({runner, stopping}, timeout=left)
+        await asyncio.wait({runner, stopping}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
 
 
 async def _fire_alarm(gate: Gate, view: DemoView, after: float, ending: asyncio.Event) -> None:
