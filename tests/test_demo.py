@@ -21,11 +21,15 @@ import pytest
 
 from edgegate.core.domain import PlateColour
 from edgegate.core.events import (
+    BarrierCommanded,
     ConsoleLogin,
     DaemonStopped,
+    GateMode,
     GuardWaitExpired,
     ManualAction,
     ManualActionKind,
+    ModeChanged,
+    ModeSource,
     VehiclePassed,
 )
 from edgegate.devices.plc_profile import BarrierPlcProfile
@@ -289,3 +293,22 @@ async def test_a_driver_waits_while_the_lane_waits_for_a_guard_and_turns_back_wh
     async with asyncio.timeout(10):
         assert await driving == "turned back after waiting for a guard"
     assert not plc.inputs()["arming_loop"]
+
+
+async def test_the_fire_alarm_switches_incident_mode_on_and_off_again(tmp_path: Path) -> None:
+    args = ("--port", str(free_port()), "--duration", "4", "--fire-alarm-after", "1")
+    async with demo(tmp_path, *args) as run:
+        assert await run.finish() == 0, "\n".join(run.out)
+    printed = "\n".join(run.out)
+    assert "fire alarm raised on sim-plc-in's panel" in printed
+    assert "gate mode incident (source plc-input)" in printed
+    with LogView(tmp_path / "demo.db") as log:
+        log.verify_ok()
+        changes = [(e.event.mode, e.event.source) for e in log.of(ModeChanged)]
+        # The alarm clears as the demo ends: the gate stops (and starts next time) in normal.
+        assert changes == [
+            (GateMode.INCIDENT, ModeSource.PLC_INPUT),
+            (GateMode.NORMAL, ModeSource.PLC_INPUT),
+        ]
+        held = log.of(BarrierCommanded, lane="out-1", where=lambda e: e.reason == "incident")
+        assert held, "the evacuation lane was not opened"

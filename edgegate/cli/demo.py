@@ -76,9 +76,12 @@ class DemoView:
     decisions and guards' answers. Without a live screen (``notices``), what concerns a guard
     is printed as it happens."""
 
-    def __init__(self, gate: Gate, url: str, console: Console, *, notices: bool) -> None:
+    def __init__(
+        self, gate: Gate, url: str, console: Console, *, notices: bool, banner: str = ""
+    ) -> None:
         self.gate = gate
         self.url = url
+        self.banner = banner  # the console's URL and accounts, kept in sight
         self.console = console
         self.notices = notices
         self.decisions: deque[str] = deque(maxlen=8)
@@ -158,7 +161,7 @@ class DemoView:
                 left = max(0, lane.pending.give_up_at_ns - now_ns) // 1_000_000_000
                 waiting.add_row(
                     f"{lane.lane:<6} {decision.plate:<9} {', '.join(decision.reasons)}"
-                    f" — waiting {waited} s, given up in {left} s"
+                    f" — waiting {waited} s, the gate gives up in {left} s"
                 )
         if not waiting.row_count:
             waiting.add_row("nobody")
@@ -170,7 +173,7 @@ class DemoView:
         outcomes.add_column("vehicle")
         for line in self.outcomes:
             outcomes.add_row(Text(line))
-        return Group(table, waiting, recent, outcomes)
+        return Group(Text(self.banner), table, waiting, recent, outcomes)
 
 
 async def run_demo(
@@ -231,15 +234,18 @@ async def run_demo(
         for lane in config.lanes
     }
     interactive = sys.stdout.isatty() if live is None else live
-    view = DemoView(gate, url, console, notices=not interactive)
+    banner = (
+        f"Console: {url}  guard: {GUARD} / {passwords[GUARD]}  "
+        f"supervisor: {SUPERVISOR} / {passwords[SUPERVISOR]}"
+    )
+    view = DemoView(gate, url, console, notices=not interactive, banner=banner)
     # Frames written before a reader's port is open are lost (opening flushes the input).
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(10):
             await asyncio.gather(*(r.wait_connected() for r in gate.readers.values()))
     until = f"for {duration:g} s" if duration is not None else "until Ctrl-C"
     console.print(
-        f"Console: {url}  guard: {GUARD} / {passwords[GUARD]}  "
-        f"supervisor: {SUPERVISOR} / {passwords[SUPERVISOR]}\n"
+        f"{banner}\n"
         f"Vehicles that need a guard wait up to {options.guard_wait_s} s for an answer there. "
         f"The demo runs {until}; its log is {log_path}.",
         highlight=False,
