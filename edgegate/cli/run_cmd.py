@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument(
         "--log", type=Path, default=Path("demo-gate.db"), help="event log file (demo-gate.db)"
     )
-    demo.add_argument("--no-live", action="store_true", help="no live view, just a summary")
+    demo.add_argument(
+        "--no-live", action="store_true", help="no live view: guard notices as they come, a summary"
+    )
     demo.add_argument(
         "--port", type=_port, default=8480, help="the console's port on 127.0.0.1 (8480)"
     )
