@@ -95,6 +95,7 @@ def test_every_code_the_page_shows_is_translated_in_both_languages() -> None:
         + [f"action.{a.value}" for a in DeskAction]
         + [f"role.{r.value}" for r in Role]
         + [f"code.{c}" for c in ("ok", "forbidden", "unknown-lane", "not-pending", "stale")]
+        + ["code.not-held"]
         + [f"code.{c}" for c in ("invalid", "log-failed", "bad-csrf-token", "bad-origin")]
     )
     for lang in ("zh", "en"):

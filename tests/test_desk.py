@@ -312,6 +312,11 @@ async def test_a_supervisor_switches_incident_mode_and_a_guard_may_not(tmp_path:
         await wait_position(g.plc(), 1.0)
         await eventually(lambda: desk.view().lanes[0].held, "the lane shown held")
         assert desk.view().mode == "incident"
+        # A guard cannot release what incident mode holds: refused, nothing logged.
+        release = await desk.act(request(DeskAction.RELEASE, reason="let them through"))
+        assert (release.ok, release.code) == (False, "not-held"), release
+        assert "incident mode" in release.message
+        assert g.log.of(ManualAction, lane="l1") == []
         off = await desk.act(
             request(DeskAction.INCIDENT_OFF, lane=None, role=Role.SUPERVISOR, reason="drill over")
         )
@@ -322,6 +327,8 @@ async def test_a_supervisor_switches_incident_mode_and_a_guard_may_not(tmp_path:
 async def test_open_and_hold_then_release(tmp_path: Path) -> None:
     async with RunningGate(one_lane_config(tmp_path)) as g:
         desk, log = desk_of(g), g.log
+        idle = await desk.act(request(DeskAction.RELEASE, reason="nothing held"))
+        assert (idle.ok, idle.code) == (False, "not-held"), idle
         held = await desk.act(request(DeskAction.OPEN_HOLD, reason="escort"))
         assert held.ok, held
         command = await log.wait_for(BarrierCommanded, lane="l1", after=held.seq or 0)

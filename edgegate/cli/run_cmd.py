@@ -27,11 +27,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="run a whole simulated gate on this machine (no hardware, no network service)",
     )
-    demo.add_argument("--duration", type=_duration, default=60.0, help="seconds (default 60)")
+    demo.add_argument(
+        "--duration", type=_duration, default=None, help="seconds (default: until Ctrl-C)"
+    )
     demo.add_argument(
         "--log", type=Path, default=Path("demo-gate.db"), help="event log file (demo-gate.db)"
     )
-    demo.add_argument("--no-live", action="store_true", help="no live view, just a summary")
+    demo.add_argument(
+        "--no-live", action="store_true", help="no live view: guard notices as they come, a summary"
+    )
+    demo.add_argument(
+        "--port", type=_port, default=8480, help="the console's port on 127.0.0.1 (8480)"
+    )
+    demo.add_argument("--guard-password", help="the demo guard's password (default: random)")
+    demo.add_argument(
+        "--supervisor-password", help="the demo supervisor's password (default: random)"
+    )
+    demo.add_argument(
+        "--guard-wait",
+        type=_guard_wait,
+        default=60,
+        help="seconds a vehicle waits for a guard before the gate gives up (10-3600, 60)",
+    )
+    demo.add_argument(
+        "--fire-alarm-after",
+        type=_duration,
+        default=None,
+        help="raise the park's fire alarm after this many seconds (incident mode, for 30 s)",
+    )
     demo.set_defaults(func=cmd_demo)
 
 
@@ -40,6 +63,24 @@ def _duration(text: str) -> float:
     if not 0 < value <= 86_400:
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400, got {text}")
     return value
+
+
+def _whole(text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    return _whole(text, 1, 65535)
+
+
+def _guard_wait(text: str) -> int:
+    return _whole(text, 10, 3600)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -80,16 +121,46 @@ async def _run(config: object, path: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edgegate.cli.demo import run_demo
+    from edgegate.cli.demo import DemoOptions, run_demo
+    from edgegate.console.accounts import weak_password
+
+    for flag, password in (
+        ("--guard-password", args.guard_password),
+        ("--supervisor-password", args.supervisor_password),
+    ):
+        if password is not None and (weak := weak_password(password)) is not None:
+            print(f"edgegate demo: {flag}: {weak}", file=sys.stderr)
+            return 2
+    options = DemoOptions(
+        port=args.port,
+        guard_password=args.guard_password,
+        supervisor_password=args.supervisor_password,
+        guard_wait_s=args.guard_wait,
+        fire_alarm_after=args.fire_alarm_after,
+    )
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            # The first stops the demo cleanly (exit 0); a second one cuts it short.
+            if stop.is_set():
+                task.cancel()
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, on_signal)
         try:
-            return await run_demo(args.duration, args.log, live=False if args.no_live else None)
+            return await run_demo(
+                args.duration,
+                args.log,
+                live=False if args.no_live else None,
+                options=options,
+                stop=stop,
+            )
         except asyncio.CancelledError:
             return 130
 

@@ -5,7 +5,7 @@
 
 Passwords are hashed with scrypt (stdlib), salted, the parameters stored with the hash so
 they can be raised later without breaking stored accounts. A check takes about 50 ms and runs
-in the one password-check thread, one check at a time; unknown names are checked against a
+in a password-check thread, at most MAX_CHECKS at once; unknown names are checked against a
 dummy hash, so the answer for a name that does not exist takes as long as one for a wrong
 password. The file is written atomically with mode 0600 (it holds hashes) and re-read when it
 changes.
@@ -38,6 +38,7 @@ MIN_PASSWORD = 10
 _N, _R, _P = 2**14, 8, 1
 _MAXMEM = 128 * 1024 * 1024
 _HASH = re.compile(r"\$scrypt\$n=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)")
+MAX_CHECKS = 2  # password checks at once (each ~50 ms of one core and 16 MiB)
 _COMMON = frozenset({"password", "12345678", "123456789", "1234567890", "qwertyuiop", "0123456789"})
 
 
@@ -112,11 +113,11 @@ def verify_password(password: str, stored: str) -> bool:
 # A hash nobody's password matches, checked for unknown names so they cost the same time.
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(24))
 
-# Logins are checked in one thread, one at a time: each check takes scrypt's 16 MiB and most
-# of a core, so a burst of logins (a flood of wrong ones) neither takes both cores from the
-# lanes nor leaves 16 MiB behind in each worker thread's malloc arena (measured: four
-# concurrent logins kept the idle daemon 64 MB bigger for good).
-_CHECKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-check")
+# Logins are checked in threads of their own, MAX_CHECKS at most: a burst of logins (a flood
+# of wrong ones) takes none of the default executor's threads (the log's reads, the sync) and
+# leaves no 16 MiB behind in each of them (measured: four concurrent logins on the default
+# executor kept the idle daemon 64 MB bigger for good).
+_CHECKER = ThreadPoolExecutor(max_workers=MAX_CHECKS, thread_name_prefix="password-check")
 # glibc keeps the freed buffer in the thread's arena (its mmap threshold rises after the first
 # large free); malloc_trim hands it back. None where the C library has no such call.
 _MALLOC_TRIM: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
@@ -257,8 +258,8 @@ class AccountStore:
         return list(self._accounts)
 
     async def authenticate(self, name: str, password: str) -> Account | None:
-        """The account if ``password`` is its password; checked in the password-check thread
-        (one check at a time), and as slowly for an unknown name as for a known one."""
+        """The account if ``password`` is its password; checked in a password-check thread
+        (MAX_CHECKS at once), and as slowly for an unknown name as for a known one."""
         account = self.get(name)
         stored = account.password_hash if account is not None else _DUMMY_HASH
         try:

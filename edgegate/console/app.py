@@ -73,6 +73,8 @@ MAX_LANE = 64
 MAX_NAME = 64  # an account name as typed, in the log
 MAX_PASSWORD = 1024
 MAX_SOCKETS = 64
+MAX_SOCKETS_PER_SESSION = 4  # a page open in a few tabs; never every connection the server has
+BODY_TIMEOUT_S = 10.0  # to receive a request's body once its head is in
 #: Actions that need a reason: the guard says why.
 REASON_REQUIRED = frozenset(
     {
@@ -89,6 +91,7 @@ _STATUS = {
     "unknown-lane": 404,
     "not-pending": 409,
     "stale": 409,
+    "not-held": 409,
     "log-failed": 503,
 }
 _SESSION_ENDED = 4401  # WebSocket close code: the page goes back to the login page
@@ -193,7 +196,10 @@ class Console:
             lockout_ns=_ns(settings.lockout.total_seconds()),
         )
         self.assets = load_assets()
+        self.body_timeout = BODY_TIMEOUT_S
         self._sockets = 0
+        self._session_sockets: dict[str, int] = {}
+        self._live: set[web.WebSocketResponse] = set()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.index)
@@ -205,6 +211,7 @@ class Console:
         app.router.add_get("/api/view", self.view)
         app.router.add_get("/api/live", self.live)
         app.router.add_post("/api/actions", self.actions)
+        app.on_shutdown.append(self._going_away)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -257,14 +264,29 @@ class Console:
                 ConsoleLogout(account=s.account, address=s.address, reason=ended.reason)
             )
 
+    def _revoked(self, session: Session) -> bool:
+        """The session's account was removed, or its role or password changed since."""
+        account = self.accounts.get(session.account)
+        return (
+            account is None
+            or account.role is not session.role
+            or account.password_hash != session.credential
+        )
+
+    def _live_session(self, session_id: str | None, *, touch: bool = True) -> Session | None:
+        """The live session of ``session_id``; a revoked one is ended (with the others of its
+        account that are revoked too: a new password ends every session of the old one)."""
+        session = self.sessions.get(session_id, touch=touch)
+        if session is not None and self._revoked(session):
+            self.sessions.end_where(
+                lambda s: s.account == session.account and self._revoked(s), "account-changed"
+            )
+            return None
+        return session
+
     async def _session(self, request: web.Request, *, touch: bool = True) -> Session | None:
         """The request's live session, ending it if its account was removed or changed."""
-        session = self.sessions.get(request.cookies.get(COOKIE), touch=touch)
-        if session is not None:
-            account = self.accounts.get(session.account)
-            if account is None or account.role is not session.role:
-                self.sessions.end_account(session.account, "account-changed")
-                session = None
+        session = self._live_session(request.cookies.get(COOKIE), touch=touch)
         if session is not None:
             # A logged-in booth's connections (its live WebSocket among them) are not counted
             # against the per-address cap on connections that have not authenticated.
@@ -274,6 +296,11 @@ class Console:
 
     def _refused(self, status: int, code: str, message: str) -> web.Response:
         return self._json({"ok": False, "code": code, "message": message}, status)
+
+    def _too_slow(self) -> web.Response:
+        response = self._refused(408, "too-slow", "request body not received in time")
+        response.force_close()
+        return response
 
     async def _authorised(
         self, request: web.Request, *, state_changing: bool
@@ -314,7 +341,13 @@ class Console:
         reason = "bad-request"
         if (request.content_length or 0) <= MAX_BODY:
             with contextlib.suppress(ValueError):
-                form = await request.post()
+                try:
+                    # The server's head deadline ends with the head: a body trickled in
+                    # must not hold the connection (and its place under the caps) forever.
+                    async with asyncio.timeout(self.body_timeout):
+                        form = await request.post()
+                except TimeoutError:
+                    return self._too_slow()
                 raw_name, raw_password = form.get("account"), form.get("password")
                 if isinstance(raw_name, str) and isinstance(raw_password, str):
                     name, password = raw_name.strip(), raw_password
@@ -329,7 +362,8 @@ class Console:
             return self._redirect("/login?error=locked")
         account = None
         if reason == "bad-credentials":
-            account = await self.accounts.authenticate(name, password)
+            with self.throttle.attempt(key, address):
+                account = await self.accounts.authenticate(name, password)
         if account is None:
             self.throttle.failed(key, address)
             await self._record(ConsoleLoginRefused(account=shown, address=address, reason=reason))
@@ -340,7 +374,9 @@ class Console:
         if logged is None:  # log-then-act: no session the log does not show
             return self._redirect("/login?error=unavailable")
         self.throttle.succeeded(name)
-        session = self.sessions.create(account.name, account.role, address)
+        session = self.sessions.create(
+            account.name, account.role, address, credential=account.password_hash
+        )
         await self._flush_ended()
         response = self._redirect("/")
         response.set_cookie(
@@ -388,10 +424,19 @@ class Console:
         if (request.content_length or 0) > MAX_BODY:
             return self._refused(413, "invalid", f"body: larger than {MAX_BODY} bytes")
         try:
-            fields = parse_action(json.loads(await request.read()))
+            async with asyncio.timeout(self.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            return self._too_slow()
+        except web.HTTPException:
+            return self._refused(413, "invalid", f"body: larger than {MAX_BODY} bytes")
+        try:
+            fields = parse_action(json.loads(body))
         except BadField as exc:
             return self._refused(400, "invalid", str(exc))
-        except (ValueError, web.HTTPException):
+        except RecursionError:
+            return self._refused(400, "invalid", "body: nested too deeply")
+        except ValueError:
             return self._refused(400, "invalid", "body: not a JSON object")
         if fields["action"] in SUPERVISOR_ACTIONS and session.role is not Role.SUPERVISOR:
             return self._refused(403, "forbidden", "only a supervisor may switch incident mode")
@@ -422,9 +467,13 @@ class Console:
             return self._refused(403, "bad-origin", "the connection is not from this console")
         if self._sockets >= MAX_SOCKETS:
             return self._refused(503, "busy", "too many console connections")
+        if self._session_sockets.get(session.id, 0) >= MAX_SOCKETS_PER_SESSION:
+            return self._refused(503, "busy", "this session has too many live connections")
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
         await ws.prepare(request)
         self._sockets += 1
+        self._session_sockets[session.id] = self._session_sockets.get(session.id, 0) + 1
+        self._live.add(ws)
         pusher = asyncio.create_task(self._push(ws, session))
         reader = asyncio.create_task(self._drain(ws))
 
@@ -441,10 +490,28 @@ class Console:
             with contextlib.suppress(ValueError):
                 session.on_end.remove(ended)
             self._sockets -= 1
+            if self._session_sockets[session.id] > 1:
+                self._session_sockets[session.id] -= 1
+            else:
+                del self._session_sockets[session.id]
+            self._live.discard(ws)
+            await self._flush_ended()  # e.g. ended by _push: its account changed
             live = self.sessions.get(session.id, touch=False) is not None
             code = WSCloseCode.OK if live else _SESSION_ENDED
             await ws.close(code=code, message=b"" if live else b"session ended")
         return ws
+
+    async def _going_away(self, _app: web.Application) -> None:
+        """On the server's shutdown: close the live connections (the page shows the gate
+        gone and reconnects) rather than leave the server waiting for them, which held the
+        daemon's stop for seconds per open console."""
+        closing = [
+            ws.close(code=WSCloseCode.GOING_AWAY, message=b"gate stopping") for ws in self._live
+        ]
+        # A browser that does not answer the close is left to the server's shutdown timeout.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await asyncio.gather(*closing, return_exceptions=True)
 
     async def _push(self, ws: web.WebSocketResponse, session: Session) -> None:
         """The view now, then every change; a slow browser makes ``send`` wait, and the desk
@@ -453,7 +520,7 @@ class Console:
         try:
             await ws.send_json(self._envelope(self.desk.view()))
             async for view in watcher:
-                if self.sessions.get(session.id, touch=False) is None:
+                if self._live_session(session.id, touch=False) is None:
                     return
                 await ws.send_json(self._envelope(view))
         finally:

@@ -61,7 +61,8 @@ class DeskRequest:
 @dataclass(frozen=True, slots=True)
 class DeskOutcome:
     """``ok`` once the action is logged (``seq``) and handed to the lane; otherwise ``code``
-    (``forbidden``, ``unknown-lane``, ``not-pending``, ``stale``, ``invalid``, ``log-failed``)
+    (``forbidden``, ``unknown-lane``, ``not-pending``, ``stale``, ``not-held``, ``invalid``,
+    ``log-failed``)
     and a ``message`` naming what is wrong."""
 
     ok: bool

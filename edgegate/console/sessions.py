@@ -8,10 +8,11 @@ All times are the injected clock's monotonic nanoseconds.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import secrets
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from edgegate.console.desk import Role
@@ -27,6 +28,7 @@ class Session:
     address: str
     csrf: str
     last_seen_ns: int
+    credential: str = ""  # the password hash it logged in with: a new password ends it
     on_end: list[Callable[[], None]] = field(default_factory=list)  # e.g. close its sockets
 
     def csrf_ok(self, token: str | None) -> bool:
@@ -55,7 +57,7 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, account: str, role: Role, address: str) -> Session:
+    def create(self, account: str, role: Role, address: str, credential: str = "") -> Session:
         self.sweep()
         while len(self._sessions) >= self._max:
             _, oldest = self._sessions.popitem(last=False)
@@ -67,6 +69,7 @@ class SessionStore:
             address=address,
             csrf=secrets.token_urlsafe(32),
             last_seen_ns=self._mono_ns(),
+            credential=credential,
         )
         self._sessions[session.id] = session
         return session
@@ -88,7 +91,11 @@ class SessionStore:
 
     def end_account(self, account: str, reason: str) -> None:
         """End every session of ``account`` (removed, or its role changed)."""
-        for session in [s for s in self._sessions.values() if s.account == account]:
+        self.end_where(lambda s: s.account == account, reason)
+
+    def end_where(self, stale: Callable[[Session], bool], reason: str) -> None:
+        """End every session ``stale`` says is (e.g. its account changed)."""
+        for session in [s for s in self._sessions.values() if stale(s)]:
             del self._sessions[session.id]
             self._end(session, reason)
 
@@ -127,7 +134,8 @@ class LoginThrottle:
     """Lock-out after ``max_failures`` refused logins within ``window_ns``, for ``lockout_ns``:
     per account name as typed (known or not, so a locked answer reveals nothing) and per
     client address. At most ``max_keys`` names and addresses are remembered; past that, the
-    ones with nothing recent are forgotten first."""
+    ones with nothing recent are forgotten first. Checks still under way (:meth:`attempt`)
+    count as failures until they end, so guesses sent at once cannot outrun the lock-out."""
 
     def __init__(
         self,
@@ -144,10 +152,27 @@ class LoginThrottle:
         self._lockout_ns = lockout_ns
         self._max_keys = max_keys
         self._keys: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        self._checking: Counter[tuple[str, str]] = Counter()  # bounded by open connections
 
     def locked(self, account: str, address: str) -> bool:
         now = self._mono_ns()
-        return any(self._locked(key, now) for key in _keys(account, address))
+        return any(
+            self._locked(key, now) or self._recent(key, now) >= self._max_failures
+            for key in _keys(account, address)
+        )
+
+    @contextlib.contextmanager
+    def attempt(self, account: str, address: str) -> Iterator[None]:
+        """Around a password check: while it runs it counts as a failure for :meth:`locked`."""
+        keys = _keys(account, address)
+        self._checking.update(keys)
+        try:
+            yield
+        finally:
+            self._checking.subtract(keys)
+            for key in keys:
+                if self._checking[key] <= 0:
+                    del self._checking[key]
 
     def failed(self, account: str, address: str) -> None:
         now = self._mono_ns()
@@ -166,6 +191,12 @@ class LoginThrottle:
 
     def succeeded(self, account: str) -> None:
         self._keys.pop(("account", account), None)
+
+    def _recent(self, key: tuple[str, str], now: int) -> int:
+        """Failures within the window plus checks under way."""
+        entry = self._keys.get(key)
+        times = entry.times if entry is not None else ()
+        return sum(1 for t in times if now - t < self._window_ns) + self._checking[key]
 
     def _locked(self, key: tuple[str, str], now: int) -> bool:
         entry = self._keys.get(key)

@@ -243,6 +243,15 @@ class Desk:
         problem = _reason_problem(request.reason)
         if problem is not None:
             return problem
+        if action is DeskAction.RELEASE and not runner.lane.manual_hold:
+            # Releasing a lane nobody holds would log an action that changes nothing; an
+            # evacuation lane held by incident mode is released by ending incident mode.
+            why = (
+                "it is held by incident mode: a supervisor ends incident mode"
+                if runner.lane.incident
+                else "it is not held open"
+            )
+            return DeskOutcome(False, "not-held", f"lane {request.lane} cannot be released: {why}")
         if action is DeskAction.CORRECT:
             typed = (request.plate or "").strip()
             if not typed:

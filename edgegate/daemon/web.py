@@ -58,6 +58,7 @@ class GateWeb:
     server: HttpServer | None = None
     pull_api: PullApi | None = None
     console: Console | None = None
+    problem: str | None = None  # why the server is not serving, when it could not start
     _parts: list[PullApi] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -70,7 +71,8 @@ class GateWeb:
         try:
             tls = await server_tls(config, http)
         except (OSError, ssl.SSLError) as exc:
-            log.error("http_disabled", key="http", problem=f"TLS certificate or key: {exc}")
+            self.problem = f"TLS certificate or key: {exc}"
+            log.error("http_disabled", key="http", problem=self.problem)
             return
         server = HttpServer(http.bind, http.port, ssl_context=tls, limits=server_limits(http))
         await self._mount_pull_api(server)
@@ -78,7 +80,8 @@ class GateWeb:
         try:
             await server.start()
         except OSError as exc:
-            log.error("http_disabled", key="http", problem=f"cannot listen on {http.url}: {exc}")
+            self.problem = f"cannot listen on {http.url}: {exc}"
+            log.error("http_disabled", key="http", problem=self.problem)
             await self._close_parts()
             return
         self.server = server

@@ -1,9 +1,12 @@
-"""The demo gate's material: its configuration (simulated devices only), an allow-list covering
-every credential type, and the vehicles that drive through. ``edgegate demo``
-(``edgegate.cli.demo``) runs it with the real daemon and drivers and a live view."""
+"""The demo gate's material: its configuration (simulated devices only, the guard's console
+on 127.0.0.1), an allow-list covering every credential type, and the vehicles that drive
+through — some of them needing a guard. ``edgegate demo`` (``edgegate.cli.demo``) runs it with
+the real daemon and drivers and a live view."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +26,9 @@ from edgegate.sim.scenario import Behaviour, Vehicle
 
 DEMO_CONFIG = """
 # The demo gate: a comprehensive gate with one entry and one exit lane, simulated devices
-# (a pymodbus PLC simulator per lane on 127.0.0.1, plate readers on ptys) driven through the
-# real Modbus and serial drivers.
+# (a pymodbus PLC simulator per lane on 127.0.0.1, with the guard booth's panel inputs, and
+# plate readers on ptys) driven through the real Modbus and serial drivers, and the guard's
+# console on 127.0.0.1.
 [gate]
 id = "demo-gate"
 name = "Demo gate (simulated devices)"
@@ -34,6 +38,7 @@ site = "demo"
 [policy]
 on_stale_allowlist = "note"
 min_confidence = 0.5
+colour_mismatch = "confirm"
 
 [log]
 path = "demo-gate.db"
@@ -43,13 +48,16 @@ plate_wait = "4s"
 pass_timeout = "20s"
 close_delay = "500ms"
 overstay_check_every = "5s"
+guard_wait = "60s"
 
 [devices.sim-plc-in]
 type = "simulated-plc"
+profile = "barrier-plc-guard-panel"
 travel_time = "1s"
 
 [devices.sim-plc-out]
 type = "simulated-plc"
+profile = "barrier-plc-guard-panel"
 travel_time = "1s"
 
 [devices.sim-cam-in]
@@ -72,14 +80,50 @@ barrier = "sim-plc-out"
 
 [incident]
 evacuation_lanes = ["out-1"]
+
+[http]
+bind = "127.0.0.1"
+port = 8480
+
+[console]
+accounts_file = "demo-accounts.txt"
 """
+
+#: The console's port unless ``edgegate demo --port`` says otherwise.
+DEMO_PORT = 8480
+#: How long a vehicle waits for a guard, unless ``--guard-wait`` says otherwise.
+DEMO_GUARD_WAIT_S = 60
 
 C = VehicleCategory
 
 
-def demo_config(log_path: Path) -> GateConfig:
-    text = DEMO_CONFIG.replace('path = "demo-gate.db"', f"path = {str(log_path)!r}")
+def _toml_str(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def demo_config(
+    log_path: Path,
+    *,
+    accounts_file: Path | None = None,
+    port: int = DEMO_PORT,
+    guard_wait_s: int = DEMO_GUARD_WAIT_S,
+) -> GateConfig:
+    """The demo gate with its log at ``log_path``, its console on 127.0.0.1:``port`` with the
+    accounts of ``accounts_file`` (default: beside the log, :func:`demo_accounts_file`)."""
+    accounts = demo_accounts_file(log_path) if accounts_file is None else accounts_file
+    text = (
+        DEMO_CONFIG.replace('path = "demo-gate.db"', f"path = {_toml_str(str(log_path))}")
+        .replace("port = 8480", f"port = {int(port)}")
+        .replace('guard_wait = "60s"', f'guard_wait = "{int(guard_wait_s)}s"')
+        .replace('"demo-accounts.txt"', _toml_str(str(accounts)))
+    )
     return parse_config(text, source="<demo>", base_dir=Path.cwd())
+
+
+def demo_accounts_file(log_path: Path) -> Path:
+    """The demo's console accounts, beside its log: ``demo-gate.db`` ->
+    ``demo-gate-accounts.txt``."""
+    return log_path.with_name(f"{log_path.stem}-accounts.txt")
 
 
 def demo_allowlist(now: datetime) -> list[Credential]:
@@ -182,34 +226,60 @@ _COLOURS = {
     "鲁C3B270": PlateColour.YELLOW,
     "苏E0119F": PlateColour.WHITE,
 }
-_NORMAL = Behaviour.NORMAL
-_TRAFFIC: dict[str, list[tuple[str, str, Behaviour]]] = {
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    kind: str  # what it shows, for the live view
+    plate: str
+    behaviour: Behaviour = Behaviour.NORMAL
+    colour: PlateColour | None = None  # as read; None: as registered
+    confidence: float = 0.95
+
+
+_A = _Arrival
+# A read of the same plate within the readers' duplicate window (10 s) is ignored: the same
+# plate comes back only several vehicles later. Those marked "needs a guard" wait for one.
+_TRAFFIC: dict[str, list[_Arrival]] = {
     "in-1": [
-        ("commuter", "苏E12345", _NORMAL),
-        ("hazmat appointment", "苏E6G789", _NORMAL),
-        ("blacklisted", "苏E99999", _NORMAL),
-        ("visitor permit", "皖A8K302", _NORMAL),
-        ("unknown vehicle", "浙B5Z661", _NORMAL),
-        ("contractor backs out", "苏EA7L21", Behaviour.BACKS_OUT),
-        ("expired registration", "苏E77321", _NORMAL),
-        ("hazwaste appointment", "鲁C3B270", _NORMAL),
-        ("fire engine, plate not read", "苏E0119F", Behaviour.UNREADABLE),
-        ("engineering truck", "苏EA7L21", _NORMAL),
+        _A("commuter", "苏E12345"),
+        _A("plate read one character off a commuter's: needs a guard", "苏E1234S"),
+        _A("hazmat appointment", "苏E6G789"),
+        _A("blacklisted", "苏E99999"),
+        _A("contractor backs out", "苏EA7L21", Behaviour.BACKS_OUT),
+        _A("visitor permit", "皖A8K302"),
+        _A("unknown vehicle", "浙B5Z661"),
+        _A("expired registration", "苏E77321"),
+        _A("commuter, plate colour read yellow: needs a guard", "苏E12345",
+           colour=PlateColour.YELLOW),
+        _A("hazwaste appointment", "鲁C3B270"),
+        _A("fire engine, plate not read", "苏E0119F", Behaviour.UNREADABLE),
+        _A("engineering truck, plate read unsure: needs a guard", "苏EA7L21", confidence=0.42),
     ],
     "out-1": [
-        ("commuter leaving", "苏E12345", _NORMAL),
-        ("visitor leaving", "皖A8K302", _NORMAL),
-        ("tanker leaving", "苏E6G789", _NORMAL),
-        ("unknown vehicle leaving", "沪A2B468", _NORMAL),
-        ("engineering truck leaving", "苏EA7L21", _NORMAL),
-        ("hazwaste truck leaving", "鲁C3B270", _NORMAL),
+        _A("commuter leaving", "苏E12345"),
+        _A("unknown vehicle leaving: needs a guard", "沪A2B468"),
+        _A("visitor leaving", "皖A8K302"),
+        _A("tanker leaving", "苏E6G789"),
+        _A("engineering truck leaving", "苏EA7L21"),
+        _A("hazwaste truck leaving", "鲁C3B270"),
     ],
-}
+}  # fmt: skip
 
 
 def demo_traffic(lane: str) -> list[tuple[str, Vehicle]]:
     """One round of arrivals at a demo lane: (what it shows, vehicle)."""
     return [
-        (kind, Vehicle(plate, lane, 0.0, behaviour, _COLOURS.get(plate, PlateColour.BLUE)))
-        for kind, plate, behaviour in _TRAFFIC["in-1" if lane == "in-1" else "out-1"]
+        (
+            a.kind,
+            Vehicle(
+                a.plate,
+                lane,
+                0.0,
+                a.behaviour,
+                a.colour or _COLOURS.get(a.plate, PlateColour.BLUE),
+                a.confidence,
+            ),
+        )
+        for a in _TRAFFIC["in-1" if lane == "in-1" else "out-1"]
     ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgegate.core.domain import PlateColour
@@ -65,24 +66,44 @@ class Scenario:
 
 @dataclass
 class SimLane:
-    """The simulators of one lane."""
+    """The simulators of one lane.
+
+    With ``guard_waiting`` (whether the gate's lane now waits for a guard's answer) a driver
+    waits as long as the lane does — the gate gives up after its ``guard_wait`` — and then
+    ``after_guard`` more for the arm, so a guard's confirmation lets it pass and a refusal or
+    nobody answering sends it back. :meth:`leave` makes drivers waiting for a guard turn
+    back at once (the demo is ending)."""
 
     plc: PlcSimulator
     reader: PlateReaderSimulator
     step: float = 0.25  # seconds between two loop changes of a moving vehicle
     patience: float = 6.0  # how long a refused driver waits before backing out
+    guard_waiting: Callable[[], bool] | None = None
+    after_guard: float = 3.0  # how long a driver looks for the arm after a guard's answer
+    _leaving: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.lock = asyncio.Lock()  # one vehicle at a time on the loops (they queue)
+        self.waited_for_guard = False  # whether the current vehicle has waited for a guard
+
+    def leave(self) -> None:
+        """Drivers waiting for a guard turn back now instead of waiting out the gate."""
+        self._leaving.set()
 
     async def _arm_up(self, within: float) -> bool:
         loop = asyncio.get_running_loop()
         end = loop.time() + within
-        while loop.time() < end:
-            if self.plc.position >= 1.0:
-                return True
+        while self.plc.position < 1.0:
+            now = loop.time()
+            if self.guard_waiting is not None and self.guard_waiting():
+                self.waited_for_guard = True
+                if self._leaving.is_set():
+                    return False
+                end = max(end, now + self.after_guard)
+            elif now >= end:
+                return False
             await asyncio.sleep(0.05)
-        return False
+        return True
 
     async def drive(self, vehicle: Vehicle) -> str:
         """Play one vehicle; returns what happened ("passed", "refused", ...)."""
@@ -91,6 +112,7 @@ class SimLane:
 
     async def _drive(self, v: Vehicle) -> str:
         plc, step = self.plc, self.step
+        self.waited_for_guard = False
         plc.set_loop(Loop.ARMING, True)
         await asyncio.sleep(step)
         if v.behaviour is not Behaviour.UNREADABLE:
@@ -101,6 +123,8 @@ class SimLane:
             return "backed-out"
         if not await self._arm_up(self.patience):
             plc.set_loop(Loop.ARMING, False)  # refused (or unread): turn around
+            if self.waited_for_guard:
+                return "turned back after waiting for a guard"
             return "refused" if v.behaviour is not Behaviour.UNREADABLE else "unread"
         await self._cross(stop_under_arm=v.behaviour is Behaviour.STOPS_UNDER_ARM)
         return "passed"

@@ -211,7 +211,11 @@
     } catch (err) {
       answer.message = String(err);
     }
-    const text = t("action." + a.action) + ": " + t("code." + answer.code, answer.code) +
+    // A correction is decided again by the policy: its outcome is the new decision the lane
+    // shows, which may well be a refusal, so "done" would mislead.
+    const said = answer.ok && a.action === "correct" ? t("ui.correct.sent")
+      : t("code." + answer.code, answer.code);
+    const text = t("action." + a.action) + ": " + said +
       (answer.ok || !answer.message ? "" : " (" + answer.message + ")");
     showOutcome(answer.ok, text);
   }
