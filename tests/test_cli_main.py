@@ -56,3 +56,15 @@ def test_unknown_command_lists_every_command(capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err
     for command in ("allowlist", "central", "check-config", "keys", "log", "run", "simulate"):
         assert command in err
+
+
+def test_a_real_gate_does_not_load_the_simulators() -> None:
+    code = (
+        "import sys\n"
+        "import edgegate.daemon.gate\n"
+        "print(','.join(m for m in ('pymodbus.server', 'edgegate.sim.plc') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    ).stdout.strip()
+    assert out == ""

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from edgegate.config import Device, SimulatedPlateReaderDevice, SimulatedPlcDevice
 from edgegate.devices.plc_profile import BarrierPlcProfile
 from edgegate.devices.profiles import load_profile, load_reader_profile
 from edgegate.devices.reader_profile import ReaderProfile
 from edgegate.devices.settings import ModbusSettings, SerialLine, TcpLine
-from edgegate.sim.plate_reader import PlateReaderSimulator
-from edgegate.sim.plc import PlcSimulator
+
+if TYPE_CHECKING:
+    # Imported by start() only when the configuration has simulated devices: a real gate
+    # does not carry pymodbus's server and the simulators in memory (about 12 MB).
+    from edgegate.sim.plate_reader import PlateReaderSimulator
+    from edgegate.sim.plc import PlcSimulator
 
 # The simulator answers at once: a short timeout and reconnect cap keep a restart quick.
 _PLC_TIMEOUT_S = 0.3
@@ -38,11 +43,15 @@ class SimulatedDevices:
         :attr:`readers`, for :meth:`stop`."""
         for name, device in devices.items():
             if isinstance(device, SimulatedPlcDevice):
+                from edgegate.sim.plc import PlcSimulator
+
                 profile = load_profile(device.profile, family=BarrierPlcProfile)
                 sim = PlcSimulator(profile, travel_time=device.travel_time.total_seconds())
                 await sim.start()
                 self.plcs[name] = sim
             elif isinstance(device, SimulatedPlateReaderDevice):
+                from edgegate.sim.plate_reader import PlateReaderSimulator
+
                 reader_profile = load_reader_profile(device.profile)
                 self.readers[name] = PlateReaderSimulator(reader_profile, name=name)
                 self._reader_profiles[name] = reader_profile
