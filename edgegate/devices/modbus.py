@@ -175,10 +175,7 @@ class ModbusBus:
         return AsyncModbusSerialClient(
             line.port,
             framer=FramerType.RTU,
-            baudrate=line.baudrate,
-            bytesize=line.bytesize,
-            parity=line.parity,
-            stopbits=line.stopbits,
+            **line.framing(),
             timeout=self.timeout,
             retries=0,
             reconnect_delay=0,

@@ -162,10 +162,7 @@ class SerialPlateReader:
             asyncio.get_running_loop(),
             lambda: protocol,
             line.port,
-            baudrate=line.baudrate,
-            parity=line.parity,
-            stopbits=line.stopbits,
-            bytesize=line.bytesize,
+            **line.framing(),
             exclusive=True,  # a second process on the same reader would steal its frames
         )
         serial_port: Any = transport.get_extra_info("serial")
