@@ -19,6 +19,7 @@ import termios
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypedDict
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
@@ -82,6 +83,15 @@ def _honour_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class _ClientOptions(TypedDict):
+    """What pymodbus's TCP and serial clients are both given."""
+
+    timeout: float
+    retries: int
+    reconnect_delay: float
+    reconnect_delay_max: float
 
 
 class ModbusBus:
@@ -162,24 +172,14 @@ class ModbusBus:
     def _new_client(self) -> ModbusBaseClient:
         # reconnect_delay=0 turns pymodbus's reconnect task off; retries=0 so that a silent
         # device is noticed after one timeout, not four.
+        options = _ClientOptions(
+            timeout=self.timeout, retries=0, reconnect_delay=0, reconnect_delay_max=0
+        )
         line = self.line
         if isinstance(line, TcpLine):
-            return AsyncModbusTcpClient(
-                line.host,
-                port=line.port,
-                timeout=self.timeout,
-                retries=0,
-                reconnect_delay=0,
-                reconnect_delay_max=0,
-            )
+            return AsyncModbusTcpClient(line.host, port=line.port, **options)
         return AsyncModbusSerialClient(
-            line.port,
-            framer=FramerType.RTU,
-            **line.framing(),
-            timeout=self.timeout,
-            retries=0,
-            reconnect_delay=0,
-            reconnect_delay_max=0,
+            line.port, framer=FramerType.RTU, **line.framing(), **options
         )
 
     def _drop(self) -> None:
