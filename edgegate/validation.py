@@ -1,11 +1,21 @@
-"""Wording shared by the TOML validators (gate configuration, device profiles): what pydantic
-expected and what the file had, in the file's own terms (tables, arrays, strings)."""
+"""What the TOML validators (gate configuration, device profiles) share: their strict base
+model, and the wording of what pydantic expected and what the file had, in the file's own
+terms (tables, arrays, strings)."""
 
 from __future__ import annotations
 
 import typing
 from types import UnionType
 from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictModel(BaseModel):
+    """The base of every model read from a TOML file: unknown keys refused, values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 EXPECTED = {
     "int_type": "an integer",

@@ -15,22 +15,23 @@ def err(kind: FrameErrorKind = K.GARBAGE, data: bytes = b"x") -> FrameError:
 
 
 def test_a_lone_bad_frame_is_reported_at_once_with_all_its_bytes() -> None:
-    c = RejectCoalescer()
+    c = RejectCoalescer("r1")
     report = c.add(err(K.BAD_CHECKSUM, b"$abc*00\r\n"), now=10.0)
     assert report is not None
-    assert (report.count, report.kinds, report.sample, report.size) == (
+    assert (report.count, report.kinds, report.data, report.size) == (
         1,
         ("bad-checksum",),
         b"$abc*00\r\n",
         9,
     )
     assert report.reason == "bad-checksum: 9 bytes"
+    assert report.device == "r1"
     assert not report.truncated
     assert c.due is None
 
 
 def test_rejections_within_the_interval_are_counted_into_one_report_when_it_ends() -> None:
-    c = RejectCoalescer(interval=1.0)
+    c = RejectCoalescer("r1", interval=1.0)
     assert c.add(err(), now=10.0) is not None
     assert c.add(err(K.INCOMPLETE, b"$"), now=10.2) is None
     assert c.add(err(K.BAD_CRC, b"\x02\x03"), now=10.5) is None
@@ -41,7 +42,7 @@ def test_rejections_within_the_interval_are_counted_into_one_report_when_it_ends
     assert report.count == 3
     assert report.kinds == ("bad-crc", "incomplete")
     assert report.reason == "incomplete: 1 bytes"  # the first of the three
-    assert report.sample == b"$\x02\x03$"
+    assert report.data == b"$\x02\x03$"
     assert report.size == 4
     assert c.due is None and c.flush(now=11.5) is None
     # Within a second of that report: counted again.
@@ -50,7 +51,7 @@ def test_rejections_within_the_interval_are_counted_into_one_report_when_it_ends
 
 
 def test_a_rejection_after_the_interval_reports_what_was_pending_with_it() -> None:
-    c = RejectCoalescer(interval=1.0)
+    c = RejectCoalescer("r1", interval=1.0)
     c.add(err(), now=0.0)
     assert c.add(err(), now=0.5) is None
     report = c.add(err(), now=1.2)  # the flush came late: this one reports both
@@ -58,17 +59,17 @@ def test_a_rejection_after_the_interval_reports_what_was_pending_with_it() -> No
 
 
 def test_the_sample_is_bounded_and_the_size_counts_every_byte() -> None:
-    c = RejectCoalescer()
+    c = RejectCoalescer("r1")
     c.add(err(), now=0.0)
     for i in range(1, 101):
         c.add(err(data=b"y" * 100), now=i / 1000)
     report = c.flush(now=1.0)
     assert report is not None
-    assert len(report.sample) == MAX_REPORTED_BYTES
+    assert len(report.data) == MAX_REPORTED_BYTES
     assert report.size == 10_000 and report.count == 100
     assert report.truncated
 
 
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
-        RejectCoalescer(interval=0)
+        RejectCoalescer("r1", interval=0)

@@ -17,7 +17,6 @@ gate).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import ssl
 import threading
@@ -31,6 +30,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp
 
 from edgegate.central.store import CentralStore, StoreError
+from edgegate.hosts import is_loopback
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import ProtocolError, check_id, decode_batch
 from edgegate.sync.pull_api import (
@@ -128,15 +128,6 @@ def base_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 Headers = Mapping[str, str]
 
 
@@ -193,7 +184,7 @@ class PullClient:
     def cleartext(self) -> bool:
         """Whether the token would cross a network unencrypted (http to a non-local host)."""
         parts = urlsplit(self.url)
-        return parts.scheme == "http" and not _is_loopback(parts.hostname or "")
+        return parts.scheme == "http" and not is_loopback(parts.hostname or "")
 
     def head(self) -> GateHead:
         url = self.url + HEAD_PATH

@@ -26,11 +26,11 @@ from edgegate.config.models import (
     Policy,
     SyncSettings,
     Timings,
-    _Model,
 )
 from edgegate.config.problems import Problem
 from edgegate.core.domain import Direction, VehicleCategory
 from edgegate.core.rules import KIND_ADMITS, GateRules
+from edgegate.validation import StrictModel
 
 _DEFER_CROSS_CHECKS = "edgegate.config.defer_cross_checks"
 
@@ -39,7 +39,7 @@ _DEFER_CROSS_CHECKS = "edgegate.config.defer_cross_checks"
 _LATER_SECTIONS = ("http", "console")
 
 
-class GateConfig(_Model):
+class GateConfig(StrictModel):
     """A validated gate configuration. Build it with :func:`load_config`/:func:`parse_config`."""
 
     gate: GateSection

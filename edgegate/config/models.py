@@ -11,9 +11,7 @@ from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
@@ -57,16 +55,12 @@ from edgegate.core.rules import (
     FuzzyMatching,
     StaleAction,
 )
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from edgegate.validation import StrictModel
 
 # ------------------------------------------------------------------------------ sections
 
 
-class GateSection(_Model):
+class GateSection(StrictModel):
     """``[gate]``: who this gate is."""
 
     id: GateId  # MQTT topics and the event log's gate id
@@ -76,7 +70,7 @@ class GateSection(_Model):
     timezone: TimeZoneName = "Asia/Shanghai"
 
 
-class Permissions(_Model):
+class Permissions(StrictModel):
     """``[permissions]``: categories admitted per direction; unset = all the kind allows."""
 
     entry: tuple[VehicleCategory, ...] | None = None
@@ -86,7 +80,7 @@ class Permissions(_Model):
         return self.entry if direction is Direction.ENTRY else self.exit
 
 
-class Policy(_Model):
+class Policy(StrictModel):
     """``[policy]``: how the gate decides when its knowledge is imperfect."""
 
     allowlist_max_age: Annotated[Duration, _bounds("1min", "30d")] = timedelta(hours=72)
@@ -123,7 +117,7 @@ class WriteFailureAction(enum.StrEnum):
     ALLOW = "allow"  # decide as usual although the log cannot show it
 
 
-class WriteFailurePolicy(_Model):
+class WriteFailurePolicy(StrictModel):
     """``[log.on_write_failure]``: entries are refused, exits let vehicles out of the park."""
 
     entry: WriteFailureAction = WriteFailureAction.DENY
@@ -133,7 +127,7 @@ class WriteFailurePolicy(_Model):
         return self.entry if direction is Direction.ENTRY else self.exit
 
 
-class LogSettings(_Model):
+class LogSettings(StrictModel):
     """``[log]``: the gate's SQLite event log (relative paths: against the config's folder)."""
 
     path: NonEmptyStr
@@ -152,7 +146,7 @@ OverstayEvery = Annotated[Duration, _bounds("1s", "1h")]
 GuardWait = Annotated[Duration, _bounds("10s", "1h")]
 
 
-class Timings(_Model):
+class Timings(StrictModel):
     """``[timings]``: the lane state machine's clock."""
 
     plate_wait: PlateWait = timedelta(seconds=5)  # after the arming loop, wait for a plate
@@ -175,7 +169,7 @@ class Timings(_Model):
         return self.model_copy(update=overrides.model_dump(exclude_none=True))
 
 
-class LaneTimings(_Model):
+class LaneTimings(StrictModel):
     """``[lanes.timings]``: per-lane overrides of ``[timings]``."""
 
     plate_wait: PlateWait | None = None
@@ -199,7 +193,7 @@ class DeviceRole(enum.StrEnum):
     PLATE_READER = "plate reader"
 
 
-class _SerialLine(_Model):
+class _SerialLine(StrictModel):
     port: SerialPort
     baudrate: Baudrate = 9600
     parity: Literal["N", "E", "O"] = "N"
@@ -210,7 +204,7 @@ class _SerialLine(_Model):
         return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
 
 
-class ModbusTcpDevice(_Model):
+class ModbusTcpDevice(StrictModel):
     """A barrier PLC over Modbus TCP; ``profile`` names its register map under drivers/."""
 
     role: ClassVar[DeviceRole] = DeviceRole.PLC
@@ -266,7 +260,7 @@ class SerialPlateReaderDevice(_SerialLine):
         return self._line()
 
 
-class SimulatedPlcDevice(_Model):
+class SimulatedPlcDevice(StrictModel):
     """A simulated barrier with loops, for the demo and tests."""
 
     role: ClassVar[DeviceRole] = DeviceRole.PLC
@@ -279,7 +273,7 @@ class SimulatedPlcDevice(_Model):
         return f"simulated, arm travel {format_duration(self.travel_time)}"
 
 
-class SimulatedPlateReaderDevice(_Model):
+class SimulatedPlateReaderDevice(StrictModel):
     """A simulated plate reader, for the demo and tests."""
 
     role: ClassVar[DeviceRole] = DeviceRole.PLATE_READER
@@ -301,7 +295,7 @@ Device = Annotated[
     | SimulatedPlateReaderDevice,
     Field(discriminator="type"),
 ]
-_DEVICE_CLASSES: dict[str, type[_Model]] = {
+_DEVICE_CLASSES: dict[str, type[StrictModel]] = {
     typing.get_args(cls.model_fields["type"].annotation)[0]: cls
     for cls in typing.get_args(typing.get_args(Device)[0])
 }
@@ -317,7 +311,7 @@ def _types_for(role: DeviceRole) -> str:
 # --------------------------------------------------------------------------------- lanes
 
 
-class Lane(_Model):
+class Lane(StrictModel):
     """``[[lanes]]``: one lane with its reader, barrier and loops."""
 
     id: LaneId
@@ -334,7 +328,7 @@ class Lane(_Model):
         return self.loops if self.loops is not None else self.barrier
 
 
-class IncidentSettings(_Model):
+class IncidentSettings(StrictModel):
     """``[incident]``: the lanes incident mode opens and holds as evacuation paths."""
 
     evacuation_lanes: tuple[LaneId, ...] = ()
@@ -361,7 +355,7 @@ def _moved() -> Any:
     return Field(default=None, exclude=True)
 
 
-class PullApiSettings(_Model):
+class PullApiSettings(StrictModel):
     """``[sync.pull_api]``: the gate's ``GET /v1/events`` endpoint for central's pullers, on
     the HTTP server of ``[http]`` (which holds its address, TLS and connection limits)."""
 
@@ -380,7 +374,7 @@ class PullApiSettings(_Model):
     ] = _moved()
 
 
-class HttpSettings(_Model):
+class HttpSettings(StrictModel):
     """``[http]``: the gate's one HTTP server (the pull API, the guard's console).
 
     Absent: no HTTP server. Relative file paths resolve against the configuration's folder.
@@ -422,7 +416,7 @@ class HttpSettings(_Model):
         }
 
 
-class SyncSettings(_Model):
+class SyncSettings(StrictModel):
     """``[sync]``: store-and-forward to central over MQTT. Absent: the gate does not sync.
 
     Relative file paths are resolved against the configuration's folder
@@ -473,7 +467,7 @@ class SyncSettings(_Model):
 # ------------------------------------------------------------------------------- console
 
 
-class ConsoleSettings(_Model):
+class ConsoleSettings(StrictModel):
     """``[console]``: the guard's console. Cookies are ``Secure`` when the server has TLS.
 
     ``accounts_file`` (relative: against the configuration's folder) is written by

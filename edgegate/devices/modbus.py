@@ -19,6 +19,7 @@ import termios
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypedDict
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
@@ -82,6 +83,15 @@ def _honour_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class _ClientOptions(TypedDict):
+    """What pymodbus's TCP and serial clients are both given."""
+
+    timeout: float
+    retries: int
+    reconnect_delay: float
+    reconnect_delay_max: float
 
 
 class ModbusBus:
@@ -162,27 +172,14 @@ class ModbusBus:
     def _new_client(self) -> ModbusBaseClient:
         # reconnect_delay=0 turns pymodbus's reconnect task off; retries=0 so that a silent
         # device is noticed after one timeout, not four.
+        options = _ClientOptions(
+            timeout=self.timeout, retries=0, reconnect_delay=0, reconnect_delay_max=0
+        )
         line = self.line
         if isinstance(line, TcpLine):
-            return AsyncModbusTcpClient(
-                line.host,
-                port=line.port,
-                timeout=self.timeout,
-                retries=0,
-                reconnect_delay=0,
-                reconnect_delay_max=0,
-            )
+            return AsyncModbusTcpClient(line.host, port=line.port, **options)
         return AsyncModbusSerialClient(
-            line.port,
-            framer=FramerType.RTU,
-            baudrate=line.baudrate,
-            bytesize=line.bytesize,
-            parity=line.parity,
-            stopbits=line.stopbits,
-            timeout=self.timeout,
-            retries=0,
-            reconnect_delay=0,
-            reconnect_delay_max=0,
+            line.port, framer=FramerType.RTU, **line.framing(), **options
         )
 
     def _drop(self) -> None:
@@ -391,21 +388,13 @@ class BarrierPlc:
         self._input_start, self._input_count = profile.input_start, profile.input_count
         self._owns_bus = bus is None
         self.bus = bus if bus is not None else ModbusBus.for_settings(settings)
-        self._last_inputs: PlcInputs | None = None
-        self._answering = False
+        #: The latest poll, or None before the first one and while the PLC is not answering.
+        self.last_inputs: PlcInputs | None = None
+        #: The PLC answered its latest request normally (not an exception, not a timeout).
+        self.connected = False
         self._outage_since: float | None = None
         self._outage_code = ""
         self._log = get_logger("plc", device=name, bus=str(self.bus.line), unit=self.unit_id)
-
-    @property
-    def last_inputs(self) -> PlcInputs | None:
-        """The latest poll, or None before the first one and while the PLC is not answering."""
-        return self._last_inputs
-
-    @property
-    def connected(self) -> bool:
-        """The PLC answered its latest request normally (not an exception, not a timeout)."""
-        return self._answering
 
     async def read_inputs(self) -> PlcInputs:
         """Read every input now, in one FC02 request (does not report to the sink)."""
@@ -419,9 +408,9 @@ class BarrierPlc:
                 self.unit_id, self._input_start, self._input_count
             )
         except DeviceError:
-            self._answering = False
+            self.connected = False
             raise
-        self._answering = True
+        self.connected = True
         return profile.decode_inputs(self.name, bits)
 
     async def command(self, cmd: BarrierCommand) -> None:
@@ -456,9 +445,9 @@ class BarrierPlc:
         except SafetyLoopOccupied:
             raise
         except DeviceError:
-            self._answering = False
+            self.connected = False
             raise
-        self._answering = True
+        self.connected = True
         actual = {address: bits[address - profile.coil_start] for address in pattern}
         if actual != pattern:
             raise CommandNotConfirmed(
@@ -498,7 +487,7 @@ class BarrierPlc:
             await self.bus.aclose()
 
     def _fault(self, exc: DeviceError, sink: Sink) -> None:
-        self._last_inputs = None
+        self.last_inputs = None
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             self._outage_code = exc.code
@@ -515,8 +504,8 @@ class BarrierPlc:
             self._outage_since = None
             self._log.info("plc recovered", down_ms=down_ms)
             self._emit(sink, DeviceRecovered(device=self.name, down_ms=down_ms))
-        if inputs != self._last_inputs:
-            self._last_inputs = inputs
+        if inputs != self.last_inputs:
+            self.last_inputs = inputs
             self._emit(sink, inputs)
 
     def _emit(self, sink: Sink, signal: DeviceSignal) -> None:

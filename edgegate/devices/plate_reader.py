@@ -40,7 +40,7 @@ from edgegate.devices.framing import (
     drain,
 )
 from edgegate.devices.reader_profile import ReaderProfile
-from edgegate.devices.rejects import RejectCoalescer, RejectReport
+from edgegate.devices.rejects import RejectCoalescer
 from edgegate.devices.settings import SerialLine
 from edgegate.observability import get_logger
 
@@ -99,7 +99,7 @@ class SerialPlateReader:
         self._recent: dict[str, float] = {}  # normalised plate -> when it was last reported
         self._connected = asyncio.Event()
         self._sink: Sink | None = None
-        self._rejects = RejectCoalescer()
+        self._rejects = RejectCoalescer(device_name)
         self._reject_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -162,10 +162,7 @@ class SerialPlateReader:
             asyncio.get_running_loop(),
             lambda: protocol,
             line.port,
-            baudrate=line.baudrate,
-            parity=line.parity,
-            stopbits=line.stopbits,
-            bytesize=line.bytesize,
+            **line.framing(),
             exclusive=True,  # a second process on the same reader would steal its frames
         )
         serial_port: Any = transport.get_extra_info("serial")
@@ -271,25 +268,15 @@ class SerialPlateReader:
         if report is not None:
             self._report_rejects(report)
 
-    def _report_rejects(self, report: RejectReport) -> None:
+    def _report_rejects(self, rejected: FrameRejected) -> None:
         self._log.warning(
             "frames rejected",
-            count=report.count,
-            kinds=list(report.kinds),
-            reason=report.reason,
-            size=report.size,
+            count=rejected.count,
+            kinds=list(rejected.kinds),
+            reason=rejected.reason,
+            size=rejected.size,
         )
-        self._emit(
-            FrameRejected(
-                device=self.name,
-                reason=report.reason,
-                data=report.sample,
-                truncated=report.truncated,
-                count=report.count,
-                kinds=report.kinds,
-                size=report.size,
-            )
-        )
+        self._emit(rejected)
 
     def _fault(self, message: str) -> None:
         self._log.warning("reader unavailable", message=message)

@@ -29,9 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
@@ -42,6 +40,7 @@ from pydantic_core import PydanticCustomError
 
 from edgegate.core.events import BarrierCommand
 from edgegate.devices.base import PlcInputs
+from edgegate.validation import StrictModel
 
 __all__ = [
     "INPUT_NAMES",
@@ -93,11 +92,7 @@ def _address_shorthand(value: object) -> object:
     return value
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputBit(_Model):
+class InputBit(StrictModel):
     """One discrete input: its address and whether the contact is normally closed."""
 
     address: Address
@@ -107,7 +102,7 @@ class InputBit(_Model):
 Input = Annotated[InputBit, BeforeValidator(_address_shorthand)]
 
 
-class CoilMap(_Model):
+class CoilMap(StrictModel):
     """``[coils]``: the command coils (FC05/FC15 write, FC01 read back)."""
 
     open: Address
@@ -122,7 +117,7 @@ class CoilMap(_Model):
         }[command]
 
 
-class InputMap(_Model):
+class InputMap(StrictModel):
     """``[inputs]``: the discrete inputs (FC02), polled together in one request."""
 
     up_limit: Input
@@ -172,7 +167,7 @@ def _span(table: str, addresses: Sequence[tuple[str, int]], what: str) -> list[t
     ]
 
 
-class BarrierPlcProfile(_Model):
+class BarrierPlcProfile(StrictModel):
     """A barrier PLC model's register map and defaults (``type = "barrier-plc"``)."""
 
     type: Literal["barrier-plc"]

@@ -23,9 +23,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictFloat,
     StrictInt,
@@ -36,6 +34,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from edgegate.core.domain import PlateColour
+from edgegate.validation import StrictModel
 
 __all__ = [
     "READER_PROFILE_TYPES",
@@ -56,10 +55,6 @@ _SAMPLE_PLATE = "粤B12345"
 _SAMPLE_CONFIDENCE = 0.87
 _SAMPLE_IMAGE = "img/0001.jpg"
 _NUMBER = re.compile(r"\d{1,6}(?:\.\d{1,6})?")
-
-
-class _Profile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 Problem = tuple[str, str]  # (key path, message)
@@ -94,7 +89,7 @@ def _marker_problem(value: str, key: str, encoding: str, *, allow_empty: bool) -
     return None
 
 
-class XorChecksum(_Profile):
+class XorChecksum(StrictModel):
     """``[checksum]``: XOR of bytes, written after ``separator`` as two hex digits."""
 
     separator: StrictStr = "*"
@@ -105,7 +100,7 @@ class XorChecksum(_Profile):
     hex_case: Literal["upper", "lower"] = "upper"
 
 
-class TextLineReaderProfile(_Profile):
+class TextLineReaderProfile(StrictModel):
     """A reader sending one text line per read: ``[start] body [sep HH] delimiter``."""
 
     type: Literal["text-line"]
@@ -263,7 +258,7 @@ def _parse_codes(value: object) -> object:
 Byte = Annotated[StrictInt, Field(ge=0, le=255)]
 
 
-class LengthField(_Profile):
+class LengthField(StrictModel):
     """``[length]``: the length field after STX."""
 
     size: Literal[1, 2] = 1
@@ -273,7 +268,7 @@ class LengthField(_Profile):
     counts: Literal["payload", "payload-and-crc", "frame"] = "payload"
 
 
-class CrcField(_Profile):
+class CrcField(StrictModel):
     """``[crc]``: CRC-16/MODBUS (poly 0x8005 reflected, init 0xFFFF) before ETX."""
 
     algorithm: Literal["crc-16/modbus"] = "crc-16/modbus"
@@ -288,7 +283,7 @@ class CrcField(_Profile):
 BinaryField = Literal["plate", "colour", "confidence"]
 
 
-class BinaryFrameReaderProfile(_Profile):
+class BinaryFrameReaderProfile(StrictModel):
     """A reader sending ``STX, length, payload, CRC-16, ETX``; the payload holds the plate
     text, a colour byte and a confidence byte in ``payload`` order."""
 

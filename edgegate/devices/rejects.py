@@ -3,32 +3,16 @@
 A reader sending garbage produces a bad frame for every few bytes; reporting each would flood
 the lane, the log, the sync backlog and central. :class:`RejectCoalescer` lets the first
 rejection after a quiet interval through at once (a single bad frame is reported with all its
-bytes, without delay) and counts the ones that follow into one report due when the interval
-has passed. Pure: the caller gives the time and schedules the flush.
+bytes, without delay) and counts the ones that follow into one ``device.frame-rejected`` event
+due when the interval has passed. Pure: the caller gives the time and schedules the flush.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from edgegate.core.events import FrameRejected
 from edgegate.devices.framing import MAX_REPORTED_BYTES, FrameError
 
-__all__ = ["RejectCoalescer", "RejectReport"]
-
-
-@dataclass(frozen=True, slots=True)
-class RejectReport:
-    """What one ``device.frame-rejected`` event says."""
-
-    count: int
-    kinds: tuple[str, ...]
-    reason: str  # the first rejection's
-    sample: bytes  # at most MAX_REPORTED_BYTES of the rejected bytes, first ones first
-    size: int  # every rejected byte
-
-    @property
-    def truncated(self) -> bool:
-        return self.size > len(self.sample)
+__all__ = ["RejectCoalescer"]
 
 
 class _Tally:
@@ -47,18 +31,26 @@ class _Tally:
             self.sample += error.data[:room]
         self.size += error.size
 
-    def report(self) -> RejectReport:
-        return RejectReport(
-            self.count, tuple(sorted(self.kinds)), self.reason, bytes(self.sample), self.size
+    def report(self, device: str) -> FrameRejected:
+        # data: at most MAX_REPORTED_BYTES of the rejected bytes, first ones first
+        return FrameRejected(
+            device=device,
+            reason=self.reason,  # the first rejection's
+            data=bytes(self.sample),
+            truncated=self.size > len(self.sample),
+            count=self.count,
+            kinds=tuple(sorted(self.kinds)),
+            size=self.size,
         )
 
 
 class RejectCoalescer:
-    """Counts rejections into at most one :class:`RejectReport` per ``interval`` seconds."""
+    """Counts ``device``'s rejections into at most one event per ``interval`` seconds."""
 
-    def __init__(self, interval: float = 1.0) -> None:
+    def __init__(self, device: str, interval: float = 1.0) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
+        self.device = device
         self.interval = interval
         self._last_report: float | None = None
         self._pending: _Tally | None = None
@@ -70,8 +62,8 @@ class RejectCoalescer:
             return None
         return self._last_report + self.interval
 
-    def add(self, error: FrameError, now: float) -> RejectReport | None:
-        """Count ``error``; returns a report to send now, or None (then :attr:`due` says
+    def add(self, error: FrameError, now: float) -> FrameRejected | None:
+        """Count ``error``; returns an event to send now, or None (then :attr:`due` says
         when :meth:`flush` must be called)."""
         if self._pending is None:
             self._pending = _Tally(error)
@@ -80,10 +72,10 @@ class RejectCoalescer:
             return self.flush(now)
         return None
 
-    def flush(self, now: float) -> RejectReport | None:
-        """The pending report, if any, whatever the time (due, or the port went away)."""
+    def flush(self, now: float) -> FrameRejected | None:
+        """The pending event, if any, whatever the time (due, or the port went away)."""
         tally, self._pending = self._pending, None
         if tally is None:
             return None
         self._last_report = now
-        return tally.report()
+        return tally.report(self.device)

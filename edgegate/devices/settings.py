@@ -8,6 +8,7 @@ devices they stand in for (``edgegate.sim.devices``). Times are in seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,22 @@ class SerialLine:
 
     def __str__(self) -> str:
         return f"rtu:{self.port}@{self.baudrate}/{self.bytesize}{self.parity}{self.stopbits}"
+
+    def framing(self) -> SerialFraming:
+        """The line settings as pyserial's keyword arguments (pymodbus takes the same)."""
+        return SerialFraming(
+            baudrate=self.baudrate,
+            bytesize=self.bytesize,
+            parity=self.parity,
+            stopbits=self.stopbits,
+        )
+
+
+class SerialFraming(TypedDict):
+    baudrate: int
+    bytesize: int
+    parity: str
+    stopbits: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ import contextlib
 import math
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -239,6 +239,7 @@ class Attempt:
     """Loop time at which the session body called :meth:`MqttSession.held`, if it did."""
 
 
+@dataclass(eq=False, slots=True)
 class MqttSession:
     """Connect, run the session body, disconnect, back off, again, until ``stop`` is set.
 
@@ -255,29 +256,17 @@ class MqttSession:
       None leaves it to the client's own ``timeout``.
     """
 
-    def __init__(
-        self,
-        new_client: Callable[[], Awaitable[aiomqtt.Client]],
-        body: Callable[[aiomqtt.Client], Awaitable[None]],
-        failed: Callable[[Exception, Attempt], None],
-        *,
-        backoff: Backoff,
-        stop: asyncio.Event,
-        connect_timeout: float | None,
-        disconnect_timeout: float,
-        stable_after: float = 0.0,
-        retrying: Callable[[float], None] | None = None,
-    ) -> None:
-        self._new_client = new_client
-        self._body = body
-        self._failed = failed
-        self._backoff = backoff
-        self._stop = stop
-        self._connect_timeout = connect_timeout
-        self._disconnect_timeout = disconnect_timeout
-        self._stable_after = stable_after
-        self._retrying = retrying
-        self._attempt = Attempt()
+    new_client: Callable[[], Awaitable[aiomqtt.Client]]
+    body: Callable[[aiomqtt.Client], Awaitable[None]]
+    failed: Callable[[Exception, Attempt], None]
+    _: KW_ONLY
+    backoff: Backoff
+    stop: asyncio.Event
+    connect_timeout: float | None
+    disconnect_timeout: float
+    stable_after: float = 0.0
+    retrying: Callable[[float], None] | None = None
+    _attempt: Attempt = field(default_factory=Attempt, init=False)
 
     def held(self) -> None:
         """The body says: this connection is set up (subscribed, announced)."""
@@ -285,41 +274,39 @@ class MqttSession:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
+        while not self.stop.is_set():
             attempt = self._attempt = Attempt()
             try:
                 await self._once(attempt)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._failed(exc, attempt)
-            if self._stop.is_set():
+                self.failed(exc, attempt)
+            if self.stop.is_set():
                 return
-            if attempt.held_at is not None and loop.time() - attempt.held_at >= (
-                self._stable_after
-            ):
-                self._backoff.reset()
-            delay = self._backoff.next()
-            if self._retrying is not None:
-                self._retrying(delay)
+            if attempt.held_at is not None and loop.time() - attempt.held_at >= self.stable_after:
+                self.backoff.reset()
+            delay = self.backoff.next()
+            if self.retrying is not None:
+                self.retrying(delay)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
-                    await self._stop.wait()
+                    await self.stop.wait()
 
     async def _once(self, attempt: Attempt) -> None:
-        client = await self._new_client()
+        client = await self.new_client()
         try:
-            if self._connect_timeout is None:
+            if self.connect_timeout is None:
                 await client.__aenter__()
             else:
-                async with asyncio.timeout(self._connect_timeout):
+                async with asyncio.timeout(self.connect_timeout):
                     await client.__aenter__()
             attempt.connected = True
             try:
-                await self._body(client)
+                await self.body(client)
             finally:
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                    async with asyncio.timeout(self._disconnect_timeout):
+                    async with asyncio.timeout(self.disconnect_timeout):
                         await client.__aexit__(None, None, None)
         finally:
             await release(client)

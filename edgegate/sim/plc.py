@@ -90,12 +90,14 @@ class PlcSimulator:
         self.unit_id = unit_id if unit_id is not None else profile.unit_id
         self.travel_time = travel_time
         self._host = host
-        self._port = port
+        #: The TCP port (the bound one once started with port 0).
+        self.port = port
         self._serial_port = serial_port
         self._baudrate = baudrate
         self._server: ModbusBaseServer | None = None
         self._running = False  # wanted running (REFUSE keeps the server down meanwhile)
-        self._mode = FailMode.NONE
+        #: The fault injected (see :meth:`set_fail_mode`).
+        self.fail_mode = FailMode.NONE
         self._exception_code = ExcCodes.DEVICE_FAILURE
         self._position = 0.0  # 0 = down, 1 = up
         self._motion = 0  # +1 rising, -1 falling
@@ -112,19 +114,10 @@ class PlcSimulator:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    @property
-    def port(self) -> int:
-        """The TCP port (the bound one once started with port 0)."""
-        return self._port
-
-    @property
-    def fail_mode(self) -> FailMode:
-        return self._mode
-
     async def start(self) -> None:
         """Start serving (unless in REFUSE mode, which keeps it down until lifted)."""
         self._running = True
-        if self._mode is not FailMode.REFUSE:
+        if self.fail_mode is not FailMode.REFUSE:
             await self._listen()
 
     async def stop(self) -> None:
@@ -143,7 +136,7 @@ class PlcSimulator:
         """Inject a fault (or lift it with ``FailMode.NONE``)."""
         self._advance()  # the arm's motion so far happened under the old mode
         self._exception_code = ExcCodes(exception_code)
-        previous, self._mode = self._mode, mode
+        previous, self.fail_mode = self.fail_mode, mode
         self._log.info("fail mode", mode=mode.value)
         if mode is FailMode.REFUSE:
             await self._shutdown()
@@ -158,7 +151,7 @@ class PlcSimulator:
         if self._serial_port is None:
             server = ModbusTcpServer(
                 device,
-                address=(self._host, self._port),
+                address=(self._host, self.port),
                 trace_packet=self._trace_packet,
                 trace_pdu=self._trace_pdu,
             )
@@ -174,9 +167,9 @@ class PlcSimulator:
                 trace_pdu=self._trace_pdu,
             )
         await server.serve_forever(background=True)
-        if self._serial_port is None and self._port == 0:
+        if self._serial_port is None and self.port == 0:
             sockets: Sequence[socket.socket] = getattr(server.transport, "sockets", None) or []
-            self._port = int(sockets[0].getsockname()[1])
+            self.port = int(sockets[0].getsockname()[1])
         self._server = server
 
     async def _shutdown(self) -> None:
@@ -233,7 +226,7 @@ class PlcSimulator:
     def _advance(self) -> None:
         now = time.monotonic()
         if self._motion:
-            stuck = self._mode is FailMode.STUCK
+            stuck = self.fail_mode is FailMode.STUCK
             low, high = (_STUCK_MARGIN, 1.0 - _STUCK_MARGIN) if stuck else (0.0, 1.0)
             step = self._motion * (now - self._moved_at) / self.travel_time
             if self._motion > 0:
@@ -280,7 +273,7 @@ class PlcSimulator:
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """pymodbus calls this on every access; the registers are only a scratch copy."""
-        mode = self._mode
+        mode = self.fail_mode
         if mode is FailMode.EXCEPTION:
             return self._exception_code
         if mode is FailMode.SILENT:
@@ -315,12 +308,12 @@ class PlcSimulator:
             registers[index] = registers[index] | mask if value else registers[index] & ~mask
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if sending and self._mode is FailMode.SILENT:
+        if sending and self.fail_mode is FailMode.SILENT:
             return b""
         return data
 
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        if not (sending and self._mode is FailMode.SILENT):
+        if not (sending and self.fail_mode is FailMode.SILENT):
             direction: Literal["request", "response"] = "response" if sending else "request"
             count = pdu.count or len(pdu.bits)
             self.frames.append(

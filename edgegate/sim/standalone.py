@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import socket
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from edgegate.config import GateConfig, ModbusTcpDevice, SerialPlateReaderDevice
 from edgegate.devices.plc_profile import BarrierPlcProfile
 from edgegate.devices.profiles import load_profile
 from edgegate.devices.reader_profile import BinaryFrameReaderProfile, TextLineReaderProfile
+from edgegate.hosts import is_loopback
 from edgegate.observability import get_logger
 from edgegate.sim.plate_reader import PlateReaderSimulator
 from edgegate.sim.plc import PlcSimulator
@@ -28,15 +28,6 @@ log = get_logger("sim")
 
 class SimulationError(ValueError):
     """The configuration cannot be simulated (names the lane or device)."""
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def simulate(
@@ -50,7 +41,7 @@ async def simulate(
         for lane in config.lanes:
             plc_device = config.device(lane.barrier)
             reader_device = config.device(lane.plate_reader)
-            if not isinstance(plc_device, ModbusTcpDevice) or not _loopback(plc_device.host):
+            if not isinstance(plc_device, ModbusTcpDevice) or not is_loopback(plc_device.host):
                 raise SimulationError(
                     f"lane {lane.id}: barrier {lane.barrier!r} must be a modbus-tcp device on a "
                     "loopback address to be simulated"
