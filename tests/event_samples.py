@@ -192,6 +192,9 @@ def all_samples() -> list[ev.Event]:
             basis="removed",
             allowlist_version=19,
         ),
+        ev.ConsoleLogin(account="wang", role="guard", address="127.0.0.1"),
+        ev.ConsoleLoginRefused(account="wang", address="127.0.0.1", reason="bad-credentials"),
+        ev.ConsoleLogout(account="wang", address="127.0.0.1", reason="logout"),
         ev.DaemonStarted(
             software_version="0.1.0",
             config_hash="cd" * 32,
@@ -199,7 +202,4 @@ def all_samples() -> list[ev.Event]:
             pid=4242,
         ),
         ev.DaemonStopped(reason=ev.StopReason.SIGNAL, detail="SIGTERM"),
-        ev.ConsoleLogin(account="wang", role="guard", address="127.0.0.1"),
-        ev.ConsoleLoginRefused(account="wang", address="127.0.0.1", reason="bad-credentials"),
-        ev.ConsoleLogout(account="wang", address="127.0.0.1", reason="logout"),
     ]
