@@ -1,4 +1,5 @@
-"""Golden tests of the replay tools on the recorded incidents in replay/."""
+"""Golden tests of the replay tools on the recorded incidents in replay/: the verification
+outcome (``log verify``) and every finding of ``replay incidents --json``."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ REPLAY = Path(__file__).resolve().parent.parent / "replay"
 CASES = sorted(p.parent.name for p in REPLAY.glob("*/expected.json"))
 
 
-def _matches(event: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    return all(event.get(k) == v for k, v in wanted.items() if k != "count")
+def _matches(finding: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(finding.get(k) == v for k, v in wanted.items() if k != "matches")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -26,14 +27,14 @@ def test_recorded_incident(case: str, tmp_path: Path, capsys: pytest.CaptureFixt
     shutil.copyfile(REPLAY / case / "gate.db", db)
     assert main(["log", "verify", str(db)]) == expected["verify"]["exit"]
     assert expected["verify"]["contains"] in capsys.readouterr().out
-    assert main(["log", "tail", str(db), "-n", "100000", "--json"]) == 0
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["replay", "incidents", str(db), "--json"]) == 0
+    findings = json.loads(capsys.readouterr().out)["findings"]
     for wanted in expected["findings"]:
-        found = [e for e in events if _matches(e, wanted)]
-        if "count" in wanted:
-            assert len(found) == wanted["count"], wanted
+        found = [f for f in findings if _matches(f, wanted)]
+        if "matches" in wanted:
+            assert len(found) == wanted["matches"], wanted
         else:
-            assert found, f"{case}: no event matches {wanted}"
+            assert found, f"{case}: no finding matches {wanted}"
 
 
 def test_there_are_recorded_incidents() -> None:

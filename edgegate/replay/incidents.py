@@ -1,0 +1,974 @@
+"""Incidents: what a technician looks for in a gate's log, each finding with the seqs that
+prove it, a severity and one line in plain words (``edgegate replay incidents``).
+
+One streaming pass over stored events (a gate's file or central's copy alike): per event, only
+the types an analysis needs are decoded, to a plain map (upcast, no event object), and the
+state kept is per lane or per device, so a long log costs time in proportion and little memory.
+What needs the whole log (arm travel trends, plates not read per hour, which devices are
+barriers) is settled at the end from small per-event records.
+
+Kinds, and what each finding's fields are, are listed in ``KINDS``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import msgpack
+
+from edgegate.core.codec import ns_to_datetime
+from edgegate.core.events import EventDecodeError, upcast
+from edgegate.log.reader import StoredEvent
+
+Severity = Literal["info", "notice", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "notice", "warning", "critical")
+
+KINDS: dict[str, str] = {
+    "barrier-fault": "a barrier PLC or arm failed (fault input, travel timeout, PLC not "
+    "answering), until it recovered: device, code, duration_s",
+    "device-outage": "another device (plate reader, loop) failed, until it recovered",
+    "not-opened-for": "an admitted vehicle the arm never rose for",
+    "slow-arm": "arm travels (command to limit switch) slower than the limit, per lane, "
+    "direction and day: count, worst_ms, median_ms",
+    "arm-travel": "a lane's arm travel times per day and their trend (least-squares slope of "
+    "the daily medians, ms a day): an arm getting slower needs maintenance",
+    "tailgate": "a second vehicle seems to have passed on one opening",
+    "back-out": "a vehicle reversed away from the arming loop",
+    "arm-left-up": "the arm stood up with the lane clear longer than the limit, not held",
+    "safety-reversal": "a closing arm was raised again: its safety loop became occupied",
+    "unauthorised-pass": "a vehicle the policy refused crossed a lane held open",
+    "plates-not-read": "vehicles waited on the arming loop and no plate came, per reader, per hour",
+    "rejected-frames": "a burst of bad frames from one device (frames counted, error kinds)",
+    "guard-wait": "a decision that waited for a guard: answered (confirm, refuse, correct), "
+    "expired, backed out or superseded, and how long",
+    "manual-action": "a guard's or central's open, hold, release or close",
+    "central-command": "a signed command from central: accepted, refused or failed",
+    "incident-mode": "incident mode on (and off), with its source and who",
+    "clock-step": "wall time jumped against monotonic time within one boot",
+    "boot-gap": "the daemon stopped and started again, how long it was down",
+    "crash": "the daemon started again without having stopped (crash or power loss)",
+    "allowlist-tampered": "the stored allow-list failed its seal at start",
+    "allowlist-refused": "an allow-list publication from central that was not applied",
+    "revoked-admission": "an entry admitted with a credential central had revoked",
+    "log-discontinuity": "seqs or the hash links between consecutive events do not follow: "
+    "events missing or inserted (the log may have been edited)",
+    "cause-mismatch": "a barrier command names as its cause an event that cannot cause one "
+    "(the log may have been edited)",
+    "undecodable": "an event whose payload cannot be read",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Thresholds of the findings (defaults suit the default ``[timings]``)."""
+
+    arm_up_clear_s: float = 5.0  # arm up, lane clear, not held: longer is "left up"
+    slow_travel_ms: int = 4000  # 2/3 of the default 6 s travel timeout
+    trend_ms_per_day: float = 20.0  # an arm slower by this much a day needs maintenance
+    clock_step_s: float = 2.0
+    burst_gap_s: float = 10.0  # rejected-frame events closer than this are one burst
+    not_read_warning: int = 3  # plates not read in one hour of one reader: a warning
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One finding. ``seqs``: the events that prove it, in seq order; ``wall_ns``: when it
+    began; ``fields``: its key facts (JSON values), by kind (see ``KINDS``)."""
+
+    kind: str
+    severity: Severity
+    lane: str | None
+    wall_ns: int
+    seqs: tuple[int, ...]
+    summary: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, tz: tzinfo | None = None) -> dict[str, Any]:
+        """A JSON object; ``at`` in ``tz`` (default UTC)."""
+        at = ns_to_datetime(self.wall_ns)
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "lane": self.lane,
+            "at": (at if tz is None else at.astimezone(tz)).isoformat(),
+            "wall_ns": self.wall_ns,
+            "seqs": list(self.seqs),
+            "summary": self.summary,
+            **self.fields,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Incidents:
+    """The findings of a log, in order of time, and what was read."""
+
+    findings: tuple[Finding, ...]
+    events: int
+    first_seq: int | None
+    last_seq: int | None
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.findings:
+            out[f.kind] = out.get(f.kind, 0) + 1
+        return out
+
+    def to_json(self, tz: tzinfo | None = None) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "findings": [f.to_json(tz) for f in self.findings],
+        }
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _At:
+    """Where and when an event was: enough to measure a duration against another."""
+
+    seq: int
+    wall_ns: int
+    mono_ns: int
+    boot_id: str
+
+
+def _at(ev: StoredEvent) -> _At:
+    return _At(ev.seq, ev.wall_ns, ev.mono_ns, ev.boot_id)
+
+
+def _seconds(a: _At, b: _At) -> float:
+    """From ``a`` to ``b``: on the monotonic clock within one boot, else on the wall clock."""
+    if a.boot_id == b.boot_id:
+        return (b.mono_ns - a.mono_ns) / 1e9
+    return (b.wall_ns - a.wall_ns) / 1e9
+
+
+def _s(value: float) -> str:
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+_CAP = 50  # seqs listed per aggregated finding; the count says how many there were
+
+
+@dataclass(slots=True)
+class _Lane:
+    arm_up: bool = False
+    loops: dict[str, bool] = field(default_factory=dict)
+    held: bool = False
+    clear_since: _At | None = None  # arm up, lane clear, not held: since when
+    clear_seqs: tuple[int | None, ...] = ()  # what raised the arm, what cleared the lane
+    raised_by: int | None = None  # the open command the arm last rose for
+    pending_cmd: tuple[str, _At] | None = None  # (open|close, when commanded)
+    last_close: int | None = None
+    last_safety_on: int | None = None
+    last_cleared: int | None = None  # the last loop to clear
+    waiting: tuple[int, _At, str | None] | None = None  # a confirm decision: seq, when, plate
+
+
+@dataclass(slots=True)
+class _Outage:
+    device: str
+    lane: str | None
+    code: str
+    message: str
+    start: _At
+
+
+@dataclass(slots=True)
+class _Burst:
+    device: str
+    lane: str | None
+    start: _At
+    last_wall: int
+    frames: int
+    kinds: set[str]
+    seqs: list[int]
+    events: int
+
+
+# --- the pass -------------------------------------------------------------------------------
+
+
+class _Scan:
+    def __init__(self, tz: ZoneInfo, limits: Limits) -> None:
+        self.tz = tz
+        self.limits = limits
+        self.out: list[Finding] = []
+        self.lanes: dict[str, _Lane] = defaultdict(_Lane)
+        self.incident = False
+        self.incident_on: tuple[_At, dict[str, Any]] | None = None
+        self.outages: dict[str, _Outage] = {}
+        self.closed_outages: list[tuple[_Outage, _At | None, str]] = []
+        self.barrier_devices: dict[str, str | None] = {}  # device -> its lane
+        self.bursts: dict[str, _Burst] = {}
+        self.travels: dict[tuple[str, str], list[tuple[int, int, int, int]]] = defaultdict(list)
+        self.not_read: list[tuple[str | None, int, int]] = []  # lane, wall_ns, seq
+        self.readers: dict[str, str] = {}  # lane -> its reader
+        self.causes: set[int] = set()  # seqs of events that may cause a barrier command
+        self.commands: dict[str, int] = {}  # central command id -> accepted seq
+        self.prev: StoredEvent | None = None  # the event being handled, then the last one
+        self.before: StoredEvent | None = None  # the one before it
+        self.boot: _At | None = None  # the last daemon.started
+        self.stopped: _At | None = None  # the daemon.stopped since it, if any
+        self.events = 0
+        self.first_seq: int | None = None
+
+    def add(
+        self,
+        kind: str,
+        severity: Severity,
+        lane: str | None,
+        wall_ns: int,
+        seqs: Iterable[int | None],
+        summary: str,
+        **fields: Any,
+    ) -> None:
+        proof = tuple(sorted({s for s in seqs if s is not None}))
+        self.out.append(Finding(kind, severity, lane, wall_ns, proof, summary, fields))
+
+    # -- every event ----------------------------------------------------------------------
+
+    def feed(self, ev: StoredEvent) -> None:
+        self.events += 1
+        if self.first_seq is None:
+            self.first_seq = ev.seq
+        prev = self.before = self.prev
+        if prev is not None:
+            self._continuity(prev, ev)
+        self.prev = ev
+        handler = _HANDLERS.get(ev.type)
+        if handler is None:
+            return
+        try:
+            data = upcast(ev.type, ev.version, msgpack.unpackb(ev.data))
+            if not isinstance(data, dict):
+                raise EventDecodeError("payload is not a map")
+        except (EventDecodeError, ValueError, TypeError, msgpack.ExtraData) as exc:
+            self.add(
+                "undecodable",
+                "critical",
+                ev.lane,
+                ev.wall_ns,
+                (ev.seq,),
+                f"{ev.type} at seq {ev.seq} cannot be read: {exc}",
+                type=ev.type,
+                problem=str(exc),
+            )
+            return
+        handler(self, ev, data)
+
+    def _continuity(self, prev: StoredEvent, ev: StoredEvent) -> None:
+        if ev.seq != prev.seq + 1 or ev.prev_hash != prev.hash:
+            problem = (
+                f"seq {ev.seq} follows seq {prev.seq}"
+                if ev.seq != prev.seq + 1
+                else f"seq {ev.seq}'s previous hash is not seq {prev.seq}'s hash"
+            )
+            self.add(
+                "log-discontinuity",
+                "critical",
+                None,
+                ev.wall_ns,
+                (prev.seq, ev.seq),
+                f"{problem}: events missing or inserted; run replay verify",
+                problem=problem,
+            )
+        if ev.boot_id == prev.boot_id:
+            step = ((ev.wall_ns - prev.wall_ns) - (ev.mono_ns - prev.mono_ns)) / 1e9
+            if abs(step) >= self.limits.clock_step_s:
+                way = "forward" if step > 0 else "back"
+                self.add(
+                    "clock-step",
+                    "warning",
+                    None,
+                    ev.wall_ns,
+                    (prev.seq, ev.seq),
+                    f"the wall clock jumped {way} by {_s(abs(step))} against the monotonic "
+                    f"clock between seq {prev.seq} and {ev.seq}",
+                    step_s=round(step, 3),
+                )
+
+    # -- the road -------------------------------------------------------------------------
+
+    def loop_changed(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        if ev.lane is None:
+            return
+        lane = self.lanes[ev.lane]
+        loop, occupied = d.get("loop"), bool(d.get("occupied"))
+        lane.loops[str(loop)] = occupied
+        if loop == "safety" and occupied:
+            lane.last_safety_on = ev.seq
+        if not occupied:
+            lane.last_cleared = ev.seq
+        self._arm_watch(ev, lane)
+
+    def _arm_watch(self, ev: StoredEvent, lane: _Lane, ended_by: str = "") -> None:
+        """Track how long the arm stands up over a clear lane nobody holds open."""
+        clear = (
+            lane.arm_up
+            and not lane.held
+            and not self.incident
+            and not any(lane.loops.values())
+            and not ended_by
+        )
+        if clear and lane.clear_since is None:
+            lane.clear_since = _at(ev)
+            lane.clear_seqs = (lane.raised_by, lane.last_cleared)
+        elif not clear and lane.clear_since is not None:
+            since, lane.clear_since = lane.clear_since, None
+            up_s = _seconds(since, _at(ev))
+            if up_s >= self.limits.arm_up_clear_s and ev.lane is not None:
+                why = ended_by or f"{ev.type} at seq {ev.seq}"
+                self.add(
+                    "arm-left-up",
+                    "warning",
+                    ev.lane,
+                    since.wall_ns,
+                    (*lane.clear_seqs, since.seq, ev.seq),
+                    f"the arm stood up over a clear lane for {_s(up_s)} (from seq {since.seq} "
+                    f"until {why}), nobody holding it open",
+                    up_s=round(up_s, 3),
+                )
+
+    def barrier_commanded(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        lane_id = ev.lane
+        command, reason, cause = d.get("command"), str(d.get("reason", "")), d.get("cause_seq")
+        device = str(d.get("device", ""))
+        self.barrier_devices.setdefault(device, lane_id)
+        if cause is not None and cause not in self.causes:
+            self.add(
+                "cause-mismatch",
+                "critical",
+                lane_id,
+                ev.wall_ns,
+                (cause, ev.seq),
+                f"the {command} command at seq {ev.seq} names seq {cause} as its cause, which is "
+                "no decision, action or command: the log may have been edited; run replay verify",
+                command=command,
+                cause_seq=cause,
+            )
+        if lane_id is None:
+            return
+        lane = self.lanes[lane_id]
+        if command in ("open", "close"):
+            lane.pending_cmd = (str(command), _at(ev))
+        if command == "close":
+            lane.last_close = ev.seq
+            self._arm_watch(ev, lane, ended_by=f"the close at seq {ev.seq}")
+        if command == "open" and reason == "safety-loop-occupied-while-closing":
+            self.add(
+                "safety-reversal",
+                "warning",
+                lane_id,
+                ev.wall_ns,
+                (lane.last_close, lane.last_safety_on, ev.seq),
+                "the closing arm was raised again: something was on the safety loop under it",
+                close_seq=lane.last_close,
+                safety_seq=lane.last_safety_on,
+            )
+
+    def barrier_state(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        if ev.lane is None:
+            return
+        self.barrier_devices.setdefault(str(d.get("device", "")), ev.lane)
+        lane = self.lanes[ev.lane]
+        up, down = bool(d.get("up_limit")), bool(d.get("down_limit"))
+        pending = lane.pending_cmd
+        if pending is not None and (
+            (pending[0] == "open" and up) or (pending[0] == "close" and down)
+        ):
+            lane.pending_cmd = None
+            ms = round(_seconds(pending[1], _at(ev)) * 1000)
+            self.travels[(ev.lane, pending[0])].append((ev.wall_ns, ms, pending[1].seq, ev.seq))
+        was_up, lane.arm_up = lane.arm_up, up
+        if up and not was_up:
+            lane.raised_by = None if pending is None else pending[1].seq
+        self._arm_watch(ev, lane)
+
+    # -- devices --------------------------------------------------------------------------
+
+    def device_fault(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        device = str(d.get("device", ""))
+        if device in self.outages:
+            return
+        self.outages[device] = _Outage(
+            device, ev.lane, str(d.get("code", "")), str(d.get("message", "")), _at(ev)
+        )
+        for lane_id, lane in self.lanes.items():
+            if self.barrier_devices.get(device) == lane_id:
+                self._arm_watch(ev, lane, ended_by=f"the fault at seq {ev.seq}")
+
+    def device_recovered(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        outage = self.outages.pop(str(d.get("device", "")), None)
+        if outage is not None:
+            self.closed_outages.append((outage, _at(ev), "recovered"))
+
+    def _end_outages(self, at: _At | None, why: str) -> None:
+        for outage in self.outages.values():
+            self.closed_outages.append((outage, at, why))
+        self.outages.clear()
+
+    def frame_rejected(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        device = str(d.get("device", ""))
+        frames = int(d.get("count") or 1)
+        kinds = {str(k) for k in d.get("kinds") or ()} or {str(d.get("reason", ""))}
+        burst = self.bursts.get(device)
+        gap_ns = int(self.limits.burst_gap_s * 1e9)
+        if burst is not None and ev.wall_ns - burst.last_wall <= gap_ns:
+            burst.last_wall = ev.wall_ns
+            burst.frames += frames
+            burst.kinds |= kinds
+            burst.events += 1
+            if len(burst.seqs) < _CAP:
+                burst.seqs.append(ev.seq)
+            return
+        if burst is not None:
+            self._burst(burst)
+        self.bursts[device] = _Burst(
+            device, ev.lane, _at(ev), ev.wall_ns, frames, kinds, [ev.seq], 1
+        )
+
+    def _burst(self, b: _Burst) -> None:
+        seconds = (b.last_wall - b.start.wall_ns) / 1e9
+        self.add(
+            "rejected-frames",
+            "warning" if b.frames >= 100 else "notice",
+            b.lane,
+            b.start.wall_ns,
+            b.seqs,
+            f"{b.device} sent {b.frames} bad frames over {_s(seconds)} "
+            f"({', '.join(sorted(b.kinds))})",
+            device=b.device,
+            frames=b.frames,
+            events=b.events,
+            kinds=sorted(b.kinds),
+            duration_s=round(seconds, 3),
+        )
+
+    # -- plates, decisions, vehicles ------------------------------------------------------
+
+    def plate_read(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        if ev.lane is not None:
+            self.readers[ev.lane] = str(d.get("reader", ""))
+
+    def plate_not_read(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        self.not_read.append((ev.lane, ev.wall_ns, ev.seq))
+
+    def access_decided(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        self.causes.add(ev.seq)
+        if ev.lane is None:
+            return
+        lane = self.lanes[ev.lane]
+        if lane.waiting is not None:
+            self._guard_done(ev, lane, "superseded", None)
+        if d.get("verdict") == "confirm":
+            lane.waiting = (ev.seq, _at(ev), d.get("plate"))
+
+    def _guard_done(self, ev: StoredEvent, lane: _Lane, outcome: str, by: str | None) -> None:
+        assert lane.waiting is not None
+        seq, since, plate = lane.waiting
+        lane.waiting = None
+        waited = _seconds(since, _at(ev))
+        who = f" by {by}" if by else ""
+        self.add(
+            "guard-wait",
+            "warning" if outcome in ("expired", "unanswered") else "notice",
+            ev.lane,
+            since.wall_ns,
+            (seq, ev.seq) if outcome != "unanswered" else (seq,),
+            f"{plate or 'a vehicle'} waited {_s(waited)} for a guard: {outcome}{who}",
+            plate=plate,
+            decision_seq=seq,
+            outcome=outcome,
+            operator=by,
+            waited_s=round(waited, 3),
+        )
+
+    def _answers(self, ev: StoredEvent, decision_seq: Any) -> _Lane | None:
+        if ev.lane is None:
+            return None
+        lane = self.lanes[ev.lane]
+        if lane.waiting is None or lane.waiting[0] != decision_seq:
+            return None
+        return lane
+
+    def guard_wait_expired(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        lane = self._answers(ev, d.get("decision_seq"))
+        if lane is not None:
+            self._guard_done(ev, lane, "expired", None)
+
+    def backed_out(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        plate, decision = d.get("plate"), d.get("decision_seq")
+        lane = self._answers(ev, decision)
+        if lane is not None:
+            self._guard_done(ev, lane, "backed-out", None)
+        released = d.get("released_appointment")
+        self.add(
+            "back-out",
+            "notice",
+            ev.lane,
+            ev.wall_ns,
+            (decision, ev.seq),
+            f"{plate or 'an unread vehicle'} reversed away from the arming loop"
+            + (f"; appointment {released} released" if released else ""),
+            plate=plate,
+            decision_seq=decision,
+            released_appointment=released,
+        )
+
+    def tailgate(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        plate, decision = d.get("plate"), d.get("decision_seq")
+        self.add(
+            "tailgate",
+            "warning",
+            ev.lane,
+            ev.wall_ns,
+            (decision, ev.seq),
+            f"suspected tailgate on the opening for {plate or 'nobody admitted'}: "
+            f"{d.get('detail', '')}",
+            plate=plate,
+            decision_seq=decision,
+            detail=d.get("detail", ""),
+        )
+
+    def not_opened_for(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        plate, decision = d.get("plate"), d.get("decision_seq")
+        self.add(
+            "not-opened-for",
+            "warning",
+            ev.lane,
+            ev.wall_ns,
+            (decision, ev.seq),
+            f"{plate} was admitted but the arm never rose for it: {d.get('detail', '')}",
+            plate=plate,
+            decision_seq=decision,
+        )
+
+    def vehicle_passed(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        if d.get("unauthorised"):
+            plate, decision = d.get("plate"), d.get("decision_seq")
+            self.add(
+                "unauthorised-pass",
+                "warning",
+                ev.lane,
+                ev.wall_ns,
+                (decision, ev.seq),
+                f"{plate or 'a vehicle'}, refused by the policy, crossed the lane held open",
+                plate=plate,
+                decision_seq=decision,
+            )
+
+    # -- people, central, modes -----------------------------------------------------------
+
+    def manual_action(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        self.causes.add(ev.seq)
+        action, operator = str(d.get("action", "")), str(d.get("operator", ""))
+        if action in ("confirm", "refuse", "correct"):
+            lane = self._answers(ev, d.get("decision_seq"))
+            if lane is not None:
+                self._guard_done(
+                    ev,
+                    lane,
+                    {"confirm": "confirmed", "refuse": "refused"}.get(action, "corrected"),
+                    operator,
+                )
+            return
+        if ev.lane is not None:
+            lane = self.lanes[ev.lane]
+            lane.held = action == "open"
+            self._arm_watch(ev, lane)
+        reason = d.get("reason") or ""
+        self.add(
+            "manual-action",
+            "notice",
+            ev.lane,
+            ev.wall_ns,
+            (ev.seq,),
+            f"{operator} did {action}" + (f": {reason}" if reason else ""),
+            action=action,
+            operator=operator,
+            reason=reason,
+        )
+
+    def command_accepted(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        self.causes.add(ev.seq)
+        command_id, action = str(d.get("command_id", "")), str(d.get("action", ""))
+        self.commands[command_id] = ev.seq
+        if ev.lane is not None and action in ("open-lane", "release-lane"):
+            lane = self.lanes[ev.lane]
+            lane.held = action == "open-lane"
+            self._arm_watch(ev, lane)
+        self.add(
+            "central-command",
+            "notice",
+            ev.lane,
+            ev.wall_ns,
+            (ev.seq,),
+            f"central's {d.get('operator', '')} commanded {action}: {d.get('reason', '')}",
+            outcome="accepted",
+            command_id=command_id,
+            action=action,
+            operator=d.get("operator"),
+        )
+
+    def command_refused(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        code = str(d.get("code", ""))
+        self.add(
+            "central-command",
+            "warning",
+            ev.lane,
+            ev.wall_ns,
+            (ev.seq,),
+            f"a command was refused ({code}): {d.get('message', '')}",
+            outcome="refused",
+            code=code,
+            command_id=d.get("command_id"),
+            action=d.get("action"),
+        )
+
+    def command_failed(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        command_id = str(d.get("command_id", ""))
+        self.add(
+            "central-command",
+            "warning",
+            ev.lane,
+            ev.wall_ns,
+            (self.commands.get(command_id), ev.seq),
+            f"command {command_id} ({d.get('action', '')}) failed: {d.get('message', '')}",
+            outcome="failed",
+            code=d.get("code"),
+            command_id=command_id,
+            action=d.get("action"),
+        )
+
+    def mode_changed(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        self.causes.add(ev.seq)
+        mode = d.get("mode")
+        if mode == "incident":
+            if self.incident_on is None:
+                self.incident_on = (_at(ev), d)
+            self.incident = True
+            for lane in self.lanes.values():
+                self._arm_watch(ev, lane)
+            return
+        self._incident_off(ev, d)
+
+    def _incident_off(self, ev: StoredEvent | None, d: dict[str, Any] | None) -> None:
+        if self.incident_on is None:
+            return
+        on, on_d = self.incident_on
+        self.incident_on, self.incident = None, False
+        end = None if ev is None else _at(ev)
+        lasted = "" if end is None else f" for {_s(_seconds(on, end))}"
+        off = "" if d is None else f", ended by {d.get('source')} {d.get('operator', '')}".rstrip()
+        self.add(
+            "incident-mode",
+            "warning",
+            None,
+            on.wall_ns,
+            (on.seq, None if ev is None else ev.seq),
+            f"incident mode on{lasted}, from {on_d.get('source')} {on_d.get('operator', '')}"
+            f"{': ' + str(on_d['reason']) if on_d.get('reason') else ''}{off}"
+            + ("" if end is not None else "; still on at the end of the log"),
+            source=on_d.get("source"),
+            operator=on_d.get("operator"),
+            reason=on_d.get("reason"),
+            off_source=None if d is None else d.get("source"),
+            duration_s=None if end is None else round(_seconds(on, end), 3),
+        )
+
+    # -- the daemon -----------------------------------------------------------------------
+
+    def daemon_started(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        prev_boot, stopped = self.boot, self.stopped
+        self.boot, self.stopped = _at(ev), None
+        for lane in self.lanes.values():
+            lane.held = False  # a hold still in force is re-applied and logged again
+            lane.pending_cmd = None
+            if lane.waiting is not None:
+                self._guard_done(ev, lane, "unanswered", None)
+        if stopped is not None:
+            gap = (ev.wall_ns - stopped.wall_ns) / 1e9
+            self.add(
+                "boot-gap",
+                "notice",
+                None,
+                stopped.wall_ns,
+                (stopped.seq, ev.seq),
+                f"the daemon was stopped for {_s(gap)}",
+                down_s=round(gap, 3),
+                software_version=d.get("software_version"),
+            )
+        elif prev_boot is not None and self.before is not None:
+            self._end_outages(_at(ev), "restarted")
+            last = self.before
+            gap = (ev.wall_ns - last.wall_ns) / 1e9
+            self.add(
+                "crash",
+                "warning",
+                None,
+                last.wall_ns,
+                (last.seq, ev.seq),
+                f"the daemon started again without having stopped (crash or power loss); "
+                f"nothing was logged for {_s(gap)} before",
+                down_s=round(gap, 3),
+                same_boot=last.boot_id == ev.boot_id,
+            )
+
+    def daemon_stopped(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        self.stopped = _at(ev)
+        self._end_outages(_at(ev), "daemon stopped")
+        for lane in self.lanes.values():
+            self._arm_watch(ev, lane, ended_by=f"the daemon stopped at seq {ev.seq}")
+
+    # -- allow-lists, credentials ---------------------------------------------------------
+
+    def allowlist_tampered(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        self.add(
+            "allowlist-tampered",
+            "critical",
+            None,
+            ev.wall_ns,
+            (ev.seq,),
+            f"the stored allow-list (version {d.get('version')}) was changed outside edgegate: "
+            f"{d.get('problem', '')}; {d.get('left_out', 0)} entries left out, admissions "
+            "needed a guard until a valid list came",
+            version=d.get("version"),
+            problem=d.get("problem"),
+            credential_id=d.get("credential_id"),
+        )
+
+    def allowlist_refused(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        code = str(d.get("code", ""))
+        self.add(
+            "allowlist-refused",
+            "notice" if code in ("stale", "gap") else "warning",
+            None,
+            ev.wall_ns,
+            (ev.seq,),
+            f"an allow-list publication was refused ({code}): {d.get('message', '')}",
+            code=code,
+            version=d.get("version"),
+            key_id=d.get("key_id"),
+        )
+
+    def revoked_admission(self, ev: StoredEvent, d: dict[str, Any]) -> None:
+        certain = bool(d.get("certain"))
+        decision = d.get("decision_seq")
+        self.add(
+            "revoked-admission",
+            "critical" if certain else "warning",
+            ev.lane,
+            ev.wall_ns,
+            (decision, ev.seq),
+            f"{d.get('plate')} was admitted on {d.get('credential_kind')} "
+            f"{d.get('credential_id')}, {d.get('basis')} in allow-list "
+            f"{d.get('allowlist_version')}" + ("" if certain else " (maybe before it was revoked)"),
+            plate=d.get("plate"),
+            decision_seq=decision,
+            credential_id=d.get("credential_id"),
+            basis=d.get("basis"),
+            certain=certain,
+        )
+
+    # -- the end --------------------------------------------------------------------------
+
+    def finish(self) -> Incidents:
+        last = self.prev
+        end = None if last is None else _at(last)
+        for lane in self.lanes.values():
+            if lane.clear_since is not None and last is not None:
+                self._arm_watch(last, lane, ended_by="the end of the log")
+            if lane.waiting is not None and last is not None:
+                self._guard_done(last, lane, "unanswered", None)
+        if self.incident_on is not None:
+            self._incident_off(None, None)
+        self._end_outages(end, "end of log")
+        for burst in self.bursts.values():
+            self._burst(burst)
+        self._outages()
+        self._travel()
+        self._not_read()
+        findings = sorted(self.out, key=lambda f: (f.wall_ns, f.seqs[:1], f.kind))
+        return Incidents(
+            tuple(findings), self.events, self.first_seq, None if last is None else last.seq
+        )
+
+    def _outages(self) -> None:
+        for o, end, why in self.closed_outages:
+            barrier = o.device in self.barrier_devices or o.code.startswith("barrier-")
+            lane = o.lane or self.barrier_devices.get(o.device)
+            lasted = None if end is None else _seconds(o.start, end)
+            if why == "recovered":
+                how = f"recovered after {_s(lasted or 0.0)}"
+            else:
+                how = f"not recovered when the {why.replace('daemon ', 'daemon was ')}"
+                if lasted is not None:
+                    how += f" {_s(lasted)} later"
+            self.add(
+                "barrier-fault" if barrier else "device-outage",
+                "critical" if barrier else "warning",
+                lane,
+                o.start.wall_ns,
+                (o.start.seq, None if end is None or why == "end of log" else end.seq),
+                f"{o.device} failed ({o.code}: {_short(o.message)}); {how}",
+                device=o.device,
+                code=o.code,
+                ended=why,
+                duration_s=None if lasted is None else round(lasted, 3),
+            )
+
+    def _day(self, wall_ns: int) -> str:
+        return datetime.fromtimestamp(wall_ns / 1e9, self.tz).date().isoformat()
+
+    def _travel(self) -> None:
+        limit = self.limits.slow_travel_ms
+        for (lane, way), travels in sorted(self.travels.items()):
+            by_day: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
+            for t in travels:
+                by_day[self._day(t[0])].append(t)
+            medians: list[tuple[str, float]] = []
+            proof: list[int] = []
+            for day, items in sorted(by_day.items()):
+                ms = [t[1] for t in items]
+                medians.append((day, float(statistics.median(ms))))
+                mid = sorted(items, key=lambda t: t[1])[len(items) // 2]
+                proof += [mid[2], mid[3]]
+                slow = [t for t in items if t[1] > limit]
+                if slow:
+                    worst = max(slow, key=lambda t: t[1])
+                    seqs = [s for t in slow[: _CAP // 2] for s in (t[2], t[3])]
+                    self.add(
+                        "slow-arm",
+                        "warning",
+                        lane,
+                        slow[0][0],
+                        seqs,
+                        f"the arm took more than {limit} ms to {way} {len(slow)} times on "
+                        f"{day} (worst {worst[1]} ms, seqs {worst[2]}→{worst[3]})",
+                        direction=way,
+                        day=day,
+                        count=len(slow),
+                        worst_ms=worst[1],
+                        median_ms=statistics.median(ms),
+                    )
+            slope = _slope(medians)
+            worse = (
+                slope is not None and len(medians) >= 3 and slope >= self.limits.trend_ms_per_day
+            )
+            trend = (
+                "one day only, no trend"
+                if slope is None
+                else f"{'slower' if slope > 0 else 'faster'} by {abs(slope):.0f} ms a day"
+            )
+            self.add(
+                "arm-travel",
+                "warning" if worse else "info",
+                lane,
+                travels[0][0],
+                proof[:_CAP],
+                f"{way}: median {medians[-1][1]:.0f} ms on {medians[-1][0]} over "
+                f"{len(travels)} travels, {trend}"
+                + ("; the arm needs maintenance" if worse else ""),
+                direction=way,
+                travels=len(travels),
+                daily_median_ms=[{"day": day, "median_ms": m} for day, m in medians],
+                slope_ms_per_day=None if slope is None else round(slope, 2),
+            )
+
+    def _not_read(self) -> None:
+        groups: dict[tuple[str | None, str], list[tuple[int, int]]] = defaultdict(list)
+        for lane, wall_ns, seq in self.not_read:
+            start = datetime.fromtimestamp(wall_ns / 1e9, self.tz)
+            groups[(lane, start.replace(minute=0, second=0, microsecond=0).isoformat())].append(
+                (wall_ns, seq)
+            )
+        for (lane, hour), items in groups.items():
+            reader = self.readers.get(lane or "", f"lane {lane}'s reader")
+            n = len(items)
+            self.add(
+                "plates-not-read",
+                "warning" if n >= self.limits.not_read_warning else "notice",
+                lane,
+                items[0][0],
+                [seq for _, seq in items[:_CAP]],
+                f"{n} vehicle{'s' if n > 1 else ''} waited with no plate read by {reader} "
+                f"in the hour from {hour}",
+                reader=reader,
+                hour=hour,
+                count=n,
+            )
+
+
+def _short(text: str, size: int = 80) -> str:
+    return text if len(text) <= size else text[: size - 1] + "…"
+
+
+def _slope(points: list[tuple[str, float]]) -> float | None:
+    """Least-squares slope of daily medians in ms a day (days counted from the first)."""
+    if len(points) < 2:
+        return None
+    first = datetime.fromisoformat(points[0][0])
+    xs = [(datetime.fromisoformat(day) - first).days for day, _ in points]
+    ys = [m for _, m in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
+
+
+_HANDLERS: dict[str, Any] = {
+    "loop.changed": _Scan.loop_changed,
+    "barrier.commanded": _Scan.barrier_commanded,
+    "barrier.state": _Scan.barrier_state,
+    "device.fault": _Scan.device_fault,
+    "device.recovered": _Scan.device_recovered,
+    "device.frame-rejected": _Scan.frame_rejected,
+    "plate.read": _Scan.plate_read,
+    "plate.not-read": _Scan.plate_not_read,
+    "access.decided": _Scan.access_decided,
+    "guard.wait-expired": _Scan.guard_wait_expired,
+    "vehicle.backed-out": _Scan.backed_out,
+    "vehicle.tailgate-suspected": _Scan.tailgate,
+    "vehicle.not-opened-for": _Scan.not_opened_for,
+    "vehicle.passed": _Scan.vehicle_passed,
+    "manual.action": _Scan.manual_action,
+    "command.accepted": _Scan.command_accepted,
+    "command.refused": _Scan.command_refused,
+    "command.failed": _Scan.command_failed,
+    "mode.changed": _Scan.mode_changed,
+    "daemon.started": _Scan.daemon_started,
+    "daemon.stopped": _Scan.daemon_stopped,
+    "allowlist.tampered": _Scan.allowlist_tampered,
+    "allowlist.refused": _Scan.allowlist_refused,
+    "admission.revoked-credential": _Scan.revoked_admission,
+}
+
+
+def find_incidents(
+    events: Iterable[StoredEvent],
+    *,
+    tz: ZoneInfo | None = None,
+    limits: Limits | None = None,
+) -> Incidents:
+    """The findings of ``events`` (in seq order). ``tz``: the gate's time zone, for the days
+    of arm travel trends and the hours of plates not read (default Asia/Shanghai)."""
+    scan = _Scan(tz or ZoneInfo("Asia/Shanghai"), limits or Limits())
+    for ev in events:
+        scan.feed(ev)
+    return scan.finish()
+
+
+def stored_events(rows: Iterable[list[Any]]) -> Iterator[StoredEvent]:
+    """Stored events from ``LogReader.iter_rows`` batches."""
+    for batch in rows:
+        for row in batch:
+            yield StoredEvent(*row)
