@@ -120,7 +120,7 @@ def write_csv(
     n = 0
     for stored in events:
         record = event_record(stored, tz)
-        if "raw" in record or "raw_hex" in record:
+        if "decode_error" in record:
             raw = record.pop("raw", None) or record.pop("raw_hex", None)
             record["decode_error"] = f"{record['decode_error']} (raw: {raw})"
         writer.writerow([_cell(record.get(c)) for c in columns])
