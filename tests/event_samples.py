@@ -200,6 +200,7 @@ def all_samples() -> list[ev.Event]:
             config_hash="cd" * 32,
             config_path="/etc/edgegate/gate.toml",
             pid=4242,
+            timezone="Asia/Shanghai",
         ),
         ev.DaemonStopped(reason=ev.StopReason.SIGNAL, detail="SIGTERM"),
     ]

@@ -1,24 +1,21 @@
-"""``edgegate replay incidents DB [--from T] [--to T] [--json]``: what a technician looks for
-in a gate's log, each finding with the seqs that prove it (``edgegate.replay.incidents``)."""
+"""``edgegate replay incidents DB|--central DSN [--from T] [--to T] [--json]``: what a
+technician looks for in a gate's log, each finding with the seqs that prove it
+(``edgegate.replay.incidents``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgegate.core.codec import datetime_to_ns
+from edgegate.cli.replay_cmd import add_source_arguments, fail, open_source, progress_for
 from edgegate.log.eventlog import LogError
-from edgegate.log.reader import LogReader, StoredEvent
 from edgegate.replay.incidents import Finding, Incidents, find_incidents
+from edgegate.replay.source import EventFilter, SourceError, parse_range
 
 _STYLE = {"critical": "bold red", "warning": "yellow", "notice": "cyan", "info": "dim"}
 
@@ -30,80 +27,33 @@ def register_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]
         description="Findings a technician looks for in a gate's log, each with the seqs that "
         "prove it, a severity and a line in plain words. The log is only read.",
     )
-    p.add_argument("db", type=Path, help="the gate's SQLite log file (a copy will do)")
-    p.add_argument("--from", dest="start", metavar="T", help="events at or after T (ISO 8601)")
-    p.add_argument("--to", dest="end", metavar="T", help="events before T (ISO 8601)")
-    p.add_argument(
-        "--tz",
-        default="Asia/Shanghai",
-        help="the gate's time zone: times shown, T without an offset (default Asia/Shanghai)",
-    )
+    add_source_arguments(p)
+    p.add_argument("--from", dest="start", metavar="T", help="from this time (inclusive)")
+    p.add_argument("--to", dest="end", metavar="T", help="to this time (a date: its whole day)")
     p.add_argument("--json", action="store_true", help="one JSON document for scripts")
     p.set_defaults(func=cmd_incidents)
 
 
-def _fail(message: str) -> int:
-    print(f"edgegate replay incidents: {message}", file=sys.stderr)
-    return 2
-
-
-def _time(text: str | None, tz: ZoneInfo, option: str) -> int | None:
-    """A time given on the line, as wall nanoseconds; without an offset, in ``tz``."""
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{option} {text!r} is not a time (e.g. 2026-11-28T08:00)") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=tz)
-    return datetime_to_ns(value)
-
-
 def cmd_incidents(args: argparse.Namespace) -> int:
     try:
-        tz = ZoneInfo(args.tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        return _fail(f"--tz {args.tz!r} is not a time zone (e.g. Asia/Shanghai)")
-    try:
-        start = _time(args.start, tz, "--from")
-        end = _time(args.end, tz, "--to")
-    except ValueError as exc:
-        return _fail(str(exc))
-    if start is not None and end is not None and end <= start:
-        return _fail("--to must be after --from")
-    try:
-        with LogReader(args.db) as reader:
-            gate = reader.gate_id
-            result = find_incidents(_events(reader, start, end), tz=tz)
-    except LogError as exc:
-        return _fail(str(exc))
+        source, tz = open_source(args)
+    except (SourceError, LogError) as exc:
+        return fail(str(exc))
+    with source:
+        try:
+            start, end = parse_range(args.start, args.end, tz)
+            window = EventFilter(start=start, end=end)
+            with progress_for("reading", source.head()[0]) as progress:
+                result = find_incidents(source.events(window, progress=progress), tz=tz)
+        except (SourceError, LogError) as exc:
+            return fail(str(exc))
+        gate = source.gate_id
     if args.json:
-        doc: dict[str, Any] = {"gate": gate, "timezone": args.tz, **result.to_json(tz)}
+        doc: dict[str, Any] = {"gate": gate, "timezone": tz.key, **result.to_json(tz)}
         print(json.dumps(doc, ensure_ascii=False))
     else:
         _show(gate, result, tz)
     return 0
-
-
-def _events(reader: LogReader, start: int | None, end: int | None) -> Iterator[StoredEvent]:
-    total = reader.head()[0]
-    with Progress(
-        TextColumn("reading"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-        disable=not sys.stderr.isatty() or total < 200_000,
-        console=Console(stderr=True),
-    ) as progress:
-        task = progress.add_task("incidents", total=total)
-        for rows in reader.iter_rows():
-            for row in rows:
-                wall = row[1]
-                if (start is None or wall >= start) and (end is None or wall < end):
-                    yield StoredEvent(*row)
-            progress.advance(task, len(rows))
 
 
 def _show(gate: str, result: Incidents, tz: ZoneInfo) -> None:

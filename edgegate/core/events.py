@@ -169,6 +169,10 @@ class AllowListUpdateKind(enum.StrEnum):
     DELTA = "delta"
 
 
+#: ``[gate] timezone``'s default, and the zone of logs that did not record one.
+DEFAULT_GATE_TIMEZONE = "Asia/Shanghai"
+
+
 class StopReason(enum.StrEnum):
     SIGNAL = "signal"
     ERROR = "error"
@@ -468,13 +472,23 @@ class AllowListTampered(Event):
     left_out: int
 
 
-@event_type("daemon.started")
+@event_type("daemon.started", version=2)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DaemonStarted(Event):
+    """The daemon started. ``timezone``: the gate's ``[gate] timezone`` (IANA name), so that a
+    replay shows the log's times as the gate's people saw them without its configuration."""
+
     software_version: str
     config_hash: str
     config_path: str
     pid: int
+    timezone: str = DEFAULT_GATE_TIMEZONE
+
+
+@upcaster("daemon.started", from_version=1)
+def _daemon_started_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 did not record the time zone: every gate then ran on the default one."""
+    return {**data, "timezone": DEFAULT_GATE_TIMEZONE}
 
 
 @event_type("daemon.stopped")
@@ -628,6 +642,7 @@ class ConsoleLogout(Event):
 
 
 __all__ = [
+    "DEFAULT_GATE_TIMEZONE",
     "AccessDecided",
     "AdmissionNotOpened",
     "AllowListRefused",

@@ -142,6 +142,7 @@ class Gate:
                     config_hash=config.config_hash(),
                     config_path=self.config_path,
                     pid=os.getpid(),
+                    timezone=config.gate.timezone,
                 )
             )
             try:
