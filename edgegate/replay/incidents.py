@@ -216,7 +216,9 @@ class _Scan:
         self.causes: set[int] = set()  # seqs of events that may cause a barrier command
         self.commands: dict[str, int] = {}  # central command id -> accepted seq
         self.prev: StoredEvent | None = None  # the event being handled, then the last one
-        self.before: StoredEvent | None = None  # the one before it
+        # The last event of the daemon's run, not counting what a starting daemon logs before
+        # daemon.started: where a crash's time down is counted from.
+        self.ran_until: StoredEvent | None = None
         self.boot: _At | None = None  # the last daemon.started
         self.stopped: _At | None = None  # the daemon.stopped since it, if any
         self.events = 0
@@ -241,7 +243,9 @@ class _Scan:
         self.events += 1
         if self.first_seq is None:
             self.first_seq = ev.seq
-        prev = self.before = self.prev
+        prev = self.prev
+        if prev is not None and prev.type not in _BEFORE_START:
+            self.ran_until = prev
         if prev is not None:
             self._continuity(prev, ev)
         self.prev = ev
@@ -708,9 +712,9 @@ class _Scan:
                 down_s=round(gap, 3),
                 software_version=d.get("software_version"),
             )
-        elif prev_boot is not None and self.before is not None:
+        elif prev_boot is not None and self.ran_until is not None:
             self._end_outages(_at(ev), "restarted")
-            last = self.before
+            last = self.ran_until
             gap = (ev.wall_ns - last.wall_ns) / 1e9
             self.add(
                 "crash",
@@ -924,6 +928,9 @@ def _slope(points: list[tuple[str, float]]) -> float | None:
     var = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
 
+
+# What a starting daemon logs before daemon.started (opening its allow-list).
+_BEFORE_START = frozenset({"allowlist.tampered"})
 
 _HANDLERS: dict[str, Any] = {
     "loop.changed": _Scan.loop_changed,
