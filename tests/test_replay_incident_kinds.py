@@ -201,7 +201,7 @@ async def cycle(g: Gate, open_ms: int = 2000, close_ms: int = 2500) -> dict[str,
     s["up"] = await g.add(arm(BarrierState.UP), after=open_ms / 1000 - 0.3)
     await g.add(loop(Loop.SAFETY, True), after=1.5)
     await g.add(loop(Loop.ARMING, False), after=1.0)
-    await g.add(loop(Loop.SAFETY, False), after=2.0)
+    s["cleared"] = await g.add(loop(Loop.SAFETY, False), after=2.0)
     await g.add(
         VehiclePassed(
             lane="l1",
@@ -416,6 +416,34 @@ async def test_a_refused_vehicle_through_a_lane_held_open(gate: Gate) -> None:
     assert finding.seqs == (refused, passed) and finding.fields["plate"] == "苏E66666"
     # Held open by a guard: the arm standing up is no "left up".
     assert found(gate.path, "arm-left-up") == []
+
+
+async def test_an_arm_left_up_until_the_daemon_stopped_is_found_on_its_lane(gate: Gate) -> None:
+    """The stop (a gate-wide event) ends the arm's time up: the finding is the lane's."""
+    await gate.add(started())
+    s = await cycle(gate)
+    reopen = await gate.add(command(BarrierCommand.OPEN, "recovered-open"), after=30)
+    up = await gate.add(arm(BarrierState.UP), after=2)
+    stop = await gate.add(DaemonStopped(reason=StopReason.SIGNAL), after=400)
+
+    (left,) = found(gate.path, "arm-left-up")
+    assert left.lane == "l1" and left.severity == "warning"
+    assert left.seqs == (s["cleared"], reopen, up, stop)
+    assert left.fields["up_s"] == 400.0
+
+
+async def test_a_guard_wait_unanswered_at_the_end_of_the_log_is_its_own_lanes(
+    gate: Gate,
+) -> None:
+    await gate.add(started())
+    await gate.add(loop(Loop.ARMING, True))
+    read_seq = await gate.add(read(), after=0.8)
+    pending = await gate.add(decided(read_seq, "confirm"))
+    await gate.add(loop(Loop.ARMING, True, lane="l2"), after=20)  # the log ends on lane l2
+
+    (wait,) = found(gate.path, "guard-wait")
+    assert wait.lane == "l1" and wait.seqs == (pending,)
+    assert wait.fields["outcome"] == "unanswered" and wait.fields["waited_s"] == 20.0
 
 
 # --- people, central, modes -----------------------------------------------------------------

@@ -161,6 +161,7 @@ _CAP = 50  # seqs listed per aggregated finding; the count says how many there w
 
 @dataclass(slots=True)
 class _Lane:
+    lane_id: str  # findings about the lane name it, whichever event ended them
     arm_up: bool = False
     loops: dict[str, bool] = field(default_factory=dict)
     held: bool = False
@@ -172,6 +173,12 @@ class _Lane:
     last_safety_on: int | None = None
     last_cleared: int | None = None  # the last loop to clear
     waiting: tuple[int, _At, str | None] | None = None  # a confirm decision: seq, when, plate
+
+
+class _Lanes(dict[str, _Lane]):
+    def __missing__(self, lane_id: str) -> _Lane:
+        lane = self[lane_id] = _Lane(lane_id)
+        return lane
 
 
 @dataclass(slots=True)
@@ -203,7 +210,7 @@ class _Scan:
         self.tz = tz
         self.limits = limits
         self.out: list[Finding] = []
-        self.lanes: dict[str, _Lane] = defaultdict(_Lane)
+        self.lanes = _Lanes()
         self.incident = False
         self.incident_on: tuple[_At, dict[str, Any]] | None = None
         self.outages: dict[str, _Outage] = {}
@@ -330,12 +337,12 @@ class _Scan:
         elif not clear and lane.clear_since is not None:
             since, lane.clear_since = lane.clear_since, None
             up_s = _seconds(since, _at(ev))
-            if up_s >= self.limits.arm_up_clear_s and ev.lane is not None:
+            if up_s >= self.limits.arm_up_clear_s:
                 why = ended_by or f"{ev.type} at seq {ev.seq}"
                 self.add(
                     "arm-left-up",
                     "warning",
-                    ev.lane,
+                    lane.lane_id,
                     since.wall_ns,
                     (*lane.clear_seqs, since.seq, ev.seq),
                     f"the arm stood up over a clear lane for {_s(up_s)} (from seq {since.seq} "
@@ -486,7 +493,7 @@ class _Scan:
         self.add(
             "guard-wait",
             "warning" if outcome in ("expired", "unanswered") else "notice",
-            ev.lane,
+            lane.lane_id,
             since.wall_ns,
             (seq, ev.seq) if outcome != "unanswered" else (seq,),
             f"{plate or 'a vehicle'} waited {_s(waited)} for a guard: {outcome}{who}",
