@@ -161,6 +161,7 @@ _CAP = 50  # seqs listed per aggregated finding; the count says how many there w
 
 @dataclass(slots=True)
 class _Lane:
+    lane_id: str  # findings about the lane name it, whichever event ended them
     arm_up: bool = False
     loops: dict[str, bool] = field(default_factory=dict)
     held: bool = False
@@ -172,6 +173,12 @@ class _Lane:
     last_safety_on: int | None = None
     last_cleared: int | None = None  # the last loop to clear
     waiting: tuple[int, _At, str | None] | None = None  # a confirm decision: seq, when, plate
+
+
+class _Lanes(dict[str, _Lane]):
+    def __missing__(self, lane_id: str) -> _Lane:
+        lane = self[lane_id] = _Lane(lane_id)
+        return lane
 
 
 @dataclass(slots=True)
@@ -203,7 +210,7 @@ class _Scan:
         self.tz = tz
         self.limits = limits
         self.out: list[Finding] = []
-        self.lanes: dict[str, _Lane] = defaultdict(_Lane)
+        self.lanes = _Lanes()
         self.incident = False
         self.incident_on: tuple[_At, dict[str, Any]] | None = None
         self.outages: dict[str, _Outage] = {}
@@ -216,7 +223,9 @@ class _Scan:
         self.causes: set[int] = set()  # seqs of events that may cause a barrier command
         self.commands: dict[str, int] = {}  # central command id -> accepted seq
         self.prev: StoredEvent | None = None  # the event being handled, then the last one
-        self.before: StoredEvent | None = None  # the one before it
+        # The last event of the daemon's run, not counting what a starting daemon logs before
+        # daemon.started: where a crash's time down is counted from.
+        self.ran_until: StoredEvent | None = None
         self.boot: _At | None = None  # the last daemon.started
         self.stopped: _At | None = None  # the daemon.stopped since it, if any
         self.events = 0
@@ -241,7 +250,9 @@ class _Scan:
         self.events += 1
         if self.first_seq is None:
             self.first_seq = ev.seq
-        prev = self.before = self.prev
+        prev = self.prev
+        if prev is not None and prev.type not in _BEFORE_START:
+            self.ran_until = prev
         if prev is not None:
             self._continuity(prev, ev)
         self.prev = ev
@@ -326,12 +337,12 @@ class _Scan:
         elif not clear and lane.clear_since is not None:
             since, lane.clear_since = lane.clear_since, None
             up_s = _seconds(since, _at(ev))
-            if up_s >= self.limits.arm_up_clear_s and ev.lane is not None:
+            if up_s >= self.limits.arm_up_clear_s:
                 why = ended_by or f"{ev.type} at seq {ev.seq}"
                 self.add(
                     "arm-left-up",
                     "warning",
-                    ev.lane,
+                    lane.lane_id,
                     since.wall_ns,
                     (*lane.clear_seqs, since.seq, ev.seq),
                     f"the arm stood up over a clear lane for {_s(up_s)} (from seq {since.seq} "
@@ -482,7 +493,7 @@ class _Scan:
         self.add(
             "guard-wait",
             "warning" if outcome in ("expired", "unanswered") else "notice",
-            ev.lane,
+            lane.lane_id,
             since.wall_ns,
             (seq, ev.seq) if outcome != "unanswered" else (seq,),
             f"{plate or 'a vehicle'} waited {_s(waited)} for a guard: {outcome}{who}",
@@ -708,9 +719,9 @@ class _Scan:
                 down_s=round(gap, 3),
                 software_version=d.get("software_version"),
             )
-        elif prev_boot is not None and self.before is not None:
+        elif prev_boot is not None and self.ran_until is not None:
             self._end_outages(_at(ev), "restarted")
-            last = self.before
+            last = self.ran_until
             gap = (ev.wall_ns - last.wall_ns) / 1e9
             self.add(
                 "crash",
@@ -924,6 +935,9 @@ def _slope(points: list[tuple[str, float]]) -> float | None:
     var = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
 
+
+# What a starting daemon logs before daemon.started (opening its allow-list).
+_BEFORE_START = frozenset({"allowlist.tampered"})
 
 _HANDLERS: dict[str, Any] = {
     "loop.changed": _Scan.loop_changed,
