@@ -27,11 +27,11 @@ from zoneinfo import ZoneInfo
 from edgegate import __version__
 from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns, ns_to_datetime
+from edgegate.log import StoredEvent
 from edgegate.log.chain import GENESIS_HASH, ChainVerifier
 from edgegate.replay.cycles import Cycle, Step, group
 from edgegate.replay.incidents import Incidents, find_incidents
 from edgegate.replay.source import EventFilter, LogSource, Progress, Source
-from edgegate.replay.verify import verify
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
@@ -46,34 +46,61 @@ class Verification:
     bad_seq: int | None
 
 
-def verify_source(source: Source) -> Verification:
-    """A log file: ``replay.verify`` (chain and append-only triggers); central's copy: its
-    chain, fed row by row."""
-    if isinstance(source, LogSource):
-        r = verify(source)
-        if r.fault is not None:
-            text = f"FAILED: first bad seq {r.fault.seq}: {r.fault.problem}"
-        elif r.missing_triggers:
-            text = f"FAILED: append-only triggers missing: {', '.join(r.missing_triggers)}"
-        else:
-            text = f"chain verified: {r.events} events, seq 1..{r.head_seq}"
-        return Verification(r.ok, r.events, text, None if r.fault is None else r.fault.seq)
+def _last_seq_before(source: Source, end_ns: int) -> int | None:
+    """The last seq of a log file with a wall time before ``end_ns`` (one scan in SQLite,
+    no Python per row); None for central's copy, read to its end."""
+    if not isinstance(source, LogSource):
+        return None
+    sql = "SELECT max(seq) FROM events WHERE wall_ns < ?"
+    row = source.reader.read_with(lambda conn: conn.execute(sql, (end_ns,)).fetchone())
+    return int(row[0] or 0)
+
+
+def read_and_verify(
+    source: Source, flt: EventFilter, end_ns: int, *, progress: Progress | None = None
+) -> tuple[list[StoredEvent], Verification]:
+    """The events ``flt`` admits, and the chain verified from seq 1 through the window's last
+    event, in one pass over the log: every event shown is proven linked to the start of the
+    log (for a log file, with its append-only triggers). The events after the window are
+    left to ``replay verify``: on a week's log, reading and hashing all of it would take
+    longer than the report itself."""
+    upto = _last_seq_before(source, end_ns)
     verifier = ChainVerifier(source.gate_id, 0, GENESIS_HASH)
+    keep = flt.row_filter()
+    fault = None
+    out: list[StoredEvent] = []
+    read = 0
     for rows in source.batches():
-        fault = verifier.feed(rows)
-        if fault is not None:
-            return Verification(
-                False,
-                verifier.count,
-                f"FAILED: first bad seq {fault.seq}: {fault.problem}",
-                fault.seq,
+        if upto is not None and rows[0][0] > upto:
+            break
+        if upto is not None and rows[-1][0] > upto:
+            rows = [r for r in rows if r[0] <= upto]
+        if fault is None:
+            fault = verifier.feed(rows)
+        for row in rows:
+            if keep(row):
+                stored = StoredEvent(*row)
+                if flt.admits(stored):
+                    out.append(stored)
+        read += len(rows)
+        if progress is not None:
+            progress(read)
+    missing = source.reader.missing_triggers() if isinstance(source, LogSource) else ()
+    whose = "" if isinstance(source, LogSource) else "central's copy: "
+    if fault is not None:
+        text = f"FAILED: {whose}first bad seq {fault.seq}: {fault.problem}"
+    elif missing:
+        text = f"FAILED: append-only triggers missing: {', '.join(missing)}"
+    else:
+        text = f"{whose}chain verified: {verifier.count} events, seq 1..{verifier.last_seq}"
+        head = source.head()[0]
+        if head > verifier.last_seq:
+            text += (
+                f" (through the window; the {head - verifier.last_seq} later events:"
+                " edgegate replay verify)"
             )
-    return Verification(
-        True,
-        verifier.count,
-        f"chain of central's copy verified: {verifier.count} events, seq 1..{verifier.last_seq}",
-        None,
-    )
+    ok = fault is None and not missing
+    return out, Verification(ok, verifier.count, text, None if fault is None else fault.seq)
 
 
 # --- the timeline's data ----------------------------------------------------------------------
@@ -291,8 +318,10 @@ def build_report(
     now: datetime | None = None,
 ) -> str:
     """The report of ``source``'s events in ``[start, end)`` as one HTML document."""
-    stored = list(source.events(EventFilter(start, end), progress=progress))
     start_ns, end_ns = datetime_to_ns(start), datetime_to_ns(end)
+    stored, verification = read_and_verify(
+        source, EventFilter(start, end), end_ns, progress=progress
+    )
     lanes = _Lanes(start_ns)
     cycles: list[Cycle] = []
     steps: list[Step] = []
@@ -314,7 +343,7 @@ def build_report(
         lanes=lanes.data(),
         cycles=cycles,
         incidents=find_incidents(stored, tz=tz),
-        verification=verify_source(source),
+        verification=verification,
         head=source.head(),
         made=(now or datetime.now(tz)).astimezone(tz),
         events=len(stored),
