@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "check-config": ("check_config", ("register",)),
     "keys": ("keys_cmd", ("register",)),
     "log": ("log_cmd", ("register",)),
+    "replay": ("replay_cmd", ("register",)),
     "run": ("run_cmd", ("register",)),
     "demo": ("run_cmd", ("register",)),
     "simulate": ("run_cmd", ("register_simulate",)),
