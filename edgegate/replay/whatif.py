@@ -489,7 +489,14 @@ def _redecide(
     base: AllowListView
     if allowlist is not None:
         base = allowlist
-        updated_at = trace.allowlist_updated_at if trace is not None else allowlist.updated_at
+        # The list's age as recorded, so that only its content makes a difference.
+        if trace is not None:
+            updated_at = trace.allowlist_updated_at
+        elif event.allowlist_age_s is not None:
+            wall = ns_to_datetime(stored_event.wall_ns)
+            updated_at = wall - timedelta(seconds=event.allowlist_age_s)
+        else:
+            updated_at = None
     elif trace is not None:
         base = RecordedView(trace, event.allowlist_version)
         updated_at = trace.allowlist_updated_at
