@@ -571,6 +571,33 @@ def _traced(c: _Admitting | BlacklistEntry, now: datetime, gate_id: str) -> Trac
     )
 
 
+# A lane decides under the same rules for its whole life: their trace is built once. The
+# rules object is kept beside it so that a new object never finds an old one's trace.
+_RULES_TRACES: dict[tuple[int, Direction], tuple[GateRules, TracedRules]] = {}
+
+
+def _traced_rules(rules: GateRules, direction: Direction) -> TracedRules:
+    key = (id(rules), direction)
+    cached = _RULES_TRACES.get(key)
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    admits = rules.admits.get(direction, frozenset())
+    traced = TracedRules(
+        gate_id=rules.gate_id,
+        gate_kind=rules.kind,
+        admits=tuple(c for c in VehicleCategory if c in admits),
+        fuzzy_matching=rules.fuzzy_matching.value,
+        min_confidence=rules.min_confidence,
+        colour_mismatch=rules.colour_mismatch.value,
+        on_stale_allowlist=rules.on_stale_allowlist.value,
+        allowlist_max_age=rules.allowlist_max_age,
+    )
+    if len(_RULES_TRACES) >= 64:  # what-if and tests make many rules: stay bounded
+        _RULES_TRACES.clear()
+    _RULES_TRACES[key] = (rules, traced)
+    return traced
+
+
 def _trace(
     rules: GateRules,
     direction: Direction,
@@ -598,23 +625,13 @@ def _trace(
             for fm in candidates.values()
         )
         groups = [fm.credentials for fm in candidates.values()]
-    admits = rules.admits.get(direction, frozenset())
     return DecisionTrace(
         colour=read.colour,
         confidence=read.confidence,
         normalised=normalisation_steps(read.plate) if read.plate != plate else (),
         candidates=found,
         credentials=tuple(_traced(c, now, gate) for g in groups for c in g.all()),
-        rules=TracedRules(
-            gate_id=gate,
-            gate_kind=rules.kind,
-            admits=tuple(c for c in VehicleCategory if c in admits),
-            fuzzy_matching=rules.fuzzy_matching.value,
-            min_confidence=rules.min_confidence,
-            colour_mismatch=rules.colour_mismatch.value,
-            on_stale_allowlist=rules.on_stale_allowlist.value,
-            allowlist_max_age=rules.allowlist_max_age,
-        ),
+        rules=_traced_rules(rules, direction),
         decided_at=now,
         allowlist_updated_at=view.updated_at,
         allowlist_tampered=view.tampered,
