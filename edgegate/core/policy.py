@@ -443,8 +443,11 @@ def decide(
     read: PlateRead,
     view: AllowListView,
     now: datetime,
+    *,
+    trace: bool = True,
 ) -> Decision:
-    """Decide one read at ``rules.gate_id`` in ``direction`` at ``now`` (aware UTC)."""
+    """Decide one read at ``rules.gate_id`` in ``direction`` at ``now`` (aware UTC);
+    ``trace``: record what the policy looked at (``Decision.trace``)."""
     if now.tzinfo is None:
         raise ValueError("now must be a timezone-aware datetime")
     entry = direction is Direction.ENTRY
@@ -516,7 +519,7 @@ def decide(
     until = _window(subject)[1] if credential is not None and subject is not None else None
     consume = subject.id if passes and entry and isinstance(subject, Appointment) else None
     explanation = _explain_fuzzy(plate, list(candidates.values()), credential, outcome.verdict)
-    trace = _trace(rules, direction, read, plate, exact, candidates, view, now)
+    traced = _trace(rules, direction, read, plate, exact, candidates, view, now) if trace else None
     return Decision(
         verdict=outcome.verdict,
         reasons=tuple(sorted(outcome.reasons, key=_ORDER.__getitem__)),
@@ -531,7 +534,7 @@ def decide(
         allowlist_age_s=age,
         allowlist_stale=stale,
         explanation=explanation,
-        trace=trace,
+        trace=traced,
     )
 
 

@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+import msgpack
+
 from edgegate.allowlist import seal, store
 from edgegate.core.allowlist import AllowList
 from edgegate.core.codec import ns_to_datetime
@@ -43,7 +45,13 @@ from edgegate.core.domain import (
     TemporaryPermit,
     VehicleCategory,
 )
-from edgegate.core.events import AccessDecided, DecisionTrace, EventDecodeError, TracedCredential
+from edgegate.core.events import (
+    AccessDecided,
+    DecisionTrace,
+    EventDecodeError,
+    TracedCredential,
+    TracedRules,
+)
 from edgegate.core.events import PlateRead as PlateReadEvent
 from edgegate.core.plates import confusable_variants
 from edgegate.core.policy import Decision, decide
@@ -241,9 +249,21 @@ def _group(plate: str, creds: list[Any]) -> Credentials:
     )
 
 
+_RECORDED_RULES: dict[tuple[TracedRules, Direction], GateRules] = {}
+
+
 def recorded_rules(trace: DecisionTrace, direction: Direction) -> GateRules:
     """The rules a decision recorded (its direction's admitted categories)."""
-    r = trace.rules
+    key = (trace.rules, direction)
+    found = _RECORDED_RULES.get(key)
+    if found is None:
+        if len(_RECORDED_RULES) >= 256:
+            _RECORDED_RULES.clear()
+        found = _RECORDED_RULES[key] = _rules_of(trace.rules, direction)
+    return found
+
+
+def _rules_of(r: TracedRules, direction: Direction) -> GateRules:
     return GateRules(
         gate_id=r.gate_id,
         kind=r.gate_kind,
@@ -300,19 +320,43 @@ class _StoredList:
     consumed_at: dict[int, str]  # vehicle.passed seq -> appointment it consumed
 
 
-def _stored_list(reader: LogReader) -> _StoredList | None:
-    def load(conn: sqlite3.Connection) -> _StoredList | None:
-        try:
-            allowlist = store.load(conn)
-        except sqlite3.OperationalError:  # no allow-list tables in this file
-            return None
-        consumed = seal.consumed_in_log(conn)
-        for appointment in consumed:
-            if allowlist.get(_APPOINTMENT, appointment) is not None:
-                allowlist.release_appointment(appointment)
-        return _StoredList(allowlist, {seq: a for a, seq in consumed.items()})
+class _StoredSource:
+    """The stored list, loaded only when a decision before v4 needs it (a v4 log never
+    does), as it was then: appointments the log consumed from then on handed back, and
+    consumed again as the pass goes by their ``vehicle.passed``."""
 
-    return reader.read_with(load)
+    def __init__(self, reader: LogReader) -> None:
+        self._reader = reader
+        self._loaded = False
+        self.stored: _StoredList | None = None
+        self.problem: str | None = None
+
+    def passed(self, seq: int) -> None:
+        stored = self.stored
+        if stored is not None and seq in stored.consumed_at:
+            stored.allowlist.consume_appointment(stored.consumed_at.pop(seq))
+
+    def at(self, seq: int) -> _StoredList | None:
+        if not self._loaded:
+            self._loaded = True
+            try:
+                self.stored = self._reader.read_with(lambda conn: _load_stored(conn, seq))
+            except store.StoreError as exc:
+                self.problem = f"the allow-list stored in the file is unusable: {exc}"
+        return self.stored
+
+
+def _load_stored(conn: sqlite3.Connection, seq: int) -> _StoredList | None:
+    try:
+        allowlist = store.load(conn)
+    except sqlite3.OperationalError:  # no allow-list tables in this file
+        return None
+    later: dict[int, str] = {}
+    for appointment, passed_seq in seal.consumed_in_log(conn).items():
+        if passed_seq > seq and allowlist.get(_APPOINTMENT, appointment) is not None:
+            allowlist.release_appointment(appointment)
+            later[passed_seq] = appointment
+    return _StoredList(allowlist, later)
 
 
 def what_if(
@@ -326,20 +370,18 @@ def what_if(
 ) -> WhatIfReport:
     """Take every recorded decision (``since`` <= time < ``until``) again; see the module."""
     report = WhatIfReport()
-    stored: _StoredList | None = None
-    if allowlist is None:
-        try:
-            stored = _stored_list(reader)
-        except store.StoreError as exc:
-            report.notes.append(f"the allow-list stored in the file is unusable: {exc}")
+    source = _StoredSource(reader)
     old_style = 0
-    for stored_event, event, read in _decisions(reader, stored):
+    for stored_event, event, read in _decisions(reader, source):
         at = ns_to_datetime(stored_event.wall_ns)
         if (since is not None and at < since) or (until is not None and at >= until):
             continue
         report.decisions += 1
         if event.trace is None:
             old_style += 1
+        stored = None
+        if allowlist is None and event.trace is None:
+            stored = source.at(stored_event.seq)
         redecided = _redecide(stored_event, event, read, allowlist, rules, fallback_rules, stored)
         if isinstance(redecided, str):
             report.skipped.append((stored_event.seq, redecided))
@@ -366,8 +408,10 @@ def what_if(
         else:
             report.differing.append(r)
     report.notes.extend(
-        _notes(report.decisions, old_style, allowlist, rules, fallback_rules, stored)
+        _notes(report.decisions, old_style, allowlist, rules, fallback_rules, source.stored)
     )
+    if source.problem is not None:
+        report.notes.append(source.problem)
     return report
 
 
@@ -411,7 +455,7 @@ def _notes(
 
 
 def _decisions(
-    reader: LogReader, stored: _StoredList | None
+    reader: LogReader, source: _StoredSource
 ) -> Iterator[tuple[StoredEvent, AccessDecided, tuple[PlateColour, float] | None]]:
     """Each decision with the colour and confidence of the read it was taken on (a
     reader's read, or for a correction the corrected decision's read at full confidence)."""
@@ -420,10 +464,16 @@ def _decisions(
     for row in _rows(reader):
         seq, type_ = row[0], row[4]
         if type_ == "vehicle.passed":
-            if stored is not None and seq in stored.consumed_at:
-                stored.allowlist.consume_appointment(stored.consumed_at[seq])
+            source.passed(seq)
             continue
         stored_event = StoredEvent(*row)
+        if type_ == "plate.read" and stored_event.version == PlateReadEvent.VERSION:
+            # Only its colour and confidence matter: read them without building the event.
+            fields = _fields(stored_event.data)
+            colour, confidence = fields.get("colour"), fields.get("confidence")
+            if colour in _COLOURS and isinstance(confidence, float | int):
+                _remember(reads, seq, (_COLOURS[colour], float(confidence)))
+            continue
         try:
             event = stored_event.event()
         except EventDecodeError:  # a damaged event is the verifier's finding, not what-if's
@@ -441,6 +491,17 @@ def _decisions(
         if read is not None:
             _remember(by_decision, seq, read)
         yield stored_event, event, read
+
+
+_COLOURS = {c.value: c for c in PlateColour}
+
+
+def _fields(data: bytes) -> dict[str, Any]:
+    try:
+        fields = msgpack.unpackb(data, raw=False)
+    except Exception:  # a damaged event is the verifier's finding, not what-if's
+        return {}
+    return fields if isinstance(fields, dict) else {}
 
 
 def _remember(
@@ -516,4 +577,4 @@ def _redecide(
     )
     view = _Aged(base, event.allowlist_version, updated_at, tampered)
     subject = PlateRead(plate=event.plate_read, colour=colour, confidence=confidence)
-    return decide(gate_rules, direction, subject, view, now)
+    return decide(gate_rules, direction, subject, view, now, trace=False)
