@@ -178,7 +178,8 @@ def recorded_credential(
             gates=gates,
         )
     if c.kind == "permit":
-        assert c.valid_until is not None
+        if c.valid_until is None:
+            raise WhatIfError(f"recorded {c.kind} {c.id} has no end to its window")
         return TemporaryPermit(
             id=c.id,
             plate=c.plate,
@@ -191,7 +192,8 @@ def recorded_credential(
             gates=gates,
         )
     if c.kind == "appointment":
-        assert c.valid_until is not None
+        if c.valid_until is None:
+            raise WhatIfError(f"recorded {c.kind} {c.id} has no end to its window")
         return Appointment(
             id=c.id,
             plate=c.plate,
@@ -314,7 +316,7 @@ def _decided_at(event: AccessDecided, stored: StoredEvent, updated_at: datetime 
 
 @dataclass(slots=True)
 class _StoredList:
-    """The list kept in the gate's file, rewound to the log's start as to consumption."""
+    """The list kept in the gate's file, as to consumption as it was at a decision."""
 
     allowlist: AllowList
     consumed_at: dict[int, str]  # vehicle.passed seq -> appointment it consumed
@@ -544,7 +546,10 @@ def _redecide(
         return "the read it was taken on is not in the log (colour and confidence unknown)"
     gate_rules = rules
     if gate_rules is None:
-        gate_rules = recorded_rules(trace, direction) if trace is not None else fallback_rules
+        try:
+            gate_rules = recorded_rules(trace, direction) if trace is not None else fallback_rules
+        except ValueError as exc:  # a setting this version does not know
+            return f"its recorded rules cannot be read: {exc}"
     if gate_rules is None:
         return "decided before v4, which did not record the rules: give the configuration (-c)"
     base: AllowListView
@@ -559,7 +564,10 @@ def _redecide(
         else:
             updated_at = None
     elif trace is not None:
-        base = RecordedView(trace, event.allowlist_version)
+        try:
+            base = RecordedView(trace, event.allowlist_version)
+        except WhatIfError as exc:
+            return f"its trace cannot be read: {exc}"
         updated_at = trace.allowlist_updated_at
     elif stored is None:
         return "decided before v4 and the file holds no allow-list: give one (--allowlist)"
