@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -51,6 +51,7 @@ from edgegate.core.events import (
     EventDecodeError,
     TracedCredential,
     TracedRules,
+    decode,
 )
 from edgegate.core.events import PlateRead as PlateReadEvent
 from edgegate.core.plates import confusable_variants
@@ -61,7 +62,7 @@ from edgegate.core.rules import (
     GateRules,
     StaleAction,
 )
-from edgegate.log.reader import LogReader, StoredEvent
+from edgegate.log.reader import LogReader
 
 _APPOINTMENT = CredentialKind.APPOINTMENT
 _TYPES = ("plate.read", "access.decided", "vehicle.passed")
@@ -304,7 +305,7 @@ def _credential_text(kind: str | None, id_: str | None) -> str | None:
     return None if kind is None or id_ is None else f"{kind} {id_}"
 
 
-def _decided_at(event: AccessDecided, stored: StoredEvent, updated_at: datetime | None) -> datetime:
+def _decided_at(event: AccessDecided, stored: _Row, updated_at: datetime | None) -> datetime:
     """The instant the policy decided at: recorded in v4; before, the list's update time plus
     the recorded age (to the microsecond) when both are known, else the event's time."""
     if event.trace is not None:
@@ -458,17 +459,18 @@ def _notes(
 
 def _decisions(
     reader: LogReader, source: _StoredSource
-) -> Iterator[tuple[StoredEvent, AccessDecided, tuple[PlateColour, float] | None]]:
+) -> Iterator[tuple[_Row, AccessDecided, tuple[PlateColour, float] | None]]:
     """Each decision with the colour and confidence of the read it was taken on (a
     reader's read, or for a correction the corrected decision's read at full confidence)."""
     reads: dict[int, tuple[PlateColour, float]] = {}
     by_decision: dict[int, tuple[PlateColour, float]] = {}
-    for row in _rows(reader):
-        seq, type_ = row[0], row[4]
+    for typed in reader.of_types(_TYPES):
+        row = _Row._make(typed)
+        seq, type_ = row.seq, row.type
         if type_ == "vehicle.passed":
             source.passed(seq)
             continue
-        stored_event = StoredEvent(*row)
+        stored_event = row
         if type_ == "plate.read" and stored_event.version == PlateReadEvent.VERSION:
             # Only its colour and confidence matter: read them without building the event.
             fields = _fields(stored_event.data)
@@ -477,7 +479,7 @@ def _decisions(
                 _remember(reads, seq, (_COLOURS[colour], float(confidence)))
             continue
         try:
-            event = stored_event.event()
+            event = decode(row.type, row.version, row.data, row.lane)
         except EventDecodeError:  # a damaged event is the verifier's finding, not what-if's
             continue
         if isinstance(event, PlateReadEvent):
@@ -514,20 +516,19 @@ def _remember(
         del recent[next(iter(recent))]
 
 
-def _rows(reader: LogReader) -> Iterator[tuple[Any, ...]]:
-    columns = "seq, wall_ns, mono_ns, boot_id, type, lane, version, data, prev_hash, hash"
-    marks = ", ".join("?" for _ in _TYPES)
+class _Row(NamedTuple):
+    """A stored event as ``LogReader.of_types`` gives it."""
 
-    def scan(conn: sqlite3.Connection) -> Iterable[tuple[Any, ...]]:
-        return conn.execute(
-            f"SELECT {columns} FROM events WHERE type IN ({marks}) ORDER BY seq", _TYPES
-        )
-
-    yield from reader.read_with(scan)
+    seq: int
+    wall_ns: int
+    type: str
+    lane: str | None
+    version: int
+    data: bytes
 
 
 def _redecide(
-    stored_event: StoredEvent,
+    stored_event: _Row,
     event: AccessDecided,
     read: tuple[PlateColour, float] | None,
     allowlist: AllowListView | None,
