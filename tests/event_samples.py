@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from edgegate.core import events as ev
-from edgegate.core.domain import Direction, PlateColour, VehicleCategory
+from edgegate.core.domain import Direction, GateKind, PlateColour, VehicleCategory
 
 T0 = datetime(2026, 11, 28, 2, 15, 0, tzinfo=UTC)
 
@@ -58,6 +58,53 @@ def all_samples() -> list[ev.Event]:
             allowlist_stale=False,
             read_seq=40,
             explanation="matched only fuzzily: read 苏E1234S, the allow-list has 苏E12345",
+            trace=ev.DecisionTrace(
+                colour=PlateColour.YELLOW,
+                confidence=0.93,
+                normalised=("separators removed",),
+                candidates=(
+                    ev.TracedCandidate(
+                        plate="苏E12345",
+                        match=ev.MatchKind.FUZZY,
+                        position=6,
+                        read_char="S",
+                        list_char="5",
+                    ),
+                ),
+                credentials=(
+                    ev.TracedCredential(
+                        kind="appointment",
+                        id="APT-20261128-0007",
+                        plate="苏E12345",
+                        colour=PlateColour.YELLOW,
+                        category=VehicleCategory.HAZMAT,
+                        valid_from=T0,
+                        valid_until=T0 + timedelta(hours=8),
+                        gates=("fengxiang-road",),
+                        checks=("appointment-valid",),
+                    ),
+                    ev.TracedCredential(
+                        kind="blacklist",
+                        id="BL-0041",
+                        plate="苏E12345",
+                        valid_from=T0 - timedelta(days=30),
+                        valid_until=T0 - timedelta(days=1),
+                        checks=("blacklist-not-in-force",),
+                    ),
+                ),
+                rules=ev.TracedRules(
+                    gate_id="fengxiang-road",
+                    gate_kind=GateKind.COMPREHENSIVE,
+                    admits=(VehicleCategory.HAZMAT, VehicleCategory.ORDINARY),
+                    fuzzy_matching="confirm",
+                    min_confidence=0.6,
+                    colour_mismatch="note",
+                    on_stale_allowlist="confirm",
+                    allowlist_max_age=timedelta(hours=72),
+                ),
+                decided_at=T0,
+                allowlist_updated_at=T0 - timedelta(seconds=321.5),
+            ),
         ),
         ev.AccessDecided(
             lane="in-1",

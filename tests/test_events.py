@@ -41,7 +41,7 @@ def test_plate_read_v1_is_upcast_to_v2() -> None:
 def test_access_decided_v1_is_upcast_to_v2_without_explanation() -> None:
     sample = next(e for e in all_samples() if isinstance(e, ev.AccessDecided))
     stored = msgpack.unpackb(ev.encode(sample))
-    del stored["explanation"]
+    del stored["explanation"], stored["corrected_by"], stored["corrects_seq"], stored["trace"]
     event = ev.decode("access.decided", 1, msgpack.packb(stored), sample.lane)
     assert isinstance(event, ev.AccessDecided)
     assert event.explanation == ""
@@ -51,11 +51,28 @@ def test_access_decided_v1_is_upcast_to_v2_without_explanation() -> None:
 def test_access_decided_v2_is_upcast_to_v3_as_a_reader_decision() -> None:
     sample = next(e for e in all_samples() if isinstance(e, ev.AccessDecided))
     stored = msgpack.unpackb(ev.encode(sample))
-    del stored["corrected_by"], stored["corrects_seq"]
+    del stored["corrected_by"], stored["corrects_seq"], stored["trace"]
     event = ev.decode("access.decided", 2, msgpack.packb(stored), sample.lane)
     assert isinstance(event, ev.AccessDecided)
     assert (event.corrected_by, event.corrects_seq) == (None, None)
     assert event.explanation == sample.explanation
+
+
+def test_access_decided_v3_is_upcast_to_v4_with_its_trace_not_recorded() -> None:
+    sample = next(e for e in all_samples() if isinstance(e, ev.AccessDecided))
+    assert sample.trace is not None
+    stored = msgpack.unpackb(ev.encode(sample))
+    del stored["trace"]
+    event = ev.decode("access.decided", 3, msgpack.packb(stored), sample.lane)
+    assert isinstance(event, ev.AccessDecided)
+    assert event.trace is None
+    assert event.reasons == sample.reasons
+
+
+def test_access_decided_v4_keeps_its_trace() -> None:
+    sample = next(e for e in all_samples() if isinstance(e, ev.AccessDecided))
+    event = ev.decode("access.decided", 4, ev.encode(sample), sample.lane)
+    assert event == sample
 
 
 def test_manual_action_v1_is_upcast_without_a_plate() -> None:

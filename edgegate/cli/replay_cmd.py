@@ -44,6 +44,7 @@ from edgegate.replay.verify import VerifyResult, verify
 #: a line.
 ACTION_MODULES: list[str] = [
     "replay_incidents",
+    "replay_why",
     "replay_report",
 ]
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
 from edgegate.core.codec import CodecError, DataclassCodec
-from edgegate.core.domain import Direction, MatchKind, PlateColour, VehicleCategory
+from edgegate.core.domain import Direction, GateKind, MatchKind, PlateColour, VehicleCategory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -288,7 +288,72 @@ def _frame_rejected_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 # --- decisions and vehicles -----------------------------------------------------------------
 
 
-@event_type("access.decided", version=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracedCandidate:
+    """A listed plate the read was matched to: ``exact``, or ``fuzzy`` with the one
+    OCR-confusable substitution (``read_char`` in the read at ``position``, 0-based, where the
+    list has ``list_char``)."""
+
+    plate: str
+    match: MatchKind
+    position: int | None = None
+    read_char: str = ""
+    list_char: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracedCredential:
+    """A credential the policy looked at, as it was then, and what each check on it found:
+    ``checks`` holds reason codes (``registration-valid``, ``permit-expired``,
+    ``appointment-consumed`` ...) and, for a blacklist entry, ``blacklisted`` or
+    ``blacklist-not-in-force``. ``valid_from``/``valid_until`` are an appointment's window."""
+
+    kind: str
+    id: str
+    plate: str
+    colour: PlateColour = PlateColour.UNKNOWN
+    category: VehicleCategory | None = None
+    valid_from: datetime
+    valid_until: datetime | None = None
+    gates: tuple[str, ...] = ()
+    consumed: bool = False
+    checks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracedRules:
+    """The rules in force for the decision: the gate, the categories its configuration
+    admits in the decision's direction (capped by its kind), and the ``[policy]`` settings."""
+
+    gate_id: str
+    gate_kind: GateKind
+    admits: tuple[VehicleCategory, ...]
+    fuzzy_matching: str
+    min_confidence: float
+    colour_mismatch: str
+    on_stale_allowlist: str
+    allowlist_max_age: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionTrace:
+    """What the policy looked at, enough to explain the decision and take it again without
+    the allow-list or the configuration as they were: the read's colour and confidence,
+    ``normalised`` (what normalisation changed, in order), the ``candidates``, every credential
+    of the candidate plates, the rules, the instant decided at and the list's state."""
+
+    colour: PlateColour = PlateColour.UNKNOWN
+    confidence: float
+    normalised: tuple[str, ...] = ()
+    candidates: tuple[TracedCandidate, ...] = ()
+    credentials: tuple[TracedCredential, ...] = ()
+    rules: TracedRules
+    decided_at: datetime
+    allowlist_updated_at: datetime | None = None
+    allowlist_tampered: bool = False
+
+
+@event_type("access.decided", version=4)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessDecided(Event):
     """A decision with every reason, and the allow-list version it was taken with;
@@ -316,6 +381,7 @@ class AccessDecided(Event):
     explanation: str = ""
     corrected_by: str | None = None
     corrects_seq: int | None = None
+    trace: DecisionTrace | None = None  # None: not recorded (decisions before v4)
 
 
 @upcaster("access.decided", from_version=1)
@@ -328,6 +394,12 @@ def _access_decided_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 def _access_decided_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     """v2 had no corrections: every decision was on a reader's read."""
     return {**data, "corrected_by": None, "corrects_seq": None}
+
+
+@upcaster("access.decided", from_version=3)
+def _access_decided_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 did not record what the policy looked at: the trace is marked not recorded."""
+    return {**data, "trace": None}
 
 
 @event_type("vehicle.passed", version=2)
@@ -662,6 +734,7 @@ __all__ = [
     "ConsoleLogout",
     "DaemonStarted",
     "DaemonStopped",
+    "DecisionTrace",
     "DeviceFault",
     "DeviceRecovered",
     "Event",
@@ -683,6 +756,9 @@ __all__ = [
     "SnapshotRequested",
     "StopReason",
     "TailgateSuspected",
+    "TracedCandidate",
+    "TracedCredential",
+    "TracedRules",
     "VehicleBackedOut",
     "VehiclePassed",
     "decode",

@@ -61,6 +61,23 @@ def normalise(raw: str) -> str:
     return text[:2] + text[2:].translate(_SERIAL_FIX)
 
 
+def normalisation_steps(raw: str) -> tuple[str, ...]:
+    """What ``normalise`` changed in ``raw``, in order, in plain words (empty: nothing)."""
+    steps: list[str] = []
+    folded = unicodedata.normalize("NFKC", raw)
+    if folded != raw:
+        steps.append("full-width and compatibility forms folded")
+    bare = folded.translate(_SEPARATORS)
+    if bare != folded:
+        steps.append("separators removed")
+    upper = bare.upper()
+    if upper != bare:
+        steps.append("upper-cased")
+    if len(upper) > 2 and upper[2:].translate(_SERIAL_FIX) != upper[2:]:
+        steps.append("I/O in the serial read as 1/0")
+    return tuple(steps)
+
+
 def is_valid(plate: str) -> bool:
     """Whether a *normalised* plate is well formed."""
     return _PLATE_RE.fullmatch(plate) is not None

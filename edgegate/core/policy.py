@@ -77,8 +77,14 @@ from edgegate.core.domain import (
     TemporaryPermit,
     VehicleCategory,
 )
-from edgegate.core.events import AccessDecided
-from edgegate.core.plates import is_valid, normalise
+from edgegate.core.events import (
+    AccessDecided,
+    DecisionTrace,
+    TracedCandidate,
+    TracedCredential,
+    TracedRules,
+)
+from edgegate.core.plates import is_valid, normalisation_steps, normalise
 from edgegate.core.rules import (
     KIND_ADMITS,
     ColourMismatchAction,
@@ -165,6 +171,8 @@ class Decision:
     allowlist_stale: bool
     # Plain words for what the codes cannot say: a fuzzy match, and on which credential.
     explanation: str = ""
+    # What the policy looked at (plain data the event carries); not part of the outcome.
+    trace: DecisionTrace | None = field(default=None, compare=False)
 
     def to_event(
         self, *, direction: Direction, plate_read: str, lane: str | None, read_seq: int | None
@@ -189,6 +197,7 @@ class Decision:
             allowlist_stale=self.allowlist_stale,
             read_seq=read_seq,
             explanation=self.explanation,
+            trace=self.trace,
         )
 
     def to_record(self) -> dict[str, object]:
@@ -434,8 +443,11 @@ def decide(
     read: PlateRead,
     view: AllowListView,
     now: datetime,
+    *,
+    trace: bool = True,
 ) -> Decision:
-    """Decide one read at ``rules.gate_id`` in ``direction`` at ``now`` (aware UTC)."""
+    """Decide one read at ``rules.gate_id`` in ``direction`` at ``now`` (aware UTC);
+    ``trace``: record what the policy looked at (``Decision.trace``)."""
     if now.tzinfo is None:
         raise ValueError("now must be a timezone-aware datetime")
     entry = direction is Direction.ENTRY
@@ -507,6 +519,7 @@ def decide(
     until = _window(subject)[1] if credential is not None and subject is not None else None
     consume = subject.id if passes and entry and isinstance(subject, Appointment) else None
     explanation = _explain_fuzzy(plate, list(candidates.values()), credential, outcome.verdict)
+    traced = _trace(rules, direction, read, plate, exact, candidates, view, now) if trace else None
     return Decision(
         verdict=outcome.verdict,
         reasons=tuple(sorted(outcome.reasons, key=_ORDER.__getitem__)),
@@ -521,6 +534,110 @@ def decide(
         allowlist_age_s=age,
         allowlist_stale=stale,
         explanation=explanation,
+        trace=traced,
+    )
+
+
+_BLACKLISTED_NOW = ("blacklisted",)
+_BLACKLIST_NOT_IN_FORCE = ("blacklist-not-in-force",)
+_CODES = {
+    CredentialKind.REGISTRATION: _REGISTRATION,
+    CredentialKind.PERMIT: _PERMIT,
+    CredentialKind.APPOINTMENT: _APPOINTMENT,
+}
+
+
+def _traced(c: _Admitting | BlacklistEntry, now: datetime, gate_id: str) -> TracedCredential:
+    if isinstance(c, BlacklistEntry):
+        return TracedCredential(
+            kind=c.kind.value,
+            id=c.id,
+            plate=c.plate,
+            valid_from=c.valid_from,
+            valid_until=c.valid_until,
+            checks=_BLACKLISTED_NOW if c.valid_at(now) else _BLACKLIST_NOT_IN_FORCE,
+        )
+    codes = _CODES[c.kind]
+    start, end = _window(c)
+    faults = _faults(c, now, gate_id, codes)
+    return TracedCredential(
+        kind=c.kind.value,
+        id=c.id,
+        plate=c.plate,
+        colour=c.colour,
+        category=c.category,
+        valid_from=start,
+        valid_until=end,
+        gates=tuple(sorted(c.gates)),
+        consumed=isinstance(c, Appointment) and c.consumed,
+        checks=tuple(str(f) for f in faults) if faults else (codes.valid.value,),
+    )
+
+
+# A lane decides under the same rules for its whole life: their trace is built once. The
+# rules object is kept beside it so that a new object never finds an old one's trace.
+_RULES_TRACES: dict[tuple[int, Direction], tuple[GateRules, TracedRules]] = {}
+
+
+def _traced_rules(rules: GateRules, direction: Direction) -> TracedRules:
+    key = (id(rules), direction)
+    cached = _RULES_TRACES.get(key)
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    admits = rules.admits.get(direction, frozenset())
+    traced = TracedRules(
+        gate_id=rules.gate_id,
+        gate_kind=rules.kind,
+        admits=tuple(c for c in VehicleCategory if c in admits),
+        fuzzy_matching=rules.fuzzy_matching.value,
+        min_confidence=rules.min_confidence,
+        colour_mismatch=rules.colour_mismatch.value,
+        on_stale_allowlist=rules.on_stale_allowlist.value,
+        allowlist_max_age=rules.allowlist_max_age,
+    )
+    if len(_RULES_TRACES) >= 64:  # what-if and tests make many rules: stay bounded
+        _RULES_TRACES.clear()
+    _RULES_TRACES[key] = (rules, traced)
+    return traced
+
+
+def _trace(
+    rules: GateRules,
+    direction: Direction,
+    read: PlateRead,
+    plate: str,
+    exact: Credentials,
+    candidates: dict[str, FuzzyMatch],
+    view: AllowListView,
+    now: datetime,
+) -> DecisionTrace:
+    """The decision's trace: only the credentials of the candidate plates, so it stays small."""
+    gate = rules.gate_id
+    if not exact.empty:
+        found: tuple[TracedCandidate, ...] = (TracedCandidate(plate=plate, match=MatchKind.EXACT),)
+        groups: list[Credentials] = [exact]
+    else:
+        found = tuple(
+            TracedCandidate(
+                plate=fm.credentials.plate,
+                match=MatchKind.FUZZY,
+                position=fm.position,
+                read_char=fm.read_char,
+                list_char=fm.list_char,
+            )
+            for fm in candidates.values()
+        )
+        groups = [fm.credentials for fm in candidates.values()]
+    return DecisionTrace(
+        colour=read.colour,
+        confidence=read.confidence,
+        normalised=normalisation_steps(read.plate) if read.plate != plate else (),
+        candidates=found,
+        credentials=tuple(_traced(c, now, gate) for g in groups for c in g.all()),
+        rules=_traced_rules(rules, direction),
+        decided_at=now,
+        allowlist_updated_at=view.updated_at,
+        allowlist_tampered=view.tampered,
     )
 
 
