@@ -445,8 +445,12 @@ def _whatif(source: Any, tz: Any) -> float | None:
     run = getattr(whatif, "what_if", None) or getattr(whatif, "whatif", None)
     if run is None:
         return None
+    stored_of = getattr(whatif, "stored_allowlist_of", None)
     t = time.perf_counter()
-    result = run(source, tz=tz)
+    if stored_of is not None:  # what_if(batches, stored_allowlist=...): a Source's rows
+        result = run(source.batches(), stored_allowlist=stored_of(source))
+    else:
+        result = run(source, tz=tz)
     if hasattr(result, "__iter__") and not isinstance(result, dict):
         for _ in result:
             pass

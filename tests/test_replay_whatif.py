@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from edgegate.cli.main import main
+from edgegate.core.codec import ns_to_datetime
 from edgegate.log.reader import LogReader
-from tests.replay_logs import CASES, RECORDED_CONFIG, ROOT, fresh_demo_log, recorded
+from tests.replay_logs import (
+    CASES,
+    RECORDED_CONFIG,
+    ROOT,
+    central_copy,
+    fresh_demo_log,
+    recorded,
+    samples_log,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +124,62 @@ def test_bad_input_is_one_line_and_exit_2(
         assert main(["replay", "what-if", *args]) == 2, args
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_as_recorded_on_centrals_copy_of_a_fresh_log_reproduces_every_decision(
+    demo_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn, gate = central_copy(demo_db, tmp_path)
+    code, from_file = _what_if(capsys, str(demo_db), "--as-recorded")
+    assert code == 0
+    code, report = _what_if(capsys, "--central", dsn, "--gate", gate, "--as-recorded")
+    assert code == 0, report
+    assert report["decisions"] == report["reproduced"] == from_file["decisions"] >= 2
+    assert report["differing"] == [] and report["skipped"] == []
+
+
+def test_decisions_before_v4_on_centrals_copy_are_skipped_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn, gate = central_copy(recorded("morning-shift", tmp_path), tmp_path)
+    args = ("--central", dsn, "--gate", gate, "--as-recorded", "-c", str(RECORDED_CONFIG))
+    code, report = _what_if(capsys, *args)
+    assert code == 1
+    assert report["reproduced"] == 0 and len(report["skipped"]) == 8
+    assert all(
+        "central's copy holds no allow-list: give --allowlist or read the gate's file" in s["why"]
+        for s in report["skipped"]
+    )
+    # With another allow-list given, central's copy is enough.
+    lines = (ROOT / "config" / "allowlist-example.csv").read_text("utf-8")
+    other = tmp_path / "list.csv"
+    other.write_text(lines, "utf-8")
+    code, report = _what_if(
+        capsys,
+        "--central",
+        dsn,
+        "--gate",
+        gate,
+        "--allowlist",
+        str(other),
+        "-c",
+        str(RECORDED_CONFIG),
+    )
+    assert code == 0 and report["skipped"] == [] and report["decisions"] == 8
+
+
+def test_from_and_to_are_read_in_the_recorded_zone_unless_tz(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "urumqi.db"
+    asyncio.run(samples_log(db, "Asia/Urumqi"))  # UTC+6, two hours behind Shanghai
+    with LogReader(db) as reader:
+        first = next(e for e in reader.read(limit=1000) if e.type == "access.decided")
+    until = ns_to_datetime(first.wall_ns) + timedelta(seconds=1)
+    local = until.astimezone(ZoneInfo("Asia/Urumqi")).replace(tzinfo=None).isoformat()
+    args = (str(db), "--allowlist", str(ROOT / "config" / "allowlist-example.csv"))
+    _, report = _what_if(capsys, *args, "--to", local)
+    assert report["decisions"] >= 1
+    # The same wall-clock time in Shanghai is two hours earlier: no decision before it.
+    _, report = _what_if(capsys, *args, "--to", local, "--tz", "Asia/Shanghai")
+    assert report["decisions"] == 0

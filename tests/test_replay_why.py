@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from edgegate.core.domain import (
 from edgegate.core.policy import decide
 from edgegate.core.rules import GateRules
 from edgegate.log.reader import LogReader
-from tests.replay_logs import fresh_demo_log, recorded
+from tests.replay_logs import central_copy, fresh_demo_log, recorded, samples_log
 
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -217,3 +218,32 @@ def test_bad_input_is_one_line_and_exit_2(
         assert main(["replay", "why", *args]) == 2, args
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_decision_is_explained_from_centrals_copy_as_from_the_file(
+    demo_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn, gate = central_copy(demo_db, tmp_path)
+    with LogReader(demo_db) as reader:
+        seqs = [e.seq for e in reader.read(limit=100_000) if e.type == "access.decided"]
+    for seq in (seqs[0], seqs[-1]):
+        from_file = _why(capsys, str(demo_db), str(seq))
+        from_central = _why(capsys, "--central", dsn, "--gate", gate, str(seq))
+        assert from_central == from_file
+        assert from_central["trace_recorded"] and from_central["seq"] == seq
+
+
+def test_times_are_shown_in_the_recorded_zone_unless_tz(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "urumqi.db"
+    asyncio.run(samples_log(db, "Asia/Urumqi"))
+    dsn, gate = central_copy(db, tmp_path)
+    with LogReader(db) as reader:
+        seq = next(e.seq for e in reader.read(limit=1000) if e.type == "access.decided")
+    for source in ([str(db)], ["--central", dsn, "--gate", gate]):
+        assert main(["replay", "why", *source, str(seq)]) == 0
+        header = capsys.readouterr().out.splitlines()[0]
+        assert header.startswith(f"Decision seq {seq}") and "+06:00" in header, header
+        assert main(["replay", "why", *source, str(seq), "--tz", "UTC"]) == 0
+        assert "+00:00" in capsys.readouterr().out.splitlines()[0]

@@ -5,53 +5,49 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
 
 from edgegate.allowlist import importer
+from edgegate.cli.replay_cmd import add_source_arguments, fail, open_source
 from edgegate.config.loading import load_config
 from edgegate.config.problems import ConfigError
 from edgegate.core.allowlist import AllowList, AllowListError
 from edgegate.core.rules import GateRules
 from edgegate.log.eventlog import LogError
-from edgegate.log.reader import LogReader, StoredEvent
-from edgegate.replay.whatif import WhatIfReport, what_if
+from edgegate.log.reader import StoredEvent
+from edgegate.replay.source import Source, SourceError, parse_range, parse_time
+from edgegate.replay.whatif import WhatIfReport, stored_allowlist_of, what_if
 from edgegate.replay.why import Why, WhyError, explain, find_decision
-
-DEFAULT_TZ = "Asia/Shanghai"
 
 
 def register_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     why = actions.add_parser("why", help="explain one decision step by step")
-    why.add_argument("db", type=Path, help="the gate's SQLite log file")
+    add_source_arguments(why)
     why.add_argument("seq", nargs="?", type=int, help="the access.decided event's seq")
     why.add_argument("--plate", help="the decision on this plate ... (with --at)")
     why.add_argument("--at", help="... nearest before this time (ISO 8601; the gate's zone)")
-    why.add_argument("--tz", default=DEFAULT_TZ, help=f"time zone shown (default {DEFAULT_TZ})")
     why.add_argument("--json", action="store_true", help="one JSON object")
     why.set_defaults(func=cmd_why)
 
     wi = actions.add_parser(
         "what-if", help="decide every recorded read again; print the decisions that change"
     )
-    wi.add_argument("db", type=Path, help="the gate's SQLite log file")
+    add_source_arguments(wi)
     wi.add_argument("--allowlist", type=Path, help="another allow-list (.csv or .json)")
     wi.add_argument("-c", "--config", type=Path, help="another configuration (rules, policy)")
-    wi.add_argument("--from", dest="since", help="from this time (ISO 8601)")
-    wi.add_argument("--to", dest="until", help="to this time (ISO 8601, excluded)")
+    wi.add_argument("--from", dest="since", help="from this time (ISO 8601; the gate's zone)")
+    wi.add_argument("--to", dest="until", help="to this time (ISO 8601, excluded; a date: its day)")
     wi.add_argument(
         "--as-recorded",
         action="store_true",
         help="the credentials and rules recorded in each decision: every decision must be "
         "reproduced (exit 1 if not); -c gives the rules of decisions that did not record them",
     )
-    wi.add_argument("--tz", default=DEFAULT_TZ, help=f"time zone shown (default {DEFAULT_TZ})")
     wi.add_argument("--json", action="store_true", help="one JSON object")
     wi.set_defaults(func=cmd_what_if)
 
@@ -60,66 +56,42 @@ class _BadInput(ValueError):
     pass
 
 
-def _fail(message: str) -> int:
-    print(f"edgegate replay: {message}", file=sys.stderr)
-    return 2
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _BadInput(f"unknown time zone {name!r}") from None
-
-
-def _time(text: str | None, zone: ZoneInfo, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise _BadInput(
-            f"{option} {text!r} is not a time (ISO 8601, e.g. 2026-11-28T19:58)"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
-
-
-def _events(reader: LogReader) -> Iterator[StoredEvent]:
-    for rows in reader.iter_rows():
+def _events(source: Source, after: int = 0, batch: int = 10_000) -> Iterator[StoredEvent]:
+    for rows in source.batches(after=after, batch=batch):
         for row in rows:
             yield StoredEvent(*row)
 
 
+def _central_seq(args: argparse.Namespace) -> None:
+    """``why --central DSN --gate G SEQ``: the one positional is the seq, not a log file."""
+    if args.central and args.seq is None and args.db is not None and str(args.db).isdigit():
+        args.seq, args.db = int(str(args.db)), None
+
+
 def cmd_why(args: argparse.Namespace) -> int:
+    _central_seq(args)
     try:
-        zone = _zone(args.tz)
-        at = _time(args.at, zone, "--at")
         if (args.seq is None) == (args.plate is None):
             raise _BadInput("give either SEQ or --plate P --at T")
-        if args.plate is not None and at is None:
+        if args.plate is not None and args.at is None:
             raise _BadInput("--plate needs --at")
-        with LogReader(args.db) as reader:
+        source, zone = open_source(args)
+        with source:
             seq = args.seq
             if seq is None:
-                assert at is not None
-                seq = find_decision(_events(reader), args.plate, at)
+                at = parse_time(args.at, zone)
+                seq = find_decision(_events(source), args.plate, at)
                 if seq is None:
                     raise _BadInput(f"no decision on {args.plate} at or before {args.at}")
             # The decision's read precedes it by a few seqs; read from a little before.
-            why = explain(_events_from(reader, max(0, seq - 64)), seq, args.tz)
-    except (_BadInput, WhyError, LogError) as exc:
-        return _fail(str(exc))
+            why = explain(_events(source, max(0, seq - 64), 256), seq, zone.key)
+    except (_BadInput, WhyError, SourceError, LogError) as exc:
+        return fail(str(exc))
     if args.json:
         print(json.dumps(why.to_json(), ensure_ascii=False))
     else:
         _print_why(why, zone)
     return 0
-
-
-def _events_from(reader: LogReader, after: int) -> Iterator[StoredEvent]:
-    for rows in reader.iter_rows(after=after, batch=256):
-        for row in rows:
-            yield StoredEvent(*row)
 
 
 def _print_why(why: Why, zone: ZoneInfo) -> None:
@@ -160,9 +132,6 @@ def _allowlist(path: Path, tz: str) -> AllowList:
 
 def cmd_what_if(args: argparse.Namespace) -> int:
     try:
-        zone = _zone(args.tz)
-        since = _time(args.since, zone, "--from")
-        until = _time(args.until, zone, "--to")
         if args.as_recorded and args.allowlist is not None:
             raise _BadInput("--as-recorded takes the recorded credentials: not with --allowlist")
         rules: GateRules | None = None
@@ -171,18 +140,21 @@ def cmd_what_if(args: argparse.Namespace) -> int:
                 rules = load_config(args.config).rules()
             except ConfigError as exc:
                 raise _BadInput(f"{args.config}: {exc}") from None
-        allowlist = None if args.allowlist is None else _allowlist(args.allowlist, args.tz)
-        with LogReader(args.db) as reader:
+        source, zone = open_source(args)
+        with source:
+            since, until = parse_range(args.since, args.until, zone)
+            allowlist = None if args.allowlist is None else _allowlist(args.allowlist, zone.key)
             report = what_if(
-                reader,
+                source.batches(),
+                stored_allowlist=stored_allowlist_of(source),
                 allowlist=allowlist,
                 rules=None if args.as_recorded else rules,
                 fallback_rules=rules,
                 since=since,
                 until=until,
             )
-    except (_BadInput, LogError) as exc:
-        return _fail(str(exc))
+    except (_BadInput, SourceError, LogError) as exc:
+        return fail(str(exc))
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
     else:

@@ -2,12 +2,16 @@
 colour, confidence, instant, lane direction) under another allow-list, another configuration
 or this software version, in one streaming pass over the log.
 
+The events are a ``Source``'s stored rows (a gate's log file or central's copy), in batches
+as ``Source.batches()`` gives them; only the rows of the types it needs are decoded.
+
 Where the credentials and rules come from, per decision:
 
 - ``allowlist`` given: that list, for every decision; otherwise the credentials the decision
-  recorded (its v4 trace), or for a decision before v4 the list stored in the gate's file,
-  when it is the version the decision used, with appointments consumed later in the log
-  handed back (the log says when each was consumed);
+  recorded (its v4 trace), or for a decision before v4 the list stored in the gate's file
+  (``stored_allowlist``: only a gate's log file has one, see ``stored_allowlist_of``), when
+  it is the version the decision used, with appointments consumed later in the log handed
+  back (the log says when each was consumed);
 - ``rules`` given: those, for every decision; otherwise those the decision recorded (v4), or
   for a decision before v4 ``fallback_rules`` (the configuration the gate ran with).
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -62,10 +66,15 @@ from edgegate.core.rules import (
     GateRules,
     StaleAction,
 )
-from edgegate.log.reader import LogReader
+from edgegate.log.chain import Row
+from edgegate.replay.source import LogSource, Source
 
 _APPOINTMENT = CredentialKind.APPOINTMENT
-_TYPES = ("plate.read", "access.decided", "vehicle.passed")
+_TYPES = frozenset(("plate.read", "access.decided", "vehicle.passed"))
+NO_STORED_LIST = (
+    "decided before v4, and central's copy holds no allow-list: "
+    "give --allowlist or read the gate's file"
+)
 _KEEP = 4096  # recent reads and decisions kept for the decisions and corrections citing them
 
 
@@ -323,16 +332,36 @@ class _StoredList:
     consumed_at: dict[int, str]  # vehicle.passed seq -> appointment it consumed
 
 
+StoredLoader = Callable[
+    [Callable[[sqlite3.Connection], "_StoredList | None"]], "_StoredList | None"
+]
+"""Runs a reader of the allow-list stored in a gate's log file on that file's read-only
+connection (``LogReader.read_with``)."""
+
+
+def stored_allowlist_of(source: Source) -> StoredLoader | None:
+    """The loader of the allow-list stored in ``source``'s file; None for central's copy,
+    which holds none."""
+    if isinstance(source, LogSource):
+        return source.reader.read_with
+    return None
+
+
 class _StoredSource:
     """The stored list, loaded only when a decision before v4 needs it (a v4 log never
     does), as it was then: appointments the log consumed from then on handed back, and
     consumed again as the pass goes by their ``vehicle.passed``."""
 
-    def __init__(self, reader: LogReader) -> None:
-        self._reader = reader
+    def __init__(self, loader: StoredLoader | None) -> None:
+        self._loader = loader
         self._loaded = False
         self.stored: _StoredList | None = None
         self.problem: str | None = None
+
+    @property
+    def available(self) -> bool:
+        """Whether the events came with a file that may hold a stored list."""
+        return self._loader is not None
 
     def passed(self, seq: int) -> None:
         stored = self.stored
@@ -340,10 +369,10 @@ class _StoredSource:
             stored.allowlist.consume_appointment(stored.consumed_at.pop(seq))
 
     def at(self, seq: int) -> _StoredList | None:
-        if not self._loaded:
+        if not self._loaded and self._loader is not None:
             self._loaded = True
             try:
-                self.stored = self._reader.read_with(lambda conn: _load_stored(conn, seq))
+                self.stored = self._loader(lambda conn: _load_stored(conn, seq))
             except store.StoreError as exc:
                 self.problem = f"the allow-list stored in the file is unusable: {exc}"
         return self.stored
@@ -363,19 +392,22 @@ def _load_stored(conn: sqlite3.Connection, seq: int) -> _StoredList | None:
 
 
 def what_if(
-    reader: LogReader,
+    batches: Iterable[Sequence[Row]],
     *,
+    stored_allowlist: StoredLoader | None = None,
     allowlist: AllowListView | None = None,
     rules: GateRules | None = None,
     fallback_rules: GateRules | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> WhatIfReport:
-    """Take every recorded decision (``since`` <= time < ``until``) again; see the module."""
+    """Take every recorded decision (``since`` <= time < ``until``) of ``batches`` (a
+    ``Source``'s ``batches()``) again; ``stored_allowlist`` loads the list stored in a
+    gate's file for decisions before v4 (``stored_allowlist_of``); see the module."""
     report = WhatIfReport()
-    source = _StoredSource(reader)
+    source = _StoredSource(stored_allowlist)
     old_style = 0
-    for stored_event, event, read in _decisions(reader, source):
+    for stored_event, event, read in _decisions(batches, source):
         at = ns_to_datetime(stored_event.wall_ns)
         if (since is not None and at < since) or (until is not None and at >= until):
             continue
@@ -385,7 +417,9 @@ def what_if(
         stored = None
         if allowlist is None and event.trace is None:
             stored = source.at(stored_event.seq)
-        redecided = _redecide(stored_event, event, read, allowlist, rules, fallback_rules, stored)
+        redecided = _redecide(
+            stored_event, event, read, allowlist, rules, fallback_rules, stored, source.available
+        )
         if isinstance(redecided, str):
             report.skipped.append((stored_event.seq, redecided))
             continue
@@ -457,15 +491,23 @@ def _notes(
     return notes
 
 
+def _typed_rows(batches: Iterable[Sequence[Row]]) -> Iterator[_Row]:
+    """The rows of the types what-if reads, picked on the stored type before any decoding."""
+    types = _TYPES
+    for rows in batches:
+        for r in rows:
+            if r[4] in types:
+                yield _Row(r[0], r[1], r[4], r[5], r[6], r[7])
+
+
 def _decisions(
-    reader: LogReader, source: _StoredSource
+    batches: Iterable[Sequence[Row]], source: _StoredSource
 ) -> Iterator[tuple[_Row, AccessDecided, tuple[PlateColour, float] | None]]:
     """Each decision with the colour and confidence of the read it was taken on (a
     reader's read, or for a correction the corrected decision's read at full confidence)."""
     reads: dict[int, tuple[PlateColour, float]] = {}
     by_decision: dict[int, tuple[PlateColour, float]] = {}
-    for typed in reader.of_types(_TYPES):
-        row = _Row._make(typed)
+    for row in _typed_rows(batches):
         seq, type_ = row.seq, row.type
         if type_ == "vehicle.passed":
             source.passed(seq)
@@ -517,7 +559,7 @@ def _remember(
 
 
 class _Row(NamedTuple):
-    """A stored event as ``LogReader.of_types`` gives it."""
+    """The columns of a stored event what-if reads."""
 
     seq: int
     wall_ns: int
@@ -535,6 +577,7 @@ def _redecide(
     rules: GateRules | None,
     fallback_rules: GateRules | None,
     stored: _StoredList | None,
+    file_given: bool = True,
 ) -> Decision | str:
     """The decision taken again, or why it cannot be."""
     trace = event.trace
@@ -570,6 +613,8 @@ def _redecide(
         except WhatIfError as exc:
             return f"its trace cannot be read: {exc}"
         updated_at = trace.allowlist_updated_at
+    elif stored is None and not file_given:
+        return NO_STORED_LIST
     elif stored is None:
         return "decided before v4 and the file holds no allow-list: give one (--allowlist)"
     elif stored.allowlist.version != event.allowlist_version:
