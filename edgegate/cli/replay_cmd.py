@@ -159,7 +159,9 @@ def progress_for(what: str, total: int | None) -> Iterator[Callable[[int], None]
         yield lambda done: bar.update(task, completed=done)
 
 
-def _run(args: argparse.Namespace, body: Callable[[Source, ZoneInfo], int]) -> int:
+def run_on_source(args: argparse.Namespace, body: Callable[[Source, ZoneInfo], int]) -> int:
+    """Open the source the arguments name and run ``body`` on it; a source that cannot be
+    read, or fails while read, is one line and exit 2."""
     try:
         source, tz = open_source(args)
     except (SourceError, LogError) as exc:
@@ -186,7 +188,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
             _print_timeline(source, tz, items)
         return 0
 
-    return _run(args, body)
+    return run_on_source(args, body)
 
 
 def _fmt_ms(timings: dict[str, float], key: str) -> str:
@@ -305,7 +307,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"{n} events written to {out_path}", file=sys.stderr)
         return 0
 
-    return _run(args, body)
+    return run_on_source(args, body)
 
 
 def _same_file(a: Path, b: Path) -> bool:

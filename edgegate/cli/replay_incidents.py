@@ -12,10 +12,9 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
-from edgegate.cli.replay_cmd import add_source_arguments, fail, open_source, progress_for
-from edgegate.log.eventlog import LogError
+from edgegate.cli.replay_cmd import add_source_arguments, progress_for, run_on_source
 from edgegate.replay.incidents import Finding, Incidents, find_incidents
-from edgegate.replay.source import EventFilter, SourceError, parse_range
+from edgegate.replay.source import EventFilter, Source, parse_range
 
 _STYLE = {"critical": "bold red", "warning": "yellow", "notice": "cyan", "info": "dim"}
 
@@ -35,25 +34,19 @@ def register_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    try:
-        source, tz = open_source(args)
-    except (SourceError, LogError) as exc:
-        return fail(str(exc))
-    with source:
-        try:
-            start, end = parse_range(args.start, args.end, tz)
-            window = EventFilter(start=start, end=end)
-            with progress_for("reading", source.head()[0]) as progress:
-                result = find_incidents(source.events(window, progress=progress), tz=tz)
-        except (SourceError, LogError) as exc:
-            return fail(str(exc))
-        gate = source.gate_id
-    if args.json:
-        doc: dict[str, Any] = {"gate": gate, "timezone": tz.key, **result.to_json(tz)}
-        print(json.dumps(doc, ensure_ascii=False))
-    else:
-        _show(gate, result, tz)
-    return 0
+    def body(source: Source, tz: ZoneInfo) -> int:
+        start, end = parse_range(args.start, args.end, tz)
+        window = EventFilter(start=start, end=end)
+        with progress_for("reading", source.head()[0]) as progress:
+            result = find_incidents(source.events(window, progress=progress), tz=tz)
+        if args.json:
+            doc: dict[str, Any] = {"gate": source.gate_id, "timezone": tz.key, **result.to_json(tz)}
+            print(json.dumps(doc, ensure_ascii=False))
+        else:
+            _show(source.gate_id, result, tz)
+        return 0
+
+    return run_on_source(args, body)
 
 
 def _show(gate: str, result: Incidents, tz: ZoneInfo) -> None:

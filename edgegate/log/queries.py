@@ -81,3 +81,10 @@ def first_seq_since(conn: sqlite3.Connection, wall_ns: int) -> int:
         else:
             lo = int(row[0]) + 1
     return int(lo)
+
+
+def last_seq_before(conn: sqlite3.Connection, wall_ns: int) -> int:
+    """The highest seq whose wall time is before ``wall_ns`` (0 if none); one scan in SQLite,
+    exact whatever the clock did."""
+    row = conn.execute("SELECT max(seq) FROM events WHERE wall_ns < ?", (wall_ns,)).fetchone()
+    return int(row[0] or 0)

@@ -16,7 +16,7 @@ import dataclasses
 import enum
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
@@ -53,12 +53,17 @@ def _value(value: Any, tz: ZoneInfo) -> Any:
         return value.value
     if isinstance(value, datetime):
         return value.astimezone(tz).isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     if isinstance(value, tuple | list):
         return [_value(v, tz) for v in value]
     if isinstance(value, dict):
         return {str(k): _value(v, tz) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # e.g. a decision's trace (access.decided v4): its fields, converted the same way
+        return {f.name: _value(getattr(value, f.name), tz) for f in dataclasses.fields(value)}
     return value
 
 

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from edgegate import __version__
 from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns, ns_to_datetime
-from edgegate.log import StoredEvent
+from edgegate.log import StoredEvent, queries
 from edgegate.log.chain import GENESIS_HASH, ChainVerifier
 from edgegate.replay.cycles import Cycle, Step, group
 from edgegate.replay.incidents import Incidents, find_incidents
@@ -51,9 +51,7 @@ def _last_seq_before(source: Source, end_ns: int) -> int | None:
     no Python per row); None for central's copy, read to its end."""
     if not isinstance(source, LogSource):
         return None
-    sql = "SELECT max(seq) FROM events WHERE wall_ns < ?"
-    row = source.reader.read_with(lambda conn: conn.execute(sql, (end_ns,)).fetchone())
-    return int(row[0] or 0)
+    return source.reader.read_with(lambda conn: queries.last_seq_before(conn, end_ns))
 
 
 def read_and_verify(
