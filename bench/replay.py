@@ -4,7 +4,9 @@
 
 The log is written by the project's own writer (``edgegate.log.EventLog``, with a clock
 injected so that the events spread over a busy week), four lanes (two in, two out), vehicle
-cycles built from the real event classes: arming loop, plate read, decision, open command,
+cycles built from the real event classes: arming loop, plate read, a decision taken by the
+real policy on a real allow-list of 5,000 registrations (so it carries the trace this version
+records: what-if re-decides from it), open command,
 the arm moving and up, safety and exit loops, passed, close command, the arm down; with
 denials that back out, guard confirmations and expired guard waits, tailgates, plates not
 read, device faults and recoveries, rejected frames, and a daemon restart each night. The
@@ -51,8 +53,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgegate import __version__
 from edgegate.core import events as ev
-from edgegate.core.codec import datetime_to_ns
-from edgegate.core.domain import Direction, PlateColour, VehicleCategory
+from edgegate.core.allowlist import AllowList
+from edgegate.core.codec import datetime_to_ns, ns_to_datetime
+from edgegate.core.domain import (
+    Direction,
+    GateKind,
+    HolderType,
+    PlateColour,
+    Registration,
+    VehicleCategory,
+)
+from edgegate.core.domain import PlateRead as PlateReadInput
+from edgegate.core.policy import decide
+from edgegate.core.rules import GateRules
 from edgegate.log import EventLog
 from edgegate.replay.incidents import find_incidents
 from edgegate.replay.source import EventFilter, open_log
@@ -119,9 +132,43 @@ class Generator:
             self.rng.choice(PROVINCES) + self.rng.choice("ABCEF") + self._tail()
             for _ in range(5000)
         ]
+        # Decisions are taken by the real policy on a real allow-list, so that each carries
+        # the trace this version records (what-if re-decides from it).
+        self.rules = GateRules.for_kind(GATE, GateKind.COMPREHENSIVE)
+        self.allowlist = AllowList.from_credentials(
+            [
+                Registration(
+                    id=f"REG-{plate}",
+                    plate=plate,
+                    colour=PlateColour.BLUE,
+                    category=VehicleCategory.ORDINARY,
+                    holder=HolderType.COMPANY,
+                    organisation="Bench Chemicals",
+                    valid_from=START - timedelta(days=30),
+                    valid_until=START + timedelta(days=365),
+                )
+                for plate in self.plates
+            ]
+        )
+        listed = set(self.plates)
+        self.unknown = [p for p in (self._unlisted() for _ in range(500)) if p not in listed]
 
     def _tail(self) -> str:
         return "".join(self.rng.choice(LETTERS) for _ in range(5))
+
+    def _unlisted(self) -> str:
+        # Another province letter: never one confusable character from a listed plate.
+        return self.rng.choice(PROVINCES) + self.rng.choice("GHJ") + self._tail()
+
+    def _misread(self, plate: str) -> str:
+        """``plate`` with one character read as an OCR-confusable one (or as it is)."""
+        for i in range(len(plate) - 1, 1, -1):
+            twin = {"0": "D", "D": "0", "8": "B", "B": "8", "2": "Z", "Z": "2", "5": "S"}.get(
+                plate[i]
+            )
+            if twin is not None:
+                return plate[:i] + twin + plate[i + 1 :]
+        return plate
 
     async def emit(self, wall_ns: int, event: ev.Event) -> int:
         # Monotonic time advances with wall time within one boot.
@@ -161,7 +208,8 @@ class Generator:
         rng = self.rng
         ms = 1_000_000
         dev, cam = f"plc-{lane}", f"cam-{lane}"
-        plate = rng.choice(self.plates)
+        listed = rng.choice(self.plates)
+        plate = listed
 
         def loop(at: int, which: ev.Loop, occupied: bool) -> tuple[int, ev.Event]:
             return at, ev.LoopChanged(lane=lane, loop=which, occupied=occupied, source=dev)
@@ -181,41 +229,34 @@ class Generator:
             yield loop(t, ev.Loop.ARMING, False)
             return t
         t += rng.randint(150, 600) * ms
+        if roll < 0.05:  # a vehicle the park does not know: refused in, a guard's out
+            plate = rng.choice(self.unknown)
+        elif roll < 0.08:  # one character misread: a fuzzy match, for a guard
+            plate = self._misread(listed)
+        confidence = round(rng.uniform(0.8, 0.99), 2)
         read = yield (
             t,
             ev.PlateRead(
                 lane=lane,
                 plate=plate,
-                colour=PlateColour.YELLOW if roll < 0.3 else PlateColour.BLUE,
-                confidence=round(rng.uniform(0.8, 0.99), 2),
+                colour=PlateColour.BLUE,
+                confidence=confidence,
                 reader=cam,
                 image_ref=f"img/{self.seq:08d}.jpg",
             ),
         )
-        verdict = "deny" if roll < 0.05 else "confirm" if roll < 0.08 else "allow"
-        reasons = {
-            "allow": ("registration-valid",),
-            "deny": ("not-on-allowlist",),
-            "confirm": ("fuzzy-match", "fuzzy-dangerous-needs-confirmation"),
-        }[verdict]
         t += rng.randint(5, 40) * ms
+        taken = decide(
+            self.rules,
+            direction,
+            PlateReadInput(plate=plate, colour=PlateColour.BLUE, confidence=confidence),
+            self.allowlist,
+            ns_to_datetime(t),
+        )
+        verdict = str(taken.verdict)
         decision = yield (
             t,
-            ev.AccessDecided(
-                lane=lane,
-                direction=direction,
-                plate_read=plate,
-                plate=plate,
-                matched_plate=None if verdict == "deny" else plate,
-                match=ev.MatchKind.NONE if verdict == "deny" else ev.MatchKind.EXACT,
-                verdict=verdict,
-                reasons=reasons,
-                category=None if verdict == "deny" else VehicleCategory.ORDINARY,
-                credential_kind=None if verdict == "deny" else "registration",
-                credential_id=None if verdict == "deny" else f"REG-{plate}",
-                allowlist_version=17,
-                read_seq=read,
-            ),
+            taken.to_event(direction=direction, plate_read=plate, lane=lane, read_seq=read),
         )
         cause = decision
         if verdict == "deny":
