@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import secrets
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -234,3 +236,19 @@ class ConsoleClient:
         if self.ws is not None:
             await self.ws.close()
         await self.session.close()
+
+
+async def start_daemon(config: Path, workdir: Path) -> asyncio.subprocess.Process:
+    """``edgegate run -c CONFIG`` as a process in ``workdir``, its output in ``daemon.log``."""
+    with (workdir / "daemon.log").open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "edgegate",
+            "run",
+            "-c",
+            str(config),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )

@@ -63,6 +63,7 @@ from bench._gate_fixture import (
     gate_config_toml,
     percentile,
     plate_of,
+    start_daemon,
     start_lanes,
     stop_lanes,
     write_console_accounts,
@@ -181,18 +182,7 @@ async def measure_console(args: argparse.Namespace, tmp: Path) -> tuple[dict[str
             gate_config_toml(lanes, tmp / "gate.db") + console_config_toml(port, accounts),
             encoding="utf-8",
         )
-        with (tmp / "daemon.log").open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "edgegate",
-                "run",
-                "-c",
-                str(config),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=tmp,
-            )
+        proc = await start_daemon(config, tmp)
         try:
             await wait_polled(lanes, proc)
             for sims in lanes:

@@ -58,6 +58,7 @@ from bench._gate_fixture import (
     console_config_toml,
     free_port,
     gate_config_toml,
+    start_daemon,
     start_lanes,
     stop_lanes,
     write_console_accounts,
@@ -232,18 +233,7 @@ async def measure_daemon(args: argparse.Namespace, tmp: Path) -> Measured:
             text += console_config_toml(port, tmp / "accounts")
             console = ConsoleWatch(port)
         config.write_text(text, encoding="utf-8")
-        with (tmp / "daemon.log").open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "edgegate",
-                "run",
-                "-c",
-                str(config),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=tmp,
-            )
+        proc = await start_daemon(config, tmp)
         try:
             await wait_polled(lanes, proc)
             if console is not None:
