@@ -67,7 +67,7 @@ from edgegate.core.domain import PlateRead as PlateReadInput
 from edgegate.core.policy import decide
 from edgegate.core.rules import GateRules
 from edgegate.log import EventLog
-from edgegate.replay.incidents import find_incidents
+from edgegate.replay.incidents import find_incidents_in_rows
 from edgegate.replay.source import EventFilter, open_log
 from edgegate.replay.timeline import TimelineQuery, timeline
 from edgegate.replay.verify import verify
@@ -437,7 +437,7 @@ def main() -> int:
         timeline_s, items = _timed(
             lambda: list(timeline(source, TimelineQuery(day, day + timedelta(days=1)), tz))
         )
-        incidents_s, found = _timed(lambda: find_incidents(source.events(), tz=tz))
+        incidents_s, found = _timed(lambda: find_incidents_in_rows(source.batches(), tz=tz))
         whatif_s = _whatif(source, tz)
         from edgegate.replay.report import write_report
 
