@@ -21,7 +21,7 @@ is a thin layer over these functions):
 - ``timeline_s``: ``replay.timeline.timeline`` over one whole day (~143,000 events);
 - ``whatif_s``: the what-if over every decision, if ``edgegate.replay.whatif`` exists in this
   tree (null otherwise);
-- ``incidents_s``: ``replay.incidents.find_incidents`` over every event;
+- ``incidents_s``: ``replay.incidents.find_incidents_in_rows`` over every stored row;
 - ``report_s``, ``report_mb``: ``replay.report.write_report`` for a busy window of ~50,000
   events (the first ~8.5 hours of the fourth day), the HTML file's size;
 - ``baseline_scan_s``: a raw ``sqlite3`` scan of every row (all columns), same run.
