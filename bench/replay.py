@@ -21,7 +21,7 @@ is a thin layer over these functions):
 - ``timeline_s``: ``replay.timeline.timeline`` over one whole day (~143,000 events);
 - ``whatif_s``: the what-if over every decision, if ``edgegate.replay.whatif`` exists in this
   tree (null otherwise);
-- ``incidents_s``: ``replay.incidents.find_incidents`` over every event;
+- ``incidents_s``: ``replay.incidents.find_incidents_in_rows`` over every stored row;
 - ``report_s``, ``report_mb``: ``replay.report.write_report`` for a busy window of ~50,000
   events (the first ~8.5 hours of the fourth day), the HTML file's size;
 - ``baseline_scan_s``: a raw ``sqlite3`` scan of every row (all columns), same run.
@@ -67,7 +67,7 @@ from edgegate.core.domain import PlateRead as PlateReadInput
 from edgegate.core.policy import decide
 from edgegate.core.rules import GateRules
 from edgegate.log import EventLog
-from edgegate.replay.incidents import find_incidents
+from edgegate.replay.incidents import find_incidents_in_rows
 from edgegate.replay.source import EventFilter, open_log
 from edgegate.replay.timeline import TimelineQuery, timeline
 from edgegate.replay.verify import verify
@@ -437,7 +437,7 @@ def main() -> int:
         timeline_s, items = _timed(
             lambda: list(timeline(source, TimelineQuery(day, day + timedelta(days=1)), tz))
         )
-        incidents_s, found = _timed(lambda: find_incidents(source.events(), tz=tz))
+        incidents_s, found = _timed(lambda: find_incidents_in_rows(source.batches(), tz=tz))
         whatif_s = _whatif(source, tz)
         from edgegate.replay.report import write_report
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,8 +14,9 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 
 from edgegate.cli.replay_cmd import add_source_arguments, progress_for, run_on_source
-from edgegate.replay.incidents import Finding, Incidents, find_incidents
-from edgegate.replay.source import EventFilter, Source, parse_range
+from edgegate.log.chain import Row
+from edgegate.replay.incidents import Finding, Incidents, find_incidents, find_incidents_in_rows
+from edgegate.replay.source import EventFilter, Progress, Source, parse_range
 
 _STYLE = {"critical": "bold red", "warning": "yellow", "notice": "cyan", "info": "dim"}
 
@@ -38,7 +40,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         start, end = parse_range(args.start, args.end, tz)
         window = EventFilter(start=start, end=end)
         with progress_for("reading", source.head()[0]) as progress:
-            result = find_incidents(source.events(window, progress=progress), tz=tz)
+            if window == EventFilter():  # the whole log: rows as stored, no event per row
+                result = find_incidents_in_rows(_counted(source, progress), tz=tz)
+            else:
+                result = find_incidents(source.events(window, progress=progress), tz=tz)
         if args.json:
             doc: dict[str, Any] = {"gate": source.gate_id, "timezone": tz.key, **result.to_json(tz)}
             print(json.dumps(doc, ensure_ascii=False))
@@ -47,6 +52,16 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         return 0
 
     return run_on_source(args, body)
+
+
+def _counted(source: Source, progress: Progress | None) -> Iterator[list[Row]]:
+    """The source's batches of rows, telling ``progress`` the rows read."""
+    read = 0
+    for rows in source.batches():
+        yield rows
+        read += len(rows)
+        if progress is not None:
+            progress(read)
 
 
 def _show(gate: str, result: Incidents, tz: ZoneInfo) -> None:
