@@ -32,7 +32,7 @@ import msgpack
 
 from edgegate.allowlist import seal, store
 from edgegate.core.allowlist import AllowList
-from edgegate.core.codec import ns_to_datetime
+from edgegate.core.codec import DataclassCodec, ns_to_datetime
 from edgegate.core.domain import (
     AllowListView,
     Appointment,
@@ -53,6 +53,7 @@ from edgegate.core.events import (
     AccessDecided,
     DecisionTrace,
     EventDecodeError,
+    TracedCandidate,
     TracedCredential,
     TracedRules,
     decode,
@@ -507,6 +508,7 @@ def _decisions(
     reader's read, or for a correction the corrected decision's read at full confidence)."""
     reads: dict[int, tuple[PlateColour, float]] = {}
     by_decision: dict[int, tuple[PlateColour, float]] = {}
+    traced = _TracedDecoder()
     for row in _typed_rows(batches):
         seq, type_ = row.seq, row.type
         if type_ == "vehicle.passed":
@@ -520,10 +522,14 @@ def _decisions(
             if colour in _COLOURS and isinstance(confidence, float | int):
                 _remember(reads, seq, (_COLOURS[colour], float(confidence)))
             continue
-        try:
-            event = decode(row.type, row.version, row.data, row.lane)
-        except EventDecodeError:  # a damaged event is the verifier's finding, not what-if's
-            continue
+        event: Any = None
+        if type_ == "access.decided" and stored_event.version == AccessDecided.VERSION:
+            event = traced.decided(stored_event.data, stored_event.lane)
+        if event is None:
+            try:
+                event = decode(row.type, row.version, row.data, row.lane)
+            except EventDecodeError:  # a damaged event is the verifier's finding, not what-if's
+                continue
         if isinstance(event, PlateReadEvent):
             _remember(reads, seq, (event.colour, event.confidence))
             continue
@@ -540,6 +546,61 @@ def _decisions(
 
 
 _COLOURS = {c.value: c for c in PlateColour}
+
+
+class _TracedDecoder:
+    """Decodes v4 decisions as ``events.decode`` does, but builds each distinct credential,
+    rules and candidate of the traces once: a lane's rules are the same for all its decisions
+    and a plate's credentials recur all week. Anything it does not take (a trace missing or
+    damaged) is left to ``decode`` (None)."""
+
+    _LIMIT = 65_536  # distinct parts kept; past it the caches start again
+
+    def __init__(self) -> None:
+        self._decided = DataclassCodec(AccessDecided, exclude=frozenset({"lane", "trace"}))
+        self._trace = DataclassCodec(
+            DecisionTrace, exclude=frozenset({"credentials", "rules", "candidates"})
+        )
+        self._credential = DataclassCodec(TracedCredential)
+        self._candidate = DataclassCodec(TracedCandidate)
+        self._rules = DataclassCodec(TracedRules)
+        self._parts: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+
+    def decided(self, data: bytes, lane: str | None) -> AccessDecided | None:
+        try:
+            fields = msgpack.unpackb(data, raw=False, use_list=False)
+            trace = fields.pop("trace")
+            if not isinstance(trace, dict):
+                return None
+            event: AccessDecided = self._decided.from_map(
+                fields, lane=lane, trace=self._trace_of(trace)
+            )
+        except Exception:  # anything unusual: ``decode`` says what it is
+            return None
+        return event
+
+    def _trace_of(self, trace: dict[str, Any]) -> DecisionTrace:
+        credentials = tuple(
+            self._part("credential", c, self._credential) for c in trace.pop("credentials", ())
+        )
+        candidates = tuple(
+            self._part("candidate", c, self._candidate) for c in trace.pop("candidates", ())
+        )
+        rules = self._part("rules", trace.pop("rules"), self._rules)
+        built: DecisionTrace = self._trace.from_map(
+            trace, credentials=credentials, candidates=candidates, rules=rules
+        )
+        return built
+
+    def _part(self, kind: str, fields: dict[str, Any], codec: DataclassCodec) -> Any:
+        """The part built from ``fields`` (lists read as tuples, so hashable), once."""
+        key = (kind, tuple(fields.items()))
+        found = self._parts.get(key)
+        if found is None:
+            if len(self._parts) >= self._LIMIT:
+                self._parts.clear()
+            found = self._parts[key] = codec.from_map(fields)
+        return found
 
 
 def _fields(data: bytes) -> dict[str, Any]:
