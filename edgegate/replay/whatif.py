@@ -233,10 +233,7 @@ class RecordedView:
     """An allow-list view holding only the credentials a decision recorded, in their order."""
 
     def __init__(self, trace: DecisionTrace, version: int) -> None:
-        groups: dict[str, list[Any]] = {}
-        for c in trace.credentials:
-            groups.setdefault(c.plate, []).append(recorded_credential(c))
-        self._by_plate = {plate: _group(plate, creds) for plate, creds in groups.items()}
+        self._by_plate = _by_plate(trace.credentials)
         self.version = version
         self.updated_at = trace.allowlist_updated_at
         self.tampered = trace.allowlist_tampered
@@ -250,6 +247,25 @@ class RecordedView:
             for variant, position, read_char, list_char in confusable_variants(plate)
             if variant in self._by_plate
         ]
+
+
+_BY_PLATE: dict[tuple[TracedCredential, ...], dict[str, Credentials]] = {}
+
+
+def _by_plate(credentials: tuple[TracedCredential, ...]) -> dict[str, Credentials]:
+    """The recorded credentials grouped by plate, built once per distinct set (a plate's
+    credentials recur all week); never changed once built."""
+    found = _BY_PLATE.get(credentials)
+    if found is None:
+        groups: dict[str, list[Any]] = {}
+        for c in credentials:
+            groups.setdefault(c.plate, []).append(recorded_credential(c))
+        if len(_BY_PLATE) >= 65_536:
+            _BY_PLATE.clear()
+        found = _BY_PLATE[credentials] = {
+            plate: _group(plate, creds) for plate, creds in groups.items()
+        }
+    return found
 
 
 def _group(plate: str, creds: list[Any]) -> Credentials:
@@ -408,10 +424,12 @@ def what_if(
     report = WhatIfReport()
     source = _StoredSource(stored_allowlist)
     old_style = 0
+    window = since is not None or until is not None
     for stored_event, event, read in _decisions(batches, source):
-        at = ns_to_datetime(stored_event.wall_ns)
-        if (since is not None and at < since) or (until is not None and at >= until):
-            continue
+        if window:
+            at = ns_to_datetime(stored_event.wall_ns)
+            if (since is not None and at < since) or (until is not None and at >= until):
+                continue
         report.decisions += 1
         if event.trace is None:
             old_style += 1
@@ -424,27 +442,38 @@ def what_if(
         if isinstance(redecided, str):
             report.skipped.append((stored_event.seq, redecided))
             continue
+        old_credential = _credential_text(event.credential_kind, event.credential_id)
+        new_verdict = str(redecided.verdict)
+        new_reasons = tuple(str(x) for x in redecided.reasons)
+        new_credential = (
+            None
+            if redecided.credential is None
+            else f"{redecided.credential.kind} {redecided.credential.id}"
+        )
+        if (event.verdict, tuple(event.reasons), old_credential) == (
+            new_verdict,
+            new_reasons,
+            new_credential,
+        ):  # reproduced: nothing to report but the count
+            report.counts["same"] += 1
+            report.reproduced += 1
+            continue
         r = Redecision(
             seq=stored_event.seq,
             lane=stored_event.lane,
-            at=at,
+            at=ns_to_datetime(stored_event.wall_ns),
             direction=str(event.direction),
             plate_read=event.plate_read,
             corrected_by=event.corrected_by,
             old_verdict=event.verdict,
             old_reasons=tuple(event.reasons),
-            old_credential=_credential_text(event.credential_kind, event.credential_id),
-            new_verdict=str(redecided.verdict),
-            new_reasons=tuple(str(x) for x in redecided.reasons),
-            new_credential=None
-            if redecided.credential is None
-            else f"{redecided.credential.kind} {redecided.credential.id}",
+            old_credential=old_credential,
+            new_verdict=new_verdict,
+            new_reasons=new_reasons,
+            new_credential=new_credential,
         )
         report.counts[r.change] += 1
-        if r.reproduced:
-            report.reproduced += 1
-        else:
-            report.differing.append(r)
+        report.differing.append(r)
     report.notes.extend(
         _notes(report.decisions, old_style, allowlist, rules, fallback_rules, source.stored)
     )
