@@ -21,7 +21,7 @@ Never writes: the stored list is copied into memory and only the copy changes.
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -521,57 +521,53 @@ def _notes(
     return notes
 
 
-def _typed_rows(batches: Iterable[Sequence[Row]]) -> Iterator[_Row]:
-    """The rows of the types what-if reads, picked on the stored type before any decoding."""
-    types = _TYPES
-    for rows in batches:
-        for r in rows:
-            if r[4] in types:
-                yield _Row(r[0], r[1], r[4], r[5], r[6], r[7])
-
-
 def _decisions(
     batches: Iterable[Sequence[Row]], source: _StoredSource
 ) -> Iterator[tuple[_Row, AccessDecided, tuple[PlateColour, float] | None]]:
     """Each decision with the colour and confidence of the read it was taken on (a
-    reader's read, or for a correction the corrected decision's read at full confidence)."""
-    reads: dict[int, tuple[PlateColour, float]] = {}
-    by_decision: dict[int, tuple[PlateColour, float]] = {}
+    reader's read, or for a correction the corrected decision's read at full confidence).
+    Rows are picked on their stored type before any decoding."""
+    reads: OrderedDict[int, tuple[PlateColour, float]] = OrderedDict()
+    by_decision: OrderedDict[int, tuple[PlateColour, float]] = OrderedDict()
     traced = _TracedDecoder()
-    for row in _typed_rows(batches):
-        seq, type_ = row.seq, row.type
-        if type_ == "vehicle.passed":
-            source.passed(seq)
-            continue
-        stored_event = row
-        if type_ == "plate.read" and stored_event.version == PlateReadEvent.VERSION:
-            # Only its colour and confidence matter: read them without building the event.
-            fields = _fields(stored_event.data)
-            colour, confidence = fields.get("colour"), fields.get("confidence")
-            if colour in _COLOURS and isinstance(confidence, float | int):
-                _remember(reads, seq, (_COLOURS[colour], float(confidence)))
-            continue
-        event: Any = None
-        if type_ == "access.decided" and stored_event.version == AccessDecided.VERSION:
-            event = traced.decided(stored_event.data, stored_event.lane)
-        if event is None:
-            try:
-                event = decode(row.type, row.version, row.data, row.lane)
-            except EventDecodeError:  # a damaged event is the verifier's finding, not what-if's
+    for rows in batches:
+        for r in rows:
+            type_ = r[4]
+            if type_ not in _TYPES:
                 continue
-        if isinstance(event, PlateReadEvent):
-            _remember(reads, seq, (event.colour, event.confidence))
-            continue
-        assert isinstance(event, AccessDecided)
-        read: tuple[PlateColour, float] | None = None
-        if event.read_seq is not None:
-            read = reads.pop(event.read_seq, None)
-        elif event.corrects_seq is not None:
-            shown = by_decision.get(event.corrects_seq)
-            read = None if shown is None else (shown[0], 1.0)
-        if read is not None:
-            _remember(by_decision, seq, read)
-        yield stored_event, event, read
+            seq = r[0]
+            if type_ == "vehicle.passed":
+                source.passed(seq)
+                continue
+            row = _Row(seq, r[1], type_, r[5], r[6], r[7])
+            if type_ == "plate.read" and row.version == PlateReadEvent.VERSION:
+                # Only its colour and confidence matter: read them without building the event.
+                fields = _fields(row.data)
+                colour, confidence = fields.get("colour"), fields.get("confidence")
+                if colour in _COLOURS and isinstance(confidence, float | int):
+                    _remember(reads, seq, (_COLOURS[colour], float(confidence)))
+                continue
+            event: Any = None
+            if type_ == "access.decided" and row.version == AccessDecided.VERSION:
+                event = traced.decided(row.data, row.lane)
+            if event is None:
+                try:
+                    event = decode(row.type, row.version, row.data, row.lane)
+                except EventDecodeError:  # a damaged event is the verifier's finding
+                    continue
+            if isinstance(event, PlateReadEvent):
+                _remember(reads, seq, (event.colour, event.confidence))
+                continue
+            assert isinstance(event, AccessDecided)
+            read: tuple[PlateColour, float] | None = None
+            if event.read_seq is not None:
+                read = reads.pop(event.read_seq, None)
+            elif event.corrects_seq is not None:
+                shown = by_decision.get(event.corrects_seq)
+                read = None if shown is None else (shown[0], 1.0)
+            if read is not None:
+                _remember(by_decision, seq, read)
+            yield row, event, read
 
 
 _COLOURS = {c.value: c for c in PlateColour}
@@ -641,11 +637,13 @@ def _fields(data: bytes) -> dict[str, Any]:
 
 
 def _remember(
-    recent: dict[int, tuple[PlateColour, float]], seq: int, value: tuple[PlateColour, float]
+    recent: OrderedDict[int, tuple[PlateColour, float]],
+    seq: int,
+    value: tuple[PlateColour, float],
 ) -> None:
     recent[seq] = value
     if len(recent) > _KEEP:
-        del recent[next(iter(recent))]
+        recent.popitem(last=False)  # the oldest (a dict's first key is slow to find)
 
 
 class _Row(NamedTuple):
