@@ -21,7 +21,7 @@ Never writes: the stored list is copied into memory and only the copy changes.
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +32,7 @@ import msgpack
 
 from edgegate.allowlist import seal, store
 from edgegate.core.allowlist import AllowList
-from edgegate.core.codec import ns_to_datetime
+from edgegate.core.codec import DataclassCodec, ns_to_datetime
 from edgegate.core.domain import (
     AllowListView,
     Appointment,
@@ -53,6 +53,7 @@ from edgegate.core.events import (
     AccessDecided,
     DecisionTrace,
     EventDecodeError,
+    TracedCandidate,
     TracedCredential,
     TracedRules,
     decode,
@@ -232,10 +233,7 @@ class RecordedView:
     """An allow-list view holding only the credentials a decision recorded, in their order."""
 
     def __init__(self, trace: DecisionTrace, version: int) -> None:
-        groups: dict[str, list[Any]] = {}
-        for c in trace.credentials:
-            groups.setdefault(c.plate, []).append(recorded_credential(c))
-        self._by_plate = {plate: _group(plate, creds) for plate, creds in groups.items()}
+        self._by_plate = _by_plate(trace.credentials)
         self.version = version
         self.updated_at = trace.allowlist_updated_at
         self.tampered = trace.allowlist_tampered
@@ -249,6 +247,25 @@ class RecordedView:
             for variant, position, read_char, list_char in confusable_variants(plate)
             if variant in self._by_plate
         ]
+
+
+_BY_PLATE: dict[tuple[TracedCredential, ...], dict[str, Credentials]] = {}
+
+
+def _by_plate(credentials: tuple[TracedCredential, ...]) -> dict[str, Credentials]:
+    """The recorded credentials grouped by plate, built once per distinct set (a plate's
+    credentials recur all week); never changed once built."""
+    found = _BY_PLATE.get(credentials)
+    if found is None:
+        groups: dict[str, list[Any]] = {}
+        for c in credentials:
+            groups.setdefault(c.plate, []).append(recorded_credential(c))
+        if len(_BY_PLATE) >= 65_536:
+            _BY_PLATE.clear()
+        found = _BY_PLATE[credentials] = {
+            plate: _group(plate, creds) for plate, creds in groups.items()
+        }
+    return found
 
 
 def _group(plate: str, creds: list[Any]) -> Credentials:
@@ -407,10 +424,12 @@ def what_if(
     report = WhatIfReport()
     source = _StoredSource(stored_allowlist)
     old_style = 0
+    window = since is not None or until is not None
     for stored_event, event, read in _decisions(batches, source):
-        at = ns_to_datetime(stored_event.wall_ns)
-        if (since is not None and at < since) or (until is not None and at >= until):
-            continue
+        if window:
+            at = ns_to_datetime(stored_event.wall_ns)
+            if (since is not None and at < since) or (until is not None and at >= until):
+                continue
         report.decisions += 1
         if event.trace is None:
             old_style += 1
@@ -423,27 +442,38 @@ def what_if(
         if isinstance(redecided, str):
             report.skipped.append((stored_event.seq, redecided))
             continue
+        old_credential = _credential_text(event.credential_kind, event.credential_id)
+        new_verdict = str(redecided.verdict)
+        new_reasons = tuple(str(x) for x in redecided.reasons)
+        new_credential = (
+            None
+            if redecided.credential is None
+            else f"{redecided.credential.kind} {redecided.credential.id}"
+        )
+        if (event.verdict, tuple(event.reasons), old_credential) == (
+            new_verdict,
+            new_reasons,
+            new_credential,
+        ):  # reproduced: nothing to report but the count
+            report.counts["same"] += 1
+            report.reproduced += 1
+            continue
         r = Redecision(
             seq=stored_event.seq,
             lane=stored_event.lane,
-            at=at,
+            at=ns_to_datetime(stored_event.wall_ns),
             direction=str(event.direction),
             plate_read=event.plate_read,
             corrected_by=event.corrected_by,
             old_verdict=event.verdict,
             old_reasons=tuple(event.reasons),
-            old_credential=_credential_text(event.credential_kind, event.credential_id),
-            new_verdict=str(redecided.verdict),
-            new_reasons=tuple(str(x) for x in redecided.reasons),
-            new_credential=None
-            if redecided.credential is None
-            else f"{redecided.credential.kind} {redecided.credential.id}",
+            old_credential=old_credential,
+            new_verdict=new_verdict,
+            new_reasons=new_reasons,
+            new_credential=new_credential,
         )
         report.counts[r.change] += 1
-        if r.reproduced:
-            report.reproduced += 1
-        else:
-            report.differing.append(r)
+        report.differing.append(r)
     report.notes.extend(
         _notes(report.decisions, old_style, allowlist, rules, fallback_rules, source.stored)
     )
@@ -491,55 +521,111 @@ def _notes(
     return notes
 
 
-def _typed_rows(batches: Iterable[Sequence[Row]]) -> Iterator[_Row]:
-    """The rows of the types what-if reads, picked on the stored type before any decoding."""
-    types = _TYPES
-    for rows in batches:
-        for r in rows:
-            if r[4] in types:
-                yield _Row(r[0], r[1], r[4], r[5], r[6], r[7])
-
-
 def _decisions(
     batches: Iterable[Sequence[Row]], source: _StoredSource
 ) -> Iterator[tuple[_Row, AccessDecided, tuple[PlateColour, float] | None]]:
     """Each decision with the colour and confidence of the read it was taken on (a
-    reader's read, or for a correction the corrected decision's read at full confidence)."""
-    reads: dict[int, tuple[PlateColour, float]] = {}
-    by_decision: dict[int, tuple[PlateColour, float]] = {}
-    for row in _typed_rows(batches):
-        seq, type_ = row.seq, row.type
-        if type_ == "vehicle.passed":
-            source.passed(seq)
-            continue
-        stored_event = row
-        if type_ == "plate.read" and stored_event.version == PlateReadEvent.VERSION:
-            # Only its colour and confidence matter: read them without building the event.
-            fields = _fields(stored_event.data)
-            colour, confidence = fields.get("colour"), fields.get("confidence")
-            if colour in _COLOURS and isinstance(confidence, float | int):
-                _remember(reads, seq, (_COLOURS[colour], float(confidence)))
-            continue
-        try:
-            event = decode(row.type, row.version, row.data, row.lane)
-        except EventDecodeError:  # a damaged event is the verifier's finding, not what-if's
-            continue
-        if isinstance(event, PlateReadEvent):
-            _remember(reads, seq, (event.colour, event.confidence))
-            continue
-        assert isinstance(event, AccessDecided)
-        read: tuple[PlateColour, float] | None = None
-        if event.read_seq is not None:
-            read = reads.pop(event.read_seq, None)
-        elif event.corrects_seq is not None:
-            shown = by_decision.get(event.corrects_seq)
-            read = None if shown is None else (shown[0], 1.0)
-        if read is not None:
-            _remember(by_decision, seq, read)
-        yield stored_event, event, read
+    reader's read, or for a correction the corrected decision's read at full confidence).
+    Rows are picked on their stored type before any decoding."""
+    reads: OrderedDict[int, tuple[PlateColour, float]] = OrderedDict()
+    by_decision: OrderedDict[int, tuple[PlateColour, float]] = OrderedDict()
+    traced = _TracedDecoder()
+    for rows in batches:
+        for r in rows:
+            type_ = r[4]
+            if type_ not in _TYPES:
+                continue
+            seq = r[0]
+            if type_ == "vehicle.passed":
+                source.passed(seq)
+                continue
+            row = _Row(seq, r[1], type_, r[5], r[6], r[7])
+            if type_ == "plate.read" and row.version == PlateReadEvent.VERSION:
+                # Only its colour and confidence matter: read them without building the event.
+                fields = _fields(row.data)
+                colour, confidence = fields.get("colour"), fields.get("confidence")
+                if colour in _COLOURS and isinstance(confidence, float | int):
+                    _remember(reads, seq, (_COLOURS[colour], float(confidence)))
+                continue
+            event: Any = None
+            if type_ == "access.decided" and row.version == AccessDecided.VERSION:
+                event = traced.decided(row.data, row.lane)
+            if event is None:
+                try:
+                    event = decode(row.type, row.version, row.data, row.lane)
+                except EventDecodeError:  # a damaged event is the verifier's finding
+                    continue
+            if isinstance(event, PlateReadEvent):
+                _remember(reads, seq, (event.colour, event.confidence))
+                continue
+            assert isinstance(event, AccessDecided)
+            read: tuple[PlateColour, float] | None = None
+            if event.read_seq is not None:
+                read = reads.pop(event.read_seq, None)
+            elif event.corrects_seq is not None:
+                shown = by_decision.get(event.corrects_seq)
+                read = None if shown is None else (shown[0], 1.0)
+            if read is not None:
+                _remember(by_decision, seq, read)
+            yield row, event, read
 
 
 _COLOURS = {c.value: c for c in PlateColour}
+
+
+class _TracedDecoder:
+    """Decodes v4 decisions as ``events.decode`` does, but builds each distinct credential,
+    rules and candidate of the traces once: a lane's rules are the same for all its decisions
+    and a plate's credentials recur all week. Anything it does not take (a trace missing or
+    damaged) is left to ``decode`` (None)."""
+
+    _LIMIT = 65_536  # distinct parts kept; past it the caches start again
+
+    def __init__(self) -> None:
+        self._decided = DataclassCodec(AccessDecided, exclude=frozenset({"lane", "trace"}))
+        self._trace = DataclassCodec(
+            DecisionTrace, exclude=frozenset({"credentials", "rules", "candidates"})
+        )
+        self._credential = DataclassCodec(TracedCredential)
+        self._candidate = DataclassCodec(TracedCandidate)
+        self._rules = DataclassCodec(TracedRules)
+        self._parts: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+
+    def decided(self, data: bytes, lane: str | None) -> AccessDecided | None:
+        try:
+            fields = msgpack.unpackb(data, raw=False, use_list=False)
+            trace = fields.pop("trace")
+            if not isinstance(trace, dict):
+                return None
+            event: AccessDecided = self._decided.from_map(
+                fields, lane=lane, trace=self._trace_of(trace)
+            )
+        except Exception:  # anything unusual: ``decode`` says what it is
+            return None
+        return event
+
+    def _trace_of(self, trace: dict[str, Any]) -> DecisionTrace:
+        credentials = tuple(
+            self._part("credential", c, self._credential) for c in trace.pop("credentials", ())
+        )
+        candidates = tuple(
+            self._part("candidate", c, self._candidate) for c in trace.pop("candidates", ())
+        )
+        rules = self._part("rules", trace.pop("rules"), self._rules)
+        built: DecisionTrace = self._trace.from_map(
+            trace, credentials=credentials, candidates=candidates, rules=rules
+        )
+        return built
+
+    def _part(self, kind: str, fields: dict[str, Any], codec: DataclassCodec) -> Any:
+        """The part built from ``fields`` (lists read as tuples, so hashable), once."""
+        key = (kind, tuple(fields.items()))
+        found = self._parts.get(key)
+        if found is None:
+            if len(self._parts) >= self._LIMIT:
+                self._parts.clear()
+            found = self._parts[key] = codec.from_map(fields)
+        return found
 
 
 def _fields(data: bytes) -> dict[str, Any]:
@@ -551,11 +637,13 @@ def _fields(data: bytes) -> dict[str, Any]:
 
 
 def _remember(
-    recent: dict[int, tuple[PlateColour, float]], seq: int, value: tuple[PlateColour, float]
+    recent: OrderedDict[int, tuple[PlateColour, float]],
+    seq: int,
+    value: tuple[PlateColour, float],
 ) -> None:
     recent[seq] = value
     if len(recent) > _KEEP:
-        del recent[next(iter(recent))]
+        recent.popitem(last=False)  # the oldest (a dict's first key is slow to find)
 
 
 class _Row(NamedTuple):
