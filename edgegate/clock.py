@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -32,3 +36,29 @@ class SystemClock:
     # event it appends, and a Python-level call per read is measurable there.
     wall_ns = staticmethod(time.time_ns)
     mono_ns = staticmethod(time.monotonic_ns)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+_TIME_ERROR = 5  # adjtimex(2): the kernel's clock is not synchronised (STA_UNSYNC)
+
+
+def system_clock_synchronised() -> bool | None:
+    """Whether the kernel says its clock is synchronised (by NTP or PTP), as ``timedatectl``'s
+    "System clock synchronized" does; None where the system does not say (not Linux, or no
+    ``adjtimex``)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = _libc()
+        # struct timex with modes = 0 (read only); 512 bytes cover it on every architecture.
+        buffer = ctypes.create_string_buffer(512)
+        state = int(libc.adjtimex(buffer))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return state != _TIME_ERROR

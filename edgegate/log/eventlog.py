@@ -228,6 +228,10 @@ class EventLog:
         self._checkpoint_due = threading.Event()
         self._checkpoints_stop = threading.Event()
         self._pack = new_pack()  # the writer thread's
+        #: Why the last commit failed (a full or failing disk), until a commit succeeds:
+        #: what ``/readyz`` and systemd's ``STATUS=`` report while ``[log.on_write_failure]``
+        #: holds.
+        self.write_problem: str | None = None
 
     @classmethod
     async def open(
@@ -637,6 +641,7 @@ class EventLog:
         self._post(futures, results)
 
     def _committed_to(self, seq: int, prev: bytes | bytearray) -> None:
+        self.write_problem = None
         self._seq = seq
         self._prev = prev
         self._committed = (seq, bytes(prev))
@@ -649,6 +654,10 @@ class EventLog:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         log.error("commit_failed", events=len(batch), error=repr(exc))
+        if isinstance(exc, sqlite3.Error | OSError):
+            self.write_problem = storage_problem(exc)
+        else:
+            self.write_problem = f"commit failed: {exc!r}"
         failure = _Failed(LogWriteError(f"event log commit failed: {exc}"))
         self._post(_futures_of(batch), [failure] * len(batch))
 
