@@ -570,6 +570,58 @@ class DaemonStopped(Event):
     detail: str = ""
 
 
+# --- the log's retention ([log.retention]) ------------------------------------------------
+
+
+@event_type("log.segment-sealed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSegmentSealed(Event):
+    """Events ``first_seq..last_seq`` were copied into the segment file ``file`` (beside the
+    log, verified) and leave the active file. ``reason``: ``day`` (the gate's day ended) or
+    ``size`` (the day's events reached ``max_segment_size``). ``last_hash``: the chain hash
+    of ``last_seq`` (hex), where the next segment's first event chains from."""
+
+    first_seq: int
+    last_seq: int
+    last_hash: str
+    file: str
+    size: int
+    reason: str
+
+
+@event_type("log.segment-archived")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSegmentArchived(Event):
+    """The segment ``first_seq..last_seq`` was compressed (zstd) into ``file`` and its
+    uncompressed file removed. ``acknowledged``: central had acknowledged ``last_seq`` (false
+    only on a gate without ``[sync]`` that allows it with ``archive_unacknowledged``)."""
+
+    first_seq: int
+    last_seq: int
+    file: str
+    size: int
+    archived_size: int
+    acknowledged: bool
+
+
+@event_type("log.archive-removed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogArchiveRemoved(Event):
+    """The archive of ``first_seq..last_seq`` is removed (logged before the file is deleted)
+    because the archives exceeded ``archive_budget`` (``archives_size`` before the removal).
+    The kept log then starts at ``last_seq + 1``, chained from ``last_hash`` (hex): the
+    anchor ``log verify`` starts from."""
+
+    first_seq: int
+    last_seq: int
+    last_hash: str
+    file: str
+    archived_size: int
+    archives_size: int
+    budget: int
+    acknowledged: bool
+
+
 # --- the central downlink ---------------------------------------------------------------------
 
 
@@ -742,6 +794,9 @@ __all__ = [
     "FrameRejected",
     "GateMode",
     "GuardWaitExpired",
+    "LogArchiveRemoved",
+    "LogSegmentArchived",
+    "LogSegmentSealed",
     "Loop",
     "LoopChanged",
     "ManualAction",

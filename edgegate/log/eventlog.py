@@ -30,6 +30,7 @@ from edgegate.core.clock import Clock
 from edgegate.core.events import Event, encode
 from edgegate.log.chain import GENESIS_HASH, event_hash, new_pack
 from edgegate.log.schema import migrate
+from edgegate.log.segments import DiskUsage, disk_usage, read_marks
 from edgegate.observability import get_logger
 
 T = TypeVar("T")
@@ -232,6 +233,9 @@ class EventLog:
         #: what ``/readyz`` and systemd's ``STATUS=`` report while ``[log.on_write_failure]``
         #: holds.
         self.write_problem: str | None = None
+        #: The first seq still on the gate's disk: 1, or one past the last archive
+        #: ``[log.retention]`` removed (the pull API answers 410 below it).
+        self.first_kept_seq = 1
 
     @classmethod
     async def open(
@@ -281,6 +285,11 @@ class EventLog:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def disk_usage(self) -> DiskUsage:
+        """Bytes on disk of the whole log: the active file (and its -wal), sealed segments
+        and archives; a few ``stat`` calls (safe from the event loop, e.g. for a metric)."""
+        return disk_usage(self.path)
 
     def submit(self, event: Event, *, effect: Effect | None = None) -> asyncio.Future[int]:
         """Queue ``event`` and return a future of its seq, resolved once it is durable.
@@ -377,6 +386,7 @@ class EventLog:
             # and fsync it while every producer waits.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             self.gate_id = prepare(conn, self.gate_id)
+            self.first_kept_seq = read_marks(conn).first_kept
             self._seq, self._prev = read_head(conn)
             self._committed = (self._seq, self._prev)
             self._conn = conn

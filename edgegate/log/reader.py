@@ -1,11 +1,16 @@
-"""Reading and verifying a gate's log file, for tools and the shell (read-only connection)."""
+"""Reading and verifying a gate's log, for tools and the shell (read-only connections).
+
+One reader over the whole kept log: the active file and, with ``[log.retention]``, its sealed
+segments and archives (:mod:`edgegate.log.segments`), in seq order as one log. Callers never
+learn about segments; ``read_with`` alone reaches the active file only (its state tables).
+"""
 
 from __future__ import annotations
 
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,10 +18,11 @@ from typing import Any, TypeVar
 
 from edgegate.core.codec import ns_to_datetime
 from edgegate.core.events import Event, decode
-from edgegate.log import queries
+from edgegate.log import queries, segments
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
-from edgegate.log.eventlog import LogError
+from edgegate.log.eventlog import LogError, connect
 from edgegate.log.queries import ROW_COLUMNS
+from edgegate.log.segments import Marks, Part, SegmentError
 
 T = TypeVar("T")
 
@@ -67,11 +73,15 @@ class StoredEvent:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
+    """``events`` verified from the anchor (``first_seq - 1``, its hash: the genesis, or
+    where the last removed archive ended) to ``head_seq``."""
+
     gate_id: str
     events: int
     head_seq: int
     fault: ChainFault | None
     missing_triggers: tuple[str, ...]
+    first_seq: int = 1
 
     @property
     def ok(self) -> bool:
@@ -106,9 +116,17 @@ class LogReader:
     raised as ``LogError`` naming the file.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, live: bool = False) -> None:
+        """``live``: for the daemon's own readers (uplink, pull API), beside its writer: the
+        active file is read through an ordinary read-only connection."""
         self.path = Path(path)
+        self._live = live
         self._copy: tempfile.TemporaryDirectory[str] | None = None
+        self._dir = segments.segments_dir(self.path)
+        self._parts_cache: list[Part] | None = None
+        self._marks_cache = Marks()
+        self._part_conns: dict[Path, sqlite3.Connection] = {}
+        self._unpacked: tempfile.TemporaryDirectory[str] | None = None
         self._open()
 
     def _open(self) -> None:
@@ -152,6 +170,8 @@ class LogReader:
         return (st.st_ino, st.st_size, st.st_mtime_ns), wal_size, Path(f"{self.path}-shm").exists()
 
     def _connect(self) -> sqlite3.Connection:
+        if self._live:
+            return connect(self.path, readonly=True)
         _, wal_size, shm = self._state
         path = self.path.absolute()
         if wal_size is not None and shm:
@@ -199,7 +219,7 @@ class LogReader:
     def changed(self) -> bool:
         """Whether the file (or its -wal) changed since it was opened, when it was opened
         as immutable or copied: a writer came or went, and what was read may be stale."""
-        if self._copy is None and self._state[1] is not None and self._state[2]:
+        if self._live or (self._copy is None and self._state[1] is not None and self._state[2]):
             return False  # read through the -wal and -shm: SQLite sees every commit
         try:
             return self._file_state() != self._state
@@ -214,12 +234,85 @@ class LogReader:
     def close(self) -> None:
         self._conn.close()
         self._drop_copy()
+        self._close_parts()
+
+    def _close_parts(self) -> None:
+        for conn in self._part_conns.values():
+            conn.close()
+        self._part_conns.clear()
+        self._parts_cache = None
+        if self._unpacked is not None:
+            self._unpacked.cleanup()
+            self._unpacked = None
 
     def __enter__(self) -> LogReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- the parts: sealed segments and archives --------------------------------------------
+
+    def marks(self) -> Marks:
+        """How far the retention went (sealed, archived, removed), read afresh."""
+        try:
+            self._marks_cache = self._read(lambda: segments.read_marks(self._conn))
+        except LogError:
+            self._marks_cache = Marks()  # a log from before retention, or damaged meta
+        return self._marks_cache
+
+    def _parts(self, *, refresh: bool = False) -> list[Part]:
+        if refresh or self._parts_cache is None:
+            self._parts_cache = segments.kept_parts(self._dir, self.marks())
+        return self._parts_cache
+
+    def _covered_now(self, seq: int) -> bool:
+        """Whether a part holds ``seq`` once the parts are listed afresh (sealed meanwhile)."""
+        return any(p.first <= seq <= p.last for p in self._parts(refresh=True))
+
+    def _part_conn(self, part: Part) -> sqlite3.Connection:
+        conn = self._part_conns.get(part.path)
+        if conn is not None:
+            return conn
+        try:
+            if part.archived:
+                # One archive unpacked at a time: a week of them would fill the disk twice.
+                for path in [p for p in self._part_conns if p.name.endswith(".zst")]:
+                    self._part_conns.pop(path).close()
+                if self._unpacked is not None:
+                    self._unpacked.cleanup()
+                self._unpacked = tempfile.TemporaryDirectory(prefix="edgegate-archive-")
+                conn = segments.open_readonly(segments.decompress(part, Path(self._unpacked.name)))
+            else:
+                if not part.path.exists():
+                    raise FileNotFoundError(part.path)
+                conn = segments.open_readonly(part.path)
+            conn.execute("SELECT 1 FROM events LIMIT 0")
+        except (OSError, sqlite3.Error, SegmentError) as exc:
+            raise LogError(f"{part.path} cannot be read: {exc}") from exc
+        self._part_conns[part.path] = conn
+        return conn
+
+    def _open_part(self, part: Part) -> tuple[Part, sqlite3.Connection]:
+        """The part (or what replaced it: a segment archived meanwhile) and a connection."""
+        try:
+            return part, self._part_conn(part)
+        except LogError:
+            for again in self._parts(refresh=True):
+                if again.first == part.first and again.path != part.path:
+                    return again, self._part_conn(again)
+            raise
+
+    def first_seq(self) -> int:
+        """The first seq kept on disk: 1, or one past the last removed archive."""
+        return self.marks().first_kept
+
+    def anchor(self) -> tuple[int, bytes]:
+        """(seq, hash) the kept log chains from: (0, genesis), or the last removed event."""
+        marks = self.marks()
+        return marks.removed_through, marks.removed_hash
+
+    # --- reading ------------------------------------------------------------------------------
 
     def head(self) -> tuple[int, bytes]:
         """(seq, hash) of the last event, or (0, genesis); a damaged hash is returned as is."""
@@ -228,60 +321,153 @@ class LogReader:
                 "SELECT seq, CAST(hash AS BLOB) FROM events ORDER BY seq DESC LIMIT 1"
             ).fetchone()
         )
+        if row is None:
+            parts = self._parts(refresh=True)
+            if not parts:
+                return self.anchor() if self.marks().removed_through else (0, GENESIS_HASH)
+            _, conn = self._open_part(parts[-1])
+            row = conn.execute(
+                "SELECT seq, CAST(hash AS BLOB) FROM events ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
         return (0, GENESIS_HASH) if row is None else (int(row[0]), bytes(row[1] or b""))
 
     def count(self) -> int:
-        return self._read(
-            lambda: int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        """Events kept (a part counts as its name's range; verify checks every one)."""
+        sealed = self.marks().sealed_through
+        active = self._read(
+            lambda: int(
+                self._conn.execute(
+                    "SELECT COUNT(*) FROM events WHERE seq > ?", (sealed,)
+                ).fetchone()[0]
+            )
         )
+        return active + sum(p.last - p.first + 1 for p in self._parts(refresh=True))
 
     def read(self, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
-        """Events with ``seq > after`` in order, at most ``limit``."""
-        rows = self._read(
-            lambda: self._conn.execute(
-                f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, limit),
-            ).fetchall()
-        )
+        """Events with ``seq > after`` in order, at most ``limit`` (fewer where a segment
+        ends: ask again from the last one)."""
+        batches = self.iter_rows(after, limit)
+        try:
+            rows = next(batches, [])
+        finally:
+            batches.close()
         return [StoredEvent(*r) for r in rows]
+
+    def rows(self, after: int, limit: int) -> list[Row]:
+        """Up to ``limit`` contiguous raw rows with ``seq > after`` (fewer where a segment
+        ends; none past the head). ``LogGoneError`` if ``after + 1`` was removed."""
+        if after + 1 < self.first_seq():
+            raise LogGoneError(self.first_seq())
+        batches = self.iter_rows(after, limit)
+        try:
+            return next(batches, [])
+        finally:
+            batches.close()
 
     def last(self, type_name: str) -> StoredEvent | None:
         """The newest event of ``type_name``, or None (scans back from the head: there is no
-        index on type, so a type never logged costs a scan of the whole log)."""
-        row = self._read(
-            lambda: self._conn.execute(
-                f"SELECT {ROW_COLUMNS} FROM events WHERE type = ? ORDER BY seq DESC LIMIT 1",
-                (type_name,),
-            ).fetchone()
-        )
+        index on type, so a type never logged costs a scan of the whole kept log, archives
+        included)."""
+        sql = f"SELECT {ROW_COLUMNS} FROM events WHERE type = ? ORDER BY seq DESC LIMIT 1"
+        row = self._read(lambda: self._conn.execute(sql, (type_name,)).fetchone())
+        if row is None:
+            for part in reversed(self._parts(refresh=True)):
+                _, conn = self._open_part(part)
+                row = conn.execute(sql, (type_name,)).fetchone()
+                if row is not None:
+                    break
         return None if row is None else StoredEvent(*row)
 
     def of_types(self, types: Sequence[str], *, from_seq: int = 1) -> Iterator[queries.TypedRow]:
-        """The events of ``types`` from ``from_seq`` on, in seq order (``queries.of_types``);
-        read while the reader is open."""
-        return queries.of_types(self._conn, types, from_seq=from_seq)
+        """The events of ``types`` from ``from_seq`` on, in seq order (``queries.of_types``)
+        across the kept log; read while the reader is open."""
+        done = from_seq - 1
+        for part in self._parts(refresh=True):
+            if part.last <= done:
+                continue
+            _, conn = self._open_part(part)
+            yield from queries.of_types(conn, types, from_seq=done + 1)
+            done = part.last
+        yield from queries.of_types(self._conn, types, from_seq=done + 1)
+
+    def first_seq_since(self, wall_ns: int) -> int:
+        """``queries.first_seq_since`` across the kept log: the first seq at or after
+        ``wall_ns`` (one past the head if none), searching back from the active file."""
+        found = None
+        for part in [None, *reversed(self._parts(refresh=True))]:
+            conn = self._conn if part is None else self._open_part(part)[1]
+            first = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+            if first is None:
+                continue
+            seq = queries.first_seq_since(conn, wall_ns)
+            if seq > first:
+                return seq
+            found = seq  # the whole file is at or after it: look in the one before
+        return found if found is not None else self.head()[0] + 1
+
+    def last_seq_before(self, wall_ns: int) -> int:
+        """``queries.last_seq_before`` across the kept log (0 if none)."""
+        seq = queries.last_seq_before(self._conn, wall_ns)
+        if seq:
+            return seq
+        for part in reversed(self._parts(refresh=True)):
+            _, conn = self._open_part(part)
+            seq = queries.last_seq_before(conn, wall_ns)
+            if seq:
+                return seq
+        return 0
 
     def read_with(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn`` run on the reader's read-only connection, for the other stores kept in the
-        log's file (the allow-list), read by their own modules. sqlite3 errors pass as they
-        are; nothing can be written through it."""
+        """``fn`` run on the reader's read-only connection to the active file, for the other
+        stores kept in it (the allow-list), read by their own modules. sqlite3 errors pass as
+        they are; nothing can be written through it. Events there are only the newest."""
         return fn(self._conn)
 
     def tail(self, n: int) -> list[StoredEvent]:
         rows = self._read(
             lambda: self._conn.execute(
-                f"SELECT {ROW_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?",
-                (n,),
+                f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? ORDER BY seq DESC LIMIT ?",
+                (self.marks().sealed_through, n),
             ).fetchall()
         )
+        for part in reversed(self._parts(refresh=True)):
+            if len(rows) >= n:
+                break
+            _, conn = self._open_part(part)
+            rows += conn.execute(
+                f"SELECT {ROW_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?", (n - len(rows),)
+            ).fetchall()
         return [StoredEvent(*r) for r in reversed(rows)]
 
-    def iter_rows(self, after: int = 0, batch: int = 10_000) -> Iterator[list[Row]]:
-        """Raw rows in seq order, in lists of up to ``batch``. ``LogError`` names the last
-        seq read if the file cannot be read further."""
+    def iter_rows(self, after: int = 0, batch: int = 10_000) -> Generator[list[Row]]:
+        """Raw rows in seq order across the kept log, in lists of up to ``batch`` (a list
+        never spans two files). ``LogError`` names the file and the last seq read if it
+        cannot be read further."""
+        done = after  # every seq up to here was looked for in its file
+        while True:
+            part = next((p for p in self._parts() if p.last > done), None)
+            if part is None:
+                for rows in self._iter_file(self._conn, self.path, after, batch):
+                    if rows[0][0] > after + 1 and self._covered_now(after + 1):
+                        break  # sealed and deleted from the active file since listed
+                    yield rows
+                    after = rows[-1][0]
+                else:
+                    return
+                done = after
+                continue
+            part, conn = self._open_part(part)
+            for rows in self._iter_file(conn, part.path, after, batch):
+                yield rows
+                after = rows[-1][0]
+            done = part.last
+
+    def _iter_file(
+        self, conn: sqlite3.Connection, path: Path, after: int, batch: int
+    ) -> Iterator[list[Row]]:
         while True:
             try:
-                cur = self._conn.execute(
+                cur = conn.execute(
                     f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? ORDER BY seq",
                     (after,),
                 )
@@ -294,13 +480,14 @@ class LogReader:
             except sqlite3.Error as exc:
                 # Read again from the last row handed out: decoding leniently, or row by row
                 # to hand out every row before the damage.
-                if not self._lenient and _undecodable(exc):
-                    self._lenient = True
-                    self._conn.text_factory = _lenient_text
+                if conn.text_factory is not _lenient_text and _undecodable(exc):
+                    conn.text_factory = _lenient_text
+                    if conn is self._conn:
+                        self._lenient = True
                 elif batch > 1:
                     batch = 1
                 else:
-                    raise LogError(f"{self.path} cannot be read after seq {after}: {exc}") from exc
+                    raise LogError(f"{path} cannot be read after seq {after}: {exc}") from exc
 
     def missing_triggers(self) -> tuple[str, ...]:
         present = self._read(
@@ -312,10 +499,12 @@ class LogReader:
         return tuple(t for t in _REQUIRED_TRIGGERS if t not in present)
 
     def verify(self) -> VerifyReport:
-        """Check seq continuity and the hash chain from the first event to the head."""
-        verifier = ChainVerifier(self.gate_id, 0, GENESIS_HASH)
+        """Check seq continuity and the hash chain from the anchor (the genesis, or the last
+        removed archive's end) across segments, archives and the active file to the head."""
+        anchor_seq, anchor_hash = self.anchor()
+        verifier = ChainVerifier(self.gate_id, anchor_seq, anchor_hash)
         fault = None
-        for rows in self.iter_rows():
+        for rows in self.iter_rows(anchor_seq):
             fault = verifier.feed(rows)
             if fault is not None:
                 break
@@ -325,4 +514,13 @@ class LogReader:
             head_seq=verifier.last_seq,
             fault=fault,
             missing_triggers=self.missing_triggers(),
+            first_seq=anchor_seq + 1,
         )
+
+
+class LogGoneError(LogError):
+    """Events asked for were removed from the gate's disk (``[log.retention]``)."""
+
+    def __init__(self, first_seq: int) -> None:
+        super().__init__(f"events before seq {first_seq} were removed from this gate's disk")
+        self.first_seq = first_seq

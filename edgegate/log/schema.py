@@ -94,6 +94,35 @@ MIGRATIONS: tuple[Migration, ...] = (
         SELECT 'allowlist_legacy_hash', '1' WHERE EXISTS (SELECT 1 FROM allowlist_state);
         """,
     ),
+    Migration(
+        5,
+        "retention: events copied into a sealed segment may leave the active file",
+        # Only rows at or below the recorded sealed-through seq may be deleted (the retention
+        # deletes them once their segment file is durable and verified, docs/design.md §4);
+        # the retention marks only ever rise and are never deleted. ``log_segment``: every
+        # sealed range, for archiving (its age) and removal (the anchor it leaves).
+        """
+        DROP TRIGGER events_no_delete;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        WHEN OLD.seq > COALESCE(
+            (SELECT CAST(value AS INTEGER) FROM log_meta WHERE key = 'sealed_through'), 0)
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+        CREATE TRIGGER log_meta_marks_rise BEFORE UPDATE ON log_meta
+        WHEN OLD.key IN ('sealed_through', 'archived_through', 'removed_through')
+            AND CAST(NEW.value AS INTEGER) < CAST(OLD.value AS INTEGER)
+        BEGIN SELECT RAISE(ABORT, 'the log retention marks only rise'); END;
+        CREATE TRIGGER log_meta_marks_kept BEFORE DELETE ON log_meta
+        WHEN OLD.key IN ('gate_id', 'sealed_through', 'sealed_hash', 'archived_through',
+            'removed_through', 'removed_hash')
+        BEGIN SELECT RAISE(ABORT, 'the log metadata is never deleted'); END;
+        CREATE TABLE log_segment (
+            first_seq INTEGER PRIMARY KEY,
+            last_seq INTEGER NOT NULL,
+            last_hash BLOB NOT NULL,
+            last_wall_ns INTEGER NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -1,0 +1,381 @@
+"""The files of a log with ``[log.retention]``: sealed segments and their zstd archives.
+
+Beside the active file ``gate.db`` is the folder ``gate.db.segments/``. A sealed segment
+``000000000001-000000150000.db`` is an SQLite file holding the events ``1..150000`` as the
+active file held them (same columns, same append-only triggers, the gate id in its
+``log_meta``), never written again; its archive is the same file compressed with zstd,
+``000000000001-000000150000.db.zst``. A file is written as ``*.tmp``, fsynced, renamed and
+its folder fsynced: a name without ``.tmp`` is a complete file.
+
+What is sealed, archived and removed is recorded in the active file's ``log_meta`` (the
+*marks*), set in the same transaction as the event that reports the step: a file beyond
+its mark is an interrupted step that never happened (readers ignore it, ``recover`` deletes
+it); a mark beyond its file's deletion is a step to complete. docs/design.md §4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from edgegate.log.chain import GENESIS_HASH, ChainVerifier, Row
+from edgegate.log.queries import ROW_COLUMNS
+
+SEGMENTS_SUFFIX = ".segments"
+_NAME = re.compile(r"^(\d{12})-(\d{12})\.db(\.zst)?$")
+_COPY_CHUNK = 1 << 20
+
+SEGMENT_SCHEMA = """
+CREATE TABLE log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    wall_ns INTEGER NOT NULL,
+    mono_ns INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    lane TEXT,
+    version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+"""
+
+
+class SegmentError(RuntimeError):
+    """A segment or archive file that is not what its name and the log's marks promise."""
+
+
+def segments_dir(db: str | Path) -> Path:
+    """The folder of ``db``'s segments and archives (it may not exist)."""
+    path = Path(db)
+    return path.with_name(path.name + SEGMENTS_SUFFIX)
+
+
+def segment_name(first: int, last: int) -> str:
+    return f"{first:012d}-{last:012d}.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """How far the retention went, as the active file's ``log_meta`` records it."""
+
+    sealed_through: int = 0
+    sealed_hash: bytes = GENESIS_HASH
+    archived_through: int = 0
+    removed_through: int = 0
+    removed_hash: bytes = GENESIS_HASH
+
+    @property
+    def first_kept(self) -> int:
+        """The first seq still on disk (in an archive, a segment or the active file)."""
+        return self.removed_through + 1
+
+
+_MARK_KEYS = (
+    "sealed_through",
+    "sealed_hash",
+    "archived_through",
+    "removed_through",
+    "removed_hash",
+)
+
+
+def read_marks(conn: sqlite3.Connection) -> Marks:
+    """The marks in the ``log_meta`` of the log file ``conn`` is open on."""
+    marks = ", ".join(f"'{key}'" for key in _MARK_KEYS)
+    found = dict(conn.execute(f"SELECT key, value FROM log_meta WHERE key IN ({marks})"))
+    return Marks(
+        sealed_through=int(found.get("sealed_through", 0)),
+        sealed_hash=bytes.fromhex(found.get("sealed_hash", GENESIS_HASH.hex())),
+        archived_through=int(found.get("archived_through", 0)),
+        removed_through=int(found.get("removed_through", 0)),
+        removed_hash=bytes.fromhex(found.get("removed_hash", GENESIS_HASH.hex())),
+    )
+
+
+def write_marks(conn: sqlite3.Connection, **values: int | bytes) -> None:
+    """Set marks (inside the writer's transaction, as the effect of the step's event)."""
+    for key, value in values.items():
+        assert key in _MARK_KEYS, key
+        text = value.hex() if isinstance(value, bytes) else str(value)
+        conn.execute(
+            "INSERT INTO log_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, text),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One sealed range of the log on disk: a segment file or its archive."""
+
+    first: int
+    last: int
+    path: Path
+    archived: bool
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+def list_files(directory: Path) -> list[Part]:
+    """Every complete segment and archive file in ``directory`` (both, where a segment has
+    been archived and its file not yet removed), by first seq."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    parts = []
+    for name in names:
+        m = _NAME.match(name)
+        if m is not None:
+            parts.append(Part(int(m[1]), int(m[2]), directory / name, m[3] is not None))
+    parts.sort(key=lambda p: (p.first, p.archived))
+    return parts
+
+
+def kept_parts(directory: Path, marks: Marks) -> list[Part]:
+    """The parts that the marks vouch for, one per range (the segment where both are), in
+    seq order: sealed, not removed, archives only once archived."""
+    out: dict[int, Part] = {}
+    for part in list_files(directory):
+        if part.last > marks.sealed_through or part.last <= marks.removed_through:
+            continue
+        if part.archived and part.last > marks.archived_through:
+            continue
+        if part.first not in out:
+            out[part.first] = part
+    return [out[k] for k in sorted(out)]
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Make the complete ``tmp`` durable under its final name."""
+    _fsync_file(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a sealed file (immutable: it never changes)."""
+    conn = sqlite3.connect(
+        f"{path.absolute().as_uri()}?mode=ro&immutable=1",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    return conn
+
+
+def write_segment(
+    db: Path, gate_id: str, first: int, last: int, prev_hash: bytes, last_hash: bytes
+) -> Part:
+    """Copy events ``first..last`` of the log file ``db`` into their segment file, make it
+    durable and verify it: continuous, chained from ``prev_hash`` to ``last_hash``.
+
+    Runs in a background thread on its own connections (the writer goes on meanwhile).
+    ``SegmentError`` if the copy is not sound (the temporary file is then removed)."""
+    directory = segments_dir(db)
+    directory.mkdir(exist_ok=True)
+    final = directory / segment_name(first, last)
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        conn = sqlite3.connect(str(tmp), isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode = OFF")  # a new file: all or nothing anyway
+            conn.execute("PRAGMA synchronous = OFF")  # fsynced whole, before the rename
+            conn.executescript(SEGMENT_SCHEMA)
+            conn.execute("ATTACH DATABASE ? AS src", (f"{db.absolute().as_uri()}?mode=ro",))
+            conn.execute("BEGIN")
+            conn.execute(
+                "INSERT INTO log_meta (key, value) VALUES ('gate_id', ?), ('first_seq', ?),"
+                " ('last_seq', ?)",
+                (gate_id, str(first), str(last)),
+            )
+            # One statement: SQLite copies the rows without the GIL.
+            conn.execute(
+                f"INSERT INTO events SELECT {ROW_COLUMNS} FROM src.events"
+                " WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                (first, last),
+            )
+            conn.execute("COMMIT")
+            conn.execute("DETACH DATABASE src")
+        finally:
+            conn.close()
+        verify_file(tmp, gate_id, first, last, prev_hash, last_hash)
+        _publish(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Part(first, last, final, archived=False)
+
+
+def verify_file(
+    path: Path, gate_id: str, first: int, last: int, prev_hash: bytes, last_hash: bytes
+) -> None:
+    """``SegmentError`` unless the segment file at ``path`` holds exactly ``first..last`` of
+    ``gate_id``, chained from ``prev_hash`` to ``last_hash``."""
+    conn = open_readonly(path)
+    try:
+        row = conn.execute("SELECT value FROM log_meta WHERE key = 'gate_id'").fetchone()
+        if row is None or row[0] != gate_id:
+            raise SegmentError(f"{path.name}: not a segment of gate {gate_id!r}")
+        verifier = ChainVerifier(gate_id, first - 1, prev_hash)
+        for rows in _batches(conn, first - 1):
+            fault = verifier.feed(rows)
+            if fault is not None:
+                raise SegmentError(f"{path.name}: {fault}")
+    finally:
+        conn.close()
+    if verifier.last_seq != last or verifier.last_hash != last_hash:
+        raise SegmentError(
+            f"{path.name}: holds events up to seq {verifier.last_seq}, expected {last} "
+            "ending with the log's hash"
+        )
+
+
+def _batches(conn: sqlite3.Connection, after: int) -> Iterator[list[Row]]:
+    cur = conn.execute(f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? ORDER BY seq", (after,))
+    while rows := cur.fetchmany(10_000):
+        yield rows
+
+
+def _sha256_of(stream: BinaryIO) -> str:
+    h = hashlib.sha256()
+    while chunk := stream.read(_COPY_CHUNK):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def archive_segment(part: Part, level: int) -> Part:
+    """Compress the segment ``part`` into its archive, make it durable and check that it
+    decompresses to the very bytes of the segment. The segment file is left in place (it is
+    removed once the archiving is logged)."""
+    final = part.path.with_name(part.path.name + ".zst")
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        # One thread: archiving must leave the other core to the lanes.
+        compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        with open(part.path, "rb") as src, open(tmp, "wb") as dst:
+            compressor.copy_stream(src, dst, read_size=_COPY_CHUNK, write_size=_COPY_CHUNK)
+        with open(part.path, "rb") as src:
+            want = _sha256_of(src)
+        with open(tmp, "rb") as packed:
+            reader = zstandard.ZstdDecompressor().stream_reader(packed, read_size=_COPY_CHUNK)
+            got = _sha256_of(reader)
+        if got != want:
+            raise SegmentError(f"{final.name}: does not decompress to {part.path.name}")
+        _publish(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Part(part.first, part.last, final, archived=True)
+
+
+def decompress(part: Part, into: Path) -> Path:
+    """The archive ``part`` decompressed into the folder ``into`` (a reader's temporary
+    folder); ``SegmentError`` if it is damaged."""
+    target = into / part.path.name.removesuffix(".zst")
+    try:
+        with open(part.path, "rb") as src, open(target, "wb") as dst:
+            zstandard.ZstdDecompressor().copy_stream(src, dst, write_size=_COPY_CHUNK)
+    except zstandard.ZstdError as exc:
+        target.unlink(missing_ok=True)
+        raise SegmentError(f"{part.path.name}: damaged archive: {exc}") from exc
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    """Bytes on disk of a log: the active file (with its -wal), segments and archives."""
+
+    active: int
+    segments: int
+    archives: int
+
+    @property
+    def total(self) -> int:
+        return self.active + self.segments + self.archives
+
+
+def disk_usage(db: str | Path) -> DiskUsage:
+    """What ``db`` and its segments occupy (a few ``stat`` calls: cheap enough to scrape)."""
+    path = Path(db)
+    active = 0
+    for name in (path, Path(f"{path}-wal")):
+        with contextlib.suppress(FileNotFoundError):
+            active += name.stat().st_size
+    segments = archives = 0
+    for part in list_files(segments_dir(path)):
+        if part.archived:
+            archives += part.size()
+        else:
+            segments += part.size()
+    return DiskUsage(active, segments, archives)
+
+
+def recover(db: Path, marks: Marks) -> list[str]:
+    """Undo or complete the file steps a crash interrupted, as the marks say; return what was
+    done (one line each). Rows still in the active file at or below ``sealed_through`` are
+    the caller's to delete (through the writer)."""
+    directory = segments_dir(db)
+    done: list[str] = []
+    if not directory.is_dir():
+        return done
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".tmp"):
+            (directory / name).unlink(missing_ok=True)
+            done.append(f"removed the unfinished {name}")
+    files = list_files(directory)
+    archived = {p.first for p in files if p.archived and p.last <= marks.archived_through}
+    for part in files:
+        if part.last <= marks.removed_through:
+            why = "its removal was logged"
+        elif part.last > marks.sealed_through:
+            why = "its sealing was never logged"
+        elif part.archived and part.last > marks.archived_through:
+            why = "its archiving was never logged"
+        elif not part.archived and part.first in archived:
+            why = "its archiving was logged"
+        else:
+            continue
+        part.path.unlink(missing_ok=True)
+        done.append(f"removed {part.name}: {why}")
+    if done:
+        fsync_dir(directory)
+    return done

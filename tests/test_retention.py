@@ -1,0 +1,215 @@
+"""[log.retention]: roll-over by day and size, archiving only what central acknowledged,
+removal over the budget, and reading the whole kept log as one (real files, a manual clock)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from edgegate.core import events as ev
+from edgegate.core.clock import ManualClock
+from edgegate.log import EventLog, LogReader
+from edgegate.log.eventlog import connect
+from edgegate.log.reader import LogGoneError
+from edgegate.log.retention import Retention, RetentionPolicy
+from edgegate.log.segments import list_files, segments_dir
+
+HOUR = 3600.0
+CURSOR = "sync.central"
+# 2026-11-20 00:00 in Asia/Shanghai (UTC+8): days of the gate start at 16:00 UTC.
+MIDNIGHT_NS = 1_795_536_000 * 10**9
+
+
+def _policy(**overrides: object) -> RetentionPolicy:
+    values: dict[str, object] = {
+        "timezone": "Asia/Shanghai",
+        "max_segment_size": 1 << 30,
+        "keep": timedelta(days=2),
+        "archive_budget": 1 << 40,
+        "acked_cursor": CURSOR,
+        "compression_level": 3,
+    }
+    values.update(overrides)
+    return RetentionPolicy(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def day_clock() -> ManualClock:
+    return ManualClock(wall_ns=MIDNIGHT_NS + 6 * 3600 * 10**9)  # 06:00 on a gate's day
+
+
+@pytest.fixture
+async def elog(tmp_path: Path, day_clock: ManualClock) -> AsyncIterator[EventLog]:
+    log = await EventLog.open(tmp_path / "gate.db", gate_id="ret-gate", clock=day_clock)
+    try:
+        yield log
+    finally:
+        await log.aclose()
+
+
+async def _append_day(elog: EventLog, clock: ManualClock, n: int = 50) -> list[int]:
+    """``n`` events spread over the next 12 hours."""
+    seqs = []
+    for i in range(n):
+        seqs.append(
+            await elog.append(
+                ev.PlateRead(lane="in-1", plate="苏E12345", confidence=0.9, reader="cam", raw=b"x")
+            )
+        )
+        clock.advance(12 * HOUR / n)
+    return seqs
+
+
+async def _ack(elog: EventLog, seq: int) -> None:
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO projection_position (name, seq) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            (CURSOR, seq),
+        )
+
+    await elog.run_in_writer(write)
+
+
+def _types(path: Path, prefix: str = "log.") -> list[ev.Event]:
+    with LogReader(path) as reader:
+        return [
+            s.event()
+            for rows in reader.iter_rows()
+            for s in map(_stored, rows)
+            if s.type.startswith(prefix)
+        ]
+
+
+def _stored(row: tuple[object, ...]):  # type: ignore[no-untyped-def]
+    from edgegate.log import StoredEvent
+
+    return StoredEvent(*row)
+
+
+def _active_rows(path: Path) -> tuple[int, int]:
+    conn = connect(path, readonly=True)
+    try:
+        return conn.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()  # type: ignore[no-any-return]
+    finally:
+        conn.close()
+
+
+async def test_a_day_rolls_over_into_a_verified_segment_and_reads_as_one_log(
+    elog: EventLog, day_clock: ManualClock
+) -> None:
+    retention = Retention(elog, _policy(), day_clock)
+    try:
+        first_day = await _append_day(elog, day_clock)
+        assert await retention.step() == []  # the day has not ended
+        day_clock.advance(8 * HOUR)  # the next day, 02:00
+        second = await _append_day(elog, day_clock, 5)
+        done = await retention.step()
+    finally:
+        await retention.aclose()
+    assert done[0] == "sealed 000000000001-000000000050.db (day)"
+    sealed = [e for e in _types(elog.path) if isinstance(e, ev.LogSegmentSealed)]
+    assert [(e.first_seq, e.last_seq, e.reason) for e in sealed] == [(1, 50, "day")]
+    lowest, head = _active_rows(elog.path)
+    assert lowest == second[0] and head == elog.head[0]  # the sealed rows left the active file
+    with LogReader(elog.path) as reader:
+        report = reader.verify()
+        assert report.ok and report.events == elog.head[0] and report.first_seq == 1
+        assert [s.seq for s in reader.read(after=48, limit=10)] == [49, 50]  # a part ends
+        assert [s.seq for s in reader.read(after=50, limit=3)] == second[:3]
+        assert [s.seq for s in reader.tail(3)] == list(range(elog.head[0] - 2, elog.head[0] + 1))
+        assert len(reader.tail(1000)) == elog.head[0]
+        assert reader.count() == elog.head[0]
+        assert [r[0] for r in reader.of_types(("plate.read",))] == first_day + second
+        assert reader.last_seq_before(MIDNIGHT_NS + 24 * 3600 * 10**9) == 50
+        assert reader.first_seq_since(MIDNIGHT_NS + 24 * 3600 * 10**9) == 51
+        assert reader.first_seq_since(0) == 1
+        last_read = reader.last("plate.read")
+        assert last_read is not None and last_read.seq == second[-1]
+
+
+async def test_size_rolls_over_before_the_day_ends(elog: EventLog, day_clock: ManualClock) -> None:
+    retention = Retention(elog, _policy(max_segment_size=20 * 170), day_clock)
+    try:
+        await _append_day(elog, day_clock, 30)
+        done = await retention.step()
+    finally:
+        await retention.aclose()
+    assert done and done[0].endswith("(size)")
+    with LogReader(elog.path) as reader:
+        assert reader.verify().ok
+
+
+async def test_only_what_central_acknowledged_is_archived_then_the_budget_removes_the_oldest(
+    elog: EventLog, day_clock: ManualClock
+) -> None:
+    retention = Retention(elog, _policy(keep=timedelta(hours=1)), day_clock)
+    try:
+        for _ in range(3):  # three days, each sealed the next
+            await _append_day(elog, day_clock)
+            day_clock.advance(12 * HOUR)
+            await retention.step()
+        files = list_files(segments_dir(elog.path))
+        assert [p.archived for p in files] == [False, False, False]  # nothing acknowledged
+        assert retention.state.waiting_for_central == 3
+        await _ack(elog, 60)  # the first day and a bit of the second
+        await retention.step()
+        files = list_files(segments_dir(elog.path))
+        assert [(p.first, p.archived) for p in files][0] == (1, True)
+        assert [p.archived for p in files] == [True, False, False]
+        await _ack(elog, elog.head[0])
+        await retention.step()
+        assert all(p.archived for p in list_files(segments_dir(elog.path)))
+        with LogReader(elog.path) as reader:
+            assert reader.verify().ok  # archives decompressed and chained
+            assert [s.seq for s in reader.read(after=0, limit=5)] == [1, 2, 3, 4, 5]
+        # A budget of two archives' worth: the oldest goes, logged first with its anchor.
+        sizes = [p.size() for p in list_files(segments_dir(elog.path))]
+        await retention.aclose()
+        retention = Retention(
+            elog, _policy(keep=timedelta(hours=1), archive_budget=sum(sizes[1:])), day_clock
+        )
+        done = await retention.step()
+    finally:
+        await retention.aclose()
+    assert done == ["removed 000000000001-000000000050.db.zst"]
+    removed = [e for e in _types(elog.path) if isinstance(e, ev.LogArchiveRemoved)]
+    assert [(e.first_seq, e.last_seq) for e in removed] == [(1, 50)]
+    assert elog.first_kept_seq == 51
+    with LogReader(elog.path) as reader:
+        report = reader.verify()
+        assert report.ok and report.first_seq == 51
+        assert report.events == elog.head[0] - 50
+        assert reader.anchor()[1].hex() == removed[0].last_hash
+        with pytest.raises(LogGoneError) as gone:
+            reader.rows(after=10, limit=5)
+        assert gone.value.first_seq == 51
+        assert [r[0] for r in reader.rows(after=50, limit=2)] == [51, 52]
+
+
+async def test_without_an_acknowledgement_cursor_segments_are_archived_and_say_so(
+    elog: EventLog, day_clock: ManualClock
+) -> None:
+    retention = Retention(elog, _policy(keep=timedelta(0), acked_cursor=None), day_clock)
+    try:
+        await _append_day(elog, day_clock)
+        day_clock.advance(12 * HOUR)
+        await retention.step()
+    finally:
+        await retention.aclose()
+    archived = [e for e in _types(elog.path) if isinstance(e, ev.LogSegmentArchived)]
+    assert [(e.first_seq, e.acknowledged) for e in archived] == [(1, False)]
+
+
+async def test_the_active_file_refuses_deleting_unsealed_events(elog: EventLog) -> None:
+    await elog.append(ev.DaemonStopped(reason=ev.StopReason.SIGNAL))
+
+    def delete(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM events WHERE seq = 1")
+
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        await elog.run_in_writer(delete)
