@@ -79,6 +79,29 @@ def _limit(value: timedelta | None) -> str:
     return "no limit" if value is None else format_duration(value)
 
 
+def _size(n: int) -> str:
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
+
+
+def _retention_summary(config: GateConfig) -> str:
+    retention = config.log.retention
+    if retention is None:
+        return "(none: one log file that grows without bound)"
+    whose = (
+        "unacknowledged too (no [sync])"
+        if retention.archive_unacknowledged
+        else "once central acknowledged them"
+    )
+    return (
+        f"segments by day or {_size(retention.max_segment_size)}, uncompressed for "
+        f"{format_duration(retention.keep)}, then archived (zstd {retention.compression_level}) "
+        f"{whose}; oldest archives removed beyond {_size(retention.archive_budget)}"
+    )
+
+
 def _sync_summary(config: GateConfig) -> str:
     sync = config.sync
     if sync is None:
@@ -130,6 +153,7 @@ def summary(config: GateConfig, path: Path) -> RenderableType:
             f"{config.log_file}    if unwritable: entry {config.log.on_write_failure.entry}, "
             f"exit {config.log.on_write_failure.exit}",
         ),
+        ("Retention", _retention_summary(config)),
         ("Evacuation", ", ".join(config.incident.evacuation_lanes) or "(no evacuation lanes)"),
         (
             "Timings",

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edgegate.allowlist import store as allowlist_store
 from edgegate.allowlist.store import AllowListState, Tampering
 from edgegate.cli.commands import action_group
-from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier
+from edgegate.log.chain import ChainFault, ChainVerifier
 from edgegate.log.eventlog import LogError
 from edgegate.log.reader import LogReader
 from edgegate.log.render import to_json_dict, to_text
@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verify = log_sub.add_parser(
         "verify",
         help="check seq continuity and the hash chain (exit 1 naming the first bad seq)",
+        description=(
+            "Check seq continuity and the hash chain of the whole kept log: the file and, "
+            "with [log.retention], its sealed segments and archives beside it (DB.segments/), "
+            "from the genesis or the anchor the last removed archive left."
+        ),
     )
     verify.add_argument("db", type=Path, help="the gate's SQLite log file")
     verify.set_defaults(func=cmd_verify)
@@ -111,7 +116,12 @@ def _verify_log(reader: LogReader) -> int:
         log.error("allowlist_verify_failed", gate=gate, problem=allowlist_problem)
     if fault is not None or missing or allowlist_problem is not None:
         return 1
-    print(f"OK gate {gate}: {verifier.count} events, seq 1..{verifier.last_seq}, chain verified")
+    first = verifier.last_seq - verifier.count + 1
+    anchored = "" if first == 1 else " (chained from the anchor the last removed archive left)"
+    print(
+        f"OK gate {gate}: {verifier.count} events, seq {first}..{verifier.last_seq}, "
+        f"chain verified{anchored}"
+    )
     print(f"OK gate {gate}: {allowlist_ok}")
     log.info("log_verified", gate=gate, events=verifier.count, head=verifier.last_seq)
     return 0
@@ -152,7 +162,9 @@ def _verify(reader: LogReader) -> tuple[ChainFault | None, tuple[str, ...], Chai
         total = reader.count()
     except LogError:
         total = 0  # damaged: reading in seq order names the last seq that could be read
-    verifier = ChainVerifier(reader.gate_id, 0, GENESIS_HASH)
+    # From the anchor: the genesis, or the end of the last archive [log.retention] removed.
+    anchor_seq, anchor_hash = reader.anchor()
+    verifier = ChainVerifier(reader.gate_id, anchor_seq, anchor_hash)
     fault = None
     with Progress(
         TextColumn("verifying"),
@@ -164,7 +176,7 @@ def _verify(reader: LogReader) -> tuple[ChainFault | None, tuple[str, ...], Chai
         console=None,
     ) as progress:
         task = progress.add_task("verify", total=total)
-        for rows in reader.iter_rows():
+        for rows in reader.iter_rows(anchor_seq):
             fault = verifier.feed(rows)
             if fault is not None:
                 break

@@ -21,6 +21,7 @@ from edgegate.config.models import (
     DeviceRole,
     IncidentSettings,
     Lane,
+    LogSettings,
     ModbusTcpDevice,
     Permissions,
     SyncSettings,
@@ -51,6 +52,8 @@ class _Parts:
     incident: IncidentSettings | None
     sync: SyncSettings | None = None
     http: bool = False  # an [http] section is present
+    log: LogSettings | None = None
+    has_sync: bool = False  # a [sync] section is present (valid or not)
 
     @classmethod
     def from_model(cls, cfg: GateConfig) -> _Parts:
@@ -65,6 +68,8 @@ class _Parts:
             incident=cfg.incident,
             sync=cfg.sync,
             http=cfg.http is not None,
+            log=cfg.log,
+            has_sync=cfg.sync is not None,
         )
 
     @classmethod
@@ -99,6 +104,8 @@ class _Parts:
             incident=_try(IncidentSettings.model_validate, raw.get("incident", {})),
             sync=_try(SyncSettings.model_validate, raw.get("sync")),
             http="http" in raw,
+            log=_try(LogSettings.model_validate, raw.get("log")),
+            has_sync="sync" in raw,
         )
 
 
@@ -316,6 +323,34 @@ def _check_sync(sync: SyncSettings | None) -> list[Problem]:
     return problems
 
 
+def _check_retention(parts: _Parts) -> list[Problem]:
+    """Archiving waits for central's acknowledgement; without ``[sync]`` there is none, and
+    the operator must say so rather than have the disk fill or evidence go unannounced."""
+    retention = None if parts.log is None else parts.log.retention
+    if retention is None:
+        return []
+    key = "log.retention.archive_unacknowledged"
+    if not parts.has_sync and not retention.archive_unacknowledged:
+        return [
+            (
+                key,
+                "this gate has no [sync]: no central acknowledges its events, so no segment "
+                "would ever be archived and the disk would fill; set archive_unacknowledged "
+                "= true to archive (and over archive_budget remove) segments no central holds, "
+                "or add [sync]",
+            )
+        ]
+    if parts.has_sync and retention.archive_unacknowledged:
+        return [
+            (
+                key,
+                "only for a gate without [sync]: with [sync], segments are archived once "
+                "central acknowledged them, never before",
+            )
+        ]
+    return []
+
+
 def _cross_check(parts: _Parts) -> list[Problem]:
     problems: list[Problem] = []
     if parts.kind is not None and parts.permissions is not None:
@@ -326,6 +361,7 @@ def _cross_check(parts: _Parts) -> list[Problem]:
     problems += _check_lanes(parts)
     problems += _check_incident(parts)
     problems += _check_sync(parts.sync)
+    problems += _check_retention(parts)
     if parts.sync is not None and parts.sync.pull_api is not None and not parts.http:
         problems.append(
             (

@@ -127,11 +127,31 @@ class WriteFailurePolicy(StrictModel):
         return self.entry if direction is Direction.ENTRY else self.exit
 
 
+_MB = 1024 * 1024
+
+
+class RetentionSettings(StrictModel):
+    """``[log.retention]``: roll the log over into segment files by day (the gate's time
+    zone) or ``max_segment_size``, whichever comes first; compress segments older than
+    ``keep`` that central acknowledged; remove the oldest archives only while the archives
+    exceed ``archive_budget``. Absent: one file that grows without bound. A gate without
+    ``[sync]`` must say ``archive_unacknowledged = true`` (no central ever acknowledges its
+    events). docs/operations.md, "A log that fits its disk"."""
+
+    max_segment_size: Annotated[ByteSize, _byte_bounds(_MB, 64 * 1024 * _MB)] = 1024 * _MB
+    keep: Annotated[Duration, _bounds("0s", "3650d")] = timedelta(days=30)
+    archive_budget: Annotated[ByteSize, _byte_bounds(_MB, 1024 * 1024 * 1024 * _MB)]
+    compression_level: Annotated[StrictInt, Field(ge=1, le=19)] = 9
+    archive_unacknowledged: StrictBool = False
+    check_every: Annotated[Duration, _bounds("1s", "1h")] = timedelta(minutes=1)
+
+
 class LogSettings(StrictModel):
     """``[log]``: the gate's SQLite event log (relative paths: against the config's folder)."""
 
     path: NonEmptyStr
     on_write_failure: WriteFailurePolicy = WriteFailurePolicy()
+    retention: RetentionSettings | None = None
 
 
 PlateWait = Annotated[Duration, _bounds("500ms", "60s")]

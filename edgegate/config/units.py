@@ -135,13 +135,13 @@ DwellLimit = Annotated[
 
 # ---------------------------------------------------------------------------- byte sizes
 
-_BYTE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024 * 1024}
+_BYTE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 _BYTE_SIZE = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
 
 
 def parse_byte_size(value: object) -> int:
     """A size in bytes from a TOML value: an integer, or a string such as ``"4MiB"``,
-    ``"512KiB"`` or ``"65536B"`` (units B, KiB, MiB)."""
+    ``"512KiB"`` or ``"65536B"`` (units B, KiB, MiB, GiB, TiB)."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"invalid size {value!r}: must be >= 0")
@@ -154,7 +154,7 @@ def parse_byte_size(value: object) -> int:
             return int(m.group(1)) * _BYTE_UNITS[m.group(2).lower()]
     raise ValueError(
         f"invalid size {value!r}: expected bytes as an integer or a string with a unit "
-        "such as '4MiB', '512KiB' (units B, KiB, MiB)"
+        "such as '4MiB', '512KiB' (units B, KiB, MiB, GiB, TiB)"
     )
 
 

@@ -70,6 +70,7 @@ from edgegate.devices.plate_reader import SerialPlateReader
 from edgegate.devices.plc_profile import BarrierPlcProfile
 from edgegate.devices.profiles import load_profile, load_reader_profile
 from edgegate.log import EventLog, LogReader
+from edgegate.log.retention import Retention, RetentionPolicy
 
 if TYPE_CHECKING:
     # Imported when [sync] is configured: a gate working alone does not carry MQTT, TLS and
@@ -125,6 +126,7 @@ class Gate:
     #: Lane holds and incident mode, for every source (central, console, PLC inputs).
     control: GateController | None = None
     desk: Desk | None = None  # what the guard's console sees and asks (built with the lanes)
+    retention: Retention | None = None  # [log.retention]
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
         config = self.config
@@ -162,6 +164,7 @@ class Gate:
                 await self._restore_holds(path)
                 await self._start_sync(elog, self.allowlist)
                 await self._start_web(elog)
+                self._start_retention(elog)
                 # What start-up built (allow-list index, profiles, modules) lives as long as
                 # the daemon: keep it out of the collector's full passes, which otherwise
                 # pause the lanes for tens of milliseconds. Collect first: frozen garbage
@@ -170,6 +173,8 @@ class Gate:
                 gc.freeze()
                 await self._supervise(stop)
             finally:
+                if self.retention is not None:
+                    await self.retention.aclose()
                 await self.sims.stop()
                 with contextlib.suppress(Exception):
                     await elog.append(DaemonStopped(reason=reason))
@@ -268,6 +273,27 @@ class Gate:
 
         self.web = GateWeb(self.config, elog.path, self.clock, desk=self.desk, audit=elog.append)
         await self.web.start()
+
+    def _start_retention(self, elog: EventLog) -> None:
+        """With ``[log.retention]``: roll over, archive and remove in the background; only
+        what central acknowledged (the uplink's durable cursor) is archived, unless the gate
+        has no ``[sync]`` and says so (check-config refuses anything else)."""
+        settings = self.config.log.retention
+        if settings is None:
+            return
+        from edgegate.sync.cursor import CURSOR_NAME
+
+        policy = RetentionPolicy(
+            timezone=self.config.gate.timezone,
+            max_segment_size=settings.max_segment_size,
+            keep=settings.keep,
+            archive_budget=settings.archive_budget,
+            compression_level=settings.compression_level,
+            acked_cursor=None if settings.archive_unacknowledged else CURSOR_NAME,
+            check_every=settings.check_every,
+        )
+        self.retention = Retention(elog, policy, self.clock)
+        self.retention.start()
 
     # --- building -------------------------------------------------------------------------
 

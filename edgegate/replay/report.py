@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo
 from edgegate import __version__
 from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns, ns_to_datetime
-from edgegate.log import StoredEvent, queries
-from edgegate.log.chain import GENESIS_HASH, ChainVerifier
+from edgegate.log import StoredEvent
+from edgegate.log.chain import ChainVerifier
 from edgegate.replay.cycles import Cycle, Step, group
 from edgegate.replay.incidents import Incidents, find_incidents
 from edgegate.replay.source import EventFilter, LogSource, Progress, Source
@@ -51,19 +51,20 @@ def _last_seq_before(source: Source, end_ns: int) -> int | None:
     no Python per row); None for central's copy, read to its end."""
     if not isinstance(source, LogSource):
         return None
-    return source.reader.read_with(lambda conn: queries.last_seq_before(conn, end_ns))
+    return source.reader.last_seq_before(end_ns)
 
 
 def read_and_verify(
     source: Source, flt: EventFilter, end_ns: int, *, progress: Progress | None = None
 ) -> tuple[list[StoredEvent], Verification]:
-    """The events ``flt`` admits, and the chain verified from seq 1 through the window's last
+    """The events ``flt`` admits, and the chain verified from seq 1 (or the anchor the last
+    archive ``[log.retention]`` removed left) through the window's last
     event, in one pass over the log: every event shown is proven linked to the start of the
     log (for a log file, with its append-only triggers). The events after the window are
     left to ``replay verify``: on a week's log, reading and hashing all of it would take
     longer than the report itself."""
     upto = _last_seq_before(source, end_ns)
-    verifier = ChainVerifier(source.gate_id, 0, GENESIS_HASH)
+    verifier = ChainVerifier(source.gate_id, *source.anchor())
     keep = flt.row_filter()
     fault = None
     out: list[StoredEvent] = []
@@ -90,7 +91,8 @@ def read_and_verify(
     elif missing:
         text = f"FAILED: append-only triggers missing: {', '.join(missing)}"
     else:
-        text = f"{whose}chain verified: {verifier.count} events, seq 1..{verifier.last_seq}"
+        first = verifier.last_seq - verifier.count + 1
+        text = f"{whose}chain verified: {verifier.count} events, seq {first}..{verifier.last_seq}"
         head = source.head()[0]
         if head > verifier.last_seq:
             text += (

@@ -235,6 +235,11 @@ class Source(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def anchor(self) -> tuple[int, bytes]:
+        """(seq, hash) the events chain from: (0, genesis), or for a gate's log whose oldest
+        archives ``[log.retention]`` removed, the last removed event."""
+        return 0, GENESIS_HASH
+
     def __enter__(self) -> Source:
         return self
 
@@ -307,6 +312,9 @@ class LogSource(Source):
 
     def last_started(self) -> StoredEvent | None:
         return self._guard(lambda: self.reader.last(DaemonStarted.TYPE))
+
+    def anchor(self) -> tuple[int, bytes]:
+        return self._guard(self.reader.anchor)
 
     def _guard(self, fn: Callable[[], T]) -> T:
         try:

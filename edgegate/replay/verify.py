@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
+from edgegate.log.chain import ChainFault, ChainVerifier, Row
 from edgegate.replay.source import LogSource, Progress, Source
 
 _FIELDS = (
@@ -91,7 +91,7 @@ def verify(
             report.gate_id, report.events, report.head_seq, report.fault, report.missing_triggers
         )
     # One pass over the log: the chain (as log.reader.verify) and the comparison.
-    verifier = ChainVerifier(log.gate_id, 0, GENESIS_HASH)
+    verifier = ChainVerifier(log.gate_id, *log.anchor())
     central_head = central.head()[0]
     theirs = _rows(central, central_head)
     pending = next(theirs, None)

@@ -85,8 +85,7 @@ from edgegate.core.events import (
     VehiclePassed,
     decode,
 )
-from edgegate.log import EventLog, LogError, queries
-from edgegate.log.eventlog import connect
+from edgegate.log import EventLog, LogError, LogReader
 from edgegate.observability import get_logger
 from edgegate.sync import signing
 from edgegate.sync.protocol import ProtocolError, SnapshotRequest
@@ -588,12 +587,9 @@ def _claimed(payload: bytes, *, command: bool = False) -> dict[str, str]:
 
 def _accepted_commands(path: Path, since_ns: int) -> list[tuple[str, int]]:
     """(command id, expiry ns) of the ``command.accepted`` events logged since ``since_ns``."""
-    conn = connect(path, readonly=True)
-    try:
-        start = queries.first_seq_since(conn, since_ns)
-        rows = list(queries.of_types(conn, (CommandAccepted.TYPE,), from_seq=start))
-    finally:
-        conn.close()
+    with LogReader(path, live=True) as reader:
+        start = reader.first_seq_since(since_ns)
+        rows = list(reader.of_types((CommandAccepted.TYPE,), from_seq=start))
     out: list[tuple[str, int]] = []
     for _, _, _, lane, version, data in rows:
         try:
@@ -619,13 +615,10 @@ class _Admission:
 def _admissions_since(path: Path, since_ns: int, version: int) -> list[_Admission]:
     """Entries admitted with an allow-list older than ``version``, logged from about
     ``since_ns`` (less ``CLOCK_MARGIN_NS``) to the head, not yet reported."""
-    conn = connect(path, readonly=True)
-    try:
-        start = queries.first_seq_since(conn, since_ns - CLOCK_MARGIN_NS)
+    with LogReader(path, live=True) as reader:
+        start = reader.first_seq_since(since_ns - CLOCK_MARGIN_NS)
         types = (_DECIDED, _PASSED, _COMMANDED, _REPORTED)
-        rows = list(queries.of_types(conn, types, from_seq=start))
-    finally:
-        conn.close()
+        rows = list(reader.of_types(types, from_seq=start))
     decided: dict[int, tuple[AccessDecided, int]] = {}
     opened: set[int] = set()  # decisions a barrier opened for, or a vehicle passed on
     reported: set[int] = set()

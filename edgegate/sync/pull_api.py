@@ -23,10 +23,12 @@ gives msgpack; nothing acceptable gives ``406``):
 
 No event after ``after`` is ``204 No Content`` in either encoding (an ``EventBatch`` holds at
 least one event). Every ``/v1`` answer past the token carries ``X-Edgegate-Gate`` (the gate
-id) and, when the log was read, ``X-Edgegate-Head`` (its last seq, read in the same snapshot
-as the rows). Errors are JSON ``{"error": "..."}`` naming what is wrong: 400 bad parameter,
+id) and, when the log was read, ``X-Edgegate-Head`` (its last seq, read after the rows: never
+below the last one). Errors are JSON ``{"error": "..."}`` naming what is wrong: 400 bad parameter,
 401 missing or wrong token (with ``WWW-Authenticate: Bearer``), 404 unknown path, 405 not
-GET, 406 no acceptable encoding, 413 a request body, 429 too many bad tokens from this
+GET, 406 no acceptable encoding, 410 ``after`` is below what the gate keeps (``[log.retention]``
+removed it; the body adds ``first_seq``, the first event kept), 413 a request body, 429 too
+many bad tokens from this
 address (with ``Retry-After``), 500 the log could not be read; the server adds its own
 (400, 408, 414, 431, 503, 505: see :mod:`edgegate.web.server`).
 
@@ -39,8 +41,8 @@ within ``auth_window``, that address gets 429 on every new connection, unread, f
 ``auth_pause``: the pause is per address, so a client sharing an address with an attacker
 (NAT) is paused with it.
 
-The log is read through its own read-only connection on one worker thread; the log is WAL,
-so reading never blocks the gate's writer.
+The log is read through its own ``LogReader`` (the active file, sealed segments and archives
+as one log) on one worker thread; the log is WAL, so reading never blocks the gate's writer.
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ from aiohttp import web
 from edgegate.clock import SystemClock
 from edgegate.core.clock import Clock
 from edgegate.log.chain import Row
-from edgegate.log.eventlog import GateMismatchError, LogError, connect, read_head
-from edgegate.log.queries import rows_after
+from edgegate.log.eventlog import GateMismatchError, LogError
+from edgegate.log.reader import LogGoneError, LogReader
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import (
     INT64_MAX,
@@ -312,7 +314,7 @@ class PullApi:
         self.gate_id = check_id(gate_id, "gate id")
         self._token = check_token(token).encode("ascii")
         self.limits = limits or PullLimits()
-        self._conn: sqlite3.Connection | None = None
+        self._reader: LogReader | None = None
         self._executor: ThreadPoolExecutor | None = None
         lim = self.limits
         self._throttle = AuthThrottle(
@@ -332,7 +334,7 @@ class PullApi:
             raise RuntimeError("pull API already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-api")
         try:
-            self._conn = await self._in_thread(self._open_log)
+            self._reader = await self._in_thread(self._open_log)
         except BaseException:
             await self._release()
             raise
@@ -361,53 +363,42 @@ class PullApi:
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        conn, self._conn = self._conn, None
+        conn, self._reader = self._reader, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=False)
 
-    def _open_log(self) -> sqlite3.Connection:
+    def _open_log(self) -> LogReader:
         if not self.log_path.exists():
             raise LogError(f"no log file at {self.log_path}")
-        try:
-            conn = connect(self.log_path, readonly=True)
-        except sqlite3.Error as exc:
-            raise LogError(f"cannot open {self.log_path} read-only: {exc}") from exc
-        try:
-            row = conn.execute("SELECT value FROM log_meta WHERE key = 'gate_id'").fetchone()
-        except sqlite3.Error as exc:
-            conn.close()
-            raise LogError(f"{self.log_path} is not an edgegate log: {exc}") from exc
-        if row is None or str(row[0]) != self.gate_id:
-            conn.close()
-            owner = "no gate" if row is None else f"gate {str(row[0])!r}"
-            raise GateMismatchError(f"{self.log_path} belongs to {owner}, not {self.gate_id!r}")
-        return conn
+        reader = LogReader(self.log_path, live=True)
+        if reader.gate_id != self.gate_id:
+            reader.close()
+            raise GateMismatchError(
+                f"{self.log_path} belongs to gate {reader.gate_id!r}, not {self.gate_id!r}"
+            )
+        return reader
 
     def _read_page(self, after: int, limit: int) -> tuple[int, bytes, list[Row]]:
-        """Head and up to ``limit`` contiguous rows after ``after``, in one read snapshot."""
-        conn = self._conn
-        if conn is None:
+        """Up to ``limit`` contiguous rows after ``after`` (across the log's segments and
+        archives), then the head (read after them: never below the last row).
+        ``LogGoneError`` if ``after + 1`` was removed by the retention."""
+        reader = self._reader
+        if reader is None:
             raise LogError("the pull API is closed")
         budget = self.limits.max_page_bytes
-        conn.execute("BEGIN")
-        try:
-            head_seq, head_hash = read_head(conn)
-            cur = rows_after(conn, after, limit)
-            rows: list[Row] = []
-            size = 0
-            for row in cur:
-                # Stop before a gap: a batch is contiguous; the next page starts at the gap,
-                # where central sees (and reports) it.
-                if rows and row[0] != rows[-1][0] + 1:
-                    break
-                size += len(row[7]) + _ROW_OVERHEAD
-                if rows and size > budget:
-                    break
-                rows.append(row)
-            cur.close()
-        finally:
-            conn.execute("COMMIT")
+        rows: list[Row] = []
+        size = 0
+        for row in reader.rows(after, limit):
+            # Stop before a gap: a batch is contiguous; the next page starts at the gap,
+            # where central sees (and reports) it.
+            if rows and row[0] != rows[-1][0] + 1:
+                break
+            size += len(row[7]) + _ROW_OVERHEAD
+            if rows and size > budget:
+                break
+            rows.append(row)
+        head_seq, head_hash = reader.head()
         return head_seq, head_hash, rows
 
     def _events_body(self, after: int, limit: int, media: str) -> tuple[int, list[Row], bytes]:
@@ -419,10 +410,10 @@ class PullApi:
         return head_seq, rows, encode_batch(EventBatch.of(self.gate_id, rows))
 
     def _head(self) -> tuple[int, bytes]:
-        conn = self._conn
-        if conn is None:
+        reader = self._reader
+        if reader is None:
             raise LogError("the pull API is closed")
-        return read_head(conn)
+        return reader.head()
 
     # -- admission ------------------------------------------------------------------------
 
@@ -559,6 +550,14 @@ class PullApi:
         limit = uint_param(params.get("limit", str(lim.default_limit)), "limit", 1, lim.max_limit)
         try:
             head_seq, rows, body = await self._in_thread(self._events_body, after, limit, media)
+        except LogGoneError as exc:
+            # Not an HttpError: the body names where the kept log starts, for the client.
+            message = f"{exc}: ask from after={exc.first_seq - 1}"
+            resp = web.json_response(
+                {"error": message, "first_seq": exc.first_seq}, status=410, dumps=json.dumps
+            )
+            _add(resp, gate)
+            return resp, 0
         except (sqlite3.Error, LogError, ProtocolError) as exc:
             raise HttpError(500, f"cannot read the log: {exc}") from exc
         headers = [*gate, (HEAD_HEADER, str(head_seq)), ("Vary", "Accept")]

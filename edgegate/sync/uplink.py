@@ -57,7 +57,6 @@ import contextlib
 import functools
 import math
 import random
-import sqlite3
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -72,8 +71,8 @@ from paho.mqtt.properties import Properties
 
 from edgegate.backoff import Backoff
 from edgegate.core.clock import Clock
-from edgegate.log.eventlog import EventLog, LogClosedError, connect
-from edgegate.log.queries import rows_after
+from edgegate.log.eventlog import EventLog, LogClosedError
+from edgegate.log.reader import LogReader
 from edgegate.mqtt.session import (
     Attempt,
     BrokerSettings,
@@ -303,7 +302,7 @@ class Uplink:
         self._synced = asyncio.Condition()
 
         self._read_lock = threading.Lock()
-        self._reader: sqlite3.Connection | None = None
+        self._reader: LogReader | None = None
 
         self._state_key: tuple[str, str] | None = None
         self._quiet_until: dict[str, float] = {}
@@ -829,12 +828,13 @@ class Uplink:
         last_seq)``, or None if the log has no event ``start`` yet."""
         opts = self.options
         with self._read_lock:
-            conn = self._reader
-            if conn is None:
-                conn = self._reader = connect(self._log.path, readonly=True)
-            # Blobs cast (ROW_COLUMNS): a row edited into text is sent as bytes, and central
-            # names its seq.
-            rows = rows_after(conn, start - 1, opts.batch_max_events).fetchall()
+            reader = self._reader
+            if reader is None:
+                reader = self._reader = LogReader(self._log.path, live=True)
+            # Across sealed segments (never archives: only what central acknowledged is
+            # archived). Blobs cast (ROW_COLUMNS): a row edited into text is sent as bytes,
+            # and central names its seq.
+            rows = reader.rows(start - 1, opts.batch_max_events)
         if not rows:
             return None
         if rows[0][0] != start:
