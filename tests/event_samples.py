@@ -242,14 +242,6 @@ def all_samples() -> list[ev.Event]:
         ev.ConsoleLogin(account="wang", role="guard", address="127.0.0.1"),
         ev.ConsoleLoginRefused(account="wang", address="127.0.0.1", reason="bad-credentials"),
         ev.ConsoleLogout(account="wang", address="127.0.0.1", reason="logout"),
-        ev.DaemonStarted(
-            software_version="0.1.0",
-            config_hash="cd" * 32,
-            config_path="/etc/edgegate/gate.toml",
-            pid=4242,
-            timezone="Asia/Shanghai",
-        ),
-        ev.DaemonStopped(reason=ev.StopReason.SIGNAL, detail="SIGTERM"),
         ev.LogSegmentSealed(
             first_seq=1,
             last_seq=150_000,
@@ -276,4 +268,12 @@ def all_samples() -> list[ev.Event]:
             budget=1_990_000_000,
             acknowledged=True,
         ),
+        ev.DaemonStarted(
+            software_version="0.1.0",
+            config_hash="cd" * 32,
+            config_path="/etc/edgegate/gate.toml",
+            pid=4242,
+            timezone="Asia/Shanghai",
+        ),
+        ev.DaemonStopped(reason=ev.StopReason.SIGNAL, detail="SIGTERM"),
     ]

@@ -12,11 +12,14 @@ import pytest
 
 from edgegate.core import events as ev
 from edgegate.core.clock import ManualClock
-from edgegate.log import EventLog, LogReader
+from edgegate.log import EventLog, LogReader, StoredEvent
 from edgegate.log.eventlog import connect
 from edgegate.log.reader import LogGoneError
 from edgegate.log.retention import Retention, RetentionPolicy
 from edgegate.log.segments import list_files, segments_dir
+from tests.config_cases import assert_reported
+from tests.config_cli import Runner
+from tests.test_config_sync import BASE, with_sync
 
 HOUR = 3600.0
 CURSOR = "sync.central"
@@ -54,7 +57,7 @@ async def elog(tmp_path: Path, day_clock: ManualClock) -> AsyncIterator[EventLog
 async def _append_day(elog: EventLog, clock: ManualClock, n: int = 50) -> list[int]:
     """``n`` events spread over the next 12 hours."""
     seqs = []
-    for i in range(n):
+    for _i in range(n):
         seqs.append(
             await elog.append(
                 ev.PlateRead(lane="in-1", plate="苏E12345", confidence=0.9, reader="cam", raw=b"x")
@@ -78,17 +81,11 @@ async def _ack(elog: EventLog, seq: int) -> None:
 def _types(path: Path, prefix: str = "log.") -> list[ev.Event]:
     with LogReader(path) as reader:
         return [
-            s.event()
+            StoredEvent(*row).event()
             for rows in reader.iter_rows()
-            for s in map(_stored, rows)
-            if s.type.startswith(prefix)
+            for row in rows
+            if row[4].startswith(prefix)
         ]
-
-
-def _stored(row: tuple[object, ...]):  # type: ignore[no-untyped-def]
-    from edgegate.log import StoredEvent
-
-    return StoredEvent(*row)
 
 
 def _active_rows(path: Path) -> tuple[int, int]:
@@ -159,7 +156,7 @@ async def test_only_what_central_acknowledged_is_archived_then_the_budget_remove
         await _ack(elog, 60)  # the first day and a bit of the second
         await retention.step()
         files = list_files(segments_dir(elog.path))
-        assert [(p.first, p.archived) for p in files][0] == (1, True)
+        assert next((p.first, p.archived) for p in files) == (1, True)
         assert [p.archived for p in files] == [True, False, False]
         await _ack(elog, elog.head[0])
         await retention.step()
@@ -213,3 +210,60 @@ async def test_the_active_file_refuses_deleting_unsealed_events(elog: EventLog) 
 
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         await elog.run_in_writer(delete)
+
+
+# ------------------------------------------------------------------------ configuration
+
+_RETENTION = """
+[log.retention]
+keep = "7d"
+archive_budget = "2GiB"
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        pytest.param(
+            BASE + _RETENTION,
+            "log.retention.archive_unacknowledged",
+            "this gate has no [sync]",
+            id="no-sync-must-say-so",
+        ),
+        pytest.param(
+            with_sync(append=_RETENTION + "archive_unacknowledged = true\n"),
+            "log.retention.archive_unacknowledged",
+            "only for a gate without [sync]",
+            id="sync-never-unacknowledged",
+        ),
+        pytest.param(
+            BASE + '\n[log.retention]\nkeep = "7d"\n',
+            "log.retention.archive_budget",
+            "required key is missing",
+            id="budget-required",
+        ),
+        pytest.param(
+            BASE + _RETENTION + 'archive_unacknowledged = true\nmax_segment_size = "10KiB"\n',
+            "log.retention.max_segment_size",
+            "must be between",
+            id="segment-too-small",
+        ),
+    ],
+)
+def test_retention_settings_are_checked(
+    text: str, key: str, fragment: str, tmp_path: Path, run_cli: Runner
+) -> None:
+    assert_reported(tmp_path / "gate.toml", text, key, fragment, run_cli)
+
+
+def test_check_config_shows_the_retention(tmp_path: Path, run_cli: Runner) -> None:
+    path = tmp_path / "gate.toml"
+    path.write_text(with_sync(append=_RETENTION), encoding="utf-8")
+    code, out, _ = run_cli(path)
+    assert code == 0
+    assert "segments by day or 1GiB, uncompressed for 7d" in out
+    assert "once central acknowledged them; oldest archives removed beyond 2GiB" in " ".join(
+        out.split()
+    )
+    path.write_text(BASE, encoding="utf-8")
+    assert "(none: one log file that grows without bound)" in run_cli(path)[1]

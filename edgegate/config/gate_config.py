@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
@@ -161,7 +161,11 @@ class GateConfig(StrictModel):
         """The validated model as JSON with sorted keys: what :meth:`config_hash` hashes."""
         # Sections added after hashes were pinned count only when present, so a file without
         # them keeps its hash.
-        absent = {name for name in _LATER_SECTIONS if getattr(self, name) is None}
+        absent: dict[str, Any] = {
+            name: True for name in _LATER_SECTIONS if getattr(self, name) is None
+        }
+        if self.log.retention is None:
+            absent["log"] = {"retention": True}
         return json.dumps(
             self.model_dump(mode="json", exclude=absent),
             sort_keys=True,
