@@ -17,6 +17,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from edgegate.log import EventLog
 from edgegate.log.chain import GENESIS_HASH, ChainVerifier, Row
 from edgegate.log.eventlog import GateMismatchError, LogError
 from edgegate.log.reader import LogReader
+from edgegate.log.retention import Retention, RetentionPolicy
 from edgegate.sync.protocol import decode_batch
 from edgegate.sync.pull_api import (
     AuthThrottle,
@@ -336,6 +338,50 @@ async def test_pages_link_up_and_their_rows_verify(
     assert after == head_seq
     assert pages == -(-head_seq // 4)
     assert verifier.count == head_seq
+
+
+async def test_pages_read_across_archives_and_410_below_what_is_kept(
+    server: PullApiServer, gate_log: EventLog
+) -> None:
+    """With [log.retention], the pages run across an archive (decompressed) into the active
+    file as one chain; once the archive is removed, asking below it is 410 naming the first
+    seq kept, and asking from there chains from the anchor the removal logged."""
+    sealed = gate_log.head[0]
+
+    async def retain(max_size: int, budget: int) -> list[str]:
+        # keep 0 and no acknowledgement cursor: archived as soon as sealed.
+        policy = RetentionPolicy("Asia/Shanghai", max_size, timedelta(0), budget, 3)
+        retention = Retention(gate_log, policy, ManualClock())
+        try:
+            return await retention.step()
+        finally:
+            await retention.aclose()
+
+    assert await retain(1, 1 << 30) == [
+        f"sealed {1:012d}-{sealed:012d}.db (size)",
+        f"deleted events 1..{sealed} from the active file",
+        f"archived {1:012d}-{sealed:012d}.db.zst",
+    ]
+    await _append(gate_log, 3)
+    verifier = ChainVerifier(GATE, 0, GENESIS_HASH)
+    after = 0
+    while (reply := await get(server, f"/v1/events?after={after}&limit=1000"))[0] == 200:
+        batch = decode_batch(reply[2])
+        assert verifier.feed(batch.events) is None
+        after = batch.to_seq
+    assert reply[0] == 204 and after == gate_log.head[0]
+
+    removed = await retain(1 << 30, 0)
+    assert removed == [f"removed {1:012d}-{sealed:012d}.db.zst"]
+    status, headers, body = await get(server, "/v1/events?after=0")
+    assert (status, json.loads(body)["first_seq"]) == (410, sealed + 1)
+    assert headers["X-Edgegate-Gate"] == GATE
+    assert "removed from this gate's disk" in _error(body)
+    status, _, body = await get(server, f"/v1/events?after={sealed}")
+    with LogReader(gate_log.path) as reader:
+        anchor = reader.anchor()
+    assert status == 200 and anchor[0] == sealed
+    assert ChainVerifier(GATE, *anchor).feed(decode_batch(body).events) is None
 
 
 async def test_ndjson_carries_the_same_rows_as_msgpack(server: PullApiServer) -> None:

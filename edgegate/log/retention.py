@@ -165,7 +165,9 @@ class Retention:
                 done.append(line)
             self._recovered = True
         done += await self._delete_sealed()
-        while (plan := await self._in_thread(self._plan_seal)) is not None:
+        # Never beyond the head as it was: the retention's own events wait for the next step.
+        head = self.log.head[0]
+        while (plan := await self._in_thread(partial(self._plan_seal, head))) is not None:
             done.append(await self._seal(plan))
             done += await self._delete_sealed()
         done += await self._archive_due()
@@ -182,10 +184,16 @@ class Retention:
         end = datetime.combine(local.date() + timedelta(days=1), time(), tzinfo=self._zone)
         return int(end.timestamp()) * 1_000_000_000
 
-    def _plan_seal(self) -> _SealPlan | None:
+    def _plan_seal(self, head: int) -> _SealPlan | None:
+        """The next range to seal, up to ``head``: the first unsealed event's day once the
+        log has moved on past it (its newest event is of a later day: the log's own clock
+        decides, so a clock stepped back seals nothing early), else everything once the
+        unsealed events reach ``max_segment_size``."""
         conn = self._reader()
         marks = segments.read_marks(conn)
         first = marks.sealed_through + 1
+        if first > head:
+            return None
         row = conn.execute(
             "SELECT wall_ns, CAST(prev_hash AS BLOB) FROM events WHERE seq = ?", (first,)
         ).fetchone()
@@ -193,9 +201,12 @@ class Retention:
             return None
         first_wall, prev_hash = int(row[0]), bytes(row[1])
         day_end = self._day_end_ns(first_wall)
-        if self._clock.wall_ns() >= day_end:
+        newest = conn.execute("SELECT wall_ns FROM events WHERE seq = ?", (head,)).fetchone()
+        last: int | None
+        if newest is not None and newest[0] >= day_end:
             last = conn.execute(
-                "SELECT MAX(seq) FROM events WHERE seq >= ? AND wall_ns < ?", (first, day_end)
+                "SELECT MAX(seq) FROM events WHERE seq BETWEEN ? AND ? AND wall_ns < ?",
+                (first, head, day_end),
             ).fetchone()[0]
             reason = "day"
         else:
@@ -203,6 +214,7 @@ class Retention:
             reason = "size"
         if last is None:
             return None
+        last = min(last, head)
         tail = conn.execute(
             "SELECT CAST(hash AS BLOB), wall_ns FROM events WHERE seq = ?", (last,)
         ).fetchone()
