@@ -321,8 +321,8 @@ class Retention:
         due: list[tuple[Part, bool]] = []
         waiting = 0
         for part in segments.kept_parts(segments.segments_dir(self.log.path), marks):
-            if part.archived:
-                continue
+            if part.archived or part.last <= marks.archived_through:
+                continue  # (a segment file whose archiving was logged: recovery removes it)
             if ages.get(part.first, 0) > cutoff:
                 break
             if acked is not None and part.last > acked:
@@ -345,6 +345,8 @@ class Retention:
             )
 
             def mark(conn: sqlite3.Connection, _seq: int, last: int = part.last) -> None:
+                if segments.read_marks(conn).archived_through >= last:
+                    raise LogError(f"events up to {last} are archived already")
                 segments.write_marks(conn, archived_through=last)
 
             size = part.size()
@@ -405,6 +407,8 @@ class Retention:
             def mark(
                 conn: sqlite3.Connection, _seq: int, p: Part = part, h: bytes = last_hash
             ) -> None:
+                if segments.read_marks(conn).removed_through >= p.last:
+                    raise LogError(f"events up to {p.last} are removed already")
                 segments.write_marks(conn, removed_through=p.last, removed_hash=h)
 
             # Logged before the file goes: evidence never vanishes without its event.
