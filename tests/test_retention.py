@@ -4,13 +4,16 @@ removal over the budget, and reading the whole kept log as one (real files, a ma
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from edgegate.config import parse_config
 from edgegate.core import events as ev
+from edgegate.core.domain import Direction
 from edgegate.core.clock import ManualClock
 from edgegate.log import EventLog, LogReader, StoredEvent
 from edgegate.log.eventlog import connect
@@ -19,6 +22,8 @@ from edgegate.log.retention import Retention, RetentionPolicy
 from edgegate.log.segments import list_files, segments_dir
 from tests.config_cases import assert_reported
 from tests.config_cli import Runner
+from tests.eventually import eventually
+from tests.gate_harness import ALLOWED, RunningGate, gate_toml, lane, sim_plc, sim_reader
 from tests.test_config_sync import BASE, with_sync
 
 HOUR = 3600.0
@@ -269,3 +274,48 @@ def test_check_config_shows_the_retention(tmp_path: Path, run_cli: Runner) -> No
     )
     path.write_text(BASE, encoding="utf-8")
     assert "(none: one log file that grows without bound)" in run_cli(path)[1]
+
+
+# ------------------------------------------------------------------------------ the daemon
+
+
+async def test_a_restarted_gate_rebuilds_from_archives_and_keeps_rolling_over(
+    tmp_path: Path,
+) -> None:
+    """The daemon's start-up scans read across archives: a hold and a vehicle inside logged
+    three days ago, now in an archive, are held again and inside again; and the daemon runs
+    its own retention ([log.retention] of a gate without [sync]), whose log verifies."""
+    path = tmp_path / "gate.db"
+    then = ManualClock(wall_ns=time.time_ns() - 3 * 86_400 * 10**9)
+    async with await EventLog.open(path, gate_id="e2e-gate", clock=then) as old:
+        await old.append(
+            ev.ManualAction(
+                lane="l1", action=ev.ManualActionKind.OPEN, operator="guard:li", reason="escort"
+            )
+        )
+        await old.append(
+            ev.VehiclePassed(lane="l1", plate=ALLOWED, direction=Direction.ENTRY, category=None)
+        )
+        then.advance(86_400)  # a day later: the log moved past the first day
+        await old.append(ev.DaemonStopped(reason=ev.StopReason.SIGNAL))
+        retention = Retention(old, _policy(keep=timedelta(0), acked_cursor=None), then)
+        try:
+            await retention.step()
+        finally:
+            await retention.aclose()
+    assert [p.archived for p in list_files(segments_dir(path))] == [True]
+    text = gate_toml(
+        path, {"plc": sim_plc(), "cam": sim_reader()}, [lane("l1", "entry", "cam", "plc")]
+    )
+    text += '\n[log.retention]\narchive_budget = "1GiB"\narchive_unacknowledged = true\n'
+    config = parse_config(text, source="<e2e>", base_dir=tmp_path)
+    async with RunningGate(config) as g:
+        started = g.log.of(ev.DaemonStarted)[-1]
+        restored = await g.log.wait_for(ev.ManualAction, lane="l1", after=started.seq)
+        assert restored.event.operator == "guard:li" and "held since seq 1" in restored.event.reason
+        assert ALLOWED in g.gate.presence
+        assert g.gate.retention is not None
+        # The day the old log ended is sealed by the running gate (its events are older).
+        await eventually(
+            lambda: len(list_files(segments_dir(path))) == 2, "the daemon sealed the old day"
+        )
