@@ -13,8 +13,8 @@ import pytest
 
 from edgegate.config import parse_config
 from edgegate.core import events as ev
-from edgegate.core.domain import Direction
 from edgegate.core.clock import ManualClock
+from edgegate.core.domain import Direction
 from edgegate.log import EventLog, LogReader, StoredEvent
 from edgegate.log.eventlog import connect
 from edgegate.log.reader import LogGoneError
