@@ -19,7 +19,7 @@ from edgegate.log import EventLog, LogReader, StoredEvent
 from edgegate.log.eventlog import connect
 from edgegate.log.reader import LogGoneError
 from edgegate.log.retention import Retention, RetentionPolicy
-from edgegate.log.segments import list_files, segments_dir
+from edgegate.log.segments import SegmentError, check_copy, list_files, segments_dir, write_segment
 from tests.config_cases import assert_reported
 from tests.config_cli import Runner
 from tests.eventually import eventually
@@ -319,3 +319,26 @@ async def test_a_restarted_gate_rebuilds_from_archives_and_keeps_rolling_over(
         await eventually(
             lambda: len(list_files(segments_dir(path))) == 2, "the daemon sealed the old day"
         )
+
+
+async def test_a_segment_that_is_not_the_log_s_copy_is_refused(
+    elog: EventLog, day_clock: ManualClock
+) -> None:
+    await _append_day(elog, day_clock, 5)
+    with LogReader(elog.path) as reader:
+        rows = [r for batch in reader.iter_rows() for r in batch]
+    part = write_segment(elog.path, elog.gate_id, 1, 5, rows[0][8], rows[4][9])
+    conn = sqlite3.connect(part.path, isolation_level=None)
+    conn.execute("ATTACH DATABASE ? AS src", (str(elog.path),))
+    try:
+        check_copy(conn, part.name, 1, 5, rows[0][8], rows[4][9])  # sound
+        with pytest.raises(SegmentError, match=r"holds 5 events 1\.\.5, not 1\.\.6"):
+            check_copy(conn, part.name, 1, 6, rows[0][8], rows[4][9])
+        with pytest.raises(SegmentError, match="does not chain from the sealed log"):
+            check_copy(conn, part.name, 1, 5, b"\x01" * 32, rows[4][9])
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute("UPDATE events SET data = x'00' WHERE seq = 3")
+        with pytest.raises(SegmentError, match="seq 3 differs from the log's"):
+            check_copy(conn, part.name, 1, 5, rows[0][8], rows[4][9])
+    finally:
+        conn.close()
