@@ -62,6 +62,7 @@ def _chunk_sizes(conn: sqlite3.Connection) -> tuple[int, ...]:
 
 
 _CHECKPOINT_PAUSE = 0.2
+_WAL_LIMIT = 64 * 1024 * 1024
 
 _INSERT_N: dict[int, str] = {}
 
@@ -385,6 +386,9 @@ class EventLog:
             # commit that crosses the WAL's threshold would copy the whole WAL into the file
             # and fsync it while every producer waits.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+            # The WAL keeps its largest size unless limited: after a burst (a sealed day's
+            # rows deleted) it is cut back to this when it restarts.
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
             self.gate_id = prepare(conn, self.gate_id)
             self.first_kept_seq = read_marks(conn).first_kept
             self._seq, self._prev = read_head(conn)
