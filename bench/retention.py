@@ -238,6 +238,7 @@ def main() -> int:
         for db in (rolled, plain):
             db.parent.mkdir()
             shutil.copyfile(week, db)
+        os.sync()  # the copies' dirty pages would otherwise stall the lanes' fsyncs
         log_mb = week.stat().st_size / MB
         run = asyncio.run(with_retention(rolled, args.lanes, args.rate))
         base = asyncio.run(without_retention(plain, args.lanes, args.rate, run["retention_s"]))

@@ -38,6 +38,7 @@ POLICY = RetentionPolicy(
     acked_cursor=None,
     check_every=timedelta(milliseconds=20),
     delete_chunk=20,
+    delete_pause=0.0,
 )
 
 
