@@ -263,7 +263,11 @@ class LogReader:
 
     def _parts(self, *, refresh: bool = False) -> list[Part]:
         if refresh or self._parts_cache is None:
-            self._parts_cache = segments.kept_parts(self._dir, self.marks())
+            self._parts_cache = parts = segments.kept_parts(self._dir, self.marks())
+            # A file archived or removed since: its connection would keep it on the disk.
+            paths = {p.path for p in parts}
+            for path in [p for p in self._part_conns if p not in paths]:
+                self._part_conns.pop(path).close()
         return self._parts_cache
 
     def _covered_now(self, seq: int) -> bool:
