@@ -17,8 +17,13 @@ from edgegate.log import EventLog
 
 async def main(path: str, producers: int) -> None:
     log = await EventLog.open(path, gate_id="crash-gate")
-    out = sys.stdout
     print("ready", flush=True)
+    await append_forever(log, producers)
+
+
+async def append_forever(log: EventLog, producers: int) -> None:
+    """``producers`` tasks append plate reads for ever, printing each seq once durable."""
+    out = sys.stdout
 
     async def produce(k: int) -> None:
         i = 0

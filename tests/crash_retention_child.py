@@ -24,10 +24,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from edgegate.core import events as ev
 from edgegate.log import EventLog, segments
 from edgegate.log import retention as retention_mod
 from edgegate.log.retention import Retention, RetentionPolicy
+from tests.crash_child import append_forever
 
 POLICY = RetentionPolicy(
     timezone="Asia/Shanghai",
@@ -107,25 +107,8 @@ async def main(path: str, point: str, nth: int) -> None:
     log = await EventLog.open(path, gate_id="crash-gate")
     retention = Retention(log, POLICY, log._clock)
     retention.start()
-    out = sys.stdout
     print("ready", flush=True)
-
-    async def produce(k: int) -> None:
-        i = 0
-        while True:
-            event = ev.PlateRead(
-                lane=f"in-{k}",
-                plate="苏E12345",
-                confidence=0.9,
-                reader=f"cam-{k}",
-                raw=os.urandom(64 + i % 200),
-            )
-            seq = await log.append(event)
-            out.write(f"{seq}\n")
-            out.flush()
-            i += 1
-
-    await asyncio.gather(*(produce(k) for k in range(4)))
+    await append_forever(log, 4)
 
 
 if __name__ == "__main__":

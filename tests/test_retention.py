@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -48,25 +47,17 @@ def _policy(**overrides: object) -> RetentionPolicy:
 
 
 @pytest.fixture
-def day_clock() -> ManualClock:
-    return ManualClock(wall_ns=MIDNIGHT_NS + 6 * 3600 * 10**9)  # 06:00 on a gate's day
+def clock() -> ManualClock:
+    """The log's clock (conftest's ``event_log`` uses it): 06:00 on a gate's day."""
+    return ManualClock(wall_ns=MIDNIGHT_NS + 6 * 3600 * 10**9)
 
 
-@pytest.fixture
-async def elog(tmp_path: Path, day_clock: ManualClock) -> AsyncIterator[EventLog]:
-    log = await EventLog.open(tmp_path / "gate.db", gate_id="ret-gate", clock=day_clock)
-    try:
-        yield log
-    finally:
-        await log.aclose()
-
-
-async def _append_day(elog: EventLog, clock: ManualClock, n: int = 50) -> list[int]:
+async def _append_day(event_log: EventLog, clock: ManualClock, n: int = 50) -> list[int]:
     """``n`` events spread over the next 12 hours."""
     seqs = []
     for _i in range(n):
         seqs.append(
-            await elog.append(
+            await event_log.append(
                 ev.PlateRead(lane="in-1", plate="苏E12345", confidence=0.9, reader="cam", raw=b"x")
             )
         )
@@ -74,7 +65,7 @@ async def _append_day(elog: EventLog, clock: ManualClock, n: int = 50) -> list[i
     return seqs
 
 
-async def _ack(elog: EventLog, seq: int) -> None:
+async def _ack(event_log: EventLog, seq: int) -> None:
     def write(conn: sqlite3.Connection) -> None:
         conn.execute(
             "INSERT INTO projection_position (name, seq) VALUES (?, ?) "
@@ -82,7 +73,7 @@ async def _ack(elog: EventLog, seq: int) -> None:
             (CURSOR, seq),
         )
 
-    await elog.run_in_writer(write)
+    await event_log.run_in_writer(write)
 
 
 def _types(path: Path, prefix: str = "log.") -> list[ev.Event]:
@@ -104,31 +95,33 @@ def _active_rows(path: Path) -> tuple[int, int]:
 
 
 async def test_a_day_rolls_over_into_a_verified_segment_and_reads_as_one_log(
-    elog: EventLog, day_clock: ManualClock
+    event_log: EventLog, clock: ManualClock
 ) -> None:
-    retention = Retention(elog, _policy(), day_clock)
+    retention = Retention(event_log, _policy(), clock)
     try:
-        first_day = await _append_day(elog, day_clock)
+        first_day = await _append_day(event_log, clock)
         assert await retention.step() == []  # the day has not ended
-        day_clock.advance(8 * HOUR)  # the next day, 02:00
+        clock.advance(8 * HOUR)  # the next day, 02:00
         assert await retention.step() == []  # and no event of the next day yet
-        second = await _append_day(elog, day_clock, 5)
+        second = await _append_day(event_log, clock, 5)
         done = await retention.step()
     finally:
         await retention.aclose()
     assert done[0] == "sealed 000000000001-000000000050.db (day)"
-    sealed = [e for e in _types(elog.path) if isinstance(e, ev.LogSegmentSealed)]
+    sealed = [e for e in _types(event_log.path) if isinstance(e, ev.LogSegmentSealed)]
     assert [(e.first_seq, e.last_seq, e.reason) for e in sealed] == [(1, 50, "day")]
-    lowest, head = _active_rows(elog.path)
-    assert lowest == second[0] and head == elog.head[0]  # the sealed rows left the active file
-    with LogReader(elog.path) as reader:
+    lowest, head = _active_rows(event_log.path)
+    assert lowest == second[0] and head == event_log.head[0]  # the sealed rows left the active file
+    with LogReader(event_log.path) as reader:
         report = reader.verify()
-        assert report.ok and report.events == elog.head[0] and report.first_seq == 1
+        assert report.ok and report.events == event_log.head[0] and report.first_seq == 1
         assert [s.seq for s in reader.read(after=48, limit=10)] == [49, 50]  # a part ends
         assert [s.seq for s in reader.read(after=50, limit=3)] == second[:3]
-        assert [s.seq for s in reader.tail(3)] == list(range(elog.head[0] - 2, elog.head[0] + 1))
-        assert len(reader.tail(1000)) == elog.head[0]
-        assert reader.count() == elog.head[0]
+        assert [s.seq for s in reader.tail(3)] == list(
+            range(event_log.head[0] - 2, event_log.head[0] + 1)
+        )
+        assert len(reader.tail(1000)) == event_log.head[0]
+        assert reader.count() == event_log.head[0]
         assert [r[0] for r in reader.of_types(("plate.read",))] == first_day + second
         assert reader.last_seq_before(MIDNIGHT_NS + 24 * 3600 * 10**9) == 50
         assert reader.first_seq_since(MIDNIGHT_NS + 24 * 3600 * 10**9) == 51
@@ -137,58 +130,58 @@ async def test_a_day_rolls_over_into_a_verified_segment_and_reads_as_one_log(
         assert last_read is not None and last_read.seq == second[-1]
 
 
-async def test_size_rolls_over_before_the_day_ends(elog: EventLog, day_clock: ManualClock) -> None:
-    retention = Retention(elog, _policy(max_segment_size=20 * 170), day_clock)
+async def test_size_rolls_over_before_the_day_ends(event_log: EventLog, clock: ManualClock) -> None:
+    retention = Retention(event_log, _policy(max_segment_size=20 * 170), clock)
     try:
-        await _append_day(elog, day_clock, 30)
+        await _append_day(event_log, clock, 30)
         done = await retention.step()
     finally:
         await retention.aclose()
     assert done and done[0].endswith("(size)")
-    with LogReader(elog.path) as reader:
+    with LogReader(event_log.path) as reader:
         assert reader.verify().ok
 
 
 async def test_only_what_central_acknowledged_is_archived_then_the_budget_removes_the_oldest(
-    elog: EventLog, day_clock: ManualClock
+    event_log: EventLog, clock: ManualClock
 ) -> None:
-    retention = Retention(elog, _policy(keep=timedelta(hours=1)), day_clock)
+    retention = Retention(event_log, _policy(keep=timedelta(hours=1)), clock)
     try:
         for _ in range(4):  # four days, each sealed once the next one's events come
-            await _append_day(elog, day_clock)
-            day_clock.advance(12 * HOUR)
+            await _append_day(event_log, clock)
+            clock.advance(12 * HOUR)
             await retention.step()
-        files = list_files(segments_dir(elog.path))
+        files = list_files(segments_dir(event_log.path))
         assert [p.archived for p in files] == [False, False, False]  # nothing acknowledged
         assert retention.state.waiting_for_central == 3
-        await _ack(elog, 60)  # the first day and a bit of the second
+        await _ack(event_log, 60)  # the first day and a bit of the second
         await retention.step()
-        files = list_files(segments_dir(elog.path))
+        files = list_files(segments_dir(event_log.path))
         assert (files[0].first, files[0].archived) == (1, True)
         assert not any(p.archived for p in files[1:])  # [51..] waits for its acknowledgement
-        await _ack(elog, elog.head[0])
+        await _ack(event_log, event_log.head[0])
         await retention.step()
-        assert all(p.archived for p in list_files(segments_dir(elog.path)))
-        with LogReader(elog.path) as reader:
+        assert all(p.archived for p in list_files(segments_dir(event_log.path)))
+        with LogReader(event_log.path) as reader:
             assert reader.verify().ok  # archives decompressed and chained
             assert [s.seq for s in reader.read(after=0, limit=5)] == [1, 2, 3, 4, 5]
         # A budget of two archives' worth: the oldest goes, logged first with its anchor.
-        sizes = [p.size() for p in list_files(segments_dir(elog.path))]
+        sizes = [p.size() for p in list_files(segments_dir(event_log.path))]
         await retention.aclose()
         retention = Retention(
-            elog, _policy(keep=timedelta(hours=1), archive_budget=sum(sizes[1:])), day_clock
+            event_log, _policy(keep=timedelta(hours=1), archive_budget=sum(sizes[1:])), clock
         )
         done = await retention.step()
     finally:
         await retention.aclose()
     assert done == ["removed 000000000001-000000000050.db.zst"]
-    removed = [e for e in _types(elog.path) if isinstance(e, ev.LogArchiveRemoved)]
+    removed = [e for e in _types(event_log.path) if isinstance(e, ev.LogArchiveRemoved)]
     assert [(e.first_seq, e.last_seq) for e in removed] == [(1, 50)]
-    assert elog.first_kept_seq == 51
-    with LogReader(elog.path) as reader:
+    assert event_log.first_kept_seq == 51
+    with LogReader(event_log.path) as reader:
         report = reader.verify()
         assert report.ok and report.first_seq == 51
-        assert report.events == elog.head[0] - 50
+        assert report.events == event_log.head[0] - 50
         assert reader.anchor()[1].hex() == removed[0].last_hash
         with pytest.raises(LogGoneError) as gone:
             reader.rows(after=10, limit=5)
@@ -197,28 +190,28 @@ async def test_only_what_central_acknowledged_is_archived_then_the_budget_remove
 
 
 async def test_without_an_acknowledgement_cursor_segments_are_archived_and_say_so(
-    elog: EventLog, day_clock: ManualClock
+    event_log: EventLog, clock: ManualClock
 ) -> None:
-    retention = Retention(elog, _policy(keep=timedelta(0), acked_cursor=None), day_clock)
+    retention = Retention(event_log, _policy(keep=timedelta(0), acked_cursor=None), clock)
     try:
-        await _append_day(elog, day_clock)
-        day_clock.advance(12 * HOUR)
-        await _append_day(elog, day_clock, 1)
+        await _append_day(event_log, clock)
+        clock.advance(12 * HOUR)
+        await _append_day(event_log, clock, 1)
         await retention.step()
     finally:
         await retention.aclose()
-    archived = [e for e in _types(elog.path) if isinstance(e, ev.LogSegmentArchived)]
+    archived = [e for e in _types(event_log.path) if isinstance(e, ev.LogSegmentArchived)]
     assert [(e.first_seq, e.acknowledged) for e in archived] == [(1, False)]
 
 
-async def test_the_active_file_refuses_deleting_unsealed_events(elog: EventLog) -> None:
-    await elog.append(ev.DaemonStopped(reason=ev.StopReason.SIGNAL))
+async def test_the_active_file_refuses_deleting_unsealed_events(event_log: EventLog) -> None:
+    await event_log.append(ev.DaemonStopped(reason=ev.StopReason.SIGNAL))
 
     def delete(conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM events WHERE seq = 1")
 
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        await elog.run_in_writer(delete)
+        await event_log.run_in_writer(delete)
 
 
 # ------------------------------------------------------------------------ configuration
@@ -324,14 +317,14 @@ async def test_a_restarted_gate_rebuilds_from_archives_and_keeps_rolling_over(
 
 
 async def test_a_segment_that_is_not_the_log_s_copy_is_refused(
-    elog: EventLog, day_clock: ManualClock
+    event_log: EventLog, clock: ManualClock
 ) -> None:
-    await _append_day(elog, day_clock, 5)
-    with LogReader(elog.path) as reader:
+    await _append_day(event_log, clock, 5)
+    with LogReader(event_log.path) as reader:
         rows = [r for batch in reader.iter_rows() for r in batch]
-    part = write_segment(elog.path, elog.gate_id, 1, 5, rows[0][8], rows[4][9])
+    part = write_segment(event_log.path, event_log.gate_id, 1, 5, rows[0][8], rows[4][9])
     conn = sqlite3.connect(part.path, isolation_level=None)
-    conn.execute("ATTACH DATABASE ? AS src", (str(elog.path),))
+    conn.execute("ATTACH DATABASE ? AS src", (str(event_log.path),))
     try:
         check_copy(conn, part.name, 1, 5, rows[0][8], rows[4][9])  # sound
         with pytest.raises(SegmentError, match=r"holds 5 events 1\.\.5, not 1\.\.6"):
@@ -347,21 +340,21 @@ async def test_a_segment_that_is_not_the_log_s_copy_is_refused(
 
 
 async def test_log_verify_and_tail_read_across_segments_archives_and_the_anchor(
-    elog: EventLog, day_clock: ManualClock, capsys: pytest.CaptureFixture[str]
+    event_log: EventLog, clock: ManualClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    retention = Retention(elog, _policy(keep=timedelta(0), acked_cursor=None), day_clock)
+    retention = Retention(event_log, _policy(keep=timedelta(0), acked_cursor=None), clock)
     try:
         for _ in range(3):  # two days sealed and archived, the third sealed on the way
-            await _append_day(elog, day_clock)
-            day_clock.advance(12 * HOUR)
+            await _append_day(event_log, clock)
+            clock.advance(12 * HOUR)
             await retention.step()
     finally:
         await retention.aclose()
-    usage = elog.disk_usage()
+    usage = event_log.disk_usage()
     assert usage.archives > 0 and usage.active > 0
     assert usage.total == usage.active + usage.segments + usage.archives
-    head = elog.head[0]
-    db = str(elog.path)
+    head = event_log.head[0]
+    db = str(event_log.path)
     assert main(["log", "verify", db]) == 0
     assert f"{head} events, seq 1..{head}, chain verified\n" in capsys.readouterr().out
     assert main(["log", "tail", db, "-n", str(head), "--json"]) == 0
@@ -369,27 +362,27 @@ async def test_log_verify_and_tail_read_across_segments_archives_and_the_anchor(
         range(1, head + 1)
     )
     removal = Retention(
-        elog, _policy(keep=timedelta(0), acked_cursor=None, archive_budget=0), day_clock
+        event_log, _policy(keep=timedelta(0), acked_cursor=None, archive_budget=0), clock
     )
     try:
         await removal.step()
     finally:
         await removal.aclose()
-    first = elog.first_kept_seq
+    first = event_log.first_kept_seq
     assert first > 1
     assert main(["log", "verify", db]) == 0
     out = capsys.readouterr().out
-    assert f"seq {first}..{elog.head[0]}, chain verified (chained from the anchor" in out
+    assert f"seq {first}..{event_log.head[0]}, chain verified (chained from the anchor" in out
     # An archive deleted by hand (not by the retention) is a gap that verify names.
-    await _append_day(elog, day_clock)
-    day_clock.advance(12 * HOUR)
-    await _append_day(elog, day_clock, 1)
-    retention = Retention(elog, _policy(keep=timedelta(0), acked_cursor=None), day_clock)
+    await _append_day(event_log, clock)
+    clock.advance(12 * HOUR)
+    await _append_day(event_log, clock, 1)
+    retention = Retention(event_log, _policy(keep=timedelta(0), acked_cursor=None), clock)
     try:
         await retention.step()
     finally:
         await retention.aclose()
-    [archive] = list_files(segments_dir(elog.path))
+    [archive] = list_files(segments_dir(event_log.path))
     archive.path.unlink()
     assert main(["log", "verify", db]) == 1
     assert f"first bad seq {archive.first}: gap" in capsys.readouterr().out

@@ -37,25 +37,9 @@ _COPY_ROWS = 10_000  # rows per chunk of a segment's copy (a few MB)
 _FLUSH_BYTES = 4 << 20  # archive bytes between fsyncs
 _PAUSE = 0.005  # between chunks: the lanes' commits get the disk and the CPU first
 
-SEGMENT_SCHEMA = """
-CREATE TABLE log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE events (
-    seq INTEGER PRIMARY KEY,
-    wall_ns INTEGER NOT NULL,
-    mono_ns INTEGER NOT NULL,
-    boot_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    lane TEXT,
-    version INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    prev_hash BLOB NOT NULL,
-    hash BLOB NOT NULL
-);
-CREATE TRIGGER events_no_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
-CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
-"""
+SEGMENT_TABLES = ("log_meta", "events", "events_no_update", "events_no_delete")
+"""What a segment file holds of the log's schema, created from the log's own definitions
+(``sqlite_master``): the same columns and the same append-only triggers."""
 
 
 class SegmentError(RuntimeError):
@@ -221,8 +205,13 @@ def write_segment(
         try:
             conn.execute("PRAGMA journal_mode = OFF")  # a new file: all or nothing anyway
             conn.execute("PRAGMA synchronous = OFF")  # fsynced by chunks, and whole at the end
-            conn.executescript(SEGMENT_SCHEMA)
             conn.execute("ATTACH DATABASE ? AS src", (f"{db.absolute().as_uri()}?mode=ro",))
+            marks = ", ".join("?" * len(SEGMENT_TABLES))
+            for (sql,) in conn.execute(
+                f"SELECT sql FROM src.sqlite_master WHERE name IN ({marks}) ORDER BY type",
+                SEGMENT_TABLES,
+            ).fetchall():
+                conn.execute(sql)  # tables first ("table" < "trigger"), into the segment
             conn.execute(
                 "INSERT INTO log_meta (key, value) VALUES ('gate_id', ?), ('first_seq', ?),"
                 " ('last_seq', ?)",
