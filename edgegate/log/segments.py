@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import zstandard
-
 from edgegate.log.chain import GENESIS_HASH
 from edgegate.log.queries import ROW_COLUMNS
 
@@ -304,6 +302,8 @@ def archive_segment(part: Part, level: int) -> Part:
     tmp = final.with_name(final.name + ".tmp")
     tmp.unlink(missing_ok=True)
     try:
+        import zstandard  # here: a gate without [log.retention] never loads it
+
         # One thread: archiving must leave the other core to the lanes.
         compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
         with (
@@ -336,6 +336,8 @@ def archive_segment(part: Part, level: int) -> Part:
 def decompress(part: Part, into: Path) -> Path:
     """The archive ``part`` decompressed into the folder ``into`` (a reader's temporary
     folder); ``SegmentError`` if it is damaged."""
+    import zstandard
+
     target = into / part.path.name.removesuffix(".zst")
     try:
         with open(part.path, "rb") as src, open(target, "wb") as dst:
