@@ -386,3 +386,35 @@ async def test_log_verify_and_tail_read_across_segments_archives_and_the_anchor(
     archive.path.unlink()
     assert main(["log", "verify", db]) == 1
     assert f"first bad seq {archive.first}: gap" in capsys.readouterr().out
+
+
+async def test_a_reader_open_across_a_seal_follows_the_rows_into_the_segment(
+    event_log: EventLog, clock: ManualClock
+) -> None:
+    """A long-lived reader (the uplink's, the pull API's) listed no segment; the rows it asks
+    for next left the active file meanwhile: it finds them in the new segment. A segment
+    emptied by hand is a gap verify names, not a reader going round in circles."""
+    await _append_day(event_log, clock)
+    clock.advance(12 * HOUR)
+    await _append_day(event_log, clock, 3)
+    with LogReader(event_log.path, live=True) as reader:
+        assert [s.seq for s in reader.read(after=0, limit=5)] == [1, 2, 3, 4, 5]
+        retention = Retention(event_log, _policy(), clock)
+        try:
+            assert (await retention.step())[0].startswith("sealed 000000000001-000000000050")
+        finally:
+            await retention.aclose()
+        assert [s.seq for s in reader.read(after=5, limit=3)] == [6, 7, 8]
+        assert [r[0] for r in reader.rows(48, 10)] == [49, 50]
+        assert [r[0] for r in reader.rows(50, 2)] == [51, 52]
+    [segment] = list_files(segments_dir(event_log.path))
+    conn = sqlite3.connect(segment.path, isolation_level=None)
+    try:
+        conn.execute("DROP TRIGGER events_no_delete")
+        conn.execute("DELETE FROM events WHERE seq > 20")
+    finally:
+        conn.close()
+    with LogReader(event_log.path) as reader:
+        report = reader.verify()
+    assert report.fault is not None and report.fault.seq == 21
+    assert report.fault.problem.startswith("gap")

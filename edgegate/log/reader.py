@@ -270,9 +270,10 @@ class LogReader:
                 self._part_conns.pop(path).close()
         return self._parts_cache
 
-    def _covered_now(self, seq: int) -> bool:
-        """Whether a part holds ``seq`` once the parts are listed afresh (sealed meanwhile)."""
-        return any(p.first <= seq <= p.last for p in self._parts(refresh=True))
+    def _covered_now(self, seq: int, done: int) -> bool:
+        """Whether a part not read yet (ending after ``done``) holds ``seq`` once the parts
+        are listed afresh: sealed, and deleted from the active file, meanwhile."""
+        return any(p.first <= seq <= p.last and p.last > done for p in self._parts(refresh=True))
 
     def _part_conn(self, part: Part) -> sqlite3.Connection:
         conn = self._part_conns.get(part.path)
@@ -452,7 +453,7 @@ class LogReader:
             part = next((p for p in self._parts() if p.last > done), None)
             if part is None:
                 for rows in self._iter_file(self._conn, self.path, after, batch):
-                    if rows[0][0] > after + 1 and self._covered_now(after + 1):
+                    if rows[0][0] > after + 1 and self._covered_now(after + 1, done):
                         break  # sealed and deleted from the active file since listed
                     yield rows
                     after = rows[-1][0]
