@@ -63,6 +63,27 @@ def of_types(
     )
 
 
+ClockedRow = tuple[int, int, int, str, bytes]
+"""``(seq, wall_ns, mono_ns, boot_id, data)``: an event's payload with both its clocks."""
+
+
+def clocked_of_types(
+    conn: sqlite3.Connection, types: Sequence[str], *, from_seq: int = 1
+) -> Iterator[ClockedRow]:
+    """Like ``of_types``, with the monotonic time and boot id instead of type, lane, version:
+    for projections that measure durations on the monotonic clock (presence)."""
+    if not types:
+        return iter(())
+    marks = ", ".join("?" * len(types))
+    return iter(
+        conn.execute(
+            "SELECT seq, wall_ns, mono_ns, boot_id, data FROM events"
+            f" WHERE seq >= ? AND type IN ({marks}) ORDER BY seq",
+            (from_seq, *types),
+        )
+    )
+
+
 def first_seq_since(conn: sqlite3.Connection, wall_ns: int) -> int:
     """The first seq whose wall time is at or after ``wall_ns`` (binary search: the log's wall
     times rise with seq but for clock steps, which callers' margins absorb); one past the head
