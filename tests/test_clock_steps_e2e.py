@@ -115,7 +115,7 @@ async def test_a_step_is_logged_carried_until_the_sync_and_makes_no_false_overst
         (step,) = [f for f in incidents.findings if f.kind == "clock-step"]
         stored = reader.read(limit=100_000)
     notes = [i for i in group(stored) if isinstance(i, Note)]
-    carrying = [s.seq for s in stored if s.type == AccessDecided.TYPE and s.event().clock_step]
+    carrying = [s.seq for s in stored if isinstance(e := s.event(), AccessDecided) and e.clock_step]
     assert stepped.seq in step.seqs and step.fields["decisions"] == carrying
     assert step.fields["decisions_carrying"] == 1 and step.fields["synchronised"] is False
     assert "stepped forward by" in step.summary and "1 decision carried it" in step.summary
