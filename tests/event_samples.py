@@ -121,6 +121,7 @@ def all_samples() -> list[ev.Event]:
             allowlist_version=17,
             corrected_by="console:guard-li",
             corrects_seq=57,
+            clock_step=ev.ClockStepMark(seq=55, offset_ns=-7_200_000_000_123),
         ),
         ev.VehiclePassed(
             lane="in-1",
@@ -162,6 +163,13 @@ def all_samples() -> list[ev.Event]:
             plate="苏E12388",
         ),
         ev.GuardWaitExpired(lane="in-1", plate="苏E1234S", decision_seq=57, waited_ms=120_000),
+        ev.ClockStepped(
+            offset_ns=-7_200_000_000_123,
+            wall_before=T0,
+            wall_after=T0 - timedelta(hours=2),
+            synchronised=False,
+            noticed_by="in-1",
+        ),
         ev.ModeChanged(
             mode=ev.GateMode.INCIDENT,
             previous=ev.GateMode.NORMAL,

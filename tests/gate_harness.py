@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Generic, SupportsIndex, TypeVar
 
 from edgegate.config import GateConfig, parse_config
+from edgegate.core.clock import Clock
 from edgegate.core.domain import PlateColour
 from edgegate.core.events import BarrierCommand, Event, Loop, StopReason
 from edgegate.daemon.gate import DRAIN_TIMEOUT_S, Gate
@@ -370,12 +371,24 @@ class Road:
 class RunningGate:
     """``async with RunningGate(config) as g``: the daemon running in this event loop, the
     demo allow-list loaded (unless ``demo_allowlist`` is False: the list it has); on leaving,
-    a graceful stop (and the daemon's own errors)."""
+    a graceful stop (and the daemon's own errors). ``clock``, ``clock_synchronised``: the
+    daemon's (default: the system's)."""
 
-    def __init__(self, config: GateConfig, *, demo_allowlist: bool = True) -> None:
+    def __init__(
+        self,
+        config: GateConfig,
+        *,
+        demo_allowlist: bool = True,
+        clock: Clock | None = None,
+        clock_synchronised: Callable[[], bool | None] | None = None,
+    ) -> None:
         self.config = config
         self.demo_allowlist = demo_allowlist
         self.gate = Gate(config, config_path="<e2e>")
+        if clock is not None:
+            self.gate.clock = clock
+        if clock_synchronised is not None:
+            self.gate.clock_synchronised = clock_synchronised
         self.stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._log: LogView | None = None

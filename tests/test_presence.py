@@ -218,3 +218,47 @@ def test_overstay_carries_its_stay() -> None:
     assert o == Overstay(
         stay=stay, limit=OverstayLimit.DWELL_LIMIT, deadline=T0 + 6 * H, exceeded_by=H
     )
+
+
+# --- time inside across a wall-clock step -------------------------------------------------------
+
+BOOT = "boot-1"
+NS = 1_000_000_000
+
+
+def test_a_wall_clock_step_forward_creates_no_dwell_overstay() -> None:
+    p = Presence()
+    p.enter("粤A11111", C.HAZMAT, T0, APPT, None, 1, (BOOT, 100 * NS))
+    # Two hours later by the monotonic clock, the wall clock is set 8 hours ahead.
+    now = T0 + 10 * H
+    assert p.overstays(now, LIMITS, mono=(BOOT, (100 + 2 * 3600) * NS)) == []
+    # By the wall clock alone it would have overstayed by 4 hours.
+    assert p.overstays(now, LIMITS) != []
+    # Six hours and a second inside by the monotonic clock: it has overstayed, by a second.
+    (late,) = p.overstays(now, LIMITS, mono=(BOOT, (100 + 6 * 3600 + 1) * NS))
+    assert late.limit is OverstayLimit.DWELL_LIMIT
+    assert late.exceeded_by == S and late.deadline == now - S
+
+
+def test_a_wall_clock_step_back_hides_no_dwell_overstay() -> None:
+    p = Presence()
+    p.enter("粤A11111", C.HAZMAT, T0, APPT, None, 1, (BOOT, 100 * NS))
+    now = T0 + 4 * H  # seven hours inside, the wall clock set three hours back
+    (late,) = p.overstays(now, LIMITS, mono=(BOOT, (100 + 7 * 3600) * NS))
+    assert late.exceeded_by == H
+    assert p.overstays(now, LIMITS) == []  # what the wall clock alone would have hidden
+
+
+def test_across_a_reboot_time_inside_is_on_the_wall_clock() -> None:
+    p = Presence()
+    p.enter("粤A11111", C.HAZMAT, T0, APPT, None, 1, (BOOT, 100 * NS))
+    # Another boot: its monotonic clock says nothing about the entry.
+    (late,) = p.overstays(T0 + 7 * H, LIMITS, mono=("boot-2", 5 * NS))
+    assert late.exceeded_by == H and late.deadline == T0 + 6 * H
+
+
+def test_a_permit_end_is_a_calendar_instant_on_the_wall_clock() -> None:
+    p = Presence()
+    p.enter("粤A11111", C.ORDINARY, T0, None, T0 + H, 1, (BOOT, 100 * NS))
+    (late,) = p.overstays(T0 + 2 * H, LIMITS, mono=(BOOT, 101 * NS))
+    assert late.limit is OverstayLimit.PERMIT_END and late.deadline == T0 + H

@@ -7,7 +7,7 @@ severity, lane, proving seqs and key numbers, and the noisy kinds a case that mu
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,6 +24,8 @@ from edgegate.core.events import (
     BarrierCommanded,
     BarrierState,
     BarrierStateChanged,
+    ClockStepMark,
+    ClockStepped,
     CommandAccepted,
     CommandFailed,
     CommandRefused,
@@ -244,6 +246,35 @@ async def test_a_clock_adjustment_under_the_threshold_is_not_a_step(gate: Gate) 
     gate.clock.step_wall(-1.5)
     await gate.add(loop(Loop.ARMING, True), after=1)
     assert found(gate.path, "clock-step") == []
+
+
+async def test_the_daemons_clock_stepped_replaces_the_jump_and_names_decisions_carrying_it(
+    gate: Gate,
+) -> None:
+    await gate.add(started())
+    before = await gate.add(loop(Loop.ARMING, True), after=5)
+    gate.clock.step_wall(-7200.0)  # date -s two hours back
+    after = await gate.add(loop(Loop.ARMING, False), after=0.4)
+    stepped = await gate.add(
+        ClockStepped(
+            offset_ns=-7200 * NS,
+            wall_before=MORNING,
+            wall_after=MORNING - timedelta(hours=2),
+            synchronised=False,
+        ),
+        after=0.5,
+    )
+    mark = ClockStepMark(seq=stepped, offset_ns=-7200 * NS)
+    seq_read = await gate.add(read(), after=3)
+    carrying = await gate.add(replace(decided(seq_read), clock_step=mark), after=0.01)
+    plain = await gate.add(decided(seq_read), after=60)  # after the next sync
+
+    (step,) = found(gate.path, "clock-step")  # one step, not the jump and the event
+    assert step.seqs == (before, after, stepped) and step.severity == "warning"
+    assert step.fields["step_s"] == -7200.0 and step.fields["synchronised"] is False
+    assert step.fields["decisions"] == [carrying] and step.fields["decisions_carrying"] == 1
+    assert plain not in step.fields["decisions"]
+    assert "stepped back by 120.0 min" in step.summary and "1 decision carried it" in step.summary
 
 
 async def test_a_start_without_a_stop_is_a_crash_and_a_stop_then_start_a_boot_gap(

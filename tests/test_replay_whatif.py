@@ -55,7 +55,7 @@ def test_as_recorded_reproduces_every_decision_of_a_fresh_daemon_log(
 ) -> None:
     with LogReader(demo_db) as reader:
         versions = {e.version for e in reader.read(limit=100_000) if e.type == "access.decided"}
-    assert versions == {4}
+    assert versions == {5}
     code, report = _what_if(capsys, str(demo_db), "--as-recorded")
     assert code == 0, report
     assert report["decisions"] == report["reproduced"]

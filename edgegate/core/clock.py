@@ -43,3 +43,7 @@ class ManualClock:
         step = int(seconds * 1_000_000_000)
         self._wall += step
         self._mono += step
+
+    def step_wall(self, seconds: float) -> None:
+        """The wall clock is set (an NTP step, ``date -s``): monotonic time does not move."""
+        self._wall += int(seconds * 1_000_000_000)

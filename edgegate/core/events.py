@@ -353,7 +353,17 @@ class DecisionTrace:
     allowlist_tampered: bool = False
 
 
-@event_type("access.decided", version=4)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClockStepMark:
+    """The wall-clock step a decision was taken after, before the clock was next confirmed
+    synchronised: the ``clock.stepped`` event's ``seq`` (None: that event could not be
+    logged) and its signed ``offset_ns`` (docs/design.md §3)."""
+
+    seq: int | None
+    offset_ns: int
+
+
+@event_type("access.decided", version=5)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessDecided(Event):
     """A decision with every reason, and the allow-list version it was taken with;
@@ -382,6 +392,7 @@ class AccessDecided(Event):
     corrected_by: str | None = None
     corrects_seq: int | None = None
     trace: DecisionTrace | None = None  # None: not recorded (decisions before v4)
+    clock_step: ClockStepMark | None = None  # a step not yet followed by a sync (None: none)
 
 
 @upcaster("access.decided", from_version=1)
@@ -400,6 +411,12 @@ def _access_decided_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
 def _access_decided_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
     """v3 did not record what the policy looked at: the trace is marked not recorded."""
     return {**data, "trace": None}
+
+
+@upcaster("access.decided", from_version=4)
+def _access_decided_v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """v4 did not watch the clock: no step is known to have preceded the decision."""
+    return {**data, "clock_step": None}
 
 
 @event_type("vehicle.passed", version=2)
@@ -561,6 +578,24 @@ class DaemonStarted(Event):
 def _daemon_started_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """v1 did not record the time zone: every gate then ran on the default one."""
     return {**data, "timezone": DEFAULT_GATE_TIMEZONE}
+
+
+@event_type("clock.stepped")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClockStepped(Event):
+    """Wall time jumped against monotonic time by more than a second within this run of the
+    daemon: ``offset_ns`` (signed: positive, the wall clock jumped forward) beyond what the
+    monotonic clock says elapsed between ``wall_before`` and ``wall_after``, the wall times
+    seen by the check before the step and the one that noticed it (``noticed_by``: ``check``,
+    the periodic one, or the lane whose decision noticed it). ``synchronised``: the kernel's
+    verdict then (None: the system does not say). Decisions carry it until the clock is next
+    confirmed synchronised (docs/design.md §3)."""
+
+    offset_ns: int
+    wall_before: datetime
+    wall_after: datetime
+    synchronised: bool | None
+    noticed_by: str = "check"
 
 
 @event_type("daemon.stopped")
@@ -777,6 +812,8 @@ __all__ = [
     "BarrierCommanded",
     "BarrierState",
     "BarrierStateChanged",
+    "ClockStepMark",
+    "ClockStepped",
     "CodecError",
     "CommandAccepted",
     "CommandFailed",

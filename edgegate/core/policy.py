@@ -79,6 +79,7 @@ from edgegate.core.domain import (
 )
 from edgegate.core.events import (
     AccessDecided,
+    ClockStepMark,
     DecisionTrace,
     TracedCandidate,
     TracedCredential,
@@ -175,9 +176,16 @@ class Decision:
     trace: DecisionTrace | None = field(default=None, compare=False)
 
     def to_event(
-        self, *, direction: Direction, plate_read: str, lane: str | None, read_seq: int | None
+        self,
+        *,
+        direction: Direction,
+        plate_read: str,
+        lane: str | None,
+        read_seq: int | None,
+        clock_step: ClockStepMark | None = None,
     ) -> AccessDecided:
-        """The ``access.decided`` event recording this decision."""
+        """The ``access.decided`` event recording this decision; ``clock_step``: the clock
+        step it was taken after, not yet followed by a sync (docs/design.md §3)."""
         return AccessDecided(
             lane=lane,
             direction=direction,
@@ -198,6 +206,7 @@ class Decision:
             read_seq=read_seq,
             explanation=self.explanation,
             trace=self.trace,
+            clock_step=clock_step,
         )
 
     def to_record(self) -> dict[str, object]:

@@ -12,6 +12,12 @@ which ``enter`` returns so the caller can log the missed exit.
 A vehicle overstays when ``now`` is strictly past the earlier of its permit end and its entry
 plus the category's dwell limit; at the deadline instant it has not yet overstayed. When both
 limits fall at the same instant the permit end is reported.
+
+Time inside is measured on the monotonic clock when the entry and ``now`` are of one boot
+(``MonoInstant``), so a wall-clock step neither creates nor hides a dwell-limit overstay: the
+entry is placed at ``now`` minus the monotonic time elapsed. Across a reboot (or with no
+monotonic instant) the wall clock is all there is. A permit end is a calendar instant and is
+compared with the wall clock as it reads (docs/design.md §3).
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from edgegate.core.policy import CredentialRef
 StayKey = tuple[str, int]
 """Identifies a stay: (plate, seq of its entry event)."""
 
+MonoInstant = tuple[str, int]
+"""(boot id, monotonic ns): an instant monotonic times of the same boot can be measured from."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stay:
@@ -40,6 +49,7 @@ class Stay:
     permit_until: datetime | None = None  # end of the credential that admitted it, if any
     left_at: datetime | None = None
     exit_seq: int | None = None
+    entered_mono: MonoInstant | None = None  # None: unknown (measured on the wall clock)
 
     @property
     def key(self) -> StayKey:
@@ -82,8 +92,10 @@ class Presence:
         credential: CredentialRef | None,
         permit_until: datetime | None,
         seq: int,
+        mono: MonoInstant | None = None,
     ) -> Stay | None:
-        """Open a stay. Returns the stay it replaces (a missed exit), if there was one."""
+        """Open a stay (``mono``: the entry's monotonic instant). Returns the stay it replaces
+        (a missed exit), if there was one."""
         previous = self._stays.get(plate)
         if previous is not None:
             self.missed_exits += 1
@@ -95,6 +107,7 @@ class Presence:
             entry_seq=seq,
             credential=credential,
             permit_until=permit_until,
+            entered_mono=mono,
         )
         return previous
 
@@ -134,21 +147,37 @@ class Presence:
         return frozenset(self._reported)
 
     def overstays(
-        self, now: datetime, dwell_limits: Mapping[VehicleCategory, timedelta | None]
+        self,
+        now: datetime,
+        dwell_limits: Mapping[VehicleCategory, timedelta | None],
+        *,
+        mono: MonoInstant | None = None,
     ) -> list[Overstay]:
-        """Overstays not yet marked reported."""
-        return overstays(self, now, dwell_limits)
+        """Overstays not yet marked reported (``mono``: ``now``'s monotonic instant)."""
+        return overstays(self, now, dwell_limits, mono=mono)
+
+
+def entered_as_of(stay: Stay, now: datetime, mono: MonoInstant | None) -> datetime:
+    """The entry on ``now``'s wall clock: ``now`` minus the monotonic time elapsed when both
+    are of one boot, else the entry's recorded wall time."""
+    entered = stay.entered_mono
+    if mono is None or entered is None or entered[0] != mono[0]:
+        return stay.entered_at
+    return now - timedelta(microseconds=(mono[1] - entered[1]) // 1000)
 
 
 def _deadline(
-    stay: Stay, dwell_limits: Mapping[VehicleCategory, timedelta | None]
+    stay: Stay,
+    dwell_limits: Mapping[VehicleCategory, timedelta | None],
+    now: datetime,
+    mono: MonoInstant | None,
 ) -> tuple[datetime, OverstayLimit] | None:
     limits: list[tuple[datetime, OverstayLimit]] = []
     if stay.permit_until is not None:
         limits.append((stay.permit_until, OverstayLimit.PERMIT_END))
     dwell = None if stay.category is None else dwell_limits.get(stay.category)
     if dwell is not None:
-        limits.append((stay.entered_at + dwell, OverstayLimit.DWELL_LIMIT))
+        limits.append((entered_as_of(stay, now, mono) + dwell, OverstayLimit.DWELL_LIMIT))
     # min() keeps the first of equal deadlines: the permit end.
     return min(limits, key=lambda limit: limit[0], default=None)
 
@@ -158,11 +187,15 @@ def overstays(
     now: datetime,
     dwell_limits: Mapping[VehicleCategory, timedelta | None],
     reported: Collection[StayKey] = frozenset(),
+    *,
+    mono: MonoInstant | None = None,
 ) -> list[Overstay]:
-    """Open stays past their deadline at ``now``, longest overdue first.
+    """Open stays past their deadline at ``now``, longest overdue first. ``mono``: ``now``'s
+    monotonic instant, by which time inside is measured for stays of the same boot.
 
     Stays whose key is in ``reported`` (or marked reported on the ``Presence``) are left out,
-    so each overstay is reported once per stay. Closed stays are ignored.
+    so each overstay is reported once per stay. Closed stays are ignored. A dwell-limit
+    deadline is on ``now``'s wall clock (see ``entered_as_of``).
     """
     skip: Collection[StayKey] = reported
     if isinstance(stays, Presence):
@@ -172,7 +205,7 @@ def overstays(
     for stay in stays:
         if stay.left_at is not None or stay.key in skip:
             continue
-        limit = _deadline(stay, dwell_limits)
+        limit = _deadline(stay, dwell_limits, now, mono)
         if limit is None:
             continue
         deadline, kind = limit

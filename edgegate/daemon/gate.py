@@ -29,7 +29,7 @@ import msgpack
 
 from edgegate import __version__
 from edgegate.allowlist.service import AllowListService
-from edgegate.clock import SystemClock
+from edgegate.clock import SystemClock, system_clock_synchronised
 from edgegate.config import (
     GateConfig,
     ModbusRtuDevice,
@@ -60,6 +60,7 @@ from edgegate.core.events import (
 from edgegate.core.lane import NS, LaneSetup, LaneTimings, Manual
 from edgegate.core.policy import CredentialRef
 from edgegate.core.presence import Presence
+from edgegate.daemon.clock_watch import ClockWatch
 from edgegate.daemon.control import GateController, last_mode_change
 from edgegate.daemon.desk import Desk
 from edgegate.daemon.drivers import plc_settings, serial_line
@@ -127,6 +128,9 @@ class Gate:
     control: GateController | None = None
     desk: Desk | None = None  # what the guard's console sees and asks (built with the lanes)
     retention: Retention | None = None  # [log.retention]
+    #: The kernel's word on clock synchronisation (injected: tests decide what it says).
+    clock_synchronised: Callable[[], bool | None] = system_clock_synchronised
+    clock_watch: ClockWatch | None = None  # clock steps, and the one decisions carry
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
         config = self.config
@@ -134,6 +138,7 @@ class Gate:
         path.parent.mkdir(parents=True, exist_ok=True)
         async with await EventLog.open(path, gate_id=config.gate.id, clock=self.clock) as elog:
             self.event_log = elog
+            self.clock_watch = ClockWatch(self.clock, elog, self.clock_synchronised)
             self.allowlist = await AllowListService.open(elog)
             await asyncio.to_thread(self._rebuild_presence, path)
             last_change = await asyncio.to_thread(last_mode_change, path)
@@ -344,6 +349,7 @@ class Gate:
                 self.clock,
                 open_without_log=policy.for_direction(lane.direction) is WriteFailureAction.ALLOW,
                 on_pass=self._on_pass,
+                clock_step=None if self.clock_watch is None else self.clock_watch.at_decision,
             )
         self.desk = Desk(
             config.gate.id,
@@ -389,6 +395,8 @@ class Gate:
                 devices.append(tg.create_task(self._keep(name, reader.run, self._sink_for(name))))
             lanes = [tg.create_task(runner.run()) for runner in self.lanes.values()]
             checker = tg.create_task(self._check_overstays())
+            assert self.clock_watch is not None
+            watch = tg.create_task(self.clock_watch.run())
             assert self.control is not None
             controller = tg.create_task(self.control.run())
             self.started.set()
@@ -401,7 +409,7 @@ class Gate:
                         await runner.drain()
                 except TimeoutError:
                     log.error("lane_drain_timeout", lane=runner.setup.lane_id)
-            for task in (*devices, *lanes, checker, controller):
+            for task in (*devices, *lanes, checker, watch, controller):
                 task.cancel()
         for plc in self.plcs.values():
             with contextlib.suppress(Exception):
@@ -430,7 +438,8 @@ class Gate:
 
     def _rebuild_presence(self, path: Path) -> None:
         with LogReader(path) as reader:
-            for seq, wall_ns, _, _, _, data in reader.of_types((VehiclePassed.TYPE,)):
+            passes = reader.clocked_of_types((VehiclePassed.TYPE,))
+            for seq, wall_ns, mono_ns, boot_id, data in passes:
                 fields = msgpack.unpackb(data)
                 at = ns_to_datetime(wall_ns)
                 if fields.get("direction") == Direction.ENTRY.value:
@@ -442,6 +451,7 @@ class Gate:
                         None,
                         None if until is None else ns_to_datetime(until),
                         seq,
+                        (boot_id, mono_ns),
                     )
                 else:
                     self.presence.leave(fields["plate"], at, seq)
@@ -454,8 +464,9 @@ class Gate:
             credential = None
             if event.credential_id is not None:
                 credential = CredentialRef(CredentialKind.REGISTRATION, event.credential_id)
+            mono = (self.clock.boot_id, self.clock.mono_ns())
             self.presence.enter(
-                event.plate, event.category, at, credential, event.permit_until, seq
+                event.plate, event.category, at, credential, event.permit_until, seq, mono
             )
         else:
             self.presence.leave(event.plate, at, seq)
@@ -466,7 +477,8 @@ class Gate:
         assert self.event_log is not None
         while True:
             now = datetime.fromtimestamp(self.clock.wall_ns() / 1e9, UTC)
-            for overstay in self.presence.overstays(now, limits):
+            mono = (self.clock.boot_id, self.clock.mono_ns())
+            for overstay in self.presence.overstays(now, limits, mono=mono):
                 stay = overstay.stay
                 await self.event_log.append(
                     OverstayDetected(

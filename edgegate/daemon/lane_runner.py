@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -28,6 +28,7 @@ from edgegate.core.events import (
     BarrierCommanded,
     BarrierState,
     BarrierStateChanged,
+    ClockStepMark,
     DeviceFault,
     DeviceRecovered,
     Event,
@@ -104,9 +105,12 @@ class LaneRunner:
         *,
         open_without_log: bool,
         on_pass: Callable[[VehiclePassed, int], None] | None = None,
+        clock_step: Callable[[str], Awaitable[ClockStepMark | None]] | None = None,
     ) -> None:
         """``open_without_log``: whether an opening may go ahead when the log cannot be
-        written (the configuration's ``on_write_failure`` for this lane's direction)."""
+        written (the configuration's ``on_write_failure`` for this lane's direction).
+        ``clock_step(lane)``: awaited before each decision, the clock step it carries
+        (``ClockWatch.at_decision``)."""
         self.setup = setup
         self.lane = Lane(setup)
         self._rules = rules
@@ -116,6 +120,7 @@ class LaneRunner:
         self._clock = clock
         self._open_without_log = open_without_log
         self._on_pass = on_pass
+        self._clock_step = clock_step
         self.inbox: LaneInbox[LaneItem] = LaneInbox()
         self._commanding: asyncio.Task[None] | None = None  # the barrier command in progress
         self._command_generation = 0  # of the newest command; an older one stops retrying
@@ -373,6 +378,7 @@ class LaneRunner:
         in one commit (the writer gives them linked seqs) before any command goes to the PLC.
         ``correction``: (operator, corrected decision's seq) for a plate typed by a guard."""
         lane_id = self.setup.lane_id
+        step = None if self._clock_step is None else await self._clock_step(lane_id)
         wall_ns = self._clock.wall_ns()
         now = datetime.fromtimestamp(wall_ns / 1e9, UTC)
         decision = decide(self._rules, self.setup.direction, subject, self._allowlist.view, now)
@@ -398,6 +404,7 @@ class LaneRunner:
                 plate_read=subject.plate,
                 lane=lane_id,
                 read_seq=None if read is None else first,
+                clock_step=step,
             )
             if correction is not None:
                 operator, corrects = correction

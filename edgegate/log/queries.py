@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 ROW_COLUMNS = (
     "seq, wall_ns, mono_ns, boot_id, type, lane, version,"
@@ -51,16 +52,33 @@ def of_types(
 
     A scan: there is no index on type, so callers bound it with ``from_seq`` where they can
     (``first_seq_since``)."""
+    return _select_types(conn, "seq, wall_ns, type, lane, version, data", types, from_seq)
+
+
+def _select_types(
+    conn: sqlite3.Connection, columns: str, types: Sequence[str], from_seq: int
+) -> Iterator[Any]:
     if not types:
         return iter(())
     marks = ", ".join("?" * len(types))
     return iter(
         conn.execute(
-            "SELECT seq, wall_ns, type, lane, version, data FROM events"
-            f" WHERE seq >= ? AND type IN ({marks}) ORDER BY seq",
+            f"SELECT {columns} FROM events WHERE seq >= ? AND type IN ({marks}) ORDER BY seq",
             (from_seq, *types),
         )
     )
+
+
+ClockedRow = tuple[int, int, int, str, bytes]
+"""``(seq, wall_ns, mono_ns, boot_id, data)``: an event's payload with both its clocks."""
+
+
+def clocked_of_types(
+    conn: sqlite3.Connection, types: Sequence[str], *, from_seq: int = 1
+) -> Iterator[ClockedRow]:
+    """Like ``of_types``, with the monotonic time and boot id instead of type, lane, version:
+    for projections that measure durations on the monotonic clock (presence)."""
+    return _select_types(conn, "seq, wall_ns, mono_ns, boot_id, data", types, from_seq)
 
 
 def first_seq_since(conn: sqlite3.Connection, wall_ns: int) -> int:

@@ -25,6 +25,7 @@ from edgegate.log.queries import ROW_COLUMNS
 from edgegate.log.segments import Marks, Part, SegmentError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _REQUIRED_TRIGGERS = ("events_no_update", "events_no_delete")
 
@@ -386,14 +387,28 @@ class LogReader:
     def of_types(self, types: Sequence[str], *, from_seq: int = 1) -> Iterator[queries.TypedRow]:
         """The events of ``types`` from ``from_seq`` on, in seq order (``queries.of_types``)
         across the kept log; read while the reader is open."""
+        return self._across(queries.of_types, types, from_seq)
+
+    def clocked_of_types(
+        self, types: Sequence[str], *, from_seq: int = 1
+    ) -> Iterator[queries.ClockedRow]:
+        """``queries.clocked_of_types`` across the kept log, like :meth:`of_types`."""
+        return self._across(queries.clocked_of_types, types, from_seq)
+
+    def _across(
+        self,
+        query: Callable[..., Iterator[R]],
+        types: Sequence[str],
+        from_seq: int,
+    ) -> Iterator[R]:
         done = from_seq - 1
         for part in self._parts(refresh=True):
             if part.last <= done:
                 continue
             _, conn = self._open_part(part)
-            yield from queries.of_types(conn, types, from_seq=done + 1)
+            yield from query(conn, types, from_seq=done + 1)
             done = part.last
-        yield from queries.of_types(self._conn, types, from_seq=done + 1)
+        yield from query(self._conn, types, from_seq=done + 1)
 
     def first_seq_since(self, wall_ns: int) -> int:
         """``queries.first_seq_since`` across the kept log: the first seq at or after

@@ -78,7 +78,8 @@ class Step:
                 return f"read {e.plate} ({e.colour}, {e.confidence:.2f}) by {e.reader}"
             case ev.AccessDecided():
                 fuzzy = f" ~{e.matched_plate}" if e.match == ev.MatchKind.FUZZY else ""
-                return f"{e.verdict} {e.plate}{fuzzy}: {', '.join(e.reasons)}"
+                step = "" if e.clock_step is None else f" [{clock_step_words(e.clock_step)}]"
+                return f"{e.verdict} {e.plate}{fuzzy}: {', '.join(e.reasons)}{step}"
             case ev.BarrierCommanded():
                 return f"command {e.command} ({e.reason})"
             case ev.BarrierStateChanged():
@@ -105,6 +106,8 @@ class Step:
                 return f"daemon started, version {e.software_version}, zone {e.timezone}"
             case ev.DaemonStopped():
                 return f"daemon stopped ({e.reason})"
+            case ev.ClockStepped():
+                return clock_stepped_words(e)
         return self.type
 
     def to_json(self, tz: ZoneInfo) -> dict[str, Any]:
@@ -119,6 +122,34 @@ class Step:
         if self.error:
             out["decode_error"] = self.error
         return out
+
+
+def _offset_words(offset_ns: int) -> str:
+    """``forward by 2.0 h`` / ``back by 45.0 s``."""
+    seconds = abs(offset_ns) / 1e9
+    size = (
+        f"{seconds:.1f} s"
+        if seconds < 120
+        else f"{seconds / 60:.1f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )
+    return f"{'forward' if offset_ns > 0 else 'back'} by {size}"
+
+
+def clock_stepped_words(e: ev.ClockStepped) -> str:
+    """A ``clock.stepped`` event in a few words."""
+    said = {True: "synchronised", False: "not synchronised", None: "sync unknown"}
+    return (
+        f"wall clock stepped {_offset_words(e.offset_ns)} "
+        f"(clock {said[e.synchronised]}, noticed by {e.noticed_by})"
+    )
+
+
+def clock_step_words(mark: ev.ClockStepMark) -> str:
+    """What a decision's ``clock_step`` says, in a few words."""
+    where = "not logged" if mark.seq is None else f"seq {mark.seq}"
+    return f"after a clock step {_offset_words(mark.offset_ns)} ({where}), before the next sync"
 
 
 def _ms(a: Step, b: Step) -> float:

@@ -51,7 +51,9 @@ KINDS: dict[str, str] = {
     "manual-action": "a guard's or central's open, hold, release or close",
     "central-command": "a signed command from central: accepted, refused or failed",
     "incident-mode": "incident mode on (and off), with its source and who",
-    "clock-step": "wall time jumped against monotonic time within one boot",
+    "clock-step": "wall time jumped against monotonic time within one boot: the daemon's "
+    "clock.stepped (offset, synchronised, the decisions that carried it until the next sync: "
+    "decisions, decisions_carrying), or found between two events of a log without it",
     "boot-gap": "the daemon stopped and started again, how long it was down",
     "crash": "the daemon started again without having stopped (crash or power loss)",
     "allowlist-tampered": "the stored allow-list failed its seal at start",
@@ -232,6 +234,22 @@ class _Outage:
 
 
 @dataclass(slots=True)
+class _ClockStep:
+    """A logged ``clock.stepped``, and the decisions that carried it."""
+
+    at: _At
+    data: dict[str, Any]
+    proof: list[int]
+    decisions: list[int] = field(default_factory=list)
+    count: int = 0
+
+
+#: A step found between two events is the one the daemon logged if its clock.stepped follows
+#: within this much monotonic time (the daemon checks every second).
+_STEP_NOTICED_WITHIN_NS = 10 * 1_000_000_000
+
+
+@dataclass(slots=True)
 class _Burst:
     device: str
     lane: str | None
@@ -274,6 +292,8 @@ class _Scan:
         # Wall against monotonic steps this close to the limit are looked at in _continuity
         # (the margin keeps the exact test there, in seconds, the one that decides).
         self.near_step_ns = limits.clock_step_s * 1e9 - 1000
+        self.inferred_step: tuple[Finding, _At] | None = None  # the last step found between events
+        self.clock_steps: dict[int, _ClockStep] = {}  # clock.stepped seq -> its finding's state
         # Payloads stored at a type's current version need no upcast.
         self.current = {name: cls.VERSION for name, cls in registered_types().items()}
 
@@ -365,6 +385,51 @@ class _Scan:
                     f"clock between seq {prev.seq} and {ev.seq}",
                     step_s=round(step, 3),
                 )
+                self.inferred_step = (self.out[-1], _at(ev))
+
+    def clock_stepped(self, ev: _Envelope, d: dict[str, Any]) -> None:
+        """The daemon's own record of a step replaces the step found between the events
+        around it (the same jump, seen by the daemon a moment later)."""
+        proof = [ev.seq]
+        found = self.inferred_step
+        if found is not None:
+            finding, at = found
+            if (
+                at.boot_id == ev.boot_id
+                and 0 <= ev.mono_ns - at.mono_ns <= _STEP_NOTICED_WITHIN_NS
+                and (finding.fields["step_s"] > 0) == (int(d.get("offset_ns") or 0) > 0)
+            ):
+                self.out.remove(finding)
+                proof += finding.seqs
+            self.inferred_step = None
+        self.clock_steps[ev.seq] = _ClockStep(_at(ev), d, proof)
+
+    def _clock_step_findings(self) -> None:
+        for seq, step in self.clock_steps.items():
+            offset = int(step.data.get("offset_ns") or 0) / 1e9
+            way = "forward" if offset > 0 else "back"
+            synchronised = step.data.get("synchronised")
+            said = {True: "synchronised", False: "not synchronised", None: "sync unknown"}
+            carried = (
+                f"; {step.count} decision{'s' if step.count != 1 else ''} carried it until the "
+                "next sync"
+                if step.count
+                else ""
+            )
+            self.add(
+                "clock-step",
+                "warning",
+                None,
+                step.at.wall_ns,
+                step.proof,
+                f"the wall clock was stepped {way} by {_s(abs(offset))} (seq {seq}, clock "
+                f"{said.get(synchronised, 'sync unknown')}){carried}",
+                step_s=round(offset, 3),
+                synchronised=synchronised,
+                noticed_by=step.data.get("noticed_by"),
+                decisions=step.decisions,
+                decisions_carrying=step.count,
+            )
 
     # -- the road -------------------------------------------------------------------------
 
@@ -534,6 +599,13 @@ class _Scan:
 
     def access_decided(self, ev: _Envelope, d: dict[str, Any]) -> None:
         self.causes.add(ev.seq)
+        mark = d.get("clock_step")
+        if isinstance(mark, dict) and isinstance(step_seq := mark.get("seq"), int):
+            step = self.clock_steps.get(step_seq)
+            if step is not None:
+                step.count += 1
+                if len(step.decisions) < _CAP:
+                    step.decisions.append(ev.seq)
         if ev.lane is None:
             return
         lane = self.lanes[ev.lane]
@@ -867,6 +939,7 @@ class _Scan:
         self._outages()
         self._travel()
         self._not_read()
+        self._clock_step_findings()
         findings = sorted(self.out, key=lambda f: (f.wall_ns, f.seqs[:1], f.kind))
         return Incidents(
             tuple(findings), self.events, self.first_seq, None if last is None else last.seq
@@ -1021,6 +1094,7 @@ _HANDLERS: dict[str, Any] = {
     "mode.changed": _Scan.mode_changed,
     "daemon.started": _Scan.daemon_started,
     "daemon.stopped": _Scan.daemon_stopped,
+    "clock.stepped": _Scan.clock_stepped,
     "allowlist.tampered": _Scan.allowlist_tampered,
     "allowlist.refused": _Scan.allowlist_refused,
     "admission.revoked-credential": _Scan.revoked_admission,

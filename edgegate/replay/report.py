@@ -111,11 +111,16 @@ class _Lanes:
     times in ms from ``t0``. Keys: L loops [t0, t1, loop, seq-on, seq-off], A arm [t0, t1,
     state, seq], R reads [t, seq, plate, confidence, reader], D decisions [t, seq, verdict,
     plate, reasons], C commands [t, seq, what, why], V vehicle outcomes [t, seq, kind, text],
-    F faults [t0, t1, seq-fault, seq-recovered, text], G other events [t, seq, type, text]."""
+    F faults [t0, t1, seq-fault, seq-recovered, text], G other events [t, seq, type, text].
+
+    Times are elapsed time: from one event to the next of the same boot on the monotonic
+    clock, so a wall-clock step neither tears nor folds the timeline; a new boot's first
+    event is placed by its wall time (never before the previous event)."""
 
     def __init__(self, t0_ns: int) -> None:
         self.t0 = t0_ns
         self.end = 0  # the last event's time
+        self._last: tuple[str, int, int] | None = None  # boot id, mono_ns and time of the last
         self.rows: dict[str, dict[str, list[list[Any]]]] = {}
         self.loops: dict[tuple[str, str], list[Any]] = {}
         self.arm: dict[str, list[Any]] = {}
@@ -129,7 +134,7 @@ class _Lanes:
         return row
 
     def add(self, s: Step) -> None:
-        t = self.end = (s.wall_ns - self.t0) // 1_000_000
+        t = self.end = self._time(s)
         e = s.event
         row = self._row(s.lane)
         lane = s.lane or ""
@@ -181,6 +186,17 @@ class _Lanes:
                 row["V"].append([t, s.seq, s.type.split(".")[-1], s.summary()])
             case _:
                 row["G"].append([t, s.seq, s.type, s.summary()])
+
+    def _time(self, s: Step) -> int:
+        last = self._last
+        if last is not None and last[0] == s.boot_id:
+            t = last[2] + (s.mono_ns - last[1]) // 1_000_000
+        else:
+            t = (s.wall_ns - self.t0) // 1_000_000
+            if last is not None:
+                t = max(t, last[2])
+        self._last = (s.boot_id, s.mono_ns, t)
+        return t
 
     def data(self) -> list[dict[str, Any]]:
         """The rows, lanes sorted (gate-wide first); spans still open end with the last event

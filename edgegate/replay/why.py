@@ -18,6 +18,7 @@ from edgegate.core.events import (
     BarrierCommanded,
     BarrierState,
     BarrierStateChanged,
+    ClockStepped,
     DecisionTrace,
     Event,
     EventDecodeError,
@@ -31,6 +32,7 @@ from edgegate.core.events import (
 )
 from edgegate.core.rules import KIND_ADMITS
 from edgegate.log.reader import StoredEvent
+from edgegate.replay.cycles import clock_step_words, clock_stepped_words
 
 NOT_RECORDED = "not recorded (decisions before v4 did not record it)"
 
@@ -175,6 +177,7 @@ def explain(events: Iterable[StoredEvent], seq: int, tz: str = "Asia/Shanghai") 
     decision: AccessDecided | None = None
     command_seq: int | None = None
     next_decision: int | None = None
+    decided: StoredEvent | None = None
     for stored in events:
         if why is None:
             if stored.seq < seq:
@@ -188,7 +191,7 @@ def explain(events: Iterable[StoredEvent], seq: int, tz: str = "Asia/Shanghai") 
             event = _decode(stored)
             if not isinstance(event, AccessDecided):
                 raise WhyError(f"seq {seq}: the decision cannot be decoded")
-            decision = event
+            decision, decided = event, stored
             if event.read_seq is not None:
                 read = reads.get(event.read_seq)
             why = Why(
@@ -196,12 +199,12 @@ def explain(events: Iterable[StoredEvent], seq: int, tz: str = "Asia/Shanghai") 
             )
             why.steps = _steps(event, read, zone)
             continue
-        assert decision is not None
+        assert decision is not None and decided is not None
         event = _decode(stored)
         if event is None or (event.lane is not None and event.lane != why.lane):
             continue
         when = _local(ns_to_datetime(stored.wall_ns), zone)
-        after = f"{(stored.wall_ns - int(why.at.timestamp() * 1e9)) / 1e9:+.3f} s"
+        after = f"{_elapsed_s(decided, stored):+.3f} s"
         if next_decision is not None and getattr(event, "decision_seq", None) != seq:
             # Another vehicle's cycle has begun: only what names this decision is its story.
             if stored.seq - next_decision > _AFTER_NEXT_DECISION:
@@ -236,9 +239,19 @@ def explain(events: Iterable[StoredEvent], seq: int, tz: str = "Asia/Shanghai") 
     return why
 
 
+def _elapsed_s(a: StoredEvent, b: StoredEvent) -> float:
+    """Seconds from ``a`` to ``b``: on the monotonic clock within one boot (a wall-clock step
+    between them does not count), else on the wall clock."""
+    if a.boot_id == b.boot_id:
+        return (b.mono_ns - a.mono_ns) / 1e9
+    return (b.wall_ns - a.wall_ns) / 1e9
+
+
 def _followed(
     event: Event, seq: int, command_seq: int | None, at_seq: int, when: str
 ) -> Step | None:
+    if isinstance(event, ClockStepped):
+        return Step("the clock", clock_stepped_words(event), (when,))
     if isinstance(event, BarrierCommanded) and event.cause_seq == seq:
         return Step("command it caused", f"barrier {event.command} ({event.reason})", (when,))
     if (
@@ -392,6 +405,17 @@ def _steps(d: AccessDecided, read: PlateRead | None, zone: ZoneInfo) -> list[Ste
     steps.append(
         Step("verdict", f"{d.verdict} (category {category}, {d.direction})", tuple(verdict_details))
     )
+    if d.clock_step is not None:
+        steps.append(
+            Step(
+                "the clock",
+                f"decided {clock_step_words(d.clock_step)}",
+                (
+                    "the wall time it was decided at, and the windows checked against it, "
+                    "may be off by the step",
+                ),
+            )
+        )
     return steps
 
 
