@@ -32,6 +32,7 @@ from edgegate.allowlist.service import AllowListService
 from edgegate.clock import SystemClock
 from edgegate.config import (
     GateConfig,
+    HealthSettings,
     ModbusRtuDevice,
     ModbusTcpDevice,
     SerialPlateReaderDevice,
@@ -63,6 +64,7 @@ from edgegate.core.presence import Presence
 from edgegate.daemon.control import GateController, last_mode_change
 from edgegate.daemon.desk import Desk
 from edgegate.daemon.drivers import plc_settings, serial_line
+from edgegate.daemon.health import GateHealth, HealthProbes
 from edgegate.daemon.lane_runner import LaneRunner
 from edgegate.devices.base import DeviceSignal, PlcInputs
 from edgegate.devices.modbus import BarrierPlc
@@ -74,6 +76,7 @@ from edgegate.log import EventLog, LogReader
 if TYPE_CHECKING:
     # Imported when [sync] is configured: a gate working alone does not carry MQTT, TLS and
     # signature code in memory.
+    from edgegate.daemon.metrics import GateMetrics
     from edgegate.daemon.web import GateWeb
     from edgegate.sync.downlink import Downlink
     from edgegate.sync.uplink import Uplink
@@ -125,6 +128,9 @@ class Gate:
     #: Lane holds and incident mode, for every source (central, console, PLC inputs).
     control: GateController | None = None
     desk: Desk | None = None  # what the guard's console sees and asks (built with the lanes)
+    health: GateHealth | None = None  # /readyz; its summary() for a status line
+    metrics: GateMetrics | None = None  # with [http]: served at /metrics
+    probes: HealthProbes = field(default_factory=HealthProbes)  # how health asks the system
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
         config = self.config
@@ -148,6 +154,7 @@ class Gate:
             try:
                 await self.sims.start(config.devices)
                 self._build(elog, self.allowlist)
+                self._watch(elog)
                 self.control = GateController(
                     self.lanes,
                     elog,
@@ -261,13 +268,39 @@ class Gate:
         uplink.start()
 
     async def _start_web(self, elog: EventLog) -> None:
-        """With ``[http]``: the HTTP server, with the pull API and the console if configured."""
+        """With ``[http]``: the HTTP server, with the pull API and the console if configured,
+        and the monitoring endpoints."""
         if self.config.http is None:
             return
         from edgegate.daemon.web import GateWeb
 
-        self.web = GateWeb(self.config, elog.path, self.clock, desk=self.desk, audit=elog.append)
+        self.web = GateWeb(
+            self.config,
+            elog.path,
+            self.clock,
+            desk=self.desk,
+            audit=elog.append,
+            health=self.health,
+            metrics=self.metrics,
+        )
         await self.web.start()
+
+    def _watch(self, elog: EventLog) -> None:
+        """Health (always) and, with ``[http]`` to serve them, the metrics."""
+        health = GateHealth(self, self.config.health or HealthSettings(), self.probes)
+        self.health = health
+        if self.config.http is None:
+            elog.on_commit = health.committed
+            return
+        from edgegate.daemon.metrics import GateMetrics
+
+        metrics = self.metrics = GateMetrics(self, health)
+
+        def committed(seconds: float, items: int) -> None:
+            health.committed()
+            metrics.committed(seconds, items)
+
+        elog.on_commit = committed
 
     # --- building -------------------------------------------------------------------------
 
@@ -363,6 +396,8 @@ class Gate:
                 devices.append(tg.create_task(self._keep(name, reader.run, self._sink_for(name))))
             lanes = [tg.create_task(runner.run()) for runner in self.lanes.values()]
             checker = tg.create_task(self._check_overstays())
+            assert self.health is not None
+            watcher = tg.create_task(self.health.run())
             assert self.control is not None
             controller = tg.create_task(self.control.run())
             self.started.set()
@@ -375,7 +410,7 @@ class Gate:
                         await runner.drain()
                 except TimeoutError:
                     log.error("lane_drain_timeout", lane=runner.setup.lane_id)
-            for task in (*devices, *lanes, checker, controller):
+            for task in (*devices, *lanes, checker, watcher, controller):
                 task.cancel()
         for plc in self.plcs.values():
             with contextlib.suppress(Exception):
