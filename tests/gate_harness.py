@@ -127,6 +127,7 @@ def gate_toml(
     lanes: Iterable[Mapping[str, object]],
     *,
     timings: Mapping[str, str] | None = None,
+    policy: Mapping[str, object] | None = None,
 ) -> str:
     """A comprehensive gate with the given devices and lanes, fast timings by default."""
     parts = [
@@ -139,7 +140,7 @@ def gate_toml(
                 "site": "test",
             },
         ),
-        _table("[policy]", {"on_stale_allowlist": "note", "min_confidence": 0.5}),
+        _table("[policy]", {"on_stale_allowlist": "note", "min_confidence": 0.5, **(policy or {})}),
         _table("[log]", {"path": str(log_path)}),
         _table("[timings]", {**FAST_TIMINGS, **(timings or {})}),
     ]

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgegate.clock import system_clock_synchronised
 from edgegate.config import HealthSettings
@@ -45,11 +45,20 @@ log = get_logger("health")
 STALE_PERIODS = 3
 
 
+class FsStat(Protocol):
+    """What health reads of ``os.statvfs``."""
+
+    @property
+    def f_bavail(self) -> int: ...
+    @property
+    def f_frsize(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class HealthProbes:
     """How health asks the system (tests inject their own)."""
 
-    statvfs: Callable[[str], os.statvfs_result] = os.statvfs
+    statvfs: Callable[[str], FsStat] = os.statvfs
     clock_synchronised: Callable[[], bool | None] = system_clock_synchronised
     monotonic: Callable[[], float] = time.monotonic
 

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from edgegate import __version__
 from edgegate.core.events import Event, GateMode, GuardWaitExpired
 from edgegate.core.lane import LaneState
+from edgegate.core.policy import Verdict
 from edgegate.daemon.lane_runner import LaneMeter, LaneRunner
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class GateMetrics:
         for lane_id, runner in gate.lanes.items():
             # Children exist from the start: a lane with no decision yet shows 0, not nothing.
             self.decision_seconds.labels(lane_id)
+            for verdict in Verdict:
+                self.decisions.labels(lane_id, verdict.value)
             self.guard_waits.labels(lane_id)
             self.guard_waits_expired.labels(lane_id)
             self.guard_wait_seconds.labels(lane_id)
