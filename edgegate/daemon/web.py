@@ -23,6 +23,7 @@ from edgegate.observability import get_logger
 from edgegate.sync.pull_api import PullApi, PullLimits
 from edgegate.web import HttpServer, ServerLimits
 from edgegate.web.monitoring import Monitoring, read_token
+from edgegate.web.tls import server_tls as tls_context
 
 if TYPE_CHECKING:
     from edgegate.daemon.health import GateHealth
@@ -44,13 +45,8 @@ async def server_tls(config: GateConfig, http: HttpSettings) -> ssl.SSLContext |
     if the certificate or key cannot be loaded."""
     if http.tls_cert_file is None or http.tls_key_file is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    await asyncio.to_thread(
-        context.load_cert_chain,
-        config.resolve_path(http.tls_cert_file),
-        config.resolve_path(http.tls_key_file),
-    )
-    return context
+    resolve = config.resolve_path
+    return await tls_context(resolve(http.tls_cert_file), resolve(http.tls_key_file))
 
 
 @dataclass
