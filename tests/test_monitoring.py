@@ -9,6 +9,7 @@ container's clock is never synchronised, and its disk cannot be filled for a tes
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Mapping
@@ -49,6 +50,7 @@ FUZZY = "苏E1234S"  # one OCR-confusable character from ALLOWED: a guard must c
 TOKEN = "s3cret-monitoring-token"
 
 PROMTOOL = shutil.which("promtool")
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 
 # --- scraping -------------------------------------------------------------------------------
@@ -387,3 +389,41 @@ async def test_without_http_the_gate_keeps_its_health_and_carries_no_metrics(
         health = g.gate.health
         assert health is not None
         await eventually(lambda: health.summary().ready, lambda: str(health.readiness()))
+
+
+# --- the documentation ----------------------------------------------------------------------
+
+
+def _watching_section() -> str:
+    text = OPERATIONS.read_text(encoding="utf-8")
+    return text[text.index("## 4. Watching a fleet of gates") :]
+
+
+def test_the_documented_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    section = _watching_section()
+    rules = section[section.index("```yaml\ngroups:") + len("```yaml\n") :]
+    rules = rules[: rules.index("```")]
+    (tmp_path / "rules.yml").write_text(rules)
+    assert PROMTOOL is not None
+    done = subprocess.run(
+        [PROMTOOL, "check", "rules", str(tmp_path / "rules.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_the_documented_gate_metrics_are_the_scraped_ones(tmp_path: Path) -> None:
+    section = _watching_section()
+    gate_table = section[section.index("### The gate's metrics") : section.index("### Central")]
+    documented = set(re.findall(r"^\| `(edgegate_[a-z_]+)` \|", gate_table, re.MULTILINE))
+    async with watched_gate(watched_config(tmp_path)) as (_g, monitor):
+        samples = await monitor.metrics()
+    scraped = {
+        s.name.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum")
+        for s in samples.samples
+    }
+    assert scraped <= documented, f"undocumented: {scraped - documented}"
+    without_sync = {n for n in documented if not n.startswith("edgegate_sync_")}
+    assert without_sync <= scraped, f"documented, not served: {without_sync - scraped}"

@@ -115,6 +115,8 @@ class GateMetrics:
             self.decision_seconds.labels(lane_id)
             for verdict in Verdict:
                 self.decisions.labels(lane_id, verdict.value)
+            for outcome in ("ok", "failed"):
+                self.plc_command_seconds.labels(runner.setup.barrier_device, outcome)
             self.guard_waits.labels(lane_id)
             self.guard_waits_expired.labels(lane_id)
             self.guard_wait_seconds.labels(lane_id)
