@@ -1,6 +1,7 @@
 """Idle cost of the gate daemon: memory and CPU of ``edgegate run`` with four lanes, no traffic.
 
     python bench/daemon_idle.py [--json] [--seconds 60] [--lanes 4] [--poll-hz 20] [--no-console]
+                                [--scrape 5]
 
 This process starts four :class:`PlcSimulator` (pymodbus, 127.0.0.1) and four
 :class:`PlateReaderSimulator` (ptys), writes a gate configuration with ``modbus-tcp`` devices
@@ -10,7 +11,11 @@ polled at ``--poll-hz`` and ``serial-plate-reader`` devices on the ptys, and run
 ``[http]`` on 127.0.0.1 with ``[console]`` and one guard account, and a console client in
 this process logs in and holds the ``/api/live`` WebSocket from before the warm-up to the end
 of the window (``console_connected``; ``console_messages``: the views it received during the
-window, which an idle gate should not send). With
+window, which an idle gate should not send). With ``--scrape SECONDS`` a client in this
+process also scrapes the gate's ``/metrics`` every SECONDS, as a fleet's Prometheus would,
+from before the warm-up to the end (``[http]`` is served for it without the console too):
+``scrapes``, ``scrape_p99_ms`` and ``scrape_max_ms`` (each GET, from sending it to the whole
+body read, over the window) and ``scrape_bytes`` (the last body's size). With
 ``--phases shuffled`` (the default) each PLC simulator then refuses connections for a moment,
 at staggered times, so that every driver reconnects after its own jittered backoff: the polls
 no longer run in the lockstep they start in, as in the field after any PLC outage (four fault
@@ -28,7 +33,7 @@ else, all started together so they poll in lockstep) for ``--floor-seconds``:
 ``floor_cpu_pct`` and ``floor_rss_mb``. It is the cost of the polls the daemon cannot avoid
 with this Modbus library; the rest is the daemon's.
 
-Targets: RSS <= 80 MB, CPU <= 3 % of one core.
+Targets: RSS <= 80 MB, CPU <= 3 % of one core, and with ``--scrape``: p99 <= 20 ms.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from bench._gate_fixture import (
     console_config_toml,
     free_port,
     gate_config_toml,
+    percentile,
     start_daemon,
     start_lanes,
     stop_lanes,
@@ -68,6 +74,7 @@ from edgegate.sim.plc import FailMode
 
 TARGET_RSS_MB = 80.0
 TARGET_CPU_PCT = 3.0
+TARGET_SCRAPE_P99_MS = 20.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT_S = 30.0
 
@@ -213,43 +220,100 @@ class ConsoleWatch:
             await asyncio.gather(self._listener, return_exceptions=True)
 
 
+class Scraper:
+    """Scrapes ``/metrics`` every ``every`` seconds; keeps the latencies from :meth:`mark`."""
+
+    def __init__(self, port: int, every: float) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.every = every
+        self.latencies_ms: list[float] = []
+        self.size = 0
+        self._counting = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def mark(self) -> None:
+        """Count the scrapes from now on (the window)."""
+        self.latencies_ms.clear()
+        self._counting = True
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                t0 = time.perf_counter()
+                async with session.get(self.url) as resp:
+                    body = await resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"/metrics answered {resp.status}")
+                ms = (time.perf_counter() - t0) * 1000
+                self.size = len(body)
+                if self._counting:
+                    self.latencies_ms.append(ms)
+                await asyncio.sleep(max(0.0, self.every - ms / 1000))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            if not self._task.cancelled() and self._task.exception() is not None:
+                raise RuntimeError(f"scraping failed: {self._task.exception()!r}")
+
+
 @dataclass
 class Measured:
     usage: Usage
     lines: list[str]
     console_connected: bool = False
     console_messages: int | None = None
+    scrapes_ms: list[float] | None = None
+    scrape_bytes: int = 0
 
 
 async def measure_daemon(args: argparse.Namespace, tmp: Path) -> Measured:
     lanes = await start_lanes(args.lanes, tmp, travel_time=2.0)
     console: ConsoleWatch | None = None
+    scraper: Scraper | None = None
     try:
         config = tmp / "gate.toml"
         text = gate_config_toml(lanes, tmp / "gate.db", poll_hz=args.poll_hz)
+        port = free_port()
         if args.console:
-            port = free_port()
             write_console_accounts(tmp / "accounts")
             text += console_config_toml(port, tmp / "accounts")
             console = ConsoleWatch(port)
+        elif args.scrape:
+            text += f'\n[http]\nbind = "127.0.0.1"\nport = {port}\n'
+        if args.scrape:
+            scraper = Scraper(port, args.scrape)
         config.write_text(text, encoding="utf-8")
         proc = await start_daemon(config, tmp)
         try:
             await wait_polled(lanes, proc)
             if console is not None:
                 await console.start()
+            if scraper is not None:
+                scraper.start()
             if args.phases == "shuffled":
                 await shuffle_phases(lanes, proc, args.poll_hz)
             await asyncio.sleep(args.warmup)
             for lane in lanes:  # the simulators' frame records must not grow for nothing
                 lane.plc.frames.clear()
             before = 0 if console is None else console.messages
+            if scraper is not None:
+                scraper.mark()
             usage = await watch(proc, args.seconds)
             measured = Measured(usage, [])
             if console is not None:
                 measured.console_connected = console.connected
                 measured.console_messages = console.messages - before
+            if scraper is not None:
+                measured.scrapes_ms = sorted(scraper.latencies_ms)
+                measured.scrape_bytes = scraper.size
         finally:
+            if scraper is not None:
+                await scraper.stop()
             if console is not None:
                 await console.stop()
             code = await stop_process(proc)
@@ -294,6 +358,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         measured = await measure_daemon(args, tmp / "daemon")
         floor = await measure_floor(args, tmp / "floor")
     usage, lines = measured.usage, measured.lines
+    scraped: dict[str, Any] = {}
+    if measured.scrapes_ms:
+        ms = measured.scrapes_ms
+        scraped = {
+            "scrapes": len(ms),
+            "scrape_every_s": args.scrape,
+            "scrape_p99_ms": round(percentile(ms, 99), 2),
+            "scrape_max_ms": round(ms[-1], 2),
+            "scrape_bytes": measured.scrape_bytes,
+            "target_scrape_p99_ms": TARGET_SCRAPE_P99_MS,
+        }
     return {
         "rss_mb": round(usage.rss_mb, 1),
         "cpu_pct": round(usage.cpu_pct, 2),
@@ -310,6 +385,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "console_messages": measured.console_messages,
         "target_rss_mb": TARGET_RSS_MB,
         "target_cpu_pct": TARGET_CPU_PCT,
+        **scraped,
     }
 
 
@@ -327,6 +403,13 @@ def main() -> int:
         default=True,
         help="serve the console and keep one logged-in client on its live WebSocket "
         "(default); --no-console: the gate without [http]",
+    )
+    parser.add_argument(
+        "--scrape",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="scrape /metrics every SECONDS (5: a fleet's Prometheus); 0 (default): never",
     )
     parser.add_argument(
         "--phases",

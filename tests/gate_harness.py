@@ -7,6 +7,7 @@ event log, read through :class:`LogReader`, and what the PLC simulators received
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -128,6 +129,7 @@ def gate_toml(
     lanes: Iterable[Mapping[str, object]],
     *,
     timings: Mapping[str, str] | None = None,
+    policy: Mapping[str, object] | None = None,
 ) -> str:
     """A comprehensive gate with the given devices and lanes, fast timings by default."""
     parts = [
@@ -140,7 +142,7 @@ def gate_toml(
                 "site": "test",
             },
         ),
-        _table("[policy]", {"on_stale_allowlist": "note", "min_confidence": 0.5}),
+        _table("[policy]", {"on_stale_allowlist": "note", "min_confidence": 0.5, **(policy or {})}),
         _table("[log]", {"path": str(log_path)}),
         _table("[timings]", {**FAST_TIMINGS, **(timings or {})}),
     ]
@@ -388,7 +390,9 @@ class RunningGate:
         if clock is not None:
             self.gate.clock = clock
         if clock_synchronised is not None:
-            self.gate.clock_synchronised = clock_synchronised
+            self.gate.probes = dataclasses.replace(
+                self.gate.probes, clock_synchronised=clock_synchronised
+            )
         self.stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._log: LogView | None = None

@@ -70,6 +70,7 @@ import contextlib
 import inspect
 import random
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -294,6 +295,7 @@ class _Prepared:
     refused: list[_Refused]
     messages: list[aiomqtt.Message] = field(default_factory=list)
     """To PUBACK once the group is committed."""
+    taken: float = field(default_factory=time.monotonic)
 
 
 def _store_group(
@@ -349,6 +351,11 @@ class Sink:
         """The latest status of each gate (from the retained ``status`` topics)."""
         self.requests: deque[tuple[str, SnapshotRequest]] = deque(maxlen=1000)
         """The latest snapshot requests as ``(site, request)``."""
+        self.stored_events: dict[str, int] = {}
+        """New events stored per gate since the start."""
+        self.on_acked: Callable[[float], None] | None = None
+        """Called once a group's acks are sent, with the seconds since it was taken for
+        storing (metrics)."""
         self._on_request = on_request
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._store: AsyncStore | None = None
@@ -420,6 +427,10 @@ class Sink:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def heads(self) -> dict[str, int]:
+        """Every gate this instance has stored or heard of, with its stored head."""
+        return dict(self._heads)
 
     def stored_until(self, gate: str) -> int:
         """The highest contiguous seq of ``gate`` this instance knows is stored."""
@@ -666,6 +677,8 @@ class Sink:
         outcome = await self.store.run(lambda s: _store_group(s, pending, refused))
         self._puback(client, prepared.messages)
         await self._after_commit(client, outcome)
+        if self.on_acked is not None and outcome.items:
+            self.on_acked(time.monotonic() - prepared.taken)
 
     def _puback(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
         """Acknowledge ``messages`` to the broker, in the order they were received."""
@@ -809,6 +822,7 @@ class Sink:
                 continue
             c.batches += 1
             c.events += res.stored
+            self.stored_events[gate] = self.stored_events.get(gate, 0) + res.stored
             c.duplicates += res.duplicates
 
         for p in gaps:

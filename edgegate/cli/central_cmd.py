@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import ValidationError
+
 from edgegate.allowlist.importer import DEFAULT_TIMEZONE
 from edgegate.central import publish as pub
 from edgegate.central.replies import wait_for_reply
@@ -34,9 +36,11 @@ from edgegate.central.store import CentralStore, StoreError, open_store, redact
 from edgegate.cli import central_pull
 from edgegate.cli.commands import action_group
 from edgegate.config import parse_duration
+from edgegate.config.models import HttpSettings
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import ProtocolError, check_id
 from edgegate.sync.signing import MAX_COMMAND_LIFETIME_NS, CommandAction, SignedCommand
+from edgegate.web.monitoring import read_token
 
 log = get_logger("cli.central")
 
@@ -104,6 +108,21 @@ def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument(
         "--client-id",
         help="stable MQTT client id of this instance (default edgegate-sink-HOSTNAME-GROUP)",
+    )
+    http = run.add_argument_group("HTTP server (/metrics, /healthz, /readyz)")
+    http.add_argument(
+        "--http",
+        metavar="ADDRESS:PORT",
+        help="serve central's HTTP server there, e.g. 127.0.0.1:9480 or [::1]:9480 "
+        "(default: no server)",
+    )
+    http.add_argument("--http-tls-cert", type=Path, metavar="FILE", help="HTTPS certificate")
+    http.add_argument("--http-tls-key", type=Path, metavar="FILE", help="HTTPS key")
+    http.add_argument(
+        "--http-token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer token the monitoring endpoints then require (one line)",
     )
     run.set_defaults(func=cmd_run, log_stream=sys.stdout)
 
@@ -268,16 +287,55 @@ def cmd_run(args: argparse.Namespace) -> int:
             group=args.group,
             client_id=args.client_id or default_client_id(args.group),
         )
+        http = _http_settings(args)
+        token = None if args.http_token_file is None else _token(args.http_token_file)
     except _UsageError as exc:
         return _fail("run", str(exc))
     try:
-        asyncio.run(_run(options))
+        asyncio.run(_run(options, http, token))
     except StoreError as exc:  # includes DsnError: the store could not be opened
         return _fail("run", str(exc), db=redact(args.db))
+    except (OSError, ssl.SSLError) as exc:  # the HTTP server could not start
+        return _fail("run", f"--http {args.http}: {exc.strerror or exc}")
     return 0
 
 
-async def _run(options: SinkOptions) -> None:
+def _http_settings(args: argparse.Namespace) -> HttpSettings | None:
+    """``--http`` and its files as an ``[http]`` section (None: no server)."""
+    if args.http is None:
+        for name in ("http_tls_cert", "http_tls_key", "http_token_file"):
+            if getattr(args, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise _UsageError(f"{flag} goes with --http ADDRESS:PORT")
+        return None
+    host, sep, port = str(args.http).rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit():
+        raise _UsageError(f"--http {args.http!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:9480")
+    fields: dict[str, object] = {"bind": host, "port": int(port)}
+    for key, value in (("tls_cert_file", args.http_tls_cert), ("tls_key_file", args.http_tls_key)):
+        if value is not None:
+            fields[key] = str(value)
+    try:
+        return HttpSettings.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'http'}: {e['msg']}" for e in exc.errors()
+        )
+        raise _UsageError(f"--http: {problems}") from None
+
+
+def _token(path: Path) -> str:
+    try:
+        return read_token(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _UsageError(f"--http-token-file {path}: {detail}") from None
+
+
+async def _run(
+    options: SinkOptions, http: HttpSettings | None = None, token: str | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -289,9 +347,21 @@ async def _run(options: SinkOptions) -> None:
         group=options.group,
         client_id=options.client_id,
     )
-    async with Sink(options):
-        await stop.wait()
-        log.info("central_sink_stopping")
+    async with Sink(options) as sink:
+        web = None
+        if http is not None:
+            from edgegate.central.web import CentralWeb
+
+            files = (http.tls_cert_file, http.tls_key_file)
+            cert, key = (None if f is None else Path(f) for f in files)
+            web = CentralWeb(sink, http.bind, http.port, cert, key, token)
+            await web.start()
+        try:
+            await stop.wait()
+            log.info("central_sink_stopping")
+        finally:
+            if web is not None:
+                await web.aclose()
 
 
 # ------------------------------------------------------------------------------ publish

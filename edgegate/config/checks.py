@@ -1,6 +1,6 @@
 """Checks across sections: lanes name devices of the right role that no other lane uses,
-permissions fit the gate's kind, timings relate sensibly, evacuation lanes exist, and
-``[sync]`` names the files its broker needs.
+permissions fit the gate's kind, timings relate sensibly, evacuation lanes exist,
+``[sync]`` names the files its broker needs, and ``[health]`` names configured devices.
 
 They run on whatever parts validated on their own (:class:`_Parts`), so a file with a bad
 field still gets its cross-section problems reported alongside.
@@ -54,6 +54,7 @@ class _Parts:
     http: bool = False  # an [http] section is present
     log: LogSettings | None = None
     has_sync: bool = False  # a [sync] section is present (valid or not)
+    silenced: tuple[str, ...] = ()  # the devices [health].device_silence names
 
     @classmethod
     def from_model(cls, cfg: GateConfig) -> _Parts:
@@ -70,6 +71,7 @@ class _Parts:
             http=cfg.http is not None,
             log=cfg.log,
             has_sync=cfg.sync is not None,
+            silenced=() if cfg.health is None else tuple(cfg.health.device_silence),
         )
 
     @classmethod
@@ -106,10 +108,18 @@ class _Parts:
             http="http" in raw,
             log=_try(LogSettings.model_validate, raw.get("log")),
             has_sync="sync" in raw,
+            silenced=_silenced(raw.get("health")),
         )
 
 
 _T = TypeVar("_T")
+
+
+def _silenced(raw_health: object) -> tuple[str, ...]:
+    if not isinstance(raw_health, dict):
+        return ()
+    limits = raw_health.get("device_silence")
+    return tuple(str(name) for name in limits) if isinstance(limits, dict) else ()
 
 
 def _try(validate: Callable[[Any], _T], value: object) -> _T | None:
@@ -362,6 +372,12 @@ def _cross_check(parts: _Parts) -> list[Problem]:
     problems += _check_incident(parts)
     problems += _check_sync(parts.sync)
     problems += _check_retention(parts)
+    for name in parts.silenced:
+        if name not in parts.device_names:
+            known = ", ".join(sorted(parts.device_names)) or "none"
+            problems.append(
+                (f"health.device_silence.{name}", f"no device {name!r} (devices: {known})")
+            )
     if parts.sync is not None and parts.sync.pull_api is not None and not parts.http:
         problems.append(
             (

@@ -18,6 +18,7 @@ from edgegate.config.models import (
     ConsoleSettings,
     Device,
     GateSection,
+    HealthSettings,
     HttpSettings,
     IncidentSettings,
     Lane,
@@ -36,7 +37,7 @@ _DEFER_CROSS_CHECKS = "edgegate.config.defer_cross_checks"
 
 
 #: Optional sections added after configuration hashes were first pinned.
-_LATER_SECTIONS = ("http", "console")
+_LATER_SECTIONS = ("http", "console", "health")
 
 
 class GateConfig(StrictModel):
@@ -53,6 +54,7 @@ class GateConfig(StrictModel):
     sync: SyncSettings | None = None
     http: HttpSettings | None = None  # absent: no HTTP server (no pull API, no console)
     console: ConsoleSettings | None = None  # absent: no guard's console
+    health: HealthSettings | None = None  # absent: the defaults
 
     _source: str = PrivateAttr(default="<string>")
     _base_dir: Path | None = PrivateAttr(default=None)
@@ -108,6 +110,8 @@ class GateConfig(StrictModel):
         files = {} if self.sync is None else self.sync.files()
         if self.http is not None:
             files.update(self.http.files())
+        if self.health is not None:
+            files.update(self.health.files())
         for key, value in files.items():
             path = self.resolve_path(value)
             try:

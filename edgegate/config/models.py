@@ -1,6 +1,7 @@
 """The pydantic models of the configuration's sections: ``[gate]``, ``[permissions]``,
-``[policy]``, ``[log]``, ``[timings]``, ``[devices]``, ``[[lanes]]``, ``[incident]`` and
-``[sync]``. Each validates on its own; checks across sections live in :mod:`.checks`."""
+``[policy]``, ``[log]``, ``[timings]``, ``[devices]``, ``[[lanes]]``, ``[incident]``,
+``[sync]`` and ``[health]``. Each validates on its own; checks across sections live in
+:mod:`.checks`."""
 
 from __future__ import annotations
 
@@ -482,6 +483,38 @@ class SyncSettings(StrictModel):
         if self.pull_api is not None:
             out["sync.pull_api.token_file"] = self.pull_api.token_file
         return out
+
+
+# -------------------------------------------------------------------------------- health
+
+
+class HealthSettings(StrictModel):
+    """``[health]``: what ``/readyz`` checks and how often (see docs/operations.md, "Watching
+    a fleet of gates"). Absent: these defaults. The allow-list's staleness is
+    ``[policy].allowlist_max_age``.
+
+    A PLC is seen when it answers its polls; a plate reader, quiet at night, is seen while its
+    serial port is open without a fault. A device not seen for its silence limit makes the
+    gate not ready. ``token_file`` (optional, relative: against the configuration's folder)
+    holds a bearer token that ``/metrics``, ``/healthz`` and ``/readyz`` then require.
+    """
+
+    poll_period: Annotated[Duration, _bounds("100ms", "5min")] = timedelta(seconds=5)
+    # Free space the log's file system must keep, below which the gate is not ready.
+    disk_reserve: Annotated[ByteSize, _byte_bounds(0, 1 << 50)] = 512 * 1024 * 1024
+    plc_silence: Annotated[Duration, _bounds("100ms", "1h")] = timedelta(seconds=10)
+    plate_reader_silence: Annotated[Duration, _bounds("100ms", "1h")] = timedelta(seconds=30)
+    # Per device, overriding the limit of its kind: { cam-1 = "2min" }.
+    device_silence: Mapping[DeviceName, Annotated[Duration, _bounds("100ms", "1h")]] = Field(
+        default_factory=dict
+    )
+    # Events waiting for the log's writer while it has finished no commit for this long:
+    # the writer is stuck.
+    log_stall: Annotated[Duration, _bounds("1s", "10min")] = timedelta(seconds=10)
+    token_file: FilePath | None = None
+
+    def files(self) -> dict[str, str]:
+        return {} if self.token_file is None else {"health.token_file": self.token_file}
 
 
 # ------------------------------------------------------------------------------- console

@@ -29,9 +29,10 @@ import msgpack
 
 from edgegate import __version__
 from edgegate.allowlist.service import AllowListService
-from edgegate.clock import SystemClock, system_clock_synchronised
+from edgegate.clock import SystemClock
 from edgegate.config import (
     GateConfig,
+    HealthSettings,
     ModbusRtuDevice,
     ModbusTcpDevice,
     SerialPlateReaderDevice,
@@ -64,6 +65,7 @@ from edgegate.daemon.clock_watch import ClockWatch
 from edgegate.daemon.control import GateController, last_mode_change
 from edgegate.daemon.desk import Desk
 from edgegate.daemon.drivers import plc_settings, serial_line
+from edgegate.daemon.health import GateHealth, HealthProbes
 from edgegate.daemon.lane_runner import LaneRunner
 from edgegate.devices.base import DeviceSignal, PlcInputs
 from edgegate.devices.modbus import BarrierPlc
@@ -76,6 +78,7 @@ from edgegate.log.retention import Retention, RetentionPolicy
 if TYPE_CHECKING:
     # Imported when [sync] is configured: a gate working alone does not carry MQTT, TLS and
     # signature code in memory.
+    from edgegate.daemon.metrics import GateMetrics
     from edgegate.daemon.web import GateWeb
     from edgegate.sync.downlink import Downlink
     from edgegate.sync.uplink import Uplink
@@ -128,9 +131,12 @@ class Gate:
     control: GateController | None = None
     desk: Desk | None = None  # what the guard's console sees and asks (built with the lanes)
     retention: Retention | None = None  # [log.retention]
-    #: The kernel's word on clock synchronisation (injected: tests decide what it says).
-    clock_synchronised: Callable[[], bool | None] = system_clock_synchronised
     clock_watch: ClockWatch | None = None  # clock steps, and the one decisions carry
+    health: GateHealth | None = None  # /readyz; its summary() for a status line
+    metrics: GateMetrics | None = None  # with [http]: served at /metrics
+    #: How health and the clock watch ask the system (the kernel's word on clock
+    #: synchronisation, free disk): tests inject their own.
+    probes: HealthProbes = field(default_factory=HealthProbes)
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
         config = self.config
@@ -138,7 +144,7 @@ class Gate:
         path.parent.mkdir(parents=True, exist_ok=True)
         async with await EventLog.open(path, gate_id=config.gate.id, clock=self.clock) as elog:
             self.event_log = elog
-            self.clock_watch = ClockWatch(self.clock, elog, self.clock_synchronised)
+            self.clock_watch = ClockWatch(self.clock, elog, self.probes.clock_synchronised)
             self.allowlist = await AllowListService.open(elog)
             await asyncio.to_thread(self._rebuild_presence, path)
             last_change = await asyncio.to_thread(last_mode_change, path)
@@ -155,6 +161,7 @@ class Gate:
             try:
                 await self.sims.start(config.devices)
                 self._build(elog, self.allowlist)
+                self._watch(elog)
                 self.control = GateController(
                     self.lanes,
                     elog,
@@ -271,12 +278,21 @@ class Gate:
         uplink.start()
 
     async def _start_web(self, elog: EventLog) -> None:
-        """With ``[http]``: the HTTP server, with the pull API and the console if configured."""
+        """With ``[http]``: the HTTP server, with the pull API and the console if configured,
+        and the monitoring endpoints."""
         if self.config.http is None:
             return
         from edgegate.daemon.web import GateWeb
 
-        self.web = GateWeb(self.config, elog.path, self.clock, desk=self.desk, audit=elog.append)
+        self.web = GateWeb(
+            self.config,
+            elog.path,
+            self.clock,
+            desk=self.desk,
+            audit=elog.append,
+            health=self.health,
+            metrics=self.metrics,
+        )
         await self.web.start()
 
     def _start_retention(self, elog: EventLog) -> None:
@@ -299,6 +315,23 @@ class Gate:
         )
         self.retention = Retention(elog, policy, self.clock)
         self.retention.start()
+
+    def _watch(self, elog: EventLog) -> None:
+        """Health (always) and, with ``[http]`` to serve them, the metrics."""
+        health = GateHealth(self, self.config.health or HealthSettings(), self.probes)
+        self.health = health
+        if self.config.http is None:
+            elog.on_commit = health.committed
+            return
+        from edgegate.daemon.metrics import GateMetrics
+
+        metrics = self.metrics = GateMetrics(self, health)
+
+        def committed(seconds: float, items: int) -> None:
+            health.committed()
+            metrics.committed(seconds, items)
+
+        elog.on_commit = committed
 
     # --- building -------------------------------------------------------------------------
 
@@ -397,6 +430,8 @@ class Gate:
             checker = tg.create_task(self._check_overstays())
             assert self.clock_watch is not None
             watch = tg.create_task(self.clock_watch.run())
+            assert self.health is not None
+            watcher = tg.create_task(self.health.run())
             assert self.control is not None
             controller = tg.create_task(self.control.run())
             self.started.set()
@@ -409,7 +444,7 @@ class Gate:
                         await runner.drain()
                 except TimeoutError:
                     log.error("lane_drain_timeout", lane=runner.setup.lane_id)
-            for task in (*devices, *lanes, checker, watch, controller):
+            for task in (*devices, *lanes, checker, watch, watcher, controller):
                 task.cancel()
         for plc in self.plcs.values():
             with contextlib.suppress(Exception):

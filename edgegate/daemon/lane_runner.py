@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -67,6 +68,23 @@ from edgegate.observability import get_logger
 
 class BarrierDriver(Protocol):
     async def command(self, cmd: BarrierCommand) -> None: ...
+
+
+class LaneMeter:
+    """What a lane tells the metrics (``edgegate.daemon.metrics``) as it happens: durations
+    in seconds. This one does nothing (a gate without ``[http]`` serves no metrics)."""
+
+    def decided(self, verdict: str, seconds: float) -> None:
+        """A decision, from taking the read to the decision and its commands durable."""
+
+    def appended(self, seconds: float) -> None:
+        """One of the lane's appends, from handing it to the log to durable."""
+
+    def commanded(self, device: str, seconds: float, ok: bool) -> None:
+        """One attempt at a barrier command, the PLC's round trip with its read-back."""
+
+    def faulted(self, device: str) -> None:
+        """A device fault the lane logs."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -136,6 +154,8 @@ class LaneRunner:
         #: fault event until the device's recovery (or a command the PLC carried out).
         self.faults: dict[str, DeviceFault] = {}
         self.observers: list[Observer] = []
+        self.meter = LaneMeter()
+        self.running = False  # run() is on (health's "lanes" check)
         self._shown: tuple[object, ...] = ()  # what observers last saw of the lane's state
         self._logger = get_logger("lane", lane=setup.lane_id)
 
@@ -165,9 +185,11 @@ class LaneRunner:
             await asyncio.sleep(0.05)  # the cycle goes on with the PLC's inputs and the clock
 
     async def run(self) -> None:
+        self.running = True
         try:
             await self._run()
         finally:
+            self.running = False
             if self._commanding is not None:
                 self._commanding.cancel()
                 await asyncio.gather(self._commanding, return_exceptions=True)
@@ -377,6 +399,7 @@ class LaneRunner:
         """Decide, then log the read (if a reader's), the decision and the commands it causes
         in one commit (the writer gives them linked seqs) before any command goes to the PLC.
         ``correction``: (operator, corrected decision's seq) for a plate typed by a guard."""
+        started = time.perf_counter()
         lane_id = self.setup.lane_id
         step = None if self._clock_step is None else await self._clock_step(lane_id)
         wall_ns = self._clock.wall_ns()
@@ -418,11 +441,15 @@ class LaneRunner:
             made.extend(out)
             return out
 
+        appending = time.perf_counter()
         try:
             seqs: list[int | None] = list(await self._log.append_group(build))
         except Exception as exc:  # the lane goes on by the write-failure policy
             self._logger.error("log_write_failed", type=AccessDecided.TYPE, error=repr(exc))
             seqs = [None] * (k + 1 + len(joined))
+        durable = time.perf_counter()
+        self.meter.appended(durable - appending)
+        self.meter.decided(str(decision.verdict), durable - started)
         decided_seq = seqs[k]
         self.lane.decision_logged(fed, -1 if decided_seq is None else decided_seq)
         built = made if made else build(-1)  # -1: the group never reached the writer
@@ -512,13 +539,16 @@ class LaneRunner:
         attempts = 0
         while True:
             attempts += 1
+            began = time.perf_counter()
             try:
                 await self._barrier.command(cmd)
             except SafetyLoopOccupied as exc:
+                self._metered_command(began, ok=False)
                 # The driver's last check before the wire: the lane closes again once clear.
                 await self._command_fault(cmd, exc, "")
                 return
             except DeviceError as exc:
+                self._metered_command(began, ok=False)
                 superseded = generation != self._command_generation
                 left_s = (give_up - self._clock.mono_ns()) / NS
                 if attempts == 1:
@@ -538,6 +568,7 @@ class LaneRunner:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, _RETRY_MAX_S)
             else:
+                self._metered_command(began, ok=True)
                 if attempts > 1:
                     self._logger.info(
                         "barrier_command_confirmed_on_retry", command=cmd.value, attempts=attempts
@@ -545,6 +576,9 @@ class LaneRunner:
                 if self.faults.pop(self._command_fault_key, None) is not None:
                     self._notify(None)
                 return
+
+    def _metered_command(self, began: float, *, ok: bool) -> None:
+        self.meter.commanded(self.setup.barrier_device, time.perf_counter() - began, ok)
 
     async def _command_fault(self, cmd: BarrierCommand, exc: DeviceError, retry: str) -> None:
         await self._append(
@@ -568,10 +602,14 @@ class LaneRunner:
         fault's device)."""
         if isinstance(event, DeviceFault):
             self.faults[fault_key or event.device] = event
+            self.meter.faulted(event.device)
         elif isinstance(event, DeviceRecovered):
             self.faults.pop(event.device, None)
+        appending = time.perf_counter()
         try:
-            return await self._log.append(event)
+            seq = await self._log.append(event)
+            self.meter.appended(time.perf_counter() - appending)
+            return seq
         except LogError as exc:
             self._logger.error("log_write_failed", type=event.TYPE, error=str(exc))
             return None

@@ -1,6 +1,7 @@
 """The daemon's HTTP server built from ``[http]``, with what is mounted on it: the pull API
 at ``/v1`` when ``[sync.pull_api]`` is configured, the guard's console at ``/`` when
-``[console]`` is."""
+``[console]`` is, and always ``/metrics``, ``/healthz`` and ``/readyz`` (with
+``[health].token_file``, behind its bearer token)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,6 +22,12 @@ from edgegate.core.clock import Clock
 from edgegate.observability import get_logger
 from edgegate.sync.pull_api import PullApi, PullLimits
 from edgegate.web import HttpServer, ServerLimits
+from edgegate.web.monitoring import Monitoring, read_token
+from edgegate.web.tls import server_tls as tls_context
+
+if TYPE_CHECKING:
+    from edgegate.daemon.health import GateHealth
+    from edgegate.daemon.metrics import GateMetrics
 
 log = get_logger("gate.web")
 
@@ -37,13 +45,8 @@ async def server_tls(config: GateConfig, http: HttpSettings) -> ssl.SSLContext |
     if the certificate or key cannot be loaded."""
     if http.tls_cert_file is None or http.tls_key_file is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    await asyncio.to_thread(
-        context.load_cert_chain,
-        config.resolve_path(http.tls_cert_file),
-        config.resolve_path(http.tls_key_file),
-    )
-    return context
+    resolve = config.resolve_path
+    return await tls_context(resolve(http.tls_cert_file), resolve(http.tls_key_file))
 
 
 @dataclass
@@ -55,6 +58,8 @@ class GateWeb:
     clock: Clock
     desk: GateDesk | None = None  # the console is served only with a desk and [console]
     audit: Audit | None = None  # appends the console's login events to the gate's log
+    health: GateHealth | None = None  # with metrics: /metrics, /healthz, /readyz
+    metrics: GateMetrics | None = None
     server: HttpServer | None = None
     pull_api: PullApi | None = None
     console: Console | None = None
@@ -76,6 +81,7 @@ class GateWeb:
             return
         server = HttpServer(http.bind, http.port, ssl_context=tls, limits=server_limits(http))
         await self._mount_pull_api(server)
+        await self._mount_monitoring(server)
         self._mount_console(server)
         try:
             await server.start()
@@ -113,6 +119,32 @@ class GateWeb:
             app, self.desk, accounts, settings, self.clock, self.audit
         )
         server.mount("/", app)
+
+    async def _mount_monitoring(self, server: HttpServer) -> None:
+        """``/metrics``, ``/healthz``, ``/readyz``; with a token file that cannot be read,
+        none of them (they are never served open when a token was asked for)."""
+        health, metrics = self.health, self.metrics
+        if health is None or metrics is None:
+            return
+        settings = self.config.health
+        token = None
+        if settings is not None and settings.token_file is not None:
+            path = self.config.resolve_path(settings.token_file)
+            try:
+                token = read_token(await asyncio.to_thread(path.read_text))
+            except (OSError, ValueError) as exc:
+                problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                log.error(
+                    "monitoring_disabled", key="health.token_file", problem=f"{path}: {problem}"
+                )
+                return
+        gate_id = self.config.gate.id
+        Monitoring(
+            metrics=metrics.render,
+            readiness=health.readiness,
+            alive=lambda: {"gate": gate_id},
+            token=token,
+        ).mount(server)
 
     async def _mount_pull_api(self, server: HttpServer) -> None:
         sync = self.config.sync

@@ -106,6 +106,11 @@ class SerialPlateReader:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def frames_rejected(self) -> int:
+        """Bad frames and runs of garbage since the start (coalesced into fewer events)."""
+        return self._rejects.total
+
     async def wait_connected(self) -> None:
         """Return once the port is open (tests and health checks)."""
         await self._connected.wait()

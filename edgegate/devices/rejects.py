@@ -54,6 +54,8 @@ class RejectCoalescer:
         self.interval = interval
         self._last_report: float | None = None
         self._pending: _Tally | None = None
+        #: Rejections counted since the start, reported or not yet (for metrics).
+        self.total = 0
 
     @property
     def due(self) -> float | None:
@@ -68,6 +70,7 @@ class RejectCoalescer:
         if self._pending is None:
             self._pending = _Tally(error)
         self._pending.add(error)
+        self.total += 1
         if self._last_report is None or now - self._last_report >= self.interval:
             return self.flush(now)
         return None

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future as ThreadFuture
@@ -237,6 +238,10 @@ class EventLog:
         #: The first seq still on the gate's disk: 1, or one past the last archive
         #: ``[log.retention]`` removed (the pull API answers 410 below it).
         self.first_kept_seq = 1
+        #: Called in the writer thread after each commit, whether it succeeded or failed,
+        #: with its duration in seconds and its item count (metrics; health sees the writer
+        #: answer). Must be quick; what it raises is ignored.
+        self.on_commit: Callable[[float, int], None] | None = None
 
     @classmethod
     async def open(
@@ -291,6 +296,16 @@ class EventLog:
         """Bytes on disk of the whole log: the active file (and its -wal), sealed segments
         and archives; a few ``stat`` calls (safe from the event loop, e.g. for a metric)."""
         return disk_usage(self.path)
+
+    @property
+    def queued(self) -> int:
+        """Items (events, groups, jobs) waiting for the writer thread."""
+        return len(self._pending)
+
+    @property
+    def writer_alive(self) -> bool:
+        """The writer thread runs (it stops on close, or dies on a bug)."""
+        return self._thread is not None and self._thread.is_alive() and self._broken is None
 
     def submit(self, event: Event, *, effect: Effect | None = None) -> asyncio.Future[int]:
         """Queue ``event`` and return a future of its seq, resolved once it is durable.
@@ -473,6 +488,7 @@ class EventLog:
     def _commit_taken(self, batch: list[Any], *, whole: bool = False) -> None:
         """Commit ``batch``; if that raises (a bug), fail its producers before the writer dies
         (the queue's are failed by ``_run``)."""
+        started = time.perf_counter()
         try:
             if whole:
                 self._commit_in_transaction(batch)
@@ -482,6 +498,10 @@ class EventLog:
             failure = _Failed(LogClosedError(f"event log writer died: {exc!r}"))
             self._post(_futures_of(batch), [failure] * len(batch))
             raise
+        observer = self.on_commit
+        if observer is not None:
+            with contextlib.suppress(Exception):
+                observer(time.perf_counter() - started, len(batch))
 
     def _commit(self, batch: list[Any]) -> None:
         for item in batch:

@@ -323,6 +323,7 @@ class HttpServer:
         self.ssl_context = ssl_context
         self.limits = limits or ServerLimits()
         self._mounts: list[_Mount] = []
+        self._routes: list[tuple[str, Handler]] = []
         self._peer_checks: list[PeerCheck] = []
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
@@ -356,6 +357,13 @@ class HttpServer:
             raise ValueError(f"{prefix} is mounted already")
         self._mounts.append(_Mount(prefix, app, guard))
 
+    def add_get(self, path: str, handler: Handler) -> None:
+        """Serve ``GET`` (and ``HEAD``) of exactly ``path`` (``/metrics``) beside the mounts,
+        before :meth:`start`; the handler checks its own credentials."""
+        if self._runner is not None:
+            raise RuntimeError("add routes before start()")
+        self._routes.append((path, handler))
+
     def add_peer_check(self, check: PeerCheck) -> None:
         """Refuse new connections from an address while ``check(address)`` gives an error."""
         self._peer_checks.append(check)
@@ -376,6 +384,8 @@ class HttpServer:
         for m in self._mounts:
             if m.prefix != "/":
                 root.add_subapp(m.prefix, m.app)
+        for path, handler in self._routes:
+            root.router.add_get(path, handler)
         runner = web.AppRunner(root, handle_signals=False, access_log=None, shutdown_timeout=2)
         await runner.setup()
         manager = runner.server
