@@ -64,6 +64,8 @@ from edgegate.daemon.control import GateController, last_mode_change
 from edgegate.daemon.desk import Desk
 from edgegate.daemon.drivers import plc_settings, serial_line
 from edgegate.daemon.lane_runner import LaneRunner
+from edgegate.daemon.sd_notify import Notifier
+from edgegate.daemon.systemd import SystemdReporter
 from edgegate.devices.base import DeviceSignal, PlcInputs
 from edgegate.devices.modbus import BarrierPlc
 from edgegate.devices.plate_reader import SerialPlateReader
@@ -125,6 +127,9 @@ class Gate:
     #: Lane holds and incident mode, for every source (central, console, PLC inputs).
     control: GateController | None = None
     desk: Desk | None = None  # what the guard's console sees and asks (built with the lanes)
+    #: systemd's notify socket (``edgegate run``): READY=1 once the lanes and the HTTP server
+    #: run, STATUS=, WATCHDOG=1 while the loop and the log writer answer, STOPPING=1.
+    notifier: Notifier | None = None
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
         config = self.config
@@ -367,7 +372,10 @@ class Gate:
             controller = tg.create_task(self.control.run())
             self.started.set()
             log.info("gate_started", gate=self.config.gate.id, lanes=len(self.lanes))
+            reporter = SystemdReporter(self.notifier or Notifier(None), self)
+            notifying = tg.create_task(reporter.run())
             await stop.wait()
+            reporter.stopping()
             # Finish the in-flight cycles while the devices can still be commanded, then stop.
             for runner in self.lanes.values():
                 try:
@@ -375,7 +383,7 @@ class Gate:
                         await runner.drain()
                 except TimeoutError:
                     log.error("lane_drain_timeout", lane=runner.setup.lane_id)
-            for task in (*devices, *lanes, checker, controller):
+            for task in (*devices, *lanes, checker, controller, notifying):
                 task.cancel()
         for plc in self.plcs.values():
             with contextlib.suppress(Exception):

@@ -641,7 +641,10 @@ class EventLog:
         self._post(futures, results)
 
     def _committed_to(self, seq: int, prev: bytes | bytearray) -> None:
-        self.write_problem = None
+        if seq != self._seq:
+            # Only events clear it: an empty transaction (a no-op job, such as the
+            # watchdog's probe) commits even on a full disk.
+            self.write_problem = None
         self._seq = seq
         self._prev = prev
         self._committed = (seq, bytes(prev))
