@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -531,9 +531,12 @@ async def test_a_silent_plc_does_not_stop_the_other_lane(tmp_path: Path) -> None
 
 
 @asynccontextmanager
-async def edgegate_run(config: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``python -m edgegate run -c CONFIG`` as a real process, up once its PLC answers (a
-    barrier.state in the log); killed if still running at the end. Output in files beside."""
+async def edgegate_run(
+    config: Path, *, env: Mapping[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m edgegate run -c CONFIG`` as a real process (``env`` added to ours), up once
+    its PLC answers (a barrier.state in the log); killed if still running at the end. Output
+    in files beside."""
     folder = config.parent
     log_path = folder / "gate.db"
     with (folder / "stdout.log").open("wb") as out, (folder / "stderr.log").open("wb") as err:
@@ -547,7 +550,7 @@ async def edgegate_run(config: Path) -> AsyncIterator[asyncio.subprocess.Process
             stdout=out,
             stderr=err,
             cwd=folder,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         try:
             await eventually(

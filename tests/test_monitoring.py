@@ -24,9 +24,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgegate.config import GateConfig, parse_config
-from edgegate.core.events import Loop
+from edgegate.core.events import LogWriteRecovered, Loop
 from edgegate.core.lane import LaneState
 from edgegate.daemon.health import HealthProbes
+from edgegate.log import LogReader
 from edgegate.sim.demo import demo_allowlist
 from tests.eventually import eventually
 from tests.gate_harness import (
@@ -315,6 +316,14 @@ async def test_readyz_names_each_injected_fault_within_two_poll_periods(tmp_path
         assert metrics.value("edgegate_log_writable") == 0
         await unfill_log(g.event_log)
         await wait_ready(monitor, True, flip)
+        # The idle gate learnt it by logging the outage's end: the gap is on record.
+        with LogReader(g.event_log.path) as reader:
+            recovered = reader.last(LogWriteRecovered.TYPE)
+        assert recovered is not None
+        event = recovered.event()
+        assert isinstance(event, LogWriteRecovered)
+        assert event.failed_commits >= 2 and "full" in event.problem
+        assert g.event_log.outage is None
 
         await g.plc().stop()
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from edgegate.config import ConfigError, load_config
 from edgegate.core.events import StopReason
 from edgegate.daemon.gate import Gate
+from edgegate.daemon.sd_notify import Notifier
 from edgegate.log import LogError
 from edgegate.log.schema import SchemaError
 from edgegate.observability import get_logger
@@ -117,7 +118,8 @@ async def _run(config: object, path: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Gate(config, config_path=path).run(stop, reason=StopReason.SIGNAL)
+    gate = Gate(config, config_path=path, notifier=Notifier.from_environ())
+    await gate.run(stop, reason=StopReason.SIGNAL)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -605,6 +605,19 @@ class DaemonStopped(Event):
     detail: str = ""
 
 
+@event_type("log.write-recovered")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogWriteRecovered(Event):
+    """The first event the log took after it could not be written from ``failed_since``:
+    ``failed_commits`` commits failed meanwhile, the last with ``problem`` (a full or failing
+    disk). What happened in between is missing from the log; ``[log.on_write_failure]``
+    decided the lanes meanwhile."""
+
+    failed_since: datetime
+    failed_commits: int
+    problem: str
+
+
 # --- the log's retention ([log.retention]) ------------------------------------------------
 
 
@@ -834,6 +847,7 @@ __all__ = [
     "LogArchiveRemoved",
     "LogSegmentArchived",
     "LogSegmentSealed",
+    "LogWriteRecovered",
     "Loop",
     "LoopChanged",
     "ManualAction",

@@ -67,6 +67,8 @@ from edgegate.daemon.desk import Desk
 from edgegate.daemon.drivers import plc_settings, serial_line
 from edgegate.daemon.health import GateHealth, HealthProbes
 from edgegate.daemon.lane_runner import LaneRunner
+from edgegate.daemon.sd_notify import Notifier
+from edgegate.daemon.systemd import SystemdReporter
 from edgegate.devices.base import DeviceSignal, PlcInputs
 from edgegate.devices.modbus import BarrierPlc
 from edgegate.devices.plate_reader import SerialPlateReader
@@ -137,6 +139,9 @@ class Gate:
     #: How health and the clock watch ask the system (the kernel's word on clock
     #: synchronisation, free disk): tests inject their own.
     probes: HealthProbes = field(default_factory=HealthProbes)
+    #: systemd's notify socket (``edgegate run``): READY=1 once the lanes and the HTTP server
+    #: run, STATUS=, WATCHDOG=1 while the loop and the log writer answer, STOPPING=1.
+    notifier: Notifier | None = None
 
     async def run(self, stop: asyncio.Event, *, reason: StopReason = StopReason.SIGNAL) -> None:
         config = self.config
@@ -436,7 +441,10 @@ class Gate:
             controller = tg.create_task(self.control.run())
             self.started.set()
             log.info("gate_started", gate=self.config.gate.id, lanes=len(self.lanes))
+            reporter = SystemdReporter(self.notifier or Notifier(None), self)
+            notifying = tg.create_task(reporter.run())
             await stop.wait()
+            reporter.stopping()
             # Finish the in-flight cycles while the devices can still be commanded, then stop.
             for runner in self.lanes.values():
                 try:
@@ -444,7 +452,7 @@ class Gate:
                         await runner.drain()
                 except TimeoutError:
                     log.error("lane_drain_timeout", lane=runner.setup.lane_id)
-            for task in (*devices, *lanes, checker, watch, watcher, controller):
+            for task in (*devices, *lanes, checker, watch, watcher, controller, notifying):
                 task.cancel()
         for plc in self.plcs.values():
             with contextlib.suppress(Exception):

@@ -23,6 +23,7 @@ path: it reads state the gate keeps anyway; the file-system checks run in a thre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import time
@@ -94,6 +95,8 @@ class GateHealth:
     #: Age in seconds of the oldest event central has not acknowledged (0: none), as of the
     #: latest poll; None without ``[sync]``.
     sync_lag_s: float | None = None
+    #: Set once the first poll has reported (systemd's first ``STATUS=`` waits for it).
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
     _seen: dict[str, float] = field(default_factory=dict)
     _last_commit: float = 0.0
     _reader: LogReader | None = None
@@ -167,6 +170,7 @@ class GateHealth:
                 reader.close()
 
     async def poll(self) -> None:
+        await self._probe_log()
         now = self.probes.monotonic()
         checks: dict[str, Callable[[float], tuple[bool, str | None]]] = {
             "log": self._log,
@@ -183,6 +187,18 @@ class GateHealth:
         self.reports = reports
         if self.gate.uplink is not None:
             self.sync_lag_s = await self._sync_lag()
+        self.reported.set()
+
+    async def _probe_log(self) -> None:
+        """After failed commits, log the outage's end (``log.write-recovered``) as soon as the
+        disk takes it: the write that shows an idle gate's log is writable again. While it
+        still fails, the ``log`` check reports the problem."""
+        elog = self.gate.event_log
+        if elog is None or elog.outage is None or not elog.writer_alive:
+            return
+        with contextlib.suppress(LogError, TimeoutError):
+            async with asyncio.timeout(self.period):
+                await elog.record_recovery()
 
     @staticmethod
     def _report(name: str, check: Callable[[float], tuple[bool, str | None]], now: float) -> Report:

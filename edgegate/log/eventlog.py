@@ -24,11 +24,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future as ThreadFuture
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from edgegate.core.clock import Clock
-from edgegate.core.events import Event, encode
+from edgegate.core.codec import ns_to_datetime
+from edgegate.core.events import Event, LogWriteRecovered, encode
 from edgegate.log.chain import GENESIS_HASH, event_hash, new_pack
 from edgegate.log.schema import migrate
 from edgegate.log.segments import DiskUsage, disk_usage, read_marks
@@ -205,6 +207,15 @@ def _deliver(futures: list[asyncio.Future[Any]], results: list[Any]) -> None:
             fut.set_result(result)
 
 
+@dataclass(frozen=True, slots=True)
+class WriteOutage:
+    """Commits failing since ``since_ns`` (wall): how many, and the last one's problem."""
+
+    since_ns: int
+    commits: int
+    problem: str
+
+
 class EventLog:
     """Append-only, hash-chained, durable event log of one gate. Owned by one event loop."""
 
@@ -235,6 +246,9 @@ class EventLog:
         #: what ``/readyz`` and systemd's ``STATUS=`` report while ``[log.on_write_failure]``
         #: holds.
         self.write_problem: str | None = None
+        #: The log's current outage, from its first failed commit until
+        #: :meth:`record_recovery` logged its end (replaced, never mutated, by the writer).
+        self.outage: WriteOutage | None = None
         #: The first seq still on the gate's disk: 1, or one past the last archive
         #: ``[log.retention]`` removed (the pull API answers 410 below it).
         self.first_kept_seq = 1
@@ -370,6 +384,23 @@ class EventLog:
         self._pending.append(_Job(fn, fut))
         self._wake.set()
         return await fut
+
+    async def record_recovery(self) -> None:
+        """Append ``log.write-recovered`` for the current outage, ending it: the write that
+        shows the disk takes events again, also on an idle gate. Raises ``LogWriteError``
+        while it still cannot be written; nothing without an outage."""
+        outage = self.outage
+        if outage is None:
+            return
+        await self.append(
+            LogWriteRecovered(
+                failed_since=ns_to_datetime(outage.since_ns),
+                failed_commits=outage.commits,
+                problem=outage.problem,
+            )
+        )
+        if self.outage is outage:  # not failed again meanwhile
+            self.outage = None
 
     async def aclose(self) -> None:
         """Commit what is queued, then stop the writer and close the file."""
@@ -675,7 +706,10 @@ class EventLog:
         self._post(futures, results)
 
     def _committed_to(self, seq: int, prev: bytes | bytearray) -> None:
-        self.write_problem = None
+        if seq != self._seq:
+            # Only events clear it: an empty transaction (a no-op job, such as the
+            # watchdog's probe) commits even on a full disk.
+            self.write_problem = None
         self._seq = seq
         self._prev = prev
         self._committed = (seq, bytes(prev))
@@ -692,6 +726,12 @@ class EventLog:
             self.write_problem = storage_problem(exc)
         else:
             self.write_problem = f"commit failed: {exc!r}"
+        outage = self.outage
+        self.outage = WriteOutage(
+            since_ns=self._wall_ns() if outage is None else outage.since_ns,
+            commits=1 if outage is None else outage.commits + 1,
+            problem=self.write_problem,
+        )
         failure = _Failed(LogWriteError(f"event log commit failed: {exc}"))
         self._post(_futures_of(batch), [failure] * len(batch))
 
