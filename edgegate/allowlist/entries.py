@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from edgegate.core.domain import (
@@ -23,6 +23,7 @@ from edgegate.core.domain import (
     Registration,
     TemporaryPermit,
     VehicleCategory,
+    VehicleFields,
 )
 from edgegate.core.plates import PlateError, parse
 
@@ -358,19 +359,10 @@ def _instant(raw: str, zone: ZoneInfo, *, end: bool) -> datetime:
     return instant
 
 
-class _Vehicle(TypedDict):
-    """What registrations, permits and appointments all carry, besides their category."""
-
-    id: str
-    plate: str
-    colour: PlateColour
-    gates: frozenset[str]
-
-
-def _vehicle(row: _Row) -> _Vehicle:
-    """The row's ``_Vehicle`` fields; to be used only if the row has not ``failed``."""
+def _vehicle(row: _Row) -> VehicleFields:
+    """The row's ``VehicleFields``; to be used only if the row has not ``failed``."""
     colour = row.choice("colour", PlateColour, default=PlateColour.UNKNOWN)
-    return _Vehicle(
+    return VehicleFields(
         id=row.text("id"),
         plate=row.plate(),
         colour=PlateColour.UNKNOWN if colour is None else colour,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypedDict
 
 
 class GateKind(enum.StrEnum):
@@ -166,6 +166,15 @@ class BlacklistEntry:
 
 
 Credential = Registration | TemporaryPermit | Appointment | BlacklistEntry
+
+
+class VehicleFields(TypedDict):
+    """What registrations, permits and appointments all carry, besides their category."""
+
+    id: str
+    plate: str
+    colour: PlateColour
+    gates: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -310,6 +310,31 @@ class _Scan:
         proof = tuple(sorted({s for s in seqs if s is not None}))
         self.out.append(Finding(kind, severity, lane, wall_ns, proof, summary, fields))
 
+    def add_for_decision(
+        self,
+        kind: str,
+        severity: Severity,
+        ev: _Envelope,
+        d: dict[str, Any],
+        summary: str,
+        **fields: Any,
+    ) -> None:
+        """A finding about the vehicle of the decision ``d`` (an event's payload) names: its
+        ``plate`` and ``decision_seq`` come first among the fields, proved by that decision
+        and the event."""
+        decision = d.get("decision_seq")
+        self.add(
+            kind,
+            severity,
+            ev.lane,
+            ev.wall_ns,
+            (decision, ev.seq),
+            summary,
+            plate=d.get("plate"),
+            decision_seq=decision,
+            **fields,
+        )
+
     # -- every event ----------------------------------------------------------------------
 
     def feed(self, ev: _Envelope) -> None:
@@ -653,59 +678,45 @@ class _Scan:
         if lane is not None:
             self._guard_done(ev, lane, "backed-out", None)
         released = d.get("released_appointment")
-        self.add(
+        self.add_for_decision(
             "back-out",
             "notice",
-            ev.lane,
-            ev.wall_ns,
-            (decision, ev.seq),
+            ev,
+            d,
             f"{plate or 'an unread vehicle'} reversed away from the arming loop"
             + (f"; appointment {released} released" if released else ""),
-            plate=plate,
-            decision_seq=decision,
             released_appointment=released,
         )
 
     def tailgate(self, ev: _Envelope, d: dict[str, Any]) -> None:
-        plate, decision = d.get("plate"), d.get("decision_seq")
-        self.add(
+        self.add_for_decision(
             "tailgate",
             "warning",
-            ev.lane,
-            ev.wall_ns,
-            (decision, ev.seq),
-            f"suspected tailgate on the opening for {plate or 'nobody admitted'}: "
+            ev,
+            d,
+            f"suspected tailgate on the opening for {d.get('plate') or 'nobody admitted'}: "
             f"{d.get('detail', '')}",
-            plate=plate,
-            decision_seq=decision,
             detail=d.get("detail", ""),
         )
 
     def not_opened_for(self, ev: _Envelope, d: dict[str, Any]) -> None:
-        plate, decision = d.get("plate"), d.get("decision_seq")
-        self.add(
+        self.add_for_decision(
             "not-opened-for",
             "warning",
-            ev.lane,
-            ev.wall_ns,
-            (decision, ev.seq),
-            f"{plate} was admitted but the arm never rose for it: {d.get('detail', '')}",
-            plate=plate,
-            decision_seq=decision,
+            ev,
+            d,
+            f"{d.get('plate')} was admitted but the arm never rose for it: {d.get('detail', '')}",
         )
 
     def vehicle_passed(self, ev: _Envelope, d: dict[str, Any]) -> None:
         if d.get("unauthorised"):
-            plate, decision = d.get("plate"), d.get("decision_seq")
-            self.add(
+            plate = d.get("plate") or "a vehicle"
+            self.add_for_decision(
                 "unauthorised-pass",
                 "warning",
-                ev.lane,
-                ev.wall_ns,
-                (decision, ev.seq),
-                f"{plate or 'a vehicle'}, refused by the policy, crossed the lane held open",
-                plate=plate,
-                decision_seq=decision,
+                ev,
+                d,
+                f"{plate}, refused by the policy, crossed the lane held open",
             )
 
     # -- people, central, modes -----------------------------------------------------------
@@ -904,18 +915,14 @@ class _Scan:
 
     def revoked_admission(self, ev: _Envelope, d: dict[str, Any]) -> None:
         certain = bool(d.get("certain"))
-        decision = d.get("decision_seq")
-        self.add(
+        self.add_for_decision(
             "revoked-admission",
             "critical" if certain else "warning",
-            ev.lane,
-            ev.wall_ns,
-            (decision, ev.seq),
+            ev,
+            d,
             f"{d.get('plate')} was admitted on {d.get('credential_kind')} "
             f"{d.get('credential_id')}, {d.get('basis')} in allow-list "
             f"{d.get('allowlist_version')}" + ("" if certain else " (maybe before it was revoked)"),
-            plate=d.get("plate"),
-            decision_seq=decision,
             credential_id=d.get("credential_id"),
             basis=d.get("basis"),
             certain=certain,

@@ -48,6 +48,7 @@ from edgegate.core.domain import (
     Registration,
     TemporaryPermit,
     VehicleCategory,
+    VehicleFields,
 )
 from edgegate.core.events import (
     AccessDecided,
@@ -174,58 +175,47 @@ def recorded_credential(
     c: TracedCredential,
 ) -> Registration | TemporaryPermit | Appointment | BlacklistEntry:
     """The credential as the policy saw it (fields the policy never reads left blank)."""
-    category = c.category or VehicleCategory.ORDINARY
-    gates = frozenset(c.gates)
-    if c.kind == "registration":
-        return Registration(
+    if c.kind not in ("registration", "permit", "appointment"):
+        return BlacklistEntry(
             id=c.id,
             plate=c.plate,
-            colour=c.colour,
+            reason=BlacklistReason.OTHER,
+            source="",
+            valid_from=c.valid_from,
+            valid_until=c.valid_until,
+        )
+    vehicle = VehicleFields(id=c.id, plate=c.plate, colour=c.colour, gates=frozenset(c.gates))
+    category = c.category or VehicleCategory.ORDINARY
+    if c.kind == "registration":
+        return Registration(
+            **vehicle,
             category=category,
             holder=HolderType.COMPANY,
             organisation="",
             valid_from=c.valid_from,
             valid_until=c.valid_until,
-            gates=gates,
         )
+    if c.valid_until is None:
+        raise WhatIfError(f"recorded {c.kind} {c.id} has no end to its window")
     if c.kind == "permit":
-        if c.valid_until is None:
-            raise WhatIfError(f"recorded {c.kind} {c.id} has no end to its window")
         return TemporaryPermit(
-            id=c.id,
-            plate=c.plate,
-            colour=c.colour,
+            **vehicle,
             category=category,
             visitor="",
             host="",
             valid_from=c.valid_from,
             valid_until=c.valid_until,
-            gates=gates,
         )
-    if c.kind == "appointment":
-        if c.valid_until is None:
-            raise WhatIfError(f"recorded {c.kind} {c.id} has no end to its window")
-        return Appointment(
-            id=c.id,
-            plate=c.plate,
-            colour=c.colour,
-            category=category,
-            window_start=c.valid_from,
-            window_end=c.valid_until,
-            destination="",
-            un_number="",
-            hazard_class="",
-            waybill="",
-            gates=gates,
-            consumed=c.consumed,
-        )
-    return BlacklistEntry(
-        id=c.id,
-        plate=c.plate,
-        reason=BlacklistReason.OTHER,
-        source="",
-        valid_from=c.valid_from,
-        valid_until=c.valid_until,
+    return Appointment(
+        **vehicle,
+        category=category,
+        window_start=c.valid_from,
+        window_end=c.valid_until,
+        destination="",
+        un_number="",
+        hazard_class="",
+        waybill="",
+        consumed=c.consumed,
     )
 
 
