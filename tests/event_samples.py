@@ -283,10 +283,10 @@ def all_samples() -> list[ev.Event]:
             pid=4242,
             timezone="Asia/Shanghai",
         ),
-        ev.DaemonStopped(reason=ev.StopReason.SIGNAL, detail="SIGTERM"),
         ev.LogWriteRecovered(
             failed_since=datetime(2026, 11, 3, 4, 5, 6, tzinfo=UTC),
             failed_commits=12,
             problem="database or disk is full (SQLITE_FULL): is the disk full or failing?",
         ),
+        ev.DaemonStopped(reason=ev.StopReason.SIGNAL, detail="SIGTERM"),
     ]
