@@ -383,6 +383,13 @@ async def test_log_verify_and_tail_read_across_segments_archives_and_the_anchor(
     finally:
         await retention.aclose()
     [archive] = list_files(segments_dir(event_log.path))
+    packed = archive.path.read_bytes()
+    # Cut off (a copy that stopped half-way, a full disk): a damaged archive, named.
+    for cut in (packed[: len(packed) // 2], b""):
+        archive.path.write_bytes(cut)
+        assert main(["log", "verify", db]) == 2
+        err = capsys.readouterr().err
+        assert f"{archive.path.name}: damaged archive: cut off (empty or truncated)" in err
     archive.path.unlink()
     assert main(["log", "verify", db]) == 1
     assert f"first bad seq {archive.first}: gap" in capsys.readouterr().out
