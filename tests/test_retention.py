@@ -373,6 +373,9 @@ async def test_log_verify_and_tail_read_across_segments_archives_and_the_anchor(
     assert main(["log", "verify", db]) == 0
     out = capsys.readouterr().out
     assert f"seq {first}..{event_log.head[0]}, chain verified (chained from the anchor" in out
+    assert main(["replay", "verify", db]) == 0
+    out = capsys.readouterr().out
+    assert f"seq {first}..{event_log.head[0]}, chain verified (chained from the anchor" in out
     # An archive deleted by hand (not by the retention) is a gap that verify names.
     await _append_day(event_log, clock)
     clock.advance(12 * HOUR)
