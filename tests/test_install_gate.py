@@ -89,10 +89,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def install(wheel: Path, base: Path) -> subprocess.CompletedProcess[str]:
+def install(wheel: Path, base: Path, *more: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             str(SCRIPT),
+            *more,
             "--package", str(wheel),
             "--prefix", str(base / "opt"),
             "--config-dir", str(base / "etc"),
@@ -161,6 +162,20 @@ def test_install_gate_installs_a_gate_that_runs_then_changes_nothing(
     assert "changed:" not in second.stdout, second.stdout
     assert "nothing to do" in second.stdout
     assert unit.read_text() == text
+
+    # A bad --config is refused before it replaces the gate's (which a reboot would start).
+    installed = (base / "etc" / "gate.toml").read_text()
+    bad = base / "bad.toml"
+    bad.write_text('[gate]\nid = "X"\n')
+    refused = install(wheel, base, "--config", str(bad))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "gate.id: 'X' is not a valid gate id" in refused.stderr
+    assert "gate.toml left as it was" in refused.stderr
+    assert (base / "etc" / "gate.toml").read_text() == installed
+    assert not (base / "etc" / "gate.toml.new").exists()
+    missing = install(wheel, base, "--config")
+    assert missing.returncode == 2
+    assert "install-gate: --config needs a value" in missing.stderr
 
     # What the unit would start, as the unit's user: the installed daemon, its profiles from
     # EDGEGATE_DRIVERS, its log in the state directory, READY=1 to a notify socket.

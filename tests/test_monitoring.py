@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
 
 from edgegate.config import GateConfig, parse_config
 from edgegate.core.events import LogWriteRecovered, Loop
@@ -369,11 +370,33 @@ async def test_a_token_file_guards_every_endpoint(tmp_path: Path) -> None:
                     assert resp.status == 401, (path, headers)
                     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
                     assert "bearer token" in (await resp.json())["error"]
+            # Bytes that are not UTF-8 (an HTTP client may send any): refused, not a 500.
+            status, body = await raw_get(monitor.base, path, b"Authorization: Bearer \xff\xfe")
+            assert status == 401, body
+            assert b"wrong bearer token" in body
         async with monitor.session.get(
             monitor.base + "/healthz", headers={"Authorization": f"Bearer {TOKEN}"}
         ) as resp:
             assert resp.status == 200
             assert await resp.json() == {"alive": True, "gate": "e2e-gate"}
+
+
+async def raw_get(base: str, path: str, header: bytes) -> tuple[int, bytes]:
+    """``GET path`` with ``header`` as raw bytes (aiohttp's client sends only UTF-8)."""
+    url = URL(base)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {url.host}\r\nConnection: close\r\n".encode()
+            + header
+            + b"\r\n\r\n"
+        )
+        response = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
 
 
 async def test_an_unreadable_token_file_serves_no_monitoring_at_all(tmp_path: Path) -> None:

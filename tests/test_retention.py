@@ -373,6 +373,9 @@ async def test_log_verify_and_tail_read_across_segments_archives_and_the_anchor(
     assert main(["log", "verify", db]) == 0
     out = capsys.readouterr().out
     assert f"seq {first}..{event_log.head[0]}, chain verified (chained from the anchor" in out
+    assert main(["replay", "verify", db]) == 0
+    out = capsys.readouterr().out
+    assert f"seq {first}..{event_log.head[0]}, chain verified (chained from the anchor" in out
     # An archive deleted by hand (not by the retention) is a gap that verify names.
     await _append_day(event_log, clock)
     clock.advance(12 * HOUR)
@@ -383,6 +386,13 @@ async def test_log_verify_and_tail_read_across_segments_archives_and_the_anchor(
     finally:
         await retention.aclose()
     [archive] = list_files(segments_dir(event_log.path))
+    packed = archive.path.read_bytes()
+    # Cut off (a copy that stopped half-way, a full disk): a damaged archive, named.
+    for cut in (packed[: len(packed) // 2], b""):
+        archive.path.write_bytes(cut)
+        assert main(["log", "verify", db]) == 2
+        err = capsys.readouterr().err
+        assert f"{archive.path.name}: damaged archive: cut off (empty or truncated)" in err
     archive.path.unlink()
     assert main(["log", "verify", db]) == 1
     assert f"first bad seq {archive.first}: gap" in capsys.readouterr().out

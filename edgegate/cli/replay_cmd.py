@@ -276,7 +276,12 @@ def _print_verify(r: VerifyResult) -> None:
         print(f"FAILED gate {r.gate_id} against central: {r.difference.problem}")
     if r.fault is None:
         mark = "OK" if not r.missing_triggers else "  "
-        print(f"{mark} gate {r.gate_id}: {r.events} events, seq 1..{r.head_seq}, chain verified")
+        first = r.head_seq - r.events + 1  # above 1 after [log.retention] removed archives
+        anchored = "" if first == 1 else " (chained from the anchor the last removed archive left)"
+        print(
+            f"{mark} gate {r.gate_id}: {r.events} events, seq {first}..{r.head_seq}, "
+            f"chain verified{anchored}"
+        )
     if r.central_head is not None and r.difference is None:
         print(
             f"OK gate {r.gate_id}: identical to central's copy "

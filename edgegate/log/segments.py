@@ -340,11 +340,20 @@ def decompress(part: Part, into: Path) -> Path:
 
     target = into / part.path.name.removesuffix(".zst")
     try:
+        # Not copy_stream: it ends quietly where a cut-off archive ends; a frame that never
+        # reached its end (and its checksum) is damaged.
+        unpacker = zstandard.ZstdDecompressor().decompressobj(write_size=_COPY_CHUNK)
         with open(part.path, "rb") as src, open(target, "wb") as dst:
-            zstandard.ZstdDecompressor().copy_stream(src, dst, write_size=_COPY_CHUNK)
+            while chunk := src.read(_COPY_CHUNK):
+                dst.write(unpacker.decompress(chunk))
+        if not unpacker.eof:
+            raise SegmentError(f"{part.path.name}: damaged archive: cut off (empty or truncated)")
     except zstandard.ZstdError as exc:
         target.unlink(missing_ok=True)
         raise SegmentError(f"{part.path.name}: damaged archive: {exc}") from exc
+    except SegmentError:
+        target.unlink(missing_ok=True)
+        raise
     return target
 
 

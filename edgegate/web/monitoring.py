@@ -55,15 +55,19 @@ class Monitoring:
         if self.token is None:
             return
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self.token.encode()
+        if scheme.lower() != "bearer" or not given.strip():
+            problem = "a bearer token is required (Authorization: Bearer <token>)"
+        # surrogateescape: aiohttp decodes a header's non-UTF-8 bytes to lone surrogates.
+        elif not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), self.token.encode()
         ):
-            raise HttpError(
-                401,
-                "a bearer token is required (Authorization: Bearer <token>)",
-                headers=[("WWW-Authenticate", 'Bearer realm="edgegate monitoring"')],
-            )
-        authenticated(request)
+            problem = "wrong bearer token"
+        else:
+            authenticated(request)
+            return
+        raise HttpError(
+            401, problem, headers=[("WWW-Authenticate", 'Bearer realm="edgegate monitoring"')]
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self._check(request)
