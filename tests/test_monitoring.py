@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -461,3 +462,22 @@ async def test_the_documented_gate_metrics_are_the_scraped_ones(tmp_path: Path) 
     assert scraped <= documented, f"undocumented: {scraped - documented}"
     without_sync = {n for n in documented if not n.startswith("edgegate_sync_")}
     assert without_sync <= scraped, f"documented, not served: {without_sync - scraped}"
+
+
+def test_a_gate_without_a_time_source_may_be_ready_by_its_configuration() -> None:
+    """``require_clock_sync = false``: the clock check passes whatever the kernel says; by
+    default an unsynchronised clock names what to check."""
+    from edgegate.config.models import HealthSettings
+    from edgegate.daemon.health import GateHealth
+
+    gate = SimpleNamespace(plcs={}, readers={})
+    unsynced = HealthProbes(clock_synchronised=lambda: False)
+    strict = GateHealth(gate, HealthSettings(), unsynced)  # type: ignore[arg-type]
+    ok, problem = strict._clock(0.0)
+    assert not ok and problem is not None and "timedatectl" in problem
+    lenient = GateHealth(
+        gate,  # type: ignore[arg-type]
+        HealthSettings.model_validate({"require_clock_sync": False}),
+        unsynced,
+    )
+    assert lenient._clock(0.0) == (True, None)

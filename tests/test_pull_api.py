@@ -34,7 +34,7 @@ from edgegate.log.chain import GENESIS_HASH, ChainVerifier, Row
 from edgegate.log.eventlog import GateMismatchError, LogError
 from edgegate.log.reader import LogReader
 from edgegate.log.retention import Retention, RetentionPolicy
-from edgegate.sync.protocol import decode_batch
+from edgegate.sync.protocol import EventBatch, decode_batch, encode_batch
 from edgegate.sync.pull_api import (
     AuthThrottle,
     PullApiServer,
@@ -938,7 +938,10 @@ async def test_a_gap_in_the_gate_log_stops_the_pull_with_exit_2(
         )
     captured = capsys.readouterr()
     assert code == 2
-    assert "served seq 5..10 but central needs seq 4 next" in captured.err
+    # The gate refuses to serve past the gap (central's own check of the seqs it is served
+    # is tested with a canned server).
+    assert "answered 500" in captured.err
+    assert "events 4..4 are missing from this gate's log" in captured.err
     assert "3 new events stored" in captured.out
     with open_store(_dsn(db)) as store:
         assert store.head(GATE)[0] == 3
@@ -1191,3 +1194,54 @@ async def test_the_real_edgegate_cli_has_central_pull(
         structlog.reset_defaults()
         logging.getLogger().handlers[:] = []
     assert f"{gate_log.head[0]} new events stored" in capsys.readouterr().out
+
+
+async def test_a_missing_archive_is_a_gap_never_skipped(
+    server: PullApiServer, gate_log: EventLog
+) -> None:
+    """An archive deleted by hand: a page asked from inside it is a 500 naming the missing
+    events, never the rows after the gap (which a client would take for the next ones); the
+    answer does not show the gate's file paths."""
+    policy = RetentionPolicy("Asia/Shanghai", 1, timedelta(0), 1 << 30, 3)
+    first_last = gate_log.head[0]
+    for _ in range(2):
+        retention = Retention(gate_log, policy, ManualClock())
+        try:
+            await retention.step()
+        finally:
+            await retention.aclose()
+        await _append(gate_log, 3)
+    archive = gate_log.path.parent / f"{gate_log.path.name}.segments"
+    missing = archive / f"{1:012d}-{first_last:012d}.db.zst"
+    missing.unlink()
+
+    status, _, body = await get(server, "/v1/events?after=1")
+    assert status == 500
+    assert f"events 2..{first_last} are missing" in _error(body)
+    assert str(gate_log.path.parent) not in body.decode()
+    status, _, body = await get(server, f"/v1/events?after={first_last}")
+    assert status == 200
+    assert decode_batch(body).from_seq == first_last + 1
+
+
+async def test_central_pull_refuses_a_page_that_skips_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that serves past a gap anyway (not this gate's API, which refuses): central
+    stores nothing beyond what it has and says which seq it needs."""
+    log_path = tmp_path / "gate.db"
+    await _closed_log(log_path, 10)
+    with LogReader(log_path) as reader:
+        skipping = [row for rows in reader.iter_rows(0) for row in rows if row[0] >= 5]
+    body = encode_batch(EventBatch.of(GATE, skipping))
+    response = _canned_events(
+        "200 OK", body, "Content-Type: application/x-msgpack", f"X-Edgegate-Gate: {GATE}",
+        "X-Edgegate-Head: 10",
+    )  # fmt: skip
+    db = tmp_path / "central.db"
+    async with _canned(response) as url:
+        code = await asyncio.to_thread(_cli, ["pull", url, "--token", TOKEN, "--db", _dsn(db)])
+    assert code == 2
+    assert "served seq 5..10 but central needs seq 1 next" in capsys.readouterr().err
+    with open_store(_dsn(db)) as store:
+        assert store.head(GATE)[0] == 0

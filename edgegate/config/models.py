@@ -511,6 +511,10 @@ class HealthSettings(StrictModel):
     # Events waiting for the log's writer while it has finished no commit for this long:
     # the writer is stuck.
     log_stall: Annotated[Duration, _bounds("1s", "10min")] = timedelta(seconds=10)
+    # Whether an unsynchronised clock (the kernel's word, as timedatectl shows it) makes the
+    # gate not ready. false only for a gate that has no time source by design: its decisions'
+    # times are then only as good as its hardware clock.
+    require_clock_sync: bool = True
     token_file: FilePath | None = None
 
     def files(self) -> dict[str, str]:

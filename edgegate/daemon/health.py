@@ -276,8 +276,11 @@ class GateHealth:
         return True, None
 
     def _clock(self, _now: float) -> tuple[bool, str | None]:
-        if self.probes.clock_synchronised() is False:
-            return False, "the system clock is not synchronised (NTP)"
+        if self.settings.require_clock_sync and self.probes.clock_synchronised() is False:
+            return False, (
+                "the system clock is not synchronised: check `timedatectl` / `chronyc "
+                "tracking` ([health] require_clock_sync = false for a gate without a time source)"
+            )
         return True, None
 
     async def _disk(self) -> tuple[bool, str | None]:

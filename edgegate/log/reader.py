@@ -360,15 +360,20 @@ class LogReader:
         return [StoredEvent(*r) for r in rows]
 
     def rows(self, after: int, limit: int) -> list[Row]:
-        """Up to ``limit`` contiguous raw rows with ``seq > after`` (fewer where a segment
-        ends; none past the head). ``LogGoneError`` if ``after + 1`` was removed."""
+        """Up to ``limit`` contiguous raw rows from ``after + 1`` (fewer where a segment ends;
+        none past the head). ``LogGoneError`` if ``after + 1`` was removed by the retention,
+        ``LogGapError`` if no file on the disk holds it (a segment or archive went missing):
+        never rows from beyond a gap, which a reader would take for the next ones."""
         if after + 1 < self.first_seq():
             raise LogGoneError(self.first_seq())
         batches = self.iter_rows(after, limit)
         try:
-            return next(batches, [])
+            rows = next(batches, [])
         finally:
             batches.close()
+        if rows and rows[0][0] != after + 1:
+            raise LogGapError(after + 1, rows[0][0] - 1)
+        return rows
 
     def last(self, type_name: str) -> StoredEvent | None:
         """The newest event of ``type_name``, or None (scans back from the head: there is no
@@ -536,6 +541,19 @@ class LogReader:
             missing_triggers=self.missing_triggers(),
             first_seq=anchor_seq + 1,
         )
+
+
+class LogGapError(LogError):
+    """Events ``first..last`` are in no file on the gate's disk, though they should be kept:
+    rows deleted, or a segment or archive file deleted or moved, outside edgegate."""
+
+    def __init__(self, first: int, last: int) -> None:
+        super().__init__(
+            f"events {first}..{last} are missing from this gate's log: removed outside "
+            "edgegate (rows, or a segment or archive file); `edgegate log verify` shows the gap"
+        )
+        self.first = first
+        self.last = last
 
 
 class LogGoneError(LogError):

@@ -68,7 +68,7 @@ from edgegate.clock import SystemClock
 from edgegate.core.clock import Clock
 from edgegate.log.chain import Row
 from edgegate.log.eventlog import GateMismatchError, LogError
-from edgegate.log.reader import LogGoneError, LogReader
+from edgegate.log.reader import LogGapError, LogGoneError, LogReader
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import (
     INT64_MAX,
@@ -558,8 +558,12 @@ class PullApi:
             )
             _add(resp, gate)
             return resp, 0
-        except (sqlite3.Error, LogError, ProtocolError) as exc:
+        except LogGapError as exc:
             raise HttpError(500, f"cannot read the log: {exc}") from exc
+        except (sqlite3.Error, LogError, ProtocolError) as exc:
+            # The detail (file paths) stays in the gate's own log.
+            log.error("pull_api_log_unreadable", after=after, error=str(exc))
+            raise HttpError(500, "cannot read the log: see the gate's log") from exc
         headers = [*gate, (HEAD_HEADER, str(head_seq)), ("Vary", "Accept")]
         if not rows:
             resp = web.Response(status=204)
