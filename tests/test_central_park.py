@@ -3,6 +3,9 @@ state, exactly-once application under redelivery and racing stores, rebuild equa
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -313,3 +316,108 @@ def test_two_stores_racing_on_one_gate_apply_each_event_once(postgres_dsn: str) 
     finally:
         for s in stores:
             s.close()
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+
+def edgegate(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgegate", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def said(err: str) -> list[str]:
+    """What stderr says to a person: its lines that are not JSON log records."""
+    return [line for line in err.splitlines() if line and not line.startswith("{")]
+
+
+def test_roll_call_gates_and_rebuild_commands(store: CentralStore, dsn: str) -> None:
+    a, b = park_logs()
+    store.store_batch("gate-a", a.rows)
+    store.store_batch("gate-b", b.rows)
+    store.note_status(
+        "gate-b", "online", head_seq=9, synced_seq=4, allowlist_version=7, at_ns=b.rows[-1][1]
+    )
+
+    ran = edgegate("central", "roll-call", "--store", dsn, "--json")
+    assert ran.returncode == 0, ran.stderr
+    doc = json.loads(ran.stdout)
+    assert (doc["inside"], doc["hazmat"], doc["hazwaste"]) == (2, 1, 0)
+    first = doc["vehicles"][0]
+    assert (first["plate"], first["category"], first["entry_gate"]) == (
+        "苏E00002",
+        "hazmat",
+        "gate-a",
+    )
+    assert first["entered_at"] == "2026-11-28T08:02:00+00:00"
+    assert first["overdue"]["limit"] == "permit-end"  # its permit ended on 28 November
+    assert [v["plate"] for v in doc["vehicles"]] == ["苏E00002", "苏E00004"]
+
+    ran = edgegate("central", "roll-call", "--db", dsn, "--timezone", "UTC", "--gate", "gate-a")
+    assert ran.returncode == 0, ran.stderr
+    text = ran.stdout
+    assert "2 inside, 1 hazmat" in text
+    assert text.index("苏E00002") < text.index("苏E00004")
+    assert "2026-11-28 08:02:00" in text and "past permit-end" in text
+
+    ran = edgegate("central", "roll-call", "--store", dsn, "--category", "hazwaste")
+    assert ran.returncode == 0 and "nobody inside" in ran.stdout
+
+    ran = edgegate("central", "gates", "--store", dsn, "--json")
+    assert ran.returncode == 0, ran.stderr
+    gates = json.loads(ran.stdout)["gates"]
+    assert [(g["gate"], g["online"]) for g in gates] == [("gate-a", False), ("gate-b", True)]
+    ga, gb = gates
+    assert (ga["synced_seq"], ga["allowlist_version"], ga["mode"]) == (7, 7, None)
+    assert [f["device"] for f in ga["faulted_devices"]] == ["plc-1"]
+    assert (gb["synced_seq"], gb["head_seq"], gb["lag"], gb["mode"]) == (4, 9, 5, "incident")
+    assert gb["last_seen"] == "2026-11-28T08:11:00+00:00"
+
+    ran = edgegate("central", "gates", "--store", dsn, "--timezone", "UTC")
+    assert ran.returncode == 0, ran.stderr
+    assert "plc-1 (timeout)" in ran.stdout and "incident" in ran.stdout
+    assert ran.stdout.index("gate-a") < ran.stdout.index("gate-b")  # offline first
+
+    before = snapshot(store)
+    ran = edgegate("central", "rebuild-projections", "--store", dsn)
+    assert ran.returncode == 0, ran.stderr
+    assert "from 11 events of 2 gates" in ran.stdout
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["roll-call", "--category", "tanker"], "--category 'tanker': expected one of hazmat"),
+        (["roll-call", "--dwell-limit", "hazmat"], "expected CATEGORY=DURATION"),
+        (["roll-call", "--dwell-limit", "hazmat=-1h"], "--dwell-limit 'hazmat=-1h'"),
+        (["gates", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
+    ],
+)
+def test_bad_arguments_are_named(tmp_path: Path, argv: list[str], message: str) -> None:
+    with open_store(f"sqlite:///{tmp_path / 'c.db'}"):
+        pass
+    ran = edgegate("central", *argv, "--store", f"sqlite:///{tmp_path / 'c.db'}")
+    assert ran.returncode == 2
+    assert "Traceback" not in ran.stderr
+    assert any(message in line for line in said(ran.stderr)), ran.stderr
+
+
+@pytest.mark.parametrize("command", ["roll-call", "gates", "rebuild-projections"])
+def test_a_missing_or_unreachable_store_is_named(tmp_path: Path, command: str) -> None:
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    ran = edgegate("central", command, "--store", missing)
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr
+    assert said(ran.stderr) == [
+        f"edgegate central {command}: no store at {missing} "
+        "(the --db of `edgegate central run`; it makes the file)"
+    ]
+    assert not (tmp_path / "none.db").exists()
+    ran = edgegate("central", command, "--store", "postgresql://u:secret@127.0.0.1:1/db")
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr
+    assert "secret" not in ran.stderr and said(ran.stderr)
