@@ -421,3 +421,42 @@ def test_a_missing_or_unreachable_store_is_named(tmp_path: Path, command: str) -
     ran = edgegate("central", command, "--store", "postgresql://u:secret@127.0.0.1:1/db")
     assert ran.returncode == 2 and "Traceback" not in ran.stderr
     assert "secret" not in ran.stderr and said(ran.stderr)
+
+
+def test_two_stores_moving_the_same_plates_from_two_gates(postgres_dsn: str) -> None:
+    """Each store takes one gate (as two sinks sharing the gates do); the same vehicles go in
+    at one gate and out at the other, so both transactions update the same plates' rows."""
+    a, b = GateLog("gate-a"), GateLog("gate-b")
+    for n in range(120):
+        plate = f"苏E{n % 15:05d}"
+        at = T0 + timedelta(seconds=n)
+        (a if n % 2 else b).passed(plate, Direction.ENTRY if n % 3 else Direction.EXIT, at)
+    stores = [open_store(postgres_dsn) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def sink(s: CentralStore, log: GateLog) -> None:
+        try:
+            barrier.wait()
+            for end in range(2, len(log.rows) + 2, 2):
+                s.store_batch(log.gate, log.rows[:end])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=sink, args=pair) for pair in zip(stores, (a, b), strict=True)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        live = snapshot(stores[0])
+        assert events_projected(stores[0]) == {"gate-a": 60, "gate-b": 60}
+        assert stores[0].presence()
+        stores[1].rebuild_projections()
+        assert snapshot(stores[0]) == live
+    finally:
+        for s in stores:
+            s.close()

@@ -196,8 +196,7 @@ class CentralStore(ABC):
             if head != start[gate]:
                 self._exec(_UPDATE_HEAD, (head[0], head[1], now, gate))
         # In the same transaction: the projections hold exactly the committed events.
-        for gate in sorted(stored):
-            projections.apply(self, gate, stored[gate], self._projection_problem(now))
+        projections.apply(self, stored, self._projection_problem(now))
         return results
 
     def _projection_problem(self, now: int) -> projections.Problem:

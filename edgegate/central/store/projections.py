@@ -102,6 +102,10 @@ class Tx(Protocol):
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
 
 
+_Move = tuple[str, int, str | None, str, int, int, str | None, str | None, int | None, int]
+"""``_MOVE``'s parameters: plate, inside, category, gate, seq, at_ns, lane, credential,
+permit end, unauthorised."""
+
 Problem = Callable[[str, int, bytes, str], None]
 """Called with (gate, seq, payload, reason) for a projected event that cannot be decoded."""
 
@@ -185,22 +189,32 @@ class GateState:
 # --- applying events ------------------------------------------------------------------------
 
 
-def apply(tx: Tx, gate: str, rows: Sequence[Row], on_problem: Problem) -> None:
-    """Apply ``gate``'s rows just stored (consecutive, seq order) to every projection, each
+def apply(tx: Tx, stored: Mapping[str, Sequence[Row]], on_problem: Problem) -> None:
+    """Apply each gate's rows just stored (consecutive, seq order) to every projection, each
     from its position on: rows it already holds are skipped, rows between its position and
-    the first of ``rows`` (stored before it existed, or before a rebuild) are read first."""
-    if not rows:
-        return
-    for projection in PROJECTIONS:
-        position = _lock_position(tx, projection, gate)
-        first, last = rows[0][0], rows[-1][0]
-        if position >= last:
+    the first of the gate's rows (stored before it existed) are read first."""
+    moves: list[_Move] = []
+    for gate in sorted(stored):  # positions locked in gate order, like the heads
+        rows = stored[gate]
+        if not rows:
             continue
-        if position < first - 1:
-            for page in _stored(tx, gate, position, first - 1):
-                _apply_one(tx, projection, gate, page, on_problem)
-        _apply_one(tx, projection, gate, [r for r in rows if r[0] > position], on_problem)
-        tx._exec(_SET_POSITION, (last, projection, gate))
+        first, last = rows[0][0], rows[-1][0]
+        for projection in PROJECTIONS:
+            position = _lock_position(tx, projection, gate)
+            if position >= last:
+                continue
+            if position < first - 1:
+                for page in _stored(tx, gate, position, first - 1):
+                    _apply_one(tx, projection, gate, page, on_problem, moves)
+            new = [r for r in rows if r[0] > position]
+            _apply_one(tx, projection, gate, new, on_problem, moves)
+            tx._exec(_SET_POSITION, (last, projection, gate))
+    # Plates' rows are locked in plate order: two sinks moving the same plates (one from
+    # each gate) wait for each other instead of deadlocking. The order changes nothing else:
+    # the latest movement wins whatever the order.
+    moves.sort(key=lambda m: (m[0], m[5], m[3], m[4]))
+    for move in moves:
+        tx._exec(_MOVE, move)
 
 
 def rebuild(tx: Tx, heads: Mapping[str, int], on_problem: Problem) -> int:
@@ -239,8 +253,14 @@ def _stored(tx: Tx, gate: str, after: int, until: int) -> Iterable[list[Row]]:
 
 
 def _apply_one(
-    tx: Tx, projection: str, gate: str, rows: Sequence[Row], on_problem: Problem
+    tx: Tx,
+    projection: str,
+    gate: str,
+    rows: Sequence[Row],
+    on_problem: Problem,
+    moves: list[_Move] | None = None,
 ) -> None:
+    """Apply ``rows`` to ``projection``; presence movements go to ``moves`` if given."""
     if not rows:
         return
     if projection == PRESENCE:
@@ -248,7 +268,11 @@ def _apply_one(
             if row[4] in _PRESENCE_TYPES:
                 event = _decode(gate, row, on_problem)
                 if isinstance(event, VehiclePassed):
-                    _move(tx, gate, row, event)
+                    move = _move(gate, row, event)
+                    if moves is None:
+                        tx._exec(_MOVE, move)
+                    else:
+                        moves.append(move)
         return
     last = rows[-1]
     tx._exec(_GATE_LAST, (gate, last[0], last[1], len(rows)))
@@ -265,22 +289,19 @@ def _decode(gate: str, row: Row, on_problem: Problem) -> object:
         return None
 
 
-def _move(tx: Tx, gate: str, row: Row, event: VehiclePassed) -> None:
+def _move(gate: str, row: Row, event: VehiclePassed) -> _Move:
     until = None if event.permit_until is None else datetime_to_ns(event.permit_until)
-    tx._exec(
-        _MOVE,
-        (
-            event.plate,
-            1 if event.direction is Direction.ENTRY else 0,
-            None if event.category is None else str(event.category),
-            gate,
-            row[0],
-            row[1],
-            row[5],
-            event.credential_id,
-            until,
-            1 if event.unauthorised else 0,
-        ),
+    return (
+        event.plate,
+        1 if event.direction is Direction.ENTRY else 0,
+        None if event.category is None else str(event.category),
+        gate,
+        row[0],
+        row[1],
+        row[5],
+        event.credential_id,
+        until,
+        1 if event.unauthorised else 0,
     )
 
 
