@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns
 from edgegate.core.domain import Direction, VehicleCategory
 from edgegate.log.chain import GENESIS_HASH, Row
+from tests import test_central_store as central_store_tests
 from tests.chains import hashed_row
 
 T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
@@ -114,20 +115,32 @@ def park_logs() -> tuple[GateLog, GateLog]:
     return a, b
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'central.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
+# The central store tests' fixtures: every test runs on SQLite and on PostgreSQL.
+dsn = central_store_tests.dsn
+store = central_store_tests.store
 
 
-@pytest.fixture
-def store(dsn: str) -> Iterator[CentralStore]:
-    s = open_store(dsn)
-    try:
-        yield s
-    finally:
-        s.close()
+def race(dsn: str, *work: Callable[[CentralStore], object]) -> list[CentralStore]:
+    """Run each of ``work`` on a store of its own (a connection, as a sink has), all at once;
+    return the stores (open: the caller closes them)."""
+    stores = [open_store(dsn) for _ in work]
+    barrier = threading.Barrier(len(work))
+    errors: list[BaseException] = []
+
+    def run(s: CentralStore, fn: Callable[[CentralStore], object]) -> None:
+        try:
+            barrier.wait()
+            fn(s)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(stores, work, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    return stores
 
 
 def snapshot(store: CentralStore) -> tuple[object, ...]:
@@ -285,25 +298,16 @@ def test_two_stores_racing_on_one_gate_apply_each_event_once(postgres_dsn: str) 
             direction = Direction.ENTRY if n % 2 == 0 else Direction.EXIT
             at = T0 + timedelta(seconds=n * 10 + i)
             log.passed(f"苏E{n // 2:05d}", direction, at, C.HAZMAT)
-    stores = [open_store(postgres_dsn) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
 
-    def sink(s: CentralStore, offset: int) -> None:
-        try:
-            barrier.wait()
+    def sink(offset: int) -> Callable[[CentralStore], None]:
+        def work(s: CentralStore) -> None:
             for end in range(4 + offset, 61, 4):
                 s.store_batches([(log.gate, log.rows[max(0, end - 9) : end]) for log in logs])
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=sink, args=(s, k)) for k, s in enumerate(stores)]
+        return work
+
+    stores = race(postgres_dsn, sink(0), sink(1))
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
         for s in stores:
             s.store_batches([(log.gate, log.rows) for log in logs])
         assert events_projected(stores[0]) == {log.gate: 60 for log in logs}
@@ -431,27 +435,16 @@ def test_two_stores_moving_the_same_plates_from_two_gates(postgres_dsn: str) -> 
         plate = f"苏E{n % 15:05d}"
         at = T0 + timedelta(seconds=n)
         (a if n % 2 else b).passed(plate, Direction.ENTRY if n % 3 else Direction.EXIT, at)
-    stores = [open_store(postgres_dsn) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
 
-    def sink(s: CentralStore, log: GateLog) -> None:
-        try:
-            barrier.wait()
+    def sink(log: GateLog) -> Callable[[CentralStore], None]:
+        def work(s: CentralStore) -> None:
             for end in range(2, len(log.rows) + 2, 2):
                 s.store_batch(log.gate, log.rows[:end])
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
 
-    threads = [
-        threading.Thread(target=sink, args=pair) for pair in zip(stores, (a, b), strict=True)
-    ]
+        return work
+
+    stores = race(postgres_dsn, sink(a), sink(b))
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
         live = snapshot(stores[0])
         assert events_projected(stores[0]) == {"gate-a": 60, "gate-b": 60}
         assert stores[0].presence()
