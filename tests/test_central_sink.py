@@ -541,6 +541,14 @@ async def test_statuses_are_tracked_and_requests_handed_over(
     with reading(dsn) as store:
         (dead,) = store.dead_letters()
         assert dead.source == topics.status and "malformed status" in dead.reason
+        # Kept in the store too, for `edgegate central gates`.
+        (state,) = store.gate_states()
+        assert (state.gate, state.state, state.head_seq, state.synced_seq) == (
+            "gate-a",
+            "offline",
+            10,
+            8,
+        )
 
 
 async def test_stopping_stores_and_acks_what_was_received(

@@ -24,8 +24,9 @@ until the block ends (``edgegate central run`` wraps it). What it does:
   ``resend_interval`` per gate for the same seq: a burst of out-of-order batches costs one
   resend, not hundreds.
 - **Status** (``edgegate/v1/+/+/status``, not shared, so every instance gets the retained
-  statuses on subscribe): the latest per gate is kept in ``statuses``; a change between
-  online and offline is logged.
+  statuses on subscribe): the latest per gate is kept in ``statuses`` and in the store
+  (``gate_status``, for ``edgegate central gates``); a change between online and offline
+  is logged.
 - **Requests** (shared): snapshot requests are logged, kept in ``requests`` and handed to the
   ``on_request`` callback (e.g. an allow-list publisher).
 
@@ -296,6 +297,8 @@ class _Prepared:
     messages: list[aiomqtt.Message] = field(default_factory=list)
     """To PUBACK once the group is committed."""
     taken: float = field(default_factory=time.monotonic)
+    statuses: list[Status] = field(default_factory=list)
+    """Statuses received, to keep in the store."""
 
 
 def _store_group(
@@ -319,6 +322,18 @@ def _store_group(
         if r.kind == "events" and r.gate is not None and r.gate not in gates
     }
     return _GroupOutcome(items, results, refused, heads)
+
+
+def _note_statuses(store: CentralStore, statuses: list[Status]) -> None:
+    for st in statuses:
+        store.note_status(
+            st.gate,
+            st.state,
+            head_seq=st.head_seq,
+            synced_seq=st.synced_seq,
+            allowlist_version=st.allowlist_version,
+            at_ns=st.at_ns,
+        )
 
 
 class _Stopped(Exception):
@@ -640,6 +655,7 @@ class Sink:
         are decoded on a worker thread (not the store's: that one is committing)."""
         raws: list[_Raw] = []
         refused: list[_Refused] = []
+        statuses: list[Status] = []
         for message in messages:
             self.counters.messages += 1
             topic = message.topic.value
@@ -655,6 +671,8 @@ class Sink:
                 bad = self._on_status(site, gate, payload, retained=bool(message.retain))
                 if bad is not None:
                     refused.append(_Refused(site, gate, topic, payload, bad, kind="status"))
+                elif payload and gate in self.statuses:
+                    statuses.append(self.statuses[gate])
             elif kind == "requests":
                 bad = self._on_request_message(site, gate, payload)
                 if bad is not None:
@@ -663,14 +681,17 @@ class Sink:
                 reason = f"unexpected topic kind {kind!r}"
                 refused.append(_Refused(site, gate, topic, payload, reason, kind="topic"))
         if not raws:
-            return _Prepared([], refused, messages)
+            return _Prepared([], refused, messages, statuses=statuses)
         pending, bad_batches = await asyncio.to_thread(_decode_all, raws)
-        return _Prepared(pending, refused + bad_batches, messages)
+        return _Prepared(pending, refused + bad_batches, messages, statuses=statuses)
 
     async def _commit(self, client: aiomqtt.Client, prepared: _Prepared) -> None:
         """Store a prepared group (with the parked batches due again), then ack it."""
         pending = self._take_parked() + prepared.pending
         refused = prepared.refused
+        if prepared.statuses:
+            statuses = prepared.statuses
+            await self.store.run(lambda s: _note_statuses(s, statuses))
         if not pending and not refused:
             self._puback(client, prepared.messages)
             return

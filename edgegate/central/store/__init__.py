@@ -60,6 +60,12 @@ from edgegate.central.store.model import (
     StoreError,
     StoreResult,
 )
+from edgegate.central.store.projections import (
+    FaultedDevice,
+    GateState,
+    ParkOverstay,
+    VehicleInside,
+)
 from edgegate.central.store.schema import LATEST, MIGRATIONS
 from edgegate.central.store.sqlite import SqliteStore
 
@@ -79,6 +85,9 @@ __all__ = [
     "DeadLetterDrops",
     "DeadLetterLimits",
     "DsnError",
+    "FaultedDevice",
+    "GateState",
+    "ParkOverstay",
     "PostgresStore",
     "RowLike",
     "SchemaError",
@@ -86,6 +95,7 @@ __all__ = [
     "StoreClosedError",
     "StoreError",
     "StoreResult",
+    "VehicleInside",
     "open_store",
     "redact",
     "sqlite_path",

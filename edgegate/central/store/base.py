@@ -16,10 +16,12 @@ import itertools
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, cast
 
+from edgegate.central.store import projections
 from edgegate.central.store.checks import (
     check_decoded,
     check_rows,
@@ -39,8 +41,10 @@ from edgegate.central.store.model import (
     StoreResult,
 )
 from edgegate.core.codec import datetime_to_ns
+from edgegate.core.domain import VehicleCategory
 from edgegate.core.events import EventDecodeError, RevokedCredentialAdmission
 from edgegate.core.events import decode as decode_event
+from edgegate.core.rules import DEFAULT_DWELL_LIMITS
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
 from edgegate.sync.protocol import DecodedEvents
 
@@ -97,6 +101,8 @@ class CentralStore(ABC):
     """Central's copy of gates' logs. Thread-safe; every method is a short blocking call."""
 
     backend: ClassVar[str]
+    for_update: ClassVar[str] = ""
+    """Appended to a SELECT that must lock its rows for the transaction (PostgreSQL)."""
 
     def __init__(self, description: str, dead_letters: DeadLetterLimits | None = None) -> None:
         self.description = description
@@ -184,14 +190,27 @@ class CentralStore(ABC):
         gates = sorted({b.gate for b in batches if gate_problem(b.gate) is None})
         heads = self._lock_heads(gates, now) if gates else {}
         start = dict(heads)
-        results = [self._store_one(b, heads, now) for b in batches]
+        stored: dict[str, list[Row]] = {}
+        results = [self._store_one(b, heads, now, stored) for b in batches]
         for gate, head in heads.items():
             if head != start[gate]:
                 self._exec(_UPDATE_HEAD, (head[0], head[1], now, gate))
+        # In the same transaction: the projections hold exactly the committed events.
+        projections.apply(self, stored, self._projection_problem(now))
         return results
 
+    def _projection_problem(self, now: int) -> projections.Problem:
+        def dead(gate: str, seq: int, payload: bytes, reason: str) -> None:
+            self._dead(now, "projection", gate, payload, reason)
+
+        return dead
+
     def _store_one(
-        self, batch: Batch, heads: dict[str, tuple[int, bytes]], now: int
+        self,
+        batch: Batch,
+        heads: dict[str, tuple[int, bytes]],
+        now: int,
+        stored: dict[str, list[Row]],
     ) -> StoreResult:
         gate, raw_rows, source = batch
         source = clean_text(source) if type(source) is str else repr(source)
@@ -237,6 +256,7 @@ class CentralStore(ABC):
         if good:
             self._insert_events(gate, good, now)
             self._note_reviews(gate, source, good, now)
+            stored.setdefault(gate, []).extend(good)
             last = good[-1]
             head_seq, head_hash = last[0], last[9]
             heads[gate] = (head_seq, head_hash)
@@ -377,6 +397,80 @@ class CentralStore(ABC):
             return bool(inserted)
 
         return self._run(add, write=True)
+
+    # Park projections (:mod:`edgegate.central.store.projections`) ---------------------------
+
+    def note_status(
+        self,
+        gate: str,
+        state: str,
+        *,
+        head_seq: int,
+        synced_seq: int,
+        allowlist_version: int,
+        at_ns: int,
+    ) -> None:
+        """Keep a gate's latest reported status (online/offline, its head); committed."""
+        now = time.time_ns()
+        self._run(
+            lambda: projections.note_status(
+                self, gate, state, head_seq, synced_seq, allowlist_version, at_ns, now
+            ),
+            write=True,
+        )
+
+    def rebuild_projections(self) -> int:
+        """Drop every projection and apply all stored events again, in one transaction that
+        holds every gate's head (sinks wait meanwhile). Returns the events read."""
+
+        def rebuild() -> int:
+            now = time.time_ns()
+            gates = [str(r[0]) for r in self._query("SELECT gate FROM gate_heads ORDER BY gate")]
+            heads = self._lock_heads(gates, now) if gates else {}
+            tips = {g: seq for g, (seq, _) in heads.items()}
+            return projections.rebuild(self, tips, self._projection_problem(now))
+
+        return self._run(rebuild, write=True)
+
+    def presence(
+        self,
+        *,
+        categories: Iterable[VehicleCategory] | None = None,
+        gate: str | None = None,
+        plate: str | None = None,
+        limit: int | None = None,
+    ) -> list[projections.VehicleInside]:
+        """Vehicles inside the park (filtered), hazmat first, then hazwaste, then the others;
+        each group longest inside first."""
+        cats = None if categories is None else tuple(categories)
+        return self._run(
+            lambda: projections.presence(
+                self, categories=cats, gate=gate, plate=plate, limit=limit
+            ),
+            write=False,
+        )
+
+    def overstays(
+        self,
+        now_ns: int,
+        dwell_limits: Mapping[VehicleCategory, timedelta | None] = DEFAULT_DWELL_LIMITS,
+    ) -> list[projections.ParkOverstay]:
+        """Vehicles inside past their permit's end or their category's dwell limit at
+        ``now_ns``, longest overdue first. ``dwell_limits``: central's (by default the
+        gates' defaults; gates do not log theirs)."""
+        return projections.park_overstays(self.presence(), now_ns, dwell_limits)
+
+    def gate_states(self) -> list[projections.GateState]:
+        """Each gate central knows of, by gate id (see ``GateState``)."""
+        return self._run(lambda: projections.gate_states(self), write=False)
+
+    def projection_positions(self) -> dict[tuple[str, str], int]:
+        """(projection, gate) -> the last seq applied."""
+        rows = self._run(
+            lambda: self._query("SELECT projection, gate, seq FROM projection_positions"),
+            write=False,
+        )
+        return {(str(p), str(g)): int(s) for p, g, s in rows}
 
     # Reading -------------------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ class PostgresStore(CentralStore):
     """PostgreSQL through psycopg 3; reconnects on the next call after a lost connection."""
 
     backend = "postgresql"
+    for_update = " FOR UPDATE"
 
     def __init__(self, dsn: str, *, dead_letters: DeadLetterLimits | None = None) -> None:
         super().__init__(redact(dsn), dead_letters)

@@ -104,6 +104,59 @@ MIGRATIONS: tuple[CentralMigration, ...] = (
         " payload_sha256 = sha256(payload),"
         f" payload = substr(payload, 1, {DEAD_PAYLOAD_PREFIX});",
     ),
+    CentralMigration(
+        3,
+        "park projections: positions, vehicles inside, gates' state and faults; gate statuses",
+        """
+        CREATE TABLE projection_positions (
+            projection TEXT NOT NULL,
+            gate TEXT NOT NULL,
+            seq {BIGINT} NOT NULL,
+            PRIMARY KEY (projection, gate)
+        );
+        CREATE TABLE park_vehicles (
+            plate TEXT PRIMARY KEY,
+            inside {BIGINT} NOT NULL,
+            category TEXT,
+            gate TEXT NOT NULL,
+            seq {BIGINT} NOT NULL,
+            at_ns {BIGINT} NOT NULL,
+            lane TEXT,
+            credential_id TEXT,
+            permit_until_ns {BIGINT},
+            unauthorised {BIGINT} NOT NULL
+        );
+        CREATE INDEX park_vehicles_inside ON park_vehicles (inside, category, at_ns);
+        CREATE TABLE park_gates (
+            gate TEXT PRIMARY KEY,
+            last_seq {BIGINT} NOT NULL,
+            last_at_ns {BIGINT} NOT NULL,
+            events {BIGINT} NOT NULL,
+            mode TEXT,
+            mode_at_ns {BIGINT},
+            allowlist_version {BIGINT},
+            allowlist_at_ns {BIGINT}
+        );
+        CREATE TABLE park_gate_faults (
+            gate TEXT NOT NULL,
+            device TEXT NOT NULL,
+            code TEXT NOT NULL,
+            message TEXT NOT NULL,
+            seq {BIGINT} NOT NULL,
+            since_ns {BIGINT} NOT NULL,
+            PRIMARY KEY (gate, device)
+        );
+        CREATE TABLE gate_status (
+            gate TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            head_seq {BIGINT} NOT NULL,
+            synced_seq {BIGINT} NOT NULL,
+            allowlist_version {BIGINT} NOT NULL,
+            at_ns {BIGINT} NOT NULL,
+            noted_at_ns {BIGINT} NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
