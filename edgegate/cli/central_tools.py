@@ -162,7 +162,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     except SourceError as exc:
         return _fail("events", str(exc), store=redact(args.store))
     except BrokenPipeError:  # `| head`: the reader has what it wanted
-        sys.stderr.close()
+        # Python's final flush of stdout would fail again: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
