@@ -9,7 +9,6 @@ import base64
 import contextlib
 import json
 import socket
-import sqlite3
 import ssl
 import stat
 import subprocess
@@ -24,6 +23,7 @@ from edgegate.central.trial import TrialPlan, acl_text, mosquitto_password_hash
 from edgegate.cli.main import main
 from edgegate.mqtt.session import BrokerSettings, new_client, publish, subscribe
 from edgegate.sync.protocol import Topics
+from tests.central_stores import overwrite_event_data, raw_execute
 from tests.chains import make_chain
 from tests.eventually import eventually_blocking
 from tests.replay_logs import central_copy, samples_log
@@ -32,14 +32,11 @@ from tests.services.mosquitto import CONFIG_DIR, MOSQUITTO, free_port
 pytestmark = pytest.mark.timeout(120)
 
 GATE = "fengxiang-road"  # samples_log's gate
-BACKENDS = ["sqlite", "postgres"]
 
 
-@pytest.fixture(params=BACKENDS)
-def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'central.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
+@pytest.fixture
+def dsn(central_dsn: str) -> str:
+    return central_dsn
 
 
 @pytest.fixture
@@ -151,21 +148,6 @@ def test_negative_count_is_refused(samples: str, capsys: pytest.CaptureFixture[s
 # ------------------------------------------------------------------------------ verify
 
 
-def _tamper(dsn: str, sql: str, params: tuple[object, ...]) -> None:
-    """Run ``sql`` on central's store behind its back, its append-only triggers off."""
-    if dsn.startswith("sqlite:"):
-        with contextlib.closing(sqlite3.connect(dsn.removeprefix("sqlite:///"))) as conn:
-            conn.execute("DROP TRIGGER IF EXISTS gate_events_no_update")
-            conn.execute(sql, params)
-            conn.commit()
-        return
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("ALTER TABLE gate_events DISABLE TRIGGER gate_events_append_only")
-        conn.execute(sql.replace("?", "%s"), params)
-
-
 def test_verify_names_each_gate_and_the_first_fault(
     dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -176,7 +158,7 @@ def test_verify_names_each_gate_and_the_first_fault(
     out = capsys.readouterr().out.splitlines()
     assert out == [f"OK gate {g}: 12 events, seq 1..12, chain verified" for g in ("g1", "g2", "g3")]
 
-    _tamper(dsn, "UPDATE gate_events SET data = ? WHERE gate = ? AND seq = ?", (b"\x80", "g2", 5))
+    overwrite_event_data(dsn, "g2", 5)
     assert main(["central", "verify", "--store", dsn]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("OK gate g1") and out[2].startswith("OK gate g3")
@@ -185,7 +167,7 @@ def test_verify_names_each_gate_and_the_first_fault(
     assert main(["central", "verify", "--store", dsn, "--gate", "g1", "--gate", "g3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
 
-    _tamper(dsn, "UPDATE gate_heads SET seq = ? WHERE gate = ?", (13, "g3"))
+    raw_execute(dsn, "UPDATE gate_heads SET seq = 13 WHERE gate = 'g3'")
     assert main(["central", "verify", "--store", dsn, "--gate", "g3"]) == 1
     assert "the head says seq 13 but the stored chain ends at 12" in capsys.readouterr().out
 

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from edgegate.central.store import redact
 from edgegate.central.trial import TrialError, TrialPlan, write_trial
-from edgegate.cli.replay_cmd import add_filter_arguments
+from edgegate.cli.replay_cmd import add_filter_arguments, filter_from
 from edgegate.log.chain import Row, verify_to_head
 from edgegate.log.reader import StoredEvent
 from edgegate.log.render import to_json_dict
@@ -36,9 +36,7 @@ from edgegate.replay.source import (
     Source,
     SourceError,
     central_gates,
-    check_types,
     open_central,
-    parse_range,
     plates_of,
 )
 
@@ -156,7 +154,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     try:
         with open_central(args.store, args.gate) as source:
             tz = source.timezone()
-            flt = _event_filter(args, tz)
+            flt = filter_from(args, tz)
             events = _newest(source, flt, args.n)
             _print_events(source, events, tz, flt.plate, json_lines=args.json)
     except SourceError as exc:
@@ -165,17 +163,6 @@ def cmd_events(args: argparse.Namespace) -> int:
         # Python's final flush of stdout would fail again: point it at /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
-
-
-def _event_filter(args: argparse.Namespace, tz: ZoneInfo) -> EventFilter:
-    start, end = parse_range(args.start, args.end, tz)
-    return EventFilter(
-        start=start,
-        end=end,
-        lanes=frozenset(args.lane) if args.lane else None,
-        types=check_types(args.type) if args.type else None,
-        plate=PlateQuery(args.plate) if args.plate else None,
-    )
 
 
 def _newest(source: Source, flt: EventFilter, n: int) -> list[StoredEvent]:
