@@ -8,10 +8,12 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import socket
 import ssl
 import stat
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -334,3 +336,16 @@ async def test_trial_broker_runs_and_confines_each_gate(tmp_path: Path) -> None:
         impostor = await new_client(settings, identifier="trial-impostor")
         with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed"):
             await impostor.__aenter__()
+
+
+def test_a_terminal_gets_a_table_that_shows_brackets_as_text(
+    dsn: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_store(dsn) as store:  # events of a type this software does not know: raw maps
+        store.store_batch("g1", make_chain("g1", 3, salt="[/red] [bold]x"))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["central", "events", "g1", "--store", dsn]) == 0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert "gate g1: 3 events, times in Asia/Shanghai" in out and "┃ seq" in out
+    assert out.count("[/red] [bold]x") == 3  # shown as text, not taken for rich markup

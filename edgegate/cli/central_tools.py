@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edgegate.central.store import redact
 from edgegate.central.trial import TrialError, TrialPlan, write_trial
@@ -218,7 +219,7 @@ def _print_events(
                 name, no_wrap=name != "fields", justify="right" if name == "seq" else "left"
             )
         for rec in records:
-            table.add_row(*_cells(rec))
+            table.add_row(*(Text(c) for c in _cells(rec)))  # text, never markup
         Console(file=out).print(table)
         return
     for rec in records:
