@@ -235,10 +235,15 @@ def trial_text(plan: TrialPlan) -> str:
 
 
 def _url_host(host: str) -> str:
+    """How clients name the broker: ``host``, or this machine's name when it listens on every
+    address (0.0.0.0, ::)."""
     try:
-        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return host
+    if ip.is_unspecified:
+        return socket.gethostname()
+    return f"[{host}]" if ip.version == 6 else host
 
 
 def _server_names(host: str) -> list[x509.GeneralName]:
