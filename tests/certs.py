@@ -4,7 +4,6 @@ HTTPS tests."""
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from edgegate.central.trial import certificate_builder, key_usage
 
 HOST = "127.0.0.1"
 
@@ -45,31 +46,10 @@ def _certificate(
     subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, *, ca: bool
 ) -> x509.CertificateBuilder:
     """A 30-day certificate of ``key`` for ``subject``: a CA's, or an end entity's."""
-    now = dt.datetime.now(dt.UTC)
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
+        certificate_builder(subject, issuer, key, days=30)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=not ca,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(key_usage(ca=ca), critical=True)
     )
 
 

@@ -49,10 +49,11 @@ def fresh_demo_log(tmp: Path, seconds: int = 10) -> Path:
     return db
 
 
-def central_copy(db: Path, tmp: Path) -> tuple[str, str]:
-    """(DSN, gate) of a central SQLite store holding every event of the log ``db``, stored by
-    central's own ``store_batch`` as the sink stores what a gate sends."""
-    dsn = f"sqlite:///{tmp / f'central-{db.stem}.db'}"
+def central_copy(db: Path, tmp: Path, dsn: str | None = None) -> tuple[str, str]:
+    """(DSN, gate) of a central store (``dsn``, default a SQLite file in ``tmp``) holding every
+    event of the log ``db``, stored by central's own ``store_batch`` as the sink stores what a
+    gate sends."""
+    dsn = dsn or f"sqlite:///{tmp / f'central-{db.stem}.db'}"
     with LogReader(db) as reader, open_store(dsn) as store:
         gate = reader.gate_id
         rows = [list(r) for batch in reader.iter_rows() for r in batch]

@@ -34,9 +34,8 @@ from edgegate.core import events as ev
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
 from edgegate.log.schema import split_statements
 from edgegate.sync.protocol import DecodedEvents, EventBatch, decode_batch, encode_batch
+from tests.central_stores import overwrite_event_data, raw_execute
 from tests.chains import MONO_NS, WALL_NS, hashed_row, make_chain
-
-BACKENDS = ["sqlite", "postgres"]
 
 
 def decoded(gate: str, rows: list[Row]) -> DecodedEvents:
@@ -54,11 +53,9 @@ def reforge(row: Row, **changes: object) -> Row:
     return cast(Row, (*values.values(), row[9]))
 
 
-@pytest.fixture(params=BACKENDS)
-def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'central.db'}"
-    return str(request.getfixturevalue("postgres_dsn"))
+@pytest.fixture
+def dsn(central_dsn: str) -> str:
+    return central_dsn
 
 
 @pytest.fixture
@@ -68,19 +65,6 @@ def store(dsn: str) -> Iterator[CentralStore]:
         yield s
     finally:
         s.close()
-
-
-def raw_execute(dsn: str, sql: str) -> None:
-    """Run ``sql`` on the store's database behind its back (to simulate tampering)."""
-    if dsn.startswith("sqlite"):
-        conn = sqlite3.connect(store_mod.sqlite_path(dsn), isolation_level=None)
-        try:
-            conn.executescript(sql)
-        finally:
-            conn.close()
-    else:
-        with psycopg.connect(dsn, autocommit=True) as pg:
-            pg.execute(sql.encode())
 
 
 # --- the normal path ------------------------------------------------------------------------
@@ -499,18 +483,7 @@ def test_verify_finds_tampering_behind_the_stores_back(dsn: str, store: CentralS
     rows = make_chain("g1", 20)
     store.store_batch("g1", rows)
     assert store.verify("g1") is None
-    if dsn.startswith("sqlite"):
-        raw_execute(
-            dsn,
-            "DROP TRIGGER gate_events_no_update;"
-            "UPDATE gate_events SET data = x'00' WHERE gate = 'g1' AND seq = 7;",
-        )
-    else:
-        raw_execute(
-            dsn,
-            "ALTER TABLE gate_events DISABLE TRIGGER gate_events_append_only;"
-            "UPDATE gate_events SET data = '\\x00'::bytea WHERE gate = 'g1' AND seq = 7;",
-        )
+    overwrite_event_data(dsn, "g1", 7)
     fault = store.verify("g1")
     assert fault is not None
     assert fault.seq == 7

@@ -33,7 +33,7 @@ from edgegate.central.sink import (
     default_client_id,
 )
 from edgegate.central.store import CentralStore, StoreError, open_store, redact
-from edgegate.cli import central_park, central_pull
+from edgegate.cli import central_park, central_pull, central_tools
 from edgegate.cli.commands import action_group
 from edgegate.config import parse_duration
 from edgegate.config.models import HttpSettings
@@ -61,7 +61,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _register_run(central)
     _register_publish_allowlist(central)
     _register_command(central)
-    for registrar in (*CENTRAL_COMMANDS, central_pull.register, central_park.register):
+    for registrar in (
+        *CENTRAL_COMMANDS,
+        central_pull.register,
+        central_park.register,
+        central_tools.register,
+    ):
         registrar(central)
 
 

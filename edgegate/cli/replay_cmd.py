@@ -123,15 +123,21 @@ def open_source(args: argparse.Namespace) -> tuple[Source, ZoneInfo]:
         raise
 
 
-def query_from(args: argparse.Namespace, tz: ZoneInfo) -> TimelineQuery:
+def filter_from(args: argparse.Namespace, tz: ZoneInfo) -> EventFilter:
+    """``add_filter_arguments``' values as a filter (times without offset in ``tz``)."""
     start, end = parse_range(args.start, args.end, tz)
-    return TimelineQuery(
+    return EventFilter(
         start=start,
         end=end,
         lanes=frozenset(args.lane) if args.lane else None,
         types=check_types(args.type) if args.type else None,
         plate=PlateQuery(args.plate) if args.plate else None,
     )
+
+
+def query_from(args: argparse.Namespace, tz: ZoneInfo) -> TimelineQuery:
+    f = filter_from(args, tz)
+    return TimelineQuery(start=f.start, end=f.end, lanes=f.lanes, types=f.types, plate=f.plate)
 
 
 def fail(message: str) -> int:

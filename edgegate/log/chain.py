@@ -9,6 +9,7 @@ The first event of a gate chains from 32 zero bytes. Central recomputes the same
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -111,3 +112,22 @@ def _link_fault(seq: int, expected: int) -> ChainFault:
     if seq > expected:
         return ChainFault(expected, f"gap: expected seq {expected}, found {seq}")
     return ChainFault(seq, f"out of order: expected seq {expected}, found {seq}")
+
+
+def verify_to_head(gate_id: str, rows: Iterable[Row], head: tuple[int, bytes]) -> ChainFault | None:
+    """The first fault of a copy of ``gate_id``'s chain from genesis that must end exactly at
+    ``head`` (seq, hash), as central's store records it; rows above the head are not read
+    (stored after the head was read). None when every seq, link and hash holds."""
+    head_seq, head_hash = head
+    verifier = ChainVerifier(gate_id)
+    fault = verifier.feed(itertools.takewhile(lambda r: r[0] <= head_seq, rows))
+    if fault is not None:
+        return fault
+    if verifier.last_seq != head_seq:
+        return ChainFault(
+            min(verifier.last_seq, head_seq) + 1,
+            f"the head says seq {head_seq} but the stored chain ends at {verifier.last_seq}",
+        )
+    if verifier.last_hash != head_hash:
+        return ChainFault(head_seq, "the head's hash differs from the stored event's")
+    return None

@@ -489,6 +489,20 @@ def _open_central_db(dsn: str) -> _CentralDb:
     )
 
 
+def central_gates(dsn: str) -> list[str]:
+    """The gates central's store holds (read-only), sorted; ``SourceError`` names a problem."""
+    db = _open_central_db(dsn)
+    try:
+        rows = db.query("SELECT gate FROM gate_heads ORDER BY gate")
+    except Exception as exc:
+        raise SourceError(
+            f"central store {redact(dsn)} cannot be read (not an edgegate central store?): {exc}"
+        ) from None
+    finally:
+        db.close()
+    return [str(g) for (g,) in rows]
+
+
 def open_log(path: str | Path) -> LogSource:
     return LogSource(path)
 

@@ -171,3 +171,11 @@ def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def central_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A DSN of an empty central store, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'central.db'}"
+    return str(request.getfixturevalue("postgres_dsn"))

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import itertools
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -45,7 +44,7 @@ from edgegate.core.domain import VehicleCategory
 from edgegate.core.events import EventDecodeError, RevokedCredentialAdmission
 from edgegate.core.events import decode as decode_event
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
-from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row
+from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row, verify_to_head
 from edgegate.sync.protocol import DecodedEvents
 
 T = TypeVar("T")
@@ -524,19 +523,8 @@ class CentralStore(ABC):
         the head was read are not checked.
         """
         # The head first, then the rows up to it: events stored meanwhile are not a fault.
-        head_seq, head_hash = self.head(gate)
-        verifier = ChainVerifier(gate)
-        fault = verifier.feed(itertools.takewhile(lambda r: r[0] <= head_seq, self.events(gate)))
-        if fault is not None:
-            return fault
-        if verifier.last_seq != head_seq:
-            return ChainFault(
-                min(verifier.last_seq, head_seq) + 1,
-                f"the head says seq {head_seq} but the stored chain ends at {verifier.last_seq}",
-            )
-        if verifier.last_hash != head_hash:
-            return ChainFault(head_seq, "the head's hash differs from the stored event's")
-        return None
+        head = self.head(gate)
+        return verify_to_head(gate, self.events(gate), head)
 
     def dead_letters(self, gate: str | None = None, *, limit: int = 1000) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters kept (of ``gate`` if given), by id."""
