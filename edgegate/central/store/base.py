@@ -625,8 +625,7 @@ class CentralStore(ABC):
         )
         rows = self._run(lambda: self._query(sql, params), write=False)
         return [
-            (str(r[0]), (*r[1:8], bytes(r[8]), bytes(r[9]), bytes(r[10])))  # type: ignore[misc]
-            for r in rows
+            (str(r[0]), cast(Row, (*r[1:8], bytes(r[8]), bytes(r[9]), bytes(r[10])))) for r in rows
         ]
 
     def read_only(self) -> CentralStore:
