@@ -74,6 +74,7 @@ _PLATE_TYPES = frozenset(
     if any(f.name in _PLATE_FIELDS for f in dataclasses.fields(cls))
 )
 _ENVELOPE = frozenset({"seq", "type", "lane", "ts", "version"})
+_TOKEN_NAME = web.RequestKey("park_api_token", str)
 
 
 class TokenFileError(ValueError):
@@ -254,7 +255,7 @@ class ParkApi:
         try:
             if request.content_length or request.can_read_body:
                 raise HttpError(413, "request bodies are not accepted", close=True)
-            request["token_name"] = self._authorize(request)
+            request[_TOKEN_NAME] = self._authorize(request)
         except HttpError as exc:
             peer = peer_host(request)
             if exc.status == 401 and self._throttle.failed(peer):
@@ -308,7 +309,7 @@ class ParkApi:
             fields["error"] = exc.message
         (log.info if resp.status < 400 else log.warning)(
             "park_api_request",
-            token=request.get("token_name"),
+            token=request.get(_TOKEN_NAME),
             peer=peer_host(request),
             method=request.method,
             path=show(request.path, 80)[1:-1],
