@@ -114,7 +114,7 @@ def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--client-id",
         help="stable MQTT client id of this instance (default edgegate-sink-HOSTNAME-GROUP)",
     )
-    http = run.add_argument_group("HTTP server (/metrics, /healthz, /readyz)")
+    http = run.add_argument_group("HTTP server (/metrics, /healthz, /readyz, the park API)")
     http.add_argument(
         "--http",
         metavar="ADDRESS:PORT",
