@@ -372,10 +372,10 @@ class ParkApi:
         inside, overstays = await self._in_thread(read)
         over = {o.vehicle.plate: o for o in overstays}
         return {
-            "generated_at": _iso(now),
+            "generated_at": iso(now),
             "count": min(len(inside), limit),
             "truncated": len(inside) > limit,
-            "vehicles": [_vehicle(v, over.get(v.plate), now) for v in inside[:limit]],
+            "vehicles": [vehicle_json(v, over.get(v.plate), now) for v in inside[:limit]],
         }
 
     # /gates
@@ -383,7 +383,7 @@ class ParkApi:
     async def _gates(self, params: dict[str, str]) -> dict[str, Any]:
         states = await self._in_thread(self.store.gate_states)
         now = self.clock.wall_ns()
-        return {"generated_at": _iso(now), "gates": [_gate_json(g) for g in states]}
+        return {"generated_at": iso(now), "gates": [gate_json(g) for g in states]}
 
     # /events
 
@@ -541,52 +541,55 @@ def _json(status: int, body: Mapping[str, Any]) -> web.Response:
     )
 
 
-def _iso(ns: int | None) -> str | None:
+def iso(ns: int | None) -> str | None:
+    """``ns`` since the epoch as ISO 8601 in UTC, in seconds; None stays None."""
     if ns is None:
         return None
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
 
 
-def _vehicle(v: VehicleInside, over: ParkOverstay | None, now: int) -> dict[str, Any]:
+def vehicle_json(v: VehicleInside, over: ParkOverstay | None, now: int) -> dict[str, Any]:
+    """A vehicle inside, as the API and ``central roll-call --json`` show it."""
     return {
         "plate": v.plate,
         "category": None if v.category is None else v.category.value,
         "hazardous": v.category is not None and v.category.dangerous,
         "entry_gate": v.entry_gate,
         "entry_seq": v.entry_seq,
-        "entered_at": _iso(v.entered_at_ns),
-        "inside_s": max(0, now - v.entered_at_ns) // 10**9,
         "lane": v.lane,
+        "entered_at": iso(v.entered_at_ns),
+        "inside_s": max(0, now - v.entered_at_ns) // 10**9,
         "credential_id": v.credential_id,
-        "permit_until": _iso(v.permit_until_ns),
+        "permit_until": iso(v.permit_until_ns),
         "unauthorised": v.unauthorised,
-        "overstay": None
+        "overdue": None
         if over is None
         else {
             "limit": over.limit,
-            "deadline": _iso(over.deadline_ns),
-            "over_s": over.exceeded_ns // 10**9,
+            "deadline": iso(over.deadline_ns),
+            "exceeded_s": over.exceeded_ns // 10**9,
         },
     }
 
 
-def _gate_json(g: GateState) -> dict[str, Any]:
+def gate_json(g: GateState) -> dict[str, Any]:
+    """A gate's state, as the API and ``central gates --json`` show it."""
     seen = [t for t in (g.status_at_ns, g.last_event_at_ns) if t is not None]
     version = g.allowlist_version if g.allowlist_version is not None else g.status_allowlist_version
     return {
         "gate": g.gate,
         "online": g.online,
         "state": g.state,
-        "last_seen": _iso(max(seen, default=None)),
-        "stored_seq": g.stored_seq,
+        "last_seen": iso(max(seen, default=None)),
+        "synced_seq": g.stored_seq,
         "head_seq": g.head_seq,
         "lag": g.lag,
-        "last_event_at": _iso(g.last_event_at_ns),
-        "mode": g.mode,
+        "last_event_at": iso(g.last_event_at_ns),
         "allowlist_version": version,
-        "allowlist_updated_at": _iso(g.allowlist_at_ns),
+        "allowlist_updated_at": iso(g.allowlist_at_ns),
+        "mode": g.mode,
         "faulted_devices": [
-            {"device": f.device, "code": f.code, "message": f.message, "since": _iso(f.since_ns)}
+            {"device": f.device, "code": f.code, "message": f.message, "since": iso(f.since_ns)}
             for f in g.faults
         ],
     }
@@ -609,7 +612,7 @@ def _event_json(
         "seq": stored.seq,
         "type": stored.type,
         "lane": stored.lane,
-        "time": _iso(stored.wall_ns),
+        "time": iso(stored.wall_ns),
         "wall_ns": stored.wall_ns,
         "version": stored.version,
         "match": match,
