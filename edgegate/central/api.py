@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -53,8 +52,16 @@ from edgegate.log.reader import StoredEvent
 from edgegate.log.render import to_json_dict
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import ProtocolError, check_id
-from edgegate.sync.pull_api import AuthThrottle, check_token, uint_param
-from edgegate.web import JSON, HttpError, HttpServer, authenticated, peer_host, show
+from edgegate.sync.pull_api import (
+    AuthThrottle,
+    bearer_token,
+    check_token,
+    query_params,
+    uint_param,
+    wrong_token,
+)
+from edgegate.web import HttpError, HttpServer, authenticated, peer_host, show
+from edgegate.web.monitoring import json_response
 
 log = get_logger("central.api")
 T = TypeVar("T")
@@ -74,6 +81,7 @@ _PLATE_TYPES = frozenset(
     if any(f.name in _PLATE_FIELDS for f in dataclasses.fields(cls))
 )
 _ENVELOPE = frozenset({"seq", "type", "lane", "ts", "version"})
+_REALM = "edgegate park"
 _TOKEN_NAME = web.RequestKey("park_api_token", str)
 
 
@@ -236,20 +244,9 @@ class ParkApi:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         server.mount(PREFIX, app, guard=self._guard)
-        server.add_peer_check(self._paused)
+        server.add_peer_check(self._throttle.refusal)
 
     # -- admission ------------------------------------------------------------------------
-
-    def _paused(self, host: str) -> HttpError | None:
-        pause = self._throttle.paused(host)
-        if pause <= 0:
-            return None
-        return HttpError(
-            429,
-            "too many bad tokens from this address",
-            headers=[("Retry-After", str(max(1, round(pause))))],
-            close=True,
-        )
 
     async def _guard(self, request: web.Request) -> None:
         try:
@@ -273,25 +270,13 @@ class ParkApi:
         authenticated(request)
 
     def _authorize(self, request: web.Request) -> str:
-        challenge = 'Bearer realm="edgegate park"'
-        values = request.headers.getall("Authorization", [])
-        if not values:
-            raise HttpError(
-                401, "missing bearer token", headers=[("WWW-Authenticate", challenge)], close=True
-            )
-        scheme, _, given = values[0].partition(" ")
-        bad = [("WWW-Authenticate", f'{challenge}, error="invalid_token"')]
-        if len(values) > 1 or scheme.lower() != "bearer":
-            raise HttpError(
-                401, "expected one 'Authorization: Bearer <token>'", headers=bad, close=True
-            )
-        digest = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
+        digest = hashlib.sha256(bearer_token(request, _REALM)).digest()
         found = None
         for name, expected in self._tokens:  # every one compared: no early exit to time
             if hmac.compare_digest(digest, expected):
                 found = name
         if found is None:
-            raise HttpError(401, "wrong bearer token", headers=bad, close=True)
+            raise wrong_token(_REALM)
         return found
 
     # -- answering ------------------------------------------------------------------------
@@ -301,9 +286,9 @@ class ParkApi:
         fields: dict[str, Any] = {}
         try:
             body = await self._answer(request, fields)
-            resp = _json(200, body)
+            resp = json_response(200, body)
         except HttpError as exc:
-            resp = _json(exc.status, {"error": exc.message})
+            resp = json_response(exc.status, {"error": exc.message})
             for name, value in exc.headers:
                 resp.headers[name] = value
             fields["error"] = exc.message
@@ -336,7 +321,7 @@ class ParkApi:
                 405, f"method {request.method} not allowed: GET only", headers=[("Allow", "GET")]
             )
         allowed, handler = handlers[path]
-        params = _params(request.rel_url.raw_query_string, allowed)
+        params = query_params(request.rel_url.raw_query_string, allowed, max_fields=16)
         fields["params"] = params
         result: dict[str, Any] = await handler(params)
         return result
@@ -427,22 +412,6 @@ class ParkApi:
 # --- parameters ------------------------------------------------------------------------------
 
 
-def _params(query: str, allowed: Sequence[str]) -> dict[str, str]:
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=16, strict_parsing=False)
-    except ValueError as exc:
-        raise HttpError(400, f"malformed query string: {exc}") from None
-    params: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in allowed:
-            known = ", ".join(allowed) if allowed else "none"
-            raise HttpError(400, f"unknown parameter {show(name)} (known: {known})")
-        if name in params:
-            raise HttpError(400, f"{name}: given more than once")
-        params[name] = value
-    return params
-
-
 def _categories(text: str) -> list[VehicleCategory]:
     out = []
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -530,15 +499,6 @@ def _uncursor(text: str) -> tuple[str, int]:
 
 
 # --- JSON --------------------------------------------------------------------------------------
-
-
-def _json(status: int, body: Mapping[str, Any]) -> web.Response:
-    return web.Response(
-        status=status,
-        body=json.dumps(body, ensure_ascii=False, default=str).encode() + b"\n",
-        content_type=JSON,
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def iso(ns: int | None) -> str | None:
