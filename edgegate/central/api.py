@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -196,7 +196,7 @@ class ParkApi:
         *,
         limits: ApiLimits | None = None,
         clock: Clock | None = None,
-        dwell_limits: Mapping[VehicleCategory, Any] = DEFAULT_DWELL_LIMITS,
+        dwell_limits: Mapping[VehicleCategory, timedelta | None] = DEFAULT_DWELL_LIMITS,
     ) -> None:
         if not tokens:
             raise ValueError("the park API needs at least one token")
