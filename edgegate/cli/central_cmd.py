@@ -114,7 +114,7 @@ def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--client-id",
         help="stable MQTT client id of this instance (default edgegate-sink-HOSTNAME-GROUP)",
     )
-    http = run.add_argument_group("HTTP server (/metrics, /healthz, /readyz)")
+    http = run.add_argument_group("HTTP server (/metrics, /healthz, /readyz, the park API)")
     http.add_argument(
         "--http",
         metavar="ADDRESS:PORT",
@@ -128,6 +128,13 @@ def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=Path,
         metavar="FILE",
         help="bearer token the monitoring endpoints then require (one line)",
+    )
+    http.add_argument(
+        "--api-tokens",
+        type=Path,
+        metavar="FILE",
+        help="serve the park API at /api/v1 to these tokens: one 'NAME TOKEN' per line, "
+        "mode 0600 (docs/park-api.md)",
     )
     run.set_defaults(func=cmd_run, log_stream=sys.stdout)
 
@@ -294,10 +301,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         http = _http_settings(args)
         token = None if args.http_token_file is None else _token(args.http_token_file)
+        api_tokens = None if args.api_tokens is None else _api_tokens(args.api_tokens)
     except _UsageError as exc:
         return _fail("run", str(exc))
     try:
-        asyncio.run(_run(options, http, token))
+        asyncio.run(_run(options, http, token, api_tokens))
     except StoreError as exc:  # includes DsnError: the store could not be opened
         return _fail("run", str(exc), db=redact(args.db))
     except (OSError, ssl.SSLError) as exc:  # the HTTP server could not start
@@ -308,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _http_settings(args: argparse.Namespace) -> HttpSettings | None:
     """``--http`` and its files as an ``[http]`` section (None: no server)."""
     if args.http is None:
-        for name in ("http_tls_cert", "http_tls_key", "http_token_file"):
+        for name in ("http_tls_cert", "http_tls_key", "http_token_file", "api_tokens"):
             if getattr(args, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise _UsageError(f"{flag} goes with --http ADDRESS:PORT")
@@ -338,8 +346,20 @@ def _token(path: Path) -> str:
         raise _UsageError(f"--http-token-file {path}: {detail}") from None
 
 
+def _api_tokens(path: Path) -> dict[str, str]:
+    from edgegate.central.api import TokenFileError, read_tokens
+
+    try:
+        return read_tokens(path)
+    except TokenFileError as exc:
+        raise _UsageError(f"--api-tokens {exc}") from None
+
+
 async def _run(
-    options: SinkOptions, http: HttpSettings | None = None, token: str | None = None
+    options: SinkOptions,
+    http: HttpSettings | None = None,
+    token: str | None = None,
+    api_tokens: dict[str, str] | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -354,19 +374,29 @@ async def _run(
     )
     async with Sink(options) as sink:
         web = None
-        if http is not None:
-            from edgegate.central.web import CentralWeb
-
-            files = (http.tls_cert_file, http.tls_key_file)
-            cert, key = (None if f is None else Path(f) for f in files)
-            web = CentralWeb(sink, http.bind, http.port, cert, key, token)
-            await web.start()
+        api = None
         try:
+            if http is not None:
+                from edgegate.central.web import CENTRAL_WEB_PARTS, CentralWeb
+
+                parts = list(CENTRAL_WEB_PARTS)
+                if api_tokens is not None:
+                    from edgegate.central.api import ParkApi
+
+                    api = await ParkApi.open(options.dsn, api_tokens)
+                    parts.append(api.mount)
+                    log.info("park_api_tokens", names=sorted(api_tokens))
+                files = (http.tls_cert_file, http.tls_key_file)
+                cert, key = (None if f is None else Path(f) for f in files)
+                web = CentralWeb(sink, http.bind, http.port, cert, key, token, parts=parts)
+                await web.start()
             await stop.wait()
             log.info("central_sink_stopping")
         finally:
             if web is not None:
                 await web.aclose()
+            if api is not None:
+                await api.aclose()
 
 
 # ------------------------------------------------------------------------------ publish

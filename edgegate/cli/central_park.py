@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgegate.allowlist.importer import DEFAULT_TIMEZONE
+from edgegate.central.api import gate_json, iso, vehicle_json
 from edgegate.central.sink import DEFAULT_DSN
 from edgegate.central.store import (
     CentralStore,
@@ -187,12 +188,6 @@ def _duration(value: timedelta | None) -> str:
     return f"-{text}" if seconds < 0 else text
 
 
-def _iso(ns: int | None) -> str | None:
-    if ns is None:
-        return None
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
-
-
 def _local(ns: int | None, zone: ZoneInfo) -> str:
     if ns is None:
         return "-"
@@ -234,29 +229,8 @@ def _counts(inside: list[VehicleInside]) -> dict[str, int]:
 def _roll_call_json(
     inside: list[VehicleInside], overdue: dict[str, ParkOverstay], now: int
 ) -> dict[str, object]:
-    def vehicle(v: VehicleInside) -> dict[str, object]:
-        o = overdue.get(v.plate)
-        return {
-            "plate": v.plate,
-            "category": None if v.category is None else str(v.category),
-            "entry_gate": v.entry_gate,
-            "entry_seq": v.entry_seq,
-            "lane": v.lane,
-            "entered_at": _iso(v.entered_at_ns),
-            "inside_s": max(0, now - v.entered_at_ns) // 10**9,
-            "credential_id": v.credential_id,
-            "permit_until": _iso(v.permit_until_ns),
-            "unauthorised": v.unauthorised,
-            "overdue": None
-            if o is None
-            else {
-                "limit": o.limit,
-                "deadline": _iso(o.deadline_ns),
-                "exceeded_s": o.exceeded_ns // 10**9,
-            },
-        }
-
-    return {"at": _iso(now), **_counts(inside), "vehicles": [vehicle(v) for v in inside]}
+    vehicles = [vehicle_json(v, overdue.get(v.plate), now) for v in inside]
+    return {"at": iso(now), **_counts(inside), "vehicles": vehicles}
 
 
 def _print_roll_call(
@@ -317,7 +291,7 @@ def cmd_gates(args: argparse.Namespace) -> int:
     # Offline (or never heard from) first: those are the ones to look at.
     states.sort(key=lambda g: (g.online, g.gate))
     if args.json:
-        print(json.dumps({"gates": [_gate_json(g) for g in states]}, indent=2))
+        print(json.dumps({"gates": [gate_json(g) for g in states]}, indent=2))
     else:
         _print_gates(states, zone)
     return 0
@@ -328,35 +302,13 @@ def _last_seen(g: GateState) -> int | None:
     return max(seen, default=None)
 
 
-def _gate_json(g: GateState) -> dict[str, object]:
-    return {
-        "gate": g.gate,
-        "online": g.online,
-        "state": g.state,
-        "last_seen": _iso(_last_seen(g)),
-        "synced_seq": g.stored_seq,
-        "head_seq": g.head_seq,
-        "lag": g.lag,
-        "last_event_at": _iso(g.last_event_at_ns),
-        "allowlist_version": g.allowlist_version
-        if g.allowlist_version is not None
-        else g.status_allowlist_version,
-        "allowlist_updated_at": _iso(g.allowlist_at_ns),
-        "mode": g.mode,
-        "faulted_devices": [
-            {"device": f.device, "code": f.code, "message": f.message, "since": _iso(f.since_ns)}
-            for f in g.faults
-        ],
-    }
-
-
 def _print_gates(states: list[GateState], zone: ZoneInfo) -> None:
     table = Table(title=f"gates ({zone.key})", title_justify="left", expand=False)
     for col in ("gate", "online", "last seen", "synced seq", "lag", "allow-list", "mode"):
         table.add_column(col, no_wrap=True)
     table.add_column("faulted devices")
     for g in states:
-        data = _gate_json(g)
+        data = gate_json(g)
         online = "[green]online[/green]" if g.online else f"[red]{g.state or 'never seen'}[/red]"
         version = data["allowlist_version"]
         table.add_row(

@@ -158,6 +158,18 @@ class AuthThrottle:
         # the order of the last failure.
         self._peers: dict[str, tuple[int, int, int]] = {}
 
+    def refusal(self, peer: str) -> HttpError | None:
+        """The ``429`` a new connection from a paused ``peer`` gets (None: not paused)."""
+        pause = self.paused(peer)
+        if pause <= 0:
+            return None
+        return HttpError(
+            429,
+            "too many bad tokens from this address",
+            headers=[("Retry-After", str(max(1, round(pause))))],
+            close=True,
+        )
+
     def paused(self, peer: str) -> float:
         entry = self._peers.get(peer)
         if entry is None:
@@ -178,6 +190,35 @@ class AuthThrottle:
         while len(self._peers) > self._max_peers:
             del self._peers[next(iter(self._peers))]
         return started
+
+
+def bearer_token(request: web.Request, realm: str) -> bytes:
+    """The token of the request's one ``Authorization: Bearer`` header, as bytes (aiohttp
+    decodes header values as UTF-8, with surrogate escapes for other bytes); a ``401`` that
+    closes the connection when there is none: only a client holding a token keeps one open."""
+    challenge = f'Bearer realm="{realm}"'
+    values = request.headers.getall("Authorization", [])
+    if not values:
+        raise HttpError(
+            401, "missing bearer token", headers=[("WWW-Authenticate", challenge)], close=True
+        )
+    scheme, _, given = values[0].partition(" ")
+    if len(values) > 1 or scheme.lower() != "bearer":
+        raise HttpError(
+            401,
+            "expected one 'Authorization: Bearer <token>'",
+            headers=[("WWW-Authenticate", f'{challenge}, error="invalid_token"')],
+            close=True,
+        )
+    return given.strip().encode("utf-8", "surrogateescape")
+
+
+def wrong_token(realm: str) -> HttpError:
+    """The ``401`` for a bearer token that is not the (or a) valid one."""
+    challenge = f'Bearer realm="{realm}", error="invalid_token"'
+    return HttpError(
+        401, "wrong bearer token", headers=[("WWW-Authenticate", challenge)], close=True
+    )
 
 
 def check_token(token: str) -> str:
@@ -285,6 +326,23 @@ def decode_ndjson(body: bytes) -> list[Row]:
         except (ValueError, KeyError, TypeError) as exc:
             raise ProtocolError(f"ndjson line {i + 1}: {exc}") from exc
     return rows
+
+
+def query_params(query: str, allowed: Sequence[str], max_fields: int = 8) -> dict[str, str]:
+    """The parameters of a raw query string; ``400`` for an unknown or repeated one."""
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=max_fields)
+    except ValueError as exc:
+        raise HttpError(400, f"malformed query string: {exc}") from exc
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in allowed:
+            known = ", ".join(allowed) if allowed else "none"
+            raise HttpError(400, f"unknown parameter {show(name)} (known: {known})")
+        if name in params:
+            raise HttpError(400, f"{name}: given more than once")
+        params[name] = value
+    return params
 
 
 def uint_param(value: str, name: str, lo: int, hi: int) -> int:
@@ -418,15 +476,7 @@ class PullApi:
     # -- admission ------------------------------------------------------------------------
 
     def _paused(self, host: str) -> HttpError | None:
-        pause = self._throttle.paused(host)
-        if pause <= 0:
-            return None
-        return HttpError(
-            429,
-            "too many bad tokens from this address",
-            headers=[("Retry-After", str(max(1, round(pause))))],
-            close=True,
-        )
+        return self._throttle.refusal(host)
 
     async def _guard(self, request: web.Request) -> None:
         started = time.monotonic()
@@ -447,26 +497,10 @@ class PullApi:
         authenticated(request)  # shown the token: no longer counted against its address
 
     def _authorize(self, request: web.Request) -> None:
-        # Every 401 closes the connection: only a client holding the token keeps one open.
-        challenge = 'Bearer realm="edgegate"'
-        values = request.headers.getall("Authorization", [])
-        if not values:
-            raise HttpError(
-                401,
-                "missing bearer token",
-                headers=[("WWW-Authenticate", challenge)],
-                close=True,
-            )
-        scheme, _, given = values[0].partition(" ")
-        bad = [("WWW-Authenticate", f'{challenge}, error="invalid_token"')]
-        if len(values) > 1 or scheme.lower() != "bearer":
-            raise HttpError(
-                401, "expected one 'Authorization: Bearer <token>'", headers=bad, close=True
-            )
+        given = bearer_token(request, "edgegate")
         # Constant time: the comparison reveals nothing about how much of a guess matched.
-        # aiohttp decodes header values as UTF-8 (surrogate escapes for other bytes).
-        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token):
-            raise HttpError(401, "wrong bearer token", headers=bad, close=True)
+        if not hmac.compare_digest(given, self._token):
+            raise wrong_token("edgegate")
 
     # -- answering ------------------------------------------------------------------------
 
@@ -512,19 +546,7 @@ class PullApi:
         return media
 
     def _params(self, query: str, allowed: Sequence[str]) -> dict[str, str]:
-        try:
-            pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=8)
-        except ValueError as exc:
-            raise HttpError(400, f"malformed query string: {exc}") from exc
-        params: dict[str, str] = {}
-        for name, value in pairs:
-            if name not in allowed:
-                known = ", ".join(allowed) if allowed else "none"
-                raise HttpError(400, f"unknown parameter {show(name)} (known: {known})")
-            if name in params:
-                raise HttpError(400, f"{name}: given more than once")
-            params[name] = value
-        return params
+        return query_params(query, allowed)
 
     async def _answer_head(
         self, request: web.Request, query: str, gate: list[tuple[str, str]]

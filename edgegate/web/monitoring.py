@@ -20,7 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from edgegate.web.server import JSON, HttpError, HttpServer, authenticated
 
-__all__ = ["Monitoring", "read_token"]
+__all__ = ["Monitoring", "json_response", "read_token"]
 
 Readiness = Callable[[], tuple[bool, Mapping[str, Any]]]
 """``(ready, body)``: whether the service is ready, and the JSON body that says why."""
@@ -79,15 +79,16 @@ class Monitoring:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         self._check(request)
-        return _json(200, {"alive": True, **self.alive()})
+        return json_response(200, {"alive": True, **self.alive()})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         self._check(request)
         ready, body = self.readiness()
-        return _json(200 if ready else 503, body)
+        return json_response(200 if ready else 503, body)
 
 
-def _json(status: int, body: Mapping[str, Any]) -> web.Response:
+def json_response(status: int, body: Mapping[str, Any]) -> web.Response:
+    """``body`` as JSON (UTF-8, keys sorted), never cached."""
     return web.Response(
         status=status,
         body=json.dumps(body, ensure_ascii=False, sort_keys=True).encode() + b"\n",

@@ -141,6 +141,10 @@ class CentralStore(ABC):
     @abstractmethod
     def _close(self) -> None: ...
 
+    @abstractmethod
+    def _read_only(self) -> None:
+        """Make the connection refuse every write from now on (reconnections too)."""
+
     # Plumbing ------------------------------------------------------------------------------
 
     def _run(self, fn: Callable[[], T], *, write: bool) -> T:
@@ -580,6 +584,55 @@ class CentralStore(ABC):
             AdmissionReview(str(g), int(s), str(p), str(k), str(c), int(r), int(d), int(n))
             for g, s, p, k, c, r, d, n in rows
         ]
+
+    def find_events(
+        self,
+        after: tuple[str, int] = ("", 0),
+        *,
+        gate: str | None = None,
+        types: Iterable[str] | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        limit: int = 1000,
+    ) -> list[tuple[str, Row]]:
+        """Up to ``limit`` stored events after the position ``after`` (gate, seq), in (gate,
+        seq) order (the primary key's: a page walks the index), of ``gate`` if given, of
+        ``types`` if given, with wall time in [``start_ns``, ``end_ns``)."""
+        if gate is None:
+            where = ["(gate > ? OR (gate = ? AND seq > ?))"]
+            params: list[object] = [after[0], after[0], after[1]]
+        elif gate < after[0]:
+            return []
+        else:
+            where = ["gate = ?", "seq > ?"]
+            params = [gate, after[1] if gate == after[0] else 0]
+        if types is not None:
+            kinds = sorted(set(types))
+            if not kinds:
+                return []
+            where.append(f"type IN ({', '.join('?' * len(kinds))})")
+            params.extend(kinds)
+        if start_ns is not None:
+            where.append("wall_ns >= ?")
+            params.append(start_ns)
+        if end_ns is not None:
+            where.append("wall_ns < ?")
+            params.append(end_ns)
+        params.append(limit)
+        sql = (
+            f"SELECT gate, {_ROW_COLUMNS} FROM gate_events WHERE {' AND '.join(where)}"
+            " ORDER BY gate, seq LIMIT ?"
+        )
+        rows = self._run(lambda: self._query(sql, params), write=False)
+        return [
+            (str(r[0]), cast(Row, (*r[1:8], bytes(r[8]), bytes(r[9]), bytes(r[10])))) for r in rows
+        ]
+
+    def read_only(self) -> CentralStore:
+        """Refuse every write on this store's connection from now on (a reader beside the
+        sink's store: the API). Returns the store."""
+        self._run(self._read_only, write=False)
+        return self
 
     # Lifecycle -----------------------------------------------------------------------------
 

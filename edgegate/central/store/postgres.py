@@ -88,6 +88,7 @@ class PostgresStore(CentralStore):
         super().__init__(redact(dsn), dead_letters)
         self._dsn = dsn
         self._sql_cache: dict[str, str] = {}
+        self._readonly = False
         self._conn = self._connect()
         try:
             self._migrate()
@@ -99,9 +100,20 @@ class PostgresStore(CentralStore):
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         try:
+            if self._readonly:
+                return psycopg.connect(
+                    self._dsn,
+                    autocommit=True,
+                    connect_timeout=10,
+                    options="-c default_transaction_read_only=on",
+                )
             return psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.description}: {exc}") from exc
+
+    def _read_only(self) -> None:
+        self._readonly = True
+        self._live.execute("SET default_transaction_read_only = on")
 
     @property
     def _live(self) -> psycopg.Connection[tuple[Any, ...]]:

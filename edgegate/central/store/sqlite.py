@@ -109,6 +109,9 @@ class SqliteStore(CentralStore):
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
 
+    def _read_only(self) -> None:
+        self._conn.execute("PRAGMA query_only = ON")
+
     def _insert_events(self, gate: str, rows: Sequence[Row], received_at_ns: int) -> None:
         # Blobs as bytearray: sqlite3 binds bytearray directly but sends bytes through its
         # adapter lookup first, which costs far more than the copy.
