@@ -42,7 +42,8 @@ def entry(proposal: Proposal) -> BlacklistEntry:
         reason=BlacklistReason.OVERSTAY,
         detail=detail,
         source=SOURCE,
-        valid_from=ns_to_datetime(proposal.decided_at_ns),
+        # Whole seconds (the list's times are): in force from the second of the decision.
+        valid_from=ns_to_datetime(proposal.decided_at_ns // 10**9 * 10**9),
     )
 
 

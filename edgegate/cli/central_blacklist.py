@@ -72,7 +72,7 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="approve new proposals of this category at once (operator 'auto') and publish "
         "them (needs --key, --site and the broker options); repeat for several",
     )
-    _publish_args(propose, required=False)
+    _publish_args(propose)
     propose.set_defaults(func=cmd_propose)
 
     listing = actions.add_parser("list", help="the proposals, with their evidence and decisions")
@@ -92,7 +92,7 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument("--reason", required=True, help="why")
         central_park._store_arg(p)
         if name == APPROVED:
-            _publish_args(p, required=True)
+            _publish_args(p)
         p.set_defaults(func=cmd_decide, decision=name)
 
     again = actions.add_parser(
@@ -101,11 +101,11 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     again.add_argument("ids", nargs="*", metavar="ID", help="these proposals (default: all)")
     central_park._store_arg(again)
-    _publish_args(again, required=True)
+    _publish_args(again)
     again.set_defaults(func=cmd_publish)
 
 
-def _publish_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+def _publish_args(p: argparse.ArgumentParser) -> None:
     """``publish-allowlist``'s key, site, gate and broker options."""
     p.add_argument("--key", type=Path, help="central's private key (PEM)")
     p.add_argument("--site", help="the gates' site id")
@@ -118,10 +118,9 @@ def _publish_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
     central_cmd._broker_args(p)
-    if not required:
-        for action in p._actions:
-            if action.dest == "broker":
-                action.required = False
+    for action in p._actions:
+        if action.dest == "broker":  # checked by _Publisher, with --key and --site
+            action.required = False
 
 
 # ------------------------------------------------------------------------------ helpers
