@@ -16,7 +16,7 @@ from edgegate.central.store.blacklist import APPROVED, DISMISSED, OPEN, Proposal
 from edgegate.cli.main import main
 from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns
-from edgegate.core.domain import Direction
+from edgegate.core.domain import Credential, Direction
 from edgegate.sync.signing import (
     KIND_ALLOWLIST,
     decode_publication,
@@ -160,7 +160,7 @@ async def test_approve_publishes_a_delta_the_gate_applies_then_it_refuses_the_pl
     plate = "苏E00002"
     # The gate holds list version 7 with a permit for the plate: it admits it.
     env.clock.advance((time.time_ns() - env.clock.wall_ns()) / 1e9 + 1)  # the gate's now
-    creds = [permit("P1", plate, T0 - timedelta(days=1), hours=24 * 365)]
+    creds: list[Credential] = [permit("P1", plate, T0 - timedelta(days=1), hours=24 * 365)]
     issued = env.clock.wall_ns()
     assert (await env.downlink.receive_allowlist(snapshot(env.central, 7, creds, issued))).applied
     _, before = await admit(env, plate)
@@ -290,6 +290,37 @@ async def test_an_unreachable_broker_leaves_the_approval_recorded_and_publishabl
     assert (publication.base_version, publication.version) == (0, 1)
     with open_store(db) as s:
         assert s.blacklist_proposals(ids=[first])[0].pending == ()
+
+
+async def test_automatic_approval_from_the_command_is_published_at_once(
+    mosquitto_broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'central.db'}"
+    with open_store(db) as s:
+        stored_park(s)
+    assert main(["keys", "generate", "--out", str(tmp_path / "keys")]) == 0
+    async with listening(mosquitto_broker, "gate-b", "allowlist") as live:
+        rc = await cli(
+            "central", "blacklist", "propose", "--store", db, "--auto-approve", "hazmat",
+            "--key", str(tmp_path / "keys" / "central.key"), "--site", SITE, "--gate", "gate-b",
+            *broker_args(mosquitto_broker, tmp_path),
+        )  # fmt: skip
+        assert rc == 0
+        message = await receive(live)
+    out = capsys.readouterr().out
+    assert "2 new proposals, #1 苏E00002 (approved), #2 苏E00004 (open)" in out
+    assert "to gate-b (0 -> 1)" in out
+    public = load_public_key(tmp_path / "keys" / "central.pub")
+    publication = decode_publication(open_signed(body(message), KIND_ALLOWLIST, public))
+    [entry] = delta_changes(publication.content).upserts
+    assert entry.plate == "苏E00002" and "approved by auto" in entry.detail  # type: ignore[union-attr]
+
+    assert await cli("central", "blacklist", "list", "--store", db, "--timezone", "UTC") == 0
+    table = capsys.readouterr().out
+    assert "苏E00002" in table and "approved" in table and "auto" in table
+    assert "gate-a seq 3" in table and "permit-end 2026-11-28 10:00:00" in table
+    assert await cli("central", "blacklist", "list", "--store", db, "--state", "dismissed") == 0
+    assert "no proposals dismissed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
