@@ -258,14 +258,21 @@ async def test_approve_publishes_a_delta_the_gate_applies_then_it_refuses_the_pl
     ]
 
 
-async def test_an_unreachable_broker_leaves_the_approval_recorded_and_publishable(
-    mosquitto_broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def keyed_park(tmp_path: Path) -> str:
+    """A SQLite store holding ``stored_park`` (its DSN), and central's keys in tmp/keys."""
     db = f"sqlite:///{tmp_path / 'central.db'}"
     with open_store(db) as s:
         stored_park(s)
-        [first, _] = s.propose_blacklist(AT_3H, LIMITS)[0]
     assert main(["keys", "generate", "--out", str(tmp_path / "keys")]) == 0
+    return db
+
+
+async def test_an_unreachable_broker_leaves_the_approval_recorded_and_publishable(
+    mosquitto_broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = keyed_park(tmp_path)
+    with open_store(db) as s:
+        [first, _] = s.propose_blacklist(AT_3H, LIMITS)[0]
     key = ["--key", str(tmp_path / "keys" / "central.key"), "--site", SITE, "--store", db]
     good = broker_args(mosquitto_broker, tmp_path)
     bad = [*good]
@@ -295,10 +302,7 @@ async def test_an_unreachable_broker_leaves_the_approval_recorded_and_publishabl
 async def test_automatic_approval_from_the_command_is_published_at_once(
     mosquitto_broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = f"sqlite:///{tmp_path / 'central.db'}"
-    with open_store(db) as s:
-        stored_park(s)
-    assert main(["keys", "generate", "--out", str(tmp_path / "keys")]) == 0
+    db = keyed_park(tmp_path)
     async with listening(mosquitto_broker, "gate-b", "allowlist") as live:
         rc = await cli(
             "central", "blacklist", "propose", "--store", db, "--auto-approve", "hazmat",

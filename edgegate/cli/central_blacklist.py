@@ -192,6 +192,15 @@ class _Publisher:
         )
         return None
 
+    def publish_all(self, store: CentralStore, proposals: list[Proposal]) -> list[str]:
+        """Publish each proposal's pending deltas; what failed, as ``#ID: problem``."""
+        failed = []
+        for p in proposals:
+            problem = self.publish(store, p)
+            if problem is not None:
+                failed.append(f"#{p.id}: {problem}")
+        return failed
+
 
 def _retry_hint(proposal_id: int) -> str:
     return (
@@ -228,13 +237,10 @@ def cmd_propose(args: argparse.Namespace) -> int:
                 f"{left} marked as left"
             )
             log.info("blacklist_proposed", created=created, left=left)
-            failed = []
-            for p in new:
-                if p.state == APPROVED and publisher is not None:
-                    _log_decision(p)
-                    problem = publisher.publish(store, p)
-                    if problem is not None:
-                        failed.append(f"#{p.id}: {problem}")
+            approved = [p for p in new if p.state == APPROVED]
+            for p in approved:
+                _log_decision(p)
+            failed = [] if publisher is None else publisher.publish_all(store, approved)
     except (_UsageError, StoreError) as exc:
         return _fail(name, str(exc), db=redact(args.store))
     if failed:
@@ -306,7 +312,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
         publisher = _Publisher(args)
     except (_UsageError, pub.PublishError) as exc:
         return _fail(name, str(exc))
-    failed: list[str] = []
     try:
         with central_park._open(args.store) as store:
             chosen = store.blacklist_proposals(ids=ids) if ids else store.blacklist_proposals()
@@ -320,9 +325,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                     continue
                 if not p.pending and ids:
                     print(f"proposal {p.id}: every delta is published already")
-                problem = publisher.publish(store, p)
-                if problem is not None:
-                    failed.append(f"#{p.id}: {problem}")
+            failed = publisher.publish_all(store, [p for p in chosen if p.state == APPROVED])
     except (_UsageError, StoreError) as exc:
         return _fail(name, str(exc), db=redact(args.store))
     if failed:
