@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from edgegate.sync.signing import (
 from tests import test_central_store as central_store_tests
 from tests import test_downlink
 from tests.services.mosquitto import Broker
-from tests.test_central_park import T0, C, edgegate, park_logs, said
+from tests.test_central_park import T0, C, edgegate, park_logs, race, said
 from tests.test_cli_central import SITE, body, broker_args, cli, listening, receive
 from tests.test_downlink import Env, admit, permit, snapshot
 
@@ -132,6 +133,50 @@ def test_decisions_are_recorded_once_with_versions_per_gate(store: CentralStore)
     assert [(p.gate, p.base_version, p.version) for p in decided.publications] == [
         ("gate-a", 8, 9),
         ("gate-b", 12, 13),
+    ]
+
+
+def test_racing_operators_decide_once_and_never_share_a_version(postgres_dsn: str) -> None:
+    """Operators on two connections at once: a proposal is decided by exactly one of them,
+    and two approvals give each gate two different versions."""
+    a, b = park_logs()
+    b.passed("苏E00009", Direction.ENTRY, T0, C.HAZMAT)
+    with open_store(postgres_dsn) as s:
+        s.store_batch("gate-a", a.rows)
+        s.store_batch("gate-b", b.rows)
+        first, second, third = s.propose_blacklist(AT_3H + 4 * 3600 * 10**9, LIMITS)[0]
+    outcomes: list[str] = []
+
+    def decide(state: str, proposal: int) -> Callable[[CentralStore], None]:
+        def work(s: CentralStore) -> None:
+            try:
+                s.decide_blacklist(proposal, state, operator=f"op-{state}", reason="race")
+                outcomes.append(state)
+            except ProposalError:
+                outcomes.append("refused")
+
+        return work
+
+    for s in race(postgres_dsn, decide(APPROVED, first), decide(DISMISSED, first)):
+        s.close()
+    [winner] = [o for o in outcomes if o != "refused"]
+    assert len(outcomes) == 2 and "refused" in outcomes
+    for s in race(postgres_dsn, decide(APPROVED, second), decide(APPROVED, third)):
+        s.close()
+    with open_store(postgres_dsn) as s:
+        [p] = s.blacklist_proposals(ids=[first])
+        assert (p.state, p.operator) == (winner, f"op-{winner}")
+        versions = [
+            (u.gate, u.version)
+            for q in s.blacklist_proposals(ids=[second, third])
+            for u in q.publications
+        ]
+    n = 1 if winner == APPROVED else 0  # the first approval took a version of each gate
+    assert sorted(versions) == [
+        ("gate-a", 8 + n),
+        ("gate-a", 9 + n),
+        ("gate-b", 1 + n),
+        ("gate-b", 2 + n),
     ]
 
 
