@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, cast
 
-from edgegate.central.store import projections
+from edgegate.central.store import blacklist, projections
 from edgegate.central.store.checks import (
     check_decoded,
     check_rows,
@@ -466,6 +466,58 @@ class CentralStore(ABC):
     def gate_states(self) -> list[projections.GateState]:
         """Each gate central knows of, by gate id (see ``GateState``)."""
         return self._run(lambda: projections.gate_states(self), write=False)
+
+    # Blacklist proposals (:mod:`edgegate.central.store.blacklist`) ---------------------------
+
+    def propose_blacklist(
+        self,
+        now_ns: int,
+        dwell_limits: Mapping[VehicleCategory, timedelta | None] = DEFAULT_DWELL_LIMITS,
+        *,
+        auto_approve: Iterable[VehicleCategory] = (),
+        gates: Sequence[str] | None = None,
+    ) -> tuple[list[int], int]:
+        """Refresh the proposals from the overstays at ``now_ns`` in one transaction; returns
+        (new proposals' ids, proposals marked as left). See ``blacklist.refresh``."""
+        auto = tuple(auto_approve)
+        chosen = None if gates is None else tuple(gates)
+
+        def refresh() -> tuple[list[int], int]:
+            overdue = projections.park_overstays(projections.presence(self), now_ns, dwell_limits)
+            return blacklist.refresh(self, overdue, now_ns, auto, chosen)
+
+        return self._run(refresh, write=True)
+
+    def decide_blacklist(
+        self,
+        proposal_id: int,
+        state: str,
+        *,
+        operator: str,
+        reason: str,
+        now_ns: int | None = None,
+        gates: Sequence[str] | None = None,
+    ) -> blacklist.Proposal:
+        """Record an operator's decision (``approved`` / ``dismissed``); committed on return,
+        before anything is published. ``ProposalError`` if unknown or decided already."""
+        at = time.time_ns() if now_ns is None else now_ns
+        chosen = None if gates is None else tuple(gates)
+        return self._run(
+            lambda: blacklist.decide(self, proposal_id, state, operator, reason, at, chosen),
+            write=True,
+        )
+
+    def blacklist_published(self, proposal_id: int, gates: Iterable[str]) -> None:
+        """Note that the approval's deltas to ``gates`` were published."""
+        now, chosen = time.time_ns(), tuple(gates)
+        self._run(lambda: blacklist.mark_published(self, proposal_id, chosen, now), write=True)
+
+    def blacklist_proposals(
+        self, *, state: str | None = None, ids: Sequence[int] | None = None
+    ) -> list[blacklist.Proposal]:
+        """Proposals (in ``state``, or with ``ids``) by id, with their publications."""
+        chosen = None if ids is None else tuple(ids)
+        return self._run(lambda: blacklist.proposals(self, state=state, ids=chosen), write=False)
 
     def projection_positions(self) -> dict[tuple[str, str], int]:
         """(projection, gate) -> the last seq applied."""

@@ -157,6 +157,45 @@ MIGRATIONS: tuple[CentralMigration, ...] = (
         );
         """,
     ),
+    CentralMigration(
+        4,
+        "blacklist proposals from overstays, their decisions and publications; versions",
+        """
+        CREATE TABLE blacklist_proposals (
+            id {ID},
+            gate TEXT NOT NULL,
+            seq {BIGINT} NOT NULL,
+            plate TEXT NOT NULL,
+            category TEXT,
+            entered_at_ns {BIGINT} NOT NULL,
+            limit_kind TEXT NOT NULL,
+            deadline_ns {BIGINT} NOT NULL,
+            dwell_ns {BIGINT} NOT NULL,
+            proposed_at_ns {BIGINT} NOT NULL,
+            refreshed_at_ns {BIGINT} NOT NULL,
+            left_at_ns {BIGINT},
+            left_gate TEXT,
+            state TEXT NOT NULL,
+            operator TEXT,
+            reason TEXT,
+            decided_at_ns {BIGINT},
+            UNIQUE (gate, seq)
+        );
+        CREATE INDEX blacklist_proposals_state ON blacklist_proposals (state, id);
+        CREATE TABLE blacklist_publications (
+            proposal_id {BIGINT} NOT NULL,
+            gate TEXT NOT NULL,
+            base_version {BIGINT} NOT NULL,
+            version {BIGINT} NOT NULL,
+            published_at_ns {BIGINT},
+            PRIMARY KEY (proposal_id, gate)
+        );
+        CREATE TABLE allowlist_versions (
+            gate TEXT PRIMARY KEY,
+            version {BIGINT} NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

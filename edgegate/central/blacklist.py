@@ -1,0 +1,67 @@
+"""An approved blacklist proposal as the signed allow-list deltas central publishes.
+
+Each gate gets its own delta (its own base and version, recorded with the decision by
+:mod:`edgegate.central.store.blacklist`), upserting one blacklist entry: the plate, reason
+``overstay``, source ``central``, in force from the decision on, with no end. The entry is
+built from the stored proposal alone, so publishing it again (after a broker failure) gives
+the gates the same entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgegate.allowlist.importer import Delta
+from edgegate.central import publish as pub
+from edgegate.central.store.blacklist import APPROVED, Proposal, Publication
+from edgegate.core.codec import ns_to_datetime
+from edgegate.core.domain import BlacklistEntry, BlacklistReason
+
+SOURCE = "central"
+
+
+def _iso(ns: int) -> str:
+    return ns_to_datetime(ns).astimezone(UTC).isoformat(timespec="seconds")
+
+
+def entry(proposal: Proposal) -> BlacklistEntry:
+    """The blacklist entry an approved ``proposal`` publishes."""
+    if proposal.state != APPROVED or proposal.decided_at_ns is None:
+        raise ValueError(f"proposal {proposal.id} is {proposal.state}, not approved")
+    detail = (
+        f"overstay: entered at {proposal.gate} (seq {proposal.seq}) {_iso(proposal.entered_at_ns)}"
+        f", {proposal.limit} {_iso(proposal.deadline_ns)}; approved by {proposal.operator}:"
+        f" {proposal.reason}"
+    )
+    return BlacklistEntry(
+        id=proposal.entry_id,
+        plate=proposal.plate,
+        reason=BlacklistReason.OVERSTAY,
+        detail=detail,
+        source=SOURCE,
+        # Whole seconds (the list's times are): in force from the second of the decision.
+        valid_from=ns_to_datetime(proposal.decided_at_ns // 10**9 * 10**9),
+    )
+
+
+def messages(
+    proposal: Proposal,
+    publications: Sequence[Publication],
+    *,
+    site: str,
+    key: Ed25519PrivateKey,
+    now_ns: int,
+) -> list[pub.Outgoing]:
+    """One signed delta per gate of ``publications`` (not retained, like every delta)."""
+    delta = Delta([entry(proposal)], [])
+    out = []
+    for p in publications:
+        publication = pub.delta_publication(
+            delta, version=p.version, base_version=p.base_version, now_ns=now_ns
+        )
+        payload = pub.signed_publication(publication, key)
+        out.append(pub.Outgoing(site, p.gate, "allowlist", payload, retain=False))
+    return out
