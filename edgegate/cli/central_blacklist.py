@@ -30,6 +30,7 @@ from edgegate.central import publish as pub
 from edgegate.central.api import iso as _iso
 from edgegate.central.store import CentralStore, StoreError, redact
 from edgegate.central.store.blacklist import APPROVED, DISMISSED, STATES, Proposal
+from edgegate.central.store.publications import DELTA, Publication
 from edgegate.cli import central_cmd, central_park
 from edgegate.cli.central_park import _duration, _fail, _local, _UsageError
 from edgegate.observability import get_logger
@@ -170,8 +171,12 @@ class _Publisher:
         if not pending:
             return None
         try:
-            messages = bl.messages(
-                proposal, pending, site=self.site, key=self.key, now_ns=time.time_ns()
+            now = time.time_ns()
+            messages = bl.messages(proposal, pending, site=self.site, key=self.key, now_ns=now)
+            by = f"{proposal.operator} (blacklist approval #{proposal.id})"
+            store.record_publications(
+                Publication(u.gate, u.version, DELTA, u.base_version, m.payload, now, by)
+                for u, m in zip(pending, messages, strict=True)
             )
             asyncio.run(pub.publish(self.broker, messages, timeout=self.timeout))
         except pub.PublishError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import signal
 import ssl
 import sys
@@ -39,7 +40,12 @@ from edgegate.config import parse_duration
 from edgegate.config.models import HttpSettings
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import ProtocolError, check_id
-from edgegate.sync.signing import MAX_COMMAND_LIFETIME_NS, CommandAction, SignedCommand
+from edgegate.sync.signing import (
+    MAX_COMMAND_LIFETIME_NS,
+    AllowListPublication,
+    CommandAction,
+    SignedCommand,
+)
 from edgegate.web.monitoring import read_token
 
 log = get_logger("cli.central")
@@ -163,7 +169,19 @@ def _register_publish_allowlist(
         metavar="GATE",
         help="a gate to publish to (repeat for several)",
     )
-    p.add_argument("--version", type=int, required=True, help="the version this publication makes")
+    p.add_argument(
+        "--version",
+        type=int,
+        help="the version this publication makes (default: each gate's next, from --db)",
+    )
+    p.add_argument(
+        "--db",
+        default=DEFAULT_DSN,
+        metavar="DSN",
+        help="central's store: takes each gate's version and records the publication before "
+        f"it is sent (default {DEFAULT_DSN})",
+    )
+    p.add_argument("--operator", help="who publishes (recorded; default the login name)")
     p.add_argument(
         "--delta-from", type=int, metavar="M", help="publish a delta applying on version M"
     )
@@ -407,7 +425,7 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
     name = "publish-allowlist"
     try:
         _check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates})
-        if args.version < 1:
+        if args.version is not None and args.version < 1:
             raise _UsageError(f"--version {args.version}: must be at least 1")
         if args.previous is not None and args.delta_from is None:
             raise _UsageError("--previous only goes with --delta-from (it makes a delta)")
@@ -416,10 +434,14 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
         broker = _broker(args)
         key = pub.load_signing_key(args.key)
         now = time.time_ns()
+        build: Callable[[int], AllowListPublication]
         if args.delta_from is None:
             entries = pub.read_allowlist(args.file, args.timezone)
-            publication = pub.snapshot_publication(entries, version=args.version, now_ns=now)
-            what = f"snapshot version {args.version} ({len(entries)} entries)"
+
+            def build(version: int) -> AllowListPublication:
+                return pub.snapshot_publication(entries, version=version, now_ns=now)
+
+            what = f"snapshot ({len(entries)} entries)"
         else:
             if args.previous is not None:
                 delta = pub.diff(
@@ -432,38 +454,66 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
                     )
             else:
                 delta = pub.read_delta(args.file, args.timezone)
-            publication = pub.delta_publication(
-                delta, version=args.version, base_version=args.delta_from, now_ns=now
-            )
+            base = args.delta_from
+
+            def build(version: int) -> AllowListPublication:
+                return pub.delta_publication(delta, version=version, base_version=base, now_ns=now)
+
             what = (
-                f"delta {args.delta_from} -> {args.version} "
-                f"({len(delta.upserts)} upserts, {len(delta.removals)} removals)"
+                f"delta from {base} ({len(delta.upserts)} upserts, {len(delta.removals)} removals)"
             )
-        payload = pub.signed_publication(publication, key)
+            if args.version is not None:
+                build(args.version)  # a bad --version is named before the store is touched
+        operator = args.operator or _login()
     except (_UsageError, pub.PublishError) as exc:
         return _fail(name, str(exc))
-    retain = publication.kind == "snapshot"
-    messages = [pub.Outgoing(args.site, g, "allowlist", payload, retain) for g in args.gates]
+
+    def signed(version: int) -> tuple[str, int | None, bytes]:
+        publication = build(version)
+        return publication.kind, publication.base_version, pub.signed_publication(publication, key)
+
+    try:
+        with open_store(args.db) as store:
+            made = store.publish_allowlist(
+                args.gates,
+                signed,
+                recorded_by=f"{operator} (publish-allowlist {args.file.name})",
+                version=args.version,
+            )
+    except pub.PublishError as exc:
+        return _fail(name, str(exc))
+    except StoreError as exc:  # includes a version clash: nothing was recorded
+        return _fail(name, f"--db: {exc}", db=redact(args.db))
+    retain = args.delta_from is None
+    messages = [pub.Outgoing(args.site, p.gate, "allowlist", p.payload, retain) for p in made]
+    versions = ", ".join(f"{p.gate} v{p.version}" for p in made)
     try:
         asyncio.run(pub.publish(broker, messages, timeout=args.timeout))
     except pub.PublishError as exc:
-        return _fail(name, str(exc))
+        return _fail(name, f"{exc} (recorded in --db, not delivered: publish again)")
     kid = pub.signing_key_id(key)
     print(
-        f"published allow-list {what} to {', '.join(args.gates)} (site {args.site}), "
+        f"published allow-list {what} to {versions} (site {args.site}), "
         f"{'retained' if retain else 'not retained'}, signed with key id {kid}"
     )
     log.info(
         "allowlist_published",
-        kind=publication.kind,
-        version=publication.version,
-        base_version=publication.base_version,
-        gates=args.gates,
+        kind="snapshot" if retain else "delta",
+        versions={p.gate: p.version for p in made},
+        base_version=args.delta_from,
         site=args.site,
+        operator=operator,
         key_id=kid,
-        bytes=len(payload),
+        bytes=len(made[0].payload),
     )
     return 0
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def cmd_command(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, cast
 
-from edgegate.central.store import blacklist, projections
+from edgegate.central.store import blacklist, projections, publications
 from edgegate.central.store.checks import (
     check_decoded,
     check_rows,
@@ -518,6 +518,38 @@ class CentralStore(ABC):
         """Proposals (in ``state``, or with ``ids``) by id, with their publications."""
         chosen = None if ids is None else tuple(ids)
         return self._run(lambda: blacklist.proposals(self, state=state, ids=chosen), write=False)
+
+    # Allow-list publications (:mod:`edgegate.central.store.publications`) --------------------
+
+    def publish_allowlist(
+        self,
+        gates: Sequence[str],
+        build: Callable[[int], tuple[str, int | None, bytes]],
+        *,
+        recorded_by: str,
+        version: int | None = None,
+    ) -> list[publications.Publication]:
+        """Take each gate's next version (or ``version``: ``VersionClashError`` if a gate has
+        it or a later one already), sign with ``build(version)`` -> (kind, base version,
+        signed bytes) and record the publications; committed before anything is sent."""
+        now, chosen = time.time_ns(), tuple(gates)
+        return self._run(
+            lambda: publications.publish(self, chosen, version, build, recorded_by, now),
+            write=True,
+        )
+
+    def record_publications(self, made: Iterable[publications.Publication]) -> None:
+        """Keep publications whose versions were taken already (a blacklist approval's)."""
+        chosen = tuple(made)
+        self._run(lambda: publications.record(self, chosen), write=True)
+
+    def latest_publications(self, gate: str) -> list[publications.Publication]:
+        """``gate``'s newest recorded snapshot and the deltas after it; [] if no snapshot."""
+        return self._run(lambda: publications.latest(self, gate), write=False)
+
+    def allowlist_publications(self, gate: str | None = None) -> list[publications.Publication]:
+        """Every recorded publication (to ``gate``), by gate and version."""
+        return self._run(lambda: publications.history(self, gate), write=False)
 
     def projection_positions(self) -> dict[tuple[str, str], int]:
         """(projection, gate) -> the last seq applied."""

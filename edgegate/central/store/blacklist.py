@@ -12,9 +12,10 @@ publication as published; one that failed stays pending and is published again l
 the same versions.
 
 Versions: a gate's delta applies on the newest version central knows of it, the larger of
-what the gate reported (its events and status) and the last version central's blacklist
-deltas gave it (``allowlist_versions``, bumped atomically, so two approvals never hand a gate
-the same version).
+what the gate reported (its events and status) and the last version central gave it
+(``allowlist_versions``, the counter every publish path bumps atomically: see
+:mod:`edgegate.central.store.publications`), so two publications never hand a gate the same
+version.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from edgegate.central.store import projections
+from edgegate.central.store import publications
 from edgegate.central.store.model import StoreError
 from edgegate.central.store.projections import ParkOverstay, Tx
 from edgegate.core.domain import VehicleCategory
@@ -37,11 +38,6 @@ _COLUMNS = (
     "id, gate, seq, plate, category, entered_at_ns, limit_kind, deadline_ns, dwell_ns,"
     " proposed_at_ns, refreshed_at_ns, left_at_ns, left_gate, state, operator, reason,"
     " decided_at_ns"
-)
-_BUMP_VERSION = (
-    "INSERT INTO allowlist_versions (gate, version) VALUES (?, ?) ON CONFLICT (gate) DO UPDATE"
-    " SET version = CASE WHEN excluded.version > allowlist_versions.version"
-    " THEN excluded.version ELSE allowlist_versions.version + 1 END RETURNING version"
 )
 
 
@@ -199,24 +195,15 @@ def decide(
         (state, operator, reason, now_ns, proposal_id),
     )
     if state == APPROVED:
-        reported = _reported_versions(tx)
+        reported = publications.reported_versions(tx)
         for gate in sorted(set(reported if gates is None else gates)):
-            version = int(tx._query(_BUMP_VERSION, (gate, reported.get(gate, 0) + 1))[0][0])
+            version = publications.next_version(tx, gate, reported.get(gate, 0) + 1)
             tx._exec(
                 "INSERT INTO blacklist_publications (proposal_id, gate, base_version, version)"
                 " VALUES (?, ?, ?, ?)",
                 (proposal_id, gate, version - 1, version),
             )
     return proposals(tx, ids=[proposal_id])[0]
-
-
-def _reported_versions(tx: Tx) -> dict[str, int]:
-    """Each known gate's allow-list version as it reported it (0: none yet)."""
-    versions: dict[str, int] = {}
-    for g in projections.gate_states(tx):
-        known = [v for v in (g.allowlist_version, g.status_allowlist_version) if v is not None]
-        versions[g.gate] = max(known, default=0)
-    return versions
 
 
 def mark_published(tx: Tx, proposal_id: int, gates: Iterable[str], now_ns: int) -> None:

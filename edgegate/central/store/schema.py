@@ -196,6 +196,23 @@ MIGRATIONS: tuple[CentralMigration, ...] = (
         );
         """,
     ),
+    CentralMigration(
+        5,
+        "every allow-list publication per gate, signed bytes as published",
+        """
+        CREATE TABLE allowlist_publications (
+            gate TEXT NOT NULL,
+            version {BIGINT} NOT NULL,
+            kind TEXT NOT NULL,
+            base_version {BIGINT},
+            payload {BLOB} NOT NULL,
+            recorded_at_ns {BIGINT} NOT NULL,
+            recorded_by TEXT NOT NULL,
+            PRIMARY KEY (gate, version)
+        );
+        CREATE INDEX allowlist_publications_kind ON allowlist_publications (gate, kind, version);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
