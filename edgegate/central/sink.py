@@ -27,8 +27,13 @@ until the block ends (``edgegate central run`` wraps it). What it does:
   statuses on subscribe): the latest per gate is kept in ``statuses`` and in the store
   (``gate_status``, for ``edgegate central gates``); a change between online and offline
   is logged.
-- **Requests** (shared): snapshot requests are logged, kept in ``requests`` and handed to the
-  ``on_request`` callback (e.g. an allow-list publisher).
+- **Requests** (shared, so one instance answers each): a snapshot request is logged, kept in
+  ``requests`` and answered from the store's record of central's publications
+  (:mod:`edgegate.central.store.publications`): the gate's latest snapshot (retained, as
+  when it was first published) and the deltas after it, republished byte for byte as they
+  were signed (the sink holds no key). If central never published a snapshot to the gate,
+  that is logged as an error and kept as a dead letter saying what to run. It is then also
+  handed to the ``on_request`` callback.
 
 Session and delivery. The sink speaks MQTT 3.1.1 with ``clean_session=False`` and a stable
 client id per instance (``--client-id``; default ``edgegate-sink-{hostname}-{group}``), so
@@ -109,6 +114,7 @@ from edgegate.sync.protocol import (
     decode_request,
     decode_status,
     encode_ack,
+    encode_request,
     parse_topic,
 )
 
@@ -204,6 +210,8 @@ class SinkCounters:
     acks: int = 0
     statuses: int = 0
     requests: int = 0
+    republished: int = 0
+    """Snapshot requests answered with central's recorded publications."""
     connects: int = 0
     store_failures: int = 0
     qos0_discarded: int = 0
@@ -979,11 +987,52 @@ class Sink:
             have_version=request.have_version,
             reason=request.reason,
         )
+        callbacks = [self._answer(site, request)]
         if self._on_request is not None:
-            task = asyncio.create_task(self._call_back(site, request))
+            callbacks.append(self._call_back(site, request))
+        for cb in callbacks:
+            task = asyncio.create_task(cb)
             self._callbacks.add(task)
             task.add_done_callback(self._callbacks.discard)
         return None
+
+    async def _answer(self, site: str, request: SnapshotRequest) -> None:
+        """Republish ``request.gate``'s latest recorded snapshot and the deltas after it."""
+        gate = request.gate
+        try:
+            found = await self.store.run(lambda s: s.latest_publications(gate))
+            if not found:
+                reason = (
+                    f"gate {gate} asked for an allow-list snapshot (it has version"
+                    f" {request.have_version}: {request.reason}) but central has recorded no"
+                    f" snapshot for it: publish one with `edgegate central publish-allowlist"
+                    f" LIST.csv --gate {gate} --site {site} --key central.key --db DSN`"
+                )
+                log.error("snapshot_unavailable", site=site, gate=gate, reason=reason)
+                payload = encode_request(request)
+                await self.store.dead_letter(Topics(site, gate).requests, gate, payload, reason)
+                self.counters.dead_letters += 1
+                return
+            client = self._client
+            if client is None:
+                raise aiomqtt.MqttError("not connected")
+            topic = Topics(site, gate).allowlist
+            for p in found:
+                # In order on one connection at QoS 1: the snapshot, then each delta on it.
+                publish_nowait(client, topic, p.payload, retain=p.kind == "snapshot")
+            self.counters.republished += 1
+            log.info(
+                "snapshot_republished",
+                site=site,
+                gate=gate,
+                have_version=request.have_version,
+                snapshot_version=found[0].version,
+                delta_versions=[p.version for p in found[1:]],
+                recorded_by=found[0].recorded_by,
+            )
+        except (aiomqtt.MqttError, StoreError) as exc:
+            # The gate asks again after its next connect or gap.
+            log.error("snapshot_republish_failed", site=site, gate=gate, error=str(exc))
 
     async def _call_back(self, site: str, request: SnapshotRequest) -> None:
         assert self._on_request is not None

@@ -347,10 +347,12 @@ def puback(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         paho_client(client).ack(message.mid, message.qos)
 
 
-def publish_nowait(client: aiomqtt.Client, topic: str, payload: bytes, qos: int = 1) -> None:
+def publish_nowait(
+    client: aiomqtt.Client, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+) -> None:
     """Queue a message without waiting for its PUBACK (which cannot arrive while reading
     is paused); ``aiomqtt.MqttCodeError`` if paho refuses it (e.g. not connected)."""
-    info = paho_client(client).publish(topic, payload, qos)
+    info = paho_client(client).publish(topic, payload, qos, retain)
     if info.rc != 0:
         raise aiomqtt.MqttCodeError(info.rc, f"could not publish to {topic}")
 
