@@ -144,6 +144,8 @@ async def test_snapshot_is_signed_retained_and_reaches_every_named_gate(
         "gate-b",
         "--version",
         "3",
+        "--db",
+        f"sqlite:///{tmp_path / 'central.db'}",
         *broker_args(mosquitto_broker, tmp_path),
     )
     out = capsys.readouterr().out
@@ -200,6 +202,8 @@ async def test_delta_from_a_delta_file_is_signed_and_not_retained(
         SITE,
         "--gate",
         "gate-a",
+        "--db",
+        f"sqlite:///{tmp_path / 'central.db'}",
         *broker_args(mosquitto_broker, tmp_path),
     ]
     async with listening(mosquitto_broker, "gate-a", "allowlist") as live:
@@ -257,6 +261,8 @@ async def test_delta_computed_from_the_previous_list(
             SITE,
             "--gate",
             "gate-a",
+            "--db",
+            f"sqlite:///{tmp_path / 'central.db'}",
             *broker_args(mosquitto_broker, tmp_path),
         )
         assert rc == 0

@@ -441,7 +441,7 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
             def build(version: int) -> AllowListPublication:
                 return pub.snapshot_publication(entries, version=version, now_ns=now)
 
-            what = f"snapshot ({len(entries)} entries)"
+            what = f"snapshot version {{v}} ({len(entries)} entries)"
         else:
             if args.previous is not None:
                 delta = pub.diff(
@@ -460,7 +460,8 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
                 return pub.delta_publication(delta, version=version, base_version=base, now_ns=now)
 
             what = (
-                f"delta from {base} ({len(delta.upserts)} upserts, {len(delta.removals)} removals)"
+                f"delta {base} -> {{v}} ({len(delta.upserts)} upserts,"
+                f" {len(delta.removals)} removals)"
             )
             if args.version is not None:
                 build(args.version)  # a bad --version is named before the store is touched
@@ -486,14 +487,18 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
         return _fail(name, f"--db: {exc}", db=redact(args.db))
     retain = args.delta_from is None
     messages = [pub.Outgoing(args.site, p.gate, "allowlist", p.payload, retain) for p in made]
-    versions = ", ".join(f"{p.gate} v{p.version}" for p in made)
+    taken = {p.version for p in made}
+    if len(taken) == 1:  # the usual case: one version for every gate
+        shown = f"{what.format(v=made[0].version)} to {', '.join(p.gate for p in made)}"
+    else:
+        shown = f"{what.format(v='N')} to " + ", ".join(f"{p.gate} (N={p.version})" for p in made)
     try:
         asyncio.run(pub.publish(broker, messages, timeout=args.timeout))
     except pub.PublishError as exc:
         return _fail(name, f"{exc} (recorded in --db, not delivered: publish again)")
     kid = pub.signing_key_id(key)
     print(
-        f"published allow-list {what} to {versions} (site {args.site}), "
+        f"published allow-list {shown} (site {args.site}), "
         f"{'retained' if retain else 'not retained'}, signed with key id {kid}"
     )
     log.info(
