@@ -290,6 +290,13 @@ async def test_approve_publishes_a_delta_the_gate_applies_then_it_refuses_the_pl
     assert published["published_at"] is not None
     assert decided[engineering["id"]]["state"] == "dismissed"
     assert decided[engineering["id"]]["publications"] == []
+    # Kept with the operator's publications, byte for byte as published (sent again as is
+    # when the gate asks for a snapshot).
+    with open_store(dsn) as s:
+        [kept] = s.allowlist_publications("gate-a")
+    assert (kept.version, kept.kind, kept.base_version) == (8, "delta", 7)
+    assert kept.payload == body(message)
+    assert kept.recorded_by == f"wang.li (blacklist approval #{hazmat['id']})"
 
     # Decided once: a second decision is refused, nothing recorded or published.
     ran = edgegate(

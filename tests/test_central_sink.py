@@ -533,13 +533,18 @@ async def test_statuses_are_tracked_and_requests_handed_over(
                 await called.wait()
             assert got == [(SITE, request)]
             assert list(sink.requests) == [(SITE, request)]
+            # Central never published a snapshot to the gate: a dead letter says what to run.
+            await eventually(lambda: sink.counters.dead_letters == 1, "no snapshot", within=WAIT)
             # Garbage on status is kept as a dead letter, and nothing else changes.
             await gate.publish(topics.status, b"\x00", qos=1)
-            await eventually(lambda: sink.counters.dead_letters == 1, "dead-lettered", within=WAIT)
+            await eventually(lambda: sink.counters.dead_letters == 2, "dead-lettered", within=WAIT)
             assert sink.statuses["gate-a"].state == "offline"
         await gate.publish(topics.status, b"", qos=1, retain=True)  # clear the retained one
     with reading(dsn) as store:
-        (dead,) = store.dead_letters()
+        (unanswered, dead) = store.dead_letters()
+        assert unanswered.source == topics.requests and unanswered.gate == "gate-a"
+        assert "central has recorded no snapshot for it" in unanswered.reason
+        assert "`edgegate central publish-allowlist LIST.csv --gate gate-a" in unanswered.reason
         assert dead.source == topics.status and "malformed status" in dead.reason
         # Kept in the store too, for `edgegate central gates`.
         (state,) = store.gate_states()
