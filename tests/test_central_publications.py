@@ -18,7 +18,7 @@ from edgegate.allowlist.importer import Delta
 from edgegate.central import publish as pub
 from edgegate.central.store import CentralStore, open_store
 from edgegate.central.store.blacklist import APPROVED
-from edgegate.central.store.publications import DELTA, SNAPSHOT, VersionClashError
+from edgegate.central.store.publications import DELTA, SNAPSHOT, Publication, VersionClashError
 from edgegate.core.domain import CredentialKind
 from edgegate.core.events import AllowListUpdated, SnapshotRequested
 from edgegate.sync.downlink import Downlink
@@ -71,7 +71,7 @@ def test_both_publish_paths_take_versions_from_one_counter(store: CentralStore) 
     assert [p.version for p in store.allowlist_publications("gate-a")] == [8, 10]
 
     # What answers gate-a's snapshot request: the newest snapshot, then the deltas after it.
-    store.record_publications([delta.__class__("gate-a", 9, DELTA, 8, b"bl@9", 1, "wang.li")])
+    store.record_publications([Publication("gate-a", 9, DELTA, 8, b"bl@9", 1, "wang.li")])
     latest = store.latest_publications("gate-a")
     assert [(p.version, p.kind, p.payload) for p in latest] == [
         (8, SNAPSHOT, b"snapshot@8"),
