@@ -38,6 +38,7 @@ from edgegate.central.store.model import (
     StoreClosedError,
     StoreError,
     StoreResult,
+    Where,
 )
 from edgegate.core.codec import datetime_to_ns
 from edgegate.core.domain import VehicleCategory
@@ -682,31 +683,23 @@ class CentralStore(ABC):
         """Up to ``limit`` stored events after the position ``after`` (gate, seq), in (gate,
         seq) order (the primary key's: a page walks the index), of ``gate`` if given, of
         ``types`` if given, with wall time in [``start_ns``, ``end_ns``)."""
+        where = Where()
         if gate is None:
-            where = ["(gate > ? OR (gate = ? AND seq > ?))"]
-            params: list[object] = [after[0], after[0], after[1]]
+            where.add("(gate > ? OR (gate = ? AND seq > ?))", after[0], after[0], after[1])
         elif gate < after[0]:
             return []
         else:
-            where = ["gate = ?", "seq > ?"]
-            params = [gate, after[1] if gate == after[0] else 0]
-        if types is not None:
-            kinds = sorted(set(types))
-            if not kinds:
-                return []
-            where.append(f"type IN ({', '.join('?' * len(kinds))})")
-            params.extend(kinds)
+            where.add("gate = ? AND seq > ?", gate, after[1] if gate == after[0] else 0)
+        if types is not None and not where.among("type", types):
+            return []
         if start_ns is not None:
-            where.append("wall_ns >= ?")
-            params.append(start_ns)
+            where.add("wall_ns >= ?", start_ns)
         if end_ns is not None:
-            where.append("wall_ns < ?")
-            params.append(end_ns)
-        params.append(limit)
+            where.add("wall_ns < ?", end_ns)
         sql = (
-            f"SELECT gate, {_ROW_COLUMNS} FROM gate_events WHERE {' AND '.join(where)}"
-            " ORDER BY gate, seq LIMIT ?"
+            f"SELECT gate, {_ROW_COLUMNS} FROM gate_events{where.sql()} ORDER BY gate, seq LIMIT ?"
         )
+        params = [*where.params, limit]
         rows = self._run(lambda: self._query(sql, params), write=False)
         return [
             (str(r[0]), cast(Row, (*r[1:8], bytes(r[8]), bytes(r[9]), bytes(r[10])))) for r in rows

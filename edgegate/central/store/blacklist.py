@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edgegate.central.store import publications
-from edgegate.central.store.model import StoreError
+from edgegate.central.store.model import StoreError, Where
 from edgegate.central.store.projections import ParkOverstay, Tx
 from edgegate.core.domain import VehicleCategory
 
@@ -219,20 +219,13 @@ def proposals(
     tx: Tx, *, state: str | None = None, ids: Sequence[int] | None = None
 ) -> list[Proposal]:
     """Proposals (in ``state``, or with ``ids``) by id, each with its publications."""
-    where: list[str] = []
-    params: list[object] = []
+    where = Where()
     if state is not None:
-        where.append("state = ?")
-        params.append(state)
-    if ids is not None:
-        if not ids:
-            return []
-        where.append(f"id IN ({', '.join('?' * len(ids))})")
-        params.extend(ids)
-    sql = f"SELECT {_COLUMNS} FROM blacklist_proposals"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    found = [_proposal(r) for r in tx._query(sql + " ORDER BY id", params)]
+        where.add("state = ?", state)
+    if ids is not None and not where.among("id", ids):
+        return []
+    sql = f"SELECT {_COLUMNS} FROM blacklist_proposals{where.sql()} ORDER BY id"
+    found = [_proposal(r) for r in tx._query(sql, where.params)]
     if not found:
         return []
     marks = ", ".join("?" * len(found))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 RowLike = Sequence[Any]
@@ -114,3 +114,30 @@ class AdmissionReview:
 
 class BackendMissingError(StoreError):
     """The DSN names a backend whose client library is not installed."""
+
+
+@dataclass
+class Where:
+    """A query's ``WHERE`` conditions and their parameters, built from optional filters.
+
+    :meth:`among` with no values means nothing can match: the caller returns no rows without
+    asking the database."""
+
+    conditions: list[str] = field(default_factory=list)
+    params: list[object] = field(default_factory=list)
+
+    def add(self, condition: str, *params: object) -> None:
+        self.conditions.append(condition)
+        self.params.extend(params)
+
+    def among(self, column: str, values: Iterable[object]) -> bool:
+        """``column IN (...)`` the distinct ``values``; False (add nothing) if there are none."""
+        wanted = sorted(set(values), key=str)
+        if not wanted:
+            return False
+        self.add(f"{column} IN ({', '.join('?' * len(wanted))})", *wanted)
+        return True
+
+    def sql(self) -> str:
+        """`` WHERE …`` (with its leading space), or nothing without conditions."""
+        return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""

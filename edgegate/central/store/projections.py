@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from edgegate.central.store.model import Where
 from edgegate.core.codec import datetime_to_ns, ns_to_datetime
 from edgegate.core.domain import Direction, VehicleCategory
 from edgegate.core.events import (
@@ -341,24 +342,16 @@ def presence(
     limit: int | None = None,
 ) -> list[VehicleInside]:
     """Vehicles inside: hazmat, then hazwaste, then the others, each longest inside first."""
-    where = ["inside = 1"]
-    params: list[object] = []
-    if categories is not None:
-        cats = sorted({str(c) for c in categories})
-        if not cats:
-            return []
-        where.append(f"category IN ({', '.join('?' * len(cats))})")
-        params.extend(cats)
+    where = Where()
+    where.add("inside = 1")
+    if categories is not None and not where.among("category", (str(c) for c in categories)):
+        return []
     if gate is not None:
-        where.append("gate = ?")
-        params.append(gate)
+        where.add("gate = ?", gate)
     if plate is not None:
-        where.append("plate = ?")
-        params.append(plate)
-    sql = (
-        f"SELECT {_INSIDE_COLUMNS} FROM park_vehicles WHERE {' AND '.join(where)}"
-        f" ORDER BY {_DANGER_ORDER}"
-    )
+        where.add("plate = ?", plate)
+    sql = f"SELECT {_INSIDE_COLUMNS} FROM park_vehicles{where.sql()} ORDER BY {_DANGER_ORDER}"
+    params = where.params
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
