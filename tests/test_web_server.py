@@ -138,6 +138,34 @@ async def test_an_authenticated_connection_no_longer_counts_against_its_peer(
         await writer.wait_closed()
 
 
+async def test_stopping_closes_refused_connections_still_lingering() -> None:
+    """A refused connection lingers (half-closed, input discarded) until the client closes;
+    stopping the server must not leave it open behind (an unclosed socket on the loop)."""
+    srv = HttpServer(HOST, 0, limits=ServerLimits(max_pending_per_peer=1, linger=600))
+    srv.mount("/", _console())
+    async with srv:
+        idle = await asyncio.to_thread(_open_idle, srv.port)
+        refused_reader, refused_writer = await asyncio.open_connection(HOST, srv.port)
+        try:
+            answer = await refused_reader.readuntil(b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 503")
+            await srv.aclose()
+
+            async def reset() -> bool:
+                # Lingering, the server discards what is sent; closed, its kernel answers RST.
+                try:
+                    refused_writer.write(b"x")
+                    await refused_writer.drain()
+                except (ConnectionResetError, BrokenPipeError):
+                    return True
+                return False
+
+            await eventually(reset, "the server's side closed, not left to its 600 s linger")
+        finally:
+            idle.close()
+            refused_writer.close()
+
+
 # ------------------------------------------------------------------------- the daemon
 
 

@@ -84,6 +84,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from edgegate.backoff import Backoff
 from edgegate.central.store import AsyncStore, Batch, CentralStore, StoreError, open_store
@@ -391,6 +392,7 @@ class Sink:
         self._inbox: deque[aiomqtt.Message] = deque()
         self._incoming: asyncio.Queue[aiomqtt.Message] | None = None  # aiomqtt's queue
         self._held_messages = 0  # received on this connection, not yet PUBACKed
+        self._unconfirmed_acks: list[mqtt.MQTTMessageInfo] = []  # no PUBACK read yet
         self._held_bytes = 0  # their payload bytes
         self._client: aiomqtt.Client | None = None  # one client, re-entered on reconnect
         self._reader: PausableReader | None = None  # reads its socket (see "Back-pressure")
@@ -618,6 +620,7 @@ class Sink:
                 self._inbox.append(await anext(client.messages))
             while self._inbox:
                 await self._commit(client, await self._prepare(self._take_group()))
+            await self._confirm_acks()
             raise _Stopped
         finally:
             # A commit cut short here still completes on the store's thread; it is only not
@@ -626,6 +629,25 @@ class Sink:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _confirm_acks(self) -> None:
+        """Before disconnecting: read until the broker has PUBACKed the acks sent. Closing
+        a socket with unread input makes the kernel send RST, and a broker that had not yet
+        read the last acks would lose them (the gates would only resend, but a stopping
+        sink should leave nothing to resend). Messages read meanwhile are not PUBACKed and
+        stay in the broker's session."""
+        waiting = [i for i in self._unconfirmed_acks if not i.is_published()]
+        self._unconfirmed_acks = []
+        if not waiting or self._reader is None:
+            return
+        self._reader.resume()
+        deadline = time.monotonic() + self.options.timeout
+
+        def wait() -> None:  # paho signals each info's condition from the loop's thread
+            for info in waiting:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+
+        await asyncio.to_thread(wait)
 
     async def _read(self, client: aiomqtt.Client) -> None:
         try:
@@ -885,8 +907,11 @@ class Sink:
         if acks:
             # Queued at once, not waited for: their PUBACK cannot be read while reading is
             # paused, and a lost ack only makes the gate resend (stored idempotently).
+            self._unconfirmed_acks = [i for i in self._unconfirmed_acks if not i.is_published()]
             for a in acks:
-                publish_nowait(client, Topics(self._sites[a.gate], a.gate).ack, encode_ack(a))
+                self._unconfirmed_acks.append(
+                    publish_nowait(client, Topics(self._sites[a.gate], a.gate).ack, encode_ack(a))
+                )
             c.acks += len(acks)
             log.debug("acked", acks=[(a.gate, a.seq, a.resend_from) for a in acks])
 

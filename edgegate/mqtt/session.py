@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from edgegate.backoff import Backoff
 
@@ -349,12 +350,14 @@ def puback(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
 
 def publish_nowait(
     client: aiomqtt.Client, topic: str, payload: bytes, qos: int = 1, retain: bool = False
-) -> None:
+) -> mqtt.MQTTMessageInfo:
     """Queue a message without waiting for its PUBACK (which cannot arrive while reading
-    is paused); ``aiomqtt.MqttCodeError`` if paho refuses it (e.g. not connected)."""
-    info = paho_client(client).publish(topic, payload, qos, retain)
+    is paused); ``aiomqtt.MqttCodeError`` if paho refuses it (e.g. not connected). The
+    returned info's ``is_published()`` turns true once the PUBACK has been read."""
+    info: mqtt.MQTTMessageInfo = paho_client(client).publish(topic, payload, qos, retain)
     if info.rc != 0:
         raise aiomqtt.MqttCodeError(info.rc, f"could not publish to {topic}")
+    return info
 
 
 async def release(client: aiomqtt.Client) -> None:

@@ -222,6 +222,8 @@ class _Connection(RequestHandler):
         for timer in (self._deadline, self._stalled, self._linger):
             if timer is not None:
                 timer.cancel()
+        if self._raw is not None:
+            self.owner._lingering.discard(self._raw)
         self._raw = None
         if self._admitted:
             self._admitted = False
@@ -267,6 +269,7 @@ class _Connection(RequestHandler):
                 # answer in flight.
                 transport.write_eof()
                 self._linger = self._loop.call_later(self.owner.limits.linger, transport.close)
+                self.owner._lingering.add(transport)
                 return
         transport.close()
 
@@ -329,6 +332,8 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._closing = False
         self._admitted: set[_Connection] = set()
+        # Refused connections still discarding input: closed at the latest by aclose.
+        self._lingering: set[asyncio.Transport] = set()
         self._pending: dict[str, int] = {}
         self.accepted = 0
         """Connections admitted since the start (for tests and benchmarks)."""
@@ -429,6 +434,9 @@ class HttpServer:
         if server is not None:
             for conn in list(self._admitted):
                 conn.force_close()
+            for transport in list(self._lingering):
+                transport.close()
+            self._lingering.clear()
             await server.wait_closed()
             log.info("http_closed", host=self.host, port=self.port)
 
