@@ -56,6 +56,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="raise the park's fire alarm after this many seconds (incident mode, for 30 s)",
     )
+    park = demo.add_argument_group(
+        "the whole park (--park)",
+        "two simulated gates, a local mosquitto (when installed) and central on this machine",
+    )
+    park.add_argument(
+        "--park", action="store_true", help="run the park: gate-a (--port), gate-b (--port + 1)"
+    )
+    park.add_argument(
+        "--dir", type=Path, default=Path("demo-park"), help="the park's files (demo-park)"
+    )
+    park.add_argument(
+        "--central-port", type=_port, default=9480, help="central's HTTP port on 127.0.0.1 (9480)"
+    )
+    park.add_argument(
+        "--mosquitto", help="the broker's program (default: found on PATH, /usr/sbin)"
+    )
     demo.set_defaults(func=cmd_demo)
 
 
@@ -156,6 +172,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
         try:
+            if args.park:
+                from edgegate.cli.demo_park import ParkOptions, run_park
+
+                park = ParkOptions(
+                    args.dir,
+                    args.port,
+                    args.central_port,
+                    args.guard_password,
+                    args.supervisor_password,
+                    args.guard_wait,
+                    args.mosquitto,
+                )
+                return await run_park(
+                    args.duration, park, live=False if args.no_live else None, stop=stop
+                )
             return await run_demo(
                 args.duration,
                 args.log,
