@@ -16,9 +16,10 @@ from edgegate.sim.scenario import Behaviour, Vehicle
 GATE_A, GATE_B = "gate-a", "gate-b"
 PARK_GATES = (GATE_A, GATE_B)
 PARK_SITE = "demo-park"
-#: Trips each dangerous vehicle may make: an appointment admits one entry, so the list holds
-#: one per trip (the gate consumes the one that lapses first).
-APPOINTMENTS_PER_VEHICLE = 60
+#: Trips each dangerous vehicle may make in a run (a round every 45 s: about an hour): an
+#: appointment admits one entry, so the list holds one per trip (the gate consumes the one
+#: that lapses first).
+APPOINTMENTS_PER_VEHICLE = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +69,13 @@ def park_gate_config(
 
 
 def park_allowlist(now: datetime) -> list[Credential]:
-    """The demo allow-list with an appointment per trip for each dangerous vehicle."""
+    """The demo allow-list with an appointment per trip for each dangerous vehicle; their ids
+    name the run (``now``), so a later run's are new, not consumed by an earlier one."""
     entries = demo_allowlist(now)
+    run = f"{now:%m%d%H%M%S}"
     extra: list[Credential] = [
         # Staggered ends: the gate consumes the earliest, so each trip takes the next one.
-        replace(a, id=f"{a.id}-{n}", window_end=a.window_end + timedelta(minutes=n))
+        replace(a, id=f"{a.id}-{run}-{n}", window_end=a.window_end + timedelta(minutes=n))
         for a in entries
         if isinstance(a, Appointment)
         for n in range(2, APPOINTMENTS_PER_VEHICLE + 1)
