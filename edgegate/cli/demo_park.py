@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -39,7 +38,14 @@ from edgegate.central import publish as pub
 from edgegate.central.api import ParkApi
 from edgegate.central.pull import PullError, PullReport, pull
 from edgegate.central.sink import Sink, SinkOptions, sink_options
-from edgegate.central.store import AsyncStore, GateState, StoreError, VehicleInside, open_store
+from edgegate.central.store import (
+    AsyncStore,
+    CentralStore,
+    GateState,
+    StoreError,
+    VehicleInside,
+    open_store,
+)
 from edgegate.central.store.publications import Publication
 from edgegate.central.trial import TrialError, TrialPlan, write_trial
 from edgegate.central.web import CENTRAL_WEB_PARTS, CentralWeb, CentralWebPart
@@ -47,11 +53,13 @@ from edgegate.cli.demo import (
     GUARD,
     SUPERVISOR,
     _console_problem,
+    _until,
     _write_demo_accounts,
     new_password,
+    start_gate,
 )
 from edgegate.core.domain import VehicleCategory
-from edgegate.core.events import AccessDecided, Event, StopReason
+from edgegate.core.events import AccessDecided, Event
 from edgegate.daemon.gate import Gate
 from edgegate.daemon.lane_runner import LaneRunner
 from edgegate.log import LogError
@@ -251,6 +259,9 @@ class Broker:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+        except asyncio.CancelledError:  # the demo cut short: never leave mosquitto running
+            proc.kill()
+            raise
 
 
 # ------------------------------------------------------------------------------ central
@@ -437,10 +448,7 @@ class ParkView:
             self.console.file.flush()
 
     async def refresh_central(self) -> None:
-        def read(store: object) -> CentralSnapshot:
-            from edgegate.central.store import CentralStore
-
-            assert isinstance(store, CentralStore)
+        def read(store: CentralStore) -> CentralSnapshot:
             return CentralSnapshot(store.presence(), {g.gate: g for g in store.gate_states()})
 
         self.snapshot = await self.central.store.run(read)
@@ -567,12 +575,8 @@ class _RunningGate:
 
 async def _start_gate(gate: Gate) -> _RunningGate:
     stop = asyncio.Event()
-    task = asyncio.create_task(gate.run(stop, reason=StopReason.REQUESTED))
-    started = asyncio.create_task(gate.started.wait())
-    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        started.cancel()
-        task.result()  # raises what stopped the gate
+    task = await start_gate(gate, stop)
+    if task is None:
         raise ParkError(f"{gate.config.gate.id} stopped at once (see the log lines above)")
     running = _RunningGate(gate, stop, task)
     problem = _console_problem(gate)
@@ -643,61 +647,11 @@ async def _run_park(
                 f"{missing}: the park runs without a broker; central pulls each gate's log "
                 f"over its pull API every {PULL_EVERY_S:g} s and hands it the signed allow-list.",
             )
-        central: Central
-        web: CentralWeb | None = None
-        if broker is not None:
-            c = broker.plan.client_dir(CENTRAL_ID)
-            sink = _open_sink(
-                sink_options(
-                    broker.url,
-                    dsn=files.dsn,
-                    username=CENTRAL_ID,
-                    password=(c / "mqtt-password").read_text().strip(),
-                    ca_file=c / "ca.crt",
-                    client_id="edgegate-demo-park-sink",
-                ),
-                files.signing_key,
-            )
-            await stack.enter_async_context(sink)
-            try:
-                await sink.wait_ready(_CENTRAL_READY_S)
-            except TimeoutError:
-                raise ParkError(
-                    f"central's sink did not subscribe to the broker within "
-                    f"{_CENTRAL_READY_S:g} s (see {broker.log_file})"
-                ) from None
-            central = BrokerCentral(sink, broker)
-            api = await ParkApi.open(files.dsn, {"demo": api_token})
-            stack.push_async_callback(api.aclose)
-            web = CentralWeb(sink, port=options.central_port, parts=_central_parts(api))
-            try:
-                await web.start()
-            except OSError as exc:
-                raise ParkError(
-                    f"central's HTTP server cannot listen on 127.0.0.1:{options.central_port} "
-                    f"({exc.strerror or exc}): choose another port with --central-port"
-                ) from None
-            stack.push_async_callback(web.aclose)
-        else:
-            store = AsyncStore(await asyncio.to_thread(open_store, files.dsn))
-            stack.push_async_callback(store.aclose)
-            central = PullCentral(store, files.dsn, pull_token)
+        central, web = await _start_central(stack, files, options, broker, pull_token, api_token)
         gates: dict[str, Gate] = {}
         running: dict[str, _RunningGate] = {}
         for i, gate_id in enumerate(PARK_GATES):
-            if broker is not None:
-                d = broker.plan.client_dir(gate_id)
-                sync = ParkSync(
-                    broker.url,
-                    files.public_key,
-                    files.pull_token,
-                    password_file=d / "mqtt-password",
-                    ca_file=d / "ca.crt",
-                )
-            else:  # nobody listens there: the uplink retries quietly in the background
-                sync = ParkSync(
-                    f"mqtt://127.0.0.1:{_free_port()}", files.public_key, files.pull_token
-                )
+            sync = _gate_sync(gate_id, files, broker)
             config = park_gate_config(
                 gate_id,
                 files.log(gate_id),
@@ -723,6 +677,66 @@ async def _run_park(
         await _run_traffic(duration, gates, running, view, live, stop)
     await _summary(files, console)
     return 0
+
+
+async def _start_central(
+    stack: contextlib.AsyncExitStack,
+    files: ParkFiles,
+    options: ParkOptions,
+    broker: Broker | None,
+    pull_token: str,
+    api_token: str,
+) -> tuple[Central, CentralWeb | None]:
+    """Central, stopped by ``stack``: with a broker the sink and its HTTP server (the park
+    API with ``api_token``); without, its store (the pullers start once the gates run)."""
+    if broker is None:
+        store = AsyncStore(await asyncio.to_thread(open_store, files.dsn))
+        stack.push_async_callback(store.aclose)
+        return PullCentral(store, files.dsn, pull_token), None
+    c = broker.plan.client_dir(CENTRAL_ID)
+    options_ = sink_options(
+        broker.url,
+        dsn=files.dsn,
+        username=CENTRAL_ID,
+        password=(c / "mqtt-password").read_text().strip(),
+        ca_file=c / "ca.crt",
+        client_id="edgegate-demo-park-sink",
+    )
+    sink = await stack.enter_async_context(_open_sink(options_, files.signing_key))
+    try:
+        await sink.wait_ready(_CENTRAL_READY_S)
+    except TimeoutError:
+        raise ParkError(
+            f"central's sink did not subscribe to the broker within {_CENTRAL_READY_S:g} s "
+            f"(see {broker.log_file})"
+        ) from None
+    api = await ParkApi.open(files.dsn, {"demo": api_token})
+    stack.push_async_callback(api.aclose)
+    web = CentralWeb(sink, port=options.central_port, parts=_central_parts(api))
+    try:
+        await web.start()
+    except OSError as exc:
+        raise ParkError(
+            f"central's HTTP server cannot listen on 127.0.0.1:{options.central_port} "
+            f"({exc.strerror or exc}): choose another port with --central-port"
+        ) from None
+    stack.push_async_callback(web.aclose)
+    return BrokerCentral(sink, broker), web
+
+
+def _gate_sync(gate_id: str, files: ParkFiles, broker: Broker | None) -> ParkSync:
+    """A gate's ``[sync]``: the trial broker's credentials for it, or (no broker) a port
+    nobody listens on, where the uplink retries in the background."""
+    if broker is None:
+        return ParkSync(f"mqtt://127.0.0.1:{_free_port()}", files.public_key, files.pull_token)
+    d = broker.plan.client_dir(gate_id)
+    return ParkSync(
+        broker.url,
+        files.public_key,
+        files.pull_token,
+        password_file=d / "mqtt-password",
+        ca_file=d / "ca.crt",
+    )
 
 
 def _banner(
@@ -782,16 +796,17 @@ async def _run_traffic(
     ending = asyncio.Event()
     traffic = asyncio.create_task(_park_traffic(lanes, view, ending))
     watch = asyncio.create_task(_watch_central(view, ending))
-    stopping = asyncio.ensure_future(stop.wait())
-    waits: set[asyncio.Future[Any]] = {stopping, *(r.task for r in running.values())}
+    stopping = asyncio.create_task(stop.wait())
+    gate_down = asyncio.create_task(_first_done([r.task for r in running.values()]))
     try:
         if interactive:
             with Live(view.render(), console=view.console, refresh_per_second=4) as screen:
-                await _until(waits, duration, lambda: screen.update(view.render()))
+                await _until(gate_down, stopping, duration, lambda: screen.update(view.render()))
         else:
-            await _until(waits, duration, None)
+            await _until(gate_down, stopping, duration, None)
     finally:
         stopping.cancel()
+        gate_down.cancel()
         _say(view.console, "Stopping: the vehicles in the lanes leave first…")
         ending.set()
         for lane in lanes.values():
@@ -807,19 +822,8 @@ async def _run_traffic(
             _say(view.console, line)
 
 
-async def _until(
-    waits: set[asyncio.Future[Any]], duration: float | None, refresh: Callable[[], None] | None
-) -> None:
-    loop = asyncio.get_running_loop()
-    end = None if duration is None else loop.time() + duration
-    while not any(w.done() for w in waits):
-        left = None if end is None else end - loop.time()
-        if left is not None and left <= 0:
-            return
-        if refresh is not None:
-            refresh()
-            left = 0.25 if left is None else min(left, 0.25)
-        await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+async def _first_done(tasks: list[asyncio.Task[None]]) -> None:
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
 
 
 async def _watch_central(view: ParkView, ending: asyncio.Event) -> None:
