@@ -14,6 +14,7 @@ directly: the park works the same, central's view only lags by the pull interval
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import contextlib
 import getpass
 import os
@@ -276,17 +277,19 @@ class GateLink:
     problem: str | None = None
 
 
-class Central:
+class Central(ABC):
     """Central's side of the park: its store, publishing, and how it hears of the gates."""
 
     mode = ""
     store: AsyncStore
 
+    @abstractmethod
     async def publish(self, gates: dict[str, Gate], made: list[Publication]) -> None:
-        raise NotImplementedError
+        """Deliver central's recorded publications ``made`` to their gates."""
 
+    @abstractmethod
     def link(self, gate: str, state: GateState | None) -> GateLink:
-        raise NotImplementedError
+        """How central hears of ``gate`` now (``state``: what its store says of it)."""
 
 
 class BrokerCentral(Central):
@@ -354,7 +357,7 @@ class PullCentral(Central):
         while not self._stop.is_set():
             try:
                 with open_store(self.dsn) as store:
-                    pull(
+                    report = pull(
                         url,
                         self.token,
                         store,
@@ -364,6 +367,9 @@ class PullCentral(Central):
                         on_progress=progress,
                         on_notice=notice,
                     )
+                if not report.ok:  # rows dead-lettered: pulling them again refuses them again
+                    link.problem = "; ".join(report.faults)
+                    return
             except (PullError, StoreError) as exc:
                 link.problem = str(exc)
             self._stop.wait(PULL_EVERY_S)

@@ -176,13 +176,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 from edgegate.cli.demo_park import ParkOptions, run_park
 
                 park = ParkOptions(
-                    args.dir,
-                    args.port,
-                    args.central_port,
-                    args.guard_password,
-                    args.supervisor_password,
-                    args.guard_wait,
-                    args.mosquitto,
+                    directory=args.dir,
+                    port=args.port,
+                    central_port=args.central_port,
+                    guard_password=args.guard_password,
+                    supervisor_password=args.supervisor_password,
+                    guard_wait_s=args.guard_wait,
+                    mosquitto=args.mosquitto,
                 )
                 return await run_park(
                     args.duration, park, live=False if args.no_live else None, stop=stop
