@@ -14,7 +14,6 @@ directly: the park works the same, central's view only lags by the pull interval
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
 import contextlib
 import getpass
 import os
@@ -24,6 +23,7 @@ import ssl
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
