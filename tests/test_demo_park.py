@@ -112,7 +112,7 @@ async def test_the_park_with_a_broker_stores_both_gates_at_central(tmp_path: Pat
                     return COMMUTER in await response.text()
 
             # Central's park API shows the commuter inside between gate-a and gate-b.
-            await eventually(commuter_seen, "the commuter inside at central", within=20)
+            await eventually(commuter_seen, "the commuter inside at central", within=20, every=0.2)
         await finish(run)
     finally:
         if run.proc.returncode is None:
