@@ -822,7 +822,8 @@ async def test_manual_open_is_held_until_released(tmp_path: Path) -> None:
         opening = await log.wait_for(BarrierCommanded, lane="l1", where=is_open)
         assert opening.event.reason == "manual-open"
         assert opening.event.cause_seq == action.seq
-        ((i, _),) = trail.of(OPEN)
+        i, _ = await trail.wait(OPEN)  # taken by the PLC after it was logged
+        assert trail.of(OPEN) == [(i, trail[i][0])]
         assert trail.head_at(i) >= opening.seq
         await wait_position(plc, 1.0)
         # A refused vehicle follows through the held arm: recorded, and still no closing.
