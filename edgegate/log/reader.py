@@ -60,7 +60,19 @@ class StoredEvent(NamedTuple):
         return decode(self.type, self.version, self.data, self.lane)
 
     def row(self) -> Row:
-        return self
+        """A plain tuple, as the stores check rows by type."""
+        return (
+            self.seq,
+            self.wall_ns,
+            self.mono_ns,
+            self.boot_id,
+            self.type,
+            self.lane,
+            self.version,
+            self.data,
+            self.prev_hash,
+            self.hash,
+        )
 
 
 @dataclass(frozen=True, slots=True)
