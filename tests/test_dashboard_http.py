@@ -22,7 +22,7 @@ import structlog.testing
 
 from edgegate.central.dashboard import Dashboard, DashboardRole, DashboardSettings, Publishing
 from edgegate.central.dashboard.i18n import LANGS, WORDS
-from edgegate.central.store import CentralStore, open_store
+from edgegate.central.store import CentralStore
 from edgegate.central.store.blacklist import DISMISSED, OPEN
 from edgegate.cli.main import main
 from edgegate.console.accounts import Account, AccountStore, hash_password, write_accounts
@@ -233,7 +233,7 @@ async def test_a_viewer_sees_proposals_but_cannot_decide(park: Served, store: Ce
 async def test_an_operator_decides_with_csrf_and_a_reason(
     park: Served, store: CentralStore
 ) -> None:
-    hazmat, engineering = sorted(store.blacklist_proposals(), key=lambda p: p.plate != "苏E00002")
+    _, engineering = sorted(store.blacklist_proposals(), key=lambda p: p.plate != "苏E00002")
     async with client(park.base, "li") as http:
         token = await csrf(http)
         url = f"/proposals/{engineering.id}"
