@@ -108,6 +108,7 @@ async def test_a_vehicle_enters_at_one_gate_leaves_at_another_then_approve_and_p
             hazmat = page.locator('tr[data-state="open"]', has_text="苏E00002")
             await expect(hazmat).to_have_count(1)
             proposal = await hazmat.get_attribute("data-proposal")
+            assert proposal is not None
             async with listening(mosquitto_broker, "gate-a", "allowlist") as live:
                 await page.fill(f"#reason-{proposal}", "2 h past the permit, driver unreachable")
                 await page.click(f"#approve-{proposal}")
