@@ -21,6 +21,9 @@ from edgegate.central.store import publications as recorded
 from edgegate.central.store.blacklist import APPROVED, Proposal, Publication
 from edgegate.core.codec import ns_to_datetime
 from edgegate.core.domain import BlacklistEntry, BlacklistReason
+from edgegate.observability import get_logger
+
+log = get_logger("central.blacklist")
 
 SOURCE = "central"
 
@@ -96,3 +99,17 @@ def publish_approval(
     send(out)
     store.blacklist_published(proposal.id, [p.gate for p in pending])
     return pending
+
+
+def log_decision(p: Proposal) -> None:
+    """Log a recorded decision: who, what, why, about which stay."""
+    log.info(
+        "blacklist_decided",
+        proposal=p.id,
+        decision=p.state,
+        operator=p.operator,
+        reason=p.reason,
+        plate=p.plate,
+        entry_gate=p.gate,
+        entry_seq=p.seq,
+    )

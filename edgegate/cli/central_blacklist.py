@@ -260,16 +260,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 
 def _log_decision(p: Proposal) -> None:
-    log.info(
-        "blacklist_decided",
-        proposal=p.id,
-        decision=p.state,
-        operator=p.operator,
-        reason=p.reason,
-        plate=p.plate,
-        entry_gate=p.gate,
-        entry_seq=p.seq,
-    )
+    bl.log_decision(p)
 
 
 def cmd_decide(args: argparse.Namespace) -> int:

@@ -608,16 +608,7 @@ class Dashboard:
         except StoreError as exc:
             log.error("dashboard_store_failed", error=str(exc))
             raise _Refused(503, f"the decision could not be recorded: {exc}") from None
-        log.info(
-            "blacklist_decided",
-            proposal=decided.id,
-            decision=decided.state,
-            operator=decided.operator,
-            reason=decided.reason,
-            plate=decided.plate,
-            entry_gate=decided.gate,
-            entry_seq=decided.seq,
-        )
+        bl.log_decision(decided)
         if decided.state == APPROVED and publishing is not None:
             problem = await self._publish(decided, publishing)
             if problem is not None:
