@@ -30,7 +30,6 @@ from edgegate.central import publish as pub
 from edgegate.central.api import iso as _iso
 from edgegate.central.store import CentralStore, StoreError, redact
 from edgegate.central.store.blacklist import APPROVED, DISMISSED, STATES, Proposal
-from edgegate.central.store.publications import DELTA, Publication
 from edgegate.cli import central_cmd, central_park
 from edgegate.cli.central_common import UsageError, fail, open_existing, output_args, store_arg
 from edgegate.cli.central_park import _duration, _local
@@ -171,19 +170,17 @@ class _Publisher:
         pending = proposal.pending
         if not pending:
             return None
-        try:
-            now = time.time_ns()
-            messages = bl.messages(proposal, pending, site=self.site, key=self.key, now_ns=now)
-            by = f"{proposal.operator} (blacklist approval #{proposal.id})"
-            store.record_publications(
-                Publication(u.gate, u.version, DELTA, u.base_version, m.payload, now, by)
-                for u, m in zip(pending, messages, strict=True)
-            )
+
+        def send(messages: list[pub.Outgoing]) -> None:
             asyncio.run(pub.publish(self.broker, messages, timeout=self.timeout))
+
+        try:
+            bl.publish_approval(
+                store, proposal, site=self.site, key=self.key, send=send, now_ns=time.time_ns()
+            )
         except pub.PublishError as exc:
             log.error("blacklist_publish_failed", proposal=proposal.id, error=str(exc))
             return str(exc)
-        store.blacklist_published(proposal.id, [p.gate for p in pending])
         shown = ", ".join(f"{p.gate} ({p.base_version} -> {p.version})" for p in pending)
         print(
             f"published blacklist entry {proposal.entry_id} ({proposal.plate}) as a signed "
@@ -264,16 +261,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 
 def _log_decision(p: Proposal) -> None:
-    log.info(
-        "blacklist_decided",
-        proposal=p.id,
-        decision=p.state,
-        operator=p.operator,
-        reason=p.reason,
-        plate=p.plate,
-        entry_gate=p.gate,
-        entry_seq=p.seq,
-    )
+    bl.log_decision(p)
 
 
 def cmd_decide(args: argparse.Namespace) -> int:

@@ -34,7 +34,13 @@ from edgegate.central.sink import (
     default_client_id,
 )
 from edgegate.central.store import CentralStore, StoreError, open_store, redact
-from edgegate.cli import central_blacklist, central_park, central_pull, central_tools
+from edgegate.cli import (
+    central_blacklist,
+    central_park,
+    central_pull,
+    central_tools,
+    central_web,
+)
 from edgegate.cli.central_common import UsageError, fail
 from edgegate.cli.commands import action_group
 from edgegate.config import parse_duration
@@ -74,6 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         central_park.register,
         central_tools.register,
         central_blacklist.register,
+        central_web.register,
     ):
         registrar(central)
 
