@@ -23,6 +23,9 @@ from tests.test_demo import EDGEGATE, Demo
 
 COMMUTER = "苏E12345"  # the park's first trip: in at gate-a, out at gate-b
 PARK_API = re.compile(r"Bearer (?P<token>\S+)' (?P<url>http://127\.0\.0\.1:\d+/api/v1/presence)")
+DASHBOARD = re.compile(
+    r"Dashboard: (?P<url>http://127\.0\.0\.1:\d+)/  operator: control / (?P<password>\S+)"
+)
 
 
 async def run_park(tmp_path: Path, *args: str, duration: int = 30) -> tuple[Demo, Path]:
@@ -100,19 +103,30 @@ def check_park(directory: Path, *, whole_logs: bool) -> None:
 async def test_the_park_with_a_broker_stores_both_gates_at_central(tmp_path: Path) -> None:
     run, directory = await run_park(tmp_path)
     try:
-        await eventually(lambda: run.printed(PARK_API) is not None, "the banner", within=60)
-        found = run.printed(PARK_API)
-        assert found is not None
-        headers = {"Authorization": f"Bearer {found['token']}"}
-        async with aiohttp.ClientSession() as http:
+        await eventually(lambda: run.printed(DASHBOARD) is not None, "the banner", within=60)
+        api, dashboard = run.printed(PARK_API), run.printed(DASHBOARD)
+        assert api is not None and dashboard is not None
+        base = dashboard["url"]
+        jar = aiohttp.CookieJar(unsafe=True)  # the session cookie of a 127.0.0.1 server
+        async with aiohttp.ClientSession(cookie_jar=jar, headers={"Origin": base}) as http:
+            login = {"account": "control", "password": dashboard["password"]}
+            async with http.post(f"{base}/login", data=login, allow_redirects=False) as resp:
+                assert (resp.status, resp.headers["Location"]) == (303, "/")
+            token = {"Authorization": f"Bearer {api['token']}"}
 
-            async def commuter_seen() -> bool:
-                async with http.get(found["url"], headers=headers) as response:
+            async def commuter_inside() -> bool:
+                async with http.get(f"{base}/") as page:
+                    assert page.status == 200
+                    on_dashboard = f'data-plate="{COMMUTER}"' in await page.text()
+                async with http.get(api["url"], headers=token) as response:
                     assert response.status == 200, await response.text()
-                    return COMMUTER in await response.text()
+                    return on_dashboard and COMMUTER in await response.text()
 
-            # Central's park API shows the commuter inside between gate-a and gate-b.
-            await eventually(commuter_seen, "the commuter inside at central", within=20, every=0.2)
+            # Central's dashboard and park API show the commuter inside between its entry
+            # at gate-a and its exit at gate-b.
+            await eventually(
+                commuter_inside, "the commuter inside at central", within=20, every=0.2
+            )
         await finish(run)
     finally:
         if run.proc.returncode is None:
@@ -127,6 +141,11 @@ async def test_the_park_with_a_broker_stores_both_gates_at_central(tmp_path: Pat
 async def test_without_mosquitto_central_pulls_the_gates(tmp_path: Path) -> None:
     run, directory = await run_park(tmp_path, "--mosquitto", str(tmp_path / "no-mosquitto"))
     try:
+        await eventually(lambda: run.printed(DASHBOARD) is not None, "the banner", within=60)
+        dashboard = run.printed(DASHBOARD)
+        assert dashboard is not None
+        async with aiohttp.ClientSession() as http, http.get(f"{dashboard['url']}/login") as page:
+            assert page.status == 200  # the dashboard serves without a sink too
         await finish(run)
     finally:
         if run.proc.returncode is None:

@@ -37,6 +37,7 @@ from rich.text import Text
 
 from edgegate.central import publish as pub
 from edgegate.central.api import ParkApi
+from edgegate.central.dashboard import Dashboard, DashboardRole, Publishing
 from edgegate.central.pull import PullError, PullReport, pull
 from edgegate.central.sink import Sink, SinkOptions, sink_options
 from edgegate.central.store import (
@@ -59,6 +60,14 @@ from edgegate.cli.demo import (
     new_password,
     start_gate,
 )
+from edgegate.clock import SystemClock
+from edgegate.console.accounts import (
+    Account,
+    AccountsError,
+    AccountStore,
+    hash_password,
+    write_accounts,
+)
 from edgegate.core.domain import VehicleCategory
 from edgegate.core.events import AccessDecided, Event
 from edgegate.daemon.gate import Gate
@@ -78,9 +87,12 @@ from edgegate.sim.park import (
 )
 from edgegate.sim.scenario import SimLane
 from edgegate.sync.signing import generate_keypair
+from edgegate.web import HttpServer
 
 CENTRAL_PORT = 9480
 CENTRAL_ID = "central"
+#: The control room dashboard's demo account (an operator).
+CONTROL = "control"
 #: Seconds between two pulls of a gate's log when there is no broker.
 PULL_EVERY_S = 2.0
 #: How long the demo waits for mosquitto to accept TLS, for the sink to subscribe, for the
@@ -156,21 +168,45 @@ class ParkFiles:
     def trial(self) -> Path:
         return self.root / "trial"
 
+    @property
+    def dashboard_accounts(self) -> Path:
+        return self.root / "central" / "dashboard-accounts.txt"
 
-def _prepare(files: ParkFiles, passwords: dict[str, str]) -> tuple[str, str]:
-    """Make the directory, a new signing key pair and pull token, each gate's console
-    accounts; returns (the pull token, the park API's token)."""
+
+@dataclass(frozen=True, slots=True)
+class ParkSecrets:
+    """The run's passwords and tokens: the gates' console accounts, the dashboard's
+    operator, the gates' pull API, central's park API."""
+
+    passwords: dict[str, str]
+    control: str
+    pull: str
+    api: str
+
+
+def _prepare(files: ParkFiles, passwords: dict[str, str]) -> ParkSecrets:
+    """Make the directory, a new signing key pair, pull token and dashboard account, each
+    gate's console accounts (``passwords``)."""
     (files.root / "central").mkdir(parents=True, exist_ok=True)
     private_pem, public_pem = generate_keypair()
     _write_secret(files.signing_key, private_pem)
     files.public_key.write_bytes(public_pem)
-    token = secrets.token_urlsafe(24)
-    _write_secret(files.pull_token, (token + "\n").encode())
+    secrets_ = ParkSecrets(passwords, new_password(), _token(), _token())
+    _write_secret(files.pull_token, (secrets_.pull + "\n").encode())
     for gate in PARK_GATES:
         problem = _write_demo_accounts(files.accounts(gate), passwords)
         if problem is not None:
             raise ParkError(f"{gate}: {problem}")
-    return token, secrets.token_urlsafe(24)
+    control = Account(CONTROL, DashboardRole.OPERATOR, hash_password(secrets_.control))
+    try:
+        write_accounts(files.dashboard_accounts, {CONTROL: control})
+    except AccountsError as exc:
+        raise ParkError(f"the dashboard's accounts: {exc}") from None
+    return secrets_
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -395,10 +431,17 @@ class PullCentral(Central):
             pull(url, self.token, store)
 
 
-def _central_parts(api: ParkApi) -> list[CentralWebPart]:
-    """What central's HTTP server serves in the demo: monitoring, the park API. (The
-    control-room dashboard, ``edgegate central web``, is mounted here once it exists.)"""
-    return [*CENTRAL_WEB_PARTS, api.mount]
+def _central_mounts(api: ParkApi, dashboard: Dashboard) -> list[Callable[[HttpServer], object]]:
+    """What central's HTTP server serves in the demo besides monitoring: the park API at
+    ``/api/v1`` and the control room's dashboard at ``/``."""
+    return [api.mount, dashboard.mount]
+
+
+def _part(mount: Callable[[HttpServer], object]) -> CentralWebPart:
+    def part(server: HttpServer, _sink: Sink) -> None:
+        mount(server)
+
+    return part
 
 
 def _open_sink(options: SinkOptions, signing_key: Path) -> Sink:
@@ -633,7 +676,7 @@ async def _run_park(
         GUARD: options.guard_password or new_password(),
         SUPERVISOR: options.supervisor_password or new_password(),
     }
-    pull_token, api_token = await asyncio.to_thread(_prepare, files, passwords)
+    secret = await asyncio.to_thread(_prepare, files, passwords)
     program, missing = find_mosquitto(options.mosquitto)
     async with contextlib.AsyncExitStack() as stack:
         broker: Broker | None = None
@@ -653,7 +696,7 @@ async def _run_park(
                 f"{missing}: the park runs without a broker; central pulls each gate's log "
                 f"over its pull API every {PULL_EVERY_S:g} s and hands it the signed allow-list.",
             )
-        central, web = await _start_central(stack, files, options, broker, pull_token, api_token)
+        central, url = await _start_central(stack, files, options, broker, secret)
         gates: dict[str, Gate] = {}
         running: dict[str, _RunningGate] = {}
         for i, gate_id in enumerate(PARK_GATES):
@@ -678,7 +721,7 @@ async def _run_park(
             central.start(urls)
             stack.push_async_callback(central.stop_pulling, urls)
         await _publish(central, gates, files.signing_key, console)
-        banner = _banner(files, broker, web, urls, passwords, api_token)
+        banner = _banner(files, broker, url, urls, secret)
         view = ParkView(gates, central, banner, console)
         await _run_traffic(duration, gates, running, view, live, stop)
     await _summary(files, console)
@@ -690,44 +733,65 @@ async def _start_central(
     files: ParkFiles,
     options: ParkOptions,
     broker: Broker | None,
-    pull_token: str,
-    api_token: str,
-) -> tuple[Central, CentralWeb | None]:
-    """Central, stopped by ``stack``: with a broker the sink and its HTTP server (the park
-    API with ``api_token``); without, its store (the pullers start once the gates run)."""
+    tokens: ParkSecrets,
+) -> tuple[Central, str]:
+    """Central, stopped by ``stack``, and its HTTP server's URL: the control room's
+    dashboard and the park API; with a broker the sink (and its monitoring) too, without
+    one its store (the pullers start once the gates run)."""
+    sink: Sink | None = None
     if broker is None:
         store = AsyncStore(await asyncio.to_thread(open_store, files.dsn))
         stack.push_async_callback(store.aclose)
-        return PullCentral(store, files.dsn, pull_token), None
-    c = broker.plan.client_dir(CENTRAL_ID)
-    options_ = sink_options(
-        broker.url,
-        dsn=files.dsn,
-        username=CENTRAL_ID,
-        password=(c / "mqtt-password").read_text().strip(),
-        ca_file=c / "ca.crt",
-        client_id="edgegate-demo-park-sink",
-    )
-    sink = await stack.enter_async_context(_open_sink(options_, files.signing_key))
-    try:
-        await sink.wait_ready(_CENTRAL_READY_S)
-    except TimeoutError:
-        raise ParkError(
-            f"central's sink did not subscribe to the broker within {_CENTRAL_READY_S:g} s "
-            f"(see {broker.log_file})"
-        ) from None
-    api = await ParkApi.open(files.dsn, {"demo": api_token})
+        central: Central = PullCentral(store, files.dsn, tokens.pull)
+    else:
+        c = broker.plan.client_dir(CENTRAL_ID)
+        settings = sink_options(
+            broker.url,
+            dsn=files.dsn,
+            username=CENTRAL_ID,
+            password=(c / "mqtt-password").read_text().strip(),
+            ca_file=c / "ca.crt",
+            client_id="edgegate-demo-park-sink",
+        )
+        sink = await stack.enter_async_context(_open_sink(settings, files.signing_key))
+        try:
+            await sink.wait_ready(_CENTRAL_READY_S)
+        except TimeoutError:
+            raise ParkError(
+                f"central's sink did not subscribe to the broker within {_CENTRAL_READY_S:g} s "
+                f"(see {broker.log_file})"
+            ) from None
+        central = BrokerCentral(sink, broker)
+    api = await ParkApi.open(files.dsn, {"demo": tokens.api})
     stack.push_async_callback(api.aclose)
-    web = CentralWeb(sink, port=options.central_port, parts=_central_parts(api))
+    publishing = None
+    if broker is not None:  # approvals go to the gates as signed deltas through the broker
+        key = pub.load_signing_key(files.signing_key)
+        publishing = Publishing(PARK_SITE, key, settings.broker, gates=PARK_GATES)
+    accounts = AccountStore.open(files.dashboard_accounts, SystemClock().mono_ns, DashboardRole)
+    dashboard = await Dashboard.open(files.dsn, accounts, publishing=publishing)
+    stack.push_async_callback(dashboard.aclose)
+    mounts = _central_mounts(api, dashboard)
+    port = options.central_port
     try:
-        await web.start()
+        if sink is not None:
+            parts = [*CENTRAL_WEB_PARTS, *map(_part, mounts)]
+            web = CentralWeb(sink, port=port, parts=parts)
+            await web.start()
+            stack.push_async_callback(web.aclose)
+            assert web.server is not None
+            return central, web.server.url
+        server = HttpServer("127.0.0.1", port)  # no sink: no monitoring of one
+        for mount in mounts:
+            mount(server)
+        await server.start()
+        stack.push_async_callback(server.aclose)
+        return central, server.url
     except OSError as exc:
         raise ParkError(
-            f"central's HTTP server cannot listen on 127.0.0.1:{options.central_port} "
+            f"central's HTTP server cannot listen on 127.0.0.1:{port} "
             f"({exc.strerror or exc}): choose another port with --central-port"
         ) from None
-    stack.push_async_callback(web.aclose)
-    return BrokerCentral(sink, broker), web
 
 
 def _gate_sync(gate_id: str, files: ParkFiles, broker: Broker | None) -> ParkSync:
@@ -746,27 +810,21 @@ def _gate_sync(gate_id: str, files: ParkFiles, broker: Broker | None) -> ParkSyn
 
 
 def _banner(
-    files: ParkFiles,
-    broker: Broker | None,
-    web: CentralWeb | None,
-    urls: dict[str, str],
-    passwords: dict[str, str],
-    api_token: str,
+    files: ParkFiles, broker: Broker | None, url: str, consoles: dict[str, str], secret: ParkSecrets
 ) -> str:
-    consoles = "  ".join(f"{g}: {url}" for g, url in urls.items())
+    gates = "  ".join(f"{g}: {u}" for g, u in consoles.items())
     lines = [
-        f"Consoles: {consoles}  guard: {GUARD} / {passwords[GUARD]}  "
-        f"supervisor: {SUPERVISOR} / {passwords[SUPERVISOR]}",
+        f"Consoles: {gates}  guard: {GUARD} / {secret.passwords[GUARD]}  "
+        f"supervisor: {SUPERVISOR} / {secret.passwords[SUPERVISOR]}",
+        f"Dashboard: {url}/  operator: {CONTROL} / {secret.control}",
+        f"Park API: curl -H 'Authorization: Bearer {secret.api}' {url}/api/v1/presence",
     ]
     if broker is not None:
         lines.append(f"Broker: mosquitto on 127.0.0.1:{broker.plan.port} (TLS), {files.trial}")
     else:
-        lines.append(f"No broker: central pulls the gates every {PULL_EVERY_S:g} s")
-    if web is not None and web.server is not None:
-        url = web.server.url
         lines.append(
-            f"Central: {url}/metrics  park API: curl -H 'Authorization: Bearer {api_token}' "
-            f"{url}/api/v1/presence"
+            f"No broker: central pulls the gates every {PULL_EVERY_S:g} s (the dashboard can "
+            "dismiss blacklist proposals, not approve them: nothing would carry the delta)"
         )
     lines.append(f"Central's store: {files.dsn}  (edgegate central roll-call --db {files.dsn})")
     return "\n".join(lines)
