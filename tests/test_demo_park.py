@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from edgegate.central.store import open_store
+from edgegate.cli.main import main
 from edgegate.core.domain import Direction
 from edgegate.core.events import AllowListUpdated, VehiclePassed
 from edgegate.sync.signing import key_id, load_public_key
@@ -156,3 +158,9 @@ async def test_without_mosquitto_central_pulls_the_gates(tmp_path: Path) -> None
     ), run.out
     assert not (directory / "trial").exists()
     check_park(directory, whole_logs=False)
+
+
+def test_the_fire_alarm_is_for_the_one_gate_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--park", "--fire-alarm-after", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--fire-alarm-after is for the one-gate demo, not --park" in err

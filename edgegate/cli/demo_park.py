@@ -54,6 +54,7 @@ from edgegate.central.web import CENTRAL_WEB_PARTS, CentralWeb, CentralWebPart
 from edgegate.cli.demo import (
     GUARD,
     SUPERVISOR,
+    DemoOptions,
     _console_problem,
     _until,
     _write_demo_accounts,
@@ -74,7 +75,6 @@ from edgegate.daemon.gate import Gate
 from edgegate.daemon.lane_runner import LaneRunner
 from edgegate.log import LogError
 from edgegate.log.schema import SchemaError
-from edgegate.sim.demo import DEMO_GUARD_WAIT_S, DEMO_PORT
 from edgegate.sim.park import (
     PARK_GATES,
     PARK_SITE,
@@ -112,15 +112,14 @@ class ParkError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ParkOptions:
-    """What ``edgegate demo --park``'s flags set; passwords left None are generated."""
+    """What ``edgegate demo --park``'s flags set. ``gates``: the demo's options for both
+    gates (``port`` is gate-a's console, gate-b's the next; passwords left None are
+    generated; no fire alarm)."""
 
     directory: Path = Path("demo-park")
-    port: int = DEMO_PORT  # gate-a's console; gate-b's is the next port
     central_port: int = CENTRAL_PORT
-    guard_password: str | None = None
-    supervisor_password: str | None = None
-    guard_wait_s: int = DEMO_GUARD_WAIT_S
     mosquitto: str | None = None  # the broker's program; None: found on PATH or in /usr/sbin
+    gates: DemoOptions = field(default_factory=DemoOptions)
 
 
 def find_mosquitto(program: str | None) -> tuple[str | None, str]:
@@ -673,8 +672,8 @@ async def _run_park(
 ) -> int:
     files = ParkFiles(options.directory.absolute())
     passwords = {
-        GUARD: options.guard_password or new_password(),
-        SUPERVISOR: options.supervisor_password or new_password(),
+        GUARD: options.gates.guard_password or new_password(),
+        SUPERVISOR: options.gates.supervisor_password or new_password(),
     }
     secret = await asyncio.to_thread(_prepare, files, passwords)
     program, missing = find_mosquitto(options.mosquitto)
@@ -705,9 +704,9 @@ async def _run_park(
                 gate_id,
                 files.log(gate_id),
                 files.accounts(gate_id),
-                port=options.port + i,
+                port=options.gates.port + i,
                 sync=sync,
-                guard_wait_s=options.guard_wait_s,
+                guard_wait_s=options.gates.guard_wait_s,
             )
             gates[gate_id] = Gate(config, config_path=f"<demo {gate_id}>")
             running[gate_id] = await _start_gate(gates[gate_id])

@@ -149,6 +149,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if password is not None and (weak := weak_password(password)) is not None:
             print(f"edgegate demo: {flag}: {weak}", file=sys.stderr)
             return 2
+    if args.park and args.fire_alarm_after is not None:
+        print(
+            "edgegate demo: --fire-alarm-after is for the one-gate demo, not --park",
+            file=sys.stderr,
+        )
+        return 2
     options = DemoOptions(
         port=args.port,
         guard_password=args.guard_password,
@@ -175,15 +181,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if args.park:
                 from edgegate.cli.demo_park import ParkOptions, run_park
 
-                park = ParkOptions(
-                    directory=args.dir,
-                    port=args.port,
-                    central_port=args.central_port,
-                    guard_password=args.guard_password,
-                    supervisor_password=args.supervisor_password,
-                    guard_wait_s=args.guard_wait,
-                    mosquitto=args.mosquitto,
-                )
+                park = ParkOptions(args.dir, args.central_port, args.mosquitto, options)
                 return await run_park(
                     args.duration, park, live=False if args.no_live else None, stop=stop
                 )
