@@ -102,10 +102,12 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """A parsed delta file: credentials to insert or replace, ``(kind, id)`` to remove."""
+    """A parsed delta file: credentials to insert or replace, ``(kind, id)`` to remove;
+    ``consumed``: appointments another gate consumed (central's park-wide deltas only)."""
 
     upserts: list[Credential] = field(default_factory=list)
     removals: list[tuple[CredentialKind, str]] = field(default_factory=list)
+    consumed: list[str] = field(default_factory=list)
 
 
 def parse_csv(

@@ -237,13 +237,18 @@ class AllowListService:
         source: str,
         version: int | None = None,
         updated_at: datetime | None = None,
+        consumed: Iterable[str] = (),
     ) -> UpdateResult:
         """Insert or replace ``upserts`` and drop ``removals`` atomically (``AllowListError``,
-        with every problem, changes nothing; ``VersionError`` as for ``replace``)."""
+        with every problem, changes nothing; ``VersionError`` as for ``replace``), and mark
+        ``consumed`` appointments consumed (another gate consumed them; ids this list does
+        not hold are skipped: not every appointment is for every gate)."""
         upserts = list(upserts)
         removals = list(removals)
         async with self._changes:
-            return await self._apply_delta(upserts, removals, source, version, updated_at)
+            return await self._apply_delta(
+                upserts, removals, source, version, updated_at, list(consumed)
+            )
 
     async def _apply_delta(
         self,
@@ -252,6 +257,7 @@ class AllowListService:
         source: str,
         version: int | None,
         updated_at: datetime | None,
+        consumed: list[str],
     ) -> UpdateResult:
         previous = self._list.version
         version = check_version(version, previous)
@@ -263,6 +269,8 @@ class AllowListService:
             digest.update(f"+{credential.kind}:{credential.id}\n".encode())
         for kind, id_ in removals:
             digest.update(f"-{kind}:{id_}\n".encode())
+        for id_ in consumed:
+            digest.update(f"!{CredentialKind.APPOINTMENT}:{id_}\n".encode())
         event = AllowListUpdated(
             kind=AllowListUpdateKind.DELTA,
             version=version,
@@ -276,18 +284,35 @@ class AllowListService:
 
         def effect(conn: sqlite3.Connection, _seq: int) -> None:
             store.write_delta(conn, upserts, removals, version, updated_at, source)
+            for id_ in held:
+                store.set_appointment_consumed(conn, id_, True)
 
+        removed = set(removals)
+        held = [
+            id_
+            for id_ in consumed
+            if (CredentialKind.APPOINTMENT, id_) not in removed
+            and (
+                self._list.get(CredentialKind.APPOINTMENT, id_) is not None
+                or any(c.kind is CredentialKind.APPOINTMENT and c.id == id_ for c in upserts)
+            )
+        ]
+        if self._touched is not None:
+            self._touched.update(held)
         # The store refuses exactly what the in-memory list refuses: a bad delta fails here,
         # before anything is committed or changed in memory.
         seq = await self._log.append(event, effect=effect)
         # Synchronous on the loop: no lane sees a half-applied delta.
         self._list.apply_delta(upserts, removals, version, updated_at)
+        for id_ in held:
+            self._list.consume_appointment(id_)
         log.info(
             "allowlist_delta_applied",
             seq=seq,
             version=version,
             upserted=len(upserts),
             removed=len(removals),
+            consumed=held,
             source=source,
         )
         return UpdateResult(seq, version, previous, len(self._list), len(upserts), len(removals))

@@ -311,6 +311,7 @@ class Downlink:
                     source=source,
                     version=pub.version,
                     updated_at=issued_at,
+                    consumed=content.consumed,
                 )
             else:
                 update = await self.allowlist.replace(

@@ -66,7 +66,8 @@ class AllowListPublication:
     - snapshot: a msgpack array of credential encodings (a codec ``group``, any length);
       see ``encode_snapshot_content`` / ``snapshot_entries``.
     - delta: a msgpack map ``{"upsert": bin(snapshot-style array), "remove": [[kind, id],
-      ...]}``; see ``encode_delta_content`` / ``delta_changes``.
+      ...]}`` and, in central's park-wide deltas only, ``"consume": [appointment id, ...]``
+      (appointments another gate consumed); see ``encode_delta_content`` / ``delta_changes``.
 
     A delta applies only on ``base_version`` and yields ``version``; a snapshot has no base.
     """
@@ -120,6 +121,7 @@ def decode_publication(body: bytes) -> AllowListPublication:
 
 
 _EMPTY_ARRAY = b"\x90"
+_DELTA_KEYS = frozenset({"upsert", "remove", "consume"})
 
 
 def encode_snapshot_content(credentials: Iterable[Credential]) -> bytes:
@@ -143,15 +145,20 @@ def snapshot_entries(content: bytes) -> list[Credential]:
 
 
 def encode_delta_content(
-    upserts: Iterable[Credential], removals: Iterable[tuple[CredentialKind, str]]
+    upserts: Iterable[Credential],
+    removals: Iterable[tuple[CredentialKind, str]],
+    consumed: Iterable[str] = (),
 ) -> bytes:
-    """The content of a delta."""
-    return msgpack.Packer(use_bin_type=True).pack(
-        {
-            "upsert": encode_snapshot_content(upserts),
-            "remove": [[str(kind.value), id_] for kind, id_ in removals],
-        }
-    )
+    """The content of a delta (``consume`` only when ``consumed`` holds ids: a delta
+    without one is byte for byte what gates before park-wide consumption read)."""
+    doc: dict[str, object] = {
+        "upsert": encode_snapshot_content(upserts),
+        "remove": [[str(kind.value), id_] for kind, id_ in removals],
+    }
+    ids = list(consumed)
+    if ids:
+        doc["consume"] = ids
+    return msgpack.Packer(use_bin_type=True).pack(doc)
 
 
 def delta_changes(content: bytes) -> Delta:
@@ -162,13 +169,15 @@ def delta_changes(content: bytes) -> Delta:
             content,
             raw=False,
             strict_map_key=True,
-            max_map_len=2,
+            max_map_len=3,
             max_ext_len=0,
         )
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"delta content: not valid msgpack ({exc})") from exc
-    if type(doc) is not dict or doc.keys() != {"upsert", "remove"}:
-        raise ProtocolError('delta content: expected a map {"upsert": ..., "remove": [...]}')
+    if type(doc) is not dict or not {"upsert", "remove"} <= doc.keys() <= _DELTA_KEYS:
+        raise ProtocolError(
+            'delta content: expected a map {"upsert": ..., "remove": [...]} (and "consume")'
+        )
     upsert, remove = doc["upsert"], doc["remove"]
     if type(upsert) is not bytes:
         raise ProtocolError("delta content: upsert is not bytes")
@@ -184,7 +193,10 @@ def delta_changes(content: bytes) -> Delta:
         if type(item[1]) is not str or not item[1]:
             raise ProtocolError(f"delta content: remove[{i}]: id is not a non-empty string")
         removals.append((kind, item[1]))
-    return Delta(snapshot_entries(upsert), removals)
+    consume = doc.get("consume", [])
+    if type(consume) is not list or not all(type(i) is str and i for i in consume):
+        raise ProtocolError("delta content: consume is not an array of appointment ids")
+    return Delta(snapshot_entries(upsert), removals, consume)
 
 
 __all__ = [
