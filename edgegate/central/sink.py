@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import random
 import socket
@@ -85,9 +86,17 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.backoff import Backoff
-from edgegate.central.store import AsyncStore, Batch, CentralStore, StoreError, open_store
+from edgegate.central.store import (
+    AsyncStore,
+    Batch,
+    CentralStore,
+    StoreError,
+    open_store,
+    parkentry,
+)
 from edgegate.clock import SystemClock
 from edgegate.core.clock import Clock
 from edgegate.mqtt.session import (
@@ -118,6 +127,7 @@ from edgegate.sync.protocol import (
     encode_request,
     parse_topic,
 )
+from edgegate.sync.signing import key_id
 
 log = get_logger("central.sink")
 
@@ -176,6 +186,14 @@ class SinkOptions:
     max_inflight_bytes: int = 32 << 20
     """Payload bytes received and not yet committed; beyond, the sink stops reading from the
     broker until half of them are committed (the broker keeps the rest queued)."""
+    signing_key: Ed25519PrivateKey | None = None
+    """Central's key: with it, an appointment consumed at one gate is published to the
+    others as a signed delta (park-wide consumption); None: off, said at start."""
+    outbox_interval: float = 2.0
+    """Seconds between two looks for consumption deltas left unpublished."""
+    outbox_grace: float = 5.0
+    """Seconds a delta recorded by another instance may stay unpublished before this one
+    publishes it (that instance publishes its own right after its commit)."""
 
     def __post_init__(self) -> None:
         check_id(self.group, "group")
@@ -190,6 +208,8 @@ class SinkOptions:
             raise ValueError("max_inbox_messages, max_qos0_queued >= 1")
         if self.max_inflight_bytes < 1:
             raise ValueError("max_inflight_bytes: must be >= 1")
+        if not (self.outbox_interval > 0 and self.outbox_grace >= 0):
+            raise ValueError("outbox_interval: must be > 0; outbox_grace: >= 0")
 
 
 @dataclass(slots=True)
@@ -226,6 +246,10 @@ class SinkCounters:
     """The most payload bytes held at once: at most ``max_inflight_bytes`` + one message."""
     read_pauses: int = 0
     """Times the sink stopped reading from the broker because it held too much."""
+    park_entry_recorded: int = 0
+    """Consumption deltas this instance's commits recorded (one per other gate)."""
+    park_entry_published: int = 0
+    """Consumption deltas published and acknowledged by the broker (also others' left over)."""
 
 
 # ------------------------------------------------------------------------------ internals
@@ -269,6 +293,8 @@ class _GroupOutcome:
     refused: list[_Refused]
     heads: dict[str, int] = field(default_factory=dict)
     """Heads of refused messages' gates that had no batch in the group."""
+    park_entry: list[parkentry.Outgoing] = field(default_factory=list)
+    """Consumption deltas the commit recorded, to publish now."""
 
 
 def _decode(raw: _Raw) -> _Pending | _Refused:
@@ -325,12 +351,13 @@ def _store_group(
         else []
     )
     gates = {p.batch.gate for p in items}
+    made = store.take_park_entry()
     heads = {
         r.gate: store.head(r.gate)[0]
         for r in refused
         if r.kind == "events" and r.gate is not None and r.gate not in gates
     }
-    return _GroupOutcome(items, results, refused, heads)
+    return _GroupOutcome(items, results, refused, heads, made)
 
 
 def _note_statuses(store: CentralStore, statuses: list[Status]) -> None:
@@ -405,6 +432,7 @@ class Sink:
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -419,8 +447,24 @@ class Sink:
     async def __aenter__(self) -> Sink:
         store = await asyncio.to_thread(open_store, self.options.dsn)
         self._store = AsyncStore(store)
+        key = self.options.signing_key
+        if key is not None:
+            store.park_entry = parkentry.Signer(key)
+            log.info("park_entry_on", key_id=key_id(key.public_key()))
+            self._outbox = asyncio.create_task(self._publish_outbox(), name="sink outbox")
+        else:
+            log.warning(
+                "park_entry_off",
+                reason="no signing key (central run --signing-key FILE): an appointment"
+                " consumed at one gate still admits at the others until a new list arrives",
+            )
         self._task = asyncio.create_task(self._run(), name=f"sink {self.client_id}")
         return self
+
+    @property
+    def park_entry(self) -> bool:
+        """Whether park-wide consumption is on (the sink was given a signing key)."""
+        return self.options.signing_key is not None
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -429,6 +473,10 @@ class Sink:
         """Store and ack what was received, disconnect, close the store. Idempotent."""
         self._stop.set()
         self._wake.set()
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.cancel()
+            await asyncio.gather(outbox, return_exceptions=True)
         task, self._task = self._task, None
         if task is not None:
             # Normally quick (the group in hand is finished); a connect attempt hanging on an
@@ -902,6 +950,9 @@ class Sink:
                 )
             acks.append(Ack(gate, head, resend_from))
 
+        if outcome.park_entry:
+            c.park_entry_recorded += len(outcome.park_entry)
+            self._publish_deltas(client, outcome.park_entry)
         async with self._progress:
             self._progress.notify_all()
         if acks:
@@ -914,6 +965,62 @@ class Sink:
                 )
             c.acks += len(acks)
             log.debug("acked", acks=[(a.gate, a.seq, a.resend_from) for a in acks])
+
+    # -- park-wide consumption (see edgegate.central.store.parkentry) -----------------------
+
+    def _publish_deltas(self, client: aiomqtt.Client, made: list[parkentry.Outgoing]) -> None:
+        """Publish recorded consumption deltas at QoS 1, in order; marked published in the
+        store once the broker has acknowledged them (in the background)."""
+        infos = []
+        try:
+            for o in made:
+                infos.append(publish_nowait(client, Topics(o.site, o.gate).allowlist, o.payload))
+        except aiomqtt.MqttError as exc:  # disconnected: the outbox publishes them later
+            log.warning("park_entry_not_published", deltas=len(made), error=str(exc))
+            return
+        log.info("park_entry_published", deltas=[(o.gate, o.version) for o in made])
+        task = asyncio.create_task(self._confirm_deltas(made, infos))
+        self._callbacks.add(task)
+        task.add_done_callback(self._callbacks.discard)
+
+    async def _confirm_deltas(
+        self, made: list[parkentry.Outgoing], infos: list[mqtt.MQTTMessageInfo]
+    ) -> None:
+        timeout = self.options.timeout
+
+        def wait() -> bool:
+            deadline = time.monotonic() + timeout
+            for info in infos:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            return all(i.is_published() for i in infos)
+
+        try:
+            if not await asyncio.to_thread(wait):
+                return  # left in the outbox: published again later
+            await self.store.run(lambda s: s.park_entry_published(made))
+            self.counters.park_entry_published += len(made)
+        except (RuntimeError, ValueError, StoreError) as exc:
+            # Not acknowledged (disconnected) or not noted: the outbox publishes it again.
+            log.warning("park_entry_unconfirmed", deltas=len(made), error=str(exc))
+
+    async def _publish_outbox(self) -> None:
+        """Publish consumption deltas left unpublished (by an instance that stopped, or by
+        this one before a disconnect), every ``outbox_interval`` seconds."""
+        opts = self.options
+        while True:
+            await asyncio.sleep(opts.outbox_interval)
+            client = self._client
+            if client is None or not self._ready.is_set():
+                continue
+            before = time.time_ns() - int(opts.outbox_grace * _NS)
+            try:
+                left = await self.store.run(functools.partial(_pending, before=before))
+            except StoreError as exc:
+                log.warning("park_entry_outbox_unreadable", error=str(exc))
+                continue
+            if left:
+                log.info("park_entry_republishing", deltas=len(left))
+                self._publish_deltas(client, left)
 
     def _park_or_give_up(self, p: _Pending, now: int, resend: set[str]) -> None:
         gate = p.batch.gate
@@ -1078,6 +1185,10 @@ class Sink:
             "dead_letters": c.dead_letters,
             "resend_requests": c.resend_requests,
         }
+
+
+def _pending(store: CentralStore, before: int) -> list[parkentry.Outgoing]:
+    return store.park_entry_pending(before)
 
 
 def _payload(message: aiomqtt.Message) -> bytes:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -113,11 +114,11 @@ def consumptions(tx: Tx, gate: str, rows: Sequence[Row]) -> list[Consumption]:
     return found
 
 
-def _decode(type_: object, version: object, data: object, lane: object) -> object:
+def _decode(type_: Any, version: Any, data: Any, lane: Any) -> object:
     try:
         return decode_event(
             str(type_), int(version), bytes(data), None if lane is None else str(lane)
-        )  # type: ignore[call-overload]
+        )
     except EventDecodeError:
         return None  # the projection dead-letters a note for it
 
