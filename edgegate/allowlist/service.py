@@ -23,7 +23,8 @@ from typing import TypeVar
 
 from edgegate.allowlist import store
 from edgegate.core.allowlist import AllowList, AllowListError
-from edgegate.core.domain import Credential, CredentialKind
+from edgegate.core.codec import ns_to_datetime
+from edgegate.core.domain import Credential, CredentialKind, InsideElsewhere
 from edgegate.core.events import AllowListTampered, AllowListUpdated, AllowListUpdateKind, Event
 from edgegate.log import EventLog
 from edgegate.log.eventlog import connect
@@ -96,6 +97,8 @@ def _read(path: str, fn: Callable[[sqlite3.Connection], T]) -> T:
 
 
 STAGE_ROWS = 5_000
+MAX_INSIDE = 100_000
+"""Vehicles central says are inside elsewhere a gate keeps at most (the oldest go first)."""
 """Entries a snapshot stages per writer transaction: each holds the log's writer (and so a
 lane's next event) for tens of milliseconds, not seconds for the whole list."""
 
@@ -122,6 +125,26 @@ class AllowListService:
         # consumed ones began; the swap checks them as well as the scanned ones, without
         # decoding every appointment.
         self._touched: set[str] | None = None
+        # Vehicles central saw enter at another gate and not leave (its park-wide deltas),
+        # oldest first; in memory only (a restart forgets them), at most MAX_INSIDE.
+        self._inside: dict[str, InsideElsewhere] = {}
+
+    def inside_elsewhere(self, plate: str) -> InsideElsewhere | None:
+        """Where and when central saw ``plate`` enter at another gate and not leave."""
+        return self._inside.get(plate)
+
+    def passed_here(self, plate: str) -> None:
+        """``plate`` passed this gate (either way): whatever central said of it is old."""
+        self._inside.pop(plate, None)
+
+    def _note_presence(self, inside: list[tuple[str, str, int]], left: list[str]) -> None:
+        for plate in left:
+            self._inside.pop(plate, None)
+        for plate, gate, at_ns in inside:
+            self._inside.pop(plate, None)  # re-inserted as the newest
+            self._inside[plate] = InsideElsewhere(gate=gate, entered_at=ns_to_datetime(at_ns))
+        while len(self._inside) > MAX_INSIDE:
+            del self._inside[next(iter(self._inside))]
 
     @classmethod
     async def open(cls, event_log: EventLog, *, stage_rows: int = STAGE_ROWS) -> AllowListService:
@@ -238,17 +261,24 @@ class AllowListService:
         version: int | None = None,
         updated_at: datetime | None = None,
         consumed: Iterable[str] = (),
+        inside: Iterable[tuple[str, str, int]] = (),
+        left: Iterable[str] = (),
     ) -> UpdateResult:
         """Insert or replace ``upserts`` and drop ``removals`` atomically (``AllowListError``,
         with every problem, changes nothing; ``VersionError`` as for ``replace``), and mark
         ``consumed`` appointments consumed (another gate consumed them; ids this list does
-        not hold are skipped: not every appointment is for every gate)."""
+        not hold are skipped: not every appointment is for every gate). ``inside``
+        ``(plate, gate, entered_at_ns)`` and ``left`` plates: what central saw elsewhere
+        (``inside_elsewhere``)."""
         upserts = list(upserts)
         removals = list(removals)
         async with self._changes:
-            return await self._apply_delta(
-                upserts, removals, source, version, updated_at, list(consumed)
+            entered, gone = list(inside), list(left)
+            result = await self._apply_delta(
+                upserts, removals, source, version, updated_at, list(consumed), entered, gone
             )
+            self._note_presence(entered, gone)
+            return result
 
     async def _apply_delta(
         self,
@@ -258,6 +288,8 @@ class AllowListService:
         version: int | None,
         updated_at: datetime | None,
         consumed: list[str],
+        inside: list[tuple[str, str, int]],
+        left: list[str],
     ) -> UpdateResult:
         previous = self._list.version
         version = check_version(version, previous)
@@ -271,6 +303,10 @@ class AllowListService:
             digest.update(f"-{kind}:{id_}\n".encode())
         for id_ in consumed:
             digest.update(f"!{CredentialKind.APPOINTMENT}:{id_}\n".encode())
+        for plate, gate, at_ns in inside:
+            digest.update(f">{plate}:{gate}:{at_ns}\n".encode())
+        for plate in left:
+            digest.update(f"<{plate}\n".encode())
         event = AllowListUpdated(
             kind=AllowListUpdateKind.DELTA,
             version=version,

@@ -312,6 +312,8 @@ class Downlink:
                     version=pub.version,
                     updated_at=issued_at,
                     consumed=content.consumed,
+                    inside=content.inside,
+                    left=content.left,
                 )
             else:
                 update = await self.allowlist.replace(

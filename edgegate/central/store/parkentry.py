@@ -1,15 +1,18 @@
-"""One appointment, one entry, park-wide: the outbox of central's consumption deltas.
+"""One appointment, one entry, park-wide: the outbox of central's park-wide deltas.
 
 A gate that admits a vehicle on an appointment logs the entry (``vehicle.passed``, direction
 entry, whose decision ``access.decided`` names the appointment in ``consumed_appointment``).
-When such events are stored, the SAME transaction (:meth:`CentralStore.store_batches`)
-records, for every other gate central knows, one signed delta of the appointments consumed
-elsewhere (``{"upsert": [], "remove": [], "consume": [ids]}``), with its version taken from
-the gate's one counter (:mod:`edgegate.central.store.publications`), the publication itself
-and an outbox row. The commit holds the events, the versions and the signed bytes together,
-or none of them: with several sinks sharing the gates two deltas never get one version, and
-a delta is never signed twice under different versions (a redelivered batch stores nothing
-new, so records nothing).
+When such events, or any other pass, are stored, the SAME transaction
+(:meth:`CentralStore.store_batches`), after the projections, records for every other gate
+central knows one signed delta (more beyond ``MAX_ITEMS`` changes) of what happened
+elsewhere: ``consume`` (the appointments consumed), ``inside`` (the plates whose latest
+movement is now an entry at another gate: plate, gate, time) and ``left`` (plates that left
+at another gate); with its version taken from the gate's one counter
+(:mod:`edgegate.central.store.publications`), the publication itself and an outbox row. The
+commit holds the events, the versions and the signed bytes together, or none of them: with
+several sinks sharing the gates two deltas never get one version, and a change is never
+signed twice under different versions (a redelivered batch stores nothing new, so records
+nothing).
 
 The sink publishes what its commit recorded right after the commit and marks it published
 once the broker acknowledged it; any instance (a restarted one too) publishes outbox rows
@@ -74,8 +77,16 @@ class Signer:
 
     key: Ed25519PrivateKey
 
-    def delta(self, consumed: Sequence[str], version: int, now_ns: int) -> bytes:
-        content = encode_delta_content((), (), consumed)
+    def delta(
+        self,
+        consumed: Sequence[str],
+        inside: Sequence[tuple[str, str, int]] = (),
+        left: Sequence[str] = (),
+        *,
+        version: int,
+        now_ns: int,
+    ) -> bytes:
+        content = encode_delta_content((), (), consumed, inside, left)
         body = AllowListPublication("delta", version, version - 1, now_ns, content)
         return sign(KIND_ALLOWLIST, encode_publication(body), self.key)
 
@@ -83,15 +94,24 @@ class Signer:
 def consumptions(tx: Tx, gate: str, rows: Sequence[Row]) -> list[Consumption]:
     """The appointment consumptions among ``gate``'s ``rows`` (a pass whose decision, in
     ``rows`` or stored before them, consumed the pass's credential)."""
+    return _scan(tx, gate, rows)[0]
+
+
+def _scan(tx: Tx, gate: str, rows: Sequence[Row]) -> tuple[list[Consumption], set[str]]:
+    """The consumptions among ``rows`` and the plates they moved (in or out)."""
     found: list[Consumption] = []
+    moved: set[str] = set()
     by_seq = {r[0]: r for r in rows if r[4] == AccessDecided.TYPE}
     for row in rows:
         if row[4] != VehiclePassed.TYPE:
             continue
         passed = _decode(row[4], row[6], row[7], row[5])
+        if not isinstance(passed, VehiclePassed):
+            continue
+        if passed.plate:
+            moved.add(passed.plate)
         if (
-            not isinstance(passed, VehiclePassed)
-            or passed.direction is not Direction.ENTRY
+            passed.direction is not Direction.ENTRY
             or passed.unauthorised
             or passed.credential_id is None
             or passed.decision_seq is None
@@ -102,25 +122,46 @@ def consumptions(tx: Tx, gate: str, rows: Sequence[Row]) -> list[Consumption]:
             decided = _decode(decided_row[4], decided_row[6], decided_row[7], decided_row[5])
         else:
             stored = tx._query(_DECISION, (gate, passed.decision_seq, AccessDecided.TYPE))
-            decided = (
-                _decode(stored[0][0], stored[0][1], stored[0][2], stored[0][3]) if stored else None
-            )
+            decided = _decode(*stored[0]) if stored else None
         if (
             isinstance(decided, AccessDecided)
             and decided.consumed_appointment is not None
             and decided.consumed_appointment == passed.credential_id
         ):
             found.append(Consumption(gate, row[0], passed.credential_id, passed.plate, row[1]))
-    return found
+    return found, moved
 
 
 def _decode(type_: Any, version: Any, data: Any, lane: Any) -> object:
     try:
-        return decode_event(
-            str(type_), int(version), bytes(data), None if lane is None else str(lane)
-        )
+        lane_id = None if lane is None else str(lane)
+        return decode_event(str(type_), int(version), bytes(data), lane_id)
     except EventDecodeError:
         return None  # the projection dead-letters a note for it
+
+
+@dataclass(frozen=True, slots=True)
+class _Presence:
+    """A moved plate's row in ``park_vehicles`` after the commit's movements."""
+
+    plate: str
+    inside: bool
+    gate: str
+    at_ns: int
+
+
+def _presence(tx: Tx, plates: set[str]) -> list[_Presence]:
+    out: list[_Presence] = []
+    chosen = sorted(plates)
+    for i in range(0, len(chosen), 500):
+        chunk = chosen[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        for plate, inside, gate, at in tx._query(
+            f"SELECT plate, inside, gate, at_ns FROM park_vehicles WHERE plate IN ({marks})",
+            chunk,
+        ):
+            out.append(_Presence(str(plate), int(inside) == 1, str(gate), int(at)))
+    return out
 
 
 def record(
@@ -130,52 +171,80 @@ def record(
     signer: Signer,
     now_ns: int,
 ) -> list[Outgoing]:
-    """In the transaction storing ``stored`` (gate -> rows): one consumption delta for each
-    other known gate of the consuming gate's site (``sites``: gate -> site of the topic its
-    batch came on; None: not from MQTT, e.g. pulled, which is too late to matter and is not
-    published). Returns what to publish after the commit."""
-    by_site: dict[str, list[Consumption]] = {}
+    """In the transaction storing ``stored`` (gate -> rows), after the projections: for each
+    other known gate, deltas of the appointments consumed and the vehicles that entered or
+    left elsewhere (``sites``: gate -> site of the topic its batch came on; None: not from
+    MQTT, e.g. pulled, which is too late to matter and is not published). At most
+    ``MAX_ITEMS`` changes per delta. Returns what to publish after the commit."""
+    by_site: dict[str, tuple[list[Consumption], set[str]]] = {}
     for gate in sorted(stored):
         site = sites.get(gate)
         if site is None:
             continue
-        found = consumptions(tx, gate, stored[gate])
-        if found:
-            by_site.setdefault(site, []).extend(found)
+        found, moved = _scan(tx, gate, stored[gate])
+        if found or moved:
+            consumed, plates = by_site.setdefault(site, ([], set()))
+            consumed.extend(found)
+            plates.update(moved)
     if not by_site:
         return []
     reported = publications.reported_versions(tx)
     out: list[Outgoing] = []
-    for site, found in sorted(by_site.items()):
+    for site, (found, plates) in sorted(by_site.items()):
+        presence = _presence(tx, plates)
         for target in sorted(reported):  # versions locked in gate order: no deadlock
             elsewhere = [c for c in found if c.gate != target]
-            if not elsewhere:
-                continue
-            version = publications.next_version(tx, target, reported[target] + 1)
             ids = list(dict.fromkeys(c.appointment for c in elsewhere))
+            inside = [(p.plate, p.gate, p.at_ns) for p in presence if p.inside and p.gate != target]
+            left = [p.plate for p in presence if not p.inside and p.gate != target]
             source = "; ".join(f"{c.appointment} at {c.gate} seq {c.seq}" for c in elsewhere)
-            payload = signer.delta(ids, version, now_ns)
-            publications.record(
-                tx,
-                [
-                    publications.Publication(
-                        target,
-                        version,
-                        publications.DELTA,
-                        version - 1,
-                        payload,
-                        now_ns,
-                        f"{RECORDED_BY}: {source}"[:1000],
-                    )
-                ],
-            )
-            tx._exec(
-                "INSERT INTO park_entry_outbox (gate, version, site, source, recorded_at_ns)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (target, version, site, source[:1000], now_ns),
-            )
-            out.append(Outgoing(site, target, version, payload))
+            if inside or left:
+                source += f"{'; ' if source else ''}{len(inside)} inside, {len(left)} left"
+            for part in _parts(ids, inside, left):
+                version = publications.next_version(tx, target, reported[target] + 1)
+                payload = signer.delta(*part, version=version, now_ns=now_ns)
+                publications.record(
+                    tx,
+                    [
+                        publications.Publication(
+                            target,
+                            version,
+                            publications.DELTA,
+                            version - 1,
+                            payload,
+                            now_ns,
+                            f"{RECORDED_BY}: {source}"[:1000],
+                        )
+                    ],
+                )
+                tx._exec(
+                    "INSERT INTO park_entry_outbox (gate, version, site, source, recorded_at_ns)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (target, version, site, source[:1000], now_ns),
+                )
+                out.append(Outgoing(site, target, version, payload))
     return out
+
+
+MAX_ITEMS = 5000
+"""Changes (consumed ids, inside marks, left plates) in one delta at most."""
+
+_Part = tuple[list[str], list[tuple[str, str, int]], list[str]]
+
+
+def _parts(ids: list[str], inside: list[tuple[str, str, int]], left: list[str]) -> list[_Part]:
+    """The changes for one gate cut into deltas of at most ``MAX_ITEMS`` (consumptions
+    first: they matter most); [] when there is nothing."""
+    parts: list[_Part] = []
+    while ids or inside or left:
+        room = MAX_ITEMS
+        some_ids, ids = ids[:room], ids[room:]
+        room -= len(some_ids)
+        some_inside, inside = inside[:room], inside[room:]
+        room -= len(some_inside)
+        some_left, left = left[:room], left[room:]
+        parts.append((some_ids, some_inside, some_left))
+    return parts
 
 
 def pending(tx: Tx, recorded_before_ns: int, limit: int) -> list[Outgoing]:
