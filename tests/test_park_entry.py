@@ -14,16 +14,19 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edgegate.allowlist.importer import Delta
 from edgegate.central.store import CentralStore, open_store
 from edgegate.central.store.parkentry import Signer
 from edgegate.core import events as ev
 from edgegate.core.codec import ns_to_datetime
 from edgegate.core.domain import (
     Appointment,
+    Credential,
     Credentials,
     Direction,
     FuzzyMatch,
     GateKind,
+    InsideElsewhere,
     PlateRead,
     VehicleCategory,
 )
@@ -131,9 +134,15 @@ def known(s: CentralStore, *gates: str, version: int = 7) -> None:
         )
 
 
-def consumed_ids(payload: bytes, key: Ed25519PrivateKey) -> tuple[int, int | None, list[str]]:
+def opened(payload: bytes, key: Ed25519PrivateKey) -> tuple[int, int | None, Delta]:
+    """(version, base version, changes) of a signed delta."""
     pub = decode_publication(open_signed(payload, KIND_ALLOWLIST, key.public_key()))
-    return pub.version, pub.base_version, delta_changes(pub.content).consumed
+    return pub.version, pub.base_version, delta_changes(pub.content)
+
+
+def consumed_ids(payload: bytes, key: Ed25519PrivateKey) -> tuple[int, int | None, list[str]]:
+    version, base, changes = opened(payload, key)
+    return version, base, changes.consumed
 
 
 # ------------------------------------------------------------------------------ the store
@@ -145,7 +154,7 @@ def test_a_consumption_records_one_delta_per_other_gate_once(
     central = test_downlink._load_key(tmp_path, "central")
     known(store, "gate-a", "gate-b", "gate-c")
     store.park_entry = Signer(central)
-    now = time.time_ns()
+    now = time.time_ns() // 10**9 * 10**9  # whole seconds, as the log's times round-trip
     log = consumed_at("gate-b", appointment("APT-1", PLATE, now), now)
     store.store_batch("gate-b", log.rows, source=TOPIC_B)
     made = store.take_park_entry()
@@ -154,17 +163,20 @@ def test_a_consumption_records_one_delta_per_other_gate_once(
         (SITE, "gate-c", 8),
     ]
     for o in made:
-        assert consumed_ids(o.payload, central) == (8, 7, ["APT-1"])
+        _, _, changes = opened(o.payload, central)
+        assert (changes.upserts, changes.removals, changes.left) == ([], [], [])
+        assert changes.consumed == ["APT-1"]
+        assert changes.inside == [(PLATE, "gate-b", now)]  # entered there, not left
     kept = {(p.gate, p.version): p for p in store.allowlist_publications()}
     assert kept[("gate-a", 8)].payload == made[0].payload
-    assert kept[("gate-a", 8)].recorded_by == "park-entry: APT-1 at gate-b seq 2"
+    assert kept[("gate-a", 8)].recorded_by == "park-entry: APT-1 at gate-b seq 2; 1 inside, 0 left"
     assert ("gate-b", 8) not in kept  # the consuming gate knows already
     assert store.park_entry_unpublished() == 2
 
     # Redelivered: nothing new stored, nothing recorded.
     store.store_batch("gate-b", log.rows, source=TOPIC_B)
     assert store.take_park_entry() == []
-    # An entry on a registration, and a pulled batch (not from a topic), publish nothing.
+    # A pulled batch (not from a topic) publishes nothing.
     pulled = consumed_at("gate-c", appointment("APT-2", "苏E70002", now), now)
     store.store_batch("gate-c", pulled.rows, source="pull")
     assert store.take_park_entry() == []
@@ -226,7 +238,7 @@ def test_two_stores_racing_never_give_a_gate_one_version_twice(
 # ------------------------------------------------------------------------------ end to end
 
 
-async def _holding_appointment(env: Env, *appts: Appointment) -> bytes:
+async def _holding_appointment(env: Env, *appts: Credential) -> bytes:
     """Gate A (the env's gate) at list version 7 holding ``appts``; the snapshot's bytes."""
     env.clock.advance((time.time_ns() - env.clock.wall_ns()) / 1e9 + 1)  # the gate's now
     issued = env.clock.wall_ns()
@@ -236,9 +248,15 @@ async def _holding_appointment(env: Env, *appts: Appointment) -> bytes:
 
 
 def admit_at_a(env: Env, plate: str) -> ev.AccessDecided:
+    """Gate A's decision on ``plate`` entering now, as its lanes take it."""
     at = ns_to_datetime(env.clock.wall_ns())
     decision = decide(
-        comprehensive("gate-a"), Direction.ENTRY, PlateRead(plate=plate), env.service.view, at
+        comprehensive("gate-a"),
+        Direction.ENTRY,
+        PlateRead(plate=plate),
+        env.service.view,
+        at,
+        inside=env.service.inside_elsewhere,
     )
     return decision.to_event(
         direction=Direction.ENTRY, plate_read=plate, lane="in-1", read_seq=None
@@ -272,6 +290,7 @@ async def test_consumption_at_b_makes_a_refuse_the_appointment(
         refused = admit_at_a(env, PLATE)
         assert str(refused.verdict) == "deny"
         assert "appointment-consumed" in refused.reasons
+        assert "already-inside" in refused.reasons  # and it entered at B
         assert received_s < 10  # generous: the figure is the benchmark's
         updated = env.last("allowlist.updated")
         assert isinstance(updated, ev.AllowListUpdated) and updated.version == 8
@@ -361,3 +380,65 @@ async def test_without_a_key_the_sink_says_park_wide_consumption_is_off(
     async with running(options(mosquitto_broker, dsn)) as sink:
         assert not sink.park_entry
     assert "park_entry_off" in capsys.readouterr().out
+
+
+async def test_a_vehicle_inside_via_b_is_referred_to_the_guard_at_a_until_it_left(
+    mosquitto_broker: Broker, dsn: str, env: Env
+) -> None:
+    plate = "苏E70003"
+    await _holding_appointment(env, test_downlink.registration("REG-3", plate, ns_to_datetime(0)))
+    with open_store(dsn) as s:
+        known(s, "gate-a")
+    opts = options(mosquitto_broker, dsn, signing_key=env.central)
+    async with (
+        running(opts),
+        listening(mosquitto_broker, "gate-a", "allowlist") as live,
+        fake_gate(mosquitto_broker, "gate-b") as b,
+    ):
+        assert str(admit_at_a(env, plate).verdict) == "allow"
+        entered = time.time_ns() // 10**9 * 10**9
+        log = GateLog("gate-b")
+        log.passed(plate, Direction.ENTRY, ns_to_datetime(entered))
+        await b.send(log.rows)
+        assert (await env.downlink.receive_allowlist(body(await receive(live)))).applied
+
+        referred = admit_at_a(env, plate)
+        assert str(referred.verdict) == "confirm"  # a guard decides
+        assert "already-inside" in referred.reasons
+        when = ns_to_datetime(entered).isoformat(timespec="seconds")
+        assert f"enter at gate-b at {when}" in referred.explanation
+        assert referred.inside_elsewhere == InsideElsewhere(
+            gate="gate-b", entered_at=ns_to_datetime(entered)
+        )
+        # The event keeps it (access.decided v6): replay sees what the gate saw.
+        stored = ev.encode(referred)
+        assert ev.decode(referred.TYPE, referred.VERSION, stored, referred.lane) == referred
+
+        log.passed(plate, Direction.EXIT, ns_to_datetime(entered + 60 * 10**9))
+        await b.send(log.rows[1:])
+        assert (await env.downlink.receive_allowlist(body(await receive(live)))).applied
+        again = admit_at_a(env, plate)
+        assert str(again.verdict) == "allow" and "already-inside" not in again.reasons
+
+
+async def test_the_gate_forgets_a_vehicle_that_passes_it_and_keeps_a_bounded_number(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = env.service
+    monkeypatch.setattr("edgegate.allowlist.service.MAX_INSIDE", 2)
+    issued = env.clock.wall_ns()
+    for i, plate in enumerate(("苏E70011", "苏E70012", "苏E70013"), start=1):
+        await service.apply_delta(
+            [], [], source="central", version=i, updated_at=ns_to_datetime(issued),
+            inside=[(plate, "gate-b", issued)],
+        )  # fmt: skip
+    assert service.inside_elsewhere("苏E70011") is None  # the oldest went first
+    assert service.inside_elsewhere("苏E70013") == InsideElsewhere(
+        gate="gate-b", entered_at=ns_to_datetime(issued)
+    )
+    service.passed_here("苏E70013")  # it came through this gate: central's word is old
+    assert service.inside_elsewhere("苏E70013") is None
+    await service.apply_delta(
+        [], [], source="central", version=4, updated_at=ns_to_datetime(issued), left=["苏E70012"]
+    )
+    assert service.inside_elsewhere("苏E70012") is None
