@@ -30,6 +30,7 @@ from edgegate.core.domain import (
     PlateRead,
     VehicleCategory,
 )
+from edgegate.core.lane import LaneState
 from edgegate.core.policy import decide
 from edgegate.core.rules import GateRules
 from edgegate.sync.protocol import Topics, encode_request
@@ -42,6 +43,7 @@ from edgegate.sync.signing import (
 from tests import test_central_store as central_store_tests
 from tests import test_downlink
 from tests.eventually import eventually
+from tests.gate_harness import ALLOWED, RunningGate, one_lane_config
 from tests.services.mosquitto import Broker
 from tests.test_central_park import GateLog, race
 from tests.test_central_sink import SITE, fake_gate, options, running
@@ -442,3 +444,26 @@ async def test_the_gate_forgets_a_vehicle_that_passes_it_and_keeps_a_bounded_num
         [], [], source="central", version=4, updated_at=ns_to_datetime(issued), left=["苏E70012"]
     )
     assert service.inside_elsewhere("苏E70012") is None
+
+
+async def test_a_running_gate_waits_for_a_guard_for_a_vehicle_inside_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """The daemon's lane: a commuter central saw enter at gate B is not let in automatically
+    but waits for a guard; the PLC gets nothing."""
+    async with RunningGate(one_lane_config(tmp_path)) as g:
+        service = g.gate.allowlist
+        assert service is not None
+        entered = time.time_ns() // 10**9 * 10**9 - 3600 * 10**9
+        await service.apply_delta(
+            [], [], source="central", version=service.view.version + 1,
+            inside=[(ALLOWED, "gate-b", entered)],
+        )  # fmt: skip
+        head = g.log.head
+        await g.road().arrive(ALLOWED)
+        decided = await g.log.wait_for(ev.AccessDecided, lane="l1", after=head)
+        assert decided.event.verdict == "confirm"
+        assert "already-inside" in decided.event.reasons
+        assert "enter at gate-b" in decided.event.explanation
+        await eventually(lambda: g.gate.lanes["l1"].state is LaneState.AWAITING_GUARD)
+        assert g.plc().commands == []
