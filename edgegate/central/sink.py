@@ -135,6 +135,8 @@ DEFAULT_GROUP = "sinks"
 DEFAULT_DSN = "sqlite:///central.db"
 DEFAULT_USERNAME = "central"
 _NS = 1_000_000_000
+_CONFIRM_EVERY = 0.1
+"""Seconds between two looks for park-wide deltas the broker acknowledged."""
 _STABLE_SESSION_S = 10.0
 """A session that lasted this long resets the reconnect backoff (a connection dropped at
 once, e.g. by another instance using the same client id, keeps backing off)."""
@@ -433,6 +435,10 @@ class Sink:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._outbox: asyncio.Task[None] | None = None
+        # Park-wide deltas published, not yet acknowledged: (deltas, paho infos, when).
+        self._unconfirmed_deltas: list[
+            tuple[list[parkentry.Outgoing], list[mqtt.MQTTMessageInfo], float]
+        ] = []
         self._callbacks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -969,8 +975,8 @@ class Sink:
     # -- park-wide consumption (see edgegate.central.store.parkentry) -----------------------
 
     def _publish_deltas(self, client: aiomqtt.Client, made: list[parkentry.Outgoing]) -> None:
-        """Publish recorded consumption deltas at QoS 1, in order; marked published in the
-        store once the broker has acknowledged them (in the background)."""
+        """Publish recorded park-wide deltas at QoS 1, in order; marked published in the
+        store once the broker has acknowledged them (``_publish_outbox`` checks)."""
         infos = []
         try:
             for o in made:
@@ -979,48 +985,48 @@ class Sink:
             log.warning("park_entry_not_published", deltas=len(made), error=str(exc))
             return
         log.info("park_entry_published", deltas=[(o.gate, o.version) for o in made])
-        task = asyncio.create_task(self._confirm_deltas(made, infos))
-        self._callbacks.add(task)
-        task.add_done_callback(self._callbacks.discard)
-
-    async def _confirm_deltas(
-        self, made: list[parkentry.Outgoing], infos: list[mqtt.MQTTMessageInfo]
-    ) -> None:
-        timeout = self.options.timeout
-
-        def wait() -> bool:
-            deadline = time.monotonic() + timeout
-            for info in infos:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            return all(i.is_published() for i in infos)
-
-        try:
-            if not await asyncio.to_thread(wait):
-                return  # left in the outbox: published again later
-            await self.store.run(lambda s: s.park_entry_published(made))
-            self.counters.park_entry_published += len(made)
-        except (RuntimeError, ValueError, StoreError) as exc:
-            # Not acknowledged (disconnected) or not noted: the outbox publishes it again.
-            log.warning("park_entry_unconfirmed", deltas=len(made), error=str(exc))
+        self._unconfirmed_deltas.append((made, infos, time.monotonic()))
 
     async def _publish_outbox(self) -> None:
-        """Publish consumption deltas left unpublished (by an instance that stopped, or by
-        this one before a disconnect), every ``outbox_interval`` seconds."""
+        """Mark deltas the broker acknowledged as published (every ``_CONFIRM_EVERY`` s; one
+        not acknowledged within ``timeout`` stays in the outbox), and every
+        ``outbox_interval`` s publish those left unpublished longer than ``outbox_grace``
+        (by an instance that stopped, or by this one before a disconnect)."""
         opts = self.options
+        sweep_at = time.monotonic() + opts.outbox_interval
         while True:
-            await asyncio.sleep(opts.outbox_interval)
-            client = self._client
-            if client is None or not self._ready.is_set():
-                continue
-            before = time.time_ns() - int(opts.outbox_grace * _NS)
+            await asyncio.sleep(min(_CONFIRM_EVERY, opts.outbox_interval))
             try:
+                await self._confirm_deltas()
+                client = self._client
+                if time.monotonic() < sweep_at or client is None or not self._ready.is_set():
+                    continue
+                sweep_at = time.monotonic() + opts.outbox_interval
+                before = time.time_ns() - int(opts.outbox_grace * _NS)
                 left = await self.store.run(functools.partial(_pending, before=before))
             except StoreError as exc:
-                log.warning("park_entry_outbox_unreadable", error=str(exc))
+                log.warning("park_entry_outbox_failed", error=str(exc))
+                continue
+            except Exception as exc:  # a bug: log it and carry on, as the sink does
+                log.exception("park_entry_outbox_internal_error", error=repr(exc))
                 continue
             if left:
                 log.info("park_entry_republishing", deltas=len(left))
                 self._publish_deltas(client, left)
+
+    async def _confirm_deltas(self) -> None:
+        done: list[parkentry.Outgoing] = []
+        keep = []
+        now = time.monotonic()
+        for made, infos, at in self._unconfirmed_deltas:
+            if all(i.is_published() for i in infos):
+                done.extend(made)
+            elif now - at < self.options.timeout:
+                keep.append((made, infos, at))
+        self._unconfirmed_deltas = keep
+        if done:
+            await self.store.run(lambda s: s.park_entry_published(done))
+            self.counters.park_entry_published += len(done)
 
     def _park_or_give_up(self, p: _Pending, now: int, resend: set[str]) -> None:
         gate = p.batch.gate
