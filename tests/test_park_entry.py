@@ -467,3 +467,46 @@ async def test_a_running_gate_waits_for_a_guard_for_a_vehicle_inside_elsewhere(
         assert "enter at gate-b" in decided.event.explanation
         await eventually(lambda: g.gate.lanes["l1"].state is LaneState.AWAITING_GUARD)
         assert g.plc().commands == []
+
+
+async def test_two_sinks_sharing_the_gates_publish_each_consumption_once(
+    mosquitto_broker: Broker, dsn: str, env: Env
+) -> None:
+    """Gate B's passes are split between two sinks on one database: every pass reaches gate A
+    in a delta of its own version, none twice under two versions."""
+    appts = [appointment(f"APT-{i}", f"苏E7100{i}", time.time_ns()) for i in range(6)]
+    await _holding_appointment(env, *appts)
+    with open_store(dsn) as s:
+        known(s, "gate-a")
+    now = time.time_ns()
+    log = GateLog("gate-b")
+    for appt in appts:
+        consumed_at("gate-b", appt, now, log)
+    o1 = options(mosquitto_broker, dsn, client_id="sink-1", signing_key=env.central)
+    o2 = options(mosquitto_broker, dsn, client_id="sink-2", signing_key=env.central)
+    async with (
+        running(o1) as s1,
+        running(o2) as s2,
+        listening(mosquitto_broker, "gate-a", "allowlist") as live,
+        fake_gate(mosquitto_broker, "gate-b") as b,
+    ):
+        for i in range(0, len(log.rows), 2):  # one pass a message
+            await b.send(log.rows[i : i + 2])
+        await b.wait_ack(lambda a: a.seq == len(log.rows))
+        got: dict[int, Delta] = {}
+        while sum(len(d.consumed) for d in got.values()) < len(appts):
+            version, base, changes = opened(body(await receive(live)), env.central)
+            assert version not in got and base == version - 1
+            got[version] = changes
+        assert s1.counters.batches > 0 and s2.counters.batches > 0  # both stored some
+        assert s1.counters.park_entry_recorded + s2.counters.park_entry_recorded == len(got)
+    assert sorted(got) == list(range(8, 8 + len(got)))
+    consumed = [i for v in sorted(got) for i in got[v].consumed]
+    assert sorted(consumed) == sorted(a.id for a in appts)  # each once
+    for version in sorted(got):  # applied in version order, the gate refuses them all
+        d = got[version]
+        await env.service.apply_delta(
+            [], [], source="central", version=version, consumed=d.consumed, inside=d.inside
+        )
+    for appt in appts:
+        assert "appointment-consumed" in admit_at_a(env, appt.plate).reasons
