@@ -31,9 +31,15 @@ until the block ends (``edgegate central run`` wraps it). What it does:
   ``requests`` and answered from the store's record of central's publications
   (:mod:`edgegate.central.store.publications`): the gate's latest snapshot (retained, as
   when it was first published) and the deltas after it, republished byte for byte as they
-  were signed (the sink holds no key). If central never published a snapshot to the gate,
+  were signed (no key needed). If central never published a snapshot to the gate,
   that is logged as an error and kept as a dead letter saying what to run. It is then also
   handed to the ``on_request`` callback.
+- **Park-wide deltas** (with ``signing_key``; :mod:`edgegate.central.store.parkentry`): the
+  commit that stores gates' passes records signed deltas for the other gates (appointments
+  consumed, vehicles that entered or left elsewhere); they are published after the commit
+  and marked published once the broker acknowledged them, and every ``outbox_interval`` the
+  sink publishes those any instance left unpublished. Without a key it warns at start that
+  park-wide consumption is off.
 
 Session and delivery. The sink speaks MQTT 3.1.1 with ``clean_session=False`` and a stable
 client id per instance (``--client-id``; default ``edgegate-sink-{hostname}-{group}``), so
