@@ -323,7 +323,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             try:
                 key = pub.load_signing_key(args.signing_key)
             except pub.PublishError as exc:
-                raise _UsageError(f"--signing-key: {exc}") from None
+                raise UsageError(f"--signing-key: {exc}") from None
         options = SinkOptions(
             _broker(args),
             dsn=args.db,
