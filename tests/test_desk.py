@@ -99,6 +99,21 @@ async def test_views_hold_no_vehicle_before_one_comes(tmp_path: Path) -> None:
         assert (l1.arm, l1.held, l1.evacuation, l1.faults) == ("down", False, False, ())
 
 
+async def test_confirm_needs_no_reason(tmp_path: Path) -> None:
+    """The console offers the reason as optional to confirm (and correct): a guard waved
+    through by a familiar driver does not type one. Logged with who, and an empty reason."""
+    async with RunningGate(one_lane_config(tmp_path)) as g:
+        desk, log = desk_of(g), g.log
+        decided = await pending_vehicle(g)
+        outcome = await desk.act(request(DeskAction.CONFIRM, decided.seq, reason=""))
+        assert outcome.ok, outcome
+        (manual,) = log.of(ManualAction, lane="l1")
+        assert (manual.event.operator, manual.event.reason) == (GUARD, "")
+        await log.wait_for(BarrierCommanded, lane="l1", after=manual.seq)
+        await wait_position(g.plc(), 1.0)
+        await g.road().cross()
+
+
 async def test_a_fuzzy_plate_is_pending_with_its_reasons_and_confirm_opens(
     tmp_path: Path,
 ) -> None:
@@ -220,8 +235,9 @@ async def test_requests_the_desk_refuses_change_nothing(tmp_path: Path) -> None:
         assert stale.code == "stale" and str(decided.seq) in stale.message
         unknown = await refused(request(DeskAction.CONFIRM, decided.seq, lane="l9"))
         assert unknown.code == "unknown-lane" and "l1" in unknown.message
+        blank = await refused(request(DeskAction.REFUSE, decided.seq, reason="  "))
+        assert blank.code == "invalid" and blank.message == "reason: give a reason", blank
         for fields, name in (
-            ({"reason": "  "}, "reason"),
             ({"reason": "x" * 501}, "reason"),
             ({"reason": "ok\x1b[2J"}, "reason"),
             ({"decision_seq": None}, "decision_seq"),

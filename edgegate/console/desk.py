@@ -38,6 +38,8 @@ class DeskAction(enum.StrEnum):
 SUPERVISOR_ACTIONS = frozenset({DeskAction.INCIDENT_ON, DeskAction.INCIDENT_OFF})
 #: Actions on the vehicle a guard was shown: they name its ``decision_seq``.
 PENDING_ACTIONS = frozenset({DeskAction.CONFIRM, DeskAction.REFUSE, DeskAction.CORRECT})
+#: Actions a guard may take without a reason (the console's page asks for one on the rest).
+REASON_OPTIONAL = frozenset({DeskAction.CONFIRM, DeskAction.CORRECT})
 
 
 @dataclass(frozen=True, slots=True)

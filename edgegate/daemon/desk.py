@@ -20,6 +20,7 @@ from typing import Protocol
 
 from edgegate.console.desk import (
     PENDING_ACTIONS,
+    REASON_OPTIONAL,
     SUPERVISOR_ACTIONS,
     DecisionView,
     DeskAction,
@@ -240,7 +241,7 @@ class Desk:
                     f"the vehicle on {request.lane} changed: the pending decision is "
                     f"{pending.seq}, not {request.decision_seq}",
                 )
-        problem = _reason_problem(request.reason)
+        problem = _reason_problem(request.reason, required=action not in REASON_OPTIONAL)
         if problem is not None:
             return problem
         if action is DeskAction.RELEASE and not runner.lane.manual_hold:
@@ -320,10 +321,10 @@ def _invalid(name: str, message: str) -> DeskOutcome:
     return DeskOutcome(False, "invalid", f"{name}: {message}")
 
 
-def _reason_problem(reason: str) -> DeskOutcome | None:
+def _reason_problem(reason: str, *, required: bool = True) -> DeskOutcome | None:
     text = reason.strip()
     if not text:
-        return _invalid("reason", "give a reason")
+        return _invalid("reason", "give a reason") if required else None
     if len(text) > MAX_REASON:
         return _invalid("reason", f"at most {MAX_REASON} characters, got {len(text)}")
     if not text.isprintable():
