@@ -93,6 +93,15 @@ def test_plate_filter_matches_ocr_confusable_plates(
     assert other and {e["seq"] for e in other}.isdisjoint({e["seq"] for e in fuzzy})
 
 
+def test_no_match_is_said_and_db_names_the_store_as_elsewhere(
+    samples: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["central", "events", GATE, "--db", samples, "--plate", "京A00000"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and f"no events of gate {GATE} match" in out.err
+    assert main(["central", "verify", "--db", samples]) == 0
+
+
 def test_time_range_is_read_in_the_gates_zone(
     samples: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -175,7 +184,7 @@ def test_verify_names_each_gate_and_the_first_fault(
 
 
 def test_verify_bad_usage_exits_2(
-    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with open_store(dsn) as store:
         store.store_batch("g1", make_chain("g1", 2))
@@ -183,9 +192,11 @@ def test_verify_bad_usage_exits_2(
     assert "holds no gate 'g9' (gates: g1)" in capsys.readouterr().err
     assert main(["central", "verify", "--store", f"sqlite:///{tmp_path}/x/none.db"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        main(["central", "verify"])
-    assert exit_.value.code == 2
+    # Without --store: `central run`'s default store, here none.
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["central", "verify"]) == 2
+    assert "central.db" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ trial-broker

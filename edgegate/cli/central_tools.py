@@ -26,6 +26,7 @@ from rich.text import Text
 
 from edgegate.central.store import redact
 from edgegate.central.trial import TrialError, TrialPlan, write_trial
+from edgegate.cli.central_common import store_arg
 from edgegate.cli.replay_cmd import add_filter_arguments, filter_from
 from edgegate.log.chain import Row, verify_to_head
 from edgegate.log.reader import StoredEvent
@@ -54,15 +55,6 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _register_trial_broker(central)
 
 
-def _store_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--store",
-        required=True,
-        metavar="DSN",
-        help="central's store, read-only: sqlite:///PATH or postgresql://USER:PASS@HOST/DB",
-    )
-
-
 def _register_events(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = central.add_parser(
         "events",
@@ -73,7 +65,7 @@ def _register_events(central: argparse._SubParsersAction[argparse.ArgumentParser
         "character away (marked fuzzy), as the gate does.",
     )
     p.add_argument("gate", metavar="GATE", help="the gate id")
-    _store_arg(p)
+    store_arg(p)
     add_filter_arguments(p)
     p.add_argument(
         "-n",
@@ -95,7 +87,7 @@ def _register_verify(central: argparse._SubParsersAction[argparse.ArgumentParser
         "with the same chain code as `edgegate log verify`. Read-only. Exit 0 when every "
         "chain holds, 1 when one does not, 2 for bad usage or an unreadable store.",
     )
-    _store_arg(p)
+    store_arg(p)
     p.add_argument(
         "--gate",
         action="append",
@@ -207,6 +199,10 @@ def _print_events(
 ) -> None:
     records = (_record(e, tz, plate) for e in events)
     out = sys.stdout
+    if not events and not json_lines:
+        # Said on stderr: stdout stays what a pipe expects (one line per event).
+        print(f"no events of gate {source.gate_id} match", file=sys.stderr)
+        return
     if json_lines:
         for rec in records:
             out.write(json.dumps({"gate": source.gate_id, **rec}, ensure_ascii=False) + "\n")
