@@ -913,7 +913,8 @@ async def _summary(files: ParkFiles, console: Console) -> None:
         _say(console, f"central's store: {exc}")
         return
     stored = ", ".join(f"{g} up to seq {seq}" for g, seq in sorted(heads.items()))
-    _say(console, f"Central holds {stored or 'no events'}; {len(inside)} vehicles inside.")
+    count = f"{len(inside)} vehicle{'' if len(inside) == 1 else 's'}"
+    _say(console, f"Central holds {stored or 'no events'}; {count} inside.")
     for gate in PARK_GATES:
         _say(console, f"{gate}'s log: {files.log(gate)}  (edgegate log verify {files.log(gate)})")
     _say(console, f"Central: edgegate central gates --db {files.dsn}")
