@@ -127,7 +127,9 @@ from edgegate.sync.park import park_topic
 from edgegate.sync.protocol import (
     Ack,
     EventBatch,
+    ParkResendRequest,
     ProtocolError,
+    Request,
     SnapshotRequest,
     Status,
     Topics,
@@ -136,8 +138,6 @@ from edgegate.sync.protocol import (
     decode_request,
     decode_status,
     encode_ack,
-    ParkResendRequest,
-    Request,
     encode_request,
     parse_topic,
 )

@@ -118,9 +118,7 @@ def decode_park(body: bytes) -> ParkMessage:
     return ParkMessage(site, seq, issued, tuple(consume), tuple(inside), tuple(left))
 
 
-def open_park(
-    payload: bytes, keys: Ed25519PublicKey | Iterable[Ed25519PublicKey]
-) -> ParkMessage:
+def open_park(payload: bytes, keys: Ed25519PublicKey | Iterable[Ed25519PublicKey]) -> ParkMessage:
     """The park message in a payload signed (kind ``park``) by one of ``keys``; else
     ``SignatureError`` (envelope, kind, key) or ``ProtocolError`` (body)."""
     return decode_park(open_signed(payload, KIND_PARK, keys))

@@ -211,9 +211,7 @@ class CentralStore(ABC):
         projections.apply(self, stored, self._projection_problem(now))
         self._park_entry_made = []  # a retried transaction records again
         noted.clear()
-        topic_sites = {
-            b.gate: site for b in batches if (site := _topic_site(b.source)) is not None
-        }
+        topic_sites = {b.gate: site for b in batches if (site := _topic_site(b.source)) is not None}
         fresh = {g: s for g, s in topic_sites.items() if self._gate_sites.get(g) != s}
         if fresh:
             parkentry.note_sites(self, fresh, noted, now)
