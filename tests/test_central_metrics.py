@@ -64,7 +64,7 @@ async def test_central_metrics_move_with_stored_batches_and_dead_letters(
             assert readiness["ready"] is True
             # No signing key in these options: said, not counted as a failure.
             assert readiness["components"]["park_entry"]["enabled"] is False
-            assert "--signing-key" in readiness["components"]["park_entry"]["note"]
+            assert "--park-key" in readiness["components"]["park_entry"]["note"]
 
         await gate.send(rows[:100])
         await gate.wait_ack(lambda a: a.seq == 100)

@@ -97,10 +97,12 @@ def _read(path: str, fn: Callable[[sqlite3.Connection], T]) -> T:
 
 
 STAGE_ROWS = 5_000
-MAX_INSIDE = 100_000
-"""Vehicles central says are inside elsewhere a gate keeps at most (the oldest go first)."""
 """Entries a snapshot stages per writer transaction: each holds the log's writer (and so a
 lane's next event) for tens of milliseconds, not seconds for the whole list."""
+MAX_INSIDE = 100_000
+"""Vehicles central says are inside elsewhere a gate keeps at most: beyond, expired ones go
+first, then the oldest marks."""
+DEFAULT_INSIDE_MAX_AGE_NS = 24 * 3600 * 10**9
 
 
 def _consumed_in_file(path: str) -> set[str]:
@@ -125,26 +127,98 @@ class AllowListService:
         # consumed ones began; the swap checks them as well as the scanned ones, without
         # decoding every appointment.
         self._touched: set[str] | None = None
-        # Vehicles central saw enter at another gate and not leave (its park-wide deltas),
-        # oldest first; in memory only (a restart forgets them), at most MAX_INSIDE.
-        self._inside: dict[str, InsideElsewhere] = {}
+        # Vehicles central saw enter at another gate and not leave (its park chain), oldest
+        # mark first, with the entry time in ns; in memory only (after a restart the park
+        # chain's resend rebuilds them), at most MAX_INSIDE, forgotten after a max age.
+        self._inside: dict[str, tuple[InsideElsewhere, int]] = {}
+        # Plates that passed this gate, and when (ns): a later-arriving mark of an entry
+        # before that is old news.
+        self._passed: dict[str, int] = {}
+        self._gate_id: str | None = None
+        self._inside_max_age_ns = DEFAULT_INSIDE_MAX_AGE_NS
+        self._now_ns: Callable[[], int] | None = None
+
+    def configure_presence(self, gate_id: str, max_age_ns: int, now_ns: Callable[[], int]) -> None:
+        """Marks naming ``gate_id`` are ignored; a mark older than ``max_age_ns`` (by
+        ``now_ns``, the gate's wall clock) is forgotten."""
+        self._gate_id = gate_id
+        self._inside_max_age_ns = max_age_ns
+        self._now_ns = now_ns
 
     def inside_elsewhere(self, plate: str) -> InsideElsewhere | None:
-        """Where and when central saw ``plate`` enter at another gate and not leave."""
-        return self._inside.get(plate)
+        """Where and when central saw ``plate`` enter at another gate and not leave (within
+        the max age). A dict lookup: on the lane's decision path."""
+        found = self._inside.get(plate)
+        if found is None:
+            return None
+        if self._now_ns is not None and self._now_ns() - found[1] > self._inside_max_age_ns:
+            del self._inside[plate]
+            return None
+        return found[0]
 
     def passed_here(self, plate: str) -> None:
         """``plate`` passed this gate (either way): whatever central said of it is old."""
         self._inside.pop(plate, None)
+        if plate and self._now_ns is not None:
+            self._passed.pop(plate, None)
+            self._passed[plate] = self._now_ns()
+            if len(self._passed) > MAX_INSIDE:
+                del self._passed[next(iter(self._passed))]
 
-    def _note_presence(self, inside: list[tuple[str, str, int]], left: list[str]) -> None:
+    def note_presence(self, inside: Iterable[tuple[str, str, int]], left: Iterable[str]) -> None:
+        """Central's marks of one park message, in chain order: ``inside`` ``(plate, gate,
+        entered_at_ns)`` and ``left`` plates. Marks naming this gate, older than the max age,
+        or of an entry before the plate's last pass here are ignored."""
+        now = self._now_ns() if self._now_ns is not None else None
         for plate in left:
             self._inside.pop(plate, None)
         for plate, gate, at_ns in inside:
-            self._inside.pop(plate, None)  # re-inserted as the newest
-            self._inside[plate] = InsideElsewhere(gate=gate, entered_at=ns_to_datetime(at_ns))
+            self._inside.pop(plate, None)  # re-inserted as the newest (or dropped)
+            if gate == self._gate_id or at_ns <= self._passed.get(plate, -1):
+                continue
+            if now is not None and now - at_ns > self._inside_max_age_ns:
+                continue
+            mark = InsideElsewhere(gate=gate, entered_at=ns_to_datetime(at_ns))
+            self._inside[plate] = (mark, at_ns)
+        if len(self._inside) > MAX_INSIDE and now is not None:
+            for plate in [
+                p for p, (_, at) in self._inside.items() if now - at > self._inside_max_age_ns
+            ]:
+                del self._inside[plate]
         while len(self._inside) > MAX_INSIDE:
             del self._inside[next(iter(self._inside))]
+
+    def consumable(self, ids: Iterable[str]) -> list[str]:
+        """Those of ``ids`` this list holds as appointments not consumed yet."""
+        out = []
+        for id_ in dict.fromkeys(ids):
+            held = self._list.get(CredentialKind.APPOINTMENT, id_)
+            if held is not None and not getattr(held, "consumed", False):
+                out.append(id_)
+        return out
+
+    async def consume_elsewhere(
+        self,
+        ids: list[str],
+        event: Event,
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> int:
+        """Mark appointments ``ids`` (held, from ``consumable``) consumed because another
+        gate consumed them, appending ``event`` that says so in the same transaction (and
+        running ``also`` in it); its seq."""
+
+        def effect(conn: sqlite3.Connection, _seq: int) -> None:
+            for id_ in ids:
+                store.set_appointment_consumed(conn, id_, True)
+            if also is not None:
+                also(conn)
+
+        if self._touched is not None:
+            self._touched.update(ids)
+        seq = await self._log.append(event, effect=effect)
+        for id_ in ids:
+            self._list.consume_appointment(id_)
+        return seq
 
     @classmethod
     async def open(cls, event_log: EventLog, *, stage_rows: int = STAGE_ROWS) -> AllowListService:
@@ -260,25 +334,13 @@ class AllowListService:
         source: str,
         version: int | None = None,
         updated_at: datetime | None = None,
-        consumed: Iterable[str] = (),
-        inside: Iterable[tuple[str, str, int]] = (),
-        left: Iterable[str] = (),
     ) -> UpdateResult:
         """Insert or replace ``upserts`` and drop ``removals`` atomically (``AllowListError``,
-        with every problem, changes nothing; ``VersionError`` as for ``replace``), and mark
-        ``consumed`` appointments consumed (another gate consumed them; ids this list does
-        not hold are skipped: not every appointment is for every gate). ``inside``
-        ``(plate, gate, entered_at_ns)`` and ``left`` plates: what central saw elsewhere
-        (``inside_elsewhere``)."""
+        with every problem, changes nothing; ``VersionError`` as for ``replace``)."""
         upserts = list(upserts)
         removals = list(removals)
         async with self._changes:
-            entered, gone = list(inside), list(left)
-            result = await self._apply_delta(
-                upserts, removals, source, version, updated_at, list(consumed), entered, gone
-            )
-            self._note_presence(entered, gone)
-            return result
+            return await self._apply_delta(upserts, removals, source, version, updated_at)
 
     async def _apply_delta(
         self,
@@ -287,9 +349,6 @@ class AllowListService:
         source: str,
         version: int | None,
         updated_at: datetime | None,
-        consumed: list[str],
-        inside: list[tuple[str, str, int]],
-        left: list[str],
     ) -> UpdateResult:
         previous = self._list.version
         version = check_version(version, previous)
@@ -301,12 +360,6 @@ class AllowListService:
             digest.update(f"+{credential.kind}:{credential.id}\n".encode())
         for kind, id_ in removals:
             digest.update(f"-{kind}:{id_}\n".encode())
-        for id_ in consumed:
-            digest.update(f"!{CredentialKind.APPOINTMENT}:{id_}\n".encode())
-        for plate, gate, at_ns in inside:
-            digest.update(f">{plate}:{gate}:{at_ns}\n".encode())
-        for plate in left:
-            digest.update(f"<{plate}\n".encode())
         event = AllowListUpdated(
             kind=AllowListUpdateKind.DELTA,
             version=version,
@@ -320,35 +373,18 @@ class AllowListService:
 
         def effect(conn: sqlite3.Connection, _seq: int) -> None:
             store.write_delta(conn, upserts, removals, version, updated_at, source)
-            for id_ in held:
-                store.set_appointment_consumed(conn, id_, True)
 
-        removed = set(removals)
-        held = [
-            id_
-            for id_ in consumed
-            if (CredentialKind.APPOINTMENT, id_) not in removed
-            and (
-                self._list.get(CredentialKind.APPOINTMENT, id_) is not None
-                or any(c.kind is CredentialKind.APPOINTMENT and c.id == id_ for c in upserts)
-            )
-        ]
-        if self._touched is not None:
-            self._touched.update(held)
         # The store refuses exactly what the in-memory list refuses: a bad delta fails here,
         # before anything is committed or changed in memory.
         seq = await self._log.append(event, effect=effect)
         # Synchronous on the loop: no lane sees a half-applied delta.
         self._list.apply_delta(upserts, removals, version, updated_at)
-        for id_ in held:
-            self._list.consume_appointment(id_)
         log.info(
             "allowlist_delta_applied",
             seq=seq,
             version=version,
             upserted=len(upserts),
             removed=len(removals),
-            consumed=held,
             source=source,
         )
         return UpdateResult(seq, version, previous, len(self._list), len(upserts), len(removals))

@@ -87,7 +87,7 @@ class _SinkCollector(Collector):
         held.add_metric([], sink.counters.held_bytes)
         park_entry = GaugeMetricFamily(
             "edgegate_central_park_entry_enabled",
-            "1 when park-wide consumption is on (central run --signing-key), else 0.",
+            "1 when park-wide consumption is on (central run --park-key), else 0.",
         )
         park_entry.add_metric([], 1 if sink.park_entry else 0)
         yield from (info, connected, held, park_entry)

@@ -27,18 +27,23 @@ until the block ends (``edgegate central run`` wraps it). What it does:
   statuses on subscribe): the latest per gate is kept in ``statuses`` and in the store
   (``gate_status``, for ``edgegate central gates``); a change between online and offline
   is logged.
-- **Requests** (shared, so one instance answers each): a snapshot request is logged, kept in
+- **Requests** (shared, so one instance answers each): a park resend request is answered by
+  republishing the site's kept park messages from the one asked for (below). A snapshot
+  request is logged, kept in
   ``requests`` and answered from the store's record of central's publications
   (:mod:`edgegate.central.store.publications`): the gate's latest snapshot (retained, as
   when it was first published) and the deltas after it, republished byte for byte as they
   were signed (no key needed). If central never published a snapshot to the gate,
   that is logged as an error and kept as a dead letter saying what to run. It is then also
   handed to the ``on_request`` callback.
-- **Park-wide deltas** (with ``signing_key``; :mod:`edgegate.central.store.parkentry`): the
-  commit that stores gates' passes records signed deltas for the other gates (appointments
-  consumed, vehicles that entered or left elsewhere); they are published after the commit
-  and marked published once the broker acknowledged them, and every ``outbox_interval`` the
-  sink publishes those any instance left unpublished. Without a key it warns at start that
+- **The park chain** (with ``park_key``, central's dedicated park key, never the master
+  key; :mod:`edgegate.central.store.parkentry`): the commit that stores gates' passes
+  records one signed park message per site (appointments consumed, vehicles that entered or
+  left), numbered in the site's sequence; right after the commit the sink publishes the
+  site's unpublished messages up to the new ones, in sequence, on ``edgegate/v1/{site}/park``
+  and marks them published once the broker acknowledged them. Every ``outbox_interval`` it
+  publishes those any instance left unpublished (after ``outbox_grace``), in sequence, and
+  prunes published ones older than ``park_retention``. Without a key it warns at start that
   park-wide consumption is off.
 
 Session and delivery. The sink speaks MQTT 3.1.1 with ``clean_session=False`` and a stable
@@ -85,7 +90,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,10 +123,13 @@ from edgegate.mqtt.session import (
     subscribe,
 )
 from edgegate.observability import get_logger
+from edgegate.sync.park import park_topic
 from edgegate.sync.protocol import (
     Ack,
     EventBatch,
+    ParkResendRequest,
     ProtocolError,
+    Request,
     SnapshotRequest,
     Status,
     Topics,
@@ -142,7 +150,9 @@ DEFAULT_DSN = "sqlite:///central.db"
 DEFAULT_USERNAME = "central"
 _NS = 1_000_000_000
 _CONFIRM_EVERY = 0.1
-"""Seconds between two looks for park-wide deltas the broker acknowledged."""
+"""Seconds between two looks for park messages the broker acknowledged."""
+_PRUNE_EVERY = 60.0
+"""Seconds between two prunings of the park outbox."""
 _STABLE_SESSION_S = 10.0
 """A session that lasted this long resets the reconnect backoff (a connection dropped at
 once, e.g. by another instance using the same client id, keeps backing off)."""
@@ -194,14 +204,17 @@ class SinkOptions:
     max_inflight_bytes: int = 32 << 20
     """Payload bytes received and not yet committed; beyond, the sink stops reading from the
     broker until half of them are committed (the broker keeps the rest queued)."""
-    signing_key: Ed25519PrivateKey | None = None
-    """Central's key: with it, an appointment consumed at one gate is published to the
-    others as a signed delta (park-wide consumption); None: off, said at start."""
+    park_key: Ed25519PrivateKey | None = None
+    """Central's park key (not the master key): with it, each commit of gates' passes is
+    published to their site's gates as a signed park message (park-wide consumption);
+    None: off, said at start."""
     outbox_interval: float = 2.0
-    """Seconds between two looks for consumption deltas left unpublished."""
-    outbox_grace: float = 5.0
-    """Seconds a delta recorded by another instance may stay unpublished before this one
-    publishes it (that instance publishes its own right after its commit)."""
+    """Seconds between two looks for park messages left unpublished."""
+    outbox_grace: float = 2.0
+    """Seconds a park message recorded by another instance may stay unpublished before this
+    one publishes it (that instance publishes its own right after its commit)."""
+    park_retention: float = 7 * 24 * 3600.0
+    """Seconds a published park message is kept for gates that ask for it again."""
 
     def __post_init__(self) -> None:
         check_id(self.group, "group")
@@ -218,6 +231,8 @@ class SinkOptions:
             raise ValueError("max_inflight_bytes: must be >= 1")
         if not (self.outbox_interval > 0 and self.outbox_grace >= 0):
             raise ValueError("outbox_interval: must be > 0; outbox_grace: >= 0")
+        if not self.park_retention > 0:
+            raise ValueError("park_retention: must be > 0")
 
 
 @dataclass(slots=True)
@@ -255,9 +270,10 @@ class SinkCounters:
     read_pauses: int = 0
     """Times the sink stopped reading from the broker because it held too much."""
     park_entry_recorded: int = 0
-    """Consumption deltas this instance's commits recorded (one per other gate)."""
+    """Park messages this instance's commits recorded (one per site per commit)."""
     park_entry_published: int = 0
-    """Consumption deltas published and acknowledged by the broker (also others' left over)."""
+    """Park messages published and acknowledged by the broker (also others' left over, and
+    resent ones)."""
 
 
 # ------------------------------------------------------------------------------ internals
@@ -302,7 +318,7 @@ class _GroupOutcome:
     heads: dict[str, int] = field(default_factory=dict)
     """Heads of refused messages' gates that had no batch in the group."""
     park_entry: list[parkentry.Outgoing] = field(default_factory=list)
-    """Consumption deltas the commit recorded, to publish now."""
+    """Park messages to publish now: each touched site's pending ones up to the new."""
 
 
 def _decode(raw: _Raw) -> _Pending | _Refused:
@@ -408,8 +424,8 @@ class Sink:
         self.counters = SinkCounters()
         self.statuses: dict[str, Status] = {}
         """The latest status of each gate (from the retained ``status`` topics)."""
-        self.requests: deque[tuple[str, SnapshotRequest]] = deque(maxlen=1000)
-        """The latest snapshot requests as ``(site, request)``."""
+        self.requests: deque[tuple[str, Request]] = deque(maxlen=1000)
+        """The latest requests (snapshot, park resend) as ``(site, request)``."""
         self.stored_events: dict[str, int] = {}
         """New events stored per gate since the start."""
         self.on_acked: Callable[[float], None] | None = None
@@ -441,10 +457,12 @@ class Sink:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._outbox: asyncio.Task[None] | None = None
-        # Park-wide deltas published, not yet acknowledged: (deltas, paho infos, when).
+        # Park messages published, not yet acknowledged: (messages, paho infos, when), and
+        # their (site, seq): not published again by this instance while in flight.
         self._unconfirmed_deltas: list[
             tuple[list[parkentry.Outgoing], list[mqtt.MQTTMessageInfo], float]
         ] = []
+        self._in_flight: set[tuple[str, int]] = set()
         self._callbacks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -459,24 +477,24 @@ class Sink:
     async def __aenter__(self) -> Sink:
         store = await asyncio.to_thread(open_store, self.options.dsn)
         self._store = AsyncStore(store)
-        key = self.options.signing_key
+        key = self.options.park_key
         if key is not None:
             store.park_entry = parkentry.Signer(key)
-            log.info("park_entry_on", key_id=key_id(key.public_key()))
+            log.info("park_entry_on", park_key_id=key_id(key.public_key()))
             self._outbox = asyncio.create_task(self._publish_outbox(), name="sink outbox")
         else:
             log.warning(
                 "park_entry_off",
-                reason="no signing key (central run --signing-key FILE): an appointment"
-                " consumed at one gate still admits at the others until a new list arrives",
+                reason="no park key (central run --park-key FILE): an appointment consumed"
+                " at one gate still admits at the others until a new list arrives",
             )
         self._task = asyncio.create_task(self._run(), name=f"sink {self.client_id}")
         return self
 
     @property
     def park_entry(self) -> bool:
-        """Whether park-wide consumption is on (the sink was given a signing key)."""
-        return self.options.signing_key is not None
+        """Whether park-wide consumption is on (the sink was given the park key)."""
+        return self.options.park_key is not None
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -963,8 +981,8 @@ class Sink:
             acks.append(Ack(gate, head, resend_from))
 
         if outcome.park_entry:
-            c.park_entry_recorded += len(outcome.park_entry)
-            self._publish_deltas(client, outcome.park_entry)
+            c.park_entry_recorded += sum(1 for o in outcome.park_entry if o.fresh)
+            self._publish_park(client, outcome.park_entry)
         async with self._progress:
             self._progress.notify_all()
         if acks:
@@ -978,33 +996,47 @@ class Sink:
             c.acks += len(acks)
             log.debug("acked", acks=[(a.gate, a.seq, a.resend_from) for a in acks])
 
-    # -- park-wide consumption (see edgegate.central.store.parkentry) -----------------------
+    # -- the park chain (see edgegate.central.store.parkentry) -----------------------------
 
-    def _publish_deltas(self, client: aiomqtt.Client, made: list[parkentry.Outgoing]) -> None:
-        """Publish recorded park-wide deltas at QoS 1, in order; marked published in the
-        store once the broker has acknowledged them (``_publish_outbox`` checks)."""
+    def _publish_park(self, client: aiomqtt.Client, made: list[parkentry.Outgoing]) -> None:
+        """Publish park messages at QoS 1 on their site's park topic, in the order given
+        (each site's in sequence), skipping those this instance has in flight already (sent
+        earlier on this connection, so in order); marked published in the store once the
+        broker has acknowledged them (``_publish_outbox`` checks)."""
+        fresh = [o for o in made if (o.site, o.seq) not in self._in_flight]
+        if not fresh:
+            return
         infos = []
         try:
-            for o in made:
-                infos.append(publish_nowait(client, Topics(o.site, o.gate).allowlist, o.payload))
+            for o in fresh:
+                infos.append(publish_nowait(client, park_topic(o.site), o.payload))
         except aiomqtt.MqttError as exc:  # disconnected: the outbox publishes them later
-            log.warning("park_entry_not_published", deltas=len(made), error=str(exc))
+            log.warning("park_entry_not_published", messages=len(fresh), error=str(exc))
             return
-        log.info("park_entry_published", deltas=[(o.gate, o.version) for o in made])
-        self._unconfirmed_deltas.append((made, infos, time.monotonic()))
+        log.info("park_entry_published", messages=[(o.site, o.seq) for o in fresh])
+        self._in_flight.update((o.site, o.seq) for o in fresh)
+        self._unconfirmed_deltas.append((fresh, infos, time.monotonic()))
 
     async def _publish_outbox(self) -> None:
-        """Mark deltas the broker acknowledged as published (every ``_CONFIRM_EVERY`` s; one
-        not acknowledged within ``timeout`` stays in the outbox), and every
-        ``outbox_interval`` s publish those left unpublished longer than ``outbox_grace``
-        (by an instance that stopped, or by this one before a disconnect)."""
+        """Mark park messages the broker acknowledged as published (every
+        ``_CONFIRM_EVERY`` s; one not acknowledged within ``timeout`` stays in the outbox),
+        every ``outbox_interval`` s publish those left unpublished longer than
+        ``outbox_grace`` (by an instance that stopped, or by this one before a disconnect),
+        in sequence, and every ``_PRUNE_EVERY`` s prune those past ``park_retention``."""
         opts = self.options
         sweep_at = time.monotonic() + opts.outbox_interval
+        prune_at = time.monotonic()
         while True:
             await asyncio.sleep(min(_CONFIRM_EVERY, opts.outbox_interval))
             try:
                 await self._confirm_deltas()
                 client = self._client
+                if time.monotonic() >= prune_at:
+                    prune_at = time.monotonic() + _PRUNE_EVERY
+                    before = time.time_ns() - int(opts.park_retention * _NS)
+                    pruned = await self.store.run(functools.partial(_prune, before=before))
+                    if pruned:
+                        log.info("park_outbox_pruned", messages=pruned)
                 if time.monotonic() < sweep_at or client is None or not self._ready.is_set():
                     continue
                 sweep_at = time.monotonic() + opts.outbox_interval
@@ -1017,8 +1049,8 @@ class Sink:
                 log.exception("park_entry_outbox_internal_error", error=repr(exc))
                 continue
             if left:
-                log.info("park_entry_republishing", deltas=len(left))
-                self._publish_deltas(client, left)
+                log.info("park_entry_republishing", messages=len(left))
+                self._publish_park(client, left)
 
     async def _confirm_deltas(self) -> None:
         done: list[parkentry.Outgoing] = []
@@ -1029,10 +1061,40 @@ class Sink:
                 done.extend(made)
             elif now - at < self.options.timeout:
                 keep.append((made, infos, at))
+            else:  # not acknowledged: the sweep publishes them again
+                self._in_flight.difference_update((o.site, o.seq) for o in made)
         self._unconfirmed_deltas = keep
         if done:
             await self.store.run(lambda s: s.park_entry_published(done))
+            self._in_flight.difference_update((o.site, o.seq) for o in done)
             self.counters.park_entry_published += len(done)
+
+    async def _answer_park(self, site: str, request: ParkResendRequest) -> None:
+        """Republish ``site``'s kept park messages from ``request.from_seq`` (and those
+        recorded since ``request.since_ns``), in sequence; every gate of the site sees them
+        and takes only what it lacks."""
+        try:
+            found = await self.store.run(
+                lambda s: s.park_resend(site, request.from_seq, request.since_ns)
+            )
+            client = self._client
+            if client is None:
+                raise aiomqtt.MqttError("not connected")
+            for o in found:
+                publish_nowait(client, park_topic(site), o.payload)
+            self.counters.republished += 1
+            log.info(
+                "park_resent",
+                site=site,
+                gate=request.gate,
+                from_seq=request.from_seq,
+                since_ns=request.since_ns,
+                first=found[0].seq if found else None,
+                last=found[-1].seq if found else None,
+            )
+        except (aiomqtt.MqttError, StoreError) as exc:
+            # The gate asks again at its next gap or connect.
+            log.error("park_resend_failed", site=site, gate=request.gate, error=str(exc))
 
     def _park_or_give_up(self, p: _Pending, now: int, resend: set[str]) -> None:
         gate = p.batch.gate
@@ -1124,16 +1186,28 @@ class Sink:
             return f"malformed request: {exc}"
         self.counters.requests += 1
         self.requests.append((site, request))
-        log.info(
-            "snapshot_requested",
-            site=site,
-            gate=gate,
-            have_version=request.have_version,
-            reason=request.reason,
-        )
-        callbacks = [self._answer(site, request)]
-        if self._on_request is not None:
-            callbacks.append(self._call_back(site, request))
+        callbacks: list[Coroutine[Any, Any, None]]
+        if isinstance(request, ParkResendRequest):
+            log.info(
+                "park_resend_requested",
+                site=site,
+                gate=gate,
+                from_seq=request.from_seq,
+                since_ns=request.since_ns,
+                reason=request.reason,
+            )
+            callbacks = [self._answer_park(site, request)]
+        else:
+            log.info(
+                "snapshot_requested",
+                site=site,
+                gate=gate,
+                have_version=request.have_version,
+                reason=request.reason,
+            )
+            callbacks = [self._answer(site, request)]
+            if self._on_request is not None:
+                callbacks.append(self._call_back(site, request))
         for cb in callbacks:
             task = asyncio.create_task(cb)
             self._callbacks.add(task)
@@ -1201,6 +1275,10 @@ class Sink:
 
 def _pending(store: CentralStore, before: int) -> list[parkentry.Outgoing]:
     return store.park_entry_pending(before)
+
+
+def _prune(store: CentralStore, before: int) -> int:
+    return store.park_prune(before)
 
 
 def _payload(message: aiomqtt.Message) -> bytes:

@@ -48,21 +48,27 @@ def mosquitto_password_hash(
     return f"$7${iterations}${b64(salt).decode()}${b64(digest).decode()}"
 
 
-def acl_text(central_id: str) -> str:
+def acl_text(central_id: str, gates: Sequence[str] = (), site: str | None = None) -> str:
     """The production ACL (``config/mosquitto/acl``) with ``central_id`` as central's user:
-    central reads every gate's uplink and writes every gate's downlink; each gate (user name =
-    gate id) writes only its own uplink and reads only its own downlink."""
+    central reads every gate's uplink and writes every gate's downlink and every site's park
+    chain; each gate (user name = gate id) writes only its own uplink and reads only its own
+    downlink, and with ``site`` each of ``gates`` reads that site's park topic (only)."""
     root = "edgegate/v1/+"
     lines = [
         "# edgegate trial broker ACL (as config/mosquitto/acl). Topics: edgegate/v1/{site}/{gate}/",
         f"user {central_id}",
         *(f"topic read {root}/+/{t}" for t in ("events", "status", "requests")),
         *(f"topic write {root}/+/{t}" for t in ("ack", "allowlist", "commands")),
+        f"topic write {root}/park",
         "",
         "# Every gate: its own topics only (user name = gate id).",
         *(f"pattern write {root}/%u/{t}" for t in ("events", "status", "requests")),
         *(f"pattern read {root}/%u/{t}" for t in ("ack", "allowlist", "commands")),
     ]
+    if site is not None:
+        lines += ["", f"# Each gate of site {site}: that site's park chain, read only."]
+        for gate in gates:
+            lines += [f"user {gate}", f"topic read edgegate/v1/{site}/park"]
     return "\n".join(lines) + "\n"
 
 
@@ -77,6 +83,8 @@ class TrialPlan:
     host: str = "127.0.0.1"
     port: int = 8883
     run_as: str = "mosquitto"
+    site: str | None = None
+    """The gates' site: each may read its park topic (None: no gate reads a park topic)."""
 
     def __post_init__(self) -> None:
         if not self.gates:
@@ -91,6 +99,11 @@ class TrialPlan:
         dupes = sorted({g for g in self.gates if self.gates.count(g) > 1})
         if dupes:
             raise TrialError(f"--gates: {', '.join(dupes)} named twice")
+        if self.site is not None:
+            try:
+                check_id(self.site, "--site")
+            except ProtocolError as exc:
+                raise TrialError(str(exc)) from None
         if self.central_id in self.gates:
             raise TrialError(f"--central-id {self.central_id!r} is also a gate id")
         if not 1 <= self.port <= 65535:
@@ -159,7 +172,7 @@ def _write_all(plan: TrialPlan) -> None:
         _write(d / "client.crt", cert.public_bytes(serialization.Encoding.PEM))
         _write(d / "client.key", _key_pem(key), secret=True)
     _write(broker / "passwd", "".join(passwd).encode(), secret=True)
-    _write(broker / "acl", acl_text(plan.central_id).encode())
+    _write(broker / "acl", acl_text(plan.central_id, plan.gates, plan.site).encode())
     _write(broker / "mosquitto.conf", mosquitto_conf(plan).encode())
     _write(root / "trial.txt", trial_text(plan).encode())
 

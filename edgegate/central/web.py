@@ -67,7 +67,7 @@ class CentralWeb:
             "enabled": self.sink.park_entry,
             "note": None
             if self.sink.park_entry
-            else "park-wide appointment consumption off: central run has no --signing-key",
+            else "park-wide appointment consumption off: central run has no --park-key",
         }
         return ready, {
             "ready": ready,

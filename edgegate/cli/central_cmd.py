@@ -130,12 +130,19 @@ def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="stable MQTT client id of this instance (default edgegate-sink-HOSTNAME-GROUP)",
     )
     run.add_argument(
-        "--signing-key",
+        "--park-key",
         type=Path,
         metavar="FILE",
-        help="central's private key (PEM): an appointment consumed at one gate is then "
-        "published at once to the others as a signed delta (default: park-wide consumption "
-        "off, said at start)",
+        help="central's PARK private key (PEM; `edgegate keys generate --name park`), never "
+        "the master key: an appointment consumed at one gate is then published at once to "
+        "the site's gates on the signed park chain (default: park-wide consumption off, said "
+        "at start)",
+    )
+    run.add_argument(
+        "--park-retention",
+        default="7d",
+        metavar="DURATION",
+        help="how long published park messages are kept for gates that missed them (7d)",
     )
     http = run.add_argument_group("HTTP server (/metrics, /healthz, /readyz, the park API)")
     http.add_argument(
@@ -319,17 +326,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         _check_ids(group=args.group)
         key = None
-        if args.signing_key is not None:
+        if args.park_key is not None:
             try:
-                key = pub.load_signing_key(args.signing_key)
+                key = pub.load_signing_key(args.park_key)
             except pub.PublishError as exc:
-                raise UsageError(f"--signing-key: {exc}") from None
+                raise UsageError(f"--park-key: {exc}") from None
+        try:
+            retention = parse_duration(args.park_retention).total_seconds()
+        except ValueError as exc:
+            raise UsageError(f"--park-retention: {exc}") from None
+        if retention <= 0:
+            raise UsageError(f"--park-retention {args.park_retention}: must be more than 0")
         options = SinkOptions(
             _broker(args),
             dsn=args.db,
             group=args.group,
             client_id=args.client_id or default_client_id(args.group),
-            signing_key=key,
+            park_key=key,
+            park_retention=retention,
         )
         http = _http_settings(args)
         token = None if args.http_token_file is None else _token(args.http_token_file)

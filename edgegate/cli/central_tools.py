@@ -113,6 +113,9 @@ def _register_trial_broker(central: argparse._SubParsersAction[argparse.Argument
     p.add_argument(
         "--central-id", default="central", help="central's broker user (default central)"
     )
+    p.add_argument(
+        "--site", help="the gates' site: each may read its park chain (default: none may)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8883, help="TLS port (default 8883)")
     p.add_argument(
@@ -297,6 +300,7 @@ def cmd_trial_broker(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             run_as=run_as,
+            site=args.site,
         )
         written = write_trial(plan, force=args.force)
     except TrialError as exc:

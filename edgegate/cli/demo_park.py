@@ -160,6 +160,14 @@ class ParkFiles:
         return self.root / "central" / "central.pub"
 
     @property
+    def park_key(self) -> Path:
+        return self.root / "central" / "park.key"
+
+    @property
+    def park_public_key(self) -> Path:
+        return self.root / "central" / "park.pub"
+
+    @property
     def pull_token(self) -> Path:
         return self.root / "pull-token"
 
@@ -190,6 +198,9 @@ def _prepare(files: ParkFiles, passwords: dict[str, str]) -> ParkSecrets:
     private_pem, public_pem = generate_keypair()
     _write_secret(files.signing_key, private_pem)
     files.public_key.write_bytes(public_pem)
+    park_private, park_public = generate_keypair()  # the park chain's own key
+    _write_secret(files.park_key, park_private)
+    files.park_public_key.write_bytes(park_public)
     secrets_ = ParkSecrets(passwords, new_password(), _token(), _token())
     _write_secret(files.pull_token, (secrets_.pull + "\n").encode())
     for gate in PARK_GATES:
@@ -443,10 +454,11 @@ def _part(mount: Callable[[HttpServer], object]) -> CentralWebPart:
     return part
 
 
-def _open_sink(options: SinkOptions, signing_key: Path) -> Sink:
-    """The sink, holding central's key of this run: an appointment consumed at one gate is
-    at once refused at the other, and a vehicle inside is "already inside" there."""
-    return Sink(replace(options, signing_key=pub.load_signing_key(signing_key)))
+def _open_sink(options: SinkOptions, park_key: Path) -> Sink:
+    """The sink, holding central's park key of this run (not the master key): an
+    appointment consumed at one gate is at once refused at the other, and a vehicle inside
+    is "already inside" there."""
+    return Sink(replace(options, park_key=pub.load_signing_key(park_key)))
 
 
 # ------------------------------------------------------------------------------ view
@@ -680,7 +692,12 @@ async def _run_park(
         broker: Broker | None = None
         if program is not None:
             plan = TrialPlan(
-                files.trial, PARK_GATES, CENTRAL_ID, port=_free_port(), run_as=getpass.getuser()
+                files.trial,
+                PARK_GATES,
+                CENTRAL_ID,
+                port=_free_port(),
+                run_as=getpass.getuser(),
+                site=PARK_SITE,
             )
             await asyncio.to_thread(write_trial, plan, force=True)
             broker = Broker(program, plan)
@@ -751,7 +768,7 @@ async def _start_central(
             ca_file=c / "ca.crt",
             client_id="edgegate-demo-park-sink",
         )
-        sink = await stack.enter_async_context(_open_sink(settings, files.signing_key))
+        sink = await stack.enter_async_context(_open_sink(settings, files.park_key))
         try:
             await sink.wait_ready(_CENTRAL_READY_S)
         except TimeoutError:
@@ -796,7 +813,12 @@ def _gate_sync(gate_id: str, files: ParkFiles, broker: Broker | None) -> ParkSyn
     """A gate's ``[sync]``: the trial broker's credentials for it, or (no broker) a port
     nobody listens on, where the uplink retries in the background."""
     if broker is None:
-        return ParkSync(f"mqtt://127.0.0.1:{_free_port()}", files.public_key, files.pull_token)
+        return ParkSync(
+            f"mqtt://127.0.0.1:{_free_port()}",
+            files.public_key,
+            files.pull_token,
+            park_public_key=files.park_public_key,
+        )
     d = broker.plan.client_dir(gate_id)
     return ParkSync(
         broker.url,
@@ -804,6 +826,7 @@ def _gate_sync(gate_id: str, files: ParkFiles, broker: Broker | None) -> ParkSyn
         files.pull_token,
         password_file=d / "mqtt-password",
         ca_file=d / "ca.crt",
+        park_public_key=files.park_public_key,
     )
 
 

@@ -454,6 +454,11 @@ class SyncSettings(StrictModel):
     client_cert: FilePath | None = None  # mutual TLS (optional, with client_key)
     client_key: FilePath | None = None
     central_public_key: FilePath  # pinned Ed25519 key that signs allow-lists and commands
+    # Central's park key (not the central key): park messages of this site only, never
+    # allow-lists or commands. Absent: park-wide consumption is off at this gate.
+    park_public_key: FilePath | None = None
+    # A vehicle central said is inside elsewhere is forgotten after this long.
+    park_inside_max_age: Annotated[Duration, _bounds("1min", "30d")] = timedelta(hours=24)
     batch_max_events: Annotated[StrictInt, Field(ge=1, le=10_000)] = 5000
     batch_max_bytes: Annotated[ByteSize, _byte_bounds(64 * 1024, 16 * 1024 * 1024)] = (
         4 * 1024 * 1024
@@ -480,6 +485,8 @@ class SyncSettings(StrictModel):
             if (value := getattr(self, key)) is not None
         }
         out["sync.central_public_key"] = self.central_public_key
+        if self.park_public_key is not None:
+            out["sync.park_public_key"] = self.park_public_key
         if self.pull_api is not None:
             out["sync.pull_api.token_file"] = self.pull_api.token_file
         return out

@@ -558,6 +558,19 @@ class AllowListUpdated(Event):
     content_hash: str
 
 
+@event_type("park.consumed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParkConsumed(Event):
+    """Central's park message ``seq`` of ``site`` said these ``appointments`` (held by this
+    gate's list, not yet consumed here) were consumed at another gate: they no longer admit
+    here. One event per park message that changed admission; inside/left marks are not
+    logged (they only send an entry to a guard)."""
+
+    site: str
+    seq: int
+    appointments: tuple[str, ...]
+
+
 @event_type("allowlist.tampered")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllowListTampered(Event):

@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     from edgegate.daemon.metrics import GateMetrics
     from edgegate.daemon.web import GateWeb
     from edgegate.sync.downlink import Downlink
+    from edgegate.sync.parklink import ParkLink
     from edgegate.sync.uplink import Uplink
 from edgegate.observability import get_logger
 from edgegate.sim.devices import SimulatedDevices
@@ -126,6 +127,7 @@ class Gate:
     allowlist: AllowListService | None = None
     uplink: Uplink | None = None
     downlink: Downlink | None = None
+    park: ParkLink | None = None
     web: GateWeb | None = None  # the HTTP server of [http] and what is mounted on it
     started: asyncio.Event = field(default_factory=asyncio.Event)
     mode: GateMode = GateMode.NORMAL  # as the log's last mode.changed left it
@@ -280,7 +282,52 @@ class Gate:
             uplink.add_subscription(topics.commands, downlink.on_command)
             uplink.add_connect_hook(downlink.on_connected)  # a tampered list asks a snapshot
             self.downlink = downlink
+        if sync.park_public_key is not None:
+            await self._start_park(uplink, allowlist, elog)
         uplink.start()
+
+    async def _start_park(
+        self, uplink: Uplink, allowlist: AllowListService, elog: EventLog
+    ) -> None:
+        """With ``[sync] park_public_key``: apply central's park chain of this gate's site
+        (park-wide consumption, vehicles inside elsewhere); an unreadable key is logged and
+        the gate runs without it."""
+        from edgegate.sync.park import park_topic
+        from edgegate.sync.parklink import ParkLink
+        from edgegate.sync.protocol import ParkResendRequest, encode_request
+        from edgegate.sync.signing import KeyLoadError, load_public_key
+
+        config = self.config
+        sync = config.sync
+        assert sync is not None and sync.park_public_key is not None
+        try:
+            park_key = load_public_key(config.resolve_path(sync.park_public_key))
+        except (KeyLoadError, OSError) as exc:
+            log.error(
+                "sync_park_disabled",
+                key="sync.park_public_key",
+                problem=str(exc),
+                consequence="appointments consumed at other gates still admit here",
+            )
+            return
+
+        async def request_resend(request: ParkResendRequest) -> None:
+            await uplink.publish(uplink.topics.requests, encode_request(request), qos=1)
+
+        park = ParkLink(
+            config.gate.id,
+            config.sync_site,
+            park_key,
+            allowlist,
+            elog,
+            self.clock,
+            request_resend,
+            inside_max_age_ns=int(sync.park_inside_max_age.total_seconds() * 10**9),
+        )
+        await park.restore()
+        uplink.add_subscription(park_topic(config.sync_site), park.on_park)
+        uplink.add_connect_hook(park.on_connected)
+        self.park = park
 
     async def _start_web(self, elog: EventLog) -> None:
         """With ``[http]``: the HTTP server, with the pull API and the console if configured,

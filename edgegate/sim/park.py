@@ -31,6 +31,7 @@ class ParkSync:
     pull_token_file: Path
     password_file: Path | None = None  # None: a placeholder password (no broker to log in to)
     ca_file: Path | None = None
+    park_public_key: Path | None = None  # central's park key: park-wide consumption on
 
 
 def park_gate_config(
@@ -55,6 +56,11 @@ def park_gate_config(
         "[sync]",
         f"broker = {toml_str(sync.broker)}",
         f"central_public_key = {toml_str(str(sync.central_public_key))}",
+        *(
+            [f"park_public_key = {toml_str(str(sync.park_public_key))}"]
+            if sync.park_public_key is not None
+            else []
+        ),
         'status_interval = "5s"',  # central's view of each gate's lag stays current
         'reconnect_max = "10s"',
     ]

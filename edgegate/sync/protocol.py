@@ -9,7 +9,10 @@ Topics live under ``edgegate/v1/{site}/{gate}/``::
     status     gate -> central   Status, retained, last will = the same with state "offline"
     allowlist  central -> gate   signed AllowListPublication (see ``signing``)
     commands   central -> gate   signed SignedCommand (see ``signing``)
-    requests   gate -> central   SnapshotRequest
+    requests   gate -> central   SnapshotRequest, ParkResendRequest
+
+and one per site, ``edgegate/v1/{site}/park`` (central -> the site's gates: the signed park
+chain, see ``edgegate.sync.park``).
 
 Every decoder validates the whole payload and raises ``ProtocolError`` (a ``ValueError``) with
 a message naming the field or seq that is wrong; nothing else escapes on malformed input.
@@ -464,13 +467,42 @@ class SnapshotRequest:
         _text(self.reason, "reason", _MAX_REASON)
 
 
-Request = SnapshotRequest
-"""Every gate -> central request (one kind so far; the map's ``type`` tells them apart)."""
+@dataclass(frozen=True, slots=True)
+class ParkResendRequest:
+    """Gate -> central: publish the site's park messages again from ``from_seq`` (a gap, or
+    a restart: ``since_ns`` asks also for every kept message recorded since then, to
+    rebuild the gate's memory of vehicles inside; 0: none)."""
+
+    gate: str
+    from_seq: int
+    since_ns: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_id(self.gate, "gate")
+        _int(self.from_seq, "from_seq", 1)
+        _int(self.since_ns, "since_ns", 0)
+        _text(self.reason, "reason", _MAX_REASON)
+
+
+Request = SnapshotRequest | ParkResendRequest
+"""Every gate -> central request (the map's ``type`` tells them apart)."""
 
 _REQUEST_KEYS = frozenset({"type", "gate", "have_version", "reason"})
+_PARK_REQUEST_KEYS = frozenset({"type", "gate", "from_seq", "since_ns", "reason"})
 
 
 def encode_request(request: Request) -> bytes:
+    if isinstance(request, ParkResendRequest):
+        return _pack(
+            {
+                "type": "park-resend",
+                "gate": request.gate,
+                "from_seq": request.from_seq,
+                "since_ns": request.since_ns,
+                "reason": request.reason,
+            }
+        )
     return _pack(
         {
             "type": "snapshot",
@@ -484,8 +516,13 @@ def encode_request(request: Request) -> bytes:
 def decode_request(payload: bytes) -> Request:
     doc = _unpack_small(payload, "request")
     kind = doc.get("type")
+    if kind == "park-resend":
+        _check_keys(doc, "park resend request", _PARK_REQUEST_KEYS)
+        return _build(
+            ParkResendRequest, doc["gate"], doc["from_seq"], doc["since_ns"], doc["reason"]
+        )
     if kind != "snapshot":
-        raise ProtocolError(f"request: unknown type {kind!r} (known: 'snapshot')")
+        raise ProtocolError(f"request: unknown type {kind!r} (known: 'snapshot', 'park-resend')")
     _check_keys(doc, "snapshot request", _REQUEST_KEYS)
     return _build(SnapshotRequest, doc["gate"], doc["have_version"], doc["reason"])
 

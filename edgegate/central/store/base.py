@@ -110,8 +110,10 @@ class CentralStore(ABC):
         self._lock = threading.Lock()
         self._closed = False
         self.park_entry: parkentry.Signer | None = None
-        """Set (by the sink): consumptions stored record their deltas to the other gates."""
+        """Set (by the sink, with the park key): stored passes record the sites' park
+        messages (:mod:`edgegate.central.store.parkentry`)."""
         self._park_entry_made: list[parkentry.Outgoing] = []
+        self._gate_sites: dict[str, str] = {}  # gate -> site noted in gate_sites (committed)
 
     # Dialect hooks -------------------------------------------------------------------------
 
@@ -190,9 +192,12 @@ class CentralStore(ABC):
         ]
         if not batches:
             return []
-        return self._run(lambda: self._store_batches_tx(batches), write=True)
+        noted: dict[str, str] = {}
+        results = self._run(lambda: self._store_batches_tx(batches, noted), write=True)
+        self._gate_sites.update(noted)  # committed
+        return results
 
-    def _store_batches_tx(self, batches: list[Batch]) -> list[StoreResult]:
+    def _store_batches_tx(self, batches: list[Batch], noted: dict[str, str]) -> list[StoreResult]:
         now = time.time_ns()
         gates = sorted({b.gate for b in batches if gate_problem(b.gate) is None})
         heads = self._lock_heads(gates, now) if gates else {}
@@ -205,14 +210,23 @@ class CentralStore(ABC):
         # In the same transaction: the projections hold exactly the committed events.
         projections.apply(self, stored, self._projection_problem(now))
         self._park_entry_made = []  # a retried transaction records again
+        noted.clear()
+        topic_sites = {b.gate: site for b in batches if (site := _topic_site(b.source)) is not None}
+        fresh = {g: s for g, s in topic_sites.items() if self._gate_sites.get(g) != s}
+        if fresh:
+            parkentry.note_sites(self, fresh, noted, now)
         if self.park_entry is not None and stored:
-            sites = {b.gate: _topic_site(b.source) for b in batches}
+            sites: dict[str, str | None] = dict(topic_sites)
+            unknown = sorted(g for g in stored if g not in sites)
+            if unknown:
+                sites.update(parkentry.sites_of(self, unknown))
             self._park_entry_made = parkentry.record(self, stored, sites, self.park_entry, now)
         return results
 
     def take_park_entry(self) -> list[parkentry.Outgoing]:
-        """The consumption deltas the last ``store_batches`` of this thread recorded (to
-        publish after its commit); cleared."""
+        """The park messages to publish after the last ``store_batches`` of this thread
+        committed (each touched site's pending ones up to the new ones, in sequence);
+        cleared."""
         made, self._park_entry_made = self._park_entry_made, []
         return made
 
@@ -568,7 +582,8 @@ class CentralStore(ABC):
     def park_entry_pending(
         self, recorded_before_ns: int, limit: int = 1000
     ) -> list[parkentry.Outgoing]:
-        """Consumption deltas recorded before ``recorded_before_ns`` and not yet published."""
+        """Park messages recorded before ``recorded_before_ns`` and not yet published, by
+        site and sequence."""
         return self._run(lambda: parkentry.pending(self, recorded_before_ns, limit), write=False)
 
     def park_entry_published(self, made: Sequence[parkentry.Outgoing]) -> None:
@@ -578,6 +593,22 @@ class CentralStore(ABC):
 
     def park_entry_unpublished(self) -> int:
         return self._run(lambda: parkentry.unpublished(self), write=False)
+
+    def park_resend(
+        self, site: str, from_seq: int, since_ns: int = 0, limit: int = 10_000
+    ) -> list[parkentry.Outgoing]:
+        """``site``'s kept park messages from ``from_seq`` (see ``parkentry.resend``)."""
+        return self._run(
+            lambda: parkentry.resend(self, site, from_seq, since_ns, limit), write=False
+        )
+
+    def park_prune(self, recorded_before_ns: int) -> int:
+        """Drop published park messages recorded before ``recorded_before_ns``; how many."""
+        return self._run(lambda: parkentry.prune(self, recorded_before_ns), write=True)
+
+    def gate_site(self, gate: str) -> str | None:
+        """The site central last saw ``gate``'s batches on, if any."""
+        return self._run(lambda: parkentry.sites_of(self, [gate]), write=False).get(gate)
 
     def projection_positions(self) -> dict[tuple[str, str], int]:
         """(projection, gate) -> the last seq applied."""

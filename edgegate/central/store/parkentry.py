@@ -1,23 +1,28 @@
-"""One appointment, one entry, park-wide: the outbox of central's park-wide deltas.
+"""One appointment, one entry, park-wide: central's park chain, one per site.
 
 A gate that admits a vehicle on an appointment logs the entry (``vehicle.passed``, direction
 entry, whose decision ``access.decided`` names the appointment in ``consumed_appointment``).
 When such events, or any other pass, are stored, the SAME transaction
-(:meth:`CentralStore.store_batches`), after the projections, records for every other gate
-central knows one signed delta (more beyond ``MAX_ITEMS`` changes) of what happened
-elsewhere: ``consume`` (the appointments consumed), ``inside`` (the plates whose latest
-movement is now an entry at another gate: plate, gate, time) and ``left`` (plates that left
-at another gate); with its version taken from the gate's one counter
-(:mod:`edgegate.central.store.publications`), the publication itself and an outbox row. The
-commit holds the events, the versions and the signed bytes together, or none of them: with
-several sinks sharing the gates two deltas never get one version, and a change is never
-signed twice under different versions (a redelivered batch stores nothing new, so records
-nothing).
+(:meth:`CentralStore.store_batches`), after the projections, records for each site whose
+gates' events it stored ONE signed park message (more only beyond ``MAX_ITEMS`` changes;
+:mod:`edgegate.sync.park`): ``consume`` (the appointments consumed), ``inside`` (the plates
+whose latest movement is now an entry: plate, gate, time) and ``left`` (plates that left).
+Its number comes from the site's sequence (``park_sequences``: one row lock per site, taken
+in site order) and it goes into ``park_outbox`` with its signed bytes. The commit holds the
+events, the sequence and the signed bytes together, or none of them: with several sinks
+sharing the gates two messages never get one number, and a change is never signed twice
+(a redelivered batch stores nothing new, so records nothing). Gates' allow-list versions
+are not touched: operator deltas chain as before.
 
-The sink publishes what its commit recorded right after the commit and marks it published
-once the broker acknowledged it; any instance (a restarted one too) publishes outbox rows
-left unpublished for a while (:func:`pending`). Publishing one again is harmless: the gate
-applies a version once and takes the second copy for a redelivery.
+The site of a batch is the one in its MQTT topic; a batch that came otherwise (``central
+pull``) takes the gate's site as central last saw it (``gate_sites``), else it publishes
+nothing and says so in a log line.
+
+Ordered publishing: :func:`record` returns, per site, every unpublished message up to the
+new ones (the pending prefix), so an instance publishes a site's messages in sequence even
+when another instance left older ones unpublished; a gate dedupes by sequence. Rows are
+marked published once the broker acknowledged them and pruned after a retention
+(:func:`prune`); a gate that missed some asks for them again (:func:`resend`).
 """
 
 from __future__ import annotations
@@ -28,25 +33,26 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgegate.central.store import publications
 from edgegate.central.store.projections import Tx
 from edgegate.core.domain import Direction
 from edgegate.core.events import AccessDecided, EventDecodeError, VehiclePassed
 from edgegate.core.events import decode as decode_event
 from edgegate.log.chain import Row
-from edgegate.sync.signing import (
-    KIND_ALLOWLIST,
-    AllowListPublication,
-    encode_delta_content,
-    encode_publication,
-    sign,
-)
+from edgegate.observability import get_logger
+from edgegate.sync.park import MAX_ITEMS, ParkMessage, sign_park
 
-RECORDED_BY = "park-entry"
-"""``recorded_by`` of the publications (followed by what was consumed where)."""
+log = get_logger("central.park")
+
+PREFIX_LIMIT = 1000
+"""Pending messages of a site a commit hands back to publish at most (a backlog beyond is
+published by the sweep)."""
 
 _DECISION = (
     "SELECT type, version, data, lane FROM gate_events WHERE gate = ? AND seq = ? AND type = ?"
+)
+_NEXT_SEQ = (
+    "INSERT INTO park_sequences (site, seq) VALUES (?, 1) ON CONFLICT (site) DO UPDATE"
+    " SET seq = park_sequences.seq + 1 RETURNING seq"
 )
 
 
@@ -63,32 +69,33 @@ class Consumption:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A recorded delta for one gate, to publish on ``site``'s ``gate`` allow-list topic."""
+    """A recorded park message: number ``seq`` of ``site``'s chain, signed."""
 
     site: str
-    gate: str
-    version: int
+    seq: int
     payload: bytes
+    fresh: bool = False
+    """Recorded by the commit that hands it back (not an older one still pending)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Signer:
-    """Central's key, with which the store signs consumption deltas in its transaction."""
+    """Central's park key (not the master key: it signs park messages only), with which the
+    store signs park messages in its transaction."""
 
     key: Ed25519PrivateKey
 
-    def delta(
+    def message(
         self,
-        consumed: Sequence[str],
+        site: str,
+        seq: int,
+        now_ns: int,
+        consumed: Sequence[str] = (),
         inside: Sequence[tuple[str, str, int]] = (),
         left: Sequence[str] = (),
-        *,
-        version: int,
-        now_ns: int,
     ) -> bytes:
-        content = encode_delta_content((), (), consumed, inside, left)
-        body = AllowListPublication("delta", version, version - 1, now_ns, content)
-        return sign(KIND_ALLOWLIST, encode_publication(body), self.key)
+        body = ParkMessage(site, seq, now_ns, tuple(consumed), tuple(inside), tuple(left))
+        return sign_park(body, self.key)
 
 
 def consumptions(tx: Tx, gate: str, rows: Sequence[Row]) -> list[Consumption]:
@@ -164,6 +171,34 @@ def _presence(tx: Tx, plates: set[str]) -> list[_Presence]:
     return out
 
 
+def note_sites(tx: Tx, sites: Mapping[str, str], known: dict[str, str], now_ns: int) -> None:
+    """Remember each gate's site (from its batches' topics) for batches that come without
+    one; ``known``: what this store instance noted already (written only on a change)."""
+    for gate, site in sorted(sites.items()):
+        if known.get(gate) == site:
+            continue
+        tx._exec(
+            "INSERT INTO gate_sites (gate, site, noted_at_ns) VALUES (?, ?, ?)"
+            " ON CONFLICT (gate) DO UPDATE SET site = excluded.site,"
+            " noted_at_ns = excluded.noted_at_ns",
+            (gate, site, now_ns),
+        )
+        known[gate] = site
+
+
+def sites_of(tx: Tx, gates: Sequence[str]) -> dict[str, str]:
+    """The sites central last saw ``gates`` on (those it never saw are left out)."""
+    out: dict[str, str] = {}
+    for i in range(0, len(gates), 500):
+        chunk = list(gates[i : i + 500])
+        marks = ", ".join("?" * len(chunk))
+        for gate, site in tx._query(
+            f"SELECT gate, site FROM gate_sites WHERE gate IN ({marks})", chunk
+        ):
+            out[str(gate)] = str(site)
+    return out
+
+
 def record(
     tx: Tx,
     stored: Mapping[str, Sequence[Row]],
@@ -171,70 +206,74 @@ def record(
     signer: Signer,
     now_ns: int,
 ) -> list[Outgoing]:
-    """In the transaction storing ``stored`` (gate -> rows), after the projections: for each
-    other known gate, deltas of the appointments consumed and the vehicles that entered or
-    left elsewhere (``sites``: gate -> site of the topic its batch came on; None: not from
-    MQTT, e.g. pulled, which is too late to matter and is not published). At most
-    ``MAX_ITEMS`` changes per delta. Returns what to publish after the commit."""
-    by_site: dict[str, tuple[list[Consumption], set[str]]] = {}
+    """In the transaction storing ``stored`` (gate -> rows), after the projections: one park
+    message per site (``sites``: gate -> site; None: unknown, nothing published, logged) of
+    the appointments consumed and the vehicles that entered or left, at most ``MAX_ITEMS``
+    changes each. Returns each touched site's unpublished messages up to the new ones, in
+    sequence (what to publish after the commit)."""
+    by_site: dict[str, tuple[list[Consumption], set[str], list[str]]] = {}
     for gate in sorted(stored):
+        found, moved = _scan(tx, gate, stored[gate])
+        if not (found or moved):
+            continue
         site = sites.get(gate)
         if site is None:
+            log.warning(
+                "park_site_unknown",
+                gate=gate,
+                consumed=[c.appointment for c in found],
+                moved=len(moved),
+                consequence="not published to the park chain: central never saw this gate's"
+                " site (its batches or status over MQTT)",
+            )
             continue
-        found, moved = _scan(tx, gate, stored[gate])
-        if found or moved:
-            consumed, plates = by_site.setdefault(site, ([], set()))
-            consumed.extend(found)
-            plates.update(moved)
-    if not by_site:
-        return []
-    reported = publications.reported_versions(tx)
+        consumed, plates, gates = by_site.setdefault(site, ([], set(), []))
+        consumed.extend(found)
+        plates.update(moved)
+        gates.append(gate)
     out: list[Outgoing] = []
-    for site, (found, plates) in sorted(by_site.items()):
+    for site, (found, plates, gates) in sorted(by_site.items()):  # site order: no deadlock
         presence = _presence(tx, plates)
-        for target in sorted(reported):  # versions locked in gate order: no deadlock
-            elsewhere = [c for c in found if c.gate != target]
-            ids = list(dict.fromkeys(c.appointment for c in elsewhere))
-            inside = [(p.plate, p.gate, p.at_ns) for p in presence if p.inside and p.gate != target]
-            left = [p.plate for p in presence if not p.inside and p.gate != target]
-            source = "; ".join(f"{c.appointment} at {c.gate} seq {c.seq}" for c in elsewhere)
-            if inside or left:
-                source += f"{'; ' if source else ''}{len(inside)} inside, {len(left)} left"
-            for part in _parts(ids, inside, left):
-                version = publications.next_version(tx, target, reported[target] + 1)
-                payload = signer.delta(*part, version=version, now_ns=now_ns)
-                publications.record(
-                    tx,
-                    [
-                        publications.Publication(
-                            target,
-                            version,
-                            publications.DELTA,
-                            version - 1,
-                            payload,
-                            now_ns,
-                            f"{RECORDED_BY}: {source}"[:1000],
-                        )
-                    ],
-                )
-                tx._exec(
-                    "INSERT INTO park_entry_outbox (gate, version, site, source, recorded_at_ns)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (target, version, site, source[:1000], now_ns),
-                )
-                out.append(Outgoing(site, target, version, payload))
+        ids = list(dict.fromkeys(c.appointment for c in found))
+        inside = [(p.plate, p.gate, p.at_ns) for p in presence if p.inside]
+        left = [p.plate for p in presence if not p.inside]
+        source = "; ".join(f"{c.appointment} at {c.gate} seq {c.seq}" for c in found)
+        extra = f"{len(inside)} inside, {len(left)} left (from {', '.join(gates)})"
+        source = f"{source}; {extra}" if source else extra
+        last, new = 0, set()
+        for part in _parts(ids, inside, left):
+            last = int(tx._query(_NEXT_SEQ, (site,))[0][0])
+            payload = signer.message(site, last, now_ns, *part)
+            tx._exec(
+                "INSERT INTO park_outbox (site, seq, payload, source, recorded_at_ns)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (site, last, payload, source[:1000], now_ns),
+            )
+            new.add(last)
+        out.extend(
+            Outgoing(o.site, o.seq, o.payload, o.seq in new)
+            for o in _unpublished(tx, site, last, PREFIX_LIMIT)
+        )
     return out
 
 
-MAX_ITEMS = 5000
-"""Changes (consumed ids, inside marks, left plates) in one delta at most."""
+def _unpublished(tx: Tx, site: str, through: int, limit: int) -> list[Outgoing]:
+    """``site``'s unpublished messages up to ``through``, in sequence, the first ``limit``
+    (a longer backlog: the sweep publishes the rest, and gates ask for what they miss)."""
+    rows = tx._query(
+        "SELECT seq, payload FROM park_outbox WHERE published_at_ns IS NULL AND site = ?"
+        " AND seq <= ? ORDER BY seq LIMIT ?",
+        (site, through, limit),
+    )
+    return [Outgoing(site, int(seq), bytes(payload)) for seq, payload in rows]
+
 
 _Part = tuple[list[str], list[tuple[str, str, int]], list[str]]
 
 
 def _parts(ids: list[str], inside: list[tuple[str, str, int]], left: list[str]) -> list[_Part]:
-    """The changes for one gate cut into deltas of at most ``MAX_ITEMS`` (consumptions
-    first: they matter most); [] when there is nothing."""
+    """The changes cut into messages of at most ``MAX_ITEMS`` (consumptions first: they
+    matter most); [] when there is nothing."""
     parts: list[_Part] = []
     while ids or inside or left:
         room = MAX_ITEMS
@@ -248,15 +287,14 @@ def _parts(ids: list[str], inside: list[tuple[str, str, int]], left: list[str]) 
 
 
 def pending(tx: Tx, recorded_before_ns: int, limit: int) -> list[Outgoing]:
-    """Outbox rows not yet published, recorded before ``recorded_before_ns``, by gate and
-    version (a gate's deltas in the order they apply)."""
+    """Messages not yet published, recorded before ``recorded_before_ns``, by site and
+    sequence (each site's in the order gates apply them)."""
     return [
-        Outgoing(str(site), str(gate), int(version), bytes(payload))
-        for site, gate, version, payload in tx._query(
-            "SELECT o.site, o.gate, o.version, p.payload FROM park_entry_outbox o"
-            " JOIN allowlist_publications p ON p.gate = o.gate AND p.version = o.version"
-            " WHERE o.published_at_ns IS NULL AND o.recorded_at_ns < ?"
-            " ORDER BY o.gate, o.version LIMIT ?",
+        Outgoing(str(site), int(seq), bytes(payload))
+        for site, seq, payload in tx._query(
+            "SELECT site, seq, payload FROM park_outbox"
+            " WHERE published_at_ns IS NULL AND recorded_at_ns < ?"
+            " ORDER BY site, seq LIMIT ?",
             (recorded_before_ns, limit),
         )
     ]
@@ -265,14 +303,48 @@ def pending(tx: Tx, recorded_before_ns: int, limit: int) -> list[Outgoing]:
 def mark_published(tx: Tx, made: Sequence[Outgoing], now_ns: int) -> None:
     for o in made:
         tx._exec(
-            "UPDATE park_entry_outbox SET published_at_ns = ?"
-            " WHERE gate = ? AND version = ? AND published_at_ns IS NULL",
-            (now_ns, o.gate, o.version),
+            "UPDATE park_outbox SET published_at_ns = ?"
+            " WHERE site = ? AND seq = ? AND published_at_ns IS NULL",
+            (now_ns, o.site, o.seq),
         )
 
 
 def unpublished(tx: Tx) -> int:
-    """Outbox rows not yet published (a metric)."""
-    return int(
-        tx._query("SELECT COUNT(*) FROM park_entry_outbox WHERE published_at_ns IS NULL")[0][0]
+    """Messages not yet published (a metric)."""
+    return int(tx._query("SELECT COUNT(*) FROM park_outbox WHERE published_at_ns IS NULL")[0][0])
+
+
+def resend(tx: Tx, site: str, from_seq: int, since_ns: int, limit: int) -> list[Outgoing]:
+    """``site``'s kept messages from ``from_seq`` (or from the first recorded at or after
+    ``since_ns``, if earlier; 0: not asked), in sequence, at most ``limit``. Pruned ones are
+    gone: the answer then starts at the oldest kept, and the gate sees what it missed."""
+    start = from_seq
+    if since_ns > 0:
+        first = tx._query(
+            "SELECT MIN(seq) FROM park_outbox WHERE site = ? AND recorded_at_ns >= ?",
+            (site, since_ns),
+        )[0][0]
+        if first is not None:
+            start = min(start, int(first))
+    rows = tx._query(
+        "SELECT seq, payload FROM park_outbox WHERE site = ? AND seq >= ? ORDER BY seq LIMIT ?",
+        (site, start, limit),
     )
+    return [Outgoing(site, int(seq), bytes(payload)) for seq, payload in rows]
+
+
+def prune(tx: Tx, recorded_before_ns: int) -> int:
+    """Drop published messages recorded before ``recorded_before_ns``; how many."""
+    count = int(
+        tx._query(
+            "SELECT COUNT(*) FROM park_outbox"
+            " WHERE published_at_ns IS NOT NULL AND recorded_at_ns < ?",
+            (recorded_before_ns,),
+        )[0][0]
+    )
+    if count:
+        tx._exec(
+            "DELETE FROM park_outbox WHERE published_at_ns IS NOT NULL AND recorded_at_ns < ?",
+            (recorded_before_ns,),
+        )
+    return count

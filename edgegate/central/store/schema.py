@@ -230,6 +230,33 @@ MIGRATIONS: tuple[CentralMigration, ...] = (
             ON park_entry_outbox (published_at_ns, recorded_at_ns);
         """,
     ),
+    CentralMigration(
+        7,
+        "the park chain: one signed message per site per commit, its sequence and outbox",
+        """
+        DROP TABLE park_entry_outbox;
+        CREATE TABLE park_sequences (
+            site TEXT PRIMARY KEY,
+            seq {BIGINT} NOT NULL
+        );
+        CREATE TABLE park_outbox (
+            site TEXT NOT NULL,
+            seq {BIGINT} NOT NULL,
+            payload {BLOB} NOT NULL,
+            source TEXT NOT NULL,
+            recorded_at_ns {BIGINT} NOT NULL,
+            published_at_ns {BIGINT},
+            PRIMARY KEY (site, seq)
+        );
+        CREATE INDEX park_outbox_pending ON park_outbox (published_at_ns, site, seq);
+        CREATE INDEX park_outbox_recorded ON park_outbox (site, recorded_at_ns);
+        CREATE TABLE gate_sites (
+            gate TEXT PRIMARY KEY,
+            site TEXT NOT NULL,
+            noted_at_ns {BIGINT} NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
