@@ -60,7 +60,7 @@ class CentralWeb:
         ready = self.sink.ready
         problem = None if ready else "not connected and subscribed to the broker"
         broker = {"ok": ready, "problem": problem}
-        # Park-wide consumption off is a choice made at start (no signing key), not a
+        # Park-wide consumption off is a choice made at start (no park key), not a
         # failure to restart for: said here, it does not make central unready.
         park_entry = {
             "ok": True,
