@@ -6,6 +6,7 @@ carrying the positions it reflects, the accounts command."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import io
 import json
@@ -372,3 +373,35 @@ def test_the_accounts_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     path.write_text("ops guard $scrypt$n=16384,r=8,p=1$AAAAAAAAAAA=$AAAAAAAAAAAAAAAAAAAAAA==\n")
     assert main(["central", "web", "--accounts", str(path)]) == 2
     assert "role 'guard' is not one of viewer, operator" in capsys.readouterr().err
+
+
+async def test_crafted_input_gets_an_error_page_naming_the_field(
+    park: Served, store: CentralStore
+) -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 3000).decode()
+    huge = base64.urlsafe_b64encode(b'["gate-e",' + b"1" * 24 + b"]").decode()
+    bad = [
+        ("/login?lang=xx", 400, "lang:"),
+        ("/events?from=0001-01-01T00:00", 400, "from:"),
+        ("/events?to=9999-12-31T23:59", 400, "to:"),
+        (f"/events?cursor={nested}", 400, "cursor:"),
+        (f"/events?cursor={huge}", 400, "cursor:"),
+    ]
+    async with client(park.base, "li") as http:
+        for path, status, message in bad:
+            async with http.get(path) as resp:
+                page = await resp.text()
+            assert (resp.status, resp.content_type) == (status, "text/html"), path
+            assert message in page and "internal error" not in page, path
+        async with http.get("/proposals", params={"done": "9" * 5000}) as resp:
+            assert resp.status == 200
+        token = await csrf(http)
+        first = store.blacklist_proposals()[0].id
+        for raw in ("9" * 5000, "%D9%A3", "\u0663", "0", "-1"):
+            async with http.post(f"/proposals/{raw}", data={"csrf": token, **_dismiss()}) as resp:
+                assert resp.status == 400 and "expected a proposal number" in await resp.text()
+        for reason in ("ok \u202egnp.exe", "zero\u200bwidth", "line\u2028sep"):
+            form = {"csrf": token, "decision": "dismiss", "reason": reason}
+            async with http.post(f"/proposals/{first}", data=form) as resp:
+                assert resp.status == 400 and "reason:" in await resp.text(), reason
+    assert all(p.state == OPEN for p in store.blacklist_proposals())

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import enum
 import json
+import re
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
@@ -80,6 +81,10 @@ MAX_PASSWORD = 1024
 MAX_REASON = 500
 MAX_INSIDE_SHOWN = 1000
 MAX_ROLL_CALL = 20_000  # the whole park: a roll call is never cut short
+_PROPOSAL_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit takes any script's)
+# Invisible characters and ones that reorder what is displayed (U+202E...): a reason must read
+# as it was recorded.
+_HIDDEN = frozenset(("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"))
 
 
 class DashboardRole(enum.StrEnum):
@@ -156,9 +161,21 @@ def reason_text(value: object) -> str:
     value = value.strip()
     if len(value) > MAX_REASON:
         raise _Refused(400, f"reason: at most {MAX_REASON} characters")
-    if any(unicodedata.category(c) == "Cc" for c in value):
-        raise _Refused(400, "reason: contains a control character")
+    hidden = next((c for c in value if unicodedata.category(c) in _HIDDEN), None)
+    if hidden is not None:
+        raise _Refused(
+            400,
+            f"reason: contains a control, invisible or text-direction character "
+            f"(U+{ord(hidden):04X}): type it again without it",
+        )
     return value
+
+
+def proposal_number(text: str) -> int | None:
+    """A proposal number (ASCII digits, positive, bounded), or None."""
+    if _PROPOSAL_ID.fullmatch(text) is None or int(text) == 0:
+        return None
+    return int(text)
 
 
 class Dashboard:
@@ -350,7 +367,10 @@ class Dashboard:
 
     async def login_page(self, request: web.Request) -> web.StreamResponse:
         if "lang" in request.query:
-            return self._switch(request)
+            try:
+                return self._switch(request)
+            except _Refused as exc:
+                return self._error(request, exc.status, exc.message)
         if self._session(request, touch=False) is not None:
             return self._redirect("/")
         body = pages.login(self._lang(request), request.query.get("error"))
@@ -532,8 +552,9 @@ class Dashboard:
         operator = v.role == DashboardRole.OPERATOR.value
         done = request.query.get("done")
         flash = None
-        if done is not None and done.isdigit():
-            decided = next((p for p in found if p.id == int(done)), None)
+        done_id = None if done is None else proposal_number(done)
+        if done_id is not None:
+            decided = next((p for p in found if p.id == done_id), None)
             if decided is not None and decided.state != "open":
                 flash = i18n.text(
                     v.lang,
@@ -571,9 +592,9 @@ class Dashboard:
         if session.role is not DashboardRole.OPERATOR:
             raise _Refused(403, "only an operator may decide proposals (this account is a viewer)")
         raw_id = request.match_info["id"]
-        if not raw_id.isdigit() or not 0 < int(raw_id) < 2**63:
+        proposal_id = proposal_number(raw_id)
+        if proposal_id is None:
             raise _Refused(400, f"proposal {raw_id[:20]!r}: expected a proposal number")
-        proposal_id = int(raw_id)
         decision = form.get("decision")
         states = {"approve": APPROVED, "dismiss": DISMISSED}
         if decision not in states:
