@@ -405,3 +405,17 @@ async def test_crafted_input_gets_an_error_page_naming_the_field(
             async with http.post(f"/proposals/{first}", data=form) as resp:
                 assert resp.status == 400 and "reason:" in await resp.text(), reason
     assert all(p.state == OPEN for p in store.blacklist_proposals())
+
+
+async def test_logins_of_one_account_do_not_log_another_out(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    settings = DashboardSettings(max_sessions=4, max_sessions_per_account=2)
+    async with serving(dsn, tmp_path, settings=settings) as served:
+        async with client(served.base, "li") as operator:
+            for _ in range(6):
+                async with client(served.base, "zhao"):
+                    pass
+            async with operator.get("/", allow_redirects=False) as resp:
+                assert resp.status == 200
+        assert sum(s.account == "zhao" for s in served.dashboard.sessions.sessions()) == 2

@@ -97,6 +97,9 @@ class DashboardSettings:
     """Sessions and lock-out (as the console's), live polling, display."""
 
     session_idle_s: float = 8 * 3600
+    max_sessions: int = 1024
+    max_sessions_per_account: int = 16
+    """An account's next login ends its own least recently used session beyond this."""
     max_failed_logins: int = 5
     failed_login_window_s: float = 15 * 60
     lockout_s: float = 15 * 60
@@ -200,7 +203,12 @@ class Dashboard:
         self.publishing = publishing
         self.zone = ZoneInfo(self.settings.timezone)
         s = self.settings
-        self.sessions = SessionStore(self.clock.mono_ns, _ns(s.session_idle_s))
+        self.sessions = SessionStore(
+            self.clock.mono_ns,
+            _ns(s.session_idle_s),
+            s.max_sessions,
+            max_per_account=s.max_sessions_per_account,
+        )
         self.throttle = LoginThrottle(
             self.clock.mono_ns,
             max_failures=s.max_failed_logins,
