@@ -20,9 +20,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 import structlog.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.central.dashboard import Dashboard, DashboardRole, DashboardSettings, Publishing
 from edgegate.central.dashboard.i18n import LANGS, WORDS
+from edgegate.central.sink import BrokerSettings
 from edgegate.central.store import CentralStore
 from edgegate.central.store.blacklist import DISMISSED, OPEN
 from edgegate.cli.main import main
@@ -419,3 +421,42 @@ async def test_logins_of_one_account_do_not_log_another_out(
             async with operator.get("/", allow_redirects=False) as resp:
                 assert resp.status == 200
         assert sum(s.account == "zhao" for s in served.dashboard.sessions.sessions()) == 2
+
+
+async def test_a_silent_broker_holds_no_page_back(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    """An approval waits for a broker that accepts but never answers; the pages read on."""
+    stored_park(store)
+    store.propose_blacklist(datetime_to_ns(NOW), LIMITS)
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    broker = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = broker.sockets[0].getsockname()[1]
+    publishing = Publishing(
+        "site-1", Ed25519PrivateKey.generate(), BrokerSettings("127.0.0.1", port, False), timeout=3
+    )
+    first = store.blacklist_proposals()[0].id
+    async with (
+        broker,
+        serving(dsn, tmp_path, publishing=publishing) as served,
+        client(served.base, "li") as operator,
+        client(served.base, "zhao") as viewer,
+    ):
+        token = await csrf(operator)
+        form = {"csrf": token, "decision": "approve", "reason": "overstayed twice"}
+        approving = asyncio.create_task(operator.post(f"/proposals/{first}", data=form))
+        await eventually(lambda: bool(held), "the approval reached the broker")
+        async with viewer.get("/roll-call") as resp:
+            assert resp.status == 200
+        assert not approving.done()  # the viewer's page came while the broker said nothing
+        async with await approving as resp:  # the broker's time is up: recorded, not published
+            assert resp.status == 502 and "approved (recorded)" in await resp.text()
+        for writer in held:
+            writer.close()
+            await writer.wait_closed()
+    [approved] = store.blacklist_proposals(ids=[first])
+    assert approved.state == "approved" and approved.pending

@@ -650,22 +650,22 @@ class Dashboard:
         return self._redirect(f"/proposals?done={decided.id}")
 
     async def _publish(self, proposal: Proposal, publishing: Publishing) -> str | None:
-        def send(messages: list[pub.Outgoing]) -> None:
-            # On the store's thread, which waits for the broker meanwhile (a few ms).
-            asyncio.run(pub.publish(publishing.broker, messages, timeout=publishing.timeout))
-
-        def publish(s: CentralStore) -> tuple[Any, ...]:
-            return bl.publish_approval(
-                s,
-                proposal,
-                site=publishing.site,
-                key=publishing.key,
-                send=send,
-                now_ns=time.time_ns(),
-            )
-
+        """Record, send, note as published (:func:`bl.publish_approval`'s steps). The broker
+        is waited for on a worker thread, never on the store's: the pages read meanwhile."""
+        pending = proposal.pending
         try:
-            done = await self.store.run(publish)
+            out = await self.store.run(
+                lambda s: bl.record_approval(
+                    s, proposal, site=publishing.site, key=publishing.key, now_ns=time.time_ns()
+                )
+            )
+            if out:
+                # A loop of its own in a worker thread (as the CLI does): the MQTT client
+                # may leave a task behind when the broker times out.
+                send = pub.publish(publishing.broker, out, timeout=publishing.timeout)
+                await asyncio.to_thread(asyncio.run, send)
+                gates = [p.gate for p in pending]
+                await self.store.run(lambda s: s.blacklist_published(proposal.id, gates))
         except (pub.PublishError, StoreError) as exc:
             log.error("blacklist_publish_failed", proposal=proposal.id, error=str(exc))
             return str(exc)
@@ -674,7 +674,7 @@ class Dashboard:
             proposal=proposal.id,
             plate=proposal.plate,
             entry=proposal.entry_id,
-            versions={p.gate: p.version for p in done},
+            versions={p.gate: p.version for p in pending},
             site=publishing.site,
         )
         return None
