@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import html
 import io
 import json
@@ -83,7 +84,7 @@ async def serving(
     dashboard = await Dashboard.open(
         dsn, accounts, settings=settings, clock=clock, publishing=publishing
     )
-    server = HttpServer("127.0.0.1", 0)
+    server = HttpServer("127.0.0.1", 0, limits=settings.server_limits())
     dashboard.mount(server)
     try:
         async with server:
@@ -338,18 +339,74 @@ async def test_the_live_stream_pushes_the_positions_it_reflects(
             assert 'data-plate="苏E00009"' in await page.text()
 
 
-async def test_live_streams_are_capped_per_session(park: Served) -> None:
-    async with client(park.base, "zhao") as http:
-        streams = [await http.get("/live") for _ in range(4)]
+async def test_the_newest_live_stream_of_a_session_wins(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    """A left page's stream frees its slot at once (no heartbeat needed to notice); a session
+    over its cap ends its oldest stream, which is told so; over the total, 503."""
+    settings = DashboardSettings(
+        poll_s=0.05, heartbeat_s=3600, max_streams=3, max_streams_per_session=2
+    )
+    async with serving(dsn, tmp_path, settings=settings) as served:
+        dashboard = served.dashboard
+        async with client(served.base, "zhao") as http, client(served.base, "li") as other:
+            first, second = [await http.get("/live") for _ in range(2)]
+            for stream in (first, second):
+                await read_change(stream.content)
+            second.close()  # the page is left
+            await eventually(lambda: dashboard._streams == 1, "the left page's slot is free")
+            second, third = [await http.get("/live") for _ in range(2)]
+            for stream in (second, third):
+                assert stream.status == 200
+                await read_change(stream.content)
+            assert b"event: displaced" in await first.content.read()  # then it ended
+            async with other.get("/live") as resp:
+                assert resp.status == 200  # the total (3) holds it
+                await read_change(resp.content)
+                async with other.get("/live") as newer:  # li's newest wins over li's own
+                    assert newer.status == 200
+                    assert b"event: displaced" in await resp.content.read()
+            await eventually(lambda: dashboard._streams == 2, "li's streams ended")
+            for stream in (second, third):
+                stream.close()
+            await eventually(lambda: dashboard._streams == 0, "the streams closed")
+
+
+async def test_logged_in_users_get_in_while_idle_connections_flood_the_login(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    settings = DashboardSettings(max_connections=12, max_unauthenticated=6, max_streams=6)
+    async with serving(dsn, tmp_path, settings=settings) as served:
+        host, port = served.base.removeprefix("http://").split(":")
+        flood: list[asyncio.StreamWriter] = []
+
+        async def idle_login_page() -> None:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            flood.append(writer)
+            writer.write(f"GET /login HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)  # then the connection stays open, idle
+
         try:
-            for s in streams:
-                await read_change(s.content)
-            async with http.get("/live") as resp:
-                assert resp.status == 503
+            async with client(served.base, "li") as operator:
+                for _ in range(20):  # more than all connections together
+                    await idle_login_page()
+                async with client(served.base, "zhao") as viewer, viewer.get("/") as resp:
+                    assert resp.status == 200  # a new connection, a new login
+                async with operator.get("/live") as resp:
+                    assert resp.status == 200
+                    await read_change(resp.content)
+            assert served.dashboard.sessions.sessions()
         finally:
-            for s in streams:
-                s.close()
-        await eventually(lambda: park.dashboard._streams == 0, "the streams closed")
+            for writer in flood:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
 
 
 def test_every_word_in_both_languages() -> None:

@@ -29,6 +29,7 @@ from edgegate.web.tls import server_tls
 log = get_logger("cli.central")
 
 DEFAULT_PORT = 9490
+DEFAULTS = DashboardSettings()
 
 
 def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +64,21 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar="CATEGORY=DURATION",
         help="central's dwell limit of a category, as for `central roll-call`",
     )
+    web.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULTS.max_connections,
+        metavar="N",
+        help=f"open connections in all (default {DEFAULTS.max_connections})",
+    )
+    web.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        default=DEFAULTS.max_unauthenticated,
+        metavar="N",
+        help="of those, connections not logged in, from all addresses (default "
+        f"{DEFAULTS.max_unauthenticated}); the rest is kept for logged-in users",
+    )
     central_blacklist._publish_args(web)
     web.set_defaults(func=cmd_web)
 
@@ -96,7 +112,18 @@ def cmd_web(args: argparse.Namespace) -> int:
         accounts = AccountStore.open(args.accounts, SystemClock().mono_ns, DashboardRole)
     except (UsageError, pub.PublishError, AccountsError) as exc:
         return fail("web", str(exc))
-    settings = DashboardSettings(timezone=zone, dwell_limits=limits)
+    try:
+        settings = DashboardSettings(
+            timezone=zone,
+            dwell_limits=limits,
+            max_connections=args.max_connections,
+            max_unauthenticated=args.max_unauthenticated,
+            max_streams=min(
+                DEFAULTS.max_streams, args.max_connections - args.max_unauthenticated
+            ),
+        )
+    except ValueError as exc:
+        return fail("web", f"--max-connections/--max-unauthenticated: {exc}")
     try:
         asyncio.run(_serve(args, accounts, settings, publishing))
     except StoreError as exc:
@@ -121,7 +148,7 @@ async def _serve(
         open_existing(args.store).close()  # an existing store only: reading makes none
     dashboard = await Dashboard.open(args.store, accounts, settings=settings, publishing=publishing)
     try:
-        server = HttpServer(args.bind, args.port, ssl_context=tls)
+        server = HttpServer(args.bind, args.port, ssl_context=tls, limits=settings.server_limits())
         dashboard.mount(server)
         async with server:
             log.info(

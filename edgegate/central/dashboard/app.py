@@ -60,7 +60,7 @@ from edgegate.core.clock import Clock
 from edgegate.core.domain import VehicleCategory
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
 from edgegate.observability import get_logger
-from edgegate.web import HttpError, HttpServer, authenticated, peer_host
+from edgegate.web import HttpError, HttpServer, ServerLimits, authenticated, on_lost, peer_host
 
 log = get_logger("central.dashboard")
 T = TypeVar("T")
@@ -112,8 +112,38 @@ class DashboardSettings:
     dwell_limits: Mapping[VehicleCategory, timedelta | None] = field(
         default_factory=lambda: dict(DEFAULT_DWELL_LIMITS)
     )
-    max_streams: int = 64
+    max_connections: int = 256
+    max_unauthenticated: int = 64
+    """Connections not (yet) logged in, from all addresses; the rest is kept for logged-in
+    users (see :class:`~edgegate.web.ServerLimits` ``max_pending``)."""
+    max_unauthenticated_per_address: int = 8
+    max_streams: int = 128
     max_streams_per_session: int = 4
+    """A session's next ``/live`` stream ends its oldest beyond this (newest wins)."""
+
+    def __post_init__(self) -> None:
+        room = self.max_connections - self.max_unauthenticated
+        if not 1 <= self.max_unauthenticated < self.max_connections:
+            raise ValueError(
+                f"max_unauthenticated ({self.max_unauthenticated}) must be >= 1 and below "
+                f"max_connections ({self.max_connections})"
+            )
+        if not 1 <= self.max_streams <= room:
+            raise ValueError(
+                f"max_streams ({self.max_streams}) must be >= 1 and at most max_connections "
+                f"- max_unauthenticated ({room}): the live streams must fit in what is kept "
+                f"for logged-in users"
+            )
+        if self.max_streams_per_session < 1:
+            raise ValueError("max_streams_per_session must be >= 1")
+
+    def server_limits(self) -> ServerLimits:
+        """The HTTP server's limits for these settings."""
+        return ServerLimits(
+            max_connections=self.max_connections,
+            max_pending=self.max_unauthenticated,
+            max_pending_per_peer=self.max_unauthenticated_per_address,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +159,16 @@ class Publishing:
 
 
 _Render = Callable[[web.Request, View], Awaitable[str]]
+
+
+@dataclass(eq=False, slots=True)
+class _Stream:
+    """One open ``/live`` stream: woken on a change, when its client goes, when displaced."""
+
+    session: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: bool = False
+    ended: str | None = None  # "gone" (client left), "displaced" (a newer stream of its session)
 
 
 class _Refused(Exception):
@@ -218,11 +258,10 @@ class Dashboard:
         self.assets = _assets()
         self.positions: dict[str, int] = {}
         self.marks: tuple[int, ...] = ()
-        self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._streams = 0
-        self._session_streams: dict[str, int] = {}
+        self._session_streams: dict[str, list[_Stream]] = {}  # oldest first
         self.polls = 0
         """Change-mark reads so far (tests, benchmarks)."""
 
@@ -698,8 +737,10 @@ class Dashboard:
         await self._stop_poller()
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        for streams in self._session_streams.values():
+            for stream in streams:
+                stream.changed = True
+                stream.wake.set()
 
     async def _poll(self) -> None:
         while True:
@@ -728,32 +769,49 @@ class Dashboard:
         if session is None:
             return self._error(request, 401, "log in first")
         s = self.settings
+        mine = self._session_streams.get(session.id, [])
+        # The newest stream of a session wins: a page left or a tab too many ends the oldest.
+        while mine and (len(mine) >= s.max_streams_per_session or self._streams >= s.max_streams):
+            self._end_stream(mine[0], "displaced")
         if self._streams >= s.max_streams:
-            return self._error(request, 503, "too many live connections")
-        if self._session_streams.get(session.id, 0) >= s.max_streams_per_session:
-            return self._error(request, 503, "this session has too many live connections")
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            return self._error(request, 503, "too many live connections: retrying")
+        stream = _Stream(session.id)
+        self._session_streams.setdefault(session.id, []).append(stream)
         self._streams += 1
-        self._session_streams[session.id] = self._session_streams.get(session.id, 0) + 1
+        on_lost(request, lambda: self._end_stream(stream, "gone"))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         try:
             await resp.prepare(request)
             await resp.write(b"retry: 2000\n\n" + self._change())
             while not self._stopping.is_set():
-                changed = self._changed
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(s.heartbeat_s):
-                        await changed.wait()
-                if self._stopping.is_set() or self.sessions.get(session.id, touch=False) is None:
+                        await stream.wake.wait()
+                stream.wake.clear()
+                if stream.ended == "displaced":
+                    # The page waits until it is looked at again before reconnecting.
+                    await resp.write(b"event: displaced\ndata: {}\n\n")
                     break
-                if self._revoked(session):
+                if stream.ended is not None or self._stopping.is_set():
                     break
-                await resp.write(self._change() if changed.is_set() else b": alive\n\n")
+                if self.sessions.get(session.id, touch=False) is None or self._revoked(session):
+                    break
+                changed, stream.changed = stream.changed, False
+                await resp.write(self._change() if changed else b": alive\n\n")
         except ConnectionError:
             pass  # the page went away
         finally:
-            self._streams -= 1
-            if self._session_streams[session.id] > 1:
-                self._session_streams[session.id] -= 1
-            else:
-                del self._session_streams[session.id]
+            self._end_stream(stream, "gone")
         return resp
+
+    def _end_stream(self, stream: _Stream, reason: str) -> None:
+        """Free ``stream``'s slot now (idempotent) and wake it to end."""
+        if stream.ended is not None:
+            return
+        stream.ended = reason
+        stream.wake.set()
+        self._streams -= 1
+        mine = self._session_streams[stream.session]
+        mine.remove(stream)
+        if not mine:
+            del self._session_streams[stream.session]
