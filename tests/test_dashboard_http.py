@@ -517,3 +517,29 @@ async def test_a_silent_broker_holds_no_page_back(
             await writer.wait_closed()
     [approved] = store.blacklist_proposals(ids=[first])
     assert approved.state == "approved" and approved.pending
+
+
+async def test_only_the_servers_own_names_are_served(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    """DNS rebinding: a page of evil.example whose name now resolves to the dashboard sends
+    ``Host: evil.example`` and its own Origin; both are refused."""
+    settings = DashboardSettings(server_names=("dashboard.park",))
+    async with serving(dsn, tmp_path, settings=settings) as served:
+        port = served.base.rsplit(":", 1)[1]
+        login = {"account": "li", "password": PASSWORD}
+        for host in (f"evil.example:{port}", f"127.0.0.1:{int(port) + 1}"):
+            origin = {"Host": host, "Origin": f"http://{host}"}
+            async with aiohttp.ClientSession(served.base, headers=origin) as http:
+                async with http.get("/login") as resp:
+                    assert resp.status == 421 and "--server-name" in await resp.text()
+                async with http.post("/login", data=login, allow_redirects=False) as resp:
+                    assert resp.status == 421
+        async with aiohttp.ClientSession(
+            served.base, headers={"Origin": f"http://evil.example:{port}"}
+        ) as http, http.post("/login", data=login) as resp:
+            assert resp.status == 403  # our Host, another Origin
+        named = {"Host": f"dashboard.park:{port}", "Origin": f"http://dashboard.park:{port}"}
+        async with aiohttp.ClientSession(served.base, headers=named) as http:
+            async with http.post("/login", data=login, allow_redirects=False) as resp:
+                assert resp.status == 303 and resp.headers["Location"] == "/"

@@ -65,6 +65,14 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="central's dwell limit of a category, as for `central roll-call`",
     )
     web.add_argument(
+        "--server-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name (or address) browsers use for this server, if not the --bind "
+        "address (repeatable); requests naming any other Host are refused",
+    )
+    web.add_argument(
         "--max-connections",
         type=int,
         default=DEFAULTS.max_connections,
@@ -116,6 +124,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         settings = DashboardSettings(
             timezone=zone,
             dwell_limits=limits,
+            server_names=tuple(args.server_name),
             max_connections=args.max_connections,
             max_unauthenticated=args.max_unauthenticated,
             max_streams=min(

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from yarl import URL
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.allowlist.importer import DEFAULT_TIMEZONE
@@ -112,6 +113,11 @@ class DashboardSettings:
     dwell_limits: Mapping[VehicleCategory, timedelta | None] = field(
         default_factory=lambda: dict(DEFAULT_DWELL_LIMITS)
     )
+    server_names: tuple[str, ...] = ()
+    """Host names (or addresses) the control room's browsers use for this server, besides
+    the address a connection came in on (and ``localhost`` on loopback). A request naming
+    another ``Host`` is refused, and a form must come from one of them (``Origin``), so a
+    page from elsewhere cannot reach the dashboard by DNS rebinding."""
     max_connections: int = 256
     max_unauthenticated: int = 64
     """Connections not (yet) logged in, from all addresses; the rest is kept for logged-in
@@ -310,6 +316,7 @@ class Dashboard:
         r.add_get("/reviews", self._page("reviews", self._reviews, live=True))
         r.add_get("/dead-letters", self._page("dead-letters", self._dead_letters, live=True))
         r.add_route("*", "/{tail:.*}", self.not_found)
+        app.middlewares.append(self._host_check)
         app.on_response_prepare.append(self._headers)
         app.on_startup.append(self._start_poller)
         app.on_shutdown.append(self._going_away)
@@ -343,13 +350,50 @@ class Dashboard:
     def _redirect(location: str) -> web.Response:
         return web.Response(status=303, headers={"Location": location})
 
-    @staticmethod
-    def _same_origin(request: web.Request) -> bool:
-        origin, host = request.headers.get("Origin"), request.headers.get("Host")
-        if not origin or not host:
+    def _ours(self, request: web.Request, url: str) -> bool:
+        """Whether ``url`` (``scheme://host[:port]``) names this server: a configured name
+        or the address the connection came in on, with the port it came in on."""
+        sockname = (
+            None if request.transport is None else request.transport.get_extra_info("sockname")
+        )
+        if not isinstance(sockname, tuple) or len(sockname) < 2:
             return False
+        address, port = str(sockname[0]).lower(), int(sockname[1])
         scheme = "https" if request.secure else "http"
-        return origin.lower() == f"{scheme}://{host}".lower()
+        try:
+            parsed = URL(url)
+            if parsed.scheme != scheme or parsed.path not in ("", "/") or parsed.user:
+                return False
+            host, url_port = (parsed.host or "").lower().rstrip("."), parsed.port
+        except (ValueError, TypeError):
+            return False
+        names = {n.lower() for n in self.settings.server_names} | {address}
+        if address.startswith("127.") or address == "::1":
+            names.add("localhost")
+        return host in names and url_port == port
+
+    def _known_host(self, request: web.Request) -> bool:
+        host = request.headers.get("Host")
+        scheme = "https" if request.secure else "http"
+        return host is not None and self._ours(request, f"{scheme}://{host}")
+
+    def _same_origin(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        return origin is not None and self._known_host(request) and self._ours(request, origin)
+
+    @web.middleware
+    async def _host_check(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not self._known_host(request):
+            host = request.headers.get("Host", "")
+            return self._error(
+                request,
+                421,
+                f"Host: {host[:60]!r} is not a name of this dashboard (its names are set "
+                "with --server-name)",
+            )
+        return await handler(request)
 
     def _session(self, request: web.Request, *, touch: bool = True) -> Session | None:
         """The request's live session; one whose account was removed or changed is ended."""
