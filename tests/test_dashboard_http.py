@@ -34,6 +34,7 @@ from edgegate.core.clock import ManualClock
 from edgegate.core.codec import datetime_to_ns
 from edgegate.core.domain import Direction
 from edgegate.web import HttpServer
+from tests.certs import make_pki
 from tests.eventually import eventually
 from tests.test_central_blacklist import LIMITS, stored_park
 from tests.test_central_park import T0, GateLog, dsn, store
@@ -535,11 +536,44 @@ async def test_only_the_servers_own_names_are_served(
                     assert resp.status == 421 and "--server-name" in await resp.text()
                 async with http.post("/login", data=login, allow_redirects=False) as resp:
                     assert resp.status == 421
-        async with aiohttp.ClientSession(
-            served.base, headers={"Origin": f"http://evil.example:{port}"}
-        ) as http, http.post("/login", data=login) as resp:
+        async with (
+            aiohttp.ClientSession(
+                served.base, headers={"Origin": f"http://evil.example:{port}"}
+            ) as http,
+            http.post("/login", data=login) as resp,
+        ):
             assert resp.status == 403  # our Host, another Origin
         named = {"Host": f"dashboard.park:{port}", "Origin": f"http://dashboard.park:{port}"}
         async with aiohttp.ClientSession(served.base, headers=named) as http:
             async with http.post("/login", data=login, allow_redirects=False) as resp:
                 assert resp.status == 303 and resp.headers["Location"] == "/"
+
+
+def test_unsafe_setups_are_refused_or_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "dashbaord-accounts"  # a typo
+    assert main(["central", "web", "--accounts", str(missing), "--db", "sqlite:///nope.db"]) == 2
+    err = capsys.readouterr().err
+    assert f"--accounts {missing}: no such file" in err and "central accounts add" in err
+    path = tmp_path / "dashboard-accounts"
+    write_dashboard_accounts(path)
+    path.chmod(0o644)
+    argv = ["central", "web", "--accounts", str(path), "--bind", "0.0.0.0"]
+    assert main([*argv, "--db", "sqlite:///nope.db"]) == 2  # warned, then no store
+    err = capsys.readouterr().err
+    assert "readable by other users (mode 0644)" in err and f"chmod 600 {path}" in err
+    assert "--bind 0.0.0.0 without --tls-cert/--tls-key" in err
+    path.chmod(0o600)
+    assert main([*argv[:-2], "--db", "sqlite:///nope.db"]) == 2
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_bad_tls_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "dashboard-accounts"
+    write_dashboard_accounts(path)
+    pki = make_pki(tmp_path / "pki")
+    key = str(pki.server_key_path)
+    argv = ["central", "web", "--accounts", str(path), "--tls-cert", key, "--tls-key", key]
+    assert main(argv) == 2
+    assert f"--tls-cert/--tls-key: {key}: not a PEM certificate" in capsys.readouterr().err

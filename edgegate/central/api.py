@@ -501,7 +501,12 @@ def _uncursor(text: str) -> tuple[str, int]:
         gate, seq = json.loads(raw)
         if isinstance(gate, str) and type(seq) is int and 0 <= seq < 2**63:
             return gate, seq
-    except (binascii.Error, ValueError, TypeError, RecursionError):  # RecursionError: deeply nested JSON
+    except (
+        binascii.Error,
+        ValueError,
+        TypeError,
+        RecursionError,
+    ):  # RecursionError: deeply nested JSON
         pass
     raise HttpError(400, f"cursor: {show(text)} is not a next_cursor of this API")
 

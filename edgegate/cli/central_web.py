@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
+import os
 import signal
 import ssl
+import stat
+import sys
 from pathlib import Path
 
 from edgegate.allowlist.importer import DEFAULT_TIMEZONE
@@ -24,7 +28,7 @@ from edgegate.clock import SystemClock
 from edgegate.console.accounts import AccountsError, AccountStore
 from edgegate.observability import get_logger
 from edgegate.web import HttpServer
-from edgegate.web.tls import server_tls
+from edgegate.web.tls import TlsFileError, server_tls
 
 log = get_logger("cli.central")
 
@@ -117,9 +121,17 @@ def cmd_web(args: argparse.Namespace) -> int:
                 publisher.timeout,
                 None if publisher.gates is None else tuple(publisher.gates),
             )
+        _check_accounts_file(args.accounts)
         accounts = AccountStore.open(args.accounts, SystemClock().mono_ns, DashboardRole)
     except (UsageError, pub.PublishError, AccountsError) as exc:
         return fail("web", str(exc))
+    if not accounts.names():
+        _warn(f"--accounts {args.accounts}: no accounts: nobody can log in ({_ADD_HINT})")
+    if args.tls_cert is None and not _loopback(args.bind):
+        _warn(
+            f"--bind {args.bind} without --tls-cert/--tls-key: passwords, session cookies "
+            "and plates cross the network unencrypted; serve HTTPS off 127.0.0.1"
+        )
     try:
         settings = DashboardSettings(
             timezone=zone,
@@ -127,9 +139,7 @@ def cmd_web(args: argparse.Namespace) -> int:
             server_names=tuple(args.server_name),
             max_connections=args.max_connections,
             max_unauthenticated=args.max_unauthenticated,
-            max_streams=min(
-                DEFAULTS.max_streams, args.max_connections - args.max_unauthenticated
-            ),
+            max_streams=min(DEFAULTS.max_streams, args.max_connections - args.max_unauthenticated),
         )
     except ValueError as exc:
         return fail("web", f"--max-connections/--max-unauthenticated: {exc}")
@@ -137,9 +147,49 @@ def cmd_web(args: argparse.Namespace) -> int:
         asyncio.run(_serve(args, accounts, settings, publishing))
     except StoreError as exc:
         return fail("web", str(exc), db=redact(args.store))
+    except TlsFileError as exc:
+        return fail("web", f"--tls-cert/--tls-key: {exc}")
     except (OSError, ssl.SSLError) as exc:
         return fail("web", f"{args.bind}:{args.port}: {exc.strerror or exc}")
     return 0
+
+
+_ADD_HINT = "add one with `edgegate central accounts add NAME --role operator --file FILE`"
+
+
+def _check_accounts_file(path: Path) -> None:
+    """A missing file is refused (a typo would start a dashboard nobody can log into); one
+    readable by others is warned about (it holds password hashes; as the gate console, which
+    also accepts it, the file `central accounts` writes is 0600)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(
+            f"--accounts {path}: no such file ({_ADD_HINT.replace('FILE', str(path))})"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"--accounts {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"--accounts {path}: not a regular file")
+    if os.name == "posix" and stat.S_IMODE(mode) & 0o077:
+        _warn(
+            f"--accounts {path}: readable by other users (mode {stat.S_IMODE(mode):04o}): "
+            f"it holds password hashes; chmod 600 {path}"
+        )
+
+
+def _loopback(bind: str) -> bool:
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn(message: str) -> None:
+    print(f"edgegate central web: warning: {message}", file=sys.stderr, flush=True)
+    log.warning("dashboard_setup_unsafe", problem=message)
 
 
 async def _serve(
