@@ -544,9 +544,11 @@ async def test_only_the_servers_own_names_are_served(
         ):
             assert resp.status == 403  # our Host, another Origin
         named = {"Host": f"dashboard.park:{port}", "Origin": f"http://dashboard.park:{port}"}
-        async with aiohttp.ClientSession(served.base, headers=named) as http:
-            async with http.post("/login", data=login, allow_redirects=False) as resp:
-                assert resp.status == 303 and resp.headers["Location"] == "/"
+        async with (
+            aiohttp.ClientSession(served.base, headers=named) as http,
+            http.post("/login", data=login, allow_redirects=False) as resp,
+        ):
+            assert resp.status == 303 and resp.headers["Location"] == "/"
 
 
 def test_unsafe_setups_are_refused_or_warned_about(
@@ -559,11 +561,11 @@ def test_unsafe_setups_are_refused_or_warned_about(
     path = tmp_path / "dashboard-accounts"
     write_dashboard_accounts(path)
     path.chmod(0o644)
-    argv = ["central", "web", "--accounts", str(path), "--bind", "0.0.0.0"]
+    argv = ["central", "web", "--accounts", str(path), "--bind", "192.0.2.1"]
     assert main([*argv, "--db", "sqlite:///nope.db"]) == 2  # warned, then no store
     err = capsys.readouterr().err
     assert "readable by other users (mode 0644)" in err and f"chmod 600 {path}" in err
-    assert "--bind 0.0.0.0 without --tls-cert/--tls-key" in err
+    assert "--bind 192.0.2.1 without --tls-cert/--tls-key" in err
     path.chmod(0o600)
     assert main([*argv[:-2], "--db", "sqlite:///nope.db"]) == 2
     assert "warning" not in capsys.readouterr().err

@@ -42,8 +42,8 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from yarl import URL
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from yarl import URL
 
 from edgegate.allowlist.importer import DEFAULT_TIMEZONE
 from edgegate.central import blacklist as bl
