@@ -463,7 +463,12 @@ async def test_crafted_input_gets_an_error_page_naming_the_field(
         for reason in ("ok \u202egnp.exe", "zero\u200bwidth", "line\u2028sep"):
             form = {"csrf": token, "decision": "dismiss", "reason": reason}
             async with http.post(f"/proposals/{first}", data=form) as resp:
-                assert resp.status == 400 and "reason:" in await resp.text(), reason
+                page = await resp.text()
+            assert resp.status == 400 and "reason:" in page, reason  # the English beside
+            assert 'id="error-message">原因：含有控制字符' in page  # a Chinese page's words
+        async with http.get("/events?lang=en"), http.get("/events?when=now") as resp:
+            page = await resp.text()
+        assert "when: unknown search field" in page and 'id="error-detail"' not in page
     assert all(p.state == OPEN for p in store.blacklist_proposals())
 
 

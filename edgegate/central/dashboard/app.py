@@ -178,12 +178,15 @@ class _Stream:
 
 
 class _Refused(Exception):
-    """A request answered with an error page: status and what is wrong."""
+    """A request answered with an error page: status and what is wrong (``message``, in
+    English, for the log; ``key`` and ``values`` its words in :mod:`i18n`, ``err.KEY``)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, key: str | None = None, **values: object):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.key = key
+        self.values = values
 
 
 def _ns(seconds: float) -> int:
@@ -206,16 +209,18 @@ def _printable(value: str, limit: int) -> str:
 def reason_text(value: object) -> str:
     """A decision's reason, checked (``_Refused`` 400 naming what is wrong)."""
     if not isinstance(value, str) or not value.strip():
-        raise _Refused(400, "reason: say why (it is recorded with the decision)")
+        raise _Refused(400, "reason: say why (it is recorded with the decision)", "reason-empty")
     value = value.strip()
     if len(value) > MAX_REASON:
-        raise _Refused(400, f"reason: at most {MAX_REASON} characters")
+        raise _Refused(400, f"reason: at most {MAX_REASON} characters", "reason-long", n=MAX_REASON)
     hidden = next((c for c in value if unicodedata.category(c) in _HIDDEN), None)
     if hidden is not None:
         raise _Refused(
             400,
             f"reason: contains a control, invisible or text-direction character "
             f"(U+{ord(hidden):04X}): type it again without it",
+            "reason-hidden",
+            code=f"U+{ord(hidden):04X}",
         )
     return value
 
@@ -334,7 +339,17 @@ class Dashboard:
         lang = request.query.get("lang") or request.cookies.get(LANG_COOKIE, i18n.DEFAULT)
         return lang if lang in i18n.LANGS else i18n.DEFAULT
 
-    def _error(self, request: web.Request, status: int, message: str) -> web.Response:
+    def _error(
+        self,
+        request: web.Request,
+        status: int,
+        message: str,
+        key: str | None = None,
+        values: Mapping[str, object] | None = None,
+    ) -> web.Response:
+        """An error page: ``key``'s words (``err.KEY``) in the page's language, with the
+        English ``message`` beside on a Chinese page; ``message`` alone without a key (the
+        park API's parameter checks, which lead with the field)."""
         log.warning(
             "dashboard_refused",
             peer=peer_host(request),
@@ -343,8 +358,15 @@ class Dashboard:
             status=status,
             error=message,
         )
-        body = pages.error(self._lang(request), status, message)
+        lang = self._lang(request)
+        said = None if key is None else i18n.text(lang, "err." + key, **(values or {}))
+        body = pages.error(lang, status, said or message, None if said == message else message)
         return web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
+
+    def _refused(self, request: web.Request, exc: _Refused | HttpError) -> web.Response:
+        if isinstance(exc, _Refused):
+            return self._error(request, exc.status, exc.message, exc.key, exc.values)
+        return self._error(request, exc.status, exc.message, "query", {"detail": exc.message})
 
     @staticmethod
     def _redirect(location: str) -> web.Response:
@@ -392,6 +414,8 @@ class Dashboard:
                 421,
                 f"Host: {host[:60]!r} is not a name of this dashboard (its names are set "
                 "with --server-name)",
+                "host",
+                {"host": repr(host[:60])},
             )
         return await handler(request)
 
@@ -427,18 +451,18 @@ class Dashboard:
             return await self.store.run(fn)
         except StoreError as exc:
             log.error("dashboard_store_failed", error=str(exc))
-            raise _Refused(503, f"the store cannot be read now: {exc}") from None
+            raise _Refused(503, f"the store cannot be read now: {exc}", "store") from None
 
     async def _form(self, request: web.Request) -> Mapping[str, str]:
         if (request.content_length or 0) > MAX_FORM:
-            raise _Refused(413, f"form larger than {MAX_FORM} bytes")
+            raise _Refused(413, f"form larger than {MAX_FORM} bytes", "form-large", n=MAX_FORM)
         try:
             async with asyncio.timeout(10.0):
                 form = await request.post()
         except TimeoutError:
-            raise _Refused(408, "form not received in time") from None
+            raise _Refused(408, "form not received in time", "form-slow") from None
         except (ValueError, web.HTTPException):
-            raise _Refused(400, "the form cannot be read") from None
+            raise _Refused(400, "the form cannot be read", "form-bad") from None
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
     async def _posting(self, request: web.Request) -> tuple[Session, Mapping[str, str]]:
@@ -446,12 +470,14 @@ class Dashboard:
         with the session's CSRF token."""
         session = self._session(request)
         if session is None:
-            raise _Refused(401, "log in first")
+            raise _Refused(401, "log in first", "login-first")
         if not self._same_origin(request):
-            raise _Refused(403, "the request is not from this dashboard (Origin)")
+            raise _Refused(403, "the request is not from this dashboard (Origin)", "origin")
         form = await self._form(request)
         if not session.csrf_ok(form.get("csrf")):
-            raise _Refused(403, "missing or wrong CSRF token: reload the page and try again")
+            raise _Refused(
+                403, "missing or wrong CSRF token: reload the page and try again", "csrf"
+            )
         return session, form
 
     # -- login ----------------------------------------------------------------------------
@@ -461,7 +487,7 @@ class Dashboard:
             try:
                 return self._switch(request)
             except _Refused as exc:
-                return self._error(request, exc.status, exc.message)
+                return self._refused(request, exc)
         if self._session(request, touch=False) is not None:
             return self._redirect("/")
         body = pages.login(self._lang(request), request.query.get("error"))
@@ -470,11 +496,13 @@ class Dashboard:
     async def login(self, request: web.Request) -> web.StreamResponse:
         address = peer_host(request)
         if not self._same_origin(request):
-            return self._error(request, 403, "the login is not from this dashboard (Origin)")
+            return self._error(
+                request, 403, "the login is not from this dashboard (Origin)", "origin"
+            )
         try:
             form = await self._form(request)
         except _Refused as exc:
-            return self._error(request, exc.status, exc.message)
+            return self._refused(request, exc)
         name, password = form.get("account", "").strip(), form.get("password", "")
         sized = 0 < len(name) <= MAX_NAME and len(password) <= MAX_PASSWORD
         shown, key = _printable(name, MAX_NAME), name[:MAX_NAME]
@@ -508,7 +536,7 @@ class Dashboard:
         try:
             session, _ = await self._posting(request)
         except _Refused as exc:
-            return self._error(request, exc.status, exc.message)
+            return self._refused(request, exc)
         log.info(
             "dashboard_logout", account=session.account, address=peer_host(request), reason="logout"
         )
@@ -521,7 +549,13 @@ class Dashboard:
         """``?lang=`` on any page: remember the language, show the page without it."""
         lang = request.query["lang"]
         if lang not in i18n.LANGS:
-            raise _Refused(400, f"lang: {lang[:20]!r} is not one of {', '.join(i18n.LANGS)}")
+            raise _Refused(
+                400,
+                f"lang: {lang[:20]!r} is not one of {', '.join(i18n.LANGS)}",
+                "lang",
+                value=repr(lang[:20]),
+                langs=", ".join(i18n.LANGS),
+            )
         rest = request.rel_url.without_query_params("lang")
         response = self._redirect(str(rest))
         response.set_cookie(
@@ -532,14 +566,16 @@ class Dashboard:
     async def static(self, request: web.Request) -> web.StreamResponse:
         found = self.assets.get(request.match_info["name"])
         if found is None:
-            return self._error(request, 404, f"no such file {request.match_info['name'][:60]!r}")
+            name = repr(request.match_info["name"][:60])
+            return self._error(request, 404, f"no such file {name}", "no-file", {"name": name})
         body, ctype = found
         return web.Response(body=body, headers={"Content-Type": ctype})
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
         if self._session(request, touch=False) is None:
             return self._redirect("/login")
-        return self._error(request, 404, f"no such page {request.path[:60]!r}")
+        path = repr(request.path[:60])
+        return self._error(request, 404, f"no such page {path}", "no-page", {"path": path})
 
     # -- pages ----------------------------------------------------------------------------
 
@@ -563,9 +599,9 @@ class Dashboard:
                 )
                 content = await render(request, view)
             except _Refused as exc:
-                return self._error(request, exc.status, exc.message)
+                return self._refused(request, exc)
             except HttpError as exc:  # the park API's parameter checks
-                return self._error(request, exc.status, exc.message)
+                return self._refused(request, exc)
             if request.headers.get("X-Fragment") == "1":
                 return web.Response(text=content, content_type="text/html", charset="utf-8")
             body = pages.page(view, name, content, live=live)
@@ -602,7 +638,11 @@ class Dashboard:
         unknown = sorted(set(request.query) - set(allowed))
         if unknown:
             raise _Refused(
-                400, f"{unknown[0][:40]}: unknown search field (use {', '.join(allowed)})"
+                400,
+                f"{unknown[0][:40]}: unknown search field (use {', '.join(allowed)})",
+                "unknown-field",
+                name=unknown[0][:40],
+                fields=", ".join(allowed),
             )
         form = {k: request.query[k].strip() for k in allowed if request.query.get(k, "").strip()}
         params = dict(form)
@@ -623,7 +663,11 @@ class Dashboard:
             when = datetime.fromisoformat(value)
         except ValueError:
             raise _Refused(
-                400, f"{name}: {value[:40]!r} is not a date and time, e.g. 2026-05-01T08:00"
+                400,
+                f"{name}: {value[:40]!r} is not a date and time, e.g. 2026-05-01T08:00",
+                "not-a-time",
+                name=name,
+                value=repr(value[:40]),
             ) from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=self.zone)
@@ -676,20 +720,25 @@ class Dashboard:
         try:
             return await self._decide(request)
         except _Refused as exc:
-            return self._error(request, exc.status, exc.message)
+            return self._refused(request, exc)
 
     async def _decide(self, request: web.Request) -> web.StreamResponse:
         session, form = await self._posting(request)
         if session.role is not DashboardRole.OPERATOR:
-            raise _Refused(403, "only an operator may decide proposals (this account is a viewer)")
+            raise _Refused(
+                403, "only an operator may decide proposals (this account is a viewer)", "viewer"
+            )
         raw_id = request.match_info["id"]
         proposal_id = proposal_number(raw_id)
         if proposal_id is None:
-            raise _Refused(400, f"proposal {raw_id[:20]!r}: expected a proposal number")
+            shown = repr(raw_id[:20])
+            raise _Refused(
+                400, f"proposal {shown}: expected a proposal number", "proposal-id", value=shown
+            )
         decision = form.get("decision")
         states = {"approve": APPROVED, "dismiss": DISMISSED}
         if decision not in states:
-            raise _Refused(400, "decision: expected approve or dismiss")
+            raise _Refused(400, "decision: expected approve or dismiss", "decision")
         reason = reason_text(form.get("reason"))
         publishing = self.publishing
         if decision == "approve" and publishing is None:
@@ -697,6 +746,7 @@ class Dashboard:
                 503,
                 "this dashboard cannot publish approvals (started without --key, --site and "
                 "--broker): dismiss here, or approve with `edgegate central blacklist approve`",
+                "cannot-publish",
             )
         operator = f"dashboard:{session.account}"
         # Who asked, before anything is done.
@@ -716,10 +766,12 @@ class Dashboard:
                 )
             )
         except ProposalError as exc:
-            raise _Refused(409, str(exc)) from None
+            raise _Refused(409, str(exc), "conflict", detail=str(exc)) from None
         except StoreError as exc:
             log.error("dashboard_store_failed", error=str(exc))
-            raise _Refused(503, f"the decision could not be recorded: {exc}") from None
+            raise _Refused(
+                503, f"the decision could not be recorded: {exc}", "not-recorded"
+            ) from None
         bl.log_decision(decided)
         if decided.state == APPROVED and publishing is not None:
             problem = await self._publish(decided, publishing)
@@ -729,6 +781,9 @@ class Dashboard:
                     f"proposal {decided.id} is approved (recorded) but was not published: "
                     f"{problem}; publish it with `edgegate central blacklist publish "
                     f"{decided.id}`",
+                    "not-published",
+                    id=decided.id,
+                    problem=problem,
                 )
         return self._redirect(f"/proposals?done={decided.id}")
 
@@ -811,14 +866,14 @@ class Dashboard:
     async def live(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         if session is None:
-            return self._error(request, 401, "log in first")
+            return self._error(request, 401, "log in first", "login-first")
         s = self.settings
         mine = self._session_streams.get(session.id, [])
         # The newest stream of a session wins: a page left or a tab too many ends the oldest.
         while mine and (len(mine) >= s.max_streams_per_session or self._streams >= s.max_streams):
             self._end_stream(mine[0], "displaced")
         if self._streams >= s.max_streams:
-            return self._error(request, 503, "too many live connections: retrying")
+            return self._error(request, 503, "too many live connections: retrying", "streams")
         stream = _Stream(session.id)
         self._session_streams.setdefault(session.id, []).append(stream)
         self._streams += 1

@@ -179,8 +179,16 @@ def login(lang: str, error: str | None) -> str:
 """
 
 
-def error(lang: str, status: int, message: str) -> str:
+def error(lang: str, status: int, message: str, detail: str | None = None) -> str:
+    """An error page saying ``message`` (in ``lang``), with ``detail`` (the English original
+    of a translated message) beside it."""
     v = View(lang, ZoneInfo("UTC"), 0)
+    beside = (
+        ""
+        if detail is None
+        else f'\n<p class="detail" id="error-detail" lang="en">{esc(detail)}</p>'
+    )
+
     return f"""<!doctype html>
 <html lang="{"en" if lang == "en" else "zh-CN"}">
 <head>
@@ -191,7 +199,7 @@ def error(lang: str, status: int, message: str) -> str:
 <body class="error-page">
 <main>
 <h1>{status} {v.t("error.title")}</h1>
-<p class="error" id="error-message">{esc(message)}</p>
+<p class="error" id="error-message">{esc(message)}</p>{beside}
 <p><a href="/">{v.t("error.back")}</a></p>
 </main>
 </body>
