@@ -5,6 +5,7 @@ proposal (its signed delta reaches the gate through the broker), print the roll 
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -95,6 +96,8 @@ async def test_a_vehicle_enters_at_one_gate_leaves_at_another_then_approve_and_p
             await expect(page.locator("#print")).to_have_text("打印点名表")
             await page.emulate_media(media="print")
             await expect(page.locator(".topbar")).to_be_hidden()
+            banner = page.locator("#incident-banner")  # no link, no stray separator
+            await expect(banner).to_have_text(re.compile(r"gate-b\s*$"), use_inner_text=True)
             await expect(page.locator("#print")).to_be_hidden()
             await expect(page.locator('tr[data-plate="苏E00002"]')).to_be_visible()
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -428,6 +428,9 @@ def test_the_accounts_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         main(["central", "accounts", "add", "g", "--role", "guard", "--file", str(path)])
     assert "invalid choice: 'guard'" in capsys.readouterr().err
     assert path.read_text().split("\n")[1].startswith("ops operator $scrypt$")
+    assert main(["central", "accounts", "list", "--file", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "dashboard accounts" in out and "console" not in out
     assert main(["central", "web", "--accounts", str(path), "--db", "sqlite:///nope.db"]) == 2
     assert "no store at sqlite:///nope.db" in capsys.readouterr().err
     path.write_text("ops guard $scrypt$n=16384,r=8,p=1$AAAAAAAAAAA=$AAAAAAAAAAAAAAAAAAAAAA==\n")
@@ -584,3 +587,21 @@ def test_a_bad_tls_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
     argv = ["central", "web", "--accounts", str(path), "--tls-cert", key, "--tls-key", key]
     assert main(argv) == 2
     assert f"--tls-cert/--tls-key: {key}: not a PEM certificate" in capsys.readouterr().err
+
+
+async def test_what_the_pages_show_reads_right(park: Served, store: CentralStore) -> None:
+    c = GateLog("gate-c")  # events, but never a status
+    c.passed("苏E00009", Direction.ENTRY, NOW)
+    await asyncio.to_thread(store.store_batch, "gate-c", c.rows)
+    async with client(park.base, "zhao") as http:
+        async with http.get("/gates") as resp:
+            page = await resp.text()
+        row = page[page.index('data-gate="gate-c"') :].split("</tr>")[0]
+        assert "未上报状态" in row and "从未上线" not in row
+        async with http.get("/events", params={"plate": "苏E00002", "gate": "gate-a"}) as resp:
+            page = html.unescape(await resp.text())
+        assert '"permit_until": "2026-11-28T18:00:00+08:00"' in page  # the page's zone
+        assert 'href="?plate=%E8%8B%8FE00002&gate=gate-a&lang=en"' in page  # the search kept
+        async with http.get("/roll-call") as resp:
+            page = await resp.text()
+        assert '<span class="no-print"> · <a href="/roll-call">' in page  # not printed

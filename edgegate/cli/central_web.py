@@ -100,6 +100,7 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "manage the control-room dashboard's accounts (viewer, operator)",
         DashboardRole,
         gate_config=False,
+        title="dashboard accounts",
     )
 
 

@@ -604,7 +604,7 @@ class Dashboard:
                 return self._refused(request, exc)
             if request.headers.get("X-Fragment") == "1":
                 return web.Response(text=content, content_type="text/html", charset="utf-8")
-            body = pages.page(view, name, content, live=live)
+            body = pages.page(view, name, content, live=live, query=request.query)
             return web.Response(text=body, content_type="text/html", charset="utf-8")
 
         return handler

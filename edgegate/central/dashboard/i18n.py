@@ -64,6 +64,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "online": ("在线", "online"),
     "offline": ("离线", "offline"),
     "never-seen": ("从未上线", "never seen"),
+    "no-status": ("未上报状态", "no status yet"),
     "stale": ("数据滞后", "stale"),
     "state": ("状态", "State"),
     "last-seen": ("最后联系", "Last seen"),
