@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import os
 import signal
 import ssl
@@ -26,6 +25,7 @@ from edgegate.cli.accounts_cmd import register_accounts
 from edgegate.cli.central_common import UsageError, fail, open_existing, store_arg
 from edgegate.clock import SystemClock
 from edgegate.console.accounts import AccountsError, AccountStore
+from edgegate.hosts import is_loopback
 from edgegate.observability import get_logger
 from edgegate.web import HttpServer
 from edgegate.web.tls import TlsFileError, server_tls
@@ -128,7 +128,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         return fail("web", str(exc))
     if not accounts.names():
         _warn(f"--accounts {args.accounts}: no accounts: nobody can log in ({_ADD_HINT})")
-    if args.tls_cert is None and not _loopback(args.bind):
+    if args.tls_cert is None and not is_loopback(args.bind):
         _warn(
             f"--bind {args.bind} without --tls-cert/--tls-key: passwords, session cookies "
             "and plates cross the network unencrypted; serve HTTPS off 127.0.0.1"
@@ -177,15 +177,6 @@ def _check_accounts_file(path: Path) -> None:
             f"--accounts {path}: readable by other users (mode {stat.S_IMODE(mode):04o}): "
             f"it holds password hashes; chmod 600 {path}"
         )
-
-
-def _loopback(bind: str) -> bool:
-    if bind == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bind).is_loopback
-    except ValueError:
-        return False
 
 
 def _warn(message: str) -> None:
