@@ -60,6 +60,7 @@ from edgegate.console.sessions import LoginThrottle, Session, SessionStore
 from edgegate.core.clock import Clock
 from edgegate.core.domain import VehicleCategory
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
+from edgegate.hosts import is_loopback
 from edgegate.observability import get_logger
 from edgegate.web import HttpError, HttpServer, ServerLimits, authenticated, on_lost, peer_host
 
@@ -380,7 +381,7 @@ class Dashboard:
         )
         if not isinstance(sockname, tuple) or len(sockname) < 2:
             return False
-        address, port = str(sockname[0]).lower(), int(sockname[1])
+        address, port = str(sockname[0]).lower().removeprefix("::ffff:"), int(sockname[1])
         scheme = "https" if request.secure else "http"
         try:
             parsed = URL(url)
@@ -390,7 +391,7 @@ class Dashboard:
         except (ValueError, TypeError):
             return False
         names = {n.lower() for n in self.settings.server_names} | {address}
-        if address.startswith("127.") or address == "::1":
+        if is_loopback(address):
             names.add("localhost")
         return host in names and url_port == port
 
