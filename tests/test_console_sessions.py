@@ -43,6 +43,15 @@ def test_the_least_recently_used_session_makes_room(clock: ManualClock) -> None:
     assert [(e.session.account, e.reason) for e in store.take_ended()] == [("b", "displaced")]
 
 
+def test_an_account_makes_room_from_its_own_sessions(clock: ManualClock) -> None:
+    store = SessionStore(clock.mono_ns, idle_ns=3600 * S, max_sessions=4, max_per_account=2)
+    operator = store.create("li", Role.GUARD, "x")
+    viewer = [store.create("zhao", Role.GUARD, "y") for _ in range(10)]
+    assert store.get(operator.id) is operator
+    assert [s.id for s in store.sessions() if s.account == "zhao"] == [v.id for v in viewer[-2:]]
+    assert [e.reason for e in store.take_ended()] == ["displaced"] * 8
+
+
 def test_csrf_compare(clock: ManualClock) -> None:
     session = SessionStore(clock.mono_ns, idle_ns=S).create("wang", Role.GUARD, "x")
     assert session.csrf_ok(session.csrf)

@@ -5,6 +5,7 @@ proposal (its signed delta reaches the gate through the broker), print the roll 
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,11 +21,11 @@ from edgegate.core.domain import Direction, VehicleCategory
 from edgegate.sync.signing import KIND_ALLOWLIST, decode_publication, delta_changes, open_signed
 from tests.browser import SCREENSHOTS, browser, page, screenshot
 from tests.services.mosquitto import Broker
-from tests.test_central_blacklist import LIMITS
-from tests.test_central_park import park_logs
+from tests.test_central_blacklist import LIMITS, stored_park
+from tests.test_central_park import GateLog, park_logs
 from tests.test_central_sink import SITE, fake_gate, options, running, settings
 from tests.test_cli_central import body, listening, receive
-from tests.test_dashboard_http import PASSWORD, serving
+from tests.test_dashboard_http import NOW, PASSWORD, client, read_change, serving
 
 __all__ = ["browser", "page"]  # fixtures
 
@@ -95,6 +96,8 @@ async def test_a_vehicle_enters_at_one_gate_leaves_at_another_then_approve_and_p
             await expect(page.locator("#print")).to_have_text("打印点名表")
             await page.emulate_media(media="print")
             await expect(page.locator(".topbar")).to_be_hidden()
+            banner = page.locator("#incident-banner")  # no link, no stray separator
+            await expect(banner).to_have_text(re.compile(r"gate-b\s*$"), use_inner_text=True)
             await expect(page.locator("#print")).to_be_hidden()
             await expect(page.locator('tr[data-plate="苏E00002"]')).to_be_visible()
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -125,3 +128,27 @@ async def test_a_vehicle_enters_at_one_gate_leaves_at_another_then_approve_and_p
         with open_store(dsn) as s:
             [decided] = s.blacklist_proposals(ids=[int(proposal)])
             assert decided.operator == "dashboard:li" and not decided.pending
+
+
+async def test_a_refused_live_stream_reconnects_by_itself(page: Page, tmp_path: Path) -> None:
+    """A browser never retries an EventSource answered 503; the page's script does."""
+    dsn = f"sqlite:///{tmp_path / 'central.db'}"
+    with open_store(dsn) as s:
+        stored_park(s)
+    settings = DashboardSettings(poll_s=0.05, max_streams=1)
+    async with (
+        serving(dsn, tmp_path, settings=settings) as served,
+        client(served.base, "zhao") as http,
+    ):
+        held = await http.get("/live")  # the only stream the server allows
+        await read_change(held.content)
+        await log_in(page, served.base, "li")
+        lost = page.locator("#live-lost")
+        await expect(lost).to_be_visible()  # refused
+        held.close()
+        await expect(lost).to_be_hidden(timeout=20_000)  # retried after 1 s, 2 s, 4 s...
+        c = GateLog("gate-c")
+        c.passed("苏E00009", Direction.ENTRY, NOW)
+        with open_store(dsn) as s:
+            s.store_batch("gate-c", c.rows)
+        await expect(page.locator('#inside tr[data-plate="苏E00009"]')).to_have_count(1)

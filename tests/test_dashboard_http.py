@@ -6,6 +6,8 @@ carrying the positions it reflects, the accounts command."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import html
 import io
 import json
@@ -19,9 +21,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 import structlog.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.central.dashboard import Dashboard, DashboardRole, DashboardSettings, Publishing
 from edgegate.central.dashboard.i18n import LANGS, WORDS
+from edgegate.central.sink import BrokerSettings
 from edgegate.central.store import CentralStore
 from edgegate.central.store.blacklist import DISMISSED, OPEN
 from edgegate.cli.main import main
@@ -30,6 +34,7 @@ from edgegate.core.clock import ManualClock
 from edgegate.core.codec import datetime_to_ns
 from edgegate.core.domain import Direction
 from edgegate.web import HttpServer
+from tests.certs import make_pki
 from tests.eventually import eventually
 from tests.test_central_blacklist import LIMITS, stored_park
 from tests.test_central_park import T0, GateLog, dsn, store
@@ -80,7 +85,7 @@ async def serving(
     dashboard = await Dashboard.open(
         dsn, accounts, settings=settings, clock=clock, publishing=publishing
     )
-    server = HttpServer("127.0.0.1", 0)
+    server = HttpServer("127.0.0.1", 0, limits=settings.server_limits())
     dashboard.mount(server)
     try:
         async with server:
@@ -335,18 +340,74 @@ async def test_the_live_stream_pushes_the_positions_it_reflects(
             assert 'data-plate="苏E00009"' in await page.text()
 
 
-async def test_live_streams_are_capped_per_session(park: Served) -> None:
-    async with client(park.base, "zhao") as http:
-        streams = [await http.get("/live") for _ in range(4)]
+async def test_the_newest_live_stream_of_a_session_wins(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    """A left page's stream frees its slot at once (no heartbeat needed to notice); a session
+    over its cap ends its oldest stream, which is told so; over the total, 503."""
+    settings = DashboardSettings(
+        poll_s=0.05, heartbeat_s=3600, max_streams=3, max_streams_per_session=2
+    )
+    async with serving(dsn, tmp_path, settings=settings) as served:
+        dashboard = served.dashboard
+        async with client(served.base, "zhao") as http, client(served.base, "li") as other:
+            first, second = [await http.get("/live") for _ in range(2)]
+            for stream in (first, second):
+                await read_change(stream.content)
+            second.close()  # the page is left
+            await eventually(lambda: dashboard._streams == 1, "the left page's slot is free")
+            second, third = [await http.get("/live") for _ in range(2)]
+            for stream in (second, third):
+                assert stream.status == 200
+                await read_change(stream.content)
+            assert b"event: displaced" in await first.content.read()  # then it ended
+            async with other.get("/live") as resp:
+                assert resp.status == 200  # the total (3) holds it
+                await read_change(resp.content)
+                async with other.get("/live") as newer:  # li's newest wins over li's own
+                    assert newer.status == 200
+                    assert b"event: displaced" in await resp.content.read()
+            await eventually(lambda: dashboard._streams == 2, "li's streams ended")
+            for stream in (second, third):
+                stream.close()
+            await eventually(lambda: dashboard._streams == 0, "the streams closed")
+
+
+async def test_logged_in_users_get_in_while_idle_connections_flood_the_login(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    settings = DashboardSettings(max_connections=12, max_unauthenticated=6, max_streams=6)
+    async with serving(dsn, tmp_path, settings=settings) as served:
+        host, port = served.base.removeprefix("http://").split(":")
+        flood: list[asyncio.StreamWriter] = []
+
+        async def idle_login_page() -> None:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            flood.append(writer)
+            writer.write(f"GET /login HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)  # then the connection stays open, idle
+
         try:
-            for s in streams:
-                await read_change(s.content)
-            async with http.get("/live") as resp:
-                assert resp.status == 503
+            async with client(served.base, "li") as operator:
+                for _ in range(20):  # more than all connections together
+                    await idle_login_page()
+                async with client(served.base, "zhao") as viewer, viewer.get("/") as resp:
+                    assert resp.status == 200  # a new connection, a new login
+                async with operator.get("/live") as resp:
+                    assert resp.status == 200
+                    await read_change(resp.content)
+            assert served.dashboard.sessions.sessions()
         finally:
-            for s in streams:
-                s.close()
-        await eventually(lambda: park.dashboard._streams == 0, "the streams closed")
+            for writer in flood:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
 
 
 def test_every_word_in_both_languages() -> None:
@@ -367,8 +428,180 @@ def test_the_accounts_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         main(["central", "accounts", "add", "g", "--role", "guard", "--file", str(path)])
     assert "invalid choice: 'guard'" in capsys.readouterr().err
     assert path.read_text().split("\n")[1].startswith("ops operator $scrypt$")
+    assert main(["central", "accounts", "list", "--file", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "dashboard accounts" in out and "console" not in out
     assert main(["central", "web", "--accounts", str(path), "--db", "sqlite:///nope.db"]) == 2
     assert "no store at sqlite:///nope.db" in capsys.readouterr().err
     path.write_text("ops guard $scrypt$n=16384,r=8,p=1$AAAAAAAAAAA=$AAAAAAAAAAAAAAAAAAAAAA==\n")
     assert main(["central", "web", "--accounts", str(path)]) == 2
     assert "role 'guard' is not one of viewer, operator" in capsys.readouterr().err
+
+
+async def test_crafted_input_gets_an_error_page_naming_the_field(
+    park: Served, store: CentralStore
+) -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 3000).decode()
+    huge = base64.urlsafe_b64encode(b'["gate-e",' + b"1" * 24 + b"]").decode()
+    bad = [
+        ("/login?lang=xx", 400, "lang:"),
+        ("/events?from=0001-01-01T00:00", 400, "from:"),
+        ("/events?to=9999-12-31T23:59", 400, "to:"),
+        (f"/events?cursor={nested}", 400, "cursor:"),
+        (f"/events?cursor={huge}", 400, "cursor:"),
+    ]
+    async with client(park.base, "li") as http:
+        for path, status, message in bad:
+            async with http.get(path) as resp:
+                page = await resp.text()
+            assert (resp.status, resp.content_type) == (status, "text/html"), path
+            assert message in page and "internal error" not in page, path
+        async with http.get("/proposals", params={"done": "9" * 5000}) as resp:
+            assert resp.status == 200
+        token = await csrf(http)
+        first = store.blacklist_proposals()[0].id
+        for raw in ("9" * 5000, "%D9%A3", "\u0663", "0", "-1"):
+            async with http.post(f"/proposals/{raw}", data={"csrf": token, **_dismiss()}) as resp:
+                assert resp.status == 400 and "expected a proposal number" in await resp.text()
+        for reason in ("ok \u202egnp.exe", "zero\u200bwidth", "line\u2028sep"):
+            form = {"csrf": token, "decision": "dismiss", "reason": reason}
+            async with http.post(f"/proposals/{first}", data=form) as resp:
+                page = await resp.text()
+            assert resp.status == 400 and "reason:" in page, reason  # the English beside
+            assert 'id="error-message">原因：含有控制字符' in page  # a Chinese page's words
+        async with http.get("/events?lang=en"), http.get("/events?when=now") as resp:
+            page = await resp.text()
+        assert "when: unknown search field" in page and 'id="error-detail"' not in page
+    assert all(p.state == OPEN for p in store.blacklist_proposals())
+
+
+async def test_logins_of_one_account_do_not_log_another_out(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    settings = DashboardSettings(max_sessions=4, max_sessions_per_account=2)
+    async with serving(dsn, tmp_path, settings=settings) as served:
+        async with client(served.base, "li") as operator:
+            for _ in range(6):
+                async with client(served.base, "zhao"):
+                    pass
+            async with operator.get("/", allow_redirects=False) as resp:
+                assert resp.status == 200
+        assert sum(s.account == "zhao" for s in served.dashboard.sessions.sessions()) == 2
+
+
+async def test_a_silent_broker_holds_no_page_back(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    """An approval waits for a broker that accepts but never answers; the pages read on."""
+    stored_park(store)
+    store.propose_blacklist(datetime_to_ns(NOW), LIMITS)
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    broker = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = broker.sockets[0].getsockname()[1]
+    publishing = Publishing(
+        "site-1", Ed25519PrivateKey.generate(), BrokerSettings("127.0.0.1", port, False), timeout=3
+    )
+    first = store.blacklist_proposals()[0].id
+    async with (
+        broker,
+        serving(dsn, tmp_path, publishing=publishing) as served,
+        client(served.base, "li") as operator,
+        client(served.base, "zhao") as viewer,
+    ):
+        token = await csrf(operator)
+        form = {"csrf": token, "decision": "approve", "reason": "overstayed twice"}
+        approving = asyncio.create_task(operator.post(f"/proposals/{first}", data=form))
+        await eventually(lambda: bool(held), "the approval reached the broker")
+        async with viewer.get("/roll-call") as resp:
+            assert resp.status == 200
+        assert not approving.done()  # the viewer's page came while the broker said nothing
+        async with await approving as resp:  # the broker's time is up: recorded, not published
+            assert resp.status == 502 and "approved (recorded)" in await resp.text()
+        for writer in held:
+            writer.close()
+            await writer.wait_closed()
+    [approved] = store.blacklist_proposals(ids=[first])
+    assert approved.state == "approved" and approved.pending
+
+
+async def test_only_the_servers_own_names_are_served(
+    store: CentralStore, dsn: str, tmp_path: Path
+) -> None:
+    """DNS rebinding: a page of evil.example whose name now resolves to the dashboard sends
+    ``Host: evil.example`` and its own Origin; both are refused."""
+    settings = DashboardSettings(server_names=("dashboard.park",))
+    async with serving(dsn, tmp_path, settings=settings) as served:
+        port = served.base.rsplit(":", 1)[1]
+        login = {"account": "li", "password": PASSWORD}
+        for host in (f"evil.example:{port}", f"127.0.0.1:{int(port) + 1}"):
+            origin = {"Host": host, "Origin": f"http://{host}"}
+            async with aiohttp.ClientSession(served.base, headers=origin) as http:
+                async with http.get("/login") as resp:
+                    assert resp.status == 421 and "--server-name" in await resp.text()
+                async with http.post("/login", data=login, allow_redirects=False) as resp:
+                    assert resp.status == 421
+        async with (
+            aiohttp.ClientSession(
+                served.base, headers={"Origin": f"http://evil.example:{port}"}
+            ) as http,
+            http.post("/login", data=login) as resp,
+        ):
+            assert resp.status == 403  # our Host, another Origin
+        named = {"Host": f"dashboard.park:{port}", "Origin": f"http://dashboard.park:{port}"}
+        async with (
+            aiohttp.ClientSession(served.base, headers=named) as http,
+            http.post("/login", data=login, allow_redirects=False) as resp,
+        ):
+            assert resp.status == 303 and resp.headers["Location"] == "/"
+
+
+def test_unsafe_setups_are_refused_or_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "dashbaord-accounts"  # a typo
+    assert main(["central", "web", "--accounts", str(missing), "--db", "sqlite:///nope.db"]) == 2
+    err = capsys.readouterr().err
+    assert f"--accounts {missing}: no such file" in err and "central accounts add" in err
+    path = tmp_path / "dashboard-accounts"
+    write_dashboard_accounts(path)
+    path.chmod(0o644)
+    argv = ["central", "web", "--accounts", str(path), "--bind", "192.0.2.1"]
+    assert main([*argv, "--db", "sqlite:///nope.db"]) == 2  # warned, then no store
+    err = capsys.readouterr().err
+    assert "readable by other users (mode 0644)" in err and f"chmod 600 {path}" in err
+    assert "--bind 192.0.2.1 without --tls-cert/--tls-key" in err
+    path.chmod(0o600)
+    assert main([*argv[:-2], "--db", "sqlite:///nope.db"]) == 2
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_bad_tls_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "dashboard-accounts"
+    write_dashboard_accounts(path)
+    pki = make_pki(tmp_path / "pki")
+    key = str(pki.server_key_path)
+    argv = ["central", "web", "--accounts", str(path), "--tls-cert", key, "--tls-key", key]
+    assert main(argv) == 2
+    assert f"--tls-cert/--tls-key: {key}: not a PEM certificate" in capsys.readouterr().err
+
+
+async def test_what_the_pages_show_reads_right(park: Served, store: CentralStore) -> None:
+    c = GateLog("gate-c")  # events, but never a status
+    c.passed("苏E00009", Direction.ENTRY, NOW)
+    await asyncio.to_thread(store.store_batch, "gate-c", c.rows)
+    async with client(park.base, "zhao") as http:
+        async with http.get("/gates") as resp:
+            page = await resp.text()
+        row = page[page.index('data-gate="gate-c"') :].split("</tr>")[0]
+        assert "未上报状态" in row and "从未上线" not in row
+        async with http.get("/events", params={"plate": "苏E00002", "gate": "gate-a"}) as resp:
+            page = html.unescape(await resp.text())
+        assert '"permit_until": "2026-11-28T18:00:00+08:00"' in page  # the page's zone
+        assert 'href="?plate=%E8%8B%8FE00002&gate=gate-a&lang=en"' in page  # the search kept
+        async with http.get("/roll-call") as resp:
+            page = await resp.text()
+        assert '<span class="no-print"> · <a href="/roll-call">' in page  # not printed

@@ -138,6 +138,52 @@ async def test_an_authenticated_connection_no_longer_counts_against_its_peer(
         await writer.wait_closed()
 
 
+async def test_idle_unauthenticated_connections_make_room_for_new_ones() -> None:
+    """``max_pending``: at the cap the oldest unauthenticated connection not answering a
+    request is closed; one in the middle of a request, and authenticated ones, are kept."""
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="done")
+
+    app = _console()
+    app.router.add_get("/slow", slow)
+    srv = HttpServer(HOST, 0, limits=ServerLimits(max_connections=5, max_pending=3))
+    srv.mount("/", app)
+    srv.mount("/api", _api(), guard=_guard)
+    async with srv, aiohttp.ClientSession() as http:
+        async with http.get(srv.url + "/api/thing", headers={"X-Key": "k"}) as resp:
+            assert resp.status == 200  # authenticated, kept alive
+        busy = asyncio.create_task(_request(srv, "GET", "/slow"))
+        await eventually(lambda: srv.connections == 2, "the slow request under way")
+        idle = await asyncio.to_thread(_open_idle, srv.port)
+        await eventually(lambda: srv.connections == 3, "the idle one admitted")
+        newer = [await asyncio.to_thread(_open_idle, srv.port) for _ in range(2)]
+        try:
+            assert await asyncio.to_thread(idle.recv, 4096) == b""  # closed to make room
+            await eventually(lambda: srv.connections == 4, "the newest two admitted")
+            for s in newer:
+                s.settimeout(0.05)
+                with pytest.raises(TimeoutError):
+                    s.recv(1)  # open and unanswered: waiting for its request
+            third = await asyncio.to_thread(_open_idle, srv.port)
+            with third:  # the busy one and the authenticated one stay; a pending one goes
+                third.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await asyncio.to_thread(third.recv, 4096)).startswith(b"HTTP/1.1 200")
+            assert not busy.done()
+            release.set()
+            assert (await busy)[0] == 200
+            async with http.get(srv.url + "/api/thing", headers={"X-Key": "k"}) as resp:
+                assert resp.status == 200
+        finally:
+            release.set()
+            await asyncio.gather(busy, return_exceptions=True)
+            idle.close()
+            for s in newer:
+                s.close()
+
+
 async def test_stopping_closes_refused_connections_still_lingering() -> None:
     """A refused connection lingers (half-closed, input discarded) until the client closes;
     stopping the server must not leave it open behind (an unclosed socket on the loop)."""

@@ -461,7 +461,10 @@ def _time(name: str, text: str) -> int:
         ) from None
     if when.tzinfo is None:
         raise HttpError(400, f"{name}: {show(text)} has no UTC offset (add +08:00 or Z)")
-    return datetime_to_ns(when)
+    ns = datetime_to_ns(when)
+    if not -(2**63) <= ns < 2**63:  # what a store can hold: 1677-09-21 to 2262-04-11
+        raise HttpError(400, f"{name}: {show(text)} is out of range (years 1678 to 2261)")
+    return ns
 
 
 def event_query(params: dict[str, str]) -> EventQuery:
@@ -496,9 +499,14 @@ def _uncursor(text: str) -> tuple[str, int]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         gate, seq = json.loads(raw)
-        if isinstance(gate, str) and type(seq) is int and seq >= 0:
+        if isinstance(gate, str) and type(seq) is int and 0 <= seq < 2**63:
             return gate, seq
-    except (binascii.Error, ValueError, TypeError):
+    except (
+        binascii.Error,
+        ValueError,
+        TypeError,
+        RecursionError,
+    ):  # RecursionError: deeply nested JSON
         pass
     raise HttpError(400, f"cursor: {show(text)} is not a next_cursor of this API")
 

@@ -84,10 +84,29 @@ def publish_approval(
     """Publish an approved ``proposal``'s deltas not yet published: recorded as allow-list
     publications (by its operator), handed to ``send`` (which delivers them or raises
     ``PublishError``, leaving them pending), then noted as published. Returns what was
-    published (nothing pending: nothing). The CLI and the dashboard both approve this way."""
+    published (nothing pending: nothing). The CLI and the dashboard both approve this way
+    (the dashboard in the same three steps, sending off the store's thread)."""
+    out = record_approval(store, proposal, site=site, key=key, now_ns=now_ns)
+    if not out:
+        return ()
+    send(out)
+    store.blacklist_published(proposal.id, [p.gate for p in proposal.pending])
+    return proposal.pending
+
+
+def record_approval(
+    store: CentralStore,
+    proposal: Proposal,
+    *,
+    site: str,
+    key: Ed25519PrivateKey,
+    now_ns: int,
+) -> list[pub.Outgoing]:
+    """:func:`publish_approval`'s first step: the signed deltas of ``proposal``'s pending
+    publications, recorded as allow-list publications before they are sent."""
     pending = proposal.pending
     if not pending:
-        return ()
+        return []
     out = messages(proposal, pending, site=site, key=key, now_ns=now_ns)
     by = f"{proposal.operator} (blacklist approval #{proposal.id})"
     store.record_publications(
@@ -96,9 +115,7 @@ def publish_approval(
         )
         for u, m in zip(pending, out, strict=True)
     )
-    send(out)
-    store.blacklist_published(proposal.id, [p.gate for p in pending])
-    return pending
+    return out
 
 
 def log_decision(p: Proposal) -> None:

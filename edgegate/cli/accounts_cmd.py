@@ -44,6 +44,7 @@ def register_accounts(
     roles: Roles,
     *,
     gate_config: bool = True,
+    title: str = "console accounts",
 ) -> None:
     """Add ``COMMAND add|list|remove|passwd`` for an accounts file of ``roles`` (the guard's
     console; central's dashboard, whose file is named with ``--file`` only)."""
@@ -54,7 +55,7 @@ def register_accounts(
         if gate_config:
             where.add_argument("-c", "--config", type=Path, help="gate config naming the file")
         where.add_argument("--file", type=Path, help="the accounts file itself")
-        parser.set_defaults(roles=roles, config=None)
+        parser.set_defaults(roles=roles, config=None, accounts_title=title)
 
     add = acc_sub.add_parser("add", help="add an account (asks for its password)")
     add.add_argument("name")
@@ -118,7 +119,7 @@ def _run(args: argparse.Namespace, action: str) -> int:
         path = _path(args)
         accounts = read_accounts(path, args.roles)
         if action == "list":
-            table = Table(title="console accounts", caption=str(path))
+            table = Table(title=args.accounts_title, caption=str(path))
             table.add_column("account")
             table.add_column("role")
             for account in accounts.values():

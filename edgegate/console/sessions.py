@@ -44,12 +44,22 @@ class Ended:
 
 
 class SessionStore:
-    """At most ``max_sessions`` sessions; the least recently used one makes room."""
+    """At most ``max_sessions`` sessions; the least recently used one makes room. With
+    ``max_per_account``, an account's own least recently used session makes room for its
+    next one, so logging in again and again under one account ends none of another's."""
 
-    def __init__(self, mono_ns: Callable[[], int], idle_ns: int, max_sessions: int = 256):
+    def __init__(
+        self,
+        mono_ns: Callable[[], int],
+        idle_ns: int,
+        max_sessions: int = 256,
+        *,
+        max_per_account: int | None = None,
+    ):
         self._mono_ns = mono_ns
         self._idle_ns = idle_ns
         self._max = max_sessions
+        self._max_per_account = max_per_account
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
         self._ended: list[Ended] = []
 
@@ -60,6 +70,11 @@ class SessionStore:
         self, account: str, role: enum.StrEnum, address: str, credential: str = ""
     ) -> Session:
         self.sweep()
+        if self._max_per_account is not None:
+            own = [s for s in self._sessions.values() if s.account == account]
+            for oldest in own[: max(0, len(own) - self._max_per_account + 1)]:
+                del self._sessions[oldest.id]
+                self._end(oldest, "displaced")
         while len(self._sessions) >= self._max:
             _, oldest = self._sessions.popitem(last=False)
             self._end(oldest, "displaced")

@@ -10,6 +10,7 @@ from edgegate.web.server import (
     ServerLimits,
     authenticated,
     error_response,
+    on_lost,
     peer_host,
     show,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "ServerLimits",
     "authenticated",
     "error_response",
+    "on_lost",
     "peer_host",
     "show",
 ]

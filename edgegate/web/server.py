@@ -8,6 +8,11 @@ Protections, all per connection and decided when it is accepted (``_Connection``
   authenticated request; a mounted part marks a request authenticated with
   :func:`authenticated` (a bearer token, a session cookie), and its connection no longer
   counts, so a client behind an attacker's address keeps its kept-alive connection.
+- ``max_pending`` (optional): such connections from all addresses together, below
+  ``max_connections`` so that the rest is room only authenticated connections fill. When it
+  (or ``max_connections``) is reached, the oldest unauthenticated connection not in the
+  middle of a request (idle between requests, or still to send one) is closed to make room:
+  hosts holding idle connections open cannot lock logged-in users out.
 - Peer checks (:meth:`HttpServer.add_peer_check`): a part may refuse an address outright,
   e.g. ``429`` for one that sent too many bad tokens.
 - ``header_timeout``: the first request head must be in within that time of the connection
@@ -100,6 +105,16 @@ def authenticated(request: web.BaseRequest) -> None:
         conn.authenticated()
 
 
+def on_lost(request: web.BaseRequest, callback: Callable[[], None]) -> None:
+    """Call ``callback`` (once) when ``request``'s connection is lost: a long answer (a
+    stream) learns at once that its client went away, not at its next write."""
+    conn = request.protocol
+    if isinstance(conn, _Connection) and conn.transport is not None:
+        conn.on_lost.append(callback)
+    else:
+        asyncio.get_running_loop().call_soon(callback)
+
+
 def peer_host(request: web.BaseRequest) -> str:
     """The client's address (what caps and pauses count by)."""
     conn = request.protocol
@@ -125,6 +140,9 @@ class ServerLimits:
     max_connections: int = 32
     max_pending_per_peer: int = 8
     """Connections from one address that have not (yet) made an authenticated request."""
+    max_pending: int | None = None
+    """Such connections in all (None: only ``max_connections`` caps them); at the cap the
+    oldest idle one makes room."""
     max_requests_per_connection: int = 1000
     linger: float = 1.0
     """After a refusal: how long unread input is drained before closing."""
@@ -133,6 +151,8 @@ class ServerLimits:
         for name in ("max_connections", "max_pending_per_peer", "max_requests_per_connection"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits: {name} must be >= 1")
+        if self.max_pending is not None and not 1 <= self.max_pending < self.max_connections:
+            raise ValueError("limits: max_pending must be >= 1 and below max_connections")
         for name in ("header_timeout", "idle_timeout", "write_timeout", "linger"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"limits: {name} must be > 0")
@@ -182,6 +202,7 @@ class _Connection(RequestHandler):
         self._stalled: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._raw: asyncio.Transport | None = None
+        self.on_lost: list[Callable[[], None]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -205,6 +226,7 @@ class _Connection(RequestHandler):
         if self.pending:
             self.pending = False
             self.owner._unpend(self.host)
+            self.owner._unauthenticated.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -229,6 +251,9 @@ class _Connection(RequestHandler):
             self._admitted = False
             self.owner._release(self)
             super().connection_lost(exc)
+        callbacks, self.on_lost = self.on_lost, []
+        for callback in callbacks:
+            callback()
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -245,6 +270,11 @@ class _Connection(RequestHandler):
         log.info("http_client_stalled", peer=self.peer)
         self._stalled = None
         self.force_close()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is being answered now."""
+        return self._request_in_progress
 
     def _too_slow(self) -> None:
         self._deadline = None
@@ -335,6 +365,7 @@ class HttpServer:
         # Refused connections still discarding input: closed at the latest by aclose.
         self._lingering: set[asyncio.Transport] = set()
         self._pending: dict[str, int] = {}
+        self._unauthenticated: dict[_Connection, None] = {}  # oldest first
         self.accepted = 0
         """Connections admitted since the start (for tests and benchmarks)."""
 
@@ -458,22 +489,39 @@ class HttpServer:
             if refusal is not None:
                 return refusal
         retry = [("Retry-After", "1")]
-        if len(self._admitted) >= lim.max_connections:
-            return HttpError(503, "too many connections", headers=retry)
         if self._pending.get(conn.host, 0) >= lim.max_pending_per_peer:
             return HttpError(
                 503, "too many unauthenticated connections from this address", headers=retry
             )
+        if lim.max_pending is not None and (
+            len(self._admitted) >= lim.max_connections
+            or len(self._unauthenticated) >= lim.max_pending
+        ):
+            self._make_room()
+        if len(self._admitted) >= lim.max_connections:
+            return HttpError(503, "too many connections", headers=retry)
+        if lim.max_pending is not None and len(self._unauthenticated) >= lim.max_pending:
+            return HttpError(503, "too many unauthenticated connections", headers=retry)
         self._admitted.add(conn)
+        self._unauthenticated[conn] = None
         self.accepted += 1
         self._pending[conn.host] = self._pending.get(conn.host, 0) + 1
         return None
+
+    def _make_room(self) -> None:
+        """Close the oldest unauthenticated connection not answering a request now."""
+        idle = next((c for c in self._unauthenticated if not c.busy), None)
+        if idle is not None:
+            log.debug("http_displaced", peer=idle.peer)
+            idle.force_close()
+            self._release(idle)
 
     def _release(self, conn: _Connection) -> None:
         self._admitted.discard(conn)
         if conn.pending:
             conn.pending = False
             self._unpend(conn.host)
+            self._unauthenticated.pop(conn, None)
 
     def _unpend(self, host: str) -> None:
         n = self._pending.get(host, 0) - 1

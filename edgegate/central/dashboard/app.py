@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import enum
 import json
+import re
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,6 +43,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from yarl import URL
 
 from edgegate.allowlist.importer import DEFAULT_TIMEZONE
 from edgegate.central import blacklist as bl
@@ -58,8 +60,9 @@ from edgegate.console.sessions import LoginThrottle, Session, SessionStore
 from edgegate.core.clock import Clock
 from edgegate.core.domain import VehicleCategory
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
+from edgegate.hosts import is_loopback
 from edgegate.observability import get_logger
-from edgegate.web import HttpError, HttpServer, authenticated, peer_host
+from edgegate.web import HttpError, HttpServer, ServerLimits, authenticated, on_lost, peer_host
 
 log = get_logger("central.dashboard")
 T = TypeVar("T")
@@ -80,6 +83,10 @@ MAX_PASSWORD = 1024
 MAX_REASON = 500
 MAX_INSIDE_SHOWN = 1000
 MAX_ROLL_CALL = 20_000  # the whole park: a roll call is never cut short
+_PROPOSAL_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit takes any script's)
+# Invisible characters and ones that reorder what is displayed (U+202E...): a reason must read
+# as it was recorded.
+_HIDDEN = frozenset(("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"))
 
 
 class DashboardRole(enum.StrEnum):
@@ -92,6 +99,9 @@ class DashboardSettings:
     """Sessions and lock-out (as the console's), live polling, display."""
 
     session_idle_s: float = 8 * 3600
+    max_sessions: int = 1024
+    max_sessions_per_account: int = 16
+    """An account's next login ends its own least recently used session beyond this."""
     max_failed_logins: int = 5
     failed_login_window_s: float = 15 * 60
     lockout_s: float = 15 * 60
@@ -104,8 +114,43 @@ class DashboardSettings:
     dwell_limits: Mapping[VehicleCategory, timedelta | None] = field(
         default_factory=lambda: dict(DEFAULT_DWELL_LIMITS)
     )
-    max_streams: int = 64
+    server_names: tuple[str, ...] = ()
+    """Host names (or addresses) the control room's browsers use for this server, besides
+    the address a connection came in on (and ``localhost`` on loopback). A request naming
+    another ``Host`` is refused, and a form must come from one of them (``Origin``), so a
+    page from elsewhere cannot reach the dashboard by DNS rebinding."""
+    max_connections: int = 256
+    max_unauthenticated: int = 64
+    """Connections not (yet) logged in, from all addresses; the rest is kept for logged-in
+    users (see :class:`~edgegate.web.ServerLimits` ``max_pending``)."""
+    max_unauthenticated_per_address: int = 8
+    max_streams: int = 128
     max_streams_per_session: int = 4
+    """A session's next ``/live`` stream ends its oldest beyond this (newest wins)."""
+
+    def __post_init__(self) -> None:
+        room = self.max_connections - self.max_unauthenticated
+        if not 1 <= self.max_unauthenticated < self.max_connections:
+            raise ValueError(
+                f"max_unauthenticated ({self.max_unauthenticated}) must be >= 1 and below "
+                f"max_connections ({self.max_connections})"
+            )
+        if not 1 <= self.max_streams <= room:
+            raise ValueError(
+                f"max_streams ({self.max_streams}) must be >= 1 and at most max_connections "
+                f"- max_unauthenticated ({room}): the live streams must fit in what is kept "
+                f"for logged-in users"
+            )
+        if self.max_streams_per_session < 1:
+            raise ValueError("max_streams_per_session must be >= 1")
+
+    def server_limits(self) -> ServerLimits:
+        """The HTTP server's limits for these settings."""
+        return ServerLimits(
+            max_connections=self.max_connections,
+            max_pending=self.max_unauthenticated,
+            max_pending_per_peer=self.max_unauthenticated_per_address,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +168,26 @@ class Publishing:
 _Render = Callable[[web.Request, View], Awaitable[str]]
 
 
-class _Refused(Exception):
-    """A request answered with an error page: status and what is wrong."""
+@dataclass(eq=False, slots=True)
+class _Stream:
+    """One open ``/live`` stream: woken on a change, when its client goes, when displaced."""
 
-    def __init__(self, status: int, message: str) -> None:
+    session: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: bool = False
+    ended: str | None = None  # "gone" (client left), "displaced" (a newer stream of its session)
+
+
+class _Refused(Exception):
+    """A request answered with an error page: status and what is wrong (``message``, in
+    English, for the log; ``key`` and ``values`` its words in :mod:`i18n`, ``err.KEY``)."""
+
+    def __init__(self, status: int, message: str, key: str | None = None, **values: object):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.key = key
+        self.values = values
 
 
 def _ns(seconds: float) -> int:
@@ -152,13 +210,27 @@ def _printable(value: str, limit: int) -> str:
 def reason_text(value: object) -> str:
     """A decision's reason, checked (``_Refused`` 400 naming what is wrong)."""
     if not isinstance(value, str) or not value.strip():
-        raise _Refused(400, "reason: say why (it is recorded with the decision)")
+        raise _Refused(400, "reason: say why (it is recorded with the decision)", "reason-empty")
     value = value.strip()
     if len(value) > MAX_REASON:
-        raise _Refused(400, f"reason: at most {MAX_REASON} characters")
-    if any(unicodedata.category(c) == "Cc" for c in value):
-        raise _Refused(400, "reason: contains a control character")
+        raise _Refused(400, f"reason: at most {MAX_REASON} characters", "reason-long", n=MAX_REASON)
+    hidden = next((c for c in value if unicodedata.category(c) in _HIDDEN), None)
+    if hidden is not None:
+        raise _Refused(
+            400,
+            f"reason: contains a control, invisible or text-direction character "
+            f"(U+{ord(hidden):04X}): type it again without it",
+            "reason-hidden",
+            code=f"U+{ord(hidden):04X}",
+        )
     return value
+
+
+def proposal_number(text: str) -> int | None:
+    """A proposal number (ASCII digits, positive, bounded), or None."""
+    if _PROPOSAL_ID.fullmatch(text) is None or int(text) == 0:
+        return None
+    return int(text)
 
 
 class Dashboard:
@@ -183,7 +255,12 @@ class Dashboard:
         self.publishing = publishing
         self.zone = ZoneInfo(self.settings.timezone)
         s = self.settings
-        self.sessions = SessionStore(self.clock.mono_ns, _ns(s.session_idle_s))
+        self.sessions = SessionStore(
+            self.clock.mono_ns,
+            _ns(s.session_idle_s),
+            s.max_sessions,
+            max_per_account=s.max_sessions_per_account,
+        )
         self.throttle = LoginThrottle(
             self.clock.mono_ns,
             max_failures=s.max_failed_logins,
@@ -193,11 +270,10 @@ class Dashboard:
         self.assets = _assets()
         self.positions: dict[str, int] = {}
         self.marks: tuple[int, ...] = ()
-        self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._streams = 0
-        self._session_streams: dict[str, int] = {}
+        self._session_streams: dict[str, list[_Stream]] = {}  # oldest first
         self.polls = 0
         """Change-mark reads so far (tests, benchmarks)."""
 
@@ -246,6 +322,7 @@ class Dashboard:
         r.add_get("/reviews", self._page("reviews", self._reviews, live=True))
         r.add_get("/dead-letters", self._page("dead-letters", self._dead_letters, live=True))
         r.add_route("*", "/{tail:.*}", self.not_found)
+        app.middlewares.append(self._host_check)
         app.on_response_prepare.append(self._headers)
         app.on_startup.append(self._start_poller)
         app.on_shutdown.append(self._going_away)
@@ -263,7 +340,17 @@ class Dashboard:
         lang = request.query.get("lang") or request.cookies.get(LANG_COOKIE, i18n.DEFAULT)
         return lang if lang in i18n.LANGS else i18n.DEFAULT
 
-    def _error(self, request: web.Request, status: int, message: str) -> web.Response:
+    def _error(
+        self,
+        request: web.Request,
+        status: int,
+        message: str,
+        key: str | None = None,
+        values: Mapping[str, object] | None = None,
+    ) -> web.Response:
+        """An error page: ``key``'s words (``err.KEY``) in the page's language, with the
+        English ``message`` beside on a Chinese page; ``message`` alone without a key (the
+        park API's parameter checks, which lead with the field)."""
         log.warning(
             "dashboard_refused",
             peer=peer_host(request),
@@ -272,20 +359,66 @@ class Dashboard:
             status=status,
             error=message,
         )
-        body = pages.error(self._lang(request), status, message)
+        lang = self._lang(request)
+        said = None if key is None else i18n.text(lang, "err." + key, **(values or {}))
+        body = pages.error(lang, status, said or message, None if said == message else message)
         return web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
+
+    def _refused(self, request: web.Request, exc: _Refused | HttpError) -> web.Response:
+        if isinstance(exc, _Refused):
+            return self._error(request, exc.status, exc.message, exc.key, exc.values)
+        return self._error(request, exc.status, exc.message, "query", {"detail": exc.message})
 
     @staticmethod
     def _redirect(location: str) -> web.Response:
         return web.Response(status=303, headers={"Location": location})
 
-    @staticmethod
-    def _same_origin(request: web.Request) -> bool:
-        origin, host = request.headers.get("Origin"), request.headers.get("Host")
-        if not origin or not host:
+    def _ours(self, request: web.Request, url: str) -> bool:
+        """Whether ``url`` (``scheme://host[:port]``) names this server: a configured name
+        or the address the connection came in on, with the port it came in on."""
+        sockname = (
+            None if request.transport is None else request.transport.get_extra_info("sockname")
+        )
+        if not isinstance(sockname, tuple) or len(sockname) < 2:
             return False
+        address, port = str(sockname[0]).lower().removeprefix("::ffff:"), int(sockname[1])
         scheme = "https" if request.secure else "http"
-        return origin.lower() == f"{scheme}://{host}".lower()
+        try:
+            parsed = URL(url)
+            if parsed.scheme != scheme or parsed.path not in ("", "/") or parsed.user:
+                return False
+            host, url_port = (parsed.host or "").lower().rstrip("."), parsed.port
+        except (ValueError, TypeError):
+            return False
+        names = {n.lower() for n in self.settings.server_names} | {address}
+        if is_loopback(address):
+            names.add("localhost")
+        return host in names and url_port == port
+
+    def _known_host(self, request: web.Request) -> bool:
+        host = request.headers.get("Host")
+        scheme = "https" if request.secure else "http"
+        return host is not None and self._ours(request, f"{scheme}://{host}")
+
+    def _same_origin(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        return origin is not None and self._known_host(request) and self._ours(request, origin)
+
+    @web.middleware
+    async def _host_check(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not self._known_host(request):
+            host = request.headers.get("Host", "")
+            return self._error(
+                request,
+                421,
+                f"Host: {host[:60]!r} is not a name of this dashboard (its names are set "
+                "with --server-name)",
+                "host",
+                {"host": repr(host[:60])},
+            )
+        return await handler(request)
 
     def _session(self, request: web.Request, *, touch: bool = True) -> Session | None:
         """The request's live session; one whose account was removed or changed is ended."""
@@ -319,18 +452,18 @@ class Dashboard:
             return await self.store.run(fn)
         except StoreError as exc:
             log.error("dashboard_store_failed", error=str(exc))
-            raise _Refused(503, f"the store cannot be read now: {exc}") from None
+            raise _Refused(503, f"the store cannot be read now: {exc}", "store") from None
 
     async def _form(self, request: web.Request) -> Mapping[str, str]:
         if (request.content_length or 0) > MAX_FORM:
-            raise _Refused(413, f"form larger than {MAX_FORM} bytes")
+            raise _Refused(413, f"form larger than {MAX_FORM} bytes", "form-large", n=MAX_FORM)
         try:
             async with asyncio.timeout(10.0):
                 form = await request.post()
         except TimeoutError:
-            raise _Refused(408, "form not received in time") from None
+            raise _Refused(408, "form not received in time", "form-slow") from None
         except (ValueError, web.HTTPException):
-            raise _Refused(400, "the form cannot be read") from None
+            raise _Refused(400, "the form cannot be read", "form-bad") from None
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
     async def _posting(self, request: web.Request) -> tuple[Session, Mapping[str, str]]:
@@ -338,19 +471,24 @@ class Dashboard:
         with the session's CSRF token."""
         session = self._session(request)
         if session is None:
-            raise _Refused(401, "log in first")
+            raise _Refused(401, "log in first", "login-first")
         if not self._same_origin(request):
-            raise _Refused(403, "the request is not from this dashboard (Origin)")
+            raise _Refused(403, "the request is not from this dashboard (Origin)", "origin")
         form = await self._form(request)
         if not session.csrf_ok(form.get("csrf")):
-            raise _Refused(403, "missing or wrong CSRF token: reload the page and try again")
+            raise _Refused(
+                403, "missing or wrong CSRF token: reload the page and try again", "csrf"
+            )
         return session, form
 
     # -- login ----------------------------------------------------------------------------
 
     async def login_page(self, request: web.Request) -> web.StreamResponse:
         if "lang" in request.query:
-            return self._switch(request)
+            try:
+                return self._switch(request)
+            except _Refused as exc:
+                return self._refused(request, exc)
         if self._session(request, touch=False) is not None:
             return self._redirect("/")
         body = pages.login(self._lang(request), request.query.get("error"))
@@ -359,11 +497,13 @@ class Dashboard:
     async def login(self, request: web.Request) -> web.StreamResponse:
         address = peer_host(request)
         if not self._same_origin(request):
-            return self._error(request, 403, "the login is not from this dashboard (Origin)")
+            return self._error(
+                request, 403, "the login is not from this dashboard (Origin)", "origin"
+            )
         try:
             form = await self._form(request)
         except _Refused as exc:
-            return self._error(request, exc.status, exc.message)
+            return self._refused(request, exc)
         name, password = form.get("account", "").strip(), form.get("password", "")
         sized = 0 < len(name) <= MAX_NAME and len(password) <= MAX_PASSWORD
         shown, key = _printable(name, MAX_NAME), name[:MAX_NAME]
@@ -397,7 +537,7 @@ class Dashboard:
         try:
             session, _ = await self._posting(request)
         except _Refused as exc:
-            return self._error(request, exc.status, exc.message)
+            return self._refused(request, exc)
         log.info(
             "dashboard_logout", account=session.account, address=peer_host(request), reason="logout"
         )
@@ -410,7 +550,13 @@ class Dashboard:
         """``?lang=`` on any page: remember the language, show the page without it."""
         lang = request.query["lang"]
         if lang not in i18n.LANGS:
-            raise _Refused(400, f"lang: {lang[:20]!r} is not one of {', '.join(i18n.LANGS)}")
+            raise _Refused(
+                400,
+                f"lang: {lang[:20]!r} is not one of {', '.join(i18n.LANGS)}",
+                "lang",
+                value=repr(lang[:20]),
+                langs=", ".join(i18n.LANGS),
+            )
         rest = request.rel_url.without_query_params("lang")
         response = self._redirect(str(rest))
         response.set_cookie(
@@ -421,14 +567,16 @@ class Dashboard:
     async def static(self, request: web.Request) -> web.StreamResponse:
         found = self.assets.get(request.match_info["name"])
         if found is None:
-            return self._error(request, 404, f"no such file {request.match_info['name'][:60]!r}")
+            name = repr(request.match_info["name"][:60])
+            return self._error(request, 404, f"no such file {name}", "no-file", {"name": name})
         body, ctype = found
         return web.Response(body=body, headers={"Content-Type": ctype})
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
         if self._session(request, touch=False) is None:
             return self._redirect("/login")
-        return self._error(request, 404, f"no such page {request.path[:60]!r}")
+        path = repr(request.path[:60])
+        return self._error(request, 404, f"no such page {path}", "no-page", {"path": path})
 
     # -- pages ----------------------------------------------------------------------------
 
@@ -452,12 +600,12 @@ class Dashboard:
                 )
                 content = await render(request, view)
             except _Refused as exc:
-                return self._error(request, exc.status, exc.message)
+                return self._refused(request, exc)
             except HttpError as exc:  # the park API's parameter checks
-                return self._error(request, exc.status, exc.message)
+                return self._refused(request, exc)
             if request.headers.get("X-Fragment") == "1":
                 return web.Response(text=content, content_type="text/html", charset="utf-8")
-            body = pages.page(view, name, content, live=live)
+            body = pages.page(view, name, content, live=live, query=request.query)
             return web.Response(text=body, content_type="text/html", charset="utf-8")
 
         return handler
@@ -491,7 +639,11 @@ class Dashboard:
         unknown = sorted(set(request.query) - set(allowed))
         if unknown:
             raise _Refused(
-                400, f"{unknown[0][:40]}: unknown search field (use {', '.join(allowed)})"
+                400,
+                f"{unknown[0][:40]}: unknown search field (use {', '.join(allowed)})",
+                "unknown-field",
+                name=unknown[0][:40],
+                fields=", ".join(allowed),
             )
         form = {k: request.query[k].strip() for k in allowed if request.query.get(k, "").strip()}
         params = dict(form)
@@ -512,7 +664,11 @@ class Dashboard:
             when = datetime.fromisoformat(value)
         except ValueError:
             raise _Refused(
-                400, f"{name}: {value[:40]!r} is not a date and time, e.g. 2026-05-01T08:00"
+                400,
+                f"{name}: {value[:40]!r} is not a date and time, e.g. 2026-05-01T08:00",
+                "not-a-time",
+                name=name,
+                value=repr(value[:40]),
             ) from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=self.zone)
@@ -532,8 +688,9 @@ class Dashboard:
         operator = v.role == DashboardRole.OPERATOR.value
         done = request.query.get("done")
         flash = None
-        if done is not None and done.isdigit():
-            decided = next((p for p in found if p.id == int(done)), None)
+        done_id = None if done is None else proposal_number(done)
+        if done_id is not None:
+            decided = next((p for p in found if p.id == done_id), None)
             if decided is not None and decided.state != "open":
                 flash = i18n.text(
                     v.lang,
@@ -564,20 +721,25 @@ class Dashboard:
         try:
             return await self._decide(request)
         except _Refused as exc:
-            return self._error(request, exc.status, exc.message)
+            return self._refused(request, exc)
 
     async def _decide(self, request: web.Request) -> web.StreamResponse:
         session, form = await self._posting(request)
         if session.role is not DashboardRole.OPERATOR:
-            raise _Refused(403, "only an operator may decide proposals (this account is a viewer)")
+            raise _Refused(
+                403, "only an operator may decide proposals (this account is a viewer)", "viewer"
+            )
         raw_id = request.match_info["id"]
-        if not raw_id.isdigit() or not 0 < int(raw_id) < 2**63:
-            raise _Refused(400, f"proposal {raw_id[:20]!r}: expected a proposal number")
-        proposal_id = int(raw_id)
+        proposal_id = proposal_number(raw_id)
+        if proposal_id is None:
+            shown = repr(raw_id[:20])
+            raise _Refused(
+                400, f"proposal {shown}: expected a proposal number", "proposal-id", value=shown
+            )
         decision = form.get("decision")
         states = {"approve": APPROVED, "dismiss": DISMISSED}
         if decision not in states:
-            raise _Refused(400, "decision: expected approve or dismiss")
+            raise _Refused(400, "decision: expected approve or dismiss", "decision")
         reason = reason_text(form.get("reason"))
         publishing = self.publishing
         if decision == "approve" and publishing is None:
@@ -585,6 +747,7 @@ class Dashboard:
                 503,
                 "this dashboard cannot publish approvals (started without --key, --site and "
                 "--broker): dismiss here, or approve with `edgegate central blacklist approve`",
+                "cannot-publish",
             )
         operator = f"dashboard:{session.account}"
         # Who asked, before anything is done.
@@ -604,10 +767,12 @@ class Dashboard:
                 )
             )
         except ProposalError as exc:
-            raise _Refused(409, str(exc)) from None
+            raise _Refused(409, str(exc), "conflict", detail=str(exc)) from None
         except StoreError as exc:
             log.error("dashboard_store_failed", error=str(exc))
-            raise _Refused(503, f"the decision could not be recorded: {exc}") from None
+            raise _Refused(
+                503, f"the decision could not be recorded: {exc}", "not-recorded"
+            ) from None
         bl.log_decision(decided)
         if decided.state == APPROVED and publishing is not None:
             problem = await self._publish(decided, publishing)
@@ -617,26 +782,29 @@ class Dashboard:
                     f"proposal {decided.id} is approved (recorded) but was not published: "
                     f"{problem}; publish it with `edgegate central blacklist publish "
                     f"{decided.id}`",
+                    "not-published",
+                    id=decided.id,
+                    problem=problem,
                 )
         return self._redirect(f"/proposals?done={decided.id}")
 
     async def _publish(self, proposal: Proposal, publishing: Publishing) -> str | None:
-        def send(messages: list[pub.Outgoing]) -> None:
-            # On the store's thread, which waits for the broker meanwhile (a few ms).
-            asyncio.run(pub.publish(publishing.broker, messages, timeout=publishing.timeout))
-
-        def publish(s: CentralStore) -> tuple[Any, ...]:
-            return bl.publish_approval(
-                s,
-                proposal,
-                site=publishing.site,
-                key=publishing.key,
-                send=send,
-                now_ns=time.time_ns(),
-            )
-
+        """Record, send, note as published (:func:`bl.publish_approval`'s steps). The broker
+        is waited for on a worker thread, never on the store's: the pages read meanwhile."""
+        pending = proposal.pending
         try:
-            done = await self.store.run(publish)
+            out = await self.store.run(
+                lambda s: bl.record_approval(
+                    s, proposal, site=publishing.site, key=publishing.key, now_ns=time.time_ns()
+                )
+            )
+            if out:
+                # A loop of its own in a worker thread (as the CLI does): the MQTT client
+                # may leave a task behind when the broker times out.
+                send = pub.publish(publishing.broker, out, timeout=publishing.timeout)
+                await asyncio.to_thread(asyncio.run, send)
+                gates = [p.gate for p in pending]
+                await self.store.run(lambda s: s.blacklist_published(proposal.id, gates))
         except (pub.PublishError, StoreError) as exc:
             log.error("blacklist_publish_failed", proposal=proposal.id, error=str(exc))
             return str(exc)
@@ -645,7 +813,7 @@ class Dashboard:
             proposal=proposal.id,
             plate=proposal.plate,
             entry=proposal.entry_id,
-            versions={p.gate: p.version for p in done},
+            versions={p.gate: p.version for p in pending},
             site=publishing.site,
         )
         return None
@@ -669,8 +837,10 @@ class Dashboard:
         await self._stop_poller()
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        for streams in self._session_streams.values():
+            for stream in streams:
+                stream.changed = True
+                stream.wake.set()
 
     async def _poll(self) -> None:
         while True:
@@ -697,34 +867,51 @@ class Dashboard:
     async def live(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         if session is None:
-            return self._error(request, 401, "log in first")
+            return self._error(request, 401, "log in first", "login-first")
         s = self.settings
+        mine = self._session_streams.get(session.id, [])
+        # The newest stream of a session wins: a page left or a tab too many ends the oldest.
+        while mine and (len(mine) >= s.max_streams_per_session or self._streams >= s.max_streams):
+            self._end_stream(mine[0], "displaced")
         if self._streams >= s.max_streams:
-            return self._error(request, 503, "too many live connections")
-        if self._session_streams.get(session.id, 0) >= s.max_streams_per_session:
-            return self._error(request, 503, "this session has too many live connections")
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            return self._error(request, 503, "too many live connections: retrying", "streams")
+        stream = _Stream(session.id)
+        self._session_streams.setdefault(session.id, []).append(stream)
         self._streams += 1
-        self._session_streams[session.id] = self._session_streams.get(session.id, 0) + 1
+        on_lost(request, lambda: self._end_stream(stream, "gone"))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         try:
             await resp.prepare(request)
             await resp.write(b"retry: 2000\n\n" + self._change())
             while not self._stopping.is_set():
-                changed = self._changed
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(s.heartbeat_s):
-                        await changed.wait()
-                if self._stopping.is_set() or self.sessions.get(session.id, touch=False) is None:
+                        await stream.wake.wait()
+                stream.wake.clear()
+                if stream.ended == "displaced":
+                    # The page waits until it is looked at again before reconnecting.
+                    await resp.write(b"event: displaced\ndata: {}\n\n")
                     break
-                if self._revoked(session):
+                if stream.ended is not None or self._stopping.is_set():
                     break
-                await resp.write(self._change() if changed.is_set() else b": alive\n\n")
+                if self.sessions.get(session.id, touch=False) is None or self._revoked(session):
+                    break
+                changed, stream.changed = stream.changed, False
+                await resp.write(self._change() if changed else b": alive\n\n")
         except ConnectionError:
             pass  # the page went away
         finally:
-            self._streams -= 1
-            if self._session_streams[session.id] > 1:
-                self._session_streams[session.id] -= 1
-            else:
-                del self._session_streams[session.id]
+            self._end_stream(stream, "gone")
         return resp
+
+    def _end_stream(self, stream: _Stream, reason: str) -> None:
+        """Free ``stream``'s slot now (idempotent) and wake it to end."""
+        if stream.ended is not None:
+            return
+        stream.ended = reason
+        stream.wake.set()
+        self._streams -= 1
+        mine = self._session_streams[stream.session]
+        mine.remove(stream)
+        if not mine:
+            del self._session_streams[stream.session]

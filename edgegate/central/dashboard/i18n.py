@@ -64,6 +64,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "online": ("在线", "online"),
     "offline": ("离线", "offline"),
     "never-seen": ("从未上线", "never seen"),
+    "no-status": ("未上报状态", "no status yet"),
     "stale": ("数据滞后", "stale"),
     "state": ("状态", "State"),
     "last-seen": ("最后联系", "Last seen"),
@@ -141,6 +142,76 @@ WORDS: dict[str, tuple[str, str]] = {
     ),
     "error.title": ("出错了", "Something is wrong"),
     "error.back": ("返回园区现况", "Back to the park"),
+    # Error pages (the English is also what the log says).
+    "err.reason-empty": (
+        "原因：请说明理由（将与决定一同记录）",
+        "reason: say why (it is recorded with the decision)",
+    ),
+    "err.reason-long": ("原因：最多 {n} 个字符", "reason: at most {n} characters"),
+    "err.reason-hidden": (
+        "原因：含有控制字符、不可见字符或改变文字方向的字符（{code}），请去掉后重新输入",
+        "reason: contains a control, invisible or text-direction character ({code}): "
+        "type it again without it",
+    ),
+    "err.store": (
+        "暂时无法读取数据库，请稍后刷新",
+        "the store cannot be read now: try again shortly",
+    ),
+    "err.form-large": ("表单超过 {n} 字节", "form larger than {n} bytes"),
+    "err.form-slow": ("表单未能及时收到", "form not received in time"),
+    "err.form-bad": ("无法读取表单", "the form cannot be read"),
+    "err.login-first": ("请先登录", "log in first"),
+    "err.origin": (
+        "请求不是来自本监控台的页面（Origin）",
+        "the request is not from this dashboard (Origin)",
+    ),
+    "err.csrf": (
+        "CSRF 令牌缺失或错误：请刷新页面后重试",
+        "missing or wrong CSRF token: reload the page and try again",
+    ),
+    "err.lang": ("语言 lang：{value} 不是 {langs} 之一", "lang: {value} is not one of {langs}"),
+    "err.no-file": ("没有文件 {name}", "no such file {name}"),
+    "err.no-page": ("没有页面 {path}", "no such page {path}"),
+    "err.unknown-field": (
+        "{name}：未知的查询条件（可用 {fields}）",
+        "{name}: unknown search field (use {fields})",
+    ),
+    "err.not-a-time": (
+        "{name}：{value} 不是日期时间，例如 2026-05-01T08:00",
+        "{name}: {value} is not a date and time, e.g. 2026-05-01T08:00",
+    ),
+    "err.viewer": (
+        "只有操作员账号可以处理提案（本账号为查看员）",
+        "only an operator may decide proposals (this account is a viewer)",
+    ),
+    "err.proposal-id": (
+        "提案 {value}：应为提案编号",
+        "proposal {value}: expected a proposal number",
+    ),
+    "err.decision": ("决定：应为批准或驳回", "decision: expected approve or dismiss"),
+    "err.cannot-publish": (
+        "本监控台无法发布批准（启动时未给出 --key、--site 和 --broker）：可在此驳回，"
+        "或用 `edgegate central blacklist approve` 批准",
+        "this dashboard cannot publish approvals (started without --key, --site and "
+        "--broker): dismiss here, or approve with `edgegate central blacklist approve`",
+    ),
+    "err.conflict": ("该提案无法这样处理（可能已被处理）", "{detail}"),
+    "err.not-recorded": (
+        "决定未能记录，请稍后重试",
+        "the decision could not be recorded: try again",
+    ),
+    "err.not-published": (
+        "提案 {id} 已批准（已记录）但未发布：{problem}；"
+        "请用 `edgegate central blacklist publish {id}` 发布",
+        "proposal {id} is approved (recorded) but was not published: {problem}; "
+        "publish it with `edgegate central blacklist publish {id}`",
+    ),
+    "err.streams": ("实时连接过多，正在重试", "too many live connections: retrying"),
+    "err.host": (
+        "Host：{host} 不是本监控台的名称（名称用 --server-name 设置）",
+        "Host: {host} is not a name of this dashboard (its names are set with --server-name)",
+    ),
+    "err.query": ("查询条件有误", "{detail}"),
 }
 
 

@@ -91,14 +91,19 @@ def _cells(*values: str) -> str:
 # --- the frame ------------------------------------------------------------------------------
 
 
-def page(v: View, name: str, content: str, *, live: bool) -> str:
-    """A whole page: the frame (navigation, language switch, logout) around ``content``."""
+def page(
+    v: View, name: str, content: str, *, live: bool, query: Mapping[str, str] | None = None
+) -> str:
+    """A whole page: the frame (navigation, language switch, logout) around ``content``;
+    the switch keeps the page's ``query`` (an event search)."""
     nav = "".join(
         f'<a href="{PATHS[n]}"{" class=current" if n == name else ""} id="nav-{n}">'
         f"{v.t('nav.' + n)}</a>"
         for n in NAV
     )
     other = "en" if v.lang != "en" else "zh"
+    kept = {k: val for k, val in (query or {}).items() if k != "lang"}
+    switch = esc("?" + urlencode({**kept, "lang": other}))
     return f"""<!doctype html>
 <html lang="{"en" if v.lang == "en" else "zh-CN"}">
 <head>
@@ -113,7 +118,7 @@ def page(v: View, name: str, content: str, *, live: bool) -> str:
   <h1>{v.t("title")}</h1>
   <nav>{nav}</nav>
   <span class="who" id="who">{esc(v.account)} ({esc(v.role)})</span>
-  <a class="button small" id="lang-switch" href="?lang={other}">{v.t("switch")}</a>
+  <a class="button small" id="lang-switch" href="{switch}">{v.t("switch")}</a>
   <form method="post" action="/logout" class="inline">
     <input type="hidden" name="csrf" value="{esc(v.csrf)}">
     <button type="submit" class="small secondary" id="logout">{v.t("logout")}</button>
@@ -128,6 +133,23 @@ def page(v: View, name: str, content: str, *, live: bool) -> str:
 """
 
 
+def _zoned(data: Any, zone: ZoneInfo) -> Any:
+    """``data`` with its times (ISO 8601 strings with an offset, e.g. ``permit_until``) in
+    the page's zone, as every other time on the page."""
+    if isinstance(data, dict):
+        return {k: _zoned(val, zone) for k, val in data.items()}
+    if isinstance(data, list):
+        return [_zoned(val, zone) for val in data]
+    if isinstance(data, str) and 19 <= len(data) <= 40 and data[10:11] == "T":
+        try:
+            when = datetime.fromisoformat(data)
+        except ValueError:
+            return data
+        if when.tzinfo is not None:
+            return when.astimezone(zone).isoformat()
+    return data
+
+
 def incident_banner(v: View, gates: Sequence[GateState]) -> str:
     """The banner every page shows while any gate is in incident mode."""
     names = [g.gate for g in gates if g.mode == "incident"]
@@ -135,8 +157,8 @@ def incident_banner(v: View, gates: Sequence[GateState]) -> str:
         return ""
     return (
         f'<p class="banner danger" id="incident-banner">{v.t("incident.banner")}'
-        f"{esc(', '.join(names))} · "
-        f'<a href="/roll-call">{v.t("incident.see")}</a></p>'
+        f"{esc(', '.join(names))}"
+        f'<span class="no-print"> · <a href="/roll-call">{v.t("incident.see")}</a></span></p>'
     )
 
 
@@ -179,8 +201,16 @@ def login(lang: str, error: str | None) -> str:
 """
 
 
-def error(lang: str, status: int, message: str) -> str:
+def error(lang: str, status: int, message: str, detail: str | None = None) -> str:
+    """An error page saying ``message`` (in ``lang``), with ``detail`` (the English original
+    of a translated message) beside it."""
     v = View(lang, ZoneInfo("UTC"), 0)
+    beside = (
+        ""
+        if detail is None
+        else f'\n<p class="detail" id="error-detail" lang="en">{esc(detail)}</p>'
+    )
+
     return f"""<!doctype html>
 <html lang="{"en" if lang == "en" else "zh-CN"}">
 <head>
@@ -191,7 +221,7 @@ def error(lang: str, status: int, message: str) -> str:
 <body class="error-page">
 <main>
 <h1>{status} {v.t("error.title")}</h1>
-<p class="error" id="error-message">{esc(message)}</p>
+<p class="error" id="error-message">{esc(message)}</p>{beside}
 <p><a href="/">{v.t("error.back")}</a></p>
 </main>
 </body>
@@ -300,7 +330,9 @@ def gates(v: View, states: Sequence[GateState], stale_ns: int) -> str:
     rows = []
     for g in sorted(states, key=lambda g: gate_order(g, v.now_ns, stale_ns)):
         if not g.online:
-            state, cls = v.t("offline" if g.state else "never-seen"), "offline"
+            seen_at = (g.status_at_ns, g.last_event_at_ns)
+            never = "never-seen" if all(t is None for t in seen_at) else "no-status"
+            state, cls = v.t("offline" if g.state else never), "offline"
         elif is_stale(g, v.now_ns, stale_ns):
             state, cls = f"{v.t('online')} · {v.t('stale')}", "stale"
         else:
@@ -394,7 +426,9 @@ def events(
         rows = []
         for e in found:
             match = "" if e["match"] is None else v.t("match." + e["match"])
-            data = json.dumps(e["data"], ensure_ascii=False, indent=1, sort_keys=True)
+            data = json.dumps(
+                _zoned(e["data"], v.zone), ensure_ascii=False, indent=1, sort_keys=True
+            )
             rows.append(
                 f'<tr data-gate="{esc(e["gate"])}" data-seq="{esc(e["seq"])}">'
                 + _cells(

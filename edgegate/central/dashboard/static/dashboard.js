@@ -47,17 +47,53 @@
     }
   }
 
+  // The live stream. A browser reconnects an EventSource by itself only after a lost
+  // connection, never after a refusal (503 when the server has too many streams): then this
+  // reconnects, waiting 1 s, 2 s, 4 s... up to 30 s. A stream the server ended because a newer
+  // page of the same login took its place ("displaced") reconnects when this page is looked
+  // at again, or after 30 s.
+  let source = null;
+  let timer = null;
+  let delay = 1000;
+
+  function lost(isLost) {
+    const note = document.getElementById("live-lost");
+    if (note) note.hidden = !isLost;
+    body.dataset.liveState = isLost ? "lost" : "open";
+  }
+
+  function reconnect(after) {
+    if (source) { source.close(); source = null; }
+    if (timer === null) timer = setTimeout(live, after);
+  }
+
   function live() {
-    const lost = document.getElementById("live-lost");
-    const source = new EventSource("/live");
+    timer = null;
+    if (source) return;
+    source = new EventSource("/live");
     source.addEventListener("change", (event) => {
       const doc = JSON.parse(event.data);
       body.dataset.positions = JSON.stringify(doc.positions);
       refresh();
     });
-    source.addEventListener("open", () => { if (lost) lost.hidden = true; });
-    source.addEventListener("error", () => { if (lost) lost.hidden = false; });
+    source.addEventListener("open", () => { delay = 1000; lost(false); });
+    source.addEventListener("displaced", () => { lost(true); reconnect(30000); });
+    source.addEventListener("error", () => {
+      lost(true);
+      if (source && source.readyState === EventSource.CLOSED) {
+        reconnect(delay);
+        delay = Math.min(delay * 2, 30000);
+      }
+    });
   }
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && body.dataset.live === "1" && !source) {
+      if (timer !== null) { clearTimeout(timer); timer = null; }
+      live();
+      refresh();
+    }
+  });
 
   bind();
   if (body.dataset.live === "1") {
