@@ -73,6 +73,10 @@ class Postgres:
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
+    def pid(self) -> int:
+        """The postmaster's process id."""
+        return int((self.base / "data" / "postmaster.pid").read_text().split()[0])
+
     def stop(self) -> None:
         if self.port:
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.base / "data"), "-m", "fast", "stop")

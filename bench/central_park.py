@@ -42,8 +42,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -419,6 +419,26 @@ async def broker_baseline(mq: Mosquitto, logs: list[GateLog]) -> float:
 # ------------------------------------------------------------------------------ central
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the live processes ``pids`` have used so far."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """``pid`` and its child processes (PostgreSQL's backends)."""
+    out = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+    return out
+
+
 def start_sinks(mq: Mosquitto, dsn: str, workdir: Path) -> list[tuple[subprocess.Popen[bytes], int]]:
     """Two ``edgegate central run`` on ``dsn``, each with its HTTP server (the first with
     the park API); (process, HTTP port) each."""
@@ -582,7 +602,16 @@ def main() -> int:
             open_store(dsn).close()  # migrated once, before the sinks race for it
             base_s = asyncio.run(broker_baseline(mq, logs))
             sinks = start_sinks(mq, dsn, d)
+            procs = {
+                "sinks": [p.pid for p, _ in sinks],
+                "postgres": children(pg.pid()),
+                "mosquitto": [mq.proc.pid] if mq.proc else [],
+            }
+            cpu_before = {k: cpu_s(v) for k, v in procs.items()}
+            own_before = time.process_time()
             seconds, resends, timeouts = asyncio.run(ingest(mq, logs))
+            cpu = {f"cpu_{k}_s": round(cpu_s(v) - cpu_before[k], 1) for k, v in procs.items()}
+            cpu["cpu_gates_s"] = round(time.process_time() - own_before, 1)
             check_store(dsn, logs, inside)
             store_ms = presence_store(dsn, args.queries)
             sql_ms = presence_sql(dsn, args.queries)
@@ -605,6 +634,7 @@ def main() -> int:
         "ratio": round(base_s / seconds, 3),
         "resend_requests": resends,
         "ack_timeouts": timeouts,
+        **cpu,
         "inside": inside,
         "presence_query_p50_ms": ms(store_ms, 50),
         "presence_query_p99_ms": ms(store_ms, 99),

@@ -52,6 +52,7 @@ PROJECTIONS = (PRESENCE, GATES)
 """The projections, each with a position per gate."""
 
 _PAGE = 10_000
+_IN_CHUNK = 500  # gates per ``IN (…)`` list
 
 _PRESENCE_TYPES = frozenset({VehiclePassed.TYPE})
 _GATE_TYPES = frozenset(
@@ -99,6 +100,8 @@ class Tx(Protocol):
         """`` FOR UPDATE`` where the backend locks rows read in a transaction, else empty."""
 
     def _exec(self, sql: str, params: Sequence[object] = ()) -> None: ...
+
+    def _exec_many(self, sql: str, params: Sequence[Sequence[object]]) -> None: ...
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
 
@@ -195,13 +198,14 @@ def apply(tx: Tx, stored: Mapping[str, Sequence[Row]], on_problem: Problem) -> N
     from its position on: rows it already holds are skipped, rows between its position and
     the first of the gate's rows (stored before it existed) are read first."""
     moves: list[_Move] = []
-    for gate in sorted(stored):  # positions locked in gate order, like the heads
+    advanced: list[tuple[int, str, str]] = []
+    gates = sorted(g for g, rows in stored.items() if rows)
+    positions = _lock_positions(tx, gates)
+    for gate in gates:
         rows = stored[gate]
-        if not rows:
-            continue
         first, last = rows[0][0], rows[-1][0]
         for projection in PROJECTIONS:
-            position = _lock_position(tx, projection, gate)
+            position = positions[projection, gate]
             if position >= last:
                 continue
             if position < first - 1:
@@ -209,13 +213,15 @@ def apply(tx: Tx, stored: Mapping[str, Sequence[Row]], on_problem: Problem) -> N
                     _apply_one(tx, projection, gate, page, on_problem, moves)
             new = [r for r in rows if r[0] > position]
             _apply_one(tx, projection, gate, new, on_problem, moves)
-            tx._exec(_SET_POSITION, (last, projection, gate))
+            advanced.append((last, projection, gate))
+    if advanced:
+        tx._exec_many(_SET_POSITION, advanced)
     # Plates' rows are locked in plate order: two sinks moving the same plates (one from
     # each gate) wait for each other instead of deadlocking. The order changes nothing else:
     # the latest movement wins whatever the order.
     moves.sort(key=lambda m: (m[0], m[5], m[3], m[4]))
-    for move in moves:
-        tx._exec(_MOVE, move)
+    if moves:
+        tx._exec_many(_MOVE, moves)
 
 
 def rebuild(tx: Tx, heads: Mapping[str, int], on_problem: Problem) -> int:
@@ -235,13 +241,21 @@ def rebuild(tx: Tx, heads: Mapping[str, int], on_problem: Problem) -> int:
     return read
 
 
-def _lock_position(tx: Tx, projection: str, gate: str) -> int:
-    tx._exec(_ENSURE_POSITION, (projection, gate))
-    rows = tx._query(
-        "SELECT seq FROM projection_positions WHERE projection = ? AND gate = ?" + tx.for_update,
-        (projection, gate),
-    )
-    return int(rows[0][0])
+def _lock_positions(tx: Tx, gates: list[str]) -> dict[tuple[str, str], int]:
+    """Create missing positions of ``gates`` (sorted), lock and read them, in gate order
+    like the heads (two sinks cannot deadlock on them), a few statements for all."""
+    tx._exec_many(_ENSURE_POSITION, [(p, g) for g in gates for p in PROJECTIONS])
+    out: dict[tuple[str, str], int] = {}
+    for i in range(0, len(gates), _IN_CHUNK):
+        where = Where()
+        where.among("gate", gates[i : i + _IN_CHUNK])
+        for projection, gate, seq in tx._query(
+            "SELECT projection, gate, seq FROM projection_positions"
+            f"{where.sql()} ORDER BY gate, projection{tx.for_update}",
+            where.params,
+        ):
+            out[str(projection), str(gate)] = int(seq)
+    return out
 
 
 def _stored(tx: Tx, gate: str, after: int, until: int) -> Iterable[list[Row]]:
