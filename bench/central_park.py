@@ -77,7 +77,6 @@ from edgegate.sync.protocol import (
 )
 
 SITE = "bench-park"
-SINKS = 2
 MAX_INFLIGHT_BATCHES = 8  # the uplink's defaults
 MAX_INFLIGHT_EVENTS = 40_000
 ACK_TIMEOUT_S = 10.0
@@ -367,7 +366,7 @@ async def ingest(mq: Mosquitto, logs: list[GateLog]) -> tuple[float, int, int]:
     return seconds, sum(u.resends for u in uplinks), sum(u.timeouts for u in uplinks)
 
 
-async def broker_baseline(mq: Mosquitto, logs: list[GateLog]) -> float:
+async def broker_baseline(mq: Mosquitto, logs: list[GateLog], sinks: int) -> float:
     """The same payloads from the same gates to two subscribers storing nothing."""
     expected = sum(len(log.batches) for log in logs)
     received = 0
@@ -382,7 +381,7 @@ async def broker_baseline(mq: Mosquitto, logs: list[GateLog]) -> float:
 
     async with contextlib.AsyncExitStack() as stack:
         consumers = []
-        for i in range(SINKS):
+        for i in range(sinks):
             sub = aiomqtt.Client(
                 "127.0.0.1", mq.port, username="central", password=mq.users["central"],
                 identifier=f"bench-baseline-{i}", max_inflight_messages=100,
@@ -439,8 +438,10 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def start_sinks(mq: Mosquitto, dsn: str, workdir: Path) -> list[tuple[subprocess.Popen[bytes], int]]:
-    """Two ``edgegate central run`` on ``dsn``, each with its HTTP server (the first with
+def start_sinks(
+    mq: Mosquitto, dsn: str, workdir: Path, count: int
+) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """``count`` ``edgegate central run`` on ``dsn``, each with its HTTP server (the first with
     the park API); (process, HTTP port) each."""
     password = workdir / "central.pass"
     password.write_text(mq.users["central"])
@@ -448,7 +449,7 @@ def start_sinks(mq: Mosquitto, dsn: str, workdir: Path) -> list[tuple[subprocess
     tokens.write_text(f"bench {API_TOKEN}\n")
     tokens.chmod(0o600)
     out = []
-    for i in range(SINKS):
+    for i in range(count):
         port = free_port()
         cmd = [
             sys.executable, "-m", "edgegate", "central", "run",
@@ -576,12 +577,13 @@ def main() -> int:
     parser.add_argument("--events-per-gate", type=int, default=5000)
     parser.add_argument("--inside", type=int, default=20_000, help="vehicles inside at the end")
     parser.add_argument("--batch", type=int, default=1000, help="events per MQTT batch")
+    parser.add_argument("--sinks", type=int, default=2, help="central run instances")
     parser.add_argument("--queries", type=int, default=200, help="presence queries timed")
     args = parser.parse_args()
     if args.quick:
         args.gates, args.events_per_gate, args.inside, args.queries = 10, 500, 300, 20
-    if min(args.gates, args.events_per_gate, args.batch, args.queries) < 1 or args.inside < 0:
-        parser.error("--gates, --events-per-gate, --batch, --queries >= 1; --inside >= 0")
+    if min(args.gates, args.events_per_gate, args.batch, args.queries, args.sinks) < 1 or args.inside < 0:
+        parser.error("--gates, --events-per-gate, --batch, --queries, --sinks >= 1; --inside >= 0")
 
     t = time.perf_counter()
     logs = build_gates(args.gates, args.events_per_gate, args.inside, args.batch)
@@ -600,8 +602,8 @@ def main() -> int:
                 admin.execute("CREATE DATABASE central")
             dsn = pg.dsn("central")
             open_store(dsn).close()  # migrated once, before the sinks race for it
-            base_s = asyncio.run(broker_baseline(mq, logs))
-            sinks = start_sinks(mq, dsn, d)
+            base_s = asyncio.run(broker_baseline(mq, logs, args.sinks))
+            sinks = start_sinks(mq, dsn, d, args.sinks)
             procs = {
                 "sinks": [p.pid for p, _ in sinks],
                 "postgres": children(pg.pid()),
@@ -624,7 +626,7 @@ def main() -> int:
     dashboard, dashboard_why = dashboard_update_p99_ms()
     result: dict[str, object] = {
         "gates": args.gates,
-        "sinks": SINKS,
+        "sinks": args.sinks,
         "events": events,
         "batch_events": args.batch,
         "build_s": round(build_s, 1),

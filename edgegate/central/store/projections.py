@@ -65,15 +65,25 @@ _ENSURE_POSITION = (
 )
 _SET_POSITION = "UPDATE projection_positions SET seq = ? WHERE projection = ? AND gate = ?"
 # The latest movement of a plate wins, by (wall time, gate, seq): see the module docstring.
-_MOVE = (
+_MOVE_INTO = (
     "INSERT INTO park_vehicles (plate, inside, category, gate, seq, at_ns, lane, credential_id,"
-    " permit_until_ns, unauthorised) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " permit_until_ns, unauthorised) VALUES "
+)
+_MOVE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_MOVE_UPSERT = (
     " ON CONFLICT (plate) DO UPDATE SET inside = excluded.inside,"
     " category = excluded.category, gate = excluded.gate, seq = excluded.seq,"
     " at_ns = excluded.at_ns, lane = excluded.lane, credential_id = excluded.credential_id,"
     " permit_until_ns = excluded.permit_until_ns, unauthorised = excluded.unauthorised"
     " WHERE (park_vehicles.at_ns, park_vehicles.gate, park_vehicles.seq)"
     " < (excluded.at_ns, excluded.gate, excluded.seq)"
+)
+_MOVE = _MOVE_INTO + _MOVE_VALUES + _MOVE_UPSERT
+# PostgreSQL: every plate's movement in one statement, a column per array parameter.
+_MOVE_UNNEST = (
+    _MOVE_INTO.replace(" VALUES ", " SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[],"
+    " ?::text[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])")
+    + _MOVE_UPSERT
 )
 _GATE_LAST = (
     "INSERT INTO park_gates (gate, last_seq, last_at_ns, events) VALUES (?, ?, ?, ?)"
@@ -94,6 +104,10 @@ _INSIDE_COLUMNS = (
 
 class Tx(Protocol):
     """What the projections need of the store, inside its transaction."""
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
 
     @property
     def for_update(self) -> str:
@@ -216,12 +230,28 @@ def apply(tx: Tx, stored: Mapping[str, Sequence[Row]], on_problem: Problem) -> N
             advanced.append((last, projection, gate))
     if advanced:
         tx._exec_many(_SET_POSITION, advanced)
-    # Plates' rows are locked in plate order: two sinks moving the same plates (one from
-    # each gate) wait for each other instead of deadlocking. The order changes nothing else:
-    # the latest movement wins whatever the order.
-    moves.sort(key=lambda m: (m[0], m[5], m[3], m[4]))
-    if moves:
-        tx._exec_many(_MOVE, moves)
+    _move_all(tx, moves)
+
+
+def _move_all(tx: Tx, moves: list[_Move]) -> None:
+    """Upsert each plate's latest of ``moves`` (on PostgreSQL in one statement).
+
+    Only the latest movement of a plate counts, whatever the order (see the module
+    docstring), so the others are dropped first: one statement may not update a row twice.
+    Plates' rows are locked in plate order: two sinks moving the same plates (one from each
+    gate) wait for each other instead of deadlocking."""
+    latest: dict[str, _Move] = {}
+    for m in moves:
+        held = latest.get(m[0])
+        if held is None or (held[5], held[3], held[4]) < (m[5], m[3], m[4]):
+            latest[m[0]] = m
+    rows = [latest[plate] for plate in sorted(latest)]
+    if not rows:
+        return
+    if tx.backend == "postgresql":
+        tx._exec(_MOVE_UNNEST, [list(column) for column in zip(*rows, strict=True)])
+    else:
+        tx._exec_many(_MOVE, rows)
 
 
 def rebuild(tx: Tx, heads: Mapping[str, int], on_problem: Problem) -> int:
