@@ -5,7 +5,8 @@
 
 Real peers on 127.0.0.1, started by the benchmark: a PostgreSQL cluster of its own (``fsync``
 on), a mosquitto broker (a password per gate and for central, the production ACL and queue
-limits, plain listener) and TWO ``edgegate central run`` processes on the same database,
+limits, plain listener) and two (``--sinks``) ``edgegate central run`` processes on the
+same database,
 sharing the gates' batches (one shared subscription, a client id each). The gates are
 simulated in this process: each has its own MQTT connection as its own user, publishes its
 retained status, then its events as the gate's uplink does (hash-chained batches of
@@ -21,19 +22,22 @@ allow-list and mode, so that the park projections have their real work to do.
   Afterwards the store is checked: every event stored once, every head right, and the
   vehicles inside as the events say;
 - ``baseline_broker_eps``: the same payloads through the same broker from the same gate
-  connections to two subscribers (one shared subscription) that store nothing, measured in
-  the same run before the sinks start;
+  connections to as many subscribers (one shared subscription) that store nothing, measured
+  in the same run before the sinks start;
+- ``cpu_*_s``: CPU seconds used during the ingest by the sinks, PostgreSQL (all its
+  processes), mosquitto and this process (the gates);
 - ``presence_query_p99_ms``: ``CentralStore.presence()`` (every vehicle inside, hazmat
-  first) with ``--inside`` vehicles inside (20,000 by default), ``--queries`` times;
+  first, as objects) with ``--inside`` vehicles inside (20,000 by default), ``--queries``
+  times; ``presence_page_p99_ms``: its first 1,000 (``limit=1000``);
   ``presence_api_p99_ms``: the park API's ``GET /api/v1/presence`` (its default page of
-  1,000, with each vehicle's overstay, which reads every vehicle inside) from an HTTP client;
+  1,000, with each one's overstay) from an HTTP client;
   ``baseline_presence_sql_p99_ms``: the same SELECT through psycopg, rows not turned into
   objects, same run;
 - ``consumption_to_refusal_p99_s`` and ``dashboard_update_p99_ms``: null until park-wide
   consumption and the dashboard exist (``not_measured`` says why).
 
 Targets: ``ingest_eps`` >= 100,000 (200 gates), ``presence_query_p99_ms`` <= 50 (20,000
-inside). ``--quick``: a smoke run of a few gates in under a minute (tests/test_bench_central_park.py).
+inside). ``--quick``: a smoke run of a few gates in seconds (tests/test_bench_central_park.py).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,6 +76,7 @@ from edgegate.sync.protocol import (
     Status,
     Topics,
     decode_ack,
+    decode_batch,
     encode_batch,
     encode_status,
 )
@@ -81,6 +86,7 @@ MAX_INFLIGHT_BATCHES = 8  # the uplink's defaults
 MAX_INFLIGHT_EVENTS = 40_000
 ACK_TIMEOUT_S = 10.0
 PER_PASSAGE = 5  # loop, read, decision, barrier command, passage
+PAGE = 1000  # the park API's default page of /presence
 API_TOKEN = "bench-" + "x" * 40
 MS = 1_000_000
 
@@ -126,7 +132,9 @@ def plate(v: int) -> str:
     return f"{_PROVINCES[v % len(_PROVINCES)]}E{v // len(_PROVINCES):05d}"
 
 
-def plan_passages(gates: list[str], total_events: int, inside: int, now_ns: int) -> dict[str, list[Passage]]:
+def plan_passages(
+    gates: list[str], total_events: int, inside: int, now_ns: int
+) -> dict[str, list[Passage]]:
     """Each gate's passages in time order: vehicles enter at one gate and most leave at
     another; ``inside`` of them are still inside at the end."""
     passages = total_events // PER_PASSAGE
@@ -145,7 +153,9 @@ def plan_passages(gates: list[str], total_events: int, inside: int, now_ns: int)
         out[gates[v % n]].append(Passage(at, plate(v), Direction.ENTRY, cat, cred))
         if v < exits:
             dwell = (20 + v % 90) * 60 * 10**9
-            out[gates[(v * 7 + 3) % n]].append(Passage(at + dwell, plate(v), Direction.EXIT, cat, cred))
+            out[gates[(v * 7 + 3) % n]].append(
+                Passage(at + dwell, plate(v), Direction.EXIT, cat, cred)
+            )
     for ps in out.values():
         ps.sort(key=lambda p: p.at_ns)
     return out
@@ -218,8 +228,12 @@ def gate_log(gate: str, passages: list[Passage], batch: int, now_ns: int) -> Gat
         seq += 1
         mono += 1_000_000
         data = ev.encode(event)
-        h = event_hash(prev, gate, seq, wall_ns, mono, "boot-1", event.TYPE, event.lane, event.VERSION, data)
-        rows.append((seq, wall_ns, mono, "boot-1", event.TYPE, event.lane, event.VERSION, data, prev, h))
+        h = event_hash(
+            prev, gate, seq, wall_ns, mono, "boot-1", event.TYPE, event.lane, event.VERSION, data
+        )
+        rows.append(
+            (seq, wall_ns, mono, "boot-1", event.TYPE, event.lane, event.VERSION, data, prev, h)
+        )
         prev = h
         if len(rows) == batch:
             flush()
@@ -230,15 +244,46 @@ def gate_log(gate: str, passages: list[Passage], batch: int, now_ns: int) -> Gat
             rows.clear()
 
     t0 = passages[0].at_ns - 10**9 if passages else now_ns
-    add(ev.DaemonStarted(software_version="bench", config_hash="0" * 64, config_path="/etc/edgegate/gate.toml", pid=1), t0)
-    add(ev.AllowListUpdated(kind=ev.AllowListUpdateKind.SNAPSHOT, version=3, previous_version=2, source="central", upserted=5000, removed=0, entries=5000, content_hash="1" * 64), t0)
-    add(ev.ModeChanged(mode=ev.GateMode.NORMAL, previous=ev.GateMode.MAINTENANCE, source=ev.ModeSource.LOCAL, operator="bench"), t0)
+    add(
+        ev.DaemonStarted(
+            software_version="bench",
+            config_hash="0" * 64,
+            config_path="/etc/edgegate/gate.toml",
+            pid=1,
+        ),
+        t0,
+    )
+    add(
+        ev.AllowListUpdated(
+            kind=ev.AllowListUpdateKind.SNAPSHOT,
+            version=3,
+            previous_version=2,
+            source="central",
+            upserted=5000,
+            removed=0,
+            entries=5000,
+            content_hash="1" * 64,
+        ),
+        t0,
+    )
+    add(
+        ev.ModeChanged(
+            mode=ev.GateMode.NORMAL,
+            previous=ev.GateMode.MAINTENANCE,
+            source=ev.ModeSource.LOCAL,
+            operator="bench",
+        ),
+        t0,
+    )
     for i, p in enumerate(passages):
         lane = "in-1" if p.direction is Direction.ENTRY else "out-1"
         for k, e in enumerate(passage_events(p, lane, seq + 3)):
             add(e, p.at_ns + k * 10 * MS)
         if i % 200 == 199:
-            add(ev.DeviceFault(device="cam-in-1", code="timeout", message="no frame for 30 s"), p.at_ns + MS)
+            add(
+                ev.DeviceFault(device="cam-in-1", code="timeout", message="no frame for 30 s"),
+                p.at_ns + MS,
+            )
             if i != len(passages) - 1:
                 add(ev.DeviceRecovered(device="cam-in-1", down_ms=4200), p.at_ns + 2 * MS)
     flush()
@@ -255,8 +300,6 @@ def build_gates(count: int, events_per_gate: int, inside: int, batch: int) -> li
 
 def expected_inside(logs: list[GateLog]) -> int:
     """Vehicles whose latest passage is an entry (decoded back from the batches)."""
-    from edgegate.sync.protocol import decode_batch
-
     last: dict[str, tuple[int, bool]] = {}
     for log in logs:
         for _, _, payload in log.batches:
@@ -284,7 +327,6 @@ class Uplink:
     resends: int = 0
     timeouts: int = 0
     progress: asyncio.Event = field(default_factory=asyncio.Event)
-    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def read_acks(self) -> None:
         async for message in self.client.messages:
@@ -300,42 +342,53 @@ class Uplink:
 
     def _unacked_batches(self) -> tuple[int, int]:
         sent_to = self.log.batches[self.next_batch - 1][1] if self.next_batch else 0
-        first = next((i for i, b in enumerate(self.log.batches) if b[1] > self.acked), len(self.log.batches))
+        first = next(
+            (i for i, b in enumerate(self.log.batches) if b[1] > self.acked), len(self.log.batches)
+        )
         return self.next_batch - first, sent_to - self.acked
 
     async def send_all(self) -> None:
+        """Publish the batches within the window until central acks the head; no ack for
+        the ack timeout (doubled each time, as the uplink does) sends again from the ack."""
         reader = asyncio.create_task(self.read_acks())
         batches = self.log.batches
         loop = asyncio.get_running_loop()
         progress_at = loop.time()
         last_acked = self.acked
+        ack_wait = ACK_TIMEOUT_S
         while self.acked < self.log.head:
             if self.acked != last_acked:
                 last_acked, progress_at = self.acked, loop.time()
             n_batches, n_events = self._unacked_batches()
-            if self.next_batch < len(batches) and n_batches < MAX_INFLIGHT_BATCHES and n_events < MAX_INFLIGHT_EVENTS:
-                first = max(self.next_batch, 0)
-                _, _, payload = batches[first]
-                self.next_batch = first + 1
+            if (
+                self.next_batch < len(batches)
+                and n_batches < MAX_INFLIGHT_BATCHES
+                and n_events < MAX_INFLIGHT_EVENTS
+            ):
+                payload = batches[self.next_batch][2]
+                self.next_batch += 1
                 await self.client.publish(self.topics.events, payload, qos=1)
                 continue
             self.progress.clear()
             waited = loop.time() - progress_at
-            if waited >= ACK_TIMEOUT_S:
+            if waited >= ack_wait:
                 self.timeouts += 1
                 self.next_batch = self.log.batch_from(self.acked + 1)
                 progress_at = loop.time()
+                ack_wait = min(2 * ack_wait, 300.0)
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.progress.wait(), ACK_TIMEOUT_S - waited)
+                await asyncio.wait_for(self.progress.wait(), ack_wait - waited)
         await reader
 
 
 @contextlib.asynccontextmanager
-async def gate_clients(mq: Mosquitto, logs: list[GateLog], *, ack: bool) -> Iterator[list[Uplink]]:
+async def gate_clients(
+    mq: Mosquitto, logs: list[GateLog], *, ack: bool
+) -> AsyncIterator[list[Uplink]]:
     """Every gate connected as itself (subscribed to its acks if ``ack``)."""
     async with contextlib.AsyncExitStack() as stack:
-        uplinks = []
+        uplinks: list[Uplink] = []
         for log in logs:
             client = aiomqtt.Client(
                 "127.0.0.1",
@@ -351,7 +404,7 @@ async def gate_clients(mq: Mosquitto, logs: list[GateLog], *, ack: bool) -> Iter
             if ack:
                 await client.subscribe(topics.ack, qos=1)
             uplinks.append(Uplink(log, client, topics))
-        yield uplinks  # type: ignore[misc]
+        yield uplinks
 
 
 async def ingest(mq: Mosquitto, logs: list[GateLog]) -> tuple[float, int, int]:
@@ -367,7 +420,7 @@ async def ingest(mq: Mosquitto, logs: list[GateLog]) -> tuple[float, int, int]:
 
 
 async def broker_baseline(mq: Mosquitto, logs: list[GateLog], sinks: int) -> float:
-    """The same payloads from the same gates to two subscribers storing nothing."""
+    """The same payloads from the same gates to ``sinks`` subscribers storing nothing."""
     expected = sum(len(log.batches) for log in logs)
     received = 0
     done = asyncio.Event()
@@ -383,8 +436,12 @@ async def broker_baseline(mq: Mosquitto, logs: list[GateLog], sinks: int) -> flo
         consumers = []
         for i in range(sinks):
             sub = aiomqtt.Client(
-                "127.0.0.1", mq.port, username="central", password=mq.users["central"],
-                identifier=f"bench-baseline-{i}", max_inflight_messages=100,
+                "127.0.0.1",
+                mq.port,
+                username="central",
+                password=mq.users["central"],
+                identifier=f"bench-baseline-{i}",
+                max_inflight_messages=100,
             )
             await stack.enter_async_context(sub)
             await sub.subscribe(Topics.shared_events("bench-baseline"), qos=1)
@@ -452,9 +509,21 @@ def start_sinks(
     for i in range(count):
         port = free_port()
         cmd = [
-            sys.executable, "-m", "edgegate", "central", "run",
-            "--broker", f"mqtt://127.0.0.1:{mq.port}", "--password-file", str(password),
-            "--db", dsn, "--client-id", f"bench-sink-{i}", "--http", f"127.0.0.1:{port}",
+            sys.executable,
+            "-m",
+            "edgegate",
+            "central",
+            "run",
+            "--broker",
+            f"mqtt://127.0.0.1:{mq.port}",
+            "--password-file",
+            str(password),
+            "--db",
+            dsn,
+            "--client-id",
+            f"bench-sink-{i}",
+            "--http",
+            f"127.0.0.1:{port}",
         ]
         if i == 0:
             cmd += ["--api-tokens", str(tokens)]
@@ -471,10 +540,10 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 60.0) 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"central run exited with {proc.returncode} before it was ready")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:  # noqa: S310
-                if r.status == 200:
-                    return
+        url = f"http://127.0.0.1:{port}/readyz"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
         time.sleep(0.1)
     raise SystemExit(f"central run on port {port} not ready in {timeout} s")
 
@@ -517,9 +586,10 @@ def timed(fn: object, n: int) -> list[float]:
     return sorted(out)
 
 
-def presence_store(dsn: str, n: int) -> list[float]:
+def presence_store(dsn: str, n: int) -> tuple[list[float], list[float]]:
+    """Every vehicle inside; the first page of them (the park API's default page)."""
     with contextlib.closing(open_store(dsn)) as store:
-        return timed(store.presence, n)
+        return timed(store.presence, n), timed(lambda: store.presence(limit=PAGE), n)
 
 
 def presence_sql(dsn: str, n: int) -> list[float]:
@@ -582,7 +652,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.gates, args.events_per_gate, args.inside, args.queries = 10, 500, 300, 20
-    if min(args.gates, args.events_per_gate, args.batch, args.queries, args.sinks) < 1 or args.inside < 0:
+    if (
+        min(args.gates, args.events_per_gate, args.batch, args.queries, args.sinks) < 1
+        or args.inside < 0
+    ):
         parser.error("--gates, --events-per-gate, --batch, --queries, --sinks >= 1; --inside >= 0")
 
     t = time.perf_counter()
@@ -615,7 +688,7 @@ def main() -> int:
             cpu = {f"cpu_{k}_s": round(cpu_s(v) - cpu_before[k], 1) for k, v in procs.items()}
             cpu["cpu_gates_s"] = round(time.process_time() - own_before, 1)
             check_store(dsn, logs, inside)
-            store_ms = presence_store(dsn, args.queries)
+            store_ms, page_ms = presence_store(dsn, args.queries)
             sql_ms = presence_sql(dsn, args.queries)
             api_ms = asyncio.run(presence_api(sinks[0][1], args.queries))
         finally:
@@ -640,6 +713,7 @@ def main() -> int:
         "inside": inside,
         "presence_query_p50_ms": ms(store_ms, 50),
         "presence_query_p99_ms": ms(store_ms, 99),
+        "presence_page_p99_ms": ms(page_ms, 99),
         "presence_api_p50_ms": ms(api_ms, 50),
         "presence_api_p99_ms": ms(api_ms, 99),
         "baseline_presence_sql_p99_ms": ms(sql_ms, 99),
