@@ -747,7 +747,8 @@ async def test_incident_hold_opens_and_automatic_closing_never_overrides(tmp_pat
         runner.submit(IncidentHold(True))
         held = await log.wait_for(BarrierCommanded, lane="l1", where=is_open)
         assert held.event.reason == "incident"
-        ((i, _),) = trail.of(OPEN)
+        i, _ = await trail.wait(OPEN)  # taken by the PLC after it was logged
+        assert trail.of(OPEN) == [(i, trail[i][0])]
         assert trail.head_at(i) >= held.seq
         await wait_position(plc, 1.0)
         assert runner.state is LaneState.HELD_OPEN
@@ -822,7 +823,8 @@ async def test_manual_open_is_held_until_released(tmp_path: Path) -> None:
         opening = await log.wait_for(BarrierCommanded, lane="l1", where=is_open)
         assert opening.event.reason == "manual-open"
         assert opening.event.cause_seq == action.seq
-        ((i, _),) = trail.of(OPEN)
+        i, _ = await trail.wait(OPEN)  # taken by the PLC after it was logged
+        assert trail.of(OPEN) == [(i, trail[i][0])]
         assert trail.head_at(i) >= opening.seq
         await wait_position(plc, 1.0)
         # A refused vehicle follows through the held arm: recorded, and still no closing.

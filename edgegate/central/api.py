@@ -374,40 +374,44 @@ class ParkApi:
     # /events
 
     async def _events(self, params: dict[str, str]) -> dict[str, Any]:
-        query = _event_query(params)
-        page, cursor, scanned = await self._in_thread(lambda: self._scan(query))
+        query = event_query(params)
+        page, cursor, scanned = await self._in_thread(
+            lambda: scan_events(self.store, query, self.limits)
+        )
         return {"events": page, "next_cursor": cursor, "scanned": scanned}
 
-    def _scan(self, q: EventQuery) -> tuple[list[dict[str, Any]], str | None, int]:
-        """A page of matching events, the cursor after the last event read (None: the end),
-        and how many were read. Reads at most ``scan_rows`` events."""
-        lim = self.limits
-        types = q.types
-        if q.plate is not None:
-            types = _PLATE_TYPES if types is None else types & _PLATE_TYPES
-        position, scanned, page = q.after, 0, []
-        while scanned < lim.scan_rows:
-            want = min(lim.scan_chunk, lim.scan_rows - scanned)
-            rows = self.store.find_events(
-                position,
-                gate=q.gate,
-                types=types,
-                start_ns=q.start_ns,
-                end_ns=q.end_ns,
-                limit=want,
-            )
-            for gate, row in rows:
-                scanned += 1
-                position = (gate, row[0])
-                item = _event_json(gate, StoredEvent.from_row(row), q.plate)
-                if item is None:
-                    continue
-                page.append(item)
-                if len(page) >= q.limit:
-                    return page, _cursor(position), scanned
-            if len(rows) < want:
-                return page, None, scanned
-        return page, _cursor(position), scanned
+
+def scan_events(
+    store: CentralStore, q: EventQuery, lim: ApiLimits
+) -> tuple[list[dict[str, Any]], str | None, int]:
+    """A page of the stored events matching ``q`` (as JSON), the cursor after the last event
+    read (None: the end), and how many were read: at most ``lim.scan_rows``."""
+    types = q.types
+    if q.plate is not None:
+        types = _PLATE_TYPES if types is None else types & _PLATE_TYPES
+    position, scanned, page = q.after, 0, []
+    while scanned < lim.scan_rows:
+        want = min(lim.scan_chunk, lim.scan_rows - scanned)
+        rows = store.find_events(
+            position,
+            gate=q.gate,
+            types=types,
+            start_ns=q.start_ns,
+            end_ns=q.end_ns,
+            limit=want,
+        )
+        for gate, row in rows:
+            scanned += 1
+            position = (gate, row[0])
+            item = _event_json(gate, StoredEvent.from_row(row), q.plate)
+            if item is None:
+                continue
+            page.append(item)
+            if len(page) >= q.limit:
+                return page, _cursor(position), scanned
+        if len(rows) < want:
+            return page, None, scanned
+    return page, _cursor(position), scanned
 
 
 # --- parameters ------------------------------------------------------------------------------
@@ -461,7 +465,8 @@ def _time(name: str, text: str) -> int:
     return datetime_to_ns(when)
 
 
-def _event_query(params: dict[str, str]) -> EventQuery:
+def event_query(params: dict[str, str]) -> EventQuery:
+    """The ``/events`` parameters checked (``HttpError`` 400 naming the bad one)."""
     plate = None
     if "plate" in params:
         text = normalise(params["plate"])

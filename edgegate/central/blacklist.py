@@ -9,16 +9,21 @@ the gates the same entry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.allowlist.importer import Delta
 from edgegate.central import publish as pub
+from edgegate.central.store import CentralStore
+from edgegate.central.store import publications as recorded
 from edgegate.central.store.blacklist import APPROVED, Proposal, Publication
 from edgegate.core.codec import ns_to_datetime
 from edgegate.core.domain import BlacklistEntry, BlacklistReason
+from edgegate.observability import get_logger
+
+log = get_logger("central.blacklist")
 
 SOURCE = "central"
 
@@ -65,3 +70,46 @@ def messages(
         payload = pub.signed_publication(publication, key)
         out.append(pub.Outgoing(site, p.gate, "allowlist", payload, retain=False))
     return out
+
+
+def publish_approval(
+    store: CentralStore,
+    proposal: Proposal,
+    *,
+    site: str,
+    key: Ed25519PrivateKey,
+    send: Callable[[list[pub.Outgoing]], None],
+    now_ns: int,
+) -> tuple[Publication, ...]:
+    """Publish an approved ``proposal``'s deltas not yet published: recorded as allow-list
+    publications (by its operator), handed to ``send`` (which delivers them or raises
+    ``PublishError``, leaving them pending), then noted as published. Returns what was
+    published (nothing pending: nothing). The CLI and the dashboard both approve this way."""
+    pending = proposal.pending
+    if not pending:
+        return ()
+    out = messages(proposal, pending, site=site, key=key, now_ns=now_ns)
+    by = f"{proposal.operator} (blacklist approval #{proposal.id})"
+    store.record_publications(
+        recorded.Publication(
+            u.gate, u.version, recorded.DELTA, u.base_version, m.payload, now_ns, by
+        )
+        for u, m in zip(pending, out, strict=True)
+    )
+    send(out)
+    store.blacklist_published(proposal.id, [p.gate for p in pending])
+    return pending
+
+
+def log_decision(p: Proposal) -> None:
+    """Log a recorded decision: who, what, why, about which stay."""
+    log.info(
+        "blacklist_decided",
+        proposal=p.id,
+        decision=p.state,
+        operator=p.operator,
+        reason=p.reason,
+        plate=p.plate,
+        entry_gate=p.gate,
+        entry_seq=p.seq,
+    )

@@ -1,4 +1,5 @@
-"""``edgegate accounts add|list|remove|passwd``: the guard's console accounts.
+"""``edgegate accounts add|list|remove|passwd``: the guard's console accounts (and, with
+other roles, ``edgegate central accounts``: the control-room dashboard's).
 
 The file is ``--file``, else ``[console].accounts_file`` of ``--config``. The daemon re-reads
 it when it changes: no restart is needed to add a guard.
@@ -19,6 +20,7 @@ from edgegate.config import ConfigError, load_config
 from edgegate.console.accounts import (
     Account,
     AccountsError,
+    Roles,
     check_name,
     hash_password,
     read_accounts,
@@ -32,16 +34,31 @@ log = get_logger("cli.accounts")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    acc_sub = action_group(sub, "accounts", "manage the guard's console accounts")
+    register_accounts(sub, "accounts", "manage the guard's console accounts", Role)
+
+
+def register_accounts(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    command: str,
+    what: str,
+    roles: Roles,
+    *,
+    gate_config: bool = True,
+) -> None:
+    """Add ``COMMAND add|list|remove|passwd`` for an accounts file of ``roles`` (the guard's
+    console; central's dashboard, whose file is named with ``--file`` only)."""
+    acc_sub = action_group(sub, command, what)
 
     def common(parser: argparse.ArgumentParser) -> None:
-        where = parser.add_mutually_exclusive_group()
-        where.add_argument("-c", "--config", type=Path, help="gate config naming the file")
+        where = parser.add_mutually_exclusive_group(required=not gate_config)
+        if gate_config:
+            where.add_argument("-c", "--config", type=Path, help="gate config naming the file")
         where.add_argument("--file", type=Path, help="the accounts file itself")
+        parser.set_defaults(roles=roles, config=None)
 
     add = acc_sub.add_parser("add", help="add an account (asks for its password)")
     add.add_argument("name")
-    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--role", required=True, choices=[r.value for r in roles])
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin's first line"
     )
@@ -99,7 +116,7 @@ def _password(args: argparse.Namespace, name: str) -> str:
 def _run(args: argparse.Namespace, action: str) -> int:
     try:
         path = _path(args)
-        accounts = read_accounts(path)
+        accounts = read_accounts(path, args.roles)
         if action == "list":
             table = Table(title="console accounts", caption=str(path))
             table.add_column("account")
@@ -116,7 +133,7 @@ def _run(args: argparse.Namespace, action: str) -> int:
         if action == "remove":
             del accounts[name]
         else:
-            role = Role(args.role) if action == "add" else accounts[name].role
+            role = args.roles(args.role) if action == "add" else accounts[name].role
             accounts[name] = Account(name, role, hash_password(_password(args, name)))
         write_accounts(path, accounts)
     except (AccountsError, ConfigError) as exc:

@@ -30,9 +30,9 @@ from edgegate.central import publish as pub
 from edgegate.central.api import iso as _iso
 from edgegate.central.store import CentralStore, StoreError, redact
 from edgegate.central.store.blacklist import APPROVED, DISMISSED, STATES, Proposal
-from edgegate.central.store.publications import DELTA, Publication
 from edgegate.cli import central_cmd, central_park
-from edgegate.cli.central_park import _duration, _fail, _local, _UsageError
+from edgegate.cli.central_common import UsageError, fail, open_existing, output_args, store_arg
+from edgegate.cli.central_park import _duration, _local
 from edgegate.observability import get_logger
 
 log = get_logger("cli.central")
@@ -58,7 +58,7 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         description="New overstays become proposals; undecided ones get their dwell brought "
         "up to date; a proposal whose vehicle left is kept and marked as left.",
     )
-    central_park._store_arg(propose)
+    store_arg(propose)
     propose.add_argument(
         "--dwell-limit",
         action="append",
@@ -78,9 +78,9 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     propose.set_defaults(func=cmd_propose)
 
     listing = actions.add_parser("list", help="the proposals, with their evidence and decisions")
-    central_park._store_arg(listing)
+    store_arg(listing)
     listing.add_argument("--state", choices=STATES, help="only proposals in this state")
-    central_park._output_args(listing)
+    output_args(listing)
     listing.set_defaults(func=cmd_list)
 
     for name, what in ((APPROVED, "approve"), (DISMISSED, "dismiss")):
@@ -92,7 +92,7 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument("id", metavar="ID", help="the proposal's id (see `list`)")
         p.add_argument("--operator", required=True, help="who decides")
         p.add_argument("--reason", required=True, help="why")
-        central_park._store_arg(p)
+        store_arg(p)
         if name == APPROVED:
             _publish_args(p)
         p.set_defaults(func=cmd_decide, decision=name)
@@ -102,7 +102,7 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="publish what approvals have not published yet (after a broker failure)",
     )
     again.add_argument("ids", nargs="*", metavar="ID", help="these proposals (default: all)")
-    central_park._store_arg(again)
+    store_arg(again)
     _publish_args(again)
     again.set_defaults(func=cmd_publish)
 
@@ -131,17 +131,17 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
 def _text(flag: str, value: str) -> str:
     text = value.strip()
     if not text:
-        raise _UsageError(f"{flag}: must not be empty")
+        raise UsageError(f"{flag}: must not be empty")
     if len(text) > _TEXT_MAX:
-        raise _UsageError(f"{flag}: at most {_TEXT_MAX} characters")
+        raise UsageError(f"{flag}: at most {_TEXT_MAX} characters")
     if any(unicodedata.category(c) == "Cc" for c in text):
-        raise _UsageError(f"{flag}: contains a control character")
+        raise UsageError(f"{flag}: contains a control character")
     return text
 
 
 def _proposal_id(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
-        raise _UsageError(
+        raise UsageError(
             f"proposal id {value[:40]!r}: expected a number (see `edgegate central blacklist list`)"
         )
     return int(value)
@@ -153,7 +153,7 @@ class _Publisher:
     def __init__(self, args: argparse.Namespace) -> None:
         missing = [f for f in ("key", "site", "broker") if getattr(args, f) is None]
         if missing:
-            raise _UsageError("publishing needs " + ", ".join(f"--{m}" for m in missing))
+            raise UsageError("publishing needs " + ", ".join(f"--{m}" for m in missing))
         central_cmd._check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates or ()})
         self.site: str = args.site
         self.gates: list[str] | None = args.gates
@@ -163,26 +163,24 @@ class _Publisher:
 
     def check_gates(self, store: CentralStore) -> None:
         if self.gates is None and not store.gate_states():
-            raise _UsageError("no gate known to the store yet: name the gates with --gate")
+            raise UsageError("no gate known to the store yet: name the gates with --gate")
 
     def publish(self, store: CentralStore, proposal: Proposal) -> str | None:
         """Publish ``proposal``'s pending deltas; None when done, else what failed."""
         pending = proposal.pending
         if not pending:
             return None
-        try:
-            now = time.time_ns()
-            messages = bl.messages(proposal, pending, site=self.site, key=self.key, now_ns=now)
-            by = f"{proposal.operator} (blacklist approval #{proposal.id})"
-            store.record_publications(
-                Publication(u.gate, u.version, DELTA, u.base_version, m.payload, now, by)
-                for u, m in zip(pending, messages, strict=True)
-            )
+
+        def send(messages: list[pub.Outgoing]) -> None:
             asyncio.run(pub.publish(self.broker, messages, timeout=self.timeout))
+
+        try:
+            bl.publish_approval(
+                store, proposal, site=self.site, key=self.key, send=send, now_ns=time.time_ns()
+            )
         except pub.PublishError as exc:
             log.error("blacklist_publish_failed", proposal=proposal.id, error=str(exc))
             return str(exc)
-        store.blacklist_published(proposal.id, [p.gate for p in pending])
         shown = ", ".join(f"{p.gate} ({p.base_version} -> {p.version})" for p in pending)
         print(
             f"published blacklist entry {proposal.entry_id} ({proposal.plate}) as a signed "
@@ -225,11 +223,11 @@ def cmd_propose(args: argparse.Namespace) -> int:
         auto = central_park._categories(args.auto_approve or None) or []
         publisher = _Publisher(args) if auto else None
         if not auto and (args.key or args.site or args.broker or args.gates):
-            raise _UsageError("--key, --site, --gate and --broker go with --auto-approve")
-    except (_UsageError, pub.PublishError) as exc:
-        return _fail(name, str(exc).replace("--category", "--auto-approve"))
+            raise UsageError("--key, --site, --gate and --broker go with --auto-approve")
+    except (UsageError, pub.PublishError) as exc:
+        return fail(name, str(exc).replace("--category", "--auto-approve"))
     try:
-        with central_park._open(args.store) as store:
+        with open_existing(args.store) as store:
             if publisher is not None:
                 publisher.check_gates(store)
             gates = None if publisher is None else publisher.gates
@@ -247,8 +245,8 @@ def cmd_propose(args: argparse.Namespace) -> int:
             for p in approved:
                 _log_decision(p)
             failed = [] if publisher is None else publisher.publish_all(store, approved)
-    except (_UsageError, StoreError) as exc:
-        return _fail(name, str(exc), db=redact(args.store))
+    except (UsageError, StoreError) as exc:
+        return fail(name, str(exc), db=redact(args.store))
     if failed:
         print(
             f"edgegate central {name}: approved automatically but not published: "
@@ -263,16 +261,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
 
 def _log_decision(p: Proposal) -> None:
-    log.info(
-        "blacklist_decided",
-        proposal=p.id,
-        decision=p.state,
-        operator=p.operator,
-        reason=p.reason,
-        plate=p.plate,
-        entry_gate=p.gate,
-        entry_seq=p.seq,
-    )
+    bl.log_decision(p)
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -283,10 +272,10 @@ def cmd_decide(args: argparse.Namespace) -> int:
         operator = _text("--operator", args.operator)
         reason = _text("--reason", args.reason)
         publisher = _Publisher(args) if args.decision == APPROVED else None
-    except (_UsageError, pub.PublishError) as exc:
-        return _fail(name, str(exc))
+    except (UsageError, pub.PublishError) as exc:
+        return fail(name, str(exc))
     try:
-        with central_park._open(args.store) as store:
+        with open_existing(args.store) as store:
             if publisher is not None:
                 publisher.check_gates(store)
             decided = store.decide_blacklist(
@@ -299,8 +288,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
             _log_decision(decided)
             print(f"proposal {decided.id} ({decided.plate}) {decided.state} by {operator}")
             problem = None if publisher is None else publisher.publish(store, decided)
-    except (_UsageError, StoreError) as exc:
-        return _fail(name, str(exc), db=redact(args.store))
+    except (UsageError, StoreError) as exc:
+        return fail(name, str(exc), db=redact(args.store))
     if problem is not None:
         print(
             f"edgegate central {name}: the approval is recorded but was not published: "
@@ -316,24 +305,24 @@ def cmd_publish(args: argparse.Namespace) -> int:
     try:
         ids = [_proposal_id(v) for v in args.ids]
         publisher = _Publisher(args)
-    except (_UsageError, pub.PublishError) as exc:
-        return _fail(name, str(exc))
+    except (UsageError, pub.PublishError) as exc:
+        return fail(name, str(exc))
     try:
-        with central_park._open(args.store) as store:
+        with open_existing(args.store) as store:
             chosen = store.blacklist_proposals(ids=ids) if ids else store.blacklist_proposals()
             unknown = sorted(set(ids) - {p.id for p in chosen})
             if unknown:
-                raise _UsageError(f"no proposal {', '.join(map(str, unknown))}")
+                raise UsageError(f"no proposal {', '.join(map(str, unknown))}")
             for p in chosen:
                 if p.state != APPROVED:
                     if ids:
-                        raise _UsageError(f"proposal {p.id} is {p.state}: nothing to publish")
+                        raise UsageError(f"proposal {p.id} is {p.state}: nothing to publish")
                     continue
                 if not p.pending and ids:
                     print(f"proposal {p.id}: every delta is published already")
             failed = publisher.publish_all(store, [p for p in chosen if p.state == APPROVED])
-    except (_UsageError, StoreError) as exc:
-        return _fail(name, str(exc), db=redact(args.store))
+    except (UsageError, StoreError) as exc:
+        return fail(name, str(exc), db=redact(args.store))
     if failed:
         print(f"edgegate central {name}: not published: {'; '.join(failed)}", file=sys.stderr)
         return 1
@@ -347,13 +336,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     name = f"{_COMMAND} list"
     try:
         zone = central_park._zone(args.timezone)
-    except _UsageError as exc:
-        return _fail(name, str(exc))
+    except UsageError as exc:
+        return fail(name, str(exc))
     try:
-        with central_park._open(args.store) as store:
+        with open_existing(args.store) as store:
             found = store.blacklist_proposals(state=args.state)
     except StoreError as exc:
-        return _fail(name, str(exc), db=redact(args.store))
+        return fail(name, str(exc), db=redact(args.store))
     if args.json:
         doc = {"proposals": [_proposal_json(p) for p in found]}
         print(json.dumps(doc, ensure_ascii=False, indent=2))

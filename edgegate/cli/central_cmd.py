@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from pydantic import ValidationError
 
@@ -34,7 +34,14 @@ from edgegate.central.sink import (
     default_client_id,
 )
 from edgegate.central.store import CentralStore, StoreError, open_store, redact
-from edgegate.cli import central_blacklist, central_park, central_pull, central_tools
+from edgegate.cli import (
+    central_blacklist,
+    central_park,
+    central_pull,
+    central_tools,
+    central_web,
+)
+from edgegate.cli.central_common import UsageError, fail
 from edgegate.cli.commands import action_group
 from edgegate.config import parse_duration
 from edgegate.config.models import HttpSettings
@@ -73,6 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         central_park.register,
         central_tools.register,
         central_blacklist.register,
+        central_web.register,
     ):
         registrar(central)
 
@@ -251,16 +259,6 @@ def _register_command(central: argparse._SubParsersAction[argparse.ArgumentParse
 # ------------------------------------------------------------------------------ helpers
 
 
-class _UsageError(Exception):
-    pass
-
-
-def _fail(command: str, message: str, **fields: Any) -> int:
-    print(f"edgegate central {command}: {message}", file=sys.stderr)
-    log.error("central_command_failed", command=command, error=message, **fields)
-    return 2
-
-
 def _password(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -268,10 +266,10 @@ def _password(path: Path | None) -> str | None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise _UsageError(f"cannot read password file {path}: {detail}") from None
+        raise UsageError(f"cannot read password file {path}: {detail}") from None
     password = text.rstrip("\r\n")
     if not password:
-        raise _UsageError(f"password file {path} is empty")
+        raise UsageError(f"password file {path} is empty")
     return password
 
 
@@ -282,7 +280,7 @@ def _check_ca_file(path: Path | None) -> None:
     try:
         ssl.create_default_context(cafile=str(path))
     except (OSError, ssl.SSLError) as exc:
-        raise _UsageError(f"--ca-file {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"--ca-file {path}: {exc.strerror or exc}") from None
 
 
 def _broker(args: argparse.Namespace) -> BrokerSettings:
@@ -295,7 +293,7 @@ def _broker(args: argparse.Namespace) -> BrokerSettings:
             ca_file=args.ca_file,
         )
     except BrokerUrlError as exc:
-        raise _UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def _check_ids(**ids: str) -> None:
@@ -303,7 +301,7 @@ def _check_ids(**ids: str) -> None:
         try:
             check_id(value, what)
         except ProtocolError as exc:
-            raise _UsageError(f"--{exc}") from None
+            raise UsageError(f"--{exc}") from None
 
 
 # ------------------------------------------------------------------------------ run
@@ -321,14 +319,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         http = _http_settings(args)
         token = None if args.http_token_file is None else _token(args.http_token_file)
         api_tokens = None if args.api_tokens is None else _api_tokens(args.api_tokens)
-    except _UsageError as exc:
-        return _fail("run", str(exc))
+    except UsageError as exc:
+        return fail("run", str(exc))
     try:
         asyncio.run(_run(options, http, token, api_tokens))
     except StoreError as exc:  # includes DsnError: the store could not be opened
-        return _fail("run", str(exc), db=redact(args.db))
+        return fail("run", str(exc), db=redact(args.db))
     except (OSError, ssl.SSLError) as exc:  # the HTTP server could not start
-        return _fail("run", f"--http {args.http}: {exc.strerror or exc}")
+        return fail("run", f"--http {args.http}: {exc.strerror or exc}")
     return 0
 
 
@@ -338,12 +336,12 @@ def _http_settings(args: argparse.Namespace) -> HttpSettings | None:
         for name in ("http_tls_cert", "http_tls_key", "http_token_file", "api_tokens"):
             if getattr(args, name) is not None:
                 flag = "--" + name.replace("_", "-")
-                raise _UsageError(f"{flag} goes with --http ADDRESS:PORT")
+                raise UsageError(f"{flag} goes with --http ADDRESS:PORT")
         return None
     host, sep, port = str(args.http).rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit():
-        raise _UsageError(f"--http {args.http!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:9480")
+        raise UsageError(f"--http {args.http!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:9480")
     fields: dict[str, object] = {"bind": host, "port": int(port)}
     for key, value in (("tls_cert_file", args.http_tls_cert), ("tls_key_file", args.http_tls_key)):
         if value is not None:
@@ -354,7 +352,7 @@ def _http_settings(args: argparse.Namespace) -> HttpSettings | None:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'http'}: {e['msg']}" for e in exc.errors()
         )
-        raise _UsageError(f"--http: {problems}") from None
+        raise UsageError(f"--http: {problems}") from None
 
 
 def _token(path: Path) -> str:
@@ -362,7 +360,7 @@ def _token(path: Path) -> str:
         return read_token(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise _UsageError(f"--http-token-file {path}: {detail}") from None
+        raise UsageError(f"--http-token-file {path}: {detail}") from None
 
 
 def _api_tokens(path: Path) -> dict[str, str]:
@@ -371,7 +369,7 @@ def _api_tokens(path: Path) -> dict[str, str]:
     try:
         return read_tokens(path)
     except TokenFileError as exc:
-        raise _UsageError(f"--api-tokens {exc}") from None
+        raise UsageError(f"--api-tokens {exc}") from None
 
 
 async def _run(
@@ -426,11 +424,11 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
     try:
         _check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates})
         if args.version is not None and args.version < 1:
-            raise _UsageError(f"--version {args.version}: must be at least 1")
+            raise UsageError(f"--version {args.version}: must be at least 1")
         if args.previous is not None and args.delta_from is None:
-            raise _UsageError("--previous only goes with --delta-from (it makes a delta)")
+            raise UsageError("--previous only goes with --delta-from (it makes a delta)")
         if args.delta_from is not None and args.delta_from < 0:
-            raise _UsageError(f"--delta-from {args.delta_from}: must be at least 0")
+            raise UsageError(f"--delta-from {args.delta_from}: must be at least 0")
         broker = _broker(args)
         key = pub.load_signing_key(args.key)
         now = time.time_ns()
@@ -449,7 +447,7 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
                     pub.read_allowlist(args.file, args.timezone),
                 )
                 if not delta.upserts and not delta.removals:
-                    raise _UsageError(
+                    raise UsageError(
                         f"{args.previous} and {args.file} hold the same entries: no delta"
                     )
             else:
@@ -466,8 +464,8 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
             if args.version is not None:
                 build(args.version)  # a bad --version is named before the store is touched
         operator = args.operator or _login()
-    except (_UsageError, pub.PublishError) as exc:
-        return _fail(name, str(exc))
+    except (UsageError, pub.PublishError) as exc:
+        return fail(name, str(exc))
 
     def signed(version: int) -> tuple[str, int | None, bytes]:
         publication = build(version)
@@ -482,9 +480,9 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
                 version=args.version,
             )
     except pub.PublishError as exc:
-        return _fail(name, str(exc))
+        return fail(name, str(exc))
     except StoreError as exc:  # includes a version clash: nothing was recorded
-        return _fail(name, f"--db: {exc}", db=redact(args.db))
+        return fail(name, f"--db: {exc}", db=redact(args.db))
     retain = args.delta_from is None
     messages = [pub.Outgoing(args.site, p.gate, "allowlist", p.payload, retain) for p in made]
     taken = {p.version for p in made}
@@ -495,7 +493,7 @@ def cmd_publish_allowlist(args: argparse.Namespace) -> int:
     try:
         asyncio.run(pub.publish(broker, messages, timeout=args.timeout))
     except pub.PublishError as exc:
-        return _fail(name, f"{exc} (recorded in --db, not delivered: publish again)")
+        return fail(name, f"{exc} (recorded in --db, not delivered: publish again)")
     kid = pub.signing_key_id(key)
     print(
         f"published allow-list {shown} (site {args.site}), "
@@ -528,23 +526,23 @@ def cmd_command(args: argparse.Namespace) -> int:
         try:
             lifetime = parse_duration(args.expires)
         except ValueError as exc:
-            raise _UsageError(f"--expires: {exc}") from None
+            raise UsageError(f"--expires: {exc}") from None
         lifetime_ns = int(lifetime.total_seconds() * 1e9)
         if lifetime_ns <= 0 or lifetime_ns > MAX_COMMAND_LIFETIME_NS:
-            raise _UsageError(
+            raise UsageError(
                 f"--expires {args.expires}: must be more than 0 and at most "
                 f"{MAX_COMMAND_LIFETIME_NS // 10**9 // 60} min"
             )
         if args.action in _LANE_ACTIONS and not args.lane:
-            raise _UsageError(f"{args.action} needs --lane (the lane it acts on)")
+            raise UsageError(f"{args.action} needs --lane (the lane it acts on)")
         if args.action == "open-lane" and not args.reason.strip():
-            raise _UsageError("open-lane needs --reason (it is logged at the gate)")
+            raise UsageError("open-lane needs --reason (it is logged at the gate)")
         if args.action not in _LANE_ACTIONS and args.lane:
-            raise _UsageError(f"{args.action} applies to the whole gate: drop --lane")
+            raise UsageError(f"{args.action} applies to the whole gate: drop --lane")
         if args.once and args.action != "open-lane":
-            raise _UsageError("--once goes with open-lane only")
+            raise UsageError("--once goes with open-lane only")
         if args.wait and not args.wait_timeout > 0:
-            raise _UsageError(f"--wait-timeout {args.wait_timeout:g}: must be more than 0")
+            raise UsageError(f"--wait-timeout {args.wait_timeout:g}: must be more than 0")
         action = cast(CommandAction, "open-lane-once" if args.once else args.action)
         broker = _broker(args)
         key = pub.load_signing_key(args.key)
@@ -559,10 +557,10 @@ def cmd_command(args: argparse.Namespace) -> int:
                 lifetime_ns=lifetime_ns,
             )
         except ProtocolError as exc:
-            raise _UsageError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         payload = pub.signed_command(command, key)
-    except (_UsageError, pub.PublishError) as exc:
-        return _fail(name, str(exc))
+    except (UsageError, pub.PublishError) as exc:
+        return fail(name, str(exc))
     store: CentralStore | None = None
     since = 0
     if args.wait:
@@ -572,13 +570,13 @@ def cmd_command(args: argparse.Namespace) -> int:
         except StoreError as exc:
             if store is not None:
                 store.close()
-            return _fail(name, f"--db: {exc}", db=redact(args.db))
+            return fail(name, f"--db: {exc}", db=redact(args.db))
     try:
         message = pub.Outgoing(args.site, args.gate, "commands", payload, retain=False)
         try:
             asyncio.run(pub.publish(broker, [message], timeout=args.timeout))
         except pub.PublishError as exc:
-            return _fail(name, str(exc), command_id=command.id)
+            return fail(name, str(exc), command_id=command.id)
         print(command.id, flush=True)
         _log_published(args, command, pub.signing_key_id(key))
         if store is None:
@@ -612,7 +610,7 @@ def _await_reply(
     try:
         reply = wait_for_reply(store, gate, command.id, after=since, timeout=args.wait_timeout)
     except StoreError as exc:
-        return _fail("command", f"--db: {exc}", db=redact(args.db), command_id=command.id)
+        return fail("command", f"--db: {exc}", db=redact(args.db), command_id=command.id)
     if reply is None:
         print(
             f"edgegate central command: no answer from gate {gate} to command {command.id} "

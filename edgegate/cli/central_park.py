@@ -12,39 +12,33 @@ import json
 import sys
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.console import Console
 from rich.table import Table
 
-from edgegate.allowlist.importer import DEFAULT_TIMEZONE
 from edgegate.central.api import gate_json, iso, vehicle_json
-from edgegate.central.sink import DEFAULT_DSN
 from edgegate.central.store import (
-    CentralStore,
     GateState,
     ParkOverstay,
     StoreError,
     VehicleInside,
-    open_store,
     redact,
-    sqlite_path,
 )
 from edgegate.central.store.projections import park_overstays
+from edgegate.cli.central_common import (
+    UsageError,
+    fail,
+    log,
+    open_existing,
+    output_args,
+    store_arg,
+)
 from edgegate.config import parse_duration
 from edgegate.core.domain import VehicleCategory
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
-from edgegate.observability import get_logger
-
-log = get_logger("cli.central")
 
 _CATEGORIES = ", ".join(c.value for c in VehicleCategory)
-
-
-class _UsageError(Exception):
-    pass
 
 
 def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,7 +51,7 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "longest inside first; a vehicle past its permit's end or its category's dwell limit "
         "is marked overdue.",
     )
-    _store_arg(roll)
+    store_arg(roll)
     roll.add_argument(
         "--category",
         action="append",
@@ -76,7 +70,7 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         + ", ".join(f"{c}={_duration(d)}" for c, d in DEFAULT_DWELL_LIMITS.items())
         + ")",
     )
-    _output_args(roll)
+    output_args(roll)
     roll.set_defaults(func=cmd_roll_call)
 
     gates = central.add_parser(
@@ -86,8 +80,8 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "(online/offline, the head of its log), the events central has stored of it, and "
         "what those events say (mode, allow-list version, devices in fault).",
     )
-    _store_arg(gates)
-    _output_args(gates)
+    store_arg(gates)
+    output_args(gates)
     gates.set_defaults(func=cmd_gates)
 
     rebuild = central.add_parser(
@@ -97,50 +91,15 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "for it): the vehicles inside and the gates' state are dropped and rebuilt from the "
         "stored events, with the same result as the live projections.",
     )
-    _store_arg(rebuild)
+    store_arg(rebuild)
     rebuild.set_defaults(func=cmd_rebuild)
-
-
-def _store_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--store",
-        "--db",
-        dest="store",
-        default=DEFAULT_DSN,
-        metavar="DSN",
-        help=f"central's store, as given to `central run --db` (default {DEFAULT_DSN})",
-    )
-
-
-def _output_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument(
-        "--timezone",
-        default=DEFAULT_TIMEZONE,
-        help=f"zone the times are shown in (default {DEFAULT_TIMEZONE}; JSON is UTC)",
-    )
-
-
-def _fail(command: str, message: str, **fields: Any) -> int:
-    print(f"edgegate central {command}: {message}", file=sys.stderr)
-    log.error("central_command_failed", command=command, error=message, **fields)
-    return 2
-
-
-def _open(dsn: str) -> CentralStore:
-    """The store at ``dsn``; a SQLite file must exist already (reading makes none)."""
-    if dsn.startswith("sqlite:") and not Path(sqlite_path(dsn)).is_file():
-        raise StoreError(
-            f"no store at {dsn} (the --db of `edgegate central run`; it makes the file)"
-        )
-    return open_store(dsn)
 
 
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
-        raise _UsageError(f"--timezone: unknown time zone {name[:60]!r}") from None
+        raise UsageError(f"--timezone: unknown time zone {name[:60]!r}") from None
 
 
 def _categories(values: list[str] | None) -> list[VehicleCategory] | None:
@@ -150,7 +109,7 @@ def _categories(values: list[str] | None) -> list[VehicleCategory] | None:
         return [VehicleCategory(v) for v in values]
     except ValueError:
         bad = next(v for v in values if v not in VehicleCategory.__members__.values())
-        raise _UsageError(f"--category {bad!r}: expected one of {_CATEGORIES}") from None
+        raise UsageError(f"--category {bad!r}: expected one of {_CATEGORIES}") from None
 
 
 def _dwell_limits(values: list[str]) -> dict[VehicleCategory, timedelta | None]:
@@ -160,21 +119,21 @@ def _dwell_limits(values: list[str]) -> dict[VehicleCategory, timedelta | None]:
         try:
             category = VehicleCategory(name.strip())
         except ValueError:
-            raise _UsageError(
+            raise UsageError(
                 f"--dwell-limit {value!r}: expected CATEGORY=DURATION with CATEGORY one of "
                 f"{_CATEGORIES}"
             ) from None
         if not sep:
-            raise _UsageError(f"--dwell-limit {value!r}: expected CATEGORY=DURATION")
+            raise UsageError(f"--dwell-limit {value!r}: expected CATEGORY=DURATION")
         if text.strip().lower() == "none":
             limits[category] = None
             continue
         try:
             limit = parse_duration(text.strip())
         except ValueError as exc:
-            raise _UsageError(f"--dwell-limit {value!r}: {exc}") from None
+            raise UsageError(f"--dwell-limit {value!r}: {exc}") from None
         if limit <= timedelta(0):
-            raise _UsageError(f"--dwell-limit {value!r}: must be more than 0")
+            raise UsageError(f"--dwell-limit {value!r}: must be more than 0")
         limits[category] = limit
     return limits
 
@@ -202,14 +161,14 @@ def cmd_roll_call(args: argparse.Namespace) -> int:
         zone = _zone(args.timezone)
         categories = _categories(args.categories)
         limits = _dwell_limits(args.dwell_limit)
-    except _UsageError as exc:
-        return _fail("roll-call", str(exc))
+    except UsageError as exc:
+        return fail("roll-call", str(exc))
     now = time.time_ns()
     try:
-        with _open(args.store) as store:
+        with open_existing(args.store) as store:
             inside = store.presence(categories=categories, gate=args.gate)
     except StoreError as exc:
-        return _fail("roll-call", str(exc), db=redact(args.store))
+        return fail("roll-call", str(exc), db=redact(args.store))
     overdue = {o.vehicle.plate: o for o in park_overstays(inside, now, limits)}
     if args.json:
         print(json.dumps(_roll_call_json(inside, overdue, now), ensure_ascii=False, indent=2))
@@ -281,13 +240,13 @@ def _print_roll_call(
 def cmd_gates(args: argparse.Namespace) -> int:
     try:
         zone = _zone(args.timezone)
-    except _UsageError as exc:
-        return _fail("gates", str(exc))
+    except UsageError as exc:
+        return fail("gates", str(exc))
     try:
-        with _open(args.store) as store:
+        with open_existing(args.store) as store:
             states = store.gate_states()
     except StoreError as exc:
-        return _fail("gates", str(exc), db=redact(args.store))
+        return fail("gates", str(exc), db=redact(args.store))
     # Offline (or never heard from) first: those are the ones to look at.
     states.sort(key=lambda g: (g.online, g.gate))
     if args.json:
@@ -334,11 +293,11 @@ def _print_gates(states: list[GateState], zone: ZoneInfo) -> None:
 def cmd_rebuild(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
-        with _open(args.store) as store:
+        with open_existing(args.store) as store:
             events = store.rebuild_projections()
             gates = len(store.heads())
     except StoreError as exc:
-        return _fail("rebuild-projections", str(exc), db=redact(args.store))
+        return fail("rebuild-projections", str(exc), db=redact(args.store))
     took = time.monotonic() - started
     print(f"rebuilt the park projections from {events} events of {gates} gates in {took:.1f} s")
     log.info("projections_rebuilt", events=events, gates=gates, seconds=round(took, 3))

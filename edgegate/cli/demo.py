@@ -204,12 +204,8 @@ async def run_demo(
     url = f"{config.http.url}/"
     gate = Gate(config, config_path="<demo>")
     gate_stop = asyncio.Event()
-    runner = asyncio.create_task(gate.run(gate_stop, reason=StopReason.REQUESTED))
-    started = asyncio.create_task(gate.started.wait())
-    await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
-    if runner.done():
-        started.cancel()
-        runner.result()  # raises what stopped the gate
+    runner = await start_gate(gate, gate_stop)
+    if runner is None:
         return 1
     problem = accounts_problem or _console_problem(gate)
     if problem is not None:
@@ -292,6 +288,19 @@ async def run_demo(
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"event log: {log_path}", highlight=False, markup=False)
     return 0
+
+
+async def start_gate(gate: Gate, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """Run ``gate`` until ``stop``: its task once it has started; None if it stopped at once
+    without an exception (what stopped it is raised)."""
+    runner = asyncio.create_task(gate.run(stop, reason=StopReason.REQUESTED))
+    started = asyncio.create_task(gate.started.wait())
+    await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():
+        started.cancel()
+        runner.result()  # raises what stopped the gate
+        return None
+    return runner
 
 
 def _write_demo_accounts(path: Path, passwords: dict[str, str]) -> str | None:

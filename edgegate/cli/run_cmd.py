@@ -56,6 +56,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="raise the park's fire alarm after this many seconds (incident mode, for 30 s)",
     )
+    park = demo.add_argument_group(
+        "the whole park (--park)",
+        "two simulated gates, a local mosquitto (when installed) and central on this machine",
+    )
+    park.add_argument(
+        "--park", action="store_true", help="run the park: gate-a (--port), gate-b (--port + 1)"
+    )
+    park.add_argument(
+        "--dir", type=Path, default=Path("demo-park"), help="the park's files (demo-park)"
+    )
+    park.add_argument(
+        "--central-port", type=_port, default=9480, help="central's HTTP port on 127.0.0.1 (9480)"
+    )
+    park.add_argument(
+        "--mosquitto", help="the broker's program (default: found on PATH, /usr/sbin)"
+    )
     demo.set_defaults(func=cmd_demo)
 
 
@@ -133,6 +149,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if password is not None and (weak := weak_password(password)) is not None:
             print(f"edgegate demo: {flag}: {weak}", file=sys.stderr)
             return 2
+    if args.park and args.fire_alarm_after is not None:
+        print(
+            "edgegate demo: --fire-alarm-after is for the one-gate demo, not --park",
+            file=sys.stderr,
+        )
+        return 2
     options = DemoOptions(
         port=args.port,
         guard_password=args.guard_password,
@@ -156,6 +178,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
         try:
+            if args.park:
+                from edgegate.cli.demo_park import ParkOptions, run_park
+
+                park = ParkOptions(args.dir, args.central_port, args.mosquitto, options)
+                return await run_park(
+                    args.duration, park, live=False if args.no_live else None, stop=stop
+                )
             return await run_demo(
                 args.duration,
                 args.log,

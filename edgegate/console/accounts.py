@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import enum
 import hashlib
 import hmac
 import os
@@ -46,10 +47,16 @@ class AccountsError(Exception):
     """The accounts file or a request about it is wrong; the message says what and where."""
 
 
+Roles = type[enum.StrEnum]
+"""The roles an accounts file may give: the console's :class:`Role` (guard, supervisor), or
+another set (central's dashboard: viewer, operator)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     name: str
-    role: Role
+    role: enum.StrEnum
+    """A member of the file's roles (the console's :class:`Role` by default)."""
     password_hash: str
 
 
@@ -131,7 +138,7 @@ def _check(password: str, stored: str) -> bool:
             _MALLOC_TRIM(0)
 
 
-def parse_accounts(text: str, source: str) -> dict[str, Account]:
+def parse_accounts(text: str, source: str, roles: Roles = Role) -> dict[str, Account]:
     """The accounts in ``text``; :class:`AccountsError` naming ``source`` and the line."""
     accounts: dict[str, Account] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -148,16 +155,16 @@ def parse_accounts(text: str, source: str) -> dict[str, Account]:
             _parse_hash(stored)
         except AccountsError as exc:
             raise AccountsError(f"{where}: {exc}") from None
-        if role not in {r.value for r in Role}:
-            roles = ", ".join(r.value for r in Role)
-            raise AccountsError(f"{where}: role {role!r} is not one of {roles}")
+        if role not in {r.value for r in roles}:
+            known = ", ".join(r.value for r in roles)
+            raise AccountsError(f"{where}: role {role!r} is not one of {known}")
         if name in accounts:
             raise AccountsError(f"{where}: account {name!r} is listed twice")
-        accounts[name] = Account(name, Role(role), stored)
+        accounts[name] = Account(name, roles(role), stored)
     return accounts
 
 
-def read_accounts(path: Path) -> dict[str, Account]:
+def read_accounts(path: Path, roles: Roles = Role) -> dict[str, Account]:
     """The accounts of ``path`` (none if it does not exist yet)."""
     try:
         data = path.read_bytes()
@@ -169,7 +176,7 @@ def read_accounts(path: Path) -> dict[str, Account]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise AccountsError(f"{path}: not UTF-8 (byte {exc.start})") from None
-    return parse_accounts(text, str(path))
+    return parse_accounts(text, str(path), roles)
 
 
 def render_accounts(accounts: Mapping[str, Account]) -> str:
@@ -204,9 +211,15 @@ class AccountStore:
     and the accounts read last stay in force, so a typo does not lock every guard out."""
 
     def __init__(
-        self, path: Path, mono_ns: Callable[[], int], *, recheck_ns: int = 1_000_000_000
+        self,
+        path: Path,
+        mono_ns: Callable[[], int],
+        *,
+        recheck_ns: int = 1_000_000_000,
+        roles: Roles = Role,
     ) -> None:
         self.path = path
+        self.roles = roles
         self._mono_ns = mono_ns
         self._recheck_ns = recheck_ns
         self._stamp: tuple[int, int, int] | None = None
@@ -216,9 +229,9 @@ class AccountStore:
         self.refresh(force=True)
 
     @classmethod
-    def open(cls, path: Path, mono_ns: Callable[[], int]) -> AccountStore:
+    def open(cls, path: Path, mono_ns: Callable[[], int], roles: Roles = Role) -> AccountStore:
         """Like the constructor, but a damaged file at start raises :class:`AccountsError`."""
-        store = cls(path, mono_ns)
+        store = cls(path, mono_ns, roles=roles)
         if store.problem is not None:
             raise AccountsError(store.problem)
         return store
@@ -240,7 +253,7 @@ class AccountStore:
         if stamp == self._stamp and not force:
             return
         try:
-            accounts = read_accounts(self.path)
+            accounts = read_accounts(self.path, self.roles)
         except AccountsError as exc:
             if self.problem != str(exc):
                 log.error("accounts_file_damaged", error=str(exc), kept=len(self._accounts))

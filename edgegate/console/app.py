@@ -441,7 +441,7 @@ class Console:
         if fields["action"] in SUPERVISOR_ACTIONS and session.role is not Role.SUPERVISOR:
             return self._refused(403, "forbidden", "only a supervisor may switch incident mode")
         desk_request = DeskRequest(
-            operator=f"console:{session.account}", role=session.role, **fields
+            operator=f"console:{session.account}", role=Role(session.role), **fields
         )
         try:
             outcome: DeskOutcome = await self.desk.act(desk_request)

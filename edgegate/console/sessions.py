@@ -9,13 +9,12 @@ All times are the injected clock's monotonic nanoseconds.
 from __future__ import annotations
 
 import contextlib
+import enum
 import hmac
 import secrets
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-
-from edgegate.console.desk import Role
 
 COOKIE = "edgegate_console"
 
@@ -24,7 +23,7 @@ COOKIE = "edgegate_console"
 class Session:
     id: str
     account: str
-    role: Role
+    role: enum.StrEnum  # the accounts file's roles (the console's Role)
     address: str
     csrf: str
     last_seen_ns: int
@@ -57,7 +56,9 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, account: str, role: Role, address: str, credential: str = "") -> Session:
+    def create(
+        self, account: str, role: enum.StrEnum, address: str, credential: str = ""
+    ) -> Session:
         self.sweep()
         while len(self._sessions) >= self._max:
             _, oldest = self._sessions.popitem(last=False)

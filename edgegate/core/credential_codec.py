@@ -120,6 +120,11 @@ def _opt_instant(value: int | None) -> datetime | None:
     return None if value is None else _instant(value)
 
 
+def _vehicle(tag: str, c: Registration | TemporaryPermit | Appointment) -> list[Any]:
+    """The fields a vehicle credential's encoding starts with."""
+    return [tag, c.id, c.plate, c.colour, c.category]
+
+
 def encode(credential: Credential) -> bytes:
     """The canonical bytes of a credential. Raises ``CodecError`` for naive or sub-second
     instants."""
@@ -128,11 +133,7 @@ def encode(credential: Credential) -> bytes:
     fields: list[Any]
     if isinstance(c, Registration):
         fields = [
-            _REGISTRATION,
-            c.id,
-            c.plate,
-            c.colour,
-            c.category,
+            *_vehicle(_REGISTRATION, c),
             c.holder,
             c.organisation,
             _ts(c.valid_from, "valid_from"),
@@ -141,11 +142,7 @@ def encode(credential: Credential) -> bytes:
         ]
     elif isinstance(c, TemporaryPermit):
         fields = [
-            _PERMIT,
-            c.id,
-            c.plate,
-            c.colour,
-            c.category,
+            *_vehicle(_PERMIT, c),
             c.visitor,
             c.host,
             c.purpose,
@@ -155,11 +152,7 @@ def encode(credential: Credential) -> bytes:
         ]
     elif isinstance(c, Appointment):
         fields = [
-            _APPOINTMENT,
-            c.id,
-            c.plate,
-            c.colour,
-            c.category,
+            *_vehicle(_APPOINTMENT, c),
             _ts(c.window_start, "window_start"),
             _ts(c.window_end, "window_end"),
             c.destination,

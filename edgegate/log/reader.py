@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from edgegate.core.codec import ns_to_datetime
 from edgegate.core.events import Event, decode
@@ -30,9 +30,11 @@ R = TypeVar("R")
 _REQUIRED_TRIGGERS = ("events_no_update", "events_no_delete")
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event as stored: envelope columns and the encoded payload."""
+class StoredEvent(NamedTuple):
+    """An event as stored: envelope columns and the encoded payload.
+
+    A named tuple rather than a dataclass: scans over a whole log build one per row, and
+    ``StoredEvent._make(row)`` is the cheapest way to give a row its names."""
 
     seq: int
     wall_ns: int
@@ -58,6 +60,7 @@ class StoredEvent:
         return decode(self.type, self.version, self.data, self.lane)
 
     def row(self) -> Row:
+        """A plain tuple, as the stores check rows by type."""
         return (
             self.seq,
             self.wall_ns,

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import msgpack
@@ -134,46 +134,6 @@ class Incidents:
 # --- helpers --------------------------------------------------------------------------------
 
 
-class _Envelope(Protocol):
-    """What the scan reads of an event: a ``StoredEvent``, or an ``_Ev`` made from a row."""
-
-    @property
-    def seq(self) -> int: ...
-    @property
-    def wall_ns(self) -> int: ...
-    @property
-    def mono_ns(self) -> int: ...
-    @property
-    def boot_id(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def lane(self) -> str | None: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def data(self) -> bytes: ...
-    @property
-    def prev_hash(self) -> bytes: ...
-    @property
-    def hash(self) -> bytes: ...
-
-
-class _Ev(NamedTuple):
-    """A stored row with names: the columns of ``StoredEvent``, cheaper to build per row."""
-
-    seq: int
-    wall_ns: int
-    mono_ns: int
-    boot_id: str
-    type: str
-    lane: str | None
-    version: int
-    data: bytes
-    prev_hash: bytes
-    hash: bytes
-
-
 @dataclass(slots=True)
 class _At:
     """Where and when an event was: enough to measure a duration against another."""
@@ -184,7 +144,7 @@ class _At:
     boot_id: str
 
 
-def _at(ev: _Envelope) -> _At:
+def _at(ev: StoredEvent) -> _At:
     return _At(ev.seq, ev.wall_ns, ev.mono_ns, ev.boot_id)
 
 
@@ -281,10 +241,10 @@ class _Scan:
         self.readers: dict[str, str] = {}  # lane -> its reader
         self.causes: set[int] = set()  # seqs of events that may cause a barrier command
         self.commands: dict[str, int] = {}  # central command id -> accepted seq
-        self.prev: _Envelope | None = None  # the event being handled, then the last one
+        self.prev: StoredEvent | None = None  # the event being handled, then the last one
         # The last event of the daemon's run, not counting what a starting daemon logs before
         # daemon.started: where a crash's time down is counted from.
-        self.ran_until: _Envelope | None = None
+        self.ran_until: StoredEvent | None = None
         self.boot: _At | None = None  # the last daemon.started
         self.stopped: _At | None = None  # the daemon.stopped since it, if any
         self.events = 0
@@ -314,7 +274,7 @@ class _Scan:
         self,
         kind: str,
         severity: Severity,
-        ev: _Envelope,
+        ev: StoredEvent,
         d: dict[str, Any],
         summary: str,
         **fields: Any,
@@ -337,7 +297,7 @@ class _Scan:
 
     # -- every event ----------------------------------------------------------------------
 
-    def feed(self, ev: _Envelope) -> None:
+    def feed(self, ev: StoredEvent) -> None:
         self.events += 1
         prev = self.prev
         if prev is None:
@@ -380,7 +340,7 @@ class _Scan:
             return
         handler(self, ev, data)
 
-    def _continuity(self, prev: _Envelope, ev: _Envelope) -> None:
+    def _continuity(self, prev: StoredEvent, ev: StoredEvent) -> None:
         if ev.seq != prev.seq + 1 or ev.prev_hash != prev.hash:
             problem = (
                 f"seq {ev.seq} follows seq {prev.seq}"
@@ -412,7 +372,7 @@ class _Scan:
                 )
                 self.inferred_step = (self.out[-1], _at(ev))
 
-    def clock_stepped(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def clock_stepped(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         """The daemon's own record of a step replaces the step found between the events
         around it (the same jump, seen by the daemon a moment later)."""
         proof = [ev.seq]
@@ -458,7 +418,7 @@ class _Scan:
 
     # -- the road -------------------------------------------------------------------------
 
-    def loop_changed(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def loop_changed(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         if ev.lane is None:
             return
         lane = self.lanes[ev.lane]
@@ -470,7 +430,7 @@ class _Scan:
             lane.last_cleared = ev.seq
         self._arm_watch(ev, lane)
 
-    def _arm_watch(self, ev: _Envelope, lane: _Lane, ended_by: str = "") -> None:
+    def _arm_watch(self, ev: StoredEvent, lane: _Lane, ended_by: str = "") -> None:
         """Track how long the arm stands up over a clear lane nobody holds open."""
         clear = (
             lane.arm_up
@@ -498,7 +458,7 @@ class _Scan:
                     up_s=round(up_s, 3),
                 )
 
-    def barrier_commanded(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def barrier_commanded(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         lane_id = ev.lane
         command, reason, cause = d.get("command"), str(d.get("reason", "")), d.get("cause_seq")
         device = str(d.get("device", ""))
@@ -535,7 +495,7 @@ class _Scan:
                 safety_seq=lane.last_safety_on,
             )
 
-    def barrier_state(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def barrier_state(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         if ev.lane is None:
             return
         self.barrier_devices.setdefault(str(d.get("device", "")), ev.lane)
@@ -555,7 +515,7 @@ class _Scan:
 
     # -- devices --------------------------------------------------------------------------
 
-    def device_fault(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def device_fault(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         device = str(d.get("device", ""))
         if device in self.outages:
             return
@@ -566,7 +526,7 @@ class _Scan:
             if self.barrier_devices.get(device) == lane_id:
                 self._arm_watch(ev, lane, ended_by=f"the fault at seq {ev.seq}")
 
-    def device_recovered(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def device_recovered(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         outage = self.outages.pop(str(d.get("device", "")), None)
         if outage is not None:
             self.closed_outages.append((outage, _at(ev), "recovered"))
@@ -576,7 +536,7 @@ class _Scan:
             self.closed_outages.append((outage, at, why))
         self.outages.clear()
 
-    def frame_rejected(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def frame_rejected(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         device = str(d.get("device", ""))
         frames = int(d.get("count") or 1)
         kinds = {str(k) for k in d.get("kinds") or ()} or {str(d.get("reason", ""))}
@@ -615,14 +575,14 @@ class _Scan:
 
     # -- plates, decisions, vehicles ------------------------------------------------------
 
-    def plate_read(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def plate_read(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         if ev.lane is not None:
             self.readers[ev.lane] = str(d.get("reader", ""))
 
-    def plate_not_read(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def plate_not_read(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         self.not_read.append((ev.lane, ev.wall_ns, ev.seq))
 
-    def access_decided(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def access_decided(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         self.causes.add(ev.seq)
         mark = d.get("clock_step")
         if isinstance(mark, dict) and isinstance(step_seq := mark.get("seq"), int):
@@ -639,7 +599,7 @@ class _Scan:
         if d.get("verdict") == "confirm":
             lane.waiting = (ev.seq, _at(ev), d.get("plate"))
 
-    def _guard_done(self, ev: _Envelope, lane: _Lane, outcome: str, by: str | None) -> None:
+    def _guard_done(self, ev: StoredEvent, lane: _Lane, outcome: str, by: str | None) -> None:
         assert lane.waiting is not None
         seq, since, plate = lane.waiting
         lane.waiting = None
@@ -659,7 +619,7 @@ class _Scan:
             waited_s=round(waited, 3),
         )
 
-    def _answers(self, ev: _Envelope, decision_seq: Any) -> _Lane | None:
+    def _answers(self, ev: StoredEvent, decision_seq: Any) -> _Lane | None:
         if ev.lane is None:
             return None
         lane = self.lanes[ev.lane]
@@ -667,12 +627,12 @@ class _Scan:
             return None
         return lane
 
-    def guard_wait_expired(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def guard_wait_expired(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         lane = self._answers(ev, d.get("decision_seq"))
         if lane is not None:
             self._guard_done(ev, lane, "expired", None)
 
-    def backed_out(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def backed_out(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         plate, decision = d.get("plate"), d.get("decision_seq")
         lane = self._answers(ev, decision)
         if lane is not None:
@@ -688,7 +648,7 @@ class _Scan:
             released_appointment=released,
         )
 
-    def tailgate(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def tailgate(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         self.add_for_decision(
             "tailgate",
             "warning",
@@ -699,7 +659,7 @@ class _Scan:
             detail=d.get("detail", ""),
         )
 
-    def not_opened_for(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def not_opened_for(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         self.add_for_decision(
             "not-opened-for",
             "warning",
@@ -708,7 +668,7 @@ class _Scan:
             f"{d.get('plate')} was admitted but the arm never rose for it: {d.get('detail', '')}",
         )
 
-    def vehicle_passed(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def vehicle_passed(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         if d.get("unauthorised"):
             plate = d.get("plate") or "a vehicle"
             self.add_for_decision(
@@ -721,7 +681,7 @@ class _Scan:
 
     # -- people, central, modes -----------------------------------------------------------
 
-    def manual_action(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def manual_action(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         self.causes.add(ev.seq)
         action, operator = str(d.get("action", "")), str(d.get("operator", ""))
         if action in ("confirm", "refuse", "correct"):
@@ -751,7 +711,7 @@ class _Scan:
             reason=reason,
         )
 
-    def command_accepted(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def command_accepted(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         self.causes.add(ev.seq)
         command_id, action = str(d.get("command_id", "")), str(d.get("action", ""))
         self.commands[command_id] = ev.seq
@@ -772,7 +732,7 @@ class _Scan:
             operator=d.get("operator"),
         )
 
-    def command_refused(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def command_refused(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         code = str(d.get("code", ""))
         self.add(
             "central-command",
@@ -787,7 +747,7 @@ class _Scan:
             action=d.get("action"),
         )
 
-    def command_failed(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def command_failed(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         command_id = str(d.get("command_id", ""))
         self.add(
             "central-command",
@@ -802,7 +762,7 @@ class _Scan:
             action=d.get("action"),
         )
 
-    def mode_changed(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def mode_changed(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         self.causes.add(ev.seq)
         mode = d.get("mode")
         if mode == "incident":
@@ -814,7 +774,7 @@ class _Scan:
             return
         self._incident_off(ev, d)
 
-    def _incident_off(self, ev: _Envelope | None, d: dict[str, Any] | None) -> None:
+    def _incident_off(self, ev: StoredEvent | None, d: dict[str, Any] | None) -> None:
         if self.incident_on is None:
             return
         on, on_d = self.incident_on
@@ -840,7 +800,7 @@ class _Scan:
 
     # -- the daemon -----------------------------------------------------------------------
 
-    def daemon_started(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def daemon_started(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         prev_boot, stopped = self.boot, self.stopped
         self.boot, self.stopped = _at(ev), None
         for lane in self.lanes.values():
@@ -876,7 +836,7 @@ class _Scan:
                 same_boot=last.boot_id == ev.boot_id,
             )
 
-    def daemon_stopped(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def daemon_stopped(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         self.stopped = _at(ev)
         self._end_outages(_at(ev), "daemon stopped")
         for lane in self.lanes.values():
@@ -884,7 +844,7 @@ class _Scan:
 
     # -- allow-lists, credentials ---------------------------------------------------------
 
-    def allowlist_tampered(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def allowlist_tampered(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         self.add(
             "allowlist-tampered",
             "critical",
@@ -899,7 +859,7 @@ class _Scan:
             credential_id=d.get("credential_id"),
         )
 
-    def allowlist_refused(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def allowlist_refused(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         code = str(d.get("code", ""))
         self.add(
             "allowlist-refused",
@@ -913,7 +873,7 @@ class _Scan:
             key_id=d.get("key_id"),
         )
 
-    def revoked_admission(self, ev: _Envelope, d: dict[str, Any]) -> None:
+    def revoked_admission(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         certain = bool(d.get("certain"))
         self.add_for_decision(
             "revoked-admission",
@@ -1132,7 +1092,7 @@ def find_incidents_in_rows(
     """``find_incidents`` over batches of stored rows (``Source.batches``, ``LogReader.iter_rows``):
     the same findings, without building a ``StoredEvent`` per row."""
     scan = _Scan(tz or ZoneInfo("Asia/Shanghai"), limits or Limits())
-    feed, make = scan.feed, _Ev._make
+    feed, make = scan.feed, StoredEvent._make
     for batch in batches:
         for ev in map(make, batch):
             feed(ev)

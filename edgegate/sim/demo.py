@@ -97,7 +97,7 @@ DEMO_GUARD_WAIT_S = 60
 C = VehicleCategory
 
 
-def _toml_str(text: str) -> str:
+def toml_str(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
@@ -111,13 +111,20 @@ def demo_config(
     """The demo gate with its log at ``log_path``, its console on 127.0.0.1:``port`` with the
     accounts of ``accounts_file`` (default: beside the log, :func:`demo_accounts_file`)."""
     accounts = demo_accounts_file(log_path) if accounts_file is None else accounts_file
-    text = (
-        DEMO_CONFIG.replace('path = "demo-gate.db"', f"path = {_toml_str(str(log_path))}")
+    text = demo_config_text(log_path, accounts, port=port, guard_wait_s=guard_wait_s)
+    return parse_config(text, source="<demo>", base_dir=Path.cwd())
+
+
+def demo_config_text(
+    log_path: Path, accounts_file: Path, *, port: int, guard_wait_s: int = DEMO_GUARD_WAIT_S
+) -> str:
+    """The demo gate's TOML with its log, console port, guard wait and accounts file."""
+    return (
+        DEMO_CONFIG.replace('path = "demo-gate.db"', f"path = {toml_str(str(log_path))}")
         .replace("port = 8480", f"port = {int(port)}")
         .replace('guard_wait = "60s"', f'guard_wait = "{int(guard_wait_s)}s"')
-        .replace('"demo-accounts.txt"', _toml_str(str(accounts)))
+        .replace('"demo-accounts.txt"', toml_str(str(accounts_file)))
     )
-    return parse_config(text, source="<demo>", base_dir=Path.cwd())
 
 
 def demo_accounts_file(log_path: Path) -> Path:

@@ -564,6 +564,31 @@ class CentralStore(ABC):
         )
         return {(str(p), str(g)): int(s) for p, g, s in rows}
 
+    def change_marks(self) -> tuple[dict[str, int], tuple[int, ...]]:
+        """Cheap marks of what the park view shows, for watchers polling for changes (the
+        dashboard): each gate's seq every projection has applied (all its events up to it
+        are reflected), and a tuple that changes when a gate's status, a proposal, its
+        decision or publication, a dead letter or an admission review is written. Two reads
+        of small tables or indexes, whatever the number of events."""
+
+        def read() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            positions = self._query("SELECT gate, MIN(seq) FROM projection_positions GROUP BY gate")
+            marks = self._query(
+                "SELECT (SELECT COALESCE(MAX(noted_at_ns), 0) FROM gate_status),"
+                " (SELECT COUNT(*) FROM gate_status),"
+                " (SELECT COALESCE(MAX(id), 0) FROM blacklist_proposals),"
+                " (SELECT COUNT(*) FROM blacklist_proposals WHERE state <> ?),"
+                " (SELECT COUNT(*) FROM blacklist_publications"
+                " WHERE published_at_ns IS NOT NULL),"
+                " (SELECT COALESCE(MAX(id), 0) FROM dead_letters),"
+                " (SELECT COUNT(*) FROM admission_reviews)",
+                (blacklist.OPEN,),
+            )
+            return positions, marks
+
+        positions, marks = self._run(read, write=False)
+        return {str(g): int(s) for g, s in positions}, tuple(int(v) for v in marks[0])
+
     # Reading -------------------------------------------------------------------------------
 
     def head(self, gate: str) -> tuple[int, bytes]:
