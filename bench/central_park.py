@@ -646,7 +646,7 @@ def live_gate(passages: int) -> GateLog:
     one event per batch (a gate's live traffic)."""
     now = time.time_ns()
     ps = [
-        Passage(now + i * 1000 * MS, plate(10_000_000 + i), Direction.ENTRY, _CATEGORIES[i], "L")
+        Passage(now + i * 1000 * MS, plate(700_000 + i), Direction.ENTRY, _CATEGORIES[i % 20], "L")
         for i in range(passages)
     ]
     return gate_log(LIVE_GATE, ps, 1, now)
