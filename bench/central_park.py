@@ -508,31 +508,13 @@ def start_sinks(
 ) -> list[tuple[subprocess.Popen[bytes], int]]:
     """``count`` ``edgegate central run`` on ``dsn``, each with its HTTP server (the first with
     the park API); (process, HTTP port) each."""
-    password = workdir / "central.pass"
-    password.write_text(mq.users["central"])
     tokens = workdir / "api-tokens"
     tokens.write_text(f"bench {API_TOKEN}\n")
     tokens.chmod(0o600)
     out = []
     for i in range(count):
         port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "edgegate",
-            "central",
-            "run",
-            "--broker",
-            f"mqtt://127.0.0.1:{mq.port}",
-            "--password-file",
-            str(password),
-            "--db",
-            dsn,
-            "--client-id",
-            f"bench-sink-{i}",
-            "--http",
-            f"127.0.0.1:{port}",
-        ]
+        cmd = mq.central_run(dsn, f"bench-sink-{i}", "--http", f"127.0.0.1:{port}")
         if i == 0:
             cmd += ["--api-tokens", str(tokens)]
         log = (workdir / f"sink-{i}.log").open("wb")

@@ -67,9 +67,8 @@ _SET_POSITION = "UPDATE projection_positions SET seq = ? WHERE projection = ? AN
 # The latest movement of a plate wins, by (wall time, gate, seq): see the module docstring.
 _MOVE_INTO = (
     "INSERT INTO park_vehicles (plate, inside, category, gate, seq, at_ns, lane, credential_id,"
-    " permit_until_ns, unauthorised) VALUES "
+    " permit_until_ns, unauthorised) "
 )
-_MOVE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _MOVE_UPSERT = (
     " ON CONFLICT (plate) DO UPDATE SET inside = excluded.inside,"
     " category = excluded.category, gate = excluded.gate, seq = excluded.seq,"
@@ -78,12 +77,11 @@ _MOVE_UPSERT = (
     " WHERE (park_vehicles.at_ns, park_vehicles.gate, park_vehicles.seq)"
     " < (excluded.at_ns, excluded.gate, excluded.seq)"
 )
-_MOVE = _MOVE_INTO + _MOVE_VALUES + _MOVE_UPSERT
+_MOVE = _MOVE_INTO + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _MOVE_UPSERT
 # PostgreSQL: every plate's movement in one statement, a column per array parameter.
 _MOVE_UNNEST = (
-    _MOVE_INTO.replace(" VALUES ", " SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[],"
-    " ?::text[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])")
-    + _MOVE_UPSERT
+    _MOVE_INTO + "SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::bigint[],"
+    " ?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])" + _MOVE_UPSERT
 )
 _GATE_LAST = (
     "INSERT INTO park_gates (gate, last_seq, last_at_ns, events) VALUES (?, ?, ?, ?)"
