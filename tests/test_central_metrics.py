@@ -60,7 +60,11 @@ async def test_central_metrics_move_with_stored_batches_and_dead_letters(
         assert before.get("edgegate_central_events_stored_total", gate="gate-a") is None
         async with session.get(base + "/readyz") as resp:
             assert resp.status == 200
-            assert (await resp.json())["ready"] is True
+            readiness = await resp.json()
+            assert readiness["ready"] is True
+            # No signing key in these options: said, not counted as a failure.
+            assert readiness["components"]["park_entry"]["enabled"] is False
+            assert "--signing-key" in readiness["components"]["park_entry"]["note"]
 
         await gate.send(rows[:100])
         await gate.wait_ack(lambda a: a.seq == 100)

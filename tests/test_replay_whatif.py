@@ -13,6 +13,7 @@ import pytest
 
 from edgegate.cli.main import main
 from edgegate.core.codec import ns_to_datetime
+from edgegate.core.events import AccessDecided
 from edgegate.log.reader import LogReader
 from tests.replay_logs import (
     CASES,
@@ -55,7 +56,7 @@ def test_as_recorded_reproduces_every_decision_of_a_fresh_daemon_log(
 ) -> None:
     with LogReader(demo_db) as reader:
         versions = {e.version for e in reader.read(limit=100_000) if e.type == "access.decided"}
-    assert versions == {5}
+    assert versions == {AccessDecided.VERSION}  # the current version
     code, report = _what_if(capsys, str(demo_db), "--as-recorded")
     assert code == 0, report
     assert report["decisions"] == report["reproduced"]

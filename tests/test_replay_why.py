@@ -180,7 +180,7 @@ def test_a_v4_decision_is_explained_from_its_trace(
     with LogReader(demo_db) as reader:
         seqs = [e.seq for e in reader.read(limit=100_000) if e.type == "access.decided"]
     why = _why(capsys, str(demo_db), str(seqs[0]))
-    assert why["trace_recorded"] and why["event_version"] == 5
+    assert why["trace_recorded"] and why["event_version"] == ev.AccessDecided.VERSION
     assert all(s["recorded"] for s in why["steps"])
     titles = [s["title"] for s in why["steps"]]
     assert titles[:3] == ["the read", "candidates on the allow-list", titles[2]]

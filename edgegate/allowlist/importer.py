@@ -102,10 +102,16 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """A parsed delta file: credentials to insert or replace, ``(kind, id)`` to remove."""
+    """A parsed delta file: credentials to insert or replace, ``(kind, id)`` to remove.
+    Central's park-wide deltas only: ``consumed`` appointments another gate consumed,
+    ``inside`` vehicles that entered at another gate ``(plate, gate, entered_at_ns)``,
+    ``left`` plates that left (at another gate)."""
 
     upserts: list[Credential] = field(default_factory=list)
     removals: list[tuple[CredentialKind, str]] = field(default_factory=list)
+    consumed: list[str] = field(default_factory=list)
+    inside: list[tuple[str, str, int]] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
 
 
 def parse_csv(

@@ -23,7 +23,8 @@ from typing import TypeVar
 
 from edgegate.allowlist import store
 from edgegate.core.allowlist import AllowList, AllowListError
-from edgegate.core.domain import Credential, CredentialKind
+from edgegate.core.codec import ns_to_datetime
+from edgegate.core.domain import Credential, CredentialKind, InsideElsewhere
 from edgegate.core.events import AllowListTampered, AllowListUpdated, AllowListUpdateKind, Event
 from edgegate.log import EventLog
 from edgegate.log.eventlog import connect
@@ -96,6 +97,8 @@ def _read(path: str, fn: Callable[[sqlite3.Connection], T]) -> T:
 
 
 STAGE_ROWS = 5_000
+MAX_INSIDE = 100_000
+"""Vehicles central says are inside elsewhere a gate keeps at most (the oldest go first)."""
 """Entries a snapshot stages per writer transaction: each holds the log's writer (and so a
 lane's next event) for tens of milliseconds, not seconds for the whole list."""
 
@@ -122,6 +125,26 @@ class AllowListService:
         # consumed ones began; the swap checks them as well as the scanned ones, without
         # decoding every appointment.
         self._touched: set[str] | None = None
+        # Vehicles central saw enter at another gate and not leave (its park-wide deltas),
+        # oldest first; in memory only (a restart forgets them), at most MAX_INSIDE.
+        self._inside: dict[str, InsideElsewhere] = {}
+
+    def inside_elsewhere(self, plate: str) -> InsideElsewhere | None:
+        """Where and when central saw ``plate`` enter at another gate and not leave."""
+        return self._inside.get(plate)
+
+    def passed_here(self, plate: str) -> None:
+        """``plate`` passed this gate (either way): whatever central said of it is old."""
+        self._inside.pop(plate, None)
+
+    def _note_presence(self, inside: list[tuple[str, str, int]], left: list[str]) -> None:
+        for plate in left:
+            self._inside.pop(plate, None)
+        for plate, gate, at_ns in inside:
+            self._inside.pop(plate, None)  # re-inserted as the newest
+            self._inside[plate] = InsideElsewhere(gate=gate, entered_at=ns_to_datetime(at_ns))
+        while len(self._inside) > MAX_INSIDE:
+            del self._inside[next(iter(self._inside))]
 
     @classmethod
     async def open(cls, event_log: EventLog, *, stage_rows: int = STAGE_ROWS) -> AllowListService:
@@ -237,13 +260,25 @@ class AllowListService:
         source: str,
         version: int | None = None,
         updated_at: datetime | None = None,
+        consumed: Iterable[str] = (),
+        inside: Iterable[tuple[str, str, int]] = (),
+        left: Iterable[str] = (),
     ) -> UpdateResult:
         """Insert or replace ``upserts`` and drop ``removals`` atomically (``AllowListError``,
-        with every problem, changes nothing; ``VersionError`` as for ``replace``)."""
+        with every problem, changes nothing; ``VersionError`` as for ``replace``), and mark
+        ``consumed`` appointments consumed (another gate consumed them; ids this list does
+        not hold are skipped: not every appointment is for every gate). ``inside``
+        ``(plate, gate, entered_at_ns)`` and ``left`` plates: what central saw elsewhere
+        (``inside_elsewhere``)."""
         upserts = list(upserts)
         removals = list(removals)
         async with self._changes:
-            return await self._apply_delta(upserts, removals, source, version, updated_at)
+            entered, gone = list(inside), list(left)
+            result = await self._apply_delta(
+                upserts, removals, source, version, updated_at, list(consumed), entered, gone
+            )
+            self._note_presence(entered, gone)
+            return result
 
     async def _apply_delta(
         self,
@@ -252,6 +287,9 @@ class AllowListService:
         source: str,
         version: int | None,
         updated_at: datetime | None,
+        consumed: list[str],
+        inside: list[tuple[str, str, int]],
+        left: list[str],
     ) -> UpdateResult:
         previous = self._list.version
         version = check_version(version, previous)
@@ -263,6 +301,12 @@ class AllowListService:
             digest.update(f"+{credential.kind}:{credential.id}\n".encode())
         for kind, id_ in removals:
             digest.update(f"-{kind}:{id_}\n".encode())
+        for id_ in consumed:
+            digest.update(f"!{CredentialKind.APPOINTMENT}:{id_}\n".encode())
+        for plate, gate, at_ns in inside:
+            digest.update(f">{plate}:{gate}:{at_ns}\n".encode())
+        for plate in left:
+            digest.update(f"<{plate}\n".encode())
         event = AllowListUpdated(
             kind=AllowListUpdateKind.DELTA,
             version=version,
@@ -276,18 +320,35 @@ class AllowListService:
 
         def effect(conn: sqlite3.Connection, _seq: int) -> None:
             store.write_delta(conn, upserts, removals, version, updated_at, source)
+            for id_ in held:
+                store.set_appointment_consumed(conn, id_, True)
 
+        removed = set(removals)
+        held = [
+            id_
+            for id_ in consumed
+            if (CredentialKind.APPOINTMENT, id_) not in removed
+            and (
+                self._list.get(CredentialKind.APPOINTMENT, id_) is not None
+                or any(c.kind is CredentialKind.APPOINTMENT and c.id == id_ for c in upserts)
+            )
+        ]
+        if self._touched is not None:
+            self._touched.update(held)
         # The store refuses exactly what the in-memory list refuses: a bad delta fails here,
         # before anything is committed or changed in memory.
         seq = await self._log.append(event, effect=effect)
         # Synchronous on the loop: no lane sees a half-applied delta.
         self._list.apply_delta(upserts, removals, version, updated_at)
+        for id_ in held:
+            self._list.consume_appointment(id_)
         log.info(
             "allowlist_delta_applied",
             seq=seq,
             version=version,
             upserted=len(upserts),
             removed=len(removals),
+            consumed=held,
             source=source,
         )
         return UpdateResult(seq, version, previous, len(self._list), len(upserts), len(removals))

@@ -35,6 +35,16 @@ _COUNTERS = (
     ("store_failures", "store_failures", "Times the store failed (the sink reconnects)."),
     ("read_pauses", "read_pauses", "Times reading from the broker paused (too much held)."),
     ("qos0_discarded", "qos0_discarded", "QoS 0 messages discarded (too many waiting)."),
+    (
+        "park_entry_recorded",
+        "park_entry_recorded",
+        "Consumption deltas recorded by this instance (one per other gate).",
+    ),
+    (
+        "park_entry_published",
+        "park_entry_published",
+        "Consumption deltas published and acknowledged by the broker.",
+    ),
 )
 
 
@@ -75,7 +85,12 @@ class _SinkCollector(Collector):
             "edgegate_central_held_bytes", "Payload bytes received and not yet committed."
         )
         held.add_metric([], sink.counters.held_bytes)
-        yield from (info, connected, held)
+        park_entry = GaugeMetricFamily(
+            "edgegate_central_park_entry_enabled",
+            "1 when park-wide consumption is on (central run --signing-key), else 0.",
+        )
+        park_entry.add_metric([], 1 if sink.park_entry else 0)
+        yield from (info, connected, held, park_entry)
         for field_name, name, help_text in _COUNTERS:
             counter = CounterMetricFamily(f"edgegate_central_{name}", help_text)
             counter.add_metric([], getattr(sink.counters, field_name))

@@ -31,9 +31,15 @@ until the block ends (``edgegate central run`` wraps it). What it does:
   ``requests`` and answered from the store's record of central's publications
   (:mod:`edgegate.central.store.publications`): the gate's latest snapshot (retained, as
   when it was first published) and the deltas after it, republished byte for byte as they
-  were signed (the sink holds no key). If central never published a snapshot to the gate,
+  were signed (no key needed). If central never published a snapshot to the gate,
   that is logged as an error and kept as a dead letter saying what to run. It is then also
   handed to the ``on_request`` callback.
+- **Park-wide deltas** (with ``signing_key``; :mod:`edgegate.central.store.parkentry`): the
+  commit that stores gates' passes records signed deltas for the other gates (appointments
+  consumed, vehicles that entered or left elsewhere); they are published after the commit
+  and marked published once the broker acknowledged them, and every ``outbox_interval`` the
+  sink publishes those any instance left unpublished. Without a key it warns at start that
+  park-wide consumption is off.
 
 Session and delivery. The sink speaks MQTT 3.1.1 with ``clean_session=False`` and a stable
 client id per instance (``--client-id``; default ``edgegate-sink-{hostname}-{group}``), so
@@ -73,6 +79,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import random
 import socket
@@ -85,9 +92,17 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.backoff import Backoff
-from edgegate.central.store import AsyncStore, Batch, CentralStore, StoreError, open_store
+from edgegate.central.store import (
+    AsyncStore,
+    Batch,
+    CentralStore,
+    StoreError,
+    open_store,
+    parkentry,
+)
 from edgegate.clock import SystemClock
 from edgegate.core.clock import Clock
 from edgegate.mqtt.session import (
@@ -118,6 +133,7 @@ from edgegate.sync.protocol import (
     encode_request,
     parse_topic,
 )
+from edgegate.sync.signing import key_id
 
 log = get_logger("central.sink")
 
@@ -125,6 +141,8 @@ DEFAULT_GROUP = "sinks"
 DEFAULT_DSN = "sqlite:///central.db"
 DEFAULT_USERNAME = "central"
 _NS = 1_000_000_000
+_CONFIRM_EVERY = 0.1
+"""Seconds between two looks for park-wide deltas the broker acknowledged."""
 _STABLE_SESSION_S = 10.0
 """A session that lasted this long resets the reconnect backoff (a connection dropped at
 once, e.g. by another instance using the same client id, keeps backing off)."""
@@ -176,6 +194,14 @@ class SinkOptions:
     max_inflight_bytes: int = 32 << 20
     """Payload bytes received and not yet committed; beyond, the sink stops reading from the
     broker until half of them are committed (the broker keeps the rest queued)."""
+    signing_key: Ed25519PrivateKey | None = None
+    """Central's key: with it, an appointment consumed at one gate is published to the
+    others as a signed delta (park-wide consumption); None: off, said at start."""
+    outbox_interval: float = 2.0
+    """Seconds between two looks for consumption deltas left unpublished."""
+    outbox_grace: float = 5.0
+    """Seconds a delta recorded by another instance may stay unpublished before this one
+    publishes it (that instance publishes its own right after its commit)."""
 
     def __post_init__(self) -> None:
         check_id(self.group, "group")
@@ -190,6 +216,8 @@ class SinkOptions:
             raise ValueError("max_inbox_messages, max_qos0_queued >= 1")
         if self.max_inflight_bytes < 1:
             raise ValueError("max_inflight_bytes: must be >= 1")
+        if not (self.outbox_interval > 0 and self.outbox_grace >= 0):
+            raise ValueError("outbox_interval: must be > 0; outbox_grace: >= 0")
 
 
 @dataclass(slots=True)
@@ -226,6 +254,10 @@ class SinkCounters:
     """The most payload bytes held at once: at most ``max_inflight_bytes`` + one message."""
     read_pauses: int = 0
     """Times the sink stopped reading from the broker because it held too much."""
+    park_entry_recorded: int = 0
+    """Consumption deltas this instance's commits recorded (one per other gate)."""
+    park_entry_published: int = 0
+    """Consumption deltas published and acknowledged by the broker (also others' left over)."""
 
 
 # ------------------------------------------------------------------------------ internals
@@ -269,6 +301,8 @@ class _GroupOutcome:
     refused: list[_Refused]
     heads: dict[str, int] = field(default_factory=dict)
     """Heads of refused messages' gates that had no batch in the group."""
+    park_entry: list[parkentry.Outgoing] = field(default_factory=list)
+    """Consumption deltas the commit recorded, to publish now."""
 
 
 def _decode(raw: _Raw) -> _Pending | _Refused:
@@ -325,12 +359,13 @@ def _store_group(
         else []
     )
     gates = {p.batch.gate for p in items}
+    made = store.take_park_entry()
     heads = {
         r.gate: store.head(r.gate)[0]
         for r in refused
         if r.kind == "events" and r.gate is not None and r.gate not in gates
     }
-    return _GroupOutcome(items, results, refused, heads)
+    return _GroupOutcome(items, results, refused, heads, made)
 
 
 def _note_statuses(store: CentralStore, statuses: list[Status]) -> None:
@@ -405,6 +440,11 @@ class Sink:
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Task[None] | None = None
+        # Park-wide deltas published, not yet acknowledged: (deltas, paho infos, when).
+        self._unconfirmed_deltas: list[
+            tuple[list[parkentry.Outgoing], list[mqtt.MQTTMessageInfo], float]
+        ] = []
         self._callbacks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -419,8 +459,24 @@ class Sink:
     async def __aenter__(self) -> Sink:
         store = await asyncio.to_thread(open_store, self.options.dsn)
         self._store = AsyncStore(store)
+        key = self.options.signing_key
+        if key is not None:
+            store.park_entry = parkentry.Signer(key)
+            log.info("park_entry_on", key_id=key_id(key.public_key()))
+            self._outbox = asyncio.create_task(self._publish_outbox(), name="sink outbox")
+        else:
+            log.warning(
+                "park_entry_off",
+                reason="no signing key (central run --signing-key FILE): an appointment"
+                " consumed at one gate still admits at the others until a new list arrives",
+            )
         self._task = asyncio.create_task(self._run(), name=f"sink {self.client_id}")
         return self
+
+    @property
+    def park_entry(self) -> bool:
+        """Whether park-wide consumption is on (the sink was given a signing key)."""
+        return self.options.signing_key is not None
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -429,6 +485,10 @@ class Sink:
         """Store and ack what was received, disconnect, close the store. Idempotent."""
         self._stop.set()
         self._wake.set()
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.cancel()
+            await asyncio.gather(outbox, return_exceptions=True)
         task, self._task = self._task, None
         if task is not None:
             # Normally quick (the group in hand is finished); a connect attempt hanging on an
@@ -902,6 +962,9 @@ class Sink:
                 )
             acks.append(Ack(gate, head, resend_from))
 
+        if outcome.park_entry:
+            c.park_entry_recorded += len(outcome.park_entry)
+            self._publish_deltas(client, outcome.park_entry)
         async with self._progress:
             self._progress.notify_all()
         if acks:
@@ -914,6 +977,62 @@ class Sink:
                 )
             c.acks += len(acks)
             log.debug("acked", acks=[(a.gate, a.seq, a.resend_from) for a in acks])
+
+    # -- park-wide consumption (see edgegate.central.store.parkentry) -----------------------
+
+    def _publish_deltas(self, client: aiomqtt.Client, made: list[parkentry.Outgoing]) -> None:
+        """Publish recorded park-wide deltas at QoS 1, in order; marked published in the
+        store once the broker has acknowledged them (``_publish_outbox`` checks)."""
+        infos = []
+        try:
+            for o in made:
+                infos.append(publish_nowait(client, Topics(o.site, o.gate).allowlist, o.payload))
+        except aiomqtt.MqttError as exc:  # disconnected: the outbox publishes them later
+            log.warning("park_entry_not_published", deltas=len(made), error=str(exc))
+            return
+        log.info("park_entry_published", deltas=[(o.gate, o.version) for o in made])
+        self._unconfirmed_deltas.append((made, infos, time.monotonic()))
+
+    async def _publish_outbox(self) -> None:
+        """Mark deltas the broker acknowledged as published (every ``_CONFIRM_EVERY`` s; one
+        not acknowledged within ``timeout`` stays in the outbox), and every
+        ``outbox_interval`` s publish those left unpublished longer than ``outbox_grace``
+        (by an instance that stopped, or by this one before a disconnect)."""
+        opts = self.options
+        sweep_at = time.monotonic() + opts.outbox_interval
+        while True:
+            await asyncio.sleep(min(_CONFIRM_EVERY, opts.outbox_interval))
+            try:
+                await self._confirm_deltas()
+                client = self._client
+                if time.monotonic() < sweep_at or client is None or not self._ready.is_set():
+                    continue
+                sweep_at = time.monotonic() + opts.outbox_interval
+                before = time.time_ns() - int(opts.outbox_grace * _NS)
+                left = await self.store.run(functools.partial(_pending, before=before))
+            except StoreError as exc:
+                log.warning("park_entry_outbox_failed", error=str(exc))
+                continue
+            except Exception as exc:  # a bug: log it and carry on, as the sink does
+                log.exception("park_entry_outbox_internal_error", error=repr(exc))
+                continue
+            if left:
+                log.info("park_entry_republishing", deltas=len(left))
+                self._publish_deltas(client, left)
+
+    async def _confirm_deltas(self) -> None:
+        done: list[parkentry.Outgoing] = []
+        keep = []
+        now = time.monotonic()
+        for made, infos, at in self._unconfirmed_deltas:
+            if all(i.is_published() for i in infos):
+                done.extend(made)
+            elif now - at < self.options.timeout:
+                keep.append((made, infos, at))
+        self._unconfirmed_deltas = keep
+        if done:
+            await self.store.run(lambda s: s.park_entry_published(done))
+            self.counters.park_entry_published += len(done)
 
     def _park_or_give_up(self, p: _Pending, now: int, resend: set[str]) -> None:
         gate = p.batch.gate
@@ -1078,6 +1197,10 @@ class Sink:
             "dead_letters": c.dead_letters,
             "resend_requests": c.resend_requests,
         }
+
+
+def _pending(store: CentralStore, before: int) -> list[parkentry.Outgoing]:
+    return store.park_entry_pending(before)
 
 
 def _payload(message: aiomqtt.Message) -> bytes:

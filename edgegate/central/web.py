@@ -60,10 +60,19 @@ class CentralWeb:
         ready = self.sink.ready
         problem = None if ready else "not connected and subscribed to the broker"
         broker = {"ok": ready, "problem": problem}
+        # Park-wide consumption off is a choice made at start (no signing key), not a
+        # failure to restart for: said here, it does not make central unready.
+        park_entry = {
+            "ok": True,
+            "enabled": self.sink.park_entry,
+            "note": None
+            if self.sink.park_entry
+            else "park-wide appointment consumption off: central run has no --signing-key",
+        }
         return ready, {
             "ready": ready,
             "failing": [] if ready else ["broker"],
-            "components": {"broker": broker},
+            "components": {"broker": broker, "park_entry": park_entry},
         }
 
     async def aclose(self) -> None:

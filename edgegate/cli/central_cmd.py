@@ -129,6 +129,14 @@ def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--client-id",
         help="stable MQTT client id of this instance (default edgegate-sink-HOSTNAME-GROUP)",
     )
+    run.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="FILE",
+        help="central's private key (PEM): an appointment consumed at one gate is then "
+        "published at once to the others as a signed delta (default: park-wide consumption "
+        "off, said at start)",
+    )
     http = run.add_argument_group("HTTP server (/metrics, /healthz, /readyz, the park API)")
     http.add_argument(
         "--http",
@@ -310,11 +318,18 @@ def _check_ids(**ids: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         _check_ids(group=args.group)
+        key = None
+        if args.signing_key is not None:
+            try:
+                key = pub.load_signing_key(args.signing_key)
+            except pub.PublishError as exc:
+                raise UsageError(f"--signing-key: {exc}") from None
         options = SinkOptions(
             _broker(args),
             dsn=args.db,
             group=args.group,
             client_id=args.client_id or default_client_id(args.group),
+            signing_key=key,
         )
         http = _http_settings(args)
         token = None if args.http_token_file is None else _token(args.http_token_file)

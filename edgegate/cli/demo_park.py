@@ -26,7 +26,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -444,10 +444,9 @@ def _part(mount: Callable[[HttpServer], object]) -> CentralWebPart:
 
 
 def _open_sink(options: SinkOptions, signing_key: Path) -> Sink:
-    """The sink. ``signing_key`` is central's key of this run: the sink gets it here once
-    ``central run`` holds one (park-wide consumption publishes signed deltas)."""
-    del signing_key
-    return Sink(options)
+    """The sink, holding central's key of this run: an appointment consumed at one gate is
+    at once refused at the other, and a vehicle inside is "already inside" there."""
+    return Sink(replace(options, signing_key=pub.load_signing_key(signing_key)))
 
 
 # ------------------------------------------------------------------------------ view

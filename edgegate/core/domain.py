@@ -205,6 +205,15 @@ class FuzzyMatch:
     list_char: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InsideElsewhere:
+    """Central saw the plate enter the park at ``gate`` at ``entered_at`` and not leave yet
+    (its park-wide deltas say so): at another gate's entry it is "already inside"."""
+
+    gate: str
+    entered_at: datetime
+
+
 class AllowListView(Protocol):
     """What the policy needs from the allow-list projection. Pure reads, no I/O."""
 

@@ -18,7 +18,14 @@ from typing import Any, ClassVar, TypeVar
 import msgpack
 
 from edgegate.core.codec import CodecError, DataclassCodec
-from edgegate.core.domain import Direction, GateKind, MatchKind, PlateColour, VehicleCategory
+from edgegate.core.domain import (
+    Direction,
+    GateKind,
+    InsideElsewhere,
+    MatchKind,
+    PlateColour,
+    VehicleCategory,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,14 +370,15 @@ class ClockStepMark:
     offset_ns: int
 
 
-@event_type("access.decided", version=5)
+@event_type("access.decided", version=6)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessDecided(Event):
     """A decision with every reason, and the allow-list version it was taken with;
     ``explanation`` says in plain words what the codes cannot (a fuzzy match, on which
     credential), empty otherwise. ``corrected_by``: the operator whose typed plate (a
     correction at the console) this decision is on, instead of the read of the decision
-    ``corrects_seq``; None for a reader's read."""
+    ``corrects_seq``; None for a reader's read. ``inside_elsewhere``: on an entry, where and
+    when central saw the vehicle enter and not leave (reason ``already-inside``), else None."""
 
     direction: Direction
     plate_read: str  # as read
@@ -393,6 +401,7 @@ class AccessDecided(Event):
     corrects_seq: int | None = None
     trace: DecisionTrace | None = None  # None: not recorded (decisions before v4)
     clock_step: ClockStepMark | None = None  # a step not yet followed by a sync (None: none)
+    inside_elsewhere: InsideElsewhere | None = None
 
 
 @upcaster("access.decided", from_version=1)
@@ -417,6 +426,12 @@ def _access_decided_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
 def _access_decided_v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
     """v4 did not watch the clock: no step is known to have preceded the decision."""
     return {**data, "clock_step": None}
+
+
+@upcaster("access.decided", from_version=5)
+def _access_decided_v5_to_v6(data: dict[str, Any]) -> dict[str, Any]:
+    """v5 knew nothing of central's presence: no vehicle was already inside elsewhere."""
+    return {**data, "inside_elsewhere": None}
 
 
 @event_type("vehicle.passed", version=2)

@@ -48,7 +48,10 @@ Then, in this order: a colour mismatch acts per ``rules.colour_mismatch``; a con
 entry; exits decide as usual). A tampered allow-list (one that failed its integrity check,
 ``view.tampered``) may hold false entries: ``allowlist-tampered`` is recorded and an entry it
 would allow needs a guard whatever the settings (a blacklisted vehicle is still refused);
-exits decide as usual. A read whose normalised plate is not well formed is looked up
+exits decide as usual. A vehicle central saw enter at another gate and not leave
+(``inside``, from central's park-wide deltas) is ``already-inside`` on entry: a guard
+confirms what would be allowed, the explanation says where and when it entered. A read
+whose normalised plate is not well formed is looked up
 all the same (the list may hold odd plates) and ``plate-invalid-format`` recorded; an empty
 one is ``plate-unreadable``.
 """
@@ -56,7 +59,7 @@ one is ``plate-unreadable``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -70,6 +73,7 @@ from edgegate.core.domain import (
     Direction,
     FuzzyMatch,
     GateKind,
+    InsideElsewhere,
     MatchKind,
     PlateColour,
     PlateRead,
@@ -145,6 +149,7 @@ class Reason(enum.StrEnum):
     LOW_CONFIDENCE = "low-confidence"
     ALLOWLIST_STALE = "allowlist-stale"
     ALLOWLIST_TAMPERED = "allowlist-tampered"
+    ALREADY_INSIDE = "already-inside"  # central saw it enter elsewhere and not leave
 
 
 class CredentialRef(NamedTuple):
@@ -174,6 +179,8 @@ class Decision:
     explanation: str = ""
     # What the policy looked at (plain data the event carries); not part of the outcome.
     trace: DecisionTrace | None = field(default=None, compare=False)
+    # An entry of a vehicle central saw enter at another gate and not leave.
+    inside_elsewhere: InsideElsewhere | None = None
 
     def to_event(
         self,
@@ -207,6 +214,7 @@ class Decision:
             explanation=self.explanation,
             trace=self.trace,
             clock_step=clock_step,
+            inside_elsewhere=self.inside_elsewhere,
         )
 
     def to_record(self) -> dict[str, object]:
@@ -454,9 +462,12 @@ def decide(
     now: datetime,
     *,
     trace: bool = True,
+    inside: Callable[[str], InsideElsewhere | None] | None = None,
 ) -> Decision:
     """Decide one read at ``rules.gate_id`` in ``direction`` at ``now`` (aware UTC);
-    ``trace``: record what the policy looked at (``Decision.trace``)."""
+    ``trace``: record what the policy looked at (``Decision.trace``). ``inside``: where and
+    when central saw a (matched) plate enter at another gate and not leave, if it did; an
+    entry it would allow then needs a guard (``already-inside``)."""
     if now.tzinfo is None:
         raise ValueError("now must be a timezone-aware datetime")
     entry = direction is Direction.ENTRY
@@ -522,12 +533,24 @@ def decide(
         outcome.reasons.add(Reason.ALLOWLIST_TAMPERED)
         if entry:
             _downgrade(outcome)
+    elsewhere = None
+    if entry and inside is not None and (matched or plate):
+        elsewhere = inside(matched or plate)
+        if elsewhere is not None:
+            outcome.reasons.add(Reason.ALREADY_INSIDE)
+            _downgrade(outcome)
 
     passes = outcome.verdict is not Verdict.DENY
     credential = CredentialRef(subject.kind, subject.id) if passes and subject is not None else None
     until = _window(subject)[1] if credential is not None and subject is not None else None
     consume = subject.id if passes and entry and isinstance(subject, Appointment) else None
     explanation = _explain_fuzzy(plate, list(candidates.values()), credential, outcome.verdict)
+    if elsewhere is not None:
+        already = (
+            f"already inside: central saw {matched or plate} enter at {elsewhere.gate} at"
+            f" {elsewhere.entered_at.isoformat(timespec='seconds')} and not leave"
+        )
+        explanation = f"{explanation}; {already}" if explanation else already
     traced = _trace(rules, direction, read, plate, exact, candidates, view, now) if trace else None
     return Decision(
         verdict=outcome.verdict,
@@ -544,6 +567,7 @@ def decide(
         allowlist_stale=stale,
         explanation=explanation,
         trace=traced,
+        inside_elsewhere=elsewhere,
     )
 
 

@@ -404,7 +404,14 @@ class LaneRunner:
         step = None if self._clock_step is None else await self._clock_step(lane_id)
         wall_ns = self._clock.wall_ns()
         now = datetime.fromtimestamp(wall_ns / 1e9, UTC)
-        decision = decide(self._rules, self.setup.direction, subject, self._allowlist.view, now)
+        decision = decide(
+            self._rules,
+            self.setup.direction,
+            subject,
+            self._allowlist.view,
+            now,
+            inside=self._allowlist.inside_elsewhere,
+        )
         self.last_decision = decision
         fed = Decided(decision, _PROVISIONAL_SEQ)
         actions = self.lane.handle(fed, self._clock.mono_ns())
@@ -500,6 +507,8 @@ class LaneRunner:
         self._recorded(event, seq)
 
     def _recorded(self, event: Event, seq: int | None) -> None:
+        if isinstance(event, VehiclePassed):
+            self._allowlist.passed_here(event.plate)
         if isinstance(event, VehiclePassed) and seq is not None and self._on_pass is not None:
             self._on_pass(event, seq)
         self._notify(event)

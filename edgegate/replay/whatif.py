@@ -709,4 +709,7 @@ def _redecide(
     )
     view = _Aged(base, event.allowlist_version, updated_at, tampered)
     subject = PlateRead(plate=event.plate_read, colour=colour, confidence=confidence)
-    return decide(gate_rules, direction, subject, view, now, trace=False)
+    elsewhere = event.inside_elsewhere  # what central said then: recorded, not looked up
+    return decide(
+        gate_rules, direction, subject, view, now, trace=False, inside=lambda _: elsewhere
+    )

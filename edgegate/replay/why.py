@@ -89,6 +89,7 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("read confidence", ("low-confidence",)),
     ("allow-list staleness", ("allowlist-stale",)),
     ("allow-list integrity", ("allowlist-tampered",)),
+    ("park-wide presence", ("already-inside",)),
 )
 
 

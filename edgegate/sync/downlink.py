@@ -311,6 +311,9 @@ class Downlink:
                     source=source,
                     version=pub.version,
                     updated_at=issued_at,
+                    consumed=content.consumed,
+                    inside=content.inside,
+                    left=content.left,
                 )
             else:
                 update = await self.allowlist.replace(

@@ -66,7 +66,10 @@ class AllowListPublication:
     - snapshot: a msgpack array of credential encodings (a codec ``group``, any length);
       see ``encode_snapshot_content`` / ``snapshot_entries``.
     - delta: a msgpack map ``{"upsert": bin(snapshot-style array), "remove": [[kind, id],
-      ...]}``; see ``encode_delta_content`` / ``delta_changes``.
+      ...]}`` and, in central's park-wide deltas only, ``"consume": [appointment id, ...]``
+      (appointments another gate consumed), ``"inside": [[plate, gate, entered_at_ns],
+      ...]`` (vehicles that entered at another gate) and ``"left": [plate, ...]``; see
+      ``encode_delta_content`` / ``delta_changes``.
 
     A delta applies only on ``base_version`` and yields ``version``; a snapshot has no base.
     """
@@ -120,6 +123,7 @@ def decode_publication(body: bytes) -> AllowListPublication:
 
 
 _EMPTY_ARRAY = b"\x90"
+_DELTA_KEYS = frozenset({"upsert", "remove", "consume", "inside", "left"})
 
 
 def encode_snapshot_content(credentials: Iterable[Credential]) -> bytes:
@@ -143,15 +147,26 @@ def snapshot_entries(content: bytes) -> list[Credential]:
 
 
 def encode_delta_content(
-    upserts: Iterable[Credential], removals: Iterable[tuple[CredentialKind, str]]
+    upserts: Iterable[Credential],
+    removals: Iterable[tuple[CredentialKind, str]],
+    consumed: Iterable[str] = (),
+    inside: Iterable[tuple[str, str, int]] = (),
+    left: Iterable[str] = (),
 ) -> bytes:
-    """The content of a delta."""
-    return msgpack.Packer(use_bin_type=True).pack(
-        {
-            "upsert": encode_snapshot_content(upserts),
-            "remove": [[str(kind.value), id_] for kind, id_ in removals],
-        }
-    )
+    """The content of a delta (``consume``, ``inside``, ``left`` only when not empty: a
+    delta without them is byte for byte what gates before park-wide consumption read)."""
+    doc: dict[str, object] = {
+        "upsert": encode_snapshot_content(upserts),
+        "remove": [[str(kind.value), id_] for kind, id_ in removals],
+    }
+    for name, items in (
+        ("consume", list(consumed)),
+        ("inside", [list(i) for i in inside]),
+        ("left", list(left)),
+    ):
+        if items:
+            doc[name] = items
+    return msgpack.Packer(use_bin_type=True).pack(doc)
 
 
 def delta_changes(content: bytes) -> Delta:
@@ -162,13 +177,16 @@ def delta_changes(content: bytes) -> Delta:
             content,
             raw=False,
             strict_map_key=True,
-            max_map_len=2,
+            max_map_len=len(_DELTA_KEYS),
             max_ext_len=0,
         )
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"delta content: not valid msgpack ({exc})") from exc
-    if type(doc) is not dict or doc.keys() != {"upsert", "remove"}:
-        raise ProtocolError('delta content: expected a map {"upsert": ..., "remove": [...]}')
+    if type(doc) is not dict or not {"upsert", "remove"} <= doc.keys() <= _DELTA_KEYS:
+        raise ProtocolError(
+            'delta content: expected a map {"upsert": ..., "remove": [...]} (and "consume",'
+            ' "inside", "left")'
+        )
     upsert, remove = doc["upsert"], doc["remove"]
     if type(upsert) is not bytes:
         raise ProtocolError("delta content: upsert is not bytes")
@@ -184,7 +202,27 @@ def delta_changes(content: bytes) -> Delta:
         if type(item[1]) is not str or not item[1]:
             raise ProtocolError(f"delta content: remove[{i}]: id is not a non-empty string")
         removals.append((kind, item[1]))
-    return Delta(snapshot_entries(upsert), removals)
+    consume = doc.get("consume", [])
+    if type(consume) is not list or not all(type(i) is str and i for i in consume):
+        raise ProtocolError("delta content: consume is not an array of appointment ids")
+    left = doc.get("left", [])
+    if type(left) is not list or not all(type(i) is str and i for i in left):
+        raise ProtocolError("delta content: left is not an array of plates")
+    inside: list[tuple[str, str, int]] = []
+    raw_inside = doc.get("inside", [])
+    if type(raw_inside) is not list:
+        raise ProtocolError("delta content: inside is not an array")
+    for i, item in enumerate(raw_inside):
+        if (
+            type(item) is not list
+            or len(item) != 3
+            or not all(type(x) is str and x for x in item[:2])
+            or type(item[2]) is not int
+            or not 0 <= item[2] < 2**63
+        ):
+            raise ProtocolError(f"delta content: inside[{i}] is not [plate, gate, entered_at_ns]")
+        inside.append((item[0], item[1], item[2]))
+    return Delta(snapshot_entries(upsert), removals, consume, inside, left)
 
 
 __all__ = [

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, cast
 
-from edgegate.central.store import blacklist, projections, publications
+from edgegate.central.store import blacklist, parkentry, projections, publications
 from edgegate.central.store.checks import (
     check_decoded,
     check_rows,
@@ -46,7 +46,7 @@ from edgegate.core.events import EventDecodeError, RevokedCredentialAdmission
 from edgegate.core.events import decode as decode_event
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row, verify_to_head
-from edgegate.sync.protocol import DecodedEvents
+from edgegate.sync.protocol import DecodedEvents, ProtocolError, parse_topic
 
 T = TypeVar("T")
 
@@ -109,6 +109,9 @@ class CentralStore(ABC):
         self.dead_letter_limits = dead_letters or DeadLetterLimits()
         self._lock = threading.Lock()
         self._closed = False
+        self.park_entry: parkentry.Signer | None = None
+        """Set (by the sink): consumptions stored record their deltas to the other gates."""
+        self._park_entry_made: list[parkentry.Outgoing] = []
 
     # Dialect hooks -------------------------------------------------------------------------
 
@@ -205,7 +208,17 @@ class CentralStore(ABC):
             self._exec_many(_UPDATE_HEAD, moved)
         # In the same transaction: the projections hold exactly the committed events.
         projections.apply(self, stored, self._projection_problem(now))
+        self._park_entry_made = []  # a retried transaction records again
+        if self.park_entry is not None and stored:
+            sites = {b.gate: _topic_site(b.source) for b in batches}
+            self._park_entry_made = parkentry.record(self, stored, sites, self.park_entry, now)
         return results
+
+    def take_park_entry(self) -> list[parkentry.Outgoing]:
+        """The consumption deltas the last ``store_batches`` of this thread recorded (to
+        publish after its commit); cleared."""
+        made, self._park_entry_made = self._park_entry_made, []
+        return made
 
     def _projection_problem(self, now: int) -> projections.Problem:
         def dead(gate: str, seq: int, payload: bytes, reason: str) -> None:
@@ -556,6 +569,20 @@ class CentralStore(ABC):
         """Every recorded publication (to ``gate``), by gate and version."""
         return self._run(lambda: publications.history(self, gate), write=False)
 
+    def park_entry_pending(
+        self, recorded_before_ns: int, limit: int = 1000
+    ) -> list[parkentry.Outgoing]:
+        """Consumption deltas recorded before ``recorded_before_ns`` and not yet published."""
+        return self._run(lambda: parkentry.pending(self, recorded_before_ns, limit), write=False)
+
+    def park_entry_published(self, made: Sequence[parkentry.Outgoing]) -> None:
+        """Note that ``made`` reached the broker."""
+        now, chosen = time.time_ns(), tuple(made)
+        self._run(lambda: parkentry.mark_published(self, chosen, now), write=True)
+
+    def park_entry_unpublished(self) -> int:
+        return self._run(lambda: parkentry.unpublished(self), write=False)
+
     def projection_positions(self) -> dict[tuple[str, str], int]:
         """(projection, gate) -> the last seq applied."""
         rows = self._run(
@@ -759,6 +786,15 @@ class CentralStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _topic_site(source: str) -> str | None:
+    """The site of a batch that came on an MQTT events topic, else None."""
+    try:
+        site, _, kind = parse_topic(source)
+    except ProtocolError:
+        return None
+    return site if kind == "events" else None
 
 
 # --- asyncio -------------------------------------------------------------------------------

@@ -213,6 +213,23 @@ MIGRATIONS: tuple[CentralMigration, ...] = (
         CREATE INDEX allowlist_publications_kind ON allowlist_publications (gate, kind, version);
         """,
     ),
+    CentralMigration(
+        6,
+        "park-wide consumption: the outbox of deltas recorded with the consumption",
+        """
+        CREATE TABLE park_entry_outbox (
+            gate TEXT NOT NULL,
+            version {BIGINT} NOT NULL,
+            site TEXT NOT NULL,
+            source TEXT NOT NULL,
+            recorded_at_ns {BIGINT} NOT NULL,
+            published_at_ns {BIGINT},
+            PRIMARY KEY (gate, version)
+        );
+        CREATE INDEX park_entry_outbox_pending
+            ON park_entry_outbox (published_at_ns, recorded_at_ns);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
