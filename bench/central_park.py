@@ -37,8 +37,12 @@ allow-list and mode, so that the park projections have their real work to do.
   logged in on ``/live``; then a new gate joins and sends its events one per batch
   (``--live`` passages): from each batch's publication (right after the gate's commit)
   until a ``change`` on ``/live`` says the pushed state reflects it (docs/dashboard.md);
-- ``consumption_to_refusal_p99_s``: null until park-wide consumption exists
-  (``not_measured`` says why).
+- ``consumption_to_delta_p99_s``: the sinks run with ``--signing-key`` (park-wide
+  consumption on; ``--no-park-entry``: off), the live gate's vehicles are hazmat and
+  hazwaste on appointments; from the publication of the batch consuming one until another
+  gate's MQTT connection gets central's signed delta naming it;
+  ``consumption_to_refusal_p99_s`` (until that gate refuses the appointment) needs a real
+  gate applying the delta: null (``not_measured`` says why).
 
 Targets: ``ingest_eps`` >= 100,000 (200 gates), ``presence_query_p99_ms`` <= 50 (20,000
 inside), ``dashboard_update_p99_ms`` <= 1,000. ``--quick``: a smoke run of a few gates in
@@ -62,6 +66,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import cycle
 from pathlib import Path
 
 import aiohttp
@@ -79,6 +84,7 @@ from edgegate.console.accounts import Account, hash_password, write_accounts
 from edgegate.core import events as ev
 from edgegate.core.domain import Direction, MatchKind, PlateColour, VehicleCategory
 from edgegate.log.chain import GENESIS_HASH, Row, event_hash
+from edgegate.sync.envelope import generate_keypair
 from edgegate.sync.protocol import (
     EventBatch,
     Status,
@@ -128,6 +134,7 @@ class GateLog:
 
 
 _PROVINCES = "苏浙沪皖鲁豫赣闽"
+DANGEROUS = (VehicleCategory.HAZMAT, VehicleCategory.HAZWASTE)
 _CATEGORIES = (
     [VehicleCategory.HAZMAT] * 2
     + [VehicleCategory.HAZWASTE]
@@ -504,17 +511,23 @@ def children(pid: int) -> list[int]:
 
 
 def start_sinks(
-    mq: Mosquitto, dsn: str, workdir: Path, count: int
+    mq: Mosquitto, dsn: str, workdir: Path, count: int, *, park_entry: bool
 ) -> list[tuple[subprocess.Popen[bytes], int]]:
     """``count`` ``edgegate central run`` on ``dsn``, each with its HTTP server (the first with
-    the park API); (process, HTTP port) each."""
+    the park API) and, if ``park_entry``, a signing key (park-wide consumption on); (process,
+    HTTP port) each."""
     tokens = workdir / "api-tokens"
     tokens.write_text(f"bench {API_TOKEN}\n")
     tokens.chmod(0o600)
+    key = workdir / "central.key"
+    key.write_bytes(generate_keypair()[0])
+    key.chmod(0o600)
     out = []
     for i in range(count):
         port = free_port()
         cmd = mq.central_run(dsn, f"bench-sink-{i}", "--http", f"127.0.0.1:{port}")
+        if park_entry:
+            cmd += ["--signing-key", str(key)]
         if i == 0:
             cmd += ["--api-tokens", str(tokens)]
         log = (workdir / f"sink-{i}.log").open("wb")
@@ -615,7 +628,10 @@ async def presence_api(port: int, n: int) -> list[float]:
 def consumption_to_refusal_p99_s() -> tuple[float | None, str]:
     """From a gate's ``access.decided`` consuming an appointment at gate A until gate B
     refuses the same appointment (central's signed delta applied there). Target <= 2 s."""
-    return None, "central does not publish park-wide consumption yet (issue 15, item 2)"
+    return None, (
+        "needs a real gate B (edgegate run) applying central's delta;"
+        " consumption_to_delta_p99_s measures up to B's connection"
+    )
 
 
 LIVE_GATE = "gate-live"
@@ -628,10 +644,20 @@ def live_gate(passages: int) -> GateLog:
     one event per batch (a gate's live traffic)."""
     now = time.time_ns()
     ps = [
-        Passage(now + i * 1000 * MS, plate(700_000 + i), Direction.ENTRY, _CATEGORIES[i % 20], "L")
-        for i in range(passages)
+        Passage(now + i * MS, plate(700_000 + i), Direction.ENTRY, cat, f"APT-LIVE-{i:05d}")
+        for i, cat in zip(range(passages), cycle(DANGEROUS), strict=False)
     ]
     return gate_log(LIVE_GATE, ps, 1, now)
+
+
+def consumed_in(batch: bytes) -> str | None:
+    """The appointment a batch's ``access.decided`` consumes, if any."""
+    for row in decode_batch(batch).events:
+        if row[4] == ev.AccessDecided.TYPE:
+            e = ev.decode(row[4], row[6], bytes(row[7]), row[5])
+            assert isinstance(e, ev.AccessDecided)
+            return e.consumed_appointment
+    return None
 
 
 def start_dashboard(dsn: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -667,12 +693,27 @@ async def next_positions(stream: aiohttp.StreamReader) -> dict[str, int]:
     raise SystemExit("the dashboard's /live stream ended")
 
 
-async def dashboard_updates(mq: Mosquitto, port: int, live: GateLog) -> list[float]:
+async def live_traffic(
+    mq: Mosquitto, port: int, live: GateLog, other: GateLog
+) -> tuple[list[float], list[float]]:
     """Per batch of the live gate: from its publication (right after the gate's commit)
-    until a logged-in ``/live`` stream says the pushed state reflects it, in ms."""
+    until a logged-in ``/live`` stream says the pushed state reflects it, in ms; and per
+    appointment it consumes, from that publication until gate ``other``'s connection gets
+    central's signed delta naming it (park-wide consumption), in s."""
     base = f"http://127.0.0.1:{port}"
     jar = aiohttp.CookieJar(unsafe=True)  # keeps cookies of a server named by its IP
     out: list[float] = []
+    consumed: dict[str, float] = {}  # appointment -> its batch's publication
+    delivered: list[float] = []
+
+    async def watch(client: aiomqtt.Client) -> None:
+        # The ids are unique and the signed body is not compressed: finding one in a delta
+        # is finding it in its "consume" list (the gate would verify and apply it).
+        async for message in client.messages:
+            assert isinstance(message.payload, bytes)
+            for apt in [a for a in consumed if a.encode() in message.payload]:
+                delivered.append(time.perf_counter() - consumed.pop(apt))
+
     async with aiohttp.ClientSession(base, cookie_jar=jar, headers={"Origin": base}) as http:
         form = {"account": VIEWER, "password": VIEWER_PASSWORD}
         async with http.post("/login", data=form, allow_redirects=False) as r:
@@ -681,16 +722,33 @@ async def dashboard_updates(mq: Mosquitto, port: int, live: GateLog) -> list[flo
         async with (
             http.get("/live", timeout=aiohttp.ClientTimeout(total=None)) as stream,
             gate_clients(mq, [live], ack=False) as (gate,),
+            aiomqtt.Client(
+                "127.0.0.1",
+                mq.port,
+                username=other.gate,
+                password=mq.users[other.gate],
+                identifier=f"bench-{other.gate}-allowlist",
+            ) as b,
         ):
+            await b.subscribe(Topics(SITE, other.gate).allowlist, qos=1)
+            watcher = asyncio.create_task(watch(b))
             await next_positions(stream.content)
             for _, last, payload in live.batches:
                 t = time.perf_counter()
+                apt = consumed_in(payload)
+                if apt is not None:
+                    consumed[apt] = t
                 await gate.client.publish(gate.topics.events, payload, qos=1)
                 async with asyncio.timeout(30):
                     while (await next_positions(stream.content)).get(LIVE_GATE, 0) < last:
                         pass
                 out.append((time.perf_counter() - t) * 1000)
-    return sorted(out)
+            async with asyncio.timeout(30):
+                while consumed:  # noqa: ASYNC110 - a bench poll
+                    await asyncio.sleep(0.01)
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+    return sorted(out), sorted(delivered)
 
 
 # ------------------------------------------------------------------------------ main
@@ -709,6 +767,9 @@ def main() -> int:
     parser.add_argument("--inside", type=int, default=20_000, help="vehicles inside at the end")
     parser.add_argument("--batch", type=int, default=1000, help="events per MQTT batch")
     parser.add_argument("--sinks", type=int, default=2, help="central run instances")
+    parser.add_argument(
+        "--no-park-entry", action="store_true", help="sinks without --signing-key (no deltas)"
+    )
     parser.add_argument("--queries", type=int, default=200, help="presence queries timed")
     parser.add_argument(
         "--live", type=int, default=40, help="the live gate's passages (dashboard updates)"
@@ -745,7 +806,7 @@ def main() -> int:
             dsn = pg.dsn("central")
             open_store(dsn).close()  # migrated once, before the sinks race for it
             base_s = asyncio.run(broker_baseline(mq, logs, args.sinks))
-            sinks = start_sinks(mq, dsn, d, args.sinks)
+            sinks = start_sinks(mq, dsn, d, args.sinks, park_entry=not args.no_park_entry)
             procs = {
                 "sinks": [p.pid for p, _ in sinks],
                 "postgres": children(pg.pid()),
@@ -761,7 +822,7 @@ def main() -> int:
             sql_ms = presence_sql(dsn, args.queries)
             api_ms = asyncio.run(presence_api(sinks[0][1], args.queries))
             dashboard, dash_port = start_dashboard(dsn, d)
-            dash_ms = asyncio.run(dashboard_updates(mq, dash_port, live))
+            dash_ms, delta_s = asyncio.run(live_traffic(mq, dash_port, live, logs[0]))
         finally:
             if dashboard is not None:
                 stop_sinks([(dashboard, 0)])
@@ -793,6 +854,10 @@ def main() -> int:
         "dashboard_update_p50_ms": ms(dash_ms, 50),
         "dashboard_update_p99_ms": ms(dash_ms, 99),
         "dashboard_update_max_ms": ms(dash_ms, 100),
+        "park_entry": not args.no_park_entry,
+        "consumptions": len(delta_s),
+        "consumption_to_delta_p50_s": round(percentile(delta_s, 50), 3) if delta_s else None,
+        "consumption_to_delta_p99_s": round(percentile(delta_s, 99), 3) if delta_s else None,
         "consumption_to_refusal_p99_s": refusal,
         "not_measured": {}
         if refusal is not None

@@ -41,5 +41,8 @@ def test_the_quick_run_reports_its_figures() -> None:
     ):
         assert result[key] > 0, key
     assert result["dashboard_updates"] == 3 + 2 * 5  # the live gate's start, list, mode, 2 cars
+    # Both cars' appointments reached another gate as central's signed deltas.
+    assert result["park_entry"] is True and result["consumptions"] == 2
+    assert result["consumption_to_delta_p99_s"] > 0
     assert result["consumption_to_refusal_p99_s"] is None
     assert result["not_measured"]["consumption_to_refusal_p99_s"].strip()
