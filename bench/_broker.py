@@ -9,6 +9,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -69,6 +70,17 @@ class Mosquitto:
                 return
             time.sleep(0.02)
         raise RuntimeError("mosquitto did not start")
+
+    def central_run(self, dsn: str, client_id: str, *extra: str) -> list[str]:
+        """The command line of ``edgegate central run`` on this broker as user ``central``
+        (its password in a file in the work folder), storing into ``dsn``."""
+        password_file = self.workdir / "central.pass"
+        password_file.write_text(self.users["central"])
+        return [
+            *(sys.executable, "-m", "edgegate", "central", "run"),
+            *("--broker", f"mqtt://127.0.0.1:{self.port}", "--password-file", str(password_file)),
+            *("--db", dsn, "--client-id", client_id, *extra),
+        ]
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -73,24 +73,8 @@ async def make_backlog(path: Path, n: int) -> tuple[int, bytes]:
 
 
 def start_sink(mq: Mosquitto, db: Path, workdir: Path) -> subprocess.Popen[bytes]:
-    password_file = workdir / "central.pass"
-    password_file.write_text(mq.users["central"])
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgegate",
-            "central",
-            "run",
-            "--broker",
-            f"mqtt://127.0.0.1:{mq.port}",
-            "--password-file",
-            str(password_file),
-            "--db",
-            f"sqlite:///{db}",
-            "--client-id",
-            "bench-sink",
-        ],
+        mq.central_run(f"sqlite:///{db}", "bench-sink"),
         stdout=(workdir / "sink.log").open("wb"),
         stderr=subprocess.STDOUT,
     )

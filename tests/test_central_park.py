@@ -201,6 +201,25 @@ def test_an_exit_stored_before_its_entry_still_wins(store: CentralStore) -> None
     assert [(v.plate, v.entry_seq) for v in store.presence()] == [("苏E00009", 2)]
 
 
+def test_one_transaction_moving_a_plate_several_times_keeps_its_latest(
+    store: CentralStore,
+) -> None:
+    """The movements of a group are upserted together: a plate's latest one wins, whatever
+    the order of the gates in the group."""
+    a, b = GateLog("gate-a"), GateLog("gate-b")
+    a.passed("苏E00007", Direction.ENTRY, T0, C.HAZMAT, permit_until=T0 + timedelta(hours=1))
+    a.passed("苏E00008", Direction.ENTRY, T0 + timedelta(minutes=1), None)
+    b.passed("苏E00007", Direction.EXIT, T0 + timedelta(minutes=5))
+    a.passed("苏E00007", Direction.ENTRY, T0 + timedelta(minutes=9), C.ORDINARY)
+    b.passed("苏E00008", Direction.EXIT, T0 + timedelta(minutes=2))
+    store.store_batches([("gate-b", b.rows), ("gate-a", a.rows)])
+    inside = store.presence()
+    assert [(v.plate, v.entry_gate, v.entry_seq, v.category) for v in inside] == [
+        ("苏E00007", "gate-a", 3, C.ORDINARY)
+    ]
+    assert inside[0].permit_until_ns is None
+
+
 def test_redelivered_batches_are_not_applied_twice(store: CentralStore) -> None:
     a, b = park_logs()
     store.store_batch("gate-a", a.rows[:4])

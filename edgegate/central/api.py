@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from edgegate.central.store import CentralStore, StoreError, VehicleInside, open_store
-from edgegate.central.store.projections import GateState, ParkOverstay
+from edgegate.central.store.projections import GateState, ParkOverstay, park_overstays
 from edgegate.clock import SystemClock
 from edgegate.core.clock import Clock
 from edgegate.core.codec import datetime_to_ns
@@ -352,7 +352,8 @@ class ParkApi:
 
         def read() -> tuple[list[VehicleInside], list[ParkOverstay]]:
             inside = self.store.presence(categories=categories, gate=gate, limit=limit + 1)
-            return inside, self.store.overstays(now, self.dwell_limits)
+            # Only the page's overstays: not every vehicle inside read again for them.
+            return inside, park_overstays(inside[:limit], now, self.dwell_limits)
 
         inside, overstays = await self._in_thread(read)
         over = {o.vehicle.plate: o for o in overstays}

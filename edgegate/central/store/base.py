@@ -125,6 +125,10 @@ class CentralStore(ABC):
     def _exec(self, sql: str, params: Sequence[object] = ()) -> None: ...
 
     @abstractmethod
+    def _exec_many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
+        """``sql`` once per parameter row, in order, without a round trip each."""
+
+    @abstractmethod
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
 
     @abstractmethod
@@ -204,9 +208,9 @@ class CentralStore(ABC):
         start = dict(heads)
         stored: dict[str, list[Row]] = {}
         results = [self._store_one(b, heads, now, stored) for b in batches]
-        for gate, head in heads.items():
-            if head != start[gate]:
-                self._exec(_UPDATE_HEAD, (head[0], head[1], now, gate))
+        moved = [(h[0], h[1], now, g) for g, h in heads.items() if h != start[g]]
+        if moved:
+            self._exec_many(_UPDATE_HEAD, moved)
         # In the same transaction: the projections hold exactly the committed events.
         projections.apply(self, stored, self._projection_problem(now))
         self._park_entry_made = []  # a retried transaction records again

@@ -142,6 +142,11 @@ class PostgresStore(CentralStore):
     def _exec(self, sql: str, params: Sequence[object] = ()) -> None:
         self._live.execute(self._sql(sql), params)
 
+    def _exec_many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
+        # psycopg pipelines executemany: the statements go out without waiting for each reply.
+        with self._live.cursor() as cur:
+            cur.executemany(self._sql(sql), params)
+
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return self._live.execute(self._sql(sql), params).fetchall()
 

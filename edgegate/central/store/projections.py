@@ -52,6 +52,7 @@ PROJECTIONS = (PRESENCE, GATES)
 """The projections, each with a position per gate."""
 
 _PAGE = 10_000
+_IN_CHUNK = 500  # gates per ``IN (…)`` list
 
 _PRESENCE_TYPES = frozenset({VehiclePassed.TYPE})
 _GATE_TYPES = frozenset(
@@ -64,15 +65,23 @@ _ENSURE_POSITION = (
 )
 _SET_POSITION = "UPDATE projection_positions SET seq = ? WHERE projection = ? AND gate = ?"
 # The latest movement of a plate wins, by (wall time, gate, seq): see the module docstring.
-_MOVE = (
+_MOVE_INTO = (
     "INSERT INTO park_vehicles (plate, inside, category, gate, seq, at_ns, lane, credential_id,"
-    " permit_until_ns, unauthorised) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " permit_until_ns, unauthorised) "
+)
+_MOVE_UPSERT = (
     " ON CONFLICT (plate) DO UPDATE SET inside = excluded.inside,"
     " category = excluded.category, gate = excluded.gate, seq = excluded.seq,"
     " at_ns = excluded.at_ns, lane = excluded.lane, credential_id = excluded.credential_id,"
     " permit_until_ns = excluded.permit_until_ns, unauthorised = excluded.unauthorised"
     " WHERE (park_vehicles.at_ns, park_vehicles.gate, park_vehicles.seq)"
     " < (excluded.at_ns, excluded.gate, excluded.seq)"
+)
+_MOVE = _MOVE_INTO + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _MOVE_UPSERT
+# PostgreSQL: every plate's movement in one statement, a column per array parameter.
+_MOVE_UNNEST = (
+    _MOVE_INTO + "SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::bigint[],"
+    " ?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])" + _MOVE_UPSERT
 )
 _GATE_LAST = (
     "INSERT INTO park_gates (gate, last_seq, last_at_ns, events) VALUES (?, ?, ?, ?)"
@@ -95,10 +104,16 @@ class Tx(Protocol):
     """What the projections need of the store, inside its transaction."""
 
     @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+
+    @property
     def for_update(self) -> str:
         """`` FOR UPDATE`` where the backend locks rows read in a transaction, else empty."""
 
     def _exec(self, sql: str, params: Sequence[object] = ()) -> None: ...
+
+    def _exec_many(self, sql: str, params: Sequence[Sequence[object]]) -> None: ...
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
 
@@ -195,13 +210,14 @@ def apply(tx: Tx, stored: Mapping[str, Sequence[Row]], on_problem: Problem) -> N
     from its position on: rows it already holds are skipped, rows between its position and
     the first of the gate's rows (stored before it existed) are read first."""
     moves: list[_Move] = []
-    for gate in sorted(stored):  # positions locked in gate order, like the heads
+    advanced: list[tuple[int, str, str]] = []
+    gates = sorted(g for g, rows in stored.items() if rows)
+    positions = _lock_positions(tx, gates)
+    for gate in gates:
         rows = stored[gate]
-        if not rows:
-            continue
         first, last = rows[0][0], rows[-1][0]
         for projection in PROJECTIONS:
-            position = _lock_position(tx, projection, gate)
+            position = positions[projection, gate]
             if position >= last:
                 continue
             if position < first - 1:
@@ -209,13 +225,31 @@ def apply(tx: Tx, stored: Mapping[str, Sequence[Row]], on_problem: Problem) -> N
                     _apply_one(tx, projection, gate, page, on_problem, moves)
             new = [r for r in rows if r[0] > position]
             _apply_one(tx, projection, gate, new, on_problem, moves)
-            tx._exec(_SET_POSITION, (last, projection, gate))
-    # Plates' rows are locked in plate order: two sinks moving the same plates (one from
-    # each gate) wait for each other instead of deadlocking. The order changes nothing else:
-    # the latest movement wins whatever the order.
-    moves.sort(key=lambda m: (m[0], m[5], m[3], m[4]))
-    for move in moves:
-        tx._exec(_MOVE, move)
+            advanced.append((last, projection, gate))
+    if advanced:
+        tx._exec_many(_SET_POSITION, advanced)
+    _move_all(tx, moves)
+
+
+def _move_all(tx: Tx, moves: list[_Move]) -> None:
+    """Upsert each plate's latest of ``moves`` (on PostgreSQL in one statement).
+
+    Only the latest movement of a plate counts, whatever the order (see the module
+    docstring), so the others are dropped first: one statement may not update a row twice.
+    Plates' rows are locked in plate order: two sinks moving the same plates (one from each
+    gate) wait for each other instead of deadlocking."""
+    latest: dict[str, _Move] = {}
+    for m in moves:
+        held = latest.get(m[0])
+        if held is None or (held[5], held[3], held[4]) < (m[5], m[3], m[4]):
+            latest[m[0]] = m
+    rows = [latest[plate] for plate in sorted(latest)]
+    if not rows:
+        return
+    if tx.backend == "postgresql":
+        tx._exec(_MOVE_UNNEST, [list(column) for column in zip(*rows, strict=True)])
+    else:
+        tx._exec_many(_MOVE, rows)
 
 
 def rebuild(tx: Tx, heads: Mapping[str, int], on_problem: Problem) -> int:
@@ -235,13 +269,21 @@ def rebuild(tx: Tx, heads: Mapping[str, int], on_problem: Problem) -> int:
     return read
 
 
-def _lock_position(tx: Tx, projection: str, gate: str) -> int:
-    tx._exec(_ENSURE_POSITION, (projection, gate))
-    rows = tx._query(
-        "SELECT seq FROM projection_positions WHERE projection = ? AND gate = ?" + tx.for_update,
-        (projection, gate),
-    )
-    return int(rows[0][0])
+def _lock_positions(tx: Tx, gates: list[str]) -> dict[tuple[str, str], int]:
+    """Create missing positions of ``gates`` (sorted), lock and read them, in gate order
+    like the heads (two sinks cannot deadlock on them), a few statements for all."""
+    tx._exec_many(_ENSURE_POSITION, [(p, g) for g in gates for p in PROJECTIONS])
+    out: dict[tuple[str, str], int] = {}
+    for i in range(0, len(gates), _IN_CHUNK):
+        where = Where()
+        where.among("gate", gates[i : i + _IN_CHUNK])
+        for projection, gate, seq in tx._query(
+            "SELECT projection, gate, seq FROM projection_positions"
+            f"{where.sql()} ORDER BY gate, projection{tx.for_update}",
+            where.params,
+        ):
+            out[str(projection), str(gate)] = int(seq)
+    return out
 
 
 def _stored(tx: Tx, gate: str, after: int, until: int) -> Iterable[list[Row]]:

@@ -106,6 +106,9 @@ class SqliteStore(CentralStore):
     def _exec(self, sql: str, params: Sequence[object] = ()) -> None:
         self._conn.execute(sql, params)
 
+    def _exec_many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
+        self._conn.executemany(sql, params)
+
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
 
