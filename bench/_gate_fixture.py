@@ -110,14 +110,16 @@ def gate_config_toml(
     poll_hz: float = 20.0,
     close_delay: str = "1s",
     min_confidence: float = 0.6,
+    gate_id: str = "bench-gate",
+    site: str = "bench",
 ) -> str:
     """A comprehensive gate with one entry lane per simulator pair, real drivers only."""
     parts = [
         "[gate]",
-        'id = "bench-gate"',
+        f'id = "{gate_id}"',
         'name = "Benchmark gate"',
         'kind = "comprehensive"',
-        'site = "bench"',
+        f'site = "{site}"',
         "",
         "[policy]",
         f"min_confidence = {min_confidence}",
