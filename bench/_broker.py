@@ -31,12 +31,14 @@ def policy_lines() -> list[str]:
 
 
 class Mosquitto:
-    """A mosquitto on 127.0.0.1 with users ``central`` and ``gates``, the production ACL."""
+    """A mosquitto on 127.0.0.1 with users ``central`` and ``gates``, the production ACL (with
+    ``site``: each gate reads that site's park chain, as ``central trial-broker`` writes it)."""
 
-    def __init__(self, workdir: Path, gates: Iterable[str]) -> None:
+    def __init__(self, workdir: Path, gates: Iterable[str], site: str | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.users = {u: secrets.token_urlsafe(16) for u in ("central", *gates)}
+        self.site = site
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -46,6 +48,10 @@ class Mosquitto:
         subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
         acl = self.workdir / "acl"
         shutil.copy(ROOT / "config" / "mosquitto" / "acl", acl)
+        if self.site is not None:
+            with acl.open("a") as f:
+                for user in self.users.keys() - {"central"}:
+                    f.write(f"\nuser {user}\ntopic read edgegate/v1/{self.site}/park\n")
         lines = [
             "per_listener_settings false",
             "allow_anonymous false",

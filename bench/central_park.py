@@ -37,12 +37,19 @@ allow-list and mode, so that the park projections have their real work to do.
   logged in on ``/live``; then a new gate joins and sends its events one per batch
   (``--live`` passages): from each batch's publication (right after the gate's commit)
   until a ``change`` on ``/live`` says the pushed state reflects it (docs/dashboard.md);
-- ``consumption_to_delta_p99_s``: the sinks run with ``--signing-key`` (park-wide
-  consumption on; ``--no-park-entry``: off), the live gate's vehicles are hazmat and
-  hazwaste on appointments; from the publication of the batch consuming one until another
-  gate's MQTT connection gets central's signed delta naming it;
-  ``consumption_to_refusal_p99_s`` (until that gate refuses the appointment) needs a real
-  gate applying the delta: null (``not_measured`` says why).
+- ``consumption_to_refusal_p99_s``: the sinks run with ``--park-key`` (park-wide
+  consumption on: the site's signed park chain; ``--no-park-entry``: off, not measured).
+  Gate B is a real ``edgegate run`` of the site (one entry lane on a PLC simulator over
+  Modbus and a plate-reader simulator on a pty), pinning central's key and the park key,
+  its allow-list (an appointment per gate A vehicle) published by ``edgegate central
+  publish-allowlist``. Simulated gate A then enters ``--consumptions`` hazmat and hazwaste
+  vehicles on those appointments, one at a time, a batch per passage: from the publication
+  of the batch holding the entry (``vehicle.passed``, which makes central publish the
+  consumption) until B's log has the ``park.consumed`` naming it committed (read from
+  outside, polled every 2 ms), in s. Each batch waits for central's ack before the next.
+  The first entry is not counted (B catching up with the park chain of the ingest).
+  Finally a read of the last vehicle's plate at B: ``refused_at_b`` is B's decision, which
+  must not admit it (``appointment-consumed``).
 
 Targets: ``ingest_eps`` >= 100,000 (200 gates), ``presence_query_p99_ms`` <= 50 (20,000
 inside), ``dashboard_update_p99_ms`` <= 1,000. ``--quick``: a smoke run of a few gates in
@@ -90,8 +97,9 @@ from edgegate.central.store import open_store
 from edgegate.console.accounts import Account, hash_password, write_accounts
 from edgegate.core import events as ev
 from edgegate.core.domain import Direction, MatchKind, PlateColour, VehicleCategory
-from edgegate.log import LogReader
+from edgegate.log import LogError, LogReader
 from edgegate.log.chain import GENESIS_HASH, Row, event_hash
+from edgegate.observability import configure_logging
 from edgegate.sync.envelope import generate_keypair
 from edgegate.sync.protocol import (
     EventBatch,
@@ -775,7 +783,10 @@ class LogTail:
         if self.reader is None:
             if not self.path.exists():
                 return
-            self.reader = LogReader(self.path)
+            try:
+                self.reader = LogReader(self.path)
+            except LogError:  # created, its schema not written yet
+                return
         while batch := self.reader.read(after=self.after):
             now = time.perf_counter()
             for stored in batch:
@@ -793,7 +804,8 @@ class LogTail:
         deadline = time.monotonic() + within
         while not done():
             if time.monotonic() > deadline:
-                raise SystemExit(f"gate B: no {what} in {within} s (see gate-b's daemon.log)")
+                output = (self.path.parent / "daemon.log").read_text(errors="replace")
+                raise SystemExit(f"gate B: no {what} in {within} s; its output:\n{output[-3000:]}")
             await asyncio.sleep(0.002)
             self.poll()
 
@@ -862,7 +874,7 @@ async def consumption_to_refusal(
                 t = time.perf_counter()
                 await up.client.publish(up.topics.events, payload, qos=1)
                 if apt is not None:
-                    seen = await tail.consumed_at(apt, 120)
+                    seen = await tail.consumed_at(apt, 30)
                     if apt != passages[0].credential:
                         out.append(seen - t)
                 # The next batch only once this one is stored: two sinks share the gate's
@@ -951,6 +963,7 @@ def main() -> int:
             " --inside, --live, --consumptions >= 0"
         )
 
+    configure_logging("warning", stream=sys.stderr)  # the simulators' pymodbus chatter
     t = time.perf_counter()
     logs = build_gates(args.gates, args.events_per_gate, args.inside, args.batch)
     inside = expected_inside(logs)
@@ -960,7 +973,7 @@ def main() -> int:
     pg = Postgres()
     with tempfile.TemporaryDirectory(prefix="edgegate-park-") as tmp:
         d = Path(tmp)
-        mq = Mosquitto(d, [g.gate for g in (*logs, live)] + [GATE_A, GATE_B])
+        mq = Mosquitto(d, [g.gate for g in (*logs, live)] + [GATE_A, GATE_B], SITE)
         write_keys(d / "keys")
         park_key = None if args.no_park_entry else d / "keys" / "park.key"
         refusal_s: list[float] = []

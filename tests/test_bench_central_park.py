@@ -1,6 +1,6 @@
 """``bench/central_park.py --quick`` runs end to end (its own PostgreSQL and mosquitto, two
-``central run`` processes, ``central web``) and reports every figure it promises, the one it
-cannot measure yet as null with the reason."""
+``central run`` processes with the park chain, ``central web``, a real gate B) and reports
+every figure it promises."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ def test_the_quick_run_reports_its_figures() -> None:
     ):
         assert result[key] > 0, key
     assert result["dashboard_updates"] == 3 + 2 * 5  # the live gate's start, list, mode, 2 cars
-    # Both cars' appointments reached another gate as central's signed deltas.
-    assert result["park_entry"] is True and result["consumptions"] == 2
-    assert result["consumption_to_delta_p99_s"] > 0
-    assert result["consumption_to_refusal_p99_s"] is None
-    assert result["not_measured"]["consumption_to_refusal_p99_s"].strip()
+    # Gate A's 5 timed consumptions (after the first) each reached the real gate B, which
+    # logged park.consumed; then B refused a read of the last one's plate.
+    assert result["park_entry"] is True and result["consumptions"] == 5
+    assert 0 < result["consumption_to_refusal_p50_s"] <= result["consumption_to_refusal_p99_s"]
+    refused = result["refused_at_b"]
+    assert refused["verdict"] != "allow" and "appointment-consumed" in refused["reasons"]
