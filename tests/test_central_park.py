@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgegate.central.store import CentralStore, open_store
+from edgegate.central.store import CentralStore, open_store, projections
 from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns
 from edgegate.core.domain import Direction, VehicleCategory
@@ -186,6 +186,29 @@ def test_entry_at_one_gate_exit_at_another(store: CentralStore) -> None:
     assert [(f.device, f.code, f.seq) for f in ga.faults] == [("plc-1", "timeout", 5)]
     assert (gb.mode, gb.faults, gb.allowlist_version) == ("incident", (), None)
     assert gb.state is None and not gb.online and gb.lag is None
+
+
+def test_a_page_of_presence_reads_the_index_in_its_order(store: CentralStore) -> None:
+    """Presence's ORDER BY is its index's (migration 8): a page (the park API's) reads the
+    first rows of the index instead of sorting every vehicle inside."""
+    sql = (
+        f"SELECT {projections._INSIDE_COLUMNS} FROM park_vehicles WHERE inside = 1"
+        f" ORDER BY {projections._DANGER_ORDER} LIMIT 1000"
+    )
+
+    def plan() -> str:
+        if store.backend == "postgresql":
+            # A sort made dear: the plan sorts only if the index cannot give the order.
+            store._exec("SET LOCAL enable_sort = off")
+            store._exec("SET LOCAL enable_seqscan = off")
+        rows = store._query(
+            ("EXPLAIN QUERY PLAN " if store.backend == "sqlite" else "EXPLAIN ") + sql
+        )
+        return "\n".join(str(r[-1]) for r in rows)
+
+    found = store._run(plan, write=True)
+    assert "park_vehicles_presence" in found, found
+    assert "TEMP B-TREE" not in found and "Sort" not in found, found
 
 
 def test_an_exit_stored_before_its_entry_still_wins(store: CentralStore) -> None:

@@ -95,6 +95,7 @@ _SELECT_ROWS = (
 _TABLES = ("park_vehicles", "park_gate_faults", "park_gates", "projection_positions")
 
 _DANGER_ORDER = "CASE category WHEN 'hazmat' THEN 0 WHEN 'hazwaste' THEN 1 ELSE 2 END, at_ns, plate"
+_CATEGORY = {c.value: c for c in VehicleCategory}  # a dict, not the enum's call: per row
 _INSIDE_COLUMNS = (
     "plate, category, gate, seq, at_ns, lane, credential_id, permit_until_ns, unauthorised"
 )
@@ -404,7 +405,7 @@ def _inside(r: tuple[Any, ...]) -> VehicleInside:
     plate, category, gate, seq, at, lane, cred, until, unauth = r
     return VehicleInside(
         str(plate),
-        None if category is None else VehicleCategory(category),
+        None if category is None else _CATEGORY[category],
         str(gate),
         int(seq),
         int(at),
