@@ -35,7 +35,7 @@ def test_the_quick_run_reports_its_figures() -> None:
     for key in (
         "presence_query_p99_ms",
         "presence_page_p99_ms",
-        "presence_api_p99_ms",
+        "presence_all_p99_ms",
         "baseline_presence_sql_p99_ms",
         "dashboard_update_p99_ms",
     ):
