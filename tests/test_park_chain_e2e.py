@@ -1,0 +1,222 @@
+"""The park chain with real gates: two running daemons (``[sync] park_public_key``) of one
+site, a real mosquitto, central's sink (one or two instances) on SQLite or PostgreSQL. A
+vehicle that enters at one gate on its appointment is refused at the other; through a broker
+outage, a gate's restart, operator deltas from the real CLI, a gate on the wrong site; and
+``replay why`` on the refusing gate's log names where the appointment was used."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgegate.central.sink import Sink
+from edgegate.config import GateConfig, parse_config
+from edgegate.core.domain import PlateColour
+from edgegate.core.events import AccessDecided, Loop, ParkConsumed, VehiclePassed
+from edgegate.sync.park import park_topic
+from edgegate.sync.parklink import ParkLink, ParkOutcome
+from edgegate.sync.signing import generate_keypair, load_private_key
+from tests import test_central_store as central_store_tests
+from tests.eventually import eventually
+from tests.gate_harness import RunningGate, gate_toml, lane, sim_plc, sim_reader, wait_position
+from tests.services.mosquitto import Broker
+from tests.test_central_sink import SITE, options, running
+
+pytestmark = pytest.mark.timeout(120)
+
+dsn = central_store_tests.dsn
+
+WAIT = 15.0
+COMMUTER = "苏E12345"  # REG-1 of the demo list
+TANKER, APT_TANKER = "苏E6G789", "APT-1"  # hazmat, on an appointment
+WASTE, APT_WASTE = "鲁C3B270", "APT-2"  # hazwaste, on an appointment
+
+
+@dataclass
+class Park:
+    """One site's material: central's keys (files), the broker, the gates' folders."""
+
+    broker: Broker
+    root: Path
+    central_key: Ed25519PrivateKey = field(init=False)
+    park_key: Ed25519PrivateKey = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("central", "park"):
+            private_pem, public_pem = generate_keypair()
+            (self.root / f"{name}.key").write_bytes(private_pem)
+            (self.root / f"{name}.pub").write_bytes(public_pem)
+        self.central_key = load_private_key(self.root / "central.key")
+        self.park_key = load_private_key(self.root / "park.key")
+
+    def config(self, gate_id: str, *, site: str = SITE) -> GateConfig:
+        """``gate_id`` of ``site``: an entry lane ``in`` and an exit lane ``out``, syncing
+        through the broker (allowed to read its site's park topic), the park key pinned."""
+        folder = self.root / gate_id
+        folder.mkdir(exist_ok=True)
+        if not (folder / "mqtt-password").exists():
+            password = self.broker.add_user(
+                gate_id, self.broker.users.get(gate_id), acl_lines=[f"topic read {park_topic(site)}"]
+            )
+            (folder / "mqtt-password").write_text(password)
+        text = gate_toml(
+            folder / "gate.db",
+            {
+                "plc-in": sim_plc(),
+                "cam-in": sim_reader(),
+                "plc-out": sim_plc(),
+                "cam-out": sim_reader(),
+            },
+            [lane("in", "entry", "cam-in", "plc-in"), lane("out", "exit", "cam-out", "plc-out")],
+            gate={"id": gate_id, "site": site},
+        )
+        text += (
+            f'\n[sync]\nbroker = "mqtt://127.0.0.1:{self.broker.plain_port}"\n'
+            'password_file = "mqtt-password"\n'
+            f'central_public_key = "{self.root / "central.pub"}"\n'
+            f'park_public_key = "{self.root / "park.pub"}"\n'
+            'reconnect_max = "1s"\nstatus_interval = "1s"\n'
+        )
+        return parse_config(text, source=f"<{gate_id}>", base_dir=folder)
+
+    @contextlib.asynccontextmanager
+    async def gate(self, gate_id: str, **kw: Any) -> AsyncIterator[ParkGate]:
+        """``gate_id`` running (the demo list unless told), connected, its park link on."""
+        async with RunningGate(self.config(gate_id), **kw) as g:
+            gate = ParkGate(g)
+            async with asyncio.timeout(WAIT):
+                await gate.uplink_connected()
+            yield gate
+
+    @contextlib.asynccontextmanager
+    async def sink(self, dsn: str, **kw: Any) -> AsyncIterator[Sink]:
+        async with running(options(self.broker, dsn, park_key=self.park_key, **kw)) as sink:
+            yield sink
+
+
+class ParkGate:
+    """A running park gate and every outcome of its park link, in order."""
+
+    def __init__(self, g: RunningGate) -> None:
+        self.g = g
+        park = g.gate.park
+        assert park is not None, "the park link is not on"
+        self.park: ParkLink = park
+        self.outcomes: list[ParkOutcome] = []
+        receive = park.receive
+
+        async def recording(payload: bytes) -> ParkOutcome:
+            outcome = await receive(payload)
+            self.outcomes.append(outcome)
+            return outcome
+
+        park.receive = recording  # type: ignore[method-assign]
+
+    async def uplink_connected(self) -> None:
+        uplink = self.g.gate.uplink
+        assert uplink is not None
+        await uplink.connected.wait()
+
+    def applied(self) -> list[int]:
+        return [o.seq for o in self.outcomes if o.code == "applied" and o.seq is not None]
+
+    def consumed(self, appointment: str) -> bool:
+        """Whether this gate's list holds ``appointment`` as consumed."""
+        allowlist = self.g.gate.allowlist
+        assert allowlist is not None
+        return not allowlist.consumable([appointment])
+
+    async def wait_consumed(self, appointment: str) -> None:
+        await eventually(
+            lambda: self.consumed(appointment),
+            lambda: f"{appointment} consumed at {self.park.gate_id}; outcomes {self.outcomes}",
+            within=WAIT,
+        )
+
+    async def enter(self, plate: str, colour: PlateColour = PlateColour.BLUE) -> None:
+        """``plate`` arrives at the entry lane, is let in and drives through."""
+        head = self.g.log.head
+        road = self.g.road("in")
+        await road.arrive(plate, colour)
+        await wait_position(road.plc, 1.0, WAIT)
+        await road.cross()
+        await self.g.log.wait_for(VehiclePassed, lane="in", after=head, within=WAIT)
+
+    async def leave(self, plate: str, colour: PlateColour = PlateColour.BLUE) -> None:
+        head = self.g.log.head
+        road = self.g.road("out")
+        await road.arrive(plate, colour)
+        await wait_position(road.plc, 1.0, WAIT)
+        await road.cross()
+        await self.g.log.wait_for(VehiclePassed, lane="out", after=head, within=WAIT)
+
+    async def refused(self, plate: str, colour: PlateColour = PlateColour.BLUE) -> AccessDecided:
+        """``plate`` at the entry lane: the decision (a refused vehicle backs away)."""
+        head = self.g.log.head
+        road = self.g.road("in")
+        await road.arrive(plate, colour)
+        decided = await self.g.log.wait_for(AccessDecided, lane="in", after=head, within=WAIT)
+        await road.set(Loop.ARMING, False)
+        return decided.event
+
+
+def in_sequence(applied: list[int]) -> bool:
+    """Applied numbers are 1, 2, 3 … each once (what was missed was asked for, not skipped)."""
+    return applied == list(range(1, len(applied) + 1))
+
+
+@pytest.fixture
+def park(mosquitto_broker: Broker, tmp_path: Path) -> Park:
+    return Park(mosquitto_broker, tmp_path)
+
+
+def now_s() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+# ------------------------------------------------------------------------------ 1. outage
+
+
+async def test_a_broker_outage_delivers_the_backlog_in_sequence_and_b_refuses(
+    park: Park, dsn: str
+) -> None:
+    async with park.sink(dsn) as sink, park.gate("gate-a") as a, park.gate("gate-b") as b:
+        await a.enter(COMMUTER)
+        await eventually(lambda: b.applied() == [1], lambda: f"B: {b.outcomes}", within=WAIT)
+
+        await park.broker.astop()
+        # Both gates work on: movements at both, two consumptions.
+        await a.enter(TANKER, PlateColour.YELLOW)
+        await b.enter(WASTE, PlateColour.YELLOW)
+        await a.leave(COMMUTER)
+        assert not b.consumed(APT_TANKER) and not a.consumed(APT_WASTE)
+        await park.broker.astart()
+
+        await b.wait_consumed(APT_TANKER)
+        await a.wait_consumed(APT_WASTE)
+        await a.enter("苏EA7L21", PlateColour.YELLOW)  # a newer movement, after the backlog
+        last = sink.counters.park_entry_recorded
+        await eventually(lambda: max(b.applied()) == last, lambda: f"B: {b.outcomes}", within=WAIT)
+        assert in_sequence(b.applied()), b.outcomes
+        assert in_sequence(a.applied()), a.outcomes
+        assert not [o for o in a.outcomes + b.outcomes if o.code == "refused"]
+
+        decision = await b.refused(TANKER, PlateColour.YELLOW)
+        assert decision.verdict == "deny"
+        assert "appointment-consumed" in decision.reasons
+        # Nothing lost: central has every event either gate logged up to now.
+        for g in (a, b):
+            head = g.g.log.head
+            await eventually(
+                lambda g=g, head=head: sink.stored_until(g.park.gate_id) >= head,
+                f"{g.park.gate_id}'s events stored",
+                within=WAIT,
+            )
