@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.central.sink import Sink
+from edgegate.cli.main import main
 from edgegate.config import GateConfig, parse_config
 from edgegate.core.domain import PlateColour
 from edgegate.core.events import AccessDecided, Loop, ParkConsumed, VehiclePassed
@@ -64,7 +65,9 @@ class Park:
         folder.mkdir(exist_ok=True)
         if not (folder / "mqtt-password").exists():
             password = self.broker.add_user(
-                gate_id, self.broker.users.get(gate_id), acl_lines=[f"topic read {park_topic(site)}"]
+                gate_id,
+                self.broker.users.get(gate_id),
+                acl_lines=[f"topic read {park_topic(site)}"],
             )
             (folder / "mqtt-password").write_text(password)
         text = gate_toml(
@@ -168,9 +171,10 @@ class ParkGate:
         return decided.event
 
 
-def in_sequence(applied: list[int]) -> bool:
-    """Applied numbers are 1, 2, 3 … each once (what was missed was asked for, not skipped)."""
-    return applied == list(range(1, len(applied) + 1))
+def in_sequence(applied: list[int], first: int = 1) -> bool:
+    """Applied numbers are ``first``, +1, +2 … each once (what was missed was asked for, not
+    skipped)."""
+    return applied == list(range(first, first + len(applied)))
 
 
 @pytest.fixture
@@ -220,3 +224,57 @@ async def test_a_broker_outage_delivers_the_backlog_in_sequence_and_b_refuses(
                 f"{g.park.gate_id}'s events stored",
                 within=WAIT,
             )
+
+
+# ------------------------------------------------------------------------------ 4. restart
+
+
+async def test_a_restarted_gate_keeps_consumptions_and_relearns_who_is_inside(
+    park: Park, tmp_path: Path
+) -> None:
+    dsn = f"sqlite:///{tmp_path / 'central.db'}"
+    async with park.sink(dsn), park.gate("gate-a") as a:
+        async with park.gate("gate-b") as b:
+            await a.enter(COMMUTER)
+            await a.enter(TANKER, PlateColour.YELLOW)
+            await b.wait_consumed(APT_TANKER)
+        await a.enter(WASTE, PlateColour.YELLOW)  # while B is stopped
+        # B again, on the same log and stored allow-list (no list loaded by the test).
+        async with park.gate("gate-b", demo_allowlist=False) as b:
+            assert b.consumed(APT_TANKER)  # kept across the restart
+            await b.wait_consumed(APT_WASTE)  # asked for on connecting
+            allowlist = b.g.gate.allowlist
+            assert allowlist is not None
+            await eventually(
+                lambda: allowlist.inside_elsewhere(COMMUTER) is not None,
+                lambda: f"{COMMUTER} inside at gate-a, re-learned; outcomes {b.outcomes}",
+                within=WAIT,
+            )
+            assert allowlist.inside_elsewhere(TANKER) is not None
+            assert in_sequence(b.applied(), b.applied()[0]), b.outcomes  # from its stored seq
+            for plate in (TANKER, WASTE):
+                decision = await b.refused(plate, PlateColour.YELLOW)
+                assert decision.verdict == "deny", decision
+                assert "appointment-consumed" in decision.reasons
+
+
+# ------------------------------------------------------------------------------ 6. replay
+
+
+async def test_replay_why_names_the_gate_where_the_appointment_was_used(
+    park: Park, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn = f"sqlite:///{tmp_path / 'central.db'}"
+    async with park.sink(dsn), park.gate("gate-a") as a, park.gate("gate-b") as b:
+        await a.enter(TANKER, PlateColour.YELLOW)
+        await b.wait_consumed(APT_TANKER)
+        head = b.g.log.head
+        await b.refused(TANKER, PlateColour.YELLOW)
+        decided = await b.g.log.wait_for(AccessDecided, lane="in", after=head)
+    capsys.readouterr()
+    log_file = str(park.root / "gate-b" / "gate.db")
+    assert await asyncio.to_thread(main, ["replay", "why", log_file, str(decided.seq)]) == 0
+    out = capsys.readouterr().out
+    # Where it was used, in the appointment's step and in rule 3 (not only "consumed").
+    assert "consumed: used at gate gate-a (central's park message 1 of site site-1" in out, out
+    assert "APT-1: used at gate gate-a" in out, out

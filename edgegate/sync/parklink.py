@@ -189,7 +189,8 @@ class ParkLink:
             def save(conn: sqlite3.Connection) -> None:
                 conn.execute(_SAVE, (site, seq))
 
-            event = ParkConsumed(site=site, seq=seq, appointments=tuple(ids))
+            gates = tuple(message.consumed_at.get(i, "") for i in ids)
+            event = ParkConsumed(site=site, seq=seq, appointments=tuple(ids), gates=gates)
             at = await self.allowlist.consume_elsewhere(ids, event, save)
             self._stored = seq
             log.info("park_consumed", seq=seq, site=site, appointments=ids, event_seq=at)
