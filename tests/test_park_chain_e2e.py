@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +22,8 @@ from edgegate.central.sink import Sink
 from edgegate.cli.main import main
 from edgegate.config import GateConfig, parse_config
 from edgegate.core.domain import PlateColour
-from edgegate.core.events import AccessDecided, Loop, ParkConsumed, VehiclePassed
-from edgegate.sync.park import park_topic
+from edgegate.core.events import AccessDecided, Loop, VehiclePassed
+from edgegate.sync.park import ParkMessage, park_topic, sign_park
 from edgegate.sync.parklink import ParkLink, ParkOutcome
 from edgegate.sync.signing import generate_keypair, load_private_key
 from tests import test_central_store as central_store_tests
@@ -30,6 +31,7 @@ from tests.eventually import eventually
 from tests.gate_harness import RunningGate, gate_toml, lane, sim_plc, sim_reader, wait_position
 from tests.services.mosquitto import Broker
 from tests.test_central_sink import SITE, options, running
+from tests.test_clock_steps_e2e import SetClock
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,6 +41,7 @@ WAIT = 15.0
 COMMUTER = "苏E12345"  # REG-1 of the demo list
 TANKER, APT_TANKER = "苏E6G789", "APT-1"  # hazmat, on an appointment
 WASTE, APT_WASTE = "鲁C3B270", "APT-2"  # hazwaste, on an appointment
+OTHER_SITE = "other-site"
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Park:
         self.central_key = load_private_key(self.root / "central.key")
         self.park_key = load_private_key(self.root / "park.key")
 
-    def config(self, gate_id: str, *, site: str = SITE) -> GateConfig:
+    def config(self, gate_id: str, *, site: str = SITE, sync: str = "") -> GateConfig:
         """``gate_id`` of ``site``: an entry lane ``in`` and an exit lane ``out``, syncing
         through the broker (allowed to read its site's park topic), the park key pinned."""
         folder = self.root / gate_id
@@ -87,13 +90,16 @@ class Park:
             f'central_public_key = "{self.root / "central.pub"}"\n'
             f'park_public_key = "{self.root / "park.pub"}"\n'
             'reconnect_max = "1s"\nstatus_interval = "1s"\n'
+            f"{sync}\n"
         )
         return parse_config(text, source=f"<{gate_id}>", base_dir=folder)
 
     @contextlib.asynccontextmanager
-    async def gate(self, gate_id: str, **kw: Any) -> AsyncIterator[ParkGate]:
+    async def gate(
+        self, gate_id: str, *, site: str = SITE, sync: str = "", **kw: Any
+    ) -> AsyncIterator[ParkGate]:
         """``gate_id`` running (the demo list unless told), connected, its park link on."""
-        async with RunningGate(self.config(gate_id), **kw) as g:
+        async with RunningGate(self.config(gate_id, site=site, sync=sync), **kw) as g:
             gate = ParkGate(g)
             async with asyncio.timeout(WAIT):
                 await gate.uplink_connected()
@@ -278,3 +284,57 @@ async def test_replay_why_names_the_gate_where_the_appointment_was_used(
     # Where it was used, in the appointment's step and in rule 3 (not only "consumed").
     assert "consumed: used at gate gate-a (central's park message 1 of site site-1" in out, out
     assert "APT-1: used at gate gate-a" in out, out
+
+
+# ------------------------------------------------------------------------------ 5. misconfigured
+
+
+async def test_a_park_message_of_another_site_is_refused_and_admission_is_unchanged(
+    park: Park, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gate of ``other-site`` given site-1's genuine message on its park topic (a
+    misrouted bridge, a central publishing to the wrong site): refused, said plainly, nothing
+    consumed, the vehicle still admitted; its own site's next message still applies."""
+    async with (
+        park.gate("gate-w", site=OTHER_SITE) as w,
+        park.broker.client("central", tls=True) as central,
+    ):
+        capsys.readouterr()
+        wrong = ParkMessage(SITE, 1, time.time_ns(), (APT_TANKER,), consumed_at={APT_TANKER: "x"})
+        await central.publish(park_topic(OTHER_SITE), sign_park(wrong, park.park_key), qos=1)
+        await eventually(lambda: w.park.refused == 1, "the message refused", within=WAIT)
+        assert [o.code for o in w.outcomes] == ["refused"]
+        out = capsys.readouterr().out
+        assert "park_message_refused" in out
+        assert f"park message of site '{SITE}', not '{OTHER_SITE}'" in out
+        assert not w.consumed(APT_TANKER) and w.park.last == 0
+        await w.enter(TANKER, PlateColour.YELLOW)  # admitted, on its appointment
+
+        right = ParkMessage(OTHER_SITE, 1, time.time_ns(), (APT_WASTE,))
+        await central.publish(park_topic(OTHER_SITE), sign_park(right, park.park_key), qos=1)
+        await w.wait_consumed(APT_WASTE)
+
+
+async def test_a_gate_with_its_clock_ahead_still_refuses_and_says_why_marks_are_ignored(
+    park: Park, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Gate B's wall clock is 2 h ahead, its marks kept 1 h: an appointment consumed at A
+    still stops admitting at B; A's entry mark is older than the max age by B's clock, and B
+    says so (its clock) instead of dropping the "already inside" check without a word."""
+    dsn = f"sqlite:///{tmp_path / 'central.db'}"
+    ahead = SetClock()
+    ahead.step_wall(2 * 3600)
+    async with (
+        park.sink(dsn),
+        park.gate("gate-a") as a,
+        park.gate("gate-b", sync='park_inside_max_age = "1h"', clock=ahead) as b,
+    ):
+        capsys.readouterr()
+        await a.enter(TANKER, PlateColour.YELLOW)
+        await b.wait_consumed(APT_TANKER)
+        decision = await b.refused(TANKER, PlateColour.YELLOW)
+        assert decision.verdict == "deny" and "appointment-consumed" in decision.reasons
+        allowlist = b.g.gate.allowlist
+        assert allowlist is not None and allowlist.inside_elsewhere(TANKER) is None
+        out = capsys.readouterr().out
+        assert "park_inside_marks_ignored" in out and "check the gate's clock" in out
