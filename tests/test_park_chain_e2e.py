@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ from edgegate.central.sink import Sink
 from edgegate.cli.main import main
 from edgegate.config import GateConfig, parse_config
 from edgegate.core.domain import PlateColour
-from edgegate.core.events import AccessDecided, Loop, VehiclePassed
+from edgegate.core.events import AccessDecided, AllowListUpdated, Loop, VehiclePassed
 from edgegate.sync.park import ParkMessage, park_topic, sign_park
 from edgegate.sync.parklink import ParkLink, ParkOutcome
 from edgegate.sync.signing import generate_keypair, load_private_key
 from tests import test_central_store as central_store_tests
+from tests import test_cli_central
 from tests.eventually import eventually
 from tests.gate_harness import RunningGate, gate_toml, lane, sim_plc, sim_reader, wait_position
 from tests.services.mosquitto import Broker
@@ -338,3 +339,106 @@ async def test_a_gate_with_its_clock_ahead_still_refuses_and_says_why_marks_are_
         assert allowlist is not None and allowlist.inside_elsewhere(TANKER) is None
         out = capsys.readouterr().out
         assert "park_inside_marks_ignored" in out and "check the gate's clock" in out
+
+
+# ------------------------------------------------------------------------------ 2. operator deltas
+
+_CSV_HEADER = test_cli_central.HEADER
+
+
+def _list_csv(path: Path, *extra: str) -> Path:
+    """The park's list as an operator keeps it: the commuter and the two appointments (their
+    windows around today), and ``extra`` registrations (plate, id)."""
+    today = datetime.now(UTC).date()
+    start, end = (today - timedelta(days=1)).isoformat(), (today + timedelta(days=2)).isoformat()
+    rows = [
+        f"registration,REG-1,{COMMUTER},blue,ordinary,commuter,Yangzi,,,,{start},{end},,,,,,,,,,",
+        f"appointment,{APT_TANKER},{TANKER},yellow,hazmat,,,,,,,,,{start},{end},Yangzi,1203,3,"
+        "EW1,,,",
+        f"appointment,{APT_WASTE},{WASTE},yellow,hazwaste,,,,,,,,,{start},{end},Waste Centre,"
+        "3264,8,EW2,,,",
+        *(
+            f"registration,{id_},{plate},blue,ordinary,commuter,Juren,,,,{start},{end},,,,,,,,,,"
+            for id_, plate in extra
+        ),
+    ]
+    path.write_text(_CSV_HEADER + "".join(r + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+async def test_operator_deltas_from_the_cli_chain_between_park_messages(
+    park: Park, tmp_path: Path
+) -> None:
+    db = f"sqlite:///{tmp_path / 'central.db'}"
+    v1 = _list_csv(tmp_path / "v1.csv")
+    v2 = _list_csv(tmp_path / "v2.csv", ("REG-2", "苏ED35826"))
+    v3 = _list_csv(tmp_path / "v3.csv", ("REG-2", "苏ED35826"), ("REG-3", "苏E52001"))
+    publish = [
+        "central",
+        "publish-allowlist",
+        "--key",
+        str(park.root / "central.key"),
+        "--site",
+        SITE,
+        "--gate",
+        "gate-a",
+        "--gate",
+        "gate-b",
+        "--db",
+        db,
+        "--operator",
+        "ops-li",
+        *test_cli_central.broker_args(park.broker, tmp_path),
+    ]
+
+    async def delta(new: Path, old: Path, base: int) -> int:
+        """``publish-allowlist NEW --previous OLD --delta-from BASE``, no --version: --db's."""
+        return await test_cli_central.cli(
+            *publish, str(new), "--previous", str(old), "--delta-from", str(base)
+        )
+
+    def updates(g: ParkGate) -> list[tuple[int, int]]:
+        return [(u.event.version, u.event.previous_version) for u in g.g.log.of(AllowListUpdated)]
+
+    async def at_version(version: int, *gates: ParkGate) -> None:
+        for g in gates:
+            await eventually(
+                lambda g=g: bool(updates(g)) and updates(g)[-1][0] == version,
+                lambda g=g: f"{g.park.gate_id} at v{version}: {updates(g)}",
+                within=WAIT,
+            )
+
+    async with (
+        park.sink(db),
+        park.gate("gate-a", demo_allowlist=False) as a,
+        park.gate("gate-b", demo_allowlist=False) as b,
+    ):
+        assert await test_cli_central.cli(*publish, str(v1), "--version", "1") == 0
+        await at_version(1, a, b)
+        await a.enter(TANKER, PlateColour.YELLOW)
+        await b.wait_consumed(APT_TANKER)
+        # The next version from --db is 2, on 1: the park message moved no list version.
+        assert (
+            await test_cli_central.cli(
+                *publish, str(v2), "--previous", str(v1), "--delta-from", "1"
+            )
+            == 0
+        )
+        await at_version(2, a, b)
+        await b.enter(WASTE, PlateColour.YELLOW)
+        await a.wait_consumed(APT_WASTE)
+        assert (
+            await test_cli_central.cli(
+                *publish, str(v3), "--previous", str(v2), "--delta-from", "2"
+            )
+            == 0
+        )
+        await at_version(3, a, b)
+        for g in (a, b):
+            assert updates(g) == [(1, 0), (2, 1), (3, 2)]
+            assert in_sequence(g.applied()), g.outcomes
+        # The deltas re-upserted nothing consumed: B still refuses the tanker, A the truck.
+        assert b.consumed(APT_TANKER) and a.consumed(APT_WASTE)
+        decision = await b.refused(TANKER, PlateColour.YELLOW)
+        assert "appointment-consumed" in decision.reasons
+        await a.enter("苏E52001")  # v3's new registration admits
