@@ -19,11 +19,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.central.sink import Sink
+from edgegate.central.store import open_store
 from edgegate.cli.main import main
 from edgegate.config import GateConfig, parse_config
 from edgegate.core.domain import PlateColour
 from edgegate.core.events import AccessDecided, AllowListUpdated, Loop, VehiclePassed
-from edgegate.sync.park import ParkMessage, park_topic, sign_park
+from edgegate.sync.park import ParkMessage, open_park, park_topic, sign_park
 from edgegate.sync.parklink import ParkLink, ParkOutcome
 from edgegate.sync.signing import generate_keypair, load_private_key
 from tests import test_central_store as central_store_tests
@@ -442,3 +443,55 @@ async def test_operator_deltas_from_the_cli_chain_between_park_messages(
         decision = await b.refused(TANKER, PlateColour.YELLOW)
         assert "appointment-consumed" in decision.reasons
         await a.enter("苏E52001")  # v3's new registration admits
+
+
+# ------------------------------------------------------------------------------ 3. two sinks
+
+
+async def test_two_central_instances_share_real_gates_and_publish_each_consumption_once(
+    park: Park, postgres_dsn: str
+) -> None:
+    """Two sinks on one PostgreSQL store, the gates' batches split between them by the
+    shared subscription: one chain for the site without gaps, each consumption in it once,
+    each gate's site noted once and right, both gates applying it in sequence."""
+    async with (
+        park.sink(postgres_dsn, client_id="sink-1") as s1,
+        park.sink(postgres_dsn, client_id="sink-2") as s2,
+        park.gate("gate-a") as a,
+        park.gate("gate-b") as b,
+    ):
+        await a.enter(COMMUTER)
+        await b.enter(WASTE, PlateColour.YELLOW)
+        await a.enter(TANKER, PlateColour.YELLOW)
+        await b.enter("苏EA7L21", PlateColour.YELLOW)
+        await a.leave(COMMUTER)
+        await b.leave("苏EA7L21", PlateColour.YELLOW)
+        await a.wait_consumed(APT_WASTE)
+        await b.wait_consumed(APT_TANKER)
+
+        def recorded() -> int:
+            return s1.counters.park_entry_recorded + s2.counters.park_entry_recorded
+
+        for g in (a, b):
+            head = g.g.log.head
+            await eventually(
+                lambda g=g, head=head: (
+                    max(s1.stored_until(g.park.gate_id), s2.stored_until(g.park.gate_id)) >= head
+                ),
+                f"{g.park.gate_id}'s events stored",
+                within=WAIT,
+            )
+            await eventually(
+                lambda g=g: bool(g.applied()) and max(g.applied()) == recorded(),
+                lambda g=g: f"{g.park.gate_id} applied all {recorded()}: {g.outcomes}",
+                within=WAIT,
+            )
+            assert in_sequence(g.applied()), g.outcomes
+        assert s1.counters.batches > 0 and s2.counters.batches > 0  # both stored some
+    with open_store(postgres_dsn) as s:
+        kept = [open_park(o.payload, park.park_key.public_key()) for o in s.park_resend(SITE, 1)]
+        assert (s.gate_site("gate-a"), s.gate_site("gate-b")) == (SITE, SITE)
+    assert [m.seq for m in kept] == list(range(1, len(kept) + 1))
+    assert len(kept) == recorded()
+    consumed = [(i, m.consumed_at.get(i)) for m in kept for i in m.consume]
+    assert sorted(consumed) == [(APT_TANKER, "gate-a"), (APT_WASTE, "gate-b")]
