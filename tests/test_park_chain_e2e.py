@@ -276,16 +276,27 @@ async def test_replay_why_names_the_gate_where_the_appointment_was_used(
     async with park.sink(dsn), park.gate("gate-a") as a, park.gate("gate-b") as b:
         await a.enter(TANKER, PlateColour.YELLOW)
         await b.wait_consumed(APT_TANKER)
-        head = b.g.log.head
-        await b.refused(TANKER, PlateColour.YELLOW)
-        decided = await b.g.log.wait_for(AccessDecided, lane="in", after=head)
-    capsys.readouterr()
-    log_file = str(park.root / "gate-b" / "gate.db")
-    assert await asyncio.to_thread(main, ["replay", "why", log_file, str(decided.seq)]) == 0
-    out = capsys.readouterr().out
+        decisions = {}
+        for g in (b, a):  # refused at B (used at A), then at A itself (used here)
+            head = g.g.log.head
+            await g.refused(TANKER, PlateColour.YELLOW)
+            decided = await g.g.log.wait_for(AccessDecided, lane="in", after=head)
+            assert "appointment-consumed" in decided.event.reasons
+            decisions[g.park.gate_id] = decided.seq
+
+    async def why(gate: str) -> str:
+        capsys.readouterr()
+        log_file = str(park.root / gate / "gate.db")
+        argv = ["replay", "why", log_file, str(decisions[gate])]
+        assert await asyncio.to_thread(main, argv) == 0
+        return capsys.readouterr().out
+
+    out = await why("gate-b")
     # Where it was used, in the appointment's step and in rule 3 (not only "consumed").
     assert "consumed: used at gate gate-a (central's park message 1 of site site-1" in out, out
     assert "APT-1: used at gate gate-a" in out, out
+    out = await why("gate-a")
+    assert f"APT-1: used here: {TANKER} entered on it, lane in (seq" in out, out
 
 
 # ------------------------------------------------------------------------------ 5. misconfigured
