@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -136,6 +136,37 @@ class ParkGate:
         assert uplink is not None
         await uplink.connected.wait()
 
+    async def wait_stored(self, *sinks: Sink) -> None:
+        """Central (any of ``sinks``) has stored every event this gate logged until now."""
+        gate, head = self.park.gate_id, self.g.log.head
+        await eventually(
+            lambda: max(s.stored_until(gate) for s in sinks) >= head,
+            f"{gate}'s events through seq {head} stored",
+            within=WAIT,
+        )
+
+    async def wait_applied(self, last: Callable[[], int]) -> None:
+        """The park link applied through number ``last()``, in sequence."""
+        await eventually(
+            lambda: bool(self.applied()) and max(self.applied()) == last(),
+            lambda: f"{self.park.gate_id} applied through {last()}: {self.outcomes}",
+            within=WAIT,
+        )
+        assert in_sequence(self.applied()), self.outcomes
+
+    def updates(self) -> list[tuple[int, int]]:
+        """(version, previous version) of each allow-list update this gate logged."""
+        return [
+            (u.event.version, u.event.previous_version) for u in self.g.log.of(AllowListUpdated)
+        ]
+
+    async def wait_version(self, version: int) -> None:
+        await eventually(
+            lambda: bool(self.updates()) and self.updates()[-1][0] == version,
+            lambda: f"{self.park.gate_id} at v{version}: {self.updates()}",
+            within=WAIT,
+        )
+
     def applied(self) -> list[int]:
         return [o.seq for o in self.outcomes if o.code == "applied" and o.seq is not None]
 
@@ -215,23 +246,17 @@ async def test_a_broker_outage_delivers_the_backlog_in_sequence_and_b_refuses(
         await b.wait_consumed(APT_TANKER)
         await a.wait_consumed(APT_WASTE)
         await a.enter("苏EA7L21", PlateColour.YELLOW)  # a newer movement, after the backlog
-        last = sink.counters.park_entry_recorded
-        await eventually(lambda: max(b.applied()) == last, lambda: f"B: {b.outcomes}", within=WAIT)
-        assert in_sequence(b.applied()), b.outcomes
-        assert in_sequence(a.applied()), a.outcomes
+        await a.wait_stored(sink)  # with its park message recorded in the same commit
+        for g in (a, b):
+            await g.wait_applied(lambda: sink.counters.park_entry_recorded)
         assert not [o for o in a.outcomes + b.outcomes if o.code == "refused"]
 
         decision = await b.refused(TANKER, PlateColour.YELLOW)
         assert decision.verdict == "deny"
         assert "appointment-consumed" in decision.reasons
         # Nothing lost: central has every event either gate logged up to now.
-        for g in (a, b):
-            head = g.g.log.head
-            await eventually(
-                lambda g=g, head=head: sink.stored_until(g.park.gate_id) >= head,
-                f"{g.park.gate_id}'s events stored",
-                within=WAIT,
-            )
+        await a.wait_stored(sink)
+        await b.wait_stored(sink)
 
 
 # ------------------------------------------------------------------------------ 4. restart
@@ -358,7 +383,7 @@ async def test_a_gate_with_its_clock_ahead_still_refuses_and_says_why_marks_are_
 _CSV_HEADER = test_cli_central.HEADER
 
 
-def _list_csv(path: Path, *extra: str) -> Path:
+def _list_csv(path: Path, *extra: tuple[str, str]) -> Path:
     """The park's list as an operator keeps it: the commuter and the two appointments (their
     windows around today), and ``extra`` registrations (plate, id)."""
     today = datetime.now(UTC).date()
@@ -409,16 +434,9 @@ async def test_operator_deltas_from_the_cli_chain_between_park_messages(
             *publish, str(new), "--previous", str(old), "--delta-from", str(base)
         )
 
-    def updates(g: ParkGate) -> list[tuple[int, int]]:
-        return [(u.event.version, u.event.previous_version) for u in g.g.log.of(AllowListUpdated)]
-
     async def at_version(version: int, *gates: ParkGate) -> None:
         for g in gates:
-            await eventually(
-                lambda g=g: bool(updates(g)) and updates(g)[-1][0] == version,
-                lambda g=g: f"{g.park.gate_id} at v{version}: {updates(g)}",
-                within=WAIT,
-            )
+            await g.wait_version(version)
 
     async with (
         park.sink(db),
@@ -447,7 +465,7 @@ async def test_operator_deltas_from_the_cli_chain_between_park_messages(
         )
         await at_version(3, a, b)
         for g in (a, b):
-            assert updates(g) == [(1, 0), (2, 1), (3, 2)]
+            assert g.updates() == [(1, 0), (2, 1), (3, 2)]
             assert in_sequence(g.applied()), g.outcomes
         # The deltas re-upserted nothing consumed: B still refuses the tanker, A the truck.
         assert b.consumed(APT_TANKER) and a.consumed(APT_WASTE)
@@ -484,20 +502,8 @@ async def test_two_central_instances_share_real_gates_and_publish_each_consumpti
             return s1.counters.park_entry_recorded + s2.counters.park_entry_recorded
 
         for g in (a, b):
-            head = g.g.log.head
-            await eventually(
-                lambda g=g, head=head: (
-                    max(s1.stored_until(g.park.gate_id), s2.stored_until(g.park.gate_id)) >= head
-                ),
-                f"{g.park.gate_id}'s events stored",
-                within=WAIT,
-            )
-            await eventually(
-                lambda g=g: bool(g.applied()) and max(g.applied()) == recorded(),
-                lambda g=g: f"{g.park.gate_id} applied all {recorded()}: {g.outcomes}",
-                within=WAIT,
-            )
-            assert in_sequence(g.applied()), g.outcomes
+            await g.wait_stored(s1, s2)
+            await g.wait_applied(recorded)
         assert s1.counters.batches > 0 and s2.counters.batches > 0  # both stored some
     with open_store(postgres_dsn) as s:
         kept = [open_park(o.payload, park.park_key.public_key()) for o in s.park_resend(SITE, 1)]
