@@ -185,20 +185,19 @@ class ParkGate:
 
     async def enter(self, plate: str, colour: PlateColour = PlateColour.BLUE) -> None:
         """``plate`` arrives at the entry lane, is let in and drives through."""
-        head = self.g.log.head
-        road = self.g.road("in")
-        await road.arrive(plate, colour)
-        await wait_position(road.plc, 1.0, WAIT)
-        await road.cross()
-        await self.g.log.wait_for(VehiclePassed, lane="in", after=head, within=WAIT)
+        await self._through("in", plate, colour)
 
     async def leave(self, plate: str, colour: PlateColour = PlateColour.BLUE) -> None:
+        """``plate`` arrives at the exit lane, is let out and drives through."""
+        await self._through("out", plate, colour)
+
+    async def _through(self, lane: str, plate: str, colour: PlateColour) -> None:
         head = self.g.log.head
-        road = self.g.road("out")
+        road = self.g.road(lane)
         await road.arrive(plate, colour)
         await wait_position(road.plc, 1.0, WAIT)
         await road.cross()
-        await self.g.log.wait_for(VehiclePassed, lane="out", after=head, within=WAIT)
+        await self.g.log.wait_for(VehiclePassed, lane=lane, after=head, within=WAIT)
 
     async def refused(self, plate: str, colour: PlateColour = PlateColour.BLUE) -> AccessDecided:
         """``plate`` at the entry lane: the decision (a refused vehicle backs away)."""
@@ -411,20 +410,8 @@ async def test_operator_deltas_from_the_cli_chain_between_park_messages(
     v2 = _list_csv(tmp_path / "v2.csv", ("REG-2", "苏ED35826"))
     v3 = _list_csv(tmp_path / "v3.csv", ("REG-2", "苏ED35826"), ("REG-3", "苏E52001"))
     publish = [
-        "central",
-        "publish-allowlist",
-        "--key",
-        str(park.root / "central.key"),
-        "--site",
-        SITE,
-        "--gate",
-        "gate-a",
-        "--gate",
-        "gate-b",
-        "--db",
-        db,
-        "--operator",
-        "ops-li",
+        *f"central publish-allowlist --site {SITE} --gate gate-a --gate gate-b".split(),
+        *("--key", str(park.root / "central.key"), "--db", db, "--operator", "ops-li"),
         *test_cli_central.broker_args(park.broker, tmp_path),
     ]
 
@@ -448,21 +435,11 @@ async def test_operator_deltas_from_the_cli_chain_between_park_messages(
         await a.enter(TANKER, PlateColour.YELLOW)
         await b.wait_consumed(APT_TANKER)
         # The next version from --db is 2, on 1: the park message moved no list version.
-        assert (
-            await test_cli_central.cli(
-                *publish, str(v2), "--previous", str(v1), "--delta-from", "1"
-            )
-            == 0
-        )
+        assert await delta(v2, v1, 1) == 0
         await at_version(2, a, b)
         await b.enter(WASTE, PlateColour.YELLOW)
         await a.wait_consumed(APT_WASTE)
-        assert (
-            await test_cli_central.cli(
-                *publish, str(v3), "--previous", str(v2), "--delta-from", "2"
-            )
-            == 0
-        )
+        assert await delta(v3, v2, 2) == 0
         await at_version(3, a, b)
         for g in (a, b):
             assert g.updates() == [(1, 0), (2, 1), (3, 2)]
