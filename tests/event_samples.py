@@ -209,7 +209,9 @@ def all_samples() -> list[ev.Event]:
             payload_sha256="ef" * 32,
         ),
         ev.SnapshotRequested(have_version=18, reason="version gap: have 18, delta 20->21"),
-        ev.ParkConsumed(site="nanjing-chem", seq=42, appointments=("APT-1", "APT-2")),
+        ev.ParkConsumed(
+            site="nanjing-chem", seq=42, appointments=("APT-1", "APT-2"), gates=("gate-a", "")
+        ),
         ev.CommandAccepted(
             lane="in-1",
             command_id="9f1c2b3a4d5e6f708192a3b4c5d6e7f8",

@@ -130,8 +130,10 @@ def gate_toml(
     *,
     timings: Mapping[str, str] | None = None,
     policy: Mapping[str, object] | None = None,
+    gate: Mapping[str, object] | None = None,
 ) -> str:
-    """A comprehensive gate with the given devices and lanes, fast timings by default."""
+    """A comprehensive gate with the given devices and lanes, fast timings by default
+    (``gate``: ``[gate]`` fields replacing the defaults, such as ``id`` and ``site``)."""
     parts = [
         _table(
             "[gate]",
@@ -140,6 +142,7 @@ def gate_toml(
                 "name": "End-to-end test gate",
                 "kind": "comprehensive",
                 "site": "test",
+                **(gate or {}),
             },
         ),
         _table("[policy]", {"on_stale_allowlist": "note", "min_confidence": 0.5, **(policy or {})}),

@@ -364,13 +364,13 @@ def test_config_hash_ignores_formatting(tmp_path: Path) -> None:
 # covers defaults too (the effective configuration): a release that adds a setting to a
 # section changes the hash of files with that section, and its pinned value here on purpose
 # (gate-with-sync.toml: the pull API's lock-out limits, then its TLS files, then the move of
-# its address, TLS and connection limits to [http], which made the old copy invalid; every
-# file: timings.guard_wait).
+# its address, TLS and connection limits to [http], which made the old copy invalid, then
+# [sync]'s park chain settings; every file: timings.guard_wait).
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden" / "config_hash"
 GOLDEN_HASHES = {
     "demo.toml": "ca1d55894b7bff1d7e085bb6ac39e14232053931afe7217a22260698cc1879b8",
     "fengxiang-road.toml": "3595e2eedccce4cd24da5323b975a8a93af910f06cfaaf8c7e8aff9d452e0fca",
-    "gate-with-sync.toml": "df15440b10c1cd6d516aac0384fde8dced4a1c6452f3384f87b07fed62f72032",
+    "gate-with-sync.toml": "e935fec3db93ab118b27d417136d6196b7a6050314f483b13e28439cb0650e3e",
     "juren-chemical-west.toml": "c0eff0b180c88a5d9a4d26012913b5b85ea35941564ae3c662bbe3a911dc3d15",
     "liyuan-road-west.toml": "b7b227e1ac5749e58380dadaa67a9a1f0fd9d162e7b085bb42f0eae783ebbc11",
     "petrochemical-avenue-east.toml": (

@@ -17,10 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from edgegate.config.models import ConsoleSettings
 from edgegate.console.accounts import Account, AccountStore, hash_password, write_accounts
-from edgegate.console.app import CSP, console_app, load_assets
+from edgegate.console.app import console_app, load_assets
 from edgegate.console.desk import DeskAction, DeskRequest, Role
 from edgegate.core import events as ev
 from edgegate.core.clock import ManualClock
+from edgegate.web import PAGE_CSP
 from tests.console_desk import RecordingDesk, sample_view
 from tests.eventually import eventually
 
@@ -132,7 +133,7 @@ async def test_a_login_is_logged_before_the_session_and_the_cookie_is_strict(
     body = await view.json()
     assert body["type"] == "view" and body["now_ns"] == booth.clock.wall_ns()
     assert body["view"]["lanes"][0]["pending"]["decision"]["plate"] == "苏E1234S"
-    assert view.headers["Content-Security-Policy"] == CSP
+    assert view.headers["Content-Security-Policy"] == PAGE_CSP
 
 
 async def test_a_wrong_password_and_an_unknown_name_get_the_same_answer(booth: Booth) -> None:

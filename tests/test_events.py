@@ -93,6 +93,13 @@ def test_vehicle_passed_v1_is_upcast_to_a_plain_pass() -> None:
     assert (event.decision_seq, event.unauthorised) == (7, False)
 
 
+def test_park_consumed_v1_is_upcast_without_the_consuming_gates() -> None:
+    stored_v1 = msgpack.packb({"site": "s", "seq": 3, "appointments": ["APT-1", "APT-2"]})
+    event = ev.decode("park.consumed", 1, stored_v1, None)
+    assert isinstance(event, ev.ParkConsumed)
+    assert event.gates == ("", "") and event.gate_of("APT-1") is None
+
+
 def test_newer_version_than_known_is_refused_not_guessed() -> None:
     payload = ev.encode(all_samples()[0])
     with pytest.raises(ev.EventDecodeError, match=r"plate.read v3 is newer"):

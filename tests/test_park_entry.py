@@ -39,9 +39,17 @@ from edgegate.core.domain import (
 from edgegate.core.lane import LaneState
 from edgegate.core.policy import decide
 from edgegate.core.rules import GateRules
-from edgegate.sync.park import KIND_PARK, ParkMessage, open_park, park_topic, sign_park
+from edgegate.sync.park import (
+    KIND_PARK,
+    ParkMessage,
+    decode_park,
+    encode_park,
+    open_park,
+    park_topic,
+    sign_park,
+)
 from edgegate.sync.parklink import ParkLink, ParkOutcome
-from edgegate.sync.protocol import ParkResendRequest, Topics, encode_request
+from edgegate.sync.protocol import ParkResendRequest, ProtocolError, Topics, encode_request
 from edgegate.sync.signing import sign
 from tests import test_central_store as central_store_tests
 from tests import test_downlink
@@ -165,6 +173,7 @@ def test_a_commit_records_one_message_per_site_in_sequence(
     message = opened(made[0].payload, park)
     assert (message.site, message.seq) == (SITE, 1)
     assert list(message.consume) == ["APT-1"]
+    assert message.consumed_at == {"APT-1": "gate-b"}  # where: gates log it for `replay why`
     assert list(message.inside) == [(PLATE, "gate-b", now)]
     assert store.allowlist_publications() == []  # gates' allow-list versions untouched
     assert store.park_entry_unpublished() == 1
@@ -252,6 +261,19 @@ def test_two_stores_racing_never_give_a_site_one_number_twice(
     messages = [opened(o.payload, park) for o in kept]
     assert [m.seq for m in messages] == [1, 2]
     assert sorted(i for m in messages for i in m.consume) == ["APT-gate-a", "APT-gate-b"]
+
+
+def test_a_consumption_names_its_gate_and_a_bare_id_is_still_taken() -> None:
+    """``consume`` items are ``[appointment, gate]``; a bare id (a message recorded before
+    the gate was carried, resent from the outbox) is taken with its gate unknown."""
+    made = ParkMessage(SITE, 1, 5, ("APT-1", "APT-2"), consumed_at={"APT-1": "gate-b"})
+    body = msgpack.unpackb(encode_park(made))
+    assert body["consume"] == [["APT-1", "gate-b"], "APT-2"]
+    assert decode_park(encode_park(made)) == made
+    for bad in (["APT-1", "gate-b", "x"], ["APT-1", ""], [1, "gate-b"], 7):
+        body["consume"] = [bad]
+        with pytest.raises(ProtocolError, match=r"consume\[0\] is not \[appointment, gate\]"):
+            decode_park(msgpack.packb(body))
 
 
 # ------------------------------------------------------------------------------ the gate

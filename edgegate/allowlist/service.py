@@ -165,11 +165,13 @@ class AllowListService:
             if len(self._passed) > MAX_INSIDE:
                 del self._passed[next(iter(self._passed))]
 
-    def note_presence(self, inside: Iterable[tuple[str, str, int]], left: Iterable[str]) -> None:
+    def note_presence(self, inside: Iterable[tuple[str, str, int]], left: Iterable[str]) -> int:
         """Central's marks of one park message, in chain order: ``inside`` ``(plate, gate,
         entered_at_ns)`` and ``left`` plates. Marks naming this gate, older than the max age,
-        or of an entry before the plate's last pass here are ignored."""
+        or of an entry before the plate's last pass here are ignored; how many were older
+        than the max age (by this gate's clock)."""
         now = self._now_ns() if self._now_ns is not None else None
+        too_old = 0
         for plate in left:
             self._inside.pop(plate, None)
         for plate, gate, at_ns in inside:
@@ -177,6 +179,7 @@ class AllowListService:
             if gate == self._gate_id or at_ns <= self._passed.get(plate, -1):
                 continue
             if now is not None and now - at_ns > self._inside_max_age_ns:
+                too_old += 1
                 continue
             mark = InsideElsewhere(gate=gate, entered_at=ns_to_datetime(at_ns))
             self._inside[plate] = (mark, at_ns)
@@ -187,6 +190,7 @@ class AllowListService:
                 del self._inside[plate]
         while len(self._inside) > MAX_INSIDE:
             del self._inside[next(iter(self._inside))]
+        return too_old
 
     def consumable(self, ids: Iterable[str]) -> list[str]:
         """Those of ``ids`` this list holds as appointments not consumed yet."""

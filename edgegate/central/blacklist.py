@@ -130,3 +130,15 @@ def log_decision(p: Proposal) -> None:
         entry_gate=p.gate,
         entry_seq=p.seq,
     )
+
+
+def log_published(proposal: Proposal, pending: Sequence[Publication], site: str) -> None:
+    """Log that ``proposal``'s ``pending`` deltas went out to the gates of ``site``."""
+    log.info(
+        "blacklist_published",
+        proposal=proposal.id,
+        plate=proposal.plate,
+        entry=proposal.entry_id,
+        versions={p.gate: p.version for p in pending},
+        site=site,
+    )

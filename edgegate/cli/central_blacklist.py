@@ -186,14 +186,7 @@ class _Publisher:
             f"published blacklist entry {proposal.entry_id} ({proposal.plate}) as a signed "
             f"delta to {shown} (site {self.site}), key id {pub.signing_key_id(self.key)}"
         )
-        log.info(
-            "blacklist_published",
-            proposal=proposal.id,
-            plate=proposal.plate,
-            entry=proposal.entry_id,
-            versions={p.gate: p.version for p in pending},
-            site=self.site,
-        )
+        bl.log_published(proposal, pending, self.site)
         return None
 
     def publish_all(self, store: CentralStore, proposals: list[Proposal]) -> list[str]:

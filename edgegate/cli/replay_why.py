@@ -22,7 +22,7 @@ from edgegate.log.eventlog import LogError
 from edgegate.log.reader import StoredEvent
 from edgegate.replay.source import Source, SourceError, parse_range, parse_time
 from edgegate.replay.whatif import WhatIfReport, stored_allowlist_of, what_if
-from edgegate.replay.why import Why, WhyError, explain, find_decision
+from edgegate.replay.why import Why, WhyError, explain, find_decision, where_consumed
 
 
 def register_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +85,8 @@ def cmd_why(args: argparse.Namespace) -> int:
                     raise _BadInput(f"no decision on {args.plate} at or before {args.at}")
             # The decision's read precedes it by a few seqs; read from a little before.
             why = explain(_events(source, max(0, seq - 64), 256), seq, zone.key)
+            if why.consumed:
+                why.note_consumed(where_consumed(_events(source), why.consumed, seq, zone))
     except (_BadInput, WhyError, SourceError, LogError) as exc:
         return fail(str(exc))
     if args.json:

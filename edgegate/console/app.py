@@ -42,20 +42,12 @@ from edgegate.console.sessions import COOKIE, LoginThrottle, Session, SessionSto
 from edgegate.core.clock import Clock
 from edgegate.core.events import ConsoleLogin, ConsoleLoginRefused, ConsoleLogout, Event
 from edgegate.observability import get_logger
-from edgegate.web import authenticated
+from edgegate.web import PAGE_HEADERS, authenticated
 
 log = get_logger("console")
 
 Audit = Callable[[Event], Awaitable[int]]
 
-CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    # not no-referrer: with it, Chromium sends "Origin: null" on the login form's POST
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 _TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",
@@ -220,7 +212,7 @@ class Console:
         if found is None:
             return self._json({"error": "not-found", "message": f"no asset {name!r}"}, 404)
         body, ctype = found
-        return web.Response(body=body, headers={**_HEADERS, "Content-Type": ctype})
+        return web.Response(body=body, headers={**PAGE_HEADERS, "Content-Type": ctype})
 
     @staticmethod
     def _json(data: object, status: int = 200) -> web.Response:
@@ -228,12 +220,12 @@ class Console:
             text=json.dumps(data, ensure_ascii=False),
             status=status,
             content_type="application/json",
-            headers=_HEADERS,
+            headers=PAGE_HEADERS,
         )
 
     @staticmethod
     def _redirect(location: str) -> web.Response:
-        return web.Response(status=303, headers={**_HEADERS, "Location": location})
+        return web.Response(status=303, headers={**PAGE_HEADERS, "Location": location})
 
     @staticmethod
     def _address(request: web.Request) -> str:

@@ -558,17 +558,34 @@ class AllowListUpdated(Event):
     content_hash: str
 
 
-@event_type("park.consumed")
+@event_type("park.consumed", version=2)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParkConsumed(Event):
     """Central's park message ``seq`` of ``site`` said these ``appointments`` (held by this
     gate's list, not yet consumed here) were consumed at another gate: they no longer admit
     here. One event per park message that changed admission; inside/left marks are not
-    logged (they only send an entry to a guard)."""
+    logged (they only send an entry to a guard). ``gates[i]``: the gate that consumed
+    ``appointments[i]`` ("" if the message did not say; always "" in v1)."""
 
     site: str
     seq: int
     appointments: tuple[str, ...]
+    gates: tuple[str, ...] = ()
+
+    def gate_of(self, appointment: str) -> str | None:
+        """The gate that consumed ``appointment``, if the message named it."""
+        for i, gate in zip(self.appointments, self.gates, strict=False):
+            if i == appointment and gate:
+                return gate
+        return None
+
+
+@upcaster("park.consumed", from_version=1)
+def _park_consumed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 did not record where the appointments were consumed."""
+    out = dict(data)
+    out.setdefault("gates", [""] * len(out.get("appointments") or ()))
+    return out
 
 
 @event_type("allowlist.tampered")

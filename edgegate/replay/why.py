@@ -5,13 +5,14 @@ what the policy looked at; their steps say so."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from edgegate.core.codec import ns_to_datetime
+from edgegate.core.domain import Direction
 from edgegate.core.events import (
     AccessDecided,
     AdmissionNotOpened,
@@ -24,6 +25,7 @@ from edgegate.core.events import (
     EventDecodeError,
     GuardWaitExpired,
     ManualAction,
+    ParkConsumed,
     PlateRead,
     TailgateSuspected,
     TracedCredential,
@@ -122,6 +124,22 @@ class Why:
     verdict: str
     steps: list[Step] = field(default_factory=list)
     followed: list[Step] = field(default_factory=list)
+    consumed: tuple[str, ...] = ()
+    """The appointments the decision found already used (see :func:`where_consumed`)."""
+
+    def note_consumed(self, where: Mapping[str, str]) -> None:
+        """Add where each appointment of ``consumed`` was used (:func:`where_consumed`) to
+        its credential step and to rule 3."""
+        for n, step in enumerate(self.steps):
+            for appointment, words in where.items():
+                if step.title.startswith(f"credential appointment {appointment} for "):
+                    details = tuple(
+                        f"consumed: {words}" if d == "consumed" else d for d in step.details
+                    )
+                    self.steps[n] = Step(step.title, step.outcome, details, step.recorded)
+            if step.title.startswith("rule 3,") and "appointment-consumed" in step.outcome:
+                extra = tuple(f"{a}: {w}" for a, w in where.items())
+                self.steps[n] = Step(step.title, step.outcome, step.details + extra, step.recorded)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -199,6 +217,7 @@ def explain(events: Iterable[StoredEvent], seq: int, tz: str = "Asia/Shanghai") 
                 seq, stored.lane, ns_to_datetime(stored.wall_ns), stored.version, event.verdict
             )
             why.steps = _steps(event, read, zone)
+            why.consumed = _consumed(event)
             continue
         assert decision is not None and decided is not None
         event = _decode(stored)
@@ -290,6 +309,52 @@ def _followed(
             (when,),
         )
     return None
+
+
+def _consumed(d: AccessDecided) -> tuple[str, ...]:
+    if "appointment-consumed" not in d.reasons:
+        return ()
+    if d.trace is not None:
+        return tuple(c.id for c in d.trace.credentials if c.kind == "appointment" and c.consumed)
+    return (d.credential_id,) if d.credential_kind == "appointment" and d.credential_id else ()
+
+
+def where_consumed(
+    events: Iterable[StoredEvent], appointments: Iterable[str], before: int, zone: ZoneInfo
+) -> dict[str, str]:
+    """Where each of ``appointments`` was used, in words, from the log's events before seq
+    ``before``: an entry here on it (``vehicle.passed``) or central's word that another gate
+    of the site took it (``park.consumed``); the last one found for each. One pass over the
+    log (only those two event types are decoded)."""
+    wanted = set(appointments)
+    found: dict[str, str] = {}
+    types = (VehiclePassed.TYPE, ParkConsumed.TYPE)
+    for stored in events:
+        if stored.seq >= before:
+            break
+        if stored.type not in types:
+            continue
+        event = _decode(stored)
+        when = _local(ns_to_datetime(stored.wall_ns), zone)
+        if isinstance(event, ParkConsumed):
+            for appointment in wanted.intersection(event.appointments):
+                gate = event.gate_of(appointment)
+                at = f"at gate {gate}" if gate else "at another gate of the site"
+                found[appointment] = (
+                    f"used {at} (central's park message {event.seq} of site {event.site}"
+                    f" said so; logged here at seq {stored.seq}, {when})"
+                )
+        elif (
+            isinstance(event, VehiclePassed)
+            and event.credential_id in wanted
+            and event.direction is Direction.ENTRY
+            and not event.unauthorised
+        ):
+            found[event.credential_id] = (
+                f"used here: {event.plate or 'the vehicle'} entered on it, lane {stored.lane}"
+                f" (seq {stored.seq}, {when})"
+            )
+    return found
 
 
 def _local(at: datetime, zone: ZoneInfo) -> str:

@@ -2,7 +2,8 @@
 ``park`` topic (``edgegate/v1/{site}/park``), in a per-site sequence. Pure; no clock reads.
 
 A park message says what happened at the site's gates: ``consume`` (appointments consumed
-at a gate: one entry per appointment, park-wide), ``inside`` (plates whose latest movement
+at a gate: one entry per appointment, park-wide; each with the gate that consumed it, which
+the other gates log so a refusal can be explained), ``inside`` (plates whose latest movement
 is an entry: ``[plate, gate, entered_at_ns]``) and ``left`` (plates that left). It is signed
 by central's dedicated park key, with the envelope kind ``park``: a gate pins that key for
 park messages only, so the key can never sign an allow-list snapshot, an upsert or a
@@ -11,13 +12,16 @@ against the central key only), and a park body holds no field that could carry o
 
 Body (msgpack map)::
 
-    {site: str, seq: int >= 1, issued_at_ns: int, consume: [id, ...],
+    {site: str, seq: int >= 1, issued_at_ns: int, consume: [[id, gate], ...],
      inside: [[plate, gate, entered_at_ns], ...], left: [plate, ...]}
+
+A ``consume`` item that is a bare id (messages recorded before the gate was carried, still
+kept in central's outbox for resends) is taken, its gate unknown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgpack
@@ -48,6 +52,8 @@ class ParkMessage:
     consume: Sequence[str] = field(default_factory=tuple)
     inside: Sequence[tuple[str, str, int]] = field(default_factory=tuple)
     left: Sequence[str] = field(default_factory=tuple)
+    consumed_at: Mapping[str, str] = field(default_factory=dict)
+    """The gate where each of ``consume`` was consumed (an id missing: not known)."""
 
 
 def encode_park(message: ParkMessage) -> bytes:
@@ -57,7 +63,10 @@ def encode_park(message: ParkMessage) -> bytes:
             "site": message.site,
             "seq": message.seq,
             "issued_at_ns": message.issued_at_ns,
-            "consume": list(message.consume),
+            "consume": [
+                [i, message.consumed_at[i]] if i in message.consumed_at else i
+                for i in message.consume
+            ],
             "inside": [list(i) for i in message.inside],
             "left": list(message.left),
         }
@@ -99,7 +108,7 @@ def decode_park(body: bytes) -> ParkMessage:
     site = check_id(doc["site"], "park message: site")
     seq = check_int(doc["seq"], "park message: seq", 1)
     issued = check_int(doc["issued_at_ns"], "park message: issued_at_ns", 0)
-    consume = _strings(doc["consume"], "consume")
+    consume, consumed_at = _consumptions(doc["consume"])
     left = _strings(doc["left"], "left")
     raw_inside = doc["inside"]
     if type(raw_inside) is not list:
@@ -115,7 +124,27 @@ def decode_park(body: bytes) -> ParkMessage:
         ):
             raise ProtocolError(f"park message: inside[{i}] is not [plate, gate, entered_at_ns]")
         inside.append((item[0], item[1], item[2]))
-    return ParkMessage(site, seq, issued, tuple(consume), tuple(inside), tuple(left))
+    return ParkMessage(site, seq, issued, tuple(consume), tuple(inside), tuple(left), consumed_at)
+
+
+def _text(value: object) -> bool:
+    return type(value) is str and bool(value) and len(value) <= _MAX_TEXT
+
+
+def _consumptions(value: object) -> tuple[list[str], dict[str, str]]:
+    if type(value) is not list:
+        raise ProtocolError("park message: consume is not an array")
+    ids: list[str] = []
+    at: dict[str, str] = {}
+    for i, item in enumerate(value):
+        if _text(item):
+            ids.append(item)
+        elif type(item) is list and len(item) == 2 and all(map(_text, item)):
+            ids.append(item[0])
+            at[item[0]] = item[1]
+        else:
+            raise ProtocolError(f"park message: consume[{i}] is not [appointment, gate]")
+    return ids, at
 
 
 def open_park(payload: bytes, keys: Ed25519PublicKey | Iterable[Ed25519PublicKey]) -> ParkMessage:

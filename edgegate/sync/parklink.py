@@ -189,14 +189,27 @@ class ParkLink:
             def save(conn: sqlite3.Connection) -> None:
                 conn.execute(_SAVE, (site, seq))
 
-            event = ParkConsumed(site=site, seq=seq, appointments=tuple(ids))
+            gates = tuple(message.consumed_at.get(i, "") for i in ids)
+            event = ParkConsumed(site=site, seq=seq, appointments=tuple(ids), gates=gates)
             at = await self.allowlist.consume_elsewhere(ids, event, save)
             self._stored = seq
             log.info("park_consumed", seq=seq, site=site, appointments=ids, event_seq=at)
         elif seq - self._stored >= SAVE_EVERY:
             await self.event_log.run_in_writer(lambda conn: conn.execute(_SAVE, (site, seq)))
             self._stored = seq
-        self.allowlist.note_presence(message.inside, message.left)
+        too_old = self.allowlist.note_presence(message.inside, message.left)
+        if too_old and self.clock.wall_ns() - message.issued_at_ns > self.inside_max_age_ns:
+            # A fresh message's entries older than the max age: this gate's clock is ahead
+            # (or the message waited that long). Its vehicles are not "already inside" here:
+            # say so, rather than lose the check without a word.
+            log.warning(
+                "park_inside_marks_ignored",
+                seq=seq,
+                marks=too_old,
+                issued_s_ago=round((self.clock.wall_ns() - message.issued_at_ns) / 1e9),
+                problem="entries older than [sync] park_inside_max_age by this gate's clock:"
+                " check the gate's clock (timedatectl), or the message was held that long",
+            )
         self.last = seq
         self._gap = None
         return ParkOutcome("applied", seq, tuple(ids))

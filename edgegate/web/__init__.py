@@ -3,6 +3,8 @@ slow or hostile clients from holding it; the pull API and the console mount thei
 
 from edgegate.web.server import (
     JSON,
+    PAGE_CSP,
+    PAGE_HEADERS,
     Guard,
     HttpError,
     HttpServer,
@@ -17,6 +19,8 @@ from edgegate.web.server import (
 
 __all__ = [
     "JSON",
+    "PAGE_CSP",
+    "PAGE_HEADERS",
     "Guard",
     "HttpError",
     "HttpServer",

@@ -62,20 +62,21 @@ from edgegate.core.domain import VehicleCategory
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
 from edgegate.hosts import is_loopback
 from edgegate.observability import get_logger
-from edgegate.web import HttpError, HttpServer, ServerLimits, authenticated, on_lost, peer_host
+from edgegate.web import (
+    PAGE_HEADERS,
+    HttpError,
+    HttpServer,
+    ServerLimits,
+    authenticated,
+    on_lost,
+    peer_host,
+)
 
 log = get_logger("central.dashboard")
 T = TypeVar("T")
 
 COOKIE = "edgegate_dashboard"
 LANG_COOKIE = "edgegate_lang"
-CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 _TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 MAX_FORM = 16 * 1024
 MAX_NAME = 64
@@ -333,7 +334,7 @@ class Dashboard:
 
     @staticmethod
     async def _headers(_request: web.Request, resp: web.StreamResponse) -> None:
-        for name, value in _HEADERS.items():
+        for name, value in PAGE_HEADERS.items():
             resp.headers.setdefault(name, value)
 
     def _lang(self, request: web.Request) -> str:
@@ -808,14 +809,7 @@ class Dashboard:
         except (pub.PublishError, StoreError) as exc:
             log.error("blacklist_publish_failed", proposal=proposal.id, error=str(exc))
             return str(exc)
-        log.info(
-            "blacklist_published",
-            proposal=proposal.id,
-            plate=proposal.plate,
-            entry=proposal.entry_id,
-            versions={p.gate: p.version for p in pending},
-            site=publishing.site,
-        )
+        bl.log_published(proposal, pending, publishing.site)
         return None
 
     # -- live updates ---------------------------------------------------------------------

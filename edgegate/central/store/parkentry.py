@@ -93,8 +93,11 @@ class Signer:
         consumed: Sequence[str] = (),
         inside: Sequence[tuple[str, str, int]] = (),
         left: Sequence[str] = (),
+        *,
+        consumed_at: Mapping[str, str] | None = None,
     ) -> bytes:
-        body = ParkMessage(site, seq, now_ns, tuple(consumed), tuple(inside), tuple(left))
+        at = {i: consumed_at[i] for i in consumed if i in consumed_at} if consumed_at else {}
+        body = ParkMessage(site, seq, now_ns, tuple(consumed), tuple(inside), tuple(left), at)
         return sign_park(body, self.key)
 
 
@@ -235,6 +238,7 @@ def record(
     for site, (found, plates, gates) in sorted(by_site.items()):  # site order: no deadlock
         presence = _presence(tx, plates)
         ids = list(dict.fromkeys(c.appointment for c in found))
+        where = {c.appointment: c.gate for c in found}  # gates log it: `replay why` names it
         inside = [(p.plate, p.gate, p.at_ns) for p in presence if p.inside]
         left = [p.plate for p in presence if not p.inside]
         source = "; ".join(f"{c.appointment} at {c.gate} seq {c.seq}" for c in found)
@@ -243,7 +247,7 @@ def record(
         last, new = 0, set()
         for part in _parts(ids, inside, left):
             last = int(tx._query(_NEXT_SEQ, (site,))[0][0])
-            payload = signer.message(site, last, now_ns, *part)
+            payload = signer.message(site, last, now_ns, *part, consumed_at=where)
             tx._exec(
                 "INSERT INTO park_outbox (site, seq, payload, source, recorded_at_ns)"
                 " VALUES (?, ?, ?, ?, ?)",
