@@ -93,6 +93,7 @@ from bench._gate_fixture import (
     stop_lanes,
 )
 from bench._postgres import Postgres
+from bench.daemon_idle import stop_process
 from edgegate.central.dashboard import DashboardRole
 from edgegate.central.store import open_store
 from edgegate.console.accounts import Account, hash_password, write_accounts
@@ -778,6 +779,7 @@ class LogTail:
         self.reader: LogReader | None = None  # once the gate has created its log
         self.after = 0
         self.consumed: dict[str, float] = {}  # appointment -> perf_counter() when seen
+        self.used_at: dict[str, str | None] = {}  # appointment -> the gate B says used it
         self.decisions: list[ev.AccessDecided] = []
         self.types: set[str] = set()
 
@@ -797,6 +799,7 @@ class LogTail:
                 if isinstance(e, ev.ParkConsumed):
                     for apt in e.appointments:
                         self.consumed.setdefault(apt, now)
+                        self.used_at[apt] = e.gate_of(apt)
                 elif isinstance(e, ev.AccessDecided):
                     self.decisions.append(e)
             self.after = batch[-1].seq
@@ -886,14 +889,12 @@ async def consumption_to_refusal(
                         up.progress.clear()
                         await up.progress.wait()
             await acks
+        elsewhere = {g for apt, g in tail.used_at.items() if g != GATE_A}
+        if elsewhere:
+            raise SystemExit(f"gate B's park.consumed name {elsewhere}, not {GATE_A}")
         refused = await read_at_b(lanes[0], tail, passages[-1].plate)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await stop_process(proc)
         await stop_lanes(lanes)
     return sorted(out), refused
 
