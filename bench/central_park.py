@@ -46,8 +46,8 @@ allow-list and mode, so that the park projections have their real work to do.
   publish-allowlist``. Simulated gate A then enters ``--consumptions`` hazmat and hazwaste
   vehicles on those appointments, one at a time, a batch per passage: from the publication
   of the batch holding the entry (``vehicle.passed``, which makes central publish the
-  consumption) until B's log has the ``park.consumed`` naming it committed (read from
-  outside, polled every 2 ms), in s. Each batch waits for central's ack before the next.
+  consumption) until B's log has the ``park.consumed`` naming it (and gate A as where it
+  was used) committed (read from outside, polled every 2 ms), in s. Each batch waits for central's ack before the next.
   The first entry is not counted (B catching up with the park chain of the ingest).
   Finally a read of the last vehicle's plate at B: ``refused_at_b`` is B's decision, which
   must not admit it (``appointment-consumed``).
