@@ -24,6 +24,7 @@ import structlog.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.central.dashboard import Dashboard, DashboardRole, DashboardSettings, Publishing
+from edgegate.central.dashboard import app as dashboard_app
 from edgegate.central.dashboard.i18n import LANGS, WORDS
 from edgegate.central.sink import BrokerSettings
 from edgegate.central.store import CentralStore
@@ -196,6 +197,20 @@ async def test_the_park_pages_in_chinese_then_english(park: Served) -> None:
         for path in PAGES:
             async with http.get(path) as resp:
                 assert resp.status == 200, path
+
+
+async def test_the_park_counts_every_vehicle_beyond_the_ones_listed(
+    park: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard_app, "MAX_INSIDE_SHOWN", 1)  # lists the hazmat one only
+    async with client(park.base, "zhao") as http, http.get("/?lang=en") as resp:
+        page = await resp.text()
+    assert 'id="inside-count">2<' in page and 'id="dangerous-count">1<' in page
+    counts = page[page.index('class="counts"') :]
+    counts = counts[: counts.index("</table>")]
+    assert counts.count("<td>1</td>") == 2  # one hazmat, one of another category
+    assert 'data-plate="苏E00002"' in page and 'data-plate="苏E00004"' not in page
+    assert "1 more" in page
 
 
 async def test_event_search_with_confusable_plates_and_bad_input(park: Served) -> None:

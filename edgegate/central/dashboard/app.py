@@ -617,12 +617,16 @@ class Dashboard:
         return {o.vehicle.plate: o for o in park_overstays(inside, now, self.settings.dwell_limits)}
 
     async def _park(self, request: web.Request, v: View) -> str:
-        def read(s: CentralStore) -> tuple[list[GateState], list[Any]]:
-            return s.gate_states(), s.presence(limit=MAX_ROLL_CALL)
+        # Counted by the store, listed up to MAX_INSIDE_SHOWN (hazmat first): the page's
+        # figures hold for the whole park without reading every vehicle inside.
+        def read(
+            s: CentralStore,
+        ) -> tuple[list[GateState], dict[VehicleCategory | None, int], list[Any]]:
+            return s.gate_states(), s.inside_counts(), s.presence(limit=MAX_INSIDE_SHOWN)
 
-        states, inside = await self._read(read)
+        states, counts, inside = await self._read(read)
         overdue = await self._overdue(inside, v.now_ns)
-        return pages.park(v, states, inside[:MAX_INSIDE_SHOWN], len(inside), overdue)
+        return pages.park(v, states, inside, counts, overdue)
 
     async def _gates(self, request: web.Request, v: View) -> str:
         states = await self._read(lambda s: s.gate_states())

@@ -269,13 +269,14 @@ def park(
     v: View,
     gates: Sequence[GateState],
     inside: Sequence[VehicleInside],
-    total: int,
+    by_cat: Mapping[VehicleCategory | None, int],
     overdue: Mapping[str, ParkOverstay],
 ) -> str:
-    counts: dict[str, int] = {}
-    for car in inside:
-        key = "unknown" if car.category is None else car.category.value
-        counts[key] = counts.get(key, 0) + 1
+    """The park now: ``by_cat`` counts every vehicle inside; ``inside`` lists the first of
+    them (hazmat first)."""
+    counts = {"unknown" if c is None else c.value: n for c, n in by_cat.items() if n}
+    total = sum(counts.values())
+    dangerous_count = sum(n for c, n in by_cat.items() if c is not None and c.dangerous)
     order = [c.value for c in VehicleCategory] + ["unknown"]
     by_category = _table(
         [v.t("category"), v.t("count")],
@@ -296,7 +297,7 @@ def park(
   {by_category}
 </section>
 <section>
-  <h2>{v.t("inside.dangerous")} (<span id="dangerous-count">{len(dangerous)}</span>)</h2>
+  <h2>{v.t("inside.dangerous")} (<span id="dangerous-count">{dangerous_count}</span>)</h2>
   {
         _table(_vehicle_head(v, False), _vehicle_rows(v, dangerous, overdue, False), "vehicles")
         if dangerous

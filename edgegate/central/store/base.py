@@ -485,6 +485,10 @@ class CentralStore(ABC):
             write=False,
         )
 
+    def inside_counts(self) -> dict[VehicleCategory | None, int]:
+        """How many vehicles are inside, by category, without reading them."""
+        return self._run(lambda: projections.inside_counts(self), write=False)
+
     def overstays(
         self,
         now_ns: int,

@@ -401,6 +401,12 @@ def presence(
     return [_inside(r) for r in tx._query(sql, params)]
 
 
+def inside_counts(tx: Tx) -> dict[VehicleCategory | None, int]:
+    """How many vehicles are inside, by category (None: a category the gate did not know)."""
+    rows = tx._query("SELECT category, COUNT(*) FROM park_vehicles WHERE inside = 1 GROUP BY 1")
+    return {None if c is None else _CATEGORY[c]: int(n) for c, n in rows}
+
+
 def _inside(r: tuple[Any, ...]) -> VehicleInside:
     plate, category, gate, seq, at, lane, cred, until, unauth = r
     return VehicleInside(
