@@ -72,7 +72,10 @@ class SimLane:
     waits as long as the lane does — the gate gives up after its ``guard_wait`` — and then
     ``after_guard`` more for the arm, so a guard's confirmation lets it pass and a refusal or
     nobody answering sends it back. :meth:`leave` makes drivers waiting for a guard turn
-    back at once (the demo is ending)."""
+    back at once (the demo is ending). A driver who finds the arm still up from the vehicle
+    before waits up to ``settle`` for it to come down before driving up to it: otherwise it
+    would drive under an arm that is about to close (a tailgate) instead of being decided;
+    an arm that stays up (a held lane) is driven through after that wait."""
 
     plc: PlcSimulator
     reader: PlateReaderSimulator
@@ -80,6 +83,7 @@ class SimLane:
     patience: float = 6.0  # how long a refused driver waits before backing out
     guard_waiting: Callable[[], bool] | None = None
     after_guard: float = 3.0  # how long a driver looks for the arm after a guard's answer
+    settle: float = 1.5  # how long a driver waits for a raised arm to come down first
     _leaving: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -110,9 +114,20 @@ class SimLane:
         async with self.lock:
             return await self._drive(vehicle)
 
+    async def _settled(self) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.settle
+        while self.plc.position >= 1.0 and loop.time() < end:
+            await asyncio.sleep(0.05)
+        if self.plc.position < 1.0:  # closing: wait until it is down (or opens again)
+            end = loop.time() + self.patience
+            while 0.0 < self.plc.position < 1.0 and loop.time() < end:
+                await asyncio.sleep(0.05)
+
     async def _drive(self, v: Vehicle) -> str:
         plc, step = self.plc, self.step
         self.waited_for_guard = False
+        await self._settled()
         plc.set_loop(Loop.ARMING, True)
         await asyncio.sleep(step)
         if v.behaviour is not Behaviour.UNREADABLE:
