@@ -101,21 +101,29 @@ class Signer:
         return sign_park(body, self.key)
 
 
+Decoded = Mapping[tuple[str, int], object]
+"""Passes the projections decoded already, by (gate, seq) (None: undecodable)."""
+
+
 def consumptions(tx: Tx, gate: str, rows: Sequence[Row]) -> list[Consumption]:
     """The appointment consumptions among ``gate``'s ``rows`` (a pass whose decision, in
     ``rows`` or stored before them, consumed the pass's credential)."""
-    return _scan(tx, gate, rows)[0]
+    return _scan(tx, gate, rows, {})[0]
 
 
-def _scan(tx: Tx, gate: str, rows: Sequence[Row]) -> tuple[list[Consumption], set[str]]:
-    """The consumptions among ``rows`` and the plates they moved (in or out)."""
+def _scan(
+    tx: Tx, gate: str, rows: Sequence[Row], decoded: Decoded
+) -> tuple[list[Consumption], set[str]]:
+    """The consumptions among ``rows`` and the plates they moved (in or out); a pass found
+    in ``decoded`` is not decoded again."""
     found: list[Consumption] = []
     moved: set[str] = set()
     by_seq = {r[0]: r for r in rows if r[4] == AccessDecided.TYPE}
     for row in rows:
         if row[4] != VehiclePassed.TYPE:
             continue
-        passed = _decode(row[4], row[6], row[7], row[5])
+        key = (gate, row[0])
+        passed = decoded[key] if key in decoded else _decode(row[4], row[6], row[7], row[5])
         if not isinstance(passed, VehiclePassed):
             continue
         if passed.plate:
@@ -208,15 +216,16 @@ def record(
     sites: Mapping[str, str | None],
     signer: Signer,
     now_ns: int,
+    decoded: Decoded | None = None,
 ) -> list[Outgoing]:
     """In the transaction storing ``stored`` (gate -> rows), after the projections: one park
     message per site (``sites``: gate -> site; None: unknown, nothing published, logged) of
     the appointments consumed and the vehicles that entered or left, at most ``MAX_ITEMS``
-    changes each. Returns each touched site's unpublished messages up to the new ones, in
+    changes each (``decoded``: the passes the projections decoded). Returns each touched site's unpublished messages up to the new ones, in
     sequence (what to publish after the commit)."""
     by_site: dict[str, tuple[list[Consumption], set[str], list[str]]] = {}
     for gate in sorted(stored):
-        found, moved = _scan(tx, gate, stored[gate])
+        found, moved = _scan(tx, gate, stored[gate], decoded or {})
         if not (found or moved):
             continue
         site = sites.get(gate)
@@ -305,12 +314,20 @@ def pending(tx: Tx, recorded_before_ns: int, limit: int) -> list[Outgoing]:
 
 
 def mark_published(tx: Tx, made: Sequence[Outgoing], now_ns: int) -> None:
+    """Mark ``made`` published: one statement per site (and 500 messages)."""
+    by_site: dict[str, set[int]] = {}
     for o in made:
-        tx._exec(
-            "UPDATE park_outbox SET published_at_ns = ?"
-            " WHERE site = ? AND seq = ? AND published_at_ns IS NULL",
-            (now_ns, o.site, o.seq),
-        )
+        by_site.setdefault(o.site, set()).add(o.seq)
+    for site, seqs in sorted(by_site.items()):
+        chosen = sorted(seqs)
+        for i in range(0, len(chosen), 500):
+            chunk = chosen[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            tx._exec(
+                "UPDATE park_outbox SET published_at_ns = ?"
+                f" WHERE site = ? AND seq IN ({marks}) AND published_at_ns IS NULL",
+                (now_ns, site, *chunk),
+            )
 
 
 def unpublished(tx: Tx) -> int:
