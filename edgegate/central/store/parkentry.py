@@ -31,11 +31,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.central.store.projections import Tx
 from edgegate.core.domain import Direction
-from edgegate.core.events import AccessDecided, EventDecodeError, VehiclePassed
+from edgegate.core.events import AccessDecided, EventDecodeError, VehiclePassed, upcast
 from edgegate.core.events import decode as decode_event
 from edgegate.log.chain import Row
 from edgegate.observability import get_logger
@@ -137,17 +138,27 @@ def _scan(
             continue
         decided_row = by_seq.get(passed.decision_seq)
         if decided_row is not None:
-            decided = _decode(decided_row[4], decided_row[6], decided_row[7], decided_row[5])
+            consumed = _consumed(decided_row[6], decided_row[7])
         else:
             stored = tx._query(_DECISION, (gate, passed.decision_seq, AccessDecided.TYPE))
-            decided = _decode(*stored[0]) if stored else None
-        if (
-            isinstance(decided, AccessDecided)
-            and decided.consumed_appointment is not None
-            and decided.consumed_appointment == passed.credential_id
-        ):
+            consumed = _consumed(stored[0][1], stored[0][2]) if stored else None
+        if consumed is not None and consumed == passed.credential_id:
             found.append(Consumption(gate, row[0], passed.credential_id, passed.plate, row[1]))
     return found, moved
+
+
+def _consumed(version: Any, data: Any) -> str | None:
+    """The ``consumed_appointment`` of a stored ``access.decided`` (upcast to the current
+    version), without building the whole decision (its trace is most of its cost); None if
+    absent or unreadable."""
+    try:
+        doc = msgpack.unpackb(bytes(data), raw=False)
+        if not isinstance(doc, dict):
+            return None
+        value = upcast(AccessDecided.TYPE, int(version), doc).get("consumed_appointment")
+    except (EventDecodeError, ValueError, TypeError, msgpack.UnpackException):
+        return None
+    return value if type(value) is str else None
 
 
 def _decode(type_: Any, version: Any, data: Any, lane: Any) -> object:
@@ -221,8 +232,9 @@ def record(
     """In the transaction storing ``stored`` (gate -> rows), after the projections: one park
     message per site (``sites``: gate -> site; None: unknown, nothing published, logged) of
     the appointments consumed and the vehicles that entered or left, at most ``MAX_ITEMS``
-    changes each (``decoded``: the passes the projections decoded). Returns each touched site's unpublished messages up to the new ones, in
-    sequence (what to publish after the commit)."""
+    changes each (``decoded``: the passes the projections decoded). Returns each touched
+    site's unpublished messages up to the new ones, in sequence (what to publish after the
+    commit)."""
     by_site: dict[str, tuple[list[Consumption], set[str], list[str]]] = {}
     for gate in sorted(stored):
         found, moved = _scan(tx, gate, stored[gate], decoded or {})
