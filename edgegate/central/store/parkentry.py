@@ -180,17 +180,16 @@ class _Presence:
 
 
 def _presence(tx: Tx, plates: set[str]) -> list[_Presence]:
-    out: list[_Presence] = []
     chosen = sorted(plates)
-    for i in range(0, len(chosen), 500):
-        chunk = chosen[i : i + 500]
-        marks = ", ".join("?" * len(chunk))
-        for plate, inside, gate, at in tx._query(
-            f"SELECT plate, inside, gate, at_ns FROM park_vehicles WHERE plate IN ({marks})",
-            chunk,
-        ):
-            out.append(_Presence(str(plate), int(inside) == 1, str(gate), int(at)))
-    return out
+    select = "SELECT plate, inside, gate, at_ns FROM park_vehicles WHERE "
+    if tx.backend == "postgresql":  # one statement, planned once, whatever the count
+        found = tx._query(select + "plate = ANY(?::text[])", (chosen,))
+    else:
+        found = []
+        for i in range(0, len(chosen), 500):
+            chunk = chosen[i : i + 500]
+            found += tx._query(select + f"plate IN ({', '.join('?' * len(chunk))})", chunk)
+    return [_Presence(str(p), int(inside) == 1, str(g), int(at)) for p, inside, g, at in found]
 
 
 def note_sites(tx: Tx, sites: Mapping[str, str], known: dict[str, str], now_ns: int) -> None:
@@ -262,7 +261,8 @@ def record(
         where = {c.appointment: c.gate for c in found}  # gates log it: `replay why` names it
         inside = [(p.plate, p.gate, p.at_ns) for p in presence if p.inside]
         left = [p.plate for p in presence if not p.inside]
-        source = "; ".join(f"{c.appointment} at {c.gate} seq {c.seq}" for c in found)
+        # The first few only: the column keeps 1,000 characters.
+        source = "; ".join(f"{c.appointment} at {c.gate} seq {c.seq}" for c in found[:50])
         extra = f"{len(inside)} inside, {len(left)} left (from {', '.join(gates)})"
         source = f"{source}; {extra}" if source else extra
         last, new = 0, set()
