@@ -212,7 +212,8 @@ class CentralStore(ABC):
         if moved:
             self._exec_many(_UPDATE_HEAD, moved)
         # In the same transaction: the projections hold exactly the committed events.
-        projections.apply(self, stored, self._projection_problem(now))
+        passes: dict[tuple[str, int], object] = {}
+        projections.apply(self, stored, self._projection_problem(now), passes)
         self._park_entry_made = []  # a retried transaction records again
         noted.clear()
         topic_sites = {b.gate: site for b in batches if (site := _topic_site(b.source)) is not None}
@@ -224,7 +225,9 @@ class CentralStore(ABC):
             unknown = sorted(g for g in stored if g not in sites)
             if unknown:
                 sites.update(parkentry.sites_of(self, unknown))
-            self._park_entry_made = parkentry.record(self, stored, sites, self.park_entry, now)
+            self._park_entry_made = parkentry.record(
+                self, stored, sites, self.park_entry, now, passes
+            )
         return results
 
     def take_park_entry(self) -> list[parkentry.Outgoing]:

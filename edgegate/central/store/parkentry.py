@@ -31,11 +31,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgegate.central.store.projections import Tx
 from edgegate.core.domain import Direction
-from edgegate.core.events import AccessDecided, EventDecodeError, VehiclePassed
+from edgegate.core.events import AccessDecided, EventDecodeError, VehiclePassed, upcast
 from edgegate.core.events import decode as decode_event
 from edgegate.log.chain import Row
 from edgegate.observability import get_logger
@@ -101,21 +102,29 @@ class Signer:
         return sign_park(body, self.key)
 
 
+Decoded = Mapping[tuple[str, int], object]
+"""Passes the projections decoded already, by (gate, seq) (None: undecodable)."""
+
+
 def consumptions(tx: Tx, gate: str, rows: Sequence[Row]) -> list[Consumption]:
     """The appointment consumptions among ``gate``'s ``rows`` (a pass whose decision, in
     ``rows`` or stored before them, consumed the pass's credential)."""
-    return _scan(tx, gate, rows)[0]
+    return _scan(tx, gate, rows, {})[0]
 
 
-def _scan(tx: Tx, gate: str, rows: Sequence[Row]) -> tuple[list[Consumption], set[str]]:
-    """The consumptions among ``rows`` and the plates they moved (in or out)."""
+def _scan(
+    tx: Tx, gate: str, rows: Sequence[Row], decoded: Decoded
+) -> tuple[list[Consumption], set[str]]:
+    """The consumptions among ``rows`` and the plates they moved (in or out); a pass found
+    in ``decoded`` is not decoded again."""
     found: list[Consumption] = []
     moved: set[str] = set()
     by_seq = {r[0]: r for r in rows if r[4] == AccessDecided.TYPE}
     for row in rows:
         if row[4] != VehiclePassed.TYPE:
             continue
-        passed = _decode(row[4], row[6], row[7], row[5])
+        key = (gate, row[0])
+        passed = decoded[key] if key in decoded else _decode(row[4], row[6], row[7], row[5])
         if not isinstance(passed, VehiclePassed):
             continue
         if passed.plate:
@@ -129,17 +138,27 @@ def _scan(tx: Tx, gate: str, rows: Sequence[Row]) -> tuple[list[Consumption], se
             continue
         decided_row = by_seq.get(passed.decision_seq)
         if decided_row is not None:
-            decided = _decode(decided_row[4], decided_row[6], decided_row[7], decided_row[5])
+            consumed = _consumed(decided_row[6], decided_row[7])
         else:
             stored = tx._query(_DECISION, (gate, passed.decision_seq, AccessDecided.TYPE))
-            decided = _decode(*stored[0]) if stored else None
-        if (
-            isinstance(decided, AccessDecided)
-            and decided.consumed_appointment is not None
-            and decided.consumed_appointment == passed.credential_id
-        ):
+            consumed = _consumed(stored[0][1], stored[0][2]) if stored else None
+        if consumed is not None and consumed == passed.credential_id:
             found.append(Consumption(gate, row[0], passed.credential_id, passed.plate, row[1]))
     return found, moved
+
+
+def _consumed(version: Any, data: Any) -> str | None:
+    """The ``consumed_appointment`` of a stored ``access.decided`` (upcast to the current
+    version), without building the whole decision (its trace is most of its cost); None if
+    absent or unreadable."""
+    try:
+        doc = msgpack.unpackb(bytes(data), raw=False)
+        if not isinstance(doc, dict):
+            return None
+        value = upcast(AccessDecided.TYPE, int(version), doc).get("consumed_appointment")
+    except (EventDecodeError, ValueError, TypeError, msgpack.UnpackException):
+        return None
+    return value if type(value) is str else None
 
 
 def _decode(type_: Any, version: Any, data: Any, lane: Any) -> object:
@@ -161,17 +180,16 @@ class _Presence:
 
 
 def _presence(tx: Tx, plates: set[str]) -> list[_Presence]:
-    out: list[_Presence] = []
     chosen = sorted(plates)
-    for i in range(0, len(chosen), 500):
-        chunk = chosen[i : i + 500]
-        marks = ", ".join("?" * len(chunk))
-        for plate, inside, gate, at in tx._query(
-            f"SELECT plate, inside, gate, at_ns FROM park_vehicles WHERE plate IN ({marks})",
-            chunk,
-        ):
-            out.append(_Presence(str(plate), int(inside) == 1, str(gate), int(at)))
-    return out
+    select = "SELECT plate, inside, gate, at_ns FROM park_vehicles WHERE "
+    if tx.backend == "postgresql":  # one statement, planned once, whatever the count
+        found = tx._query(select + "plate = ANY(?::text[])", (chosen,))
+    else:
+        found = []
+        for i in range(0, len(chosen), 500):
+            chunk = chosen[i : i + 500]
+            found += tx._query(select + f"plate IN ({', '.join('?' * len(chunk))})", chunk)
+    return [_Presence(str(p), int(inside) == 1, str(g), int(at)) for p, inside, g, at in found]
 
 
 def note_sites(tx: Tx, sites: Mapping[str, str], known: dict[str, str], now_ns: int) -> None:
@@ -208,15 +226,17 @@ def record(
     sites: Mapping[str, str | None],
     signer: Signer,
     now_ns: int,
+    decoded: Decoded | None = None,
 ) -> list[Outgoing]:
     """In the transaction storing ``stored`` (gate -> rows), after the projections: one park
     message per site (``sites``: gate -> site; None: unknown, nothing published, logged) of
     the appointments consumed and the vehicles that entered or left, at most ``MAX_ITEMS``
-    changes each. Returns each touched site's unpublished messages up to the new ones, in
-    sequence (what to publish after the commit)."""
+    changes each (``decoded``: the passes the projections decoded). Returns each touched
+    site's unpublished messages up to the new ones, in sequence (what to publish after the
+    commit)."""
     by_site: dict[str, tuple[list[Consumption], set[str], list[str]]] = {}
     for gate in sorted(stored):
-        found, moved = _scan(tx, gate, stored[gate])
+        found, moved = _scan(tx, gate, stored[gate], decoded or {})
         if not (found or moved):
             continue
         site = sites.get(gate)
@@ -241,7 +261,8 @@ def record(
         where = {c.appointment: c.gate for c in found}  # gates log it: `replay why` names it
         inside = [(p.plate, p.gate, p.at_ns) for p in presence if p.inside]
         left = [p.plate for p in presence if not p.inside]
-        source = "; ".join(f"{c.appointment} at {c.gate} seq {c.seq}" for c in found)
+        # The first few only: the column keeps 1,000 characters.
+        source = "; ".join(f"{c.appointment} at {c.gate} seq {c.seq}" for c in found[:50])
         extra = f"{len(inside)} inside, {len(left)} left (from {', '.join(gates)})"
         source = f"{source}; {extra}" if source else extra
         last, new = 0, set()
@@ -305,12 +326,20 @@ def pending(tx: Tx, recorded_before_ns: int, limit: int) -> list[Outgoing]:
 
 
 def mark_published(tx: Tx, made: Sequence[Outgoing], now_ns: int) -> None:
+    """Mark ``made`` published: one statement per site (and 500 messages)."""
+    by_site: dict[str, set[int]] = {}
     for o in made:
-        tx._exec(
-            "UPDATE park_outbox SET published_at_ns = ?"
-            " WHERE site = ? AND seq = ? AND published_at_ns IS NULL",
-            (now_ns, o.site, o.seq),
-        )
+        by_site.setdefault(o.site, set()).add(o.seq)
+    for site, seqs in sorted(by_site.items()):
+        chosen = sorted(seqs)
+        for i in range(0, len(chosen), 500):
+            chunk = chosen[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            tx._exec(
+                "UPDATE park_outbox SET published_at_ns = ?"
+                f" WHERE site = ? AND seq IN ({marks}) AND published_at_ns IS NULL",
+                (now_ns, site, *chunk),
+            )
 
 
 def unpublished(tx: Tx) -> int:

@@ -206,10 +206,17 @@ class GateState:
 # --- applying events ------------------------------------------------------------------------
 
 
-def apply(tx: Tx, stored: Mapping[str, Sequence[Row]], on_problem: Problem) -> None:
+def apply(
+    tx: Tx,
+    stored: Mapping[str, Sequence[Row]],
+    on_problem: Problem,
+    passes: dict[tuple[str, int], object] | None = None,
+) -> None:
     """Apply each gate's rows just stored (consecutive, seq order) to every projection, each
     from its position on: rows it already holds are skipped, rows between its position and
-    the first of the gate's rows (stored before it existed) are read first."""
+    the first of the gate's rows (stored before it existed) are read first. ``passes``, if
+    given, receives the ``vehicle.passed`` events decoded, by (gate, seq) (None: undecodable),
+    so that the park chain need not decode them again."""
     moves: list[_Move] = []
     advanced: list[tuple[int, str, str]] = []
     gates = sorted(g for g, rows in stored.items() if rows)
@@ -225,7 +232,7 @@ def apply(tx: Tx, stored: Mapping[str, Sequence[Row]], on_problem: Problem) -> N
                 for page in _stored(tx, gate, position, first - 1):
                     _apply_one(tx, projection, gate, page, on_problem, moves)
             new = [r for r in rows if r[0] > position]
-            _apply_one(tx, projection, gate, new, on_problem, moves)
+            _apply_one(tx, projection, gate, new, on_problem, moves, passes)
             advanced.append((last, projection, gate))
     if advanced:
         tx._exec_many(_SET_POSITION, advanced)
@@ -303,14 +310,18 @@ def _apply_one(
     rows: Sequence[Row],
     on_problem: Problem,
     moves: list[_Move] | None = None,
+    passes: dict[tuple[str, int], object] | None = None,
 ) -> None:
-    """Apply ``rows`` to ``projection``; presence movements go to ``moves`` if given."""
+    """Apply ``rows`` to ``projection``; presence movements go to ``moves`` and decoded
+    passes to ``passes`` if given."""
     if not rows:
         return
     if projection == PRESENCE:
         for row in rows:
             if row[4] in _PRESENCE_TYPES:
                 event = _decode(gate, row, on_problem)
+                if passes is not None:
+                    passes[gate, row[0]] = event
                 if isinstance(event, VehiclePassed):
                     move = _move(gate, row, event)
                     if moves is None:
