@@ -116,13 +116,14 @@ class SimLane:
 
     async def _settled(self) -> None:
         loop = asyncio.get_running_loop()
-        end = loop.time() + self.settle
-        while self.plc.position >= 1.0 and loop.time() < end:
+        start = loop.time()
+        while True:
+            position, waited = self.plc.position, loop.time() - start
+            down = position <= 0.0
+            held = position >= 1.0 and waited >= self.settle  # it did not start closing
+            if down or held or waited >= self.settle + self.patience:
+                return
             await asyncio.sleep(0.05)
-        if self.plc.position < 1.0:  # closing: wait until it is down (or opens again)
-            end = loop.time() + self.patience
-            while 0.0 < self.plc.position < 1.0 and loop.time() < end:
-                await asyncio.sleep(0.05)
 
     async def _drive(self, v: Vehicle) -> str:
         plc, step = self.plc, self.step
