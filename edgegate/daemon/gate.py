@@ -78,6 +78,8 @@ from edgegate.log import EventLog, LogReader
 from edgegate.log.retention import Retention, RetentionPolicy
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     # Imported when [sync] is configured: a gate working alone does not carry MQTT, TLS and
     # signature code in memory.
     from edgegate.daemon.metrics import GateMetrics
@@ -240,7 +242,6 @@ class Gate:
             return
         from edgegate.sync.downlink import Downlink
         from edgegate.sync.protocol import SnapshotRequest, encode_request
-        from edgegate.sync.signing import KeyLoadError, load_public_key
         from edgegate.sync.uplink import Uplink, UplinkOptions
 
         for key, problem in config.file_problems():
@@ -253,16 +254,13 @@ class Gate:
         )
         self.uplink = uplink
         topics = uplink.topics
-        try:
-            central_key = load_public_key(config.resolve_path(sync.central_public_key))
-        except (KeyLoadError, OSError) as exc:
-            log.error(
-                "sync_downlink_disabled",
-                key="sync.central_public_key",
-                problem=str(exc),
-                consequence="allow-lists and commands from central are not taken",
-            )
-        else:
+        central_key = self._sync_key(
+            "central_public_key",
+            sync.central_public_key,
+            disabled="sync_downlink_disabled",
+            consequence="allow-lists and commands from central are not taken",
+        )
+        if central_key is not None:
 
             async def request_snapshot(request: SnapshotRequest) -> None:
                 await uplink.publish(topics.requests, encode_request(request), qos=1)
@@ -295,20 +293,17 @@ class Gate:
         from edgegate.sync.park import park_topic
         from edgegate.sync.parklink import ParkLink
         from edgegate.sync.protocol import ParkResendRequest, encode_request
-        from edgegate.sync.signing import KeyLoadError, load_public_key
 
         config = self.config
         sync = config.sync
         assert sync is not None and sync.park_public_key is not None
-        try:
-            park_key = load_public_key(config.resolve_path(sync.park_public_key))
-        except (KeyLoadError, OSError) as exc:
-            log.error(
-                "sync_park_disabled",
-                key="sync.park_public_key",
-                problem=str(exc),
-                consequence="appointments consumed at other gates still admit here",
-            )
+        park_key = self._sync_key(
+            "park_public_key",
+            sync.park_public_key,
+            disabled="sync_park_disabled",
+            consequence="appointments consumed at other gates still admit here",
+        )
+        if park_key is None:
             return
 
         async def request_resend(request: ParkResendRequest) -> None:
@@ -329,6 +324,19 @@ class Gate:
         uplink.add_connect_hook(park.on_connected)
         self.park = park
 
+    def _sync_key(
+        self, key: str, path: str, *, disabled: str, consequence: str
+    ) -> Ed25519PublicKey | None:
+        """The public key at ``[sync] <key>``; None, logged as ``disabled`` with what the gate
+        goes without, when it cannot be read."""
+        from edgegate.sync.signing import KeyLoadError, load_public_key
+
+        try:
+            return load_public_key(self.config.resolve_path(path))
+        except (KeyLoadError, OSError) as exc:
+            log.error(disabled, key=f"sync.{key}", problem=str(exc), consequence=consequence)
+            return None
+
     async def _start_web(self, elog: EventLog) -> None:
         """With ``[http]``: the HTTP server, with the pull API and the console if configured,
         and the monitoring endpoints."""
@@ -338,10 +346,9 @@ class Gate:
 
         self.web = GateWeb(
             self.config,
-            elog.path,
+            elog,
             self.clock,
             desk=self.desk,
-            audit=elog.append,
             health=self.health,
             metrics=self.metrics,
         )
