@@ -40,6 +40,9 @@ from edgegate.config import (
     SimulatedPlcDevice,
     WriteFailureAction,
 )
+from edgegate.config import (
+    Lane as LaneConfig,
+)
 from edgegate.core.clock import Clock
 from edgegate.core.codec import ns_to_datetime
 from edgegate.core.domain import CredentialKind, Direction
@@ -110,6 +113,18 @@ def lane_timings(config: GateConfig, lane_id: str) -> LaneTimings:
         close_delay=_ns(t.close_delay),
         loop_fault_after=_ns(t.loop_fault_after),
         guard_wait=_ns(t.guard_wait),
+    )
+
+
+def lane_setup(config: GateConfig, lane: LaneConfig) -> LaneSetup:
+    """A configured lane as the core's lane takes it."""
+    return LaneSetup(
+        lane_id=lane.id,
+        direction=lane.direction,
+        barrier_device=lane.barrier,
+        loop_device=lane.loops_device,
+        has_exit_loop=lane.exit_loop,
+        timings=lane_timings(config, lane.id),
     )
 
 
@@ -424,16 +439,8 @@ class Gate:
                 )
         policy = config.log.on_write_failure
         for lane in config.lanes:
-            setup = LaneSetup(
-                lane_id=lane.id,
-                direction=lane.direction,
-                barrier_device=lane.barrier,
-                loop_device=lane.loops_device,
-                has_exit_loop=lane.exit_loop,
-                timings=lane_timings(config, lane.id),
-            )
             self.lanes[lane.id] = LaneRunner(
-                setup,
+                lane_setup(config, lane),
                 rules,
                 elog,
                 allowlist,
