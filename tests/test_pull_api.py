@@ -34,14 +34,9 @@ from edgegate.log.chain import GENESIS_HASH, ChainVerifier, Row
 from edgegate.log.eventlog import GateMismatchError, LogError
 from edgegate.log.reader import LogReader
 from edgegate.log.retention import Retention, RetentionPolicy
+from edgegate.sync.bearer_api import AuthThrottle, negotiate
 from edgegate.sync.protocol import EventBatch, decode_batch, encode_batch
-from edgegate.sync.pull_api import (
-    AuthThrottle,
-    PullApiServer,
-    PullLimits,
-    decode_ndjson,
-    negotiate,
-)
+from edgegate.sync.pull_api import PullApiServer, PullLimits, decode_ndjson
 from edgegate.web import ServerLimits
 from tests.certs import make_pki
 from tests.event_samples import all_samples

@@ -80,17 +80,21 @@ class Desk:
         *,
         mode: Callable[[], GateMode],
         evacuation_lanes: Collection[str] = (),
-        incident: IncidentControl | None = None,
         answer_timeout: float = ANSWER_TIMEOUT_S,
     ) -> None:
+        """``mode()``: the gate's mode now. ``evacuation_lanes``: the lanes the views mark as
+        evacuation paths. ``answer_timeout``: how long :meth:`act` waits for a lane or the
+        incident control to log an action."""
         self.gate_id = gate_id
         self.kind = kind
         self.lanes = lanes
-        self.incident = incident
         self._clock = clock
         self._mode = mode
         self._evacuation = frozenset(evacuation_lanes)
         self._answer_timeout = answer_timeout
+        #: Switches incident mode; set by the gate once its control exists (until then, and
+        #: in a desk without one, switching incident mode is refused).
+        self.incident: IncidentControl | None = None
         self._version = 0
         self._watchers = 0
         self._changed = asyncio.Event()

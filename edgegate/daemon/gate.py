@@ -40,6 +40,9 @@ from edgegate.config import (
     SimulatedPlcDevice,
     WriteFailureAction,
 )
+from edgegate.config import (
+    Lane as LaneConfig,
+)
 from edgegate.core.clock import Clock
 from edgegate.core.codec import ns_to_datetime
 from edgegate.core.domain import CredentialKind, Direction
@@ -78,6 +81,8 @@ from edgegate.log import EventLog, LogReader
 from edgegate.log.retention import Retention, RetentionPolicy
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     # Imported when [sync] is configured: a gate working alone does not carry MQTT, TLS and
     # signature code in memory.
     from edgegate.daemon.metrics import GateMetrics
@@ -108,6 +113,18 @@ def lane_timings(config: GateConfig, lane_id: str) -> LaneTimings:
         close_delay=_ns(t.close_delay),
         loop_fault_after=_ns(t.loop_fault_after),
         guard_wait=_ns(t.guard_wait),
+    )
+
+
+def lane_setup(config: GateConfig, lane: LaneConfig) -> LaneSetup:
+    """A configured lane as the core's lane takes it."""
+    return LaneSetup(
+        lane_id=lane.id,
+        direction=lane.direction,
+        barrier_device=lane.barrier,
+        loop_device=lane.loops_device,
+        has_exit_loop=lane.exit_loop,
+        timings=lane_timings(config, lane.id),
     )
 
 
@@ -240,7 +257,6 @@ class Gate:
             return
         from edgegate.sync.downlink import Downlink
         from edgegate.sync.protocol import SnapshotRequest, encode_request
-        from edgegate.sync.signing import KeyLoadError, load_public_key
         from edgegate.sync.uplink import Uplink, UplinkOptions
 
         for key, problem in config.file_problems():
@@ -253,16 +269,13 @@ class Gate:
         )
         self.uplink = uplink
         topics = uplink.topics
-        try:
-            central_key = load_public_key(config.resolve_path(sync.central_public_key))
-        except (KeyLoadError, OSError) as exc:
-            log.error(
-                "sync_downlink_disabled",
-                key="sync.central_public_key",
-                problem=str(exc),
-                consequence="allow-lists and commands from central are not taken",
-            )
-        else:
+        central_key = self._sync_key(
+            "central_public_key",
+            sync.central_public_key,
+            disabled="sync_downlink_disabled",
+            consequence="allow-lists and commands from central are not taken",
+        )
+        if central_key is not None:
 
             async def request_snapshot(request: SnapshotRequest) -> None:
                 await uplink.publish(topics.requests, encode_request(request), qos=1)
@@ -295,20 +308,17 @@ class Gate:
         from edgegate.sync.park import park_topic
         from edgegate.sync.parklink import ParkLink
         from edgegate.sync.protocol import ParkResendRequest, encode_request
-        from edgegate.sync.signing import KeyLoadError, load_public_key
 
         config = self.config
         sync = config.sync
         assert sync is not None and sync.park_public_key is not None
-        try:
-            park_key = load_public_key(config.resolve_path(sync.park_public_key))
-        except (KeyLoadError, OSError) as exc:
-            log.error(
-                "sync_park_disabled",
-                key="sync.park_public_key",
-                problem=str(exc),
-                consequence="appointments consumed at other gates still admit here",
-            )
+        park_key = self._sync_key(
+            "park_public_key",
+            sync.park_public_key,
+            disabled="sync_park_disabled",
+            consequence="appointments consumed at other gates still admit here",
+        )
+        if park_key is None:
             return
 
         async def request_resend(request: ParkResendRequest) -> None:
@@ -329,6 +339,19 @@ class Gate:
         uplink.add_connect_hook(park.on_connected)
         self.park = park
 
+    def _sync_key(
+        self, key: str, path: str, *, disabled: str, consequence: str
+    ) -> Ed25519PublicKey | None:
+        """The public key at ``[sync] <key>``; None, logged as ``disabled`` with what the gate
+        goes without, when it cannot be read."""
+        from edgegate.sync.signing import KeyLoadError, load_public_key
+
+        try:
+            return load_public_key(self.config.resolve_path(path))
+        except (KeyLoadError, OSError) as exc:
+            log.error(disabled, key=f"sync.{key}", problem=str(exc), consequence=consequence)
+            return None
+
     async def _start_web(self, elog: EventLog) -> None:
         """With ``[http]``: the HTTP server, with the pull API and the console if configured,
         and the monitoring endpoints."""
@@ -338,10 +361,9 @@ class Gate:
 
         self.web = GateWeb(
             self.config,
-            elog.path,
+            elog,
             self.clock,
             desk=self.desk,
-            audit=elog.append,
             health=self.health,
             metrics=self.metrics,
         )
@@ -417,16 +439,8 @@ class Gate:
                 )
         policy = config.log.on_write_failure
         for lane in config.lanes:
-            setup = LaneSetup(
-                lane_id=lane.id,
-                direction=lane.direction,
-                barrier_device=lane.barrier,
-                loop_device=lane.loops_device,
-                has_exit_loop=lane.exit_loop,
-                timings=lane_timings(config, lane.id),
-            )
             self.lanes[lane.id] = LaneRunner(
-                setup,
+                lane_setup(config, lane),
                 rules,
                 elog,
                 allowlist,

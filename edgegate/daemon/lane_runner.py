@@ -1,5 +1,9 @@
 """One lane in the shell: feeds the pure lane machine, carries out its actions log-then-act.
 
+(Over 600 lines: inputs, decisions, the guard's actions and the barrier commands run in one
+task over one lane machine, inbox, command in flight and set of faults; the log-then-act order
+between them is this module's whole point, so it stays in one place.)
+
 Everything for a lane goes through one inbox and one task, so its inputs are handled one at a
 time and its actions are carried out in order: an event is durable before the next action, and
 ``barrier.commanded`` is durable before the command goes to the PLC. The inbox

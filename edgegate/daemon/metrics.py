@@ -26,10 +26,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from edgegate import __version__
+from edgegate.core.allowlist import AllowList
+from edgegate.core.clock import Clock
 from edgegate.core.events import Event, GateMode, GuardWaitExpired
 from edgegate.core.lane import LaneState
 from edgegate.core.policy import Verdict
 from edgegate.daemon.lane_runner import LaneMeter, LaneRunner
+from edgegate.log import EventLog
 
 if TYPE_CHECKING:
     from edgegate.daemon.gate import Gate
@@ -49,11 +52,12 @@ class GateMetrics:
     def __init__(self, gate: Gate, health: GateHealth) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.decisions = Counter(
-            "edgegate_decisions",
-            "Access decisions, by lane and verdict.",
-            ["lane", "verdict"],
-            registry=r,
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=r)
+
+        self.decisions = counter(
+            "edgegate_decisions", "Access decisions, by lane and verdict.", "lane", "verdict"
         )
         self.decision_seconds = Histogram(
             "edgegate_decision_seconds",
@@ -81,23 +85,18 @@ class GateMetrics:
             buckets=_FAST,
             registry=r,
         )
-        self.device_faults = Counter(
+        self.device_faults = counter(
             "edgegate_device_faults",
             "Device faults logged (a device going away, a failed command), by device.",
-            ["device"],
-            registry=r,
+            "device",
         )
-        self.guard_waits = Counter(
-            "edgegate_guard_waits",
-            "Vehicles that waited for a guard's answer, by lane.",
-            ["lane"],
-            registry=r,
+        self.guard_waits = counter(
+            "edgegate_guard_waits", "Vehicles that waited for a guard's answer, by lane.", "lane"
         )
-        self.guard_waits_expired = Counter(
+        self.guard_waits_expired = counter(
             "edgegate_guard_waits_expired",
             "Guard waits given up unanswered (guard_wait passed), by lane.",
-            ["lane"],
-            registry=r,
+            "lane",
         )
         self.guard_wait_seconds = Histogram(
             "edgegate_guard_wait_seconds",
@@ -201,13 +200,16 @@ class _GateCollector(Collector):
         yield info
         yield from self._lanes(gate)
         incident = GaugeMetricFamily(
-            "edgegate_incident_mode", "1 while the gate is in incident mode (evacuation)."
+            "edgegate_incident_mode",
+            "1 while the gate is in incident mode (evacuation).",
+            value=1 if gate.mode is GateMode.INCIDENT else 0,
         )
-        incident.add_metric([], 1 if gate.mode is GateMode.INCIDENT else 0)
         yield incident
-        yield from self._allowlist(gate)
+        if gate.allowlist is not None:
+            yield from self._allowlist(gate.allowlist.view, gate.clock)
         yield from self._devices(gate, health)
-        yield from self._log(gate)
+        if gate.event_log is not None:
+            yield from self._log(gate.event_log)
         yield from self._sync(gate, health)
         yield from self._readiness(health)
 
@@ -239,27 +241,25 @@ class _GateCollector(Collector):
         yield from (state, faults, losses)
 
     @staticmethod
-    def _allowlist(gate: Gate) -> Iterator[Metric]:
-        service = gate.allowlist
-        if service is None:
-            return
-        view = service.view
-        version = GaugeMetricFamily("edgegate_allowlist_version", "The allow-list's version.")
-        version.add_metric([], view.version)
-        entries = GaugeMetricFamily("edgegate_allowlist_entries", "Credentials on the allow-list.")
-        entries.add_metric([], len(view))
+    def _allowlist(view: AllowList, clock: Clock) -> Iterator[Metric]:
+        version = GaugeMetricFamily(
+            "edgegate_allowlist_version", "The allow-list's version.", value=view.version
+        )
+        entries = GaugeMetricFamily(
+            "edgegate_allowlist_entries", "Credentials on the allow-list.", value=len(view)
+        )
         tampered = GaugeMetricFamily(
             "edgegate_allowlist_tampered",
             "1 while the stored allow-list failed its integrity check.",
+            value=1 if view.tampered else 0,
         )
-        tampered.add_metric([], 1 if view.tampered else 0)
         yield from (version, entries, tampered)
         if view.updated_at is not None:
             age = GaugeMetricFamily(
                 "edgegate_allowlist_age_seconds",
                 "Seconds since the allow-list was last updated (by the gate's clock).",
+                value=max(0.0, clock.wall_ns() / 1e9 - view.updated_at.timestamp()),
             )
-            age.add_metric([], max(0.0, gate.clock.wall_ns() / 1e9 - view.updated_at.timestamp()))
             yield age
 
     @staticmethod
@@ -289,12 +289,10 @@ class _GateCollector(Collector):
         yield from (up, seen, rejected)
 
     @staticmethod
-    def _log(gate: Gate) -> Iterator[Metric]:
-        elog = gate.event_log
-        if elog is None:
-            return
-        head = GaugeMetricFamily("edgegate_log_head_seq", "The seq of the log's last event.")
-        head.add_metric([], elog.head[0])
+    def _log(elog: EventLog) -> Iterator[Metric]:
+        head = GaugeMetricFamily(
+            "edgegate_log_head_seq", "The seq of the log's last event.", value=elog.head[0]
+        )
         size = GaugeMetricFamily(
             "edgegate_log_size_bytes",
             "The log on disk, in bytes, by part: the active file with its write-ahead log, "
@@ -308,12 +306,13 @@ class _GateCollector(Collector):
         kept = GaugeMetricFamily(
             "edgegate_log_first_kept_seq",
             "The first seq still on the gate's disk (1 until [log.retention] removes archives).",
+            value=elog.first_kept_seq,
         )
-        kept.add_metric([], elog.first_kept_seq)
         writable = GaugeMetricFamily(
-            "edgegate_log_writable", "1 while the log's last commit succeeded."
+            "edgegate_log_writable",
+            "1 while the log's last commit succeeded.",
+            value=1 if elog.write_problem is None else 0,
         )
-        writable.add_metric([], 1 if elog.write_problem is None else 0)
         yield from (head, size, kept, writable)
 
     @staticmethod
@@ -322,32 +321,36 @@ class _GateCollector(Collector):
         if uplink is None or elog is None:
             return
         connected = GaugeMetricFamily(
-            "edgegate_sync_connected", "1 while the uplink to central's broker is connected."
+            "edgegate_sync_connected",
+            "1 while the uplink to central's broker is connected.",
+            value=1 if uplink.connected.is_set() else 0,
         )
-        connected.add_metric([], 1 if uplink.connected.is_set() else 0)
         backlog = GaugeMetricFamily(
-            "edgegate_sync_backlog_events", "Events central has not acknowledged yet."
+            "edgegate_sync_backlog_events",
+            "Events central has not acknowledged yet.",
+            value=max(0, elog.head[0] - uplink.acked_seq),
         )
-        backlog.add_metric([], max(0, elog.head[0] - uplink.acked_seq))
         acked = GaugeMetricFamily(
-            "edgegate_sync_acked_seq", "The highest seq central acknowledged."
+            "edgegate_sync_acked_seq",
+            "The highest seq central acknowledged.",
+            value=uplink.acked_seq,
         )
-        acked.add_metric([], uplink.acked_seq)
         yield from (connected, backlog, acked)
         if health.sync_lag_s is not None:
             lag = GaugeMetricFamily(
                 "edgegate_sync_lag_seconds",
                 "Age of the oldest event central has not acknowledged (0: none), as of the "
                 "latest health poll.",
+                value=health.sync_lag_s,
             )
-            lag.add_metric([], health.sync_lag_s)
             yield lag
 
     @staticmethod
     def _readiness(health: GateHealth) -> Iterator[Metric]:
         ready, body = health.readiness()
-        gauge = GaugeMetricFamily("edgegate_ready", "1 while /readyz answers ready.")
-        gauge.add_metric([], 1 if ready else 0)
+        gauge = GaugeMetricFamily(
+            "edgegate_ready", "1 while /readyz answers ready.", value=1 if ready else 0
+        )
         ok = GaugeMetricFamily(
             "edgegate_health_ok",
             "1 while a readiness component reports ok (see /readyz for its problem).",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -16,9 +15,10 @@ from aiohttp import web
 from edgegate.config import GateConfig
 from edgegate.config.models import HttpSettings
 from edgegate.console.accounts import AccountsError, AccountStore
-from edgegate.console.app import MAX_BODY, Audit, Console, add_console_routes
+from edgegate.console.app import MAX_BODY, Console, add_console_routes
 from edgegate.console.desk import GateDesk
 from edgegate.core.clock import Clock
+from edgegate.log import EventLog
 from edgegate.observability import get_logger
 from edgegate.sync.pull_api import PullApi, PullLimits
 from edgegate.web import HttpServer, ServerLimits
@@ -54,10 +54,9 @@ class GateWeb:
     """The gate's HTTP server and its parts; :meth:`start` after the log is open."""
 
     config: GateConfig
-    log_path: Path
+    event_log: EventLog  # the pull API reads it; the console's login events are appended to it
     clock: Clock
     desk: GateDesk | None = None  # the console is served only with a desk and [console]
-    audit: Audit | None = None  # appends the console's login events to the gate's log
     health: GateHealth | None = None  # with metrics: /metrics, /healthz, /readyz
     metrics: GateMetrics | None = None
     server: HttpServer | None = None
@@ -100,7 +99,7 @@ class GateWeb:
 
     def _mount_console(self, server: HttpServer) -> None:
         settings = self.config.console
-        if settings is None or self.desk is None or self.audit is None:
+        if settings is None or self.desk is None:
             return
         path = self.config.resolve_path(settings.accounts_file)
         try:
@@ -116,7 +115,7 @@ class GateWeb:
             )
         app = web.Application(client_max_size=MAX_BODY)
         self.console = add_console_routes(
-            app, self.desk, accounts, settings, self.clock, self.audit
+            app, self.desk, accounts, settings, self.clock, self.event_log.append
         )
         server.mount("/", app)
 
@@ -159,7 +158,7 @@ class GateWeb:
                 auth_pause=pa.auth_pause.total_seconds(),
             )
             api = PullApi(
-                self.log_path, self.config.gate.id, token, limits=limits, clock=self.clock
+                self.event_log.path, self.config.gate.id, token, limits=limits, clock=self.clock
             )
             await api.open()
         except (OSError, ValueError) as exc:

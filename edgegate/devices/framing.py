@@ -18,10 +18,11 @@ import abc
 import enum
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Final
 
 from edgegate.core.domain import PlateColour
+from edgegate.core.events import PlateRead
 from edgegate.devices.reader_profile import (
     BinaryFrameReaderProfile,
     ReaderProfile,
@@ -72,6 +73,11 @@ class Frame:
     confidence: float  # 0..1
     image_ref: str
     raw: bytes
+
+    def read_by(self, reader: str) -> PlateRead:
+        """The ``plate.read`` event of this frame from the reader named ``reader`` (every field
+        of the frame is one of the event's)."""
+        return PlateRead(reader=reader, **asdict(self))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from typing import Any
 import serial_asyncio_fast
 
 from edgegate.backoff import backoff_delay
-from edgegate.core.events import DeviceFault, DeviceRecovered, FrameRejected, PlateRead
+from edgegate.core.events import DeviceFault, DeviceRecovered, FrameRejected
 from edgegate.core.plates import normalise
 from edgegate.devices.base import DeviceSignal, DeviceUnavailable, Sink
 from edgegate.devices.framing import (
@@ -239,16 +239,7 @@ class SerialPlateReader:
         self._log.debug(
             "plate read", plate=frame.plate, colour=str(frame.colour), confidence=frame.confidence
         )
-        self._emit(
-            PlateRead(
-                plate=frame.plate,
-                colour=frame.colour,
-                confidence=frame.confidence,
-                reader=self.name,
-                image_ref=frame.image_ref,
-                raw=frame.raw,
-            )
-        )
+        self._emit(frame.read_by(self.name))
 
     def _reject(self, error: FrameError) -> None:
         report = self._rejects.add(error, self._clock())

@@ -21,9 +21,9 @@ import os
 import socket
 import time
 import tty
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
@@ -63,6 +63,13 @@ class Frame:
     function: int  # | 0x80 for an exception response
     address: int  # requests: the first coil/input addressed
     count: int  # requests: how many (1 for FC05)
+
+
+class _Tracing(TypedDict):
+    """The pymodbus server hooks that see every packet and PDU."""
+
+    trace_packet: Callable[[bool, bytes], bytes]
+    trace_pdu: Callable[[bool, ModbusPDU], ModbusPDU]
 
 
 class PlcSimulator:
@@ -147,14 +154,11 @@ class PlcSimulator:
         if self._server is not None:
             return
         device = self._device()
+        # Either transport: silent mode and ``frames`` work on the wire's packets and PDUs.
+        tracing = _Tracing(trace_packet=self._trace_packet, trace_pdu=self._trace_pdu)
         server: ModbusBaseServer
         if self._serial_port is None:
-            server = ModbusTcpServer(
-                device,
-                address=(self._host, self.port),
-                trace_packet=self._trace_packet,
-                trace_pdu=self._trace_pdu,
-            )
+            server = ModbusTcpServer(device, address=(self._host, self.port), **tracing)
         else:
             server = ModbusSerialServer(
                 device,
@@ -163,8 +167,7 @@ class PlcSimulator:
                 baudrate=self._baudrate,
                 # Other units on the same RS-485 line are not our business: stay quiet.
                 ignore_missing_devices=True,
-                trace_packet=self._trace_packet,
-                trace_pdu=self._trace_pdu,
+                **tracing,
             )
         await server.serve_forever(background=True)
         if self._serial_port is None and self.port == 0:

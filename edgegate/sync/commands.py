@@ -12,6 +12,8 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edgegate.core.codec import ns_to_datetime
+from edgegate.core.events import CommandAccepted
 from edgegate.sync.envelope import (
     KIND_COMMAND,
     SignatureCode,
@@ -110,6 +112,19 @@ class SignedCommand:
         """A new command with a fresh uuid4 id, valid from ``now_ns`` for ``lifetime_ns``."""
         return cls(
             uuid.uuid4().hex, gate, action, lane, reason, operator, now_ns, now_ns + lifetime_ns
+        )
+
+    def accepted(self, key_id: str) -> CommandAccepted:
+        """The ``command.accepted`` a gate logs for this command, verified with ``key_id``."""
+        return CommandAccepted(
+            command_id=self.id,
+            action=self.action,
+            operator=self.operator,
+            reason=self.reason,
+            issued_at=ns_to_datetime(self.issued_at_ns),
+            expires_at=ns_to_datetime(self.expires_at_ns),
+            key_id=key_id,
+            lane=self.lane,
         )
 
 

@@ -410,22 +410,7 @@ class Downlink:
             if found is None:
                 continue
             basis, detail = found
-            reports.append(
-                RevokedCredentialAdmission(
-                    lane=a.lane,
-                    decision_seq=a.seq,
-                    plate=a.plate,
-                    credential_kind=str(a.kind),
-                    credential_id=a.credential_id,
-                    decided_at=ns_to_datetime(a.decided_ns),
-                    revoked_at=ns_to_datetime(revoked_at_ns),
-                    revoked_after=revoked_after,
-                    certain=a.decided_ns >= revoked_at_ns,
-                    basis=basis,
-                    detail=detail,
-                    allowlist_version=pub.version,
-                )
-            )
+            reports.append(a.report(basis, detail, revoked_at_ns, revoked_after, pub.version))
         if reports:
             seqs = await self.event_log.append_group(lambda _first: reports)
             log.warning(
@@ -469,16 +454,7 @@ class Downlink:
             log.warning("command_refused", seq=seq, code=exc.code, error=exc.message)
             return CommandOutcome(exc.code, command_id)
         key = _claimed(payload).get("key_id") or ""
-        accepted = CommandAccepted(
-            lane=command.lane,
-            command_id=command.id,
-            action=command.action,
-            operator=command.operator,
-            reason=command.reason,
-            issued_at=ns_to_datetime(command.issued_at_ns),
-            expires_at=ns_to_datetime(command.expires_at_ns),
-            key_id=key,
-        )
+        accepted = command.accepted(key_id=key)
         try:
             seq = await self.event_log.append(accepted)
         except LogError:
@@ -610,6 +586,31 @@ class _Admission:
     plate: str
     kind: CredentialKind
     credential_id: str
+
+    def report(
+        self,
+        basis: str,
+        detail: str,
+        revoked_at_ns: int,
+        revoked_after: datetime | None,
+        allowlist_version: int,
+    ) -> RevokedCredentialAdmission:
+        """This admission reported as made with a credential revoked by ``revoked_at_ns``
+        (and after ``revoked_after`` when known: see the module's docstring)."""
+        return RevokedCredentialAdmission(
+            lane=self.lane,
+            decision_seq=self.seq,
+            plate=self.plate,
+            credential_kind=str(self.kind),
+            credential_id=self.credential_id,
+            decided_at=ns_to_datetime(self.decided_ns),
+            revoked_at=ns_to_datetime(revoked_at_ns),
+            revoked_after=revoked_after,
+            certain=self.decided_ns >= revoked_at_ns,
+            basis=basis,
+            detail=detail,
+            allowlist_version=allowlist_version,
+        )
 
 
 def _admissions_since(path: Path, since_ns: int, version: int) -> list[_Admission]:

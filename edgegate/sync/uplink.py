@@ -269,13 +269,12 @@ class Uplink:
         self._subs: list[_Subscription] = []
         self._hooks: list[ConnectHook] = []
         self._stop = asyncio.Event()
-        # jitter, not security
-        self._backoff = Backoff(options.reconnect_initial, options.reconnect_max, rng)
         self._mqtt = MqttSession(
             self._new_client,
             self._connected_session,
             self._failed,
-            backoff=self._backoff,
+            # jitter, not security
+            backoff=Backoff(options.reconnect_initial, options.reconnect_max, rng),
             stop=self._stop,
             connect_timeout=options.connect_timeout,
             disconnect_timeout=options.connect_timeout,
