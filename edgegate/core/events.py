@@ -74,6 +74,16 @@ def upcaster(name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
     return register
 
 
+def fields_added(name: str, from_version: int, **defaults: Any) -> None:
+    """Register the upcaster of a version that only added fields: the map of ``name``
+    v``from_version`` gets each of ``defaults`` (immutable values) as v+1."""
+
+    def add(data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, **defaults}
+
+    _UPCASTERS[(name, from_version)] = add
+
+
 def registered_types() -> dict[str, type[Event]]:
     return dict(_REGISTRY)
 
@@ -404,34 +414,16 @@ class AccessDecided(Event):
     inside_elsewhere: InsideElsewhere | None = None
 
 
-@upcaster("access.decided", from_version=1)
-def _access_decided_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 had no explanation."""
-    return {**data, "explanation": ""}
-
-
-@upcaster("access.decided", from_version=2)
-def _access_decided_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
-    """v2 had no corrections: every decision was on a reader's read."""
-    return {**data, "corrected_by": None, "corrects_seq": None}
-
-
-@upcaster("access.decided", from_version=3)
-def _access_decided_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
-    """v3 did not record what the policy looked at: the trace is marked not recorded."""
-    return {**data, "trace": None}
-
-
-@upcaster("access.decided", from_version=4)
-def _access_decided_v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
-    """v4 did not watch the clock: no step is known to have preceded the decision."""
-    return {**data, "clock_step": None}
-
-
-@upcaster("access.decided", from_version=5)
-def _access_decided_v5_to_v6(data: dict[str, Any]) -> dict[str, Any]:
-    """v5 knew nothing of central's presence: no vehicle was already inside elsewhere."""
-    return {**data, "inside_elsewhere": None}
+# v1 had no explanation.
+fields_added("access.decided", 1, explanation="")
+# v2 had no corrections: every decision was on a reader's read.
+fields_added("access.decided", 2, corrected_by=None, corrects_seq=None)
+# v3 did not record what the policy looked at: the trace is marked not recorded.
+fields_added("access.decided", 3, trace=None)
+# v4 did not watch the clock: no step is known to have preceded the decision.
+fields_added("access.decided", 4, clock_step=None)
+# v5 knew nothing of central's presence: no vehicle was already inside elsewhere.
+fields_added("access.decided", 5, inside_elsewhere=None)
 
 
 @event_type("vehicle.passed", version=2)
@@ -450,10 +442,8 @@ class VehiclePassed(Event):
     unauthorised: bool = False
 
 
-@upcaster("vehicle.passed", from_version=1)
-def _vehicle_passed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 had no ``unauthorised``: every pass it recorded counts as a plain one."""
-    return {**data, "unauthorised": False}
+# v1 had no ``unauthorised``: every pass it recorded counts as a plain one.
+fields_added("vehicle.passed", 1, unauthorised=False)
 
 
 @event_type("vehicle.backed-out")
@@ -513,10 +503,8 @@ class ManualAction(Event):
     plate: str | None = None
 
 
-@upcaster("manual.action", from_version=1)
-def _manual_action_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 had no corrections, so no plate."""
-    return {**data, "plate": None}
+# v1 had no corrections, so no plate.
+fields_added("manual.action", 1, plate=None)
 
 
 @event_type("guard.wait-expired")
@@ -619,10 +607,8 @@ class DaemonStarted(Event):
     timezone: str = DEFAULT_GATE_TIMEZONE
 
 
-@upcaster("daemon.started", from_version=1)
-def _daemon_started_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 did not record the time zone: every gate then ran on the default one."""
-    return {**data, "timezone": DEFAULT_GATE_TIMEZONE}
+# v1 did not record the time zone: every gate then ran on the default one.
+fields_added("daemon.started", 1, timezone=DEFAULT_GATE_TIMEZONE)
 
 
 @event_type("clock.stepped")
