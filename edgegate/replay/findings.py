@@ -4,12 +4,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, Literal
 
 from edgegate.core.codec import ns_to_datetime
+
+#: Where a finding goes: ``(kind, severity, lane, wall_ns, seqs, summary, **fields)``, the
+#: seqs that prove it in any order (None left out).
+AddFinding = Callable[..., None]
 
 #: Seqs listed per aggregated finding; the count says how many there were.
 CAP = 50
@@ -78,21 +82,6 @@ class Finding:
     seqs: tuple[int, ...]
     summary: str
     fields: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(
-        cls,
-        kind: str,
-        severity: Severity,
-        lane: str | None,
-        wall_ns: int,
-        seqs: Iterable[int | None],
-        summary: str,
-        **fields: Any,
-    ) -> Finding:
-        """A finding proved by ``seqs`` (None and repeats left out, put in order)."""
-        proof = tuple(sorted({s for s in seqs if s is not None}))
-        return cls(kind, severity, lane, wall_ns, proof, summary, fields)
 
     def to_json(self, tz: tzinfo | None = None) -> dict[str, Any]:
         """A JSON object; ``at`` in ``tz`` (default UTC)."""

@@ -182,7 +182,8 @@ class _Scan:
         summary: str,
         **fields: Any,
     ) -> None:
-        self.out.append(Finding.of(kind, severity, lane, wall_ns, seqs, summary, **fields))
+        proof = tuple(sorted({s for s in seqs if s is not None}))
+        self.out.append(Finding(kind, severity, lane, wall_ns, proof, summary, fields))
 
     def add_for_decision(
         self,
@@ -818,8 +819,8 @@ class _Scan:
         for burst in self.bursts.values():
             self._burst(burst)
         self._outages()
-        self.out += travel_findings(self.travels, self.tz, self.limits)
-        self.out += not_read_findings(self.not_read, self.readers, self.tz, self.limits)
+        travel_findings(self.travels, self.tz, self.limits, self.add)
+        not_read_findings(self.not_read, self.readers, self.tz, self.limits, self.add)
         self._clock_step_findings()
         findings = sorted(self.out, key=lambda f: (f.wall_ns, f.seqs[:1], f.kind))
         return Incidents(

@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from edgegate.replay.findings import CAP, Finding, Limits
+from edgegate.replay.findings import CAP, AddFinding, Limits
 
 
 def _day(wall_ns: int, tz: ZoneInfo) -> str:
@@ -17,11 +17,13 @@ def _day(wall_ns: int, tz: ZoneInfo) -> str:
 
 
 def travel_findings(
-    by_lane: dict[tuple[str, str], list[tuple[int, int, int, int]]], tz: ZoneInfo, limits: Limits
-) -> list[Finding]:
+    by_lane: dict[tuple[str, str], list[tuple[int, int, int, int]]],
+    tz: ZoneInfo,
+    limits: Limits,
+    add: AddFinding,
+) -> None:
     """Slow arms and each lane's arm travel trend, from ``by_lane``: per (lane, direction),
     (wall_ns, travel ms, command seq, limit switch seq) of each travel; days in ``tz``."""
-    out: list[Finding] = []
     limit = limits.slow_travel_ms
     for (lane, way), travels in sorted(by_lane.items()):
         by_day: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
@@ -38,21 +40,19 @@ def travel_findings(
             if slow:
                 worst = max(slow, key=lambda t: t[1])
                 seqs = [s for t in slow[: CAP // 2] for s in (t[2], t[3])]
-                out.append(
-                    Finding.of(
-                        "slow-arm",
-                        "warning",
-                        lane,
-                        slow[0][0],
-                        seqs,
-                        f"the arm took more than {limit} ms to {way} {len(slow)} times on "
-                        f"{day} (worst {worst[1]} ms, seqs {worst[2]}→{worst[3]})",
-                        direction=way,
-                        day=day,
-                        count=len(slow),
-                        worst_ms=worst[1],
-                        median_ms=statistics.median(ms),
-                    )
+                add(
+                    "slow-arm",
+                    "warning",
+                    lane,
+                    slow[0][0],
+                    seqs,
+                    f"the arm took more than {limit} ms to {way} {len(slow)} times on "
+                    f"{day} (worst {worst[1]} ms, seqs {worst[2]}→{worst[3]})",
+                    direction=way,
+                    day=day,
+                    count=len(slow),
+                    worst_ms=worst[1],
+                    median_ms=statistics.median(ms),
                 )
         slope = _slope(medians)
         worse = slope is not None and len(medians) >= 3 and slope >= limits.trend_ms_per_day
@@ -61,23 +61,19 @@ def travel_findings(
             if slope is None
             else f"{'slower' if slope > 0 else 'faster'} by {abs(slope):.0f} ms a day"
         )
-        out.append(
-            Finding.of(
-                "arm-travel",
-                "warning" if worse else "info",
-                lane,
-                travels[0][0],
-                proof[:CAP],
-                f"{way}: median {medians[-1][1]:.0f} ms on {medians[-1][0]} over "
-                f"{len(travels)} travels, {trend}"
-                + ("; the arm needs maintenance" if worse else ""),
-                direction=way,
-                travels=len(travels),
-                daily_median_ms=[{"day": day, "median_ms": m} for day, m in medians],
-                slope_ms_per_day=None if slope is None else round(slope, 2),
-            )
+        add(
+            "arm-travel",
+            "warning" if worse else "info",
+            lane,
+            travels[0][0],
+            proof[:CAP],
+            f"{way}: median {medians[-1][1]:.0f} ms on {medians[-1][0]} over "
+            f"{len(travels)} travels, {trend}" + ("; the arm needs maintenance" if worse else ""),
+            direction=way,
+            travels=len(travels),
+            daily_median_ms=[{"day": day, "median_ms": m} for day, m in medians],
+            slope_ms_per_day=None if slope is None else round(slope, 2),
         )
-    return out
 
 
 def not_read_findings(
@@ -85,10 +81,10 @@ def not_read_findings(
     readers: dict[str, str],
     tz: ZoneInfo,
     limits: Limits,
-) -> list[Finding]:
+    add: AddFinding,
+) -> None:
     """Plates not read per reader and hour (in ``tz``), from ``not_read``: (lane, wall_ns, seq)
     of each vehicle that waited with no plate; ``readers``: each lane's reader."""
-    out: list[Finding] = []
     groups: dict[tuple[str | None, str], list[tuple[int, int]]] = defaultdict(list)
     for lane, wall_ns, seq in not_read:
         start = datetime.fromtimestamp(wall_ns / 1e9, tz)
@@ -98,21 +94,18 @@ def not_read_findings(
     for (lane, hour), items in groups.items():
         reader = readers.get(lane or "", f"lane {lane}'s reader")
         n = len(items)
-        out.append(
-            Finding.of(
-                "plates-not-read",
-                "warning" if n >= limits.not_read_warning else "notice",
-                lane,
-                items[0][0],
-                [seq for _, seq in items[:CAP]],
-                f"{n} vehicle{'s' if n > 1 else ''} waited with no plate read by {reader} "
-                f"in the hour from {hour}",
-                reader=reader,
-                hour=hour,
-                count=n,
-            )
+        add(
+            "plates-not-read",
+            "warning" if n >= limits.not_read_warning else "notice",
+            lane,
+            items[0][0],
+            [seq for _, seq in items[:CAP]],
+            f"{n} vehicle{'s' if n > 1 else ''} waited with no plate read by {reader} "
+            f"in the hour from {hour}",
+            reader=reader,
+            hour=hour,
+            count=n,
         )
-    return out
 
 
 def _slope(points: list[tuple[str, float]]) -> float | None:
