@@ -185,6 +185,12 @@ class _Scan:
         proof = tuple(sorted({s for s in seqs if s is not None}))
         self.out.append(Finding(kind, severity, lane, wall_ns, proof, summary, fields))
 
+    def add_for_event(
+        self, kind: str, severity: Severity, ev: StoredEvent, summary: str, **fields: Any
+    ) -> None:
+        """A finding that ``ev`` alone proves, on its lane at its time."""
+        self.add(kind, severity, ev.lane, ev.wall_ns, (ev.seq,), summary, **fields)
+
     def add_for_decision(
         self,
         kind: str,
@@ -242,12 +248,10 @@ class _Scan:
             if not isinstance(data, dict):
                 raise EventDecodeError("payload is not a map")
         except (EventDecodeError, ValueError, TypeError, msgpack.ExtraData) as exc:
-            self.add(
+            self.add_for_event(
                 "undecodable",
                 "critical",
-                ev.lane,
-                ev.wall_ns,
-                (ev.seq,),
+                ev,
                 f"{ev.type} at seq {ev.seq} cannot be read: {exc}",
                 type=ev.type,
                 problem=str(exc),
@@ -614,12 +618,10 @@ class _Scan:
             lane.held = action == "open"
             self._arm_watch(ev, lane)
         reason = d.get("reason") or ""
-        self.add(
+        self.add_for_event(
             "manual-action",
             "notice",
-            ev.lane,
-            ev.wall_ns,
-            (ev.seq,),
+            ev,
             f"{operator} did {action}" + (f": {reason}" if reason else ""),
             action=action,
             operator=operator,
@@ -634,12 +636,10 @@ class _Scan:
             lane = self.lanes[ev.lane]
             lane.held = action == "open-lane"
             self._arm_watch(ev, lane)
-        self.add(
+        self.add_for_event(
             "central-command",
             "notice",
-            ev.lane,
-            ev.wall_ns,
-            (ev.seq,),
+            ev,
             f"central's {d.get('operator', '')} commanded {action}: {d.get('reason', '')}",
             outcome="accepted",
             command_id=command_id,
@@ -649,12 +649,10 @@ class _Scan:
 
     def command_refused(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         code = str(d.get("code", ""))
-        self.add(
+        self.add_for_event(
             "central-command",
             "warning",
-            ev.lane,
-            ev.wall_ns,
-            (ev.seq,),
+            ev,
             f"a command was refused ({code}): {d.get('message', '')}",
             outcome="refused",
             code=code,
