@@ -1,4 +1,6 @@
 """The access policy: what a gate decides for one plate read. Pure: no I/O, no clock reads.
+One module (over 700 lines) because the rules below and the decision's trace share their
+checks (``_faults``, the reason codes): the trace records what each rule found, as it found it.
 
 Entries follow docs/design.md §1 in order of precedence:
 
