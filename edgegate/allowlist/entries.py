@@ -173,9 +173,10 @@ class Builder:
         for name in row.values:
             if name not in allowed and row.given(name):
                 row.error(name, f"does not apply to {kind} entries (leave it empty)")
-        credential = _BUILD[kind](row)
-        if credential is not None and first:
-            self.upserts.append(credential)
+        credential_class, read = _BUILD[kind]
+        fields = read(row)
+        if not row.failed and first:
+            self.upserts.append(credential_class(**fields))
 
 
 def _column_order(error: LineError) -> int:
@@ -370,44 +371,32 @@ def _vehicle(row: _Row) -> VehicleFields:
     )
 
 
-def _registration(row: _Row) -> Credential | None:
+def _registration(row: _Row) -> dict[str, Any]:
     start, end = row.window("valid_from", "valid_until", end_required=False)
-    category = row.choice("category", VehicleCategory)
-    holder = row.choice("holder", HolderType)
-    vehicle, organisation = _vehicle(row), row.text("organisation")
-    if row.failed:
-        return None
-    assert start is not None and category is not None and holder is not None
-    return Registration(
-        **vehicle,
-        category=category,
-        holder=holder,
-        organisation=organisation,
-        valid_from=start,
-        valid_until=end,
-    )
+    return {
+        **_vehicle(row),
+        "category": row.choice("category", VehicleCategory),
+        "holder": row.choice("holder", HolderType),
+        "organisation": row.text("organisation"),
+        "valid_from": start,
+        "valid_until": end,
+    }
 
 
-def _permit(row: _Row) -> Credential | None:
+def _permit(row: _Row) -> dict[str, Any]:
     start, end = row.window("valid_from", "valid_until", end_required=True)
-    category = row.choice("category", VehicleCategory)
-    vehicle = _vehicle(row)
-    visitor, host, purpose = row.text("visitor"), row.text("host"), row.optional_text("purpose")
-    if row.failed:
-        return None
-    assert start is not None and end is not None and category is not None
-    return TemporaryPermit(
-        **vehicle,
-        category=category,
-        visitor=visitor,
-        host=host,
-        purpose=purpose,
-        valid_from=start,
-        valid_until=end,
-    )
+    return {
+        **_vehicle(row),
+        "category": row.choice("category", VehicleCategory),
+        "visitor": row.text("visitor"),
+        "host": row.text("host"),
+        "purpose": row.optional_text("purpose"),
+        "valid_from": start,
+        "valid_until": end,
+    }
 
 
-def _appointment(row: _Row) -> Credential | None:
+def _appointment(row: _Row) -> dict[str, Any]:
     start, end = row.window("window_start", "window_end", end_required=True)
     category = row.choice("category", VehicleCategory)
     if category is not None and not category.dangerous:
@@ -415,46 +404,39 @@ def _appointment(row: _Row) -> Credential | None:
             "category",
             f"appointments are for hazmat or hazwaste vehicles, not {category.value}",
         )
-    vehicle = _vehicle(row)
-    destination, waybill = row.text("destination"), row.text("waybill")
-    un_number, hazard_class = row.un_number(), row.hazard_class()
-    if row.failed:
-        return None
-    assert start is not None and end is not None and category is not None
-    return Appointment(
-        **vehicle,
-        category=category,
-        window_start=start,
-        window_end=end,
-        destination=destination,
-        un_number=un_number,
-        hazard_class=hazard_class,
-        waybill=waybill,
-    )
+    return {
+        **_vehicle(row),
+        "category": category,
+        "window_start": start,
+        "window_end": end,
+        "destination": row.text("destination"),
+        "un_number": row.un_number(),
+        "hazard_class": row.hazard_class(),
+        "waybill": row.text("waybill"),
+    }
 
 
-def _blacklist(row: _Row) -> Credential | None:
+def _blacklist(row: _Row) -> dict[str, Any]:
     start, end = row.window("valid_from", "valid_until", end_required=False)
-    reason = row.choice("reason", BlacklistReason)
-    id_, plate = row.text("id"), row.plate()
-    detail, source = row.optional_text("detail"), row.text("source")
-    if row.failed:
-        return None
-    assert start is not None and reason is not None
-    return BlacklistEntry(
-        id=id_,
-        plate=plate,
-        reason=reason,
-        detail=detail,
-        source=source,
-        valid_from=start,
-        valid_until=end,
-    )
+    return {
+        "id": row.text("id"),
+        "plate": row.plate(),
+        "reason": row.choice("reason", BlacklistReason),
+        "detail": row.optional_text("detail"),
+        "source": row.text("source"),
+        "valid_from": start,
+        "valid_until": end,
+    }
 
 
-_BUILD: Mapping[CredentialKind, Callable[[_Row], Credential | None]] = {
-    CredentialKind.REGISTRATION: _registration,
-    CredentialKind.PERMIT: _permit,
-    CredentialKind.APPOINTMENT: _appointment,
-    CredentialKind.BLACKLIST: _blacklist,
+# Each kind's credential class and the reader of its fields. The readers record every problem
+# on the row; a value is None only where the row has ``failed``, so the class is built only
+# from a row without problems.
+_BUILD: Mapping[
+    CredentialKind, tuple[Callable[..., Credential], Callable[[_Row], dict[str, Any]]]
+] = {
+    CredentialKind.REGISTRATION: (Registration, _registration),
+    CredentialKind.PERMIT: (TemporaryPermit, _permit),
+    CredentialKind.APPOINTMENT: (Appointment, _appointment),
+    CredentialKind.BLACKLIST: (BlacklistEntry, _blacklist),
 }

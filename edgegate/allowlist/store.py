@@ -1,4 +1,6 @@
-"""SQLite persistence of the allow-list.
+"""SQLite persistence of the allow-list. One module (over 600 lines) because the writes
+(snapshot, staged snapshot, delta, consumption) share the table's SQL and each keeps the seal
+in step with it.
 
 One row per credential (``allowlist_entry``, keyed by kind and id, ``data`` the codec bytes)
 and one state row (``allowlist_state``: version, when it was brought up to date, where the
@@ -23,9 +25,7 @@ bad entry it can find, when the table no longer matches it (changed behind edgeg
 
 The seal is not keyed: it detects an edit made without recomputing it (a hand edit, a flipped
 byte, a restored older copy of the table), not someone who rewrites the seal as well. The
-seal's arithmetic and its check live in :mod:`edgegate.allowlist.seal`; the writes (snapshot,
-staged snapshot, delta, consumption) stay together here, over ~600 lines, because they share
-the table's SQL and each keeps the seal in step with it.
+seal's arithmetic and its check live in :mod:`edgegate.allowlist.seal`.
 """
 
 from __future__ import annotations

@@ -26,17 +26,14 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from edgegate.core import domain
 from edgegate.core.domain import (
     Appointment,
     BlacklistEntry,
-    BlacklistReason,
     Credential,
     CredentialKind,
-    HolderType,
-    PlateColour,
     Registration,
     TemporaryPermit,
-    VehicleCategory,
 )
 
 _T = TypeVar("_T")
@@ -69,10 +66,10 @@ def _opt_ts(value: datetime | None, field: str) -> int | None:
 # Decoding runs on every lookup at the lane. Instants and gate sets are shared through bounded
 # caches: a list holds few distinct ones (whole days, window starts), so decoded credentials
 # share them rather than each holding copies.
-_COLOURS = {m.value: m for m in PlateColour}
-_CATEGORIES = {m.value: m for m in VehicleCategory}
-_HOLDERS = {m.value: m for m in HolderType}
-_REASONS = {m.value: m for m in BlacklistReason}
+_COLOURS = {m.value: m for m in domain.PlateColour}
+_CATEGORIES = {m.value: m for m in domain.VehicleCategory}
+_HOLDERS = {m.value: m for m in domain.HolderType}
+_REASONS = {m.value: m for m in domain.BlacklistReason}
 _INSTANTS: dict[int, datetime] = {}
 _GATE_SETS: dict[tuple[str, ...], frozenset[str]] = {}
 _MAX_CACHED_INSTANTS = 1 << 16
@@ -125,6 +122,11 @@ def _vehicle(tag: str, c: Registration | TemporaryPermit | Appointment) -> list[
     return [tag, c.id, c.plate, c.colour, c.category]
 
 
+def _validity(c: Registration | TemporaryPermit) -> list[Any]:
+    """The fields a registration's or a permit's encoding ends with."""
+    return [_ts(c.valid_from, "valid_from"), _opt_ts(c.valid_until, "valid_until"), sorted(c.gates)]
+
+
 def encode(credential: Credential) -> bytes:
     """The canonical bytes of a credential. Raises ``CodecError`` for naive or sub-second
     instants."""
@@ -136,9 +138,7 @@ def encode(credential: Credential) -> bytes:
             *_vehicle(_REGISTRATION, c),
             c.holder,
             c.organisation,
-            _ts(c.valid_from, "valid_from"),
-            _opt_ts(c.valid_until, "valid_until"),
-            sorted(c.gates),
+            *_validity(c),
         ]
     elif isinstance(c, TemporaryPermit):
         fields = [
@@ -146,9 +146,7 @@ def encode(credential: Credential) -> bytes:
             c.visitor,
             c.host,
             c.purpose,
-            _ts(c.valid_from, "valid_from"),
-            _ts(c.valid_until, "valid_until"),
-            sorted(c.gates),
+            *_validity(c),
         ]
     elif isinstance(c, Appointment):
         fields = [

@@ -83,14 +83,31 @@ def _within(now: datetime, start: datetime, end: datetime | None) -> bool:
     return start <= now and (end is None or now < end)
 
 
+class _ValidFromUntil:
+    """Valid from ``valid_from`` until ``valid_until`` (half-open; no end: open-ended)."""
+
+    __slots__ = ()
+    valid_from: datetime
+    valid_until: datetime | None
+
+    def valid_at(self, now: datetime) -> bool:
+        return _within(now, self.valid_from, self.valid_until)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Registration:
-    """A registered vehicle: passes while its registration is valid."""
+class _VehicleCredential:
+    """The fields registrations, permits and appointments start with."""
 
     id: str
     plate: str
     colour: PlateColour = PlateColour.UNKNOWN
-    category: VehicleCategory
+    category: VehicleCategory  # an appointment's is HAZMAT or HAZWASTE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registration(_VehicleCredential, _ValidFromUntil):
+    """A registered vehicle: passes while its registration is valid."""
+
     holder: HolderType
     organisation: str  # company or department name; the employee's employer for commuters
     valid_from: datetime
@@ -99,18 +116,11 @@ class Registration:
 
     kind: ClassVar[CredentialKind] = CredentialKind.REGISTRATION
 
-    def valid_at(self, now: datetime) -> bool:
-        return _within(now, self.valid_from, self.valid_until)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TemporaryPermit:
+class TemporaryPermit(_VehicleCredential, _ValidFromUntil):
     """A visitor or one-off delivery: passes inside its window, at its gates."""
 
-    id: str
-    plate: str
-    colour: PlateColour = PlateColour.UNKNOWN
-    category: VehicleCategory
     visitor: str  # driver or visiting company
     host: str  # who in the park invited the vehicle
     purpose: str = ""
@@ -120,18 +130,11 @@ class TemporaryPermit:
 
     kind: ClassVar[CredentialKind] = CredentialKind.PERMIT
 
-    def valid_at(self, now: datetime) -> bool:
-        return _within(now, self.valid_from, self.valid_until)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Appointment:
+class Appointment(_VehicleCredential):
     """A hazmat or hazwaste appointment (预约), consumed by the entry it admits."""
 
-    id: str
-    plate: str
-    colour: PlateColour = PlateColour.UNKNOWN
-    category: VehicleCategory  # HAZMAT or HAZWASTE
     window_start: datetime
     window_end: datetime
     destination: str  # destination company

@@ -1,5 +1,6 @@
-"""Everything a gate records, as typed, versioned events. One module (about 600 lines): the
-registry of type names and versions is checked and read as a whole.
+"""Everything a gate records, as typed, versioned events. One module (about 800 lines): the
+event types, their versions and upcasters are checked and read as a whole. How they are
+registered, encoded and upcast is :mod:`edgegate.core.event_registry`.
 
 Each event class has a stable ``TYPE`` name and a schema ``VERSION``. Events are stored as a
 msgpack map of their fields (``lane`` is a column of its own). When a class's fields change,
@@ -10,14 +11,11 @@ the next, so old logs stay readable forever (docs/design.md §4).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
-import msgpack
-
-from edgegate.core.codec import CodecError, DataclassCodec
+from edgegate.core.codec import CodecError
 from edgegate.core.domain import (
     Direction,
     GateKind,
@@ -26,105 +24,18 @@ from edgegate.core.domain import (
     PlateColour,
     VehicleCategory,
 )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
-    """Base of all events. ``lane`` is None for gate-wide events."""
-
-    TYPE: ClassVar[str] = ""
-    VERSION: ClassVar[int] = 1
-    lane: str | None = None
-
-
-E = TypeVar("E", bound=type[Event])
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-
-_REGISTRY: dict[str, type[Event]] = {}
-_CODECS: dict[type[Event], DataclassCodec] = {}
-_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
-
-
-class EventDecodeError(ValueError):
-    """A stored event that cannot be turned back into its class (names type, version, why)."""
-
-
-def event_type(name: str, version: int = 1) -> Callable[[E], E]:
-    """Register an event class under a stable type name and schema version."""
-
-    def register(cls: E) -> E:
-        if name in _REGISTRY:
-            raise ValueError(f"event type {name!r} registered twice")
-        cls.TYPE = name
-        cls.VERSION = version
-        _REGISTRY[name] = cls
-        _CODECS[cls] = DataclassCodec(cls, exclude=frozenset({"lane"}))
-        return cls
-
-    return register
-
-
-def upcaster(name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
-    """Register a function turning the map of ``name`` v``from_version`` into v+1."""
-
-    def register(fn: Upcaster) -> Upcaster:
-        _UPCASTERS[(name, from_version)] = fn
-        return fn
-
-    return register
-
-
-def registered_types() -> dict[str, type[Event]]:
-    return dict(_REGISTRY)
-
-
-_packb = msgpack.Packer(use_bin_type=True).pack
-
-
-def encode(event: Event) -> bytes:
-    """The stored payload of an event: a msgpack map of its fields, without ``lane``."""
-    return _packb(_CODECS[type(event)].to_map(event))
-
-
-def to_map(event: Event) -> dict[str, Any]:
-    """The event's fields as msgpack/JSON-friendly values (without ``lane``)."""
-    return _CODECS[type(event)].to_map(event)
-
-
-def upcast(type_name: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
-    """Bring a stored map of ``version`` up to the registered class's current version."""
-    cls = _REGISTRY.get(type_name)
-    if cls is None:
-        raise EventDecodeError(f"unknown event type {type_name!r}")
-    if version > cls.VERSION:
-        raise EventDecodeError(
-            f"{type_name} v{version} is newer than this software knows (v{cls.VERSION})"
-        )
-    while version < cls.VERSION:
-        step = _UPCASTERS.get((type_name, version))
-        if step is None:
-            raise EventDecodeError(f"no upcaster for {type_name} v{version} -> v{version + 1}")
-        data = step(data)
-        version += 1
-    return data
-
-
-def decode(type_name: str, version: int, payload: bytes, lane: str | None = None) -> Event:
-    """Rebuild an event from its stored form, upcasting old versions."""
-    try:
-        data = msgpack.unpackb(payload, raw=False)
-    except Exception as exc:
-        raise EventDecodeError(f"{type_name} v{version}: payload is not msgpack: {exc}") from exc
-    if not isinstance(data, dict):
-        raise EventDecodeError(f"{type_name} v{version}: payload is not a map")
-    data = upcast(type_name, version, data)
-    cls = _REGISTRY[type_name]
-    try:
-        event: Event = _CODECS[cls].from_map(data, lane=lane)
-    except (CodecError, TypeError, ValueError) as exc:
-        raise EventDecodeError(f"{type_name} v{version}: {exc}") from exc
-    return event
-
+from edgegate.core.event_registry import (
+    Event,
+    EventDecodeError,
+    decode,
+    encode,
+    event_type,
+    fields_added,
+    registered_types,
+    to_map,
+    upcast,
+    upcaster,
+)
 
 # --- vocabularies ---------------------------------------------------------------------------
 
@@ -404,34 +315,16 @@ class AccessDecided(Event):
     inside_elsewhere: InsideElsewhere | None = None
 
 
-@upcaster("access.decided", from_version=1)
-def _access_decided_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 had no explanation."""
-    return {**data, "explanation": ""}
-
-
-@upcaster("access.decided", from_version=2)
-def _access_decided_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
-    """v2 had no corrections: every decision was on a reader's read."""
-    return {**data, "corrected_by": None, "corrects_seq": None}
-
-
-@upcaster("access.decided", from_version=3)
-def _access_decided_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
-    """v3 did not record what the policy looked at: the trace is marked not recorded."""
-    return {**data, "trace": None}
-
-
-@upcaster("access.decided", from_version=4)
-def _access_decided_v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
-    """v4 did not watch the clock: no step is known to have preceded the decision."""
-    return {**data, "clock_step": None}
-
-
-@upcaster("access.decided", from_version=5)
-def _access_decided_v5_to_v6(data: dict[str, Any]) -> dict[str, Any]:
-    """v5 knew nothing of central's presence: no vehicle was already inside elsewhere."""
-    return {**data, "inside_elsewhere": None}
+# v1 had no explanation.
+fields_added("access.decided", 1, explanation="")
+# v2 had no corrections: every decision was on a reader's read.
+fields_added("access.decided", 2, corrected_by=None, corrects_seq=None)
+# v3 did not record what the policy looked at: the trace is marked not recorded.
+fields_added("access.decided", 3, trace=None)
+# v4 did not watch the clock: no step is known to have preceded the decision.
+fields_added("access.decided", 4, clock_step=None)
+# v5 knew nothing of central's presence: no vehicle was already inside elsewhere.
+fields_added("access.decided", 5, inside_elsewhere=None)
 
 
 @event_type("vehicle.passed", version=2)
@@ -450,10 +343,8 @@ class VehiclePassed(Event):
     unauthorised: bool = False
 
 
-@upcaster("vehicle.passed", from_version=1)
-def _vehicle_passed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 had no ``unauthorised``: every pass it recorded counts as a plain one."""
-    return {**data, "unauthorised": False}
+# v1 had no ``unauthorised``: every pass it recorded counts as a plain one.
+fields_added("vehicle.passed", 1, unauthorised=False)
 
 
 @event_type("vehicle.backed-out")
@@ -513,10 +404,8 @@ class ManualAction(Event):
     plate: str | None = None
 
 
-@upcaster("manual.action", from_version=1)
-def _manual_action_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 had no corrections, so no plate."""
-    return {**data, "plate": None}
+# v1 had no corrections, so no plate.
+fields_added("manual.action", 1, plate=None)
 
 
 @event_type("guard.wait-expired")
@@ -619,10 +508,8 @@ class DaemonStarted(Event):
     timezone: str = DEFAULT_GATE_TIMEZONE
 
 
-@upcaster("daemon.started", from_version=1)
-def _daemon_started_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 did not record the time zone: every gate then ran on the default one."""
-    return {**data, "timezone": DEFAULT_GATE_TIMEZONE}
+# v1 did not record the time zone: every gate then ran on the default one.
+fields_added("daemon.started", 1, timezone=DEFAULT_GATE_TIMEZONE)
 
 
 @event_type("clock.stepped")

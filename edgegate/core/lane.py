@@ -416,31 +416,25 @@ class Lane:
                 since = self._loop_since.pop(loop, now)
                 if loop in self._loop_faulty:
                     self._loop_faulty.discard(loop)
-                    out.append(
-                        Record(
-                            DeviceRecovered(
-                                lane=self.setup.lane_id,
-                                device=self._loop_name(loop),
-                                down_ms=(now - since) // 1_000_000,
-                            )
-                        )
+                    recovered = DeviceRecovered(
+                        lane=self.setup.lane_id,
+                        device=self._loop_name(loop),
+                        down_ms=(now - since) // 1_000_000,
                     )
+                    out.append(Record(recovered))
 
     def _check_loop_faults(self, now: int, out: list[Action]) -> None:
         limit = self.setup.timings.loop_fault_after
         for loop, since in list(self._loop_since.items()):
             if loop not in self._loop_faulty and now - since >= limit:
                 self._loop_faulty.add(loop)
-                out.append(
-                    Record(
-                        DeviceFault(
-                            lane=self.setup.lane_id,
-                            device=self._loop_name(loop),
-                            code="loop-stuck",
-                            message=f"{loop} loop occupied for {(now - since) // NS} s",
-                        )
-                    )
+                stuck = DeviceFault(
+                    lane=self.setup.lane_id,
+                    device=self._loop_name(loop),
+                    code="loop-stuck",
+                    message=f"{loop} loop occupied for {(now - since) // NS} s",
                 )
+                out.append(Record(stuck))
 
     def _loop_name(self, loop: Loop) -> str:
         return f"{self.setup.loop_device}:{loop}-loop"

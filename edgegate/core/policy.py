@@ -1,4 +1,6 @@
 """The access policy: what a gate decides for one plate read. Pure: no I/O, no clock reads.
+One module (over 700 lines) because the rules below and the decision's trace share their
+checks (``_faults``, the reason codes): the trace records what each rule found, as it found it.
 
 Entries follow docs/design.md §1 in order of precedence:
 
@@ -62,7 +64,7 @@ import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from edgegate.core.domain import (
     AllowListView,
@@ -581,29 +583,31 @@ _CODES = {
 
 
 def _traced(c: _Admitting | BlacklistEntry, now: datetime, gate_id: str) -> TracedCredential:
+    vehicle: dict[str, Any]
+    checks: tuple[str, ...]
     if isinstance(c, BlacklistEntry):
-        return TracedCredential(
-            kind=c.kind.value,
-            id=c.id,
-            plate=c.plate,
-            valid_from=c.valid_from,
-            valid_until=c.valid_until,
-            checks=_BLACKLISTED_NOW if c.valid_at(now) else _BLACKLIST_NOT_IN_FORCE,
-        )
-    codes = _CODES[c.kind]
-    start, end = _window(c)
-    faults = _faults(c, now, gate_id, codes)
+        start, end = c.valid_from, c.valid_until
+        checks = _BLACKLISTED_NOW if c.valid_at(now) else _BLACKLIST_NOT_IN_FORCE
+        vehicle = {}
+    else:
+        codes = _CODES[c.kind]
+        start, end = _window(c)
+        faults = _faults(c, now, gate_id, codes)
+        checks = tuple(str(f) for f in faults) if faults else (codes.valid.value,)
+        vehicle = {
+            "colour": c.colour,
+            "category": c.category,
+            "gates": tuple(sorted(c.gates)),
+            "consumed": isinstance(c, Appointment) and c.consumed,
+        }
     return TracedCredential(
         kind=c.kind.value,
         id=c.id,
         plate=c.plate,
-        colour=c.colour,
-        category=c.category,
         valid_from=start,
         valid_until=end,
-        gates=tuple(sorted(c.gates)),
-        consumed=isinstance(c, Appointment) and c.consumed,
-        checks=tuple(str(f) for f in faults) if faults else (codes.valid.value,),
+        checks=checks,
+        **vehicle,
     )
 
 

@@ -7,129 +7,47 @@ state kept is per lane or per device, so a long log costs time in proportion and
 What needs the whole log (arm travel trends, plates not read per hour, which devices are
 barriers) is settled at the end from small per-event records.
 
-Kinds, and what each finding's fields are, are listed in ``KINDS``.
+Kinds, and what each finding's fields are, are listed in ``KINDS`` (``replay.findings``, with
+``Finding`` and ``Incidents``); the per-day and per-hour aggregates are ``replay.trends``.
+One module (over 900 lines) because the pass is one state machine over the log: its
+handlers share the per-lane and per-device state and hand findings to each other.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgpack
 
-from edgegate.core.codec import ns_to_datetime
 from edgegate.core.events import EventDecodeError, registered_types, upcast
 from edgegate.log.chain import Row
 from edgegate.log.reader import StoredEvent
+from edgegate.replay.findings import (
+    CAP,
+    KINDS,
+    SEVERITIES,
+    Finding,
+    Incidents,
+    Limits,
+    Severity,
+)
+from edgegate.replay.trends import not_read_findings, travel_findings
 
-Severity = Literal["info", "notice", "warning", "critical"]
-SEVERITIES: tuple[Severity, ...] = ("info", "notice", "warning", "critical")
-
-KINDS: dict[str, str] = {
-    "barrier-fault": "a barrier PLC or arm failed (fault input, travel timeout, PLC not "
-    "answering), until it recovered: device, code, duration_s",
-    "device-outage": "another device (plate reader, loop) failed, until it recovered",
-    "not-opened-for": "an admitted vehicle the arm never rose for",
-    "slow-arm": "arm travels (command to limit switch) slower than the limit, per lane, "
-    "direction and day: count, worst_ms, median_ms",
-    "arm-travel": "a lane's arm travel times per day and their trend (least-squares slope of "
-    "the daily medians, ms a day): an arm getting slower needs maintenance",
-    "tailgate": "a second vehicle seems to have passed on one opening",
-    "back-out": "a vehicle reversed away from the arming loop",
-    "arm-left-up": "the arm stood up with the lane clear longer than the limit, not held",
-    "safety-reversal": "a closing arm was raised again: its safety loop became occupied",
-    "unauthorised-pass": "a vehicle the policy refused crossed a lane held open",
-    "plates-not-read": "vehicles waited on the arming loop and no plate came, per reader, per hour",
-    "rejected-frames": "a burst of bad frames from one device (frames counted, error kinds)",
-    "guard-wait": "a decision that waited for a guard: answered (confirm, refuse, correct), "
-    "expired, backed out or superseded, and how long",
-    "manual-action": "a guard's or central's open, hold, release or close",
-    "central-command": "a signed command from central: accepted, refused or failed",
-    "incident-mode": "incident mode on (and off), with its source and who",
-    "clock-step": "wall time jumped against monotonic time within one boot: the daemon's "
-    "clock.stepped (offset, synchronised, the decisions that carried it until the next sync: "
-    "decisions, decisions_carrying), or found between two events of a log without it",
-    "boot-gap": "the daemon stopped and started again, how long it was down",
-    "crash": "the daemon started again without having stopped (crash or power loss)",
-    "allowlist-tampered": "the stored allow-list failed its seal at start",
-    "allowlist-refused": "an allow-list publication from central that was not applied",
-    "revoked-admission": "an entry admitted with a credential central had revoked",
-    "log-discontinuity": "seqs or the hash links between consecutive events do not follow: "
-    "events missing or inserted (the log may have been edited)",
-    "cause-mismatch": "a barrier command names as its cause an event that cannot cause one "
-    "(the log may have been edited)",
-    "undecodable": "an event whose payload cannot be read",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Thresholds of the findings (defaults suit the default ``[timings]``)."""
-
-    arm_up_clear_s: float = 5.0  # arm up, lane clear, not held: longer is "left up"
-    slow_travel_ms: int = 4000  # 2/3 of the default 6 s travel timeout
-    trend_ms_per_day: float = 20.0  # an arm slower by this much a day needs maintenance
-    clock_step_s: float = 2.0
-    burst_gap_s: float = 10.0  # rejected-frame events closer than this are one burst
-    not_read_warning: int = 3  # plates not read in one hour of one reader: a warning
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One finding. ``seqs``: the events that prove it, in seq order; ``wall_ns``: when it
-    began; ``fields``: its key facts (JSON values), by kind (see ``KINDS``)."""
-
-    kind: str
-    severity: Severity
-    lane: str | None
-    wall_ns: int
-    seqs: tuple[int, ...]
-    summary: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self, tz: tzinfo | None = None) -> dict[str, Any]:
-        """A JSON object; ``at`` in ``tz`` (default UTC)."""
-        at = ns_to_datetime(self.wall_ns)
-        return {
-            "kind": self.kind,
-            "severity": self.severity,
-            "lane": self.lane,
-            "at": (at if tz is None else at.astimezone(tz)).isoformat(),
-            "wall_ns": self.wall_ns,
-            "seqs": list(self.seqs),
-            "summary": self.summary,
-            **self.fields,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Incidents:
-    """The findings of a log, in order of time, and what was read."""
-
-    findings: tuple[Finding, ...]
-    events: int
-    first_seq: int | None
-    last_seq: int | None
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for f in self.findings:
-            out[f.kind] = out.get(f.kind, 0) + 1
-        return out
-
-    def to_json(self, tz: tzinfo | None = None) -> dict[str, Any]:
-        return {
-            "events": self.events,
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-            "findings": [f.to_json(tz) for f in self.findings],
-        }
-
+__all__ = [
+    "KINDS",
+    "SEVERITIES",
+    "Finding",
+    "Incidents",
+    "Limits",
+    "Severity",
+    "find_incidents",
+    "find_incidents_in_rows",
+    "stored_events",
+]
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -157,9 +75,6 @@ def _seconds(a: _At, b: _At) -> float:
 
 def _s(value: float) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
-
-
-_CAP = 50  # seqs listed per aggregated finding; the count says how many there were
 
 
 @dataclass(slots=True)
@@ -270,6 +185,12 @@ class _Scan:
         proof = tuple(sorted({s for s in seqs if s is not None}))
         self.out.append(Finding(kind, severity, lane, wall_ns, proof, summary, fields))
 
+    def add_for_event(
+        self, kind: str, severity: Severity, ev: StoredEvent, summary: str, **fields: Any
+    ) -> None:
+        """A finding that ``ev`` alone proves, on its lane at its time."""
+        self.add(kind, severity, ev.lane, ev.wall_ns, (ev.seq,), summary, **fields)
+
     def add_for_decision(
         self,
         kind: str,
@@ -327,12 +248,10 @@ class _Scan:
             if not isinstance(data, dict):
                 raise EventDecodeError("payload is not a map")
         except (EventDecodeError, ValueError, TypeError, msgpack.ExtraData) as exc:
-            self.add(
+            self.add_for_event(
                 "undecodable",
                 "critical",
-                ev.lane,
-                ev.wall_ns,
-                (ev.seq,),
+                ev,
                 f"{ev.type} at seq {ev.seq} cannot be read: {exc}",
                 type=ev.type,
                 problem=str(exc),
@@ -547,7 +466,7 @@ class _Scan:
             burst.frames += frames
             burst.kinds |= kinds
             burst.events += 1
-            if len(burst.seqs) < _CAP:
+            if len(burst.seqs) < CAP:
                 burst.seqs.append(ev.seq)
             return
         if burst is not None:
@@ -589,7 +508,7 @@ class _Scan:
             step = self.clock_steps.get(step_seq)
             if step is not None:
                 step.count += 1
-                if len(step.decisions) < _CAP:
+                if len(step.decisions) < CAP:
                     step.decisions.append(ev.seq)
         if ev.lane is None:
             return
@@ -699,12 +618,10 @@ class _Scan:
             lane.held = action == "open"
             self._arm_watch(ev, lane)
         reason = d.get("reason") or ""
-        self.add(
+        self.add_for_event(
             "manual-action",
             "notice",
-            ev.lane,
-            ev.wall_ns,
-            (ev.seq,),
+            ev,
             f"{operator} did {action}" + (f": {reason}" if reason else ""),
             action=action,
             operator=operator,
@@ -719,12 +636,10 @@ class _Scan:
             lane = self.lanes[ev.lane]
             lane.held = action == "open-lane"
             self._arm_watch(ev, lane)
-        self.add(
+        self.add_for_event(
             "central-command",
             "notice",
-            ev.lane,
-            ev.wall_ns,
-            (ev.seq,),
+            ev,
             f"central's {d.get('operator', '')} commanded {action}: {d.get('reason', '')}",
             outcome="accepted",
             command_id=command_id,
@@ -734,12 +649,10 @@ class _Scan:
 
     def command_refused(self, ev: StoredEvent, d: dict[str, Any]) -> None:
         code = str(d.get("code", ""))
-        self.add(
+        self.add_for_event(
             "central-command",
             "warning",
-            ev.lane,
-            ev.wall_ns,
-            (ev.seq,),
+            ev,
             f"a command was refused ({code}): {d.get('message', '')}",
             outcome="refused",
             code=code,
@@ -904,8 +817,8 @@ class _Scan:
         for burst in self.bursts.values():
             self._burst(burst)
         self._outages()
-        self._travel()
-        self._not_read()
+        travel_findings(self.travels, self.tz, self.limits, self.add)
+        not_read_findings(self.not_read, self.readers, self.tz, self.limits, self.add)
         self._clock_step_findings()
         findings = sorted(self.out, key=lambda f: (f.wall_ns, f.seqs[:1], f.kind))
         return Incidents(
@@ -936,102 +849,9 @@ class _Scan:
                 duration_s=None if lasted is None else round(lasted, 3),
             )
 
-    def _day(self, wall_ns: int) -> str:
-        return datetime.fromtimestamp(wall_ns / 1e9, self.tz).date().isoformat()
-
-    def _travel(self) -> None:
-        limit = self.limits.slow_travel_ms
-        for (lane, way), travels in sorted(self.travels.items()):
-            by_day: dict[str, list[tuple[int, int, int, int]]] = defaultdict(list)
-            for t in travels:
-                by_day[self._day(t[0])].append(t)
-            medians: list[tuple[str, float]] = []
-            proof: list[int] = []
-            for day, items in sorted(by_day.items()):
-                ms = [t[1] for t in items]
-                medians.append((day, float(statistics.median(ms))))
-                mid = sorted(items, key=lambda t: t[1])[len(items) // 2]
-                proof += [mid[2], mid[3]]
-                slow = [t for t in items if t[1] > limit]
-                if slow:
-                    worst = max(slow, key=lambda t: t[1])
-                    seqs = [s for t in slow[: _CAP // 2] for s in (t[2], t[3])]
-                    self.add(
-                        "slow-arm",
-                        "warning",
-                        lane,
-                        slow[0][0],
-                        seqs,
-                        f"the arm took more than {limit} ms to {way} {len(slow)} times on "
-                        f"{day} (worst {worst[1]} ms, seqs {worst[2]}→{worst[3]})",
-                        direction=way,
-                        day=day,
-                        count=len(slow),
-                        worst_ms=worst[1],
-                        median_ms=statistics.median(ms),
-                    )
-            slope = _slope(medians)
-            worse = (
-                slope is not None and len(medians) >= 3 and slope >= self.limits.trend_ms_per_day
-            )
-            trend = (
-                "one day only, no trend"
-                if slope is None
-                else f"{'slower' if slope > 0 else 'faster'} by {abs(slope):.0f} ms a day"
-            )
-            self.add(
-                "arm-travel",
-                "warning" if worse else "info",
-                lane,
-                travels[0][0],
-                proof[:_CAP],
-                f"{way}: median {medians[-1][1]:.0f} ms on {medians[-1][0]} over "
-                f"{len(travels)} travels, {trend}"
-                + ("; the arm needs maintenance" if worse else ""),
-                direction=way,
-                travels=len(travels),
-                daily_median_ms=[{"day": day, "median_ms": m} for day, m in medians],
-                slope_ms_per_day=None if slope is None else round(slope, 2),
-            )
-
-    def _not_read(self) -> None:
-        groups: dict[tuple[str | None, str], list[tuple[int, int]]] = defaultdict(list)
-        for lane, wall_ns, seq in self.not_read:
-            start = datetime.fromtimestamp(wall_ns / 1e9, self.tz)
-            groups[(lane, start.replace(minute=0, second=0, microsecond=0).isoformat())].append(
-                (wall_ns, seq)
-            )
-        for (lane, hour), items in groups.items():
-            reader = self.readers.get(lane or "", f"lane {lane}'s reader")
-            n = len(items)
-            self.add(
-                "plates-not-read",
-                "warning" if n >= self.limits.not_read_warning else "notice",
-                lane,
-                items[0][0],
-                [seq for _, seq in items[:_CAP]],
-                f"{n} vehicle{'s' if n > 1 else ''} waited with no plate read by {reader} "
-                f"in the hour from {hour}",
-                reader=reader,
-                hour=hour,
-                count=n,
-            )
-
 
 def _short(text: str, size: int = 80) -> str:
     return text if len(text) <= size else text[: size - 1] + "…"
-
-
-def _slope(points: list[tuple[str, float]]) -> float | None:
-    """Least-squares slope of daily medians in ms a day (days counted from the first)."""
-    if len(points) < 2:
-        return None
-    first = datetime.fromisoformat(points[0][0])
-    xs = [(datetime.fromisoformat(day) - first).days for day, _ in points]
-    ys = [m for _, m in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var
 
 
 _unpackb = msgpack.unpackb

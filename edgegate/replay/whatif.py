@@ -8,8 +8,9 @@ as ``Source.batches()`` gives them; only the rows of the types it needs are deco
 Where the credentials and rules come from, per decision:
 
 - ``allowlist`` given: that list, for every decision; otherwise the credentials the decision
-  recorded (its v4 trace), or for a decision before v4 the list stored in the gate's file
-  (``stored_allowlist``: only a gate's log file has one, see ``stored_allowlist_of``), when
+  recorded (its v4 trace, read back by ``replay.recorded``), or for a decision before v4 the
+  list stored in the gate's file (``stored_allowlist``: only a gate's log file has one, see
+  ``stored_allowlist_of``), when
   it is the version the decision used, with appointments consumed later in the log handed
   back (the log says when each was consumed);
 - ``rules`` given: those, for every decision; otherwise those the decision recorded (v4), or
@@ -25,7 +26,6 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import msgpack
@@ -35,20 +35,10 @@ from edgegate.core.allowlist import AllowList
 from edgegate.core.codec import DataclassCodec, ns_to_datetime
 from edgegate.core.domain import (
     AllowListView,
-    Appointment,
-    BlacklistEntry,
-    BlacklistReason,
     CredentialKind,
-    Credentials,
     Direction,
-    FuzzyMatch,
-    HolderType,
     PlateColour,
     PlateRead,
-    Registration,
-    TemporaryPermit,
-    VehicleCategory,
-    VehicleFields,
 )
 from edgegate.core.events import (
     AccessDecided,
@@ -60,15 +50,12 @@ from edgegate.core.events import (
     decode,
 )
 from edgegate.core.events import PlateRead as PlateReadEvent
-from edgegate.core.plates import confusable_variants
 from edgegate.core.policy import Decision, decide
 from edgegate.core.rules import (
-    ColourMismatchAction,
-    FuzzyMatching,
     GateRules,
-    StaleAction,
 )
 from edgegate.log.chain import Row
+from edgegate.replay.recorded import Aged, RecordedView, TraceError, recorded_rules
 from edgegate.replay.source import LogSource, Source
 
 _APPOINTMENT = CredentialKind.APPOINTMENT
@@ -78,10 +65,6 @@ NO_STORED_LIST = (
     "give --allowlist or read the gate's file"
 )
 _KEEP = 4096  # recent reads and decisions kept for the decisions and corrections citing them
-
-
-class WhatIfError(ValueError):
-    """What-if cannot run as asked (names what is missing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,152 +149,6 @@ class WhatIfReport:
             "skipped": [{"seq": s, "why": w} for s, w in self.skipped],
             "notes": self.notes,
         }
-
-
-# --- the recorded credentials and rules of a v4 decision ----------------------------------
-
-
-def recorded_credential(
-    c: TracedCredential,
-) -> Registration | TemporaryPermit | Appointment | BlacklistEntry:
-    """The credential as the policy saw it (fields the policy never reads left blank)."""
-    if c.kind not in ("registration", "permit", "appointment"):
-        return BlacklistEntry(
-            id=c.id,
-            plate=c.plate,
-            reason=BlacklistReason.OTHER,
-            source="",
-            valid_from=c.valid_from,
-            valid_until=c.valid_until,
-        )
-    vehicle = VehicleFields(id=c.id, plate=c.plate, colour=c.colour, gates=frozenset(c.gates))
-    category = c.category or VehicleCategory.ORDINARY
-    if c.kind == "registration":
-        return Registration(
-            **vehicle,
-            category=category,
-            holder=HolderType.COMPANY,
-            organisation="",
-            valid_from=c.valid_from,
-            valid_until=c.valid_until,
-        )
-    if c.valid_until is None:
-        raise WhatIfError(f"recorded {c.kind} {c.id} has no end to its window")
-    if c.kind == "permit":
-        return TemporaryPermit(
-            **vehicle,
-            category=category,
-            visitor="",
-            host="",
-            valid_from=c.valid_from,
-            valid_until=c.valid_until,
-        )
-    return Appointment(
-        **vehicle,
-        category=category,
-        window_start=c.valid_from,
-        window_end=c.valid_until,
-        destination="",
-        un_number="",
-        hazard_class="",
-        waybill="",
-        consumed=c.consumed,
-    )
-
-
-class RecordedView:
-    """An allow-list view holding only the credentials a decision recorded, in their order."""
-
-    def __init__(self, trace: DecisionTrace, version: int) -> None:
-        self._by_plate = _by_plate(trace.credentials)
-        self.version = version
-        self.updated_at = trace.allowlist_updated_at
-        self.tampered = trace.allowlist_tampered
-
-    def exact(self, plate: str) -> Credentials:
-        return self._by_plate.get(plate) or Credentials(plate)
-
-    def fuzzy(self, plate: str) -> list[FuzzyMatch]:
-        return [
-            FuzzyMatch(self._by_plate[variant], position, read_char, list_char)
-            for variant, position, read_char, list_char in confusable_variants(plate)
-            if variant in self._by_plate
-        ]
-
-
-_BY_PLATE: dict[tuple[TracedCredential, ...], dict[str, Credentials]] = {}
-
-
-def _by_plate(credentials: tuple[TracedCredential, ...]) -> dict[str, Credentials]:
-    """The recorded credentials grouped by plate, built once per distinct set (a plate's
-    credentials recur all week); never changed once built."""
-    found = _BY_PLATE.get(credentials)
-    if found is None:
-        groups: dict[str, list[Any]] = {}
-        for c in credentials:
-            groups.setdefault(c.plate, []).append(recorded_credential(c))
-        if len(_BY_PLATE) >= 65_536:
-            _BY_PLATE.clear()
-        found = _BY_PLATE[credentials] = {
-            plate: _group(plate, creds) for plate, creds in groups.items()
-        }
-    return found
-
-
-def _group(plate: str, creds: list[Any]) -> Credentials:
-    return Credentials(
-        plate,
-        tuple(c for c in creds if isinstance(c, Registration)),
-        tuple(c for c in creds if isinstance(c, TemporaryPermit)),
-        tuple(c for c in creds if isinstance(c, Appointment)),
-        tuple(c for c in creds if isinstance(c, BlacklistEntry)),
-    )
-
-
-_RECORDED_RULES: dict[tuple[TracedRules, Direction], GateRules] = {}
-
-
-def recorded_rules(trace: DecisionTrace, direction: Direction) -> GateRules:
-    """The rules a decision recorded (its direction's admitted categories)."""
-    key = (trace.rules, direction)
-    found = _RECORDED_RULES.get(key)
-    if found is None:
-        if len(_RECORDED_RULES) >= 256:
-            _RECORDED_RULES.clear()
-        found = _RECORDED_RULES[key] = _rules_of(trace.rules, direction)
-    return found
-
-
-def _rules_of(r: TracedRules, direction: Direction) -> GateRules:
-    return GateRules(
-        gate_id=r.gate_id,
-        kind=r.gate_kind,
-        admits=MappingProxyType({direction: frozenset(r.admits)}),
-        allowlist_max_age=r.allowlist_max_age,
-        on_stale_allowlist=StaleAction(r.on_stale_allowlist),
-        colour_mismatch=ColourMismatchAction(r.colour_mismatch),
-        fuzzy_matching=FuzzyMatching(r.fuzzy_matching),
-        min_confidence=r.min_confidence,
-    )
-
-
-class _Aged:
-    """A view of ``base`` with the version, update time and integrity a decision recorded,
-    so that staleness and tampering are judged as they were."""
-
-    def __init__(
-        self, base: AllowListView, version: int, updated_at: datetime | None, tampered: bool
-    ) -> None:
-        self._base = base
-        self.version = version
-        self.updated_at = updated_at
-        self.tampered = tampered
-
-    def exact(self, plate: str) -> Credentials:
-        return self._base.exact(plate)
-
-    def fuzzy(self, plate: str) -> list[FuzzyMatch]:
-        return self._base.fuzzy(plate)
 
 
 # --- the pass over the log ----------------------------------------------------------------
@@ -688,7 +525,7 @@ def _redecide(
     elif trace is not None:
         try:
             base = RecordedView(trace, event.allowlist_version)
-        except WhatIfError as exc:
+        except TraceError as exc:
             return f"its trace cannot be read: {exc}"
         updated_at = trace.allowlist_updated_at
     elif stored is None and not file_given:
@@ -707,7 +544,7 @@ def _redecide(
     tampered = (
         trace.allowlist_tampered if trace is not None else "allowlist-tampered" in event.reasons
     )
-    view = _Aged(base, event.allowlist_version, updated_at, tampered)
+    view = Aged(base, event.allowlist_version, updated_at, tampered)
     subject = PlateRead(plate=event.plate_read, colour=colour, confidence=confidence)
     elsewhere = event.inside_elsewhere  # what central said then: recorded, not looked up
     return decide(
