@@ -38,7 +38,7 @@ from edgegate.console.desk import (
     Role,
     snapshot_to_json,
 )
-from edgegate.console.sessions import COOKIE, LoginThrottle, Session, SessionStore
+from edgegate.console.sessions import COOKIE, LoginThrottle, Session, SessionStore, revoked
 from edgegate.core.clock import Clock
 from edgegate.core.events import ConsoleLogin, ConsoleLoginRefused, ConsoleLogout, Event
 from edgegate.observability import get_logger
@@ -256,22 +256,14 @@ class Console:
                 ConsoleLogout(account=s.account, address=s.address, reason=ended.reason)
             )
 
-    def _revoked(self, session: Session) -> bool:
-        """The session's account was removed, or its role or password changed since."""
-        account = self.accounts.get(session.account)
-        return (
-            account is None
-            or account.role is not session.role
-            or account.password_hash != session.credential
-        )
-
     def _live_session(self, session_id: str | None, *, touch: bool = True) -> Session | None:
         """The live session of ``session_id``; a revoked one is ended (with the others of its
         account that are revoked too: a new password ends every session of the old one)."""
         session = self.sessions.get(session_id, touch=touch)
-        if session is not None and self._revoked(session):
+        if session is not None and revoked(session, self.accounts):
             self.sessions.end_where(
-                lambda s: s.account == session.account and self._revoked(s), "account-changed"
+                lambda s: s.account == session.account and revoked(s, self.accounts),
+                "account-changed",
             )
             return None
         return session

@@ -56,7 +56,7 @@ from edgegate.central.store import AsyncStore, CentralStore, GateState, StoreErr
 from edgegate.central.store.blacklist import APPROVED, DISMISSED, Proposal, ProposalError
 from edgegate.clock import SystemClock
 from edgegate.console.accounts import AccountStore
-from edgegate.console.sessions import LoginThrottle, Session, SessionStore
+from edgegate.console.sessions import LoginThrottle, Session, SessionStore, revoked
 from edgegate.core.clock import Clock
 from edgegate.core.domain import VehicleCategory
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
@@ -424,24 +424,16 @@ class Dashboard:
     def _session(self, request: web.Request, *, touch: bool = True) -> Session | None:
         """The request's live session; one whose account was removed or changed is ended."""
         session = self.sessions.get(request.cookies.get(COOKIE), touch=touch)
-        if session is not None and self._revoked(session):
+        if session is not None and revoked(session, self.accounts):
             name = session.account
             self.sessions.end_where(
-                lambda s: s.account == name and self._revoked(s), "account-changed"
+                lambda s: s.account == name and revoked(s, self.accounts), "account-changed"
             )
             session = None
         if session is not None:
             authenticated(request)
         self._log_ended()
         return session
-
-    def _revoked(self, session: Session) -> bool:
-        account = self.accounts.get(session.account)
-        return (
-            account is None
-            or account.role is not session.role
-            or account.password_hash != session.credential
-        )
 
     def _log_ended(self) -> None:
         for ended in self.sessions.take_ended():
@@ -892,7 +884,9 @@ class Dashboard:
                     break
                 if stream.ended is not None or self._stopping.is_set():
                     break
-                if self.sessions.get(session.id, touch=False) is None or self._revoked(session):
+                if self.sessions.get(session.id, touch=False) is None or revoked(
+                    session, self.accounts
+                ):
                     break
                 changed, stream.changed = stream.changed, False
                 await resp.write(self._change() if changed else b": alive\n\n")
