@@ -46,7 +46,7 @@ from edgegate.core.events import EventDecodeError, RevokedCredentialAdmission
 from edgegate.core.events import decode as decode_event
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row, verify_to_head
-from edgegate.sync.protocol import DecodedEvents, ProtocolError, parse_topic
+from edgegate.sync.protocol import DecodedEvents, ProtocolError, Status, parse_topic
 
 T = TypeVar("T")
 
@@ -438,24 +438,10 @@ class CentralStore(ABC):
 
     # Park projections (:mod:`edgegate.central.store.projections`) ---------------------------
 
-    def note_status(
-        self,
-        gate: str,
-        state: str,
-        *,
-        head_seq: int,
-        synced_seq: int,
-        allowlist_version: int,
-        at_ns: int,
-    ) -> None:
+    def note_status(self, status: Status) -> None:
         """Keep a gate's latest reported status (online/offline, its head); committed."""
         now = time.time_ns()
-        self._run(
-            lambda: projections.note_status(
-                self, gate, state, head_seq, synced_seq, allowlist_version, at_ns, now
-            ),
-            write=True,
-        )
+        self._run(lambda: projections.note_status(self, status, now), write=True)
 
     def rebuild_projections(self) -> int:
         """Drop every projection and apply all stored events again, in one transaction that
