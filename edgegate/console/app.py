@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
@@ -163,6 +164,27 @@ def _optional_str(body: Mapping[str, object], name: str, limit: int) -> str | No
 
 def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+_SessionHandler = Callable[["Console", web.Request, Session], Awaitable[web.StreamResponse]]
+_Handler = Callable[["Console", web.Request], Awaitable[web.StreamResponse]]
+
+
+def _signed_in(*, state_changing: bool) -> Callable[[_SessionHandler], _Handler]:
+    """A handler that runs with the request's session; without one (or, ``state_changing``,
+    without this console's origin and the session's CSRF token) the refusal is the answer."""
+
+    def wrap(handler: _SessionHandler) -> _Handler:
+        @functools.wraps(handler)
+        async def run(console: Console, request: web.Request) -> web.StreamResponse:
+            session = await console._authorised(request, state_changing=state_changing)
+            if isinstance(session, web.Response):
+                return session
+            return await handler(console, request, session)
+
+        return run
+
+    return wrap
 
 
 class Console:
@@ -373,10 +395,8 @@ class Console:
         )
         return response
 
-    async def logout(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=True)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=True)
+    async def logout(self, request: web.Request, session: Session) -> web.StreamResponse:
         await self._record(
             ConsoleLogout(account=session.account, address=self._address(request), reason="logout")
         )
@@ -387,24 +407,18 @@ class Console:
 
     # -- API -------------------------------------------------------------------------------
 
-    async def me(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=False)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=False)
+    async def me(self, request: web.Request, session: Session) -> web.StreamResponse:
         return self._json(
             {"account": session.account, "role": session.role.value, "csrf_token": session.csrf}
         )
 
-    async def view(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=False)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=False)
+    async def view(self, request: web.Request, session: Session) -> web.StreamResponse:
         return self._json(self._envelope(self.desk.view()))
 
-    async def actions(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=True)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=True)
+    async def actions(self, request: web.Request, session: Session) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_BODY:
             return self._refused(413, "invalid", f"body: larger than {MAX_BODY} bytes")
         try:
@@ -443,10 +457,8 @@ class Console:
             status,
         )
 
-    async def live(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=False)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=False)
+    async def live(self, request: web.Request, session: Session) -> web.StreamResponse:
         if not self._same_origin(request):
             return self._refused(403, "bad-origin", "the connection is not from this console")
         if self._sockets >= MAX_SOCKETS:
