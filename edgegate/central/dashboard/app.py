@@ -1,5 +1,9 @@
 """``edgegate central web``: the control room's dashboard over central's store.
 
+(Over 600 lines: the request handlers share the session, CSRF, origin and error-page
+plumbing below; the pages' HTML is in :mod:`.pages`, the words in :mod:`.i18n`, the live
+updates in :mod:`.live`, the settings in :mod:`.settings`.)
+
 Routes (every answer carries the Content-Security-Policy ``default-src 'self'``):
 
 - ``GET /login``, ``POST /login``, ``POST /logout``; ``GET /static/NAME`` (our own assets);

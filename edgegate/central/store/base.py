@@ -1,5 +1,10 @@
 """The store's contract and all its logic; a backend supplies only dialect hooks.
 
+(Over 600 lines: ``CentralStore`` is the one public face of the store. Each area's SQL is
+in its own module (projections, blacklist, publications, parkentry, checks); what stays here
+is the write path (chaining onto each gate's head, forks, dead letters), whose transaction
+the areas join, and one thin method per operation binding an area to a transaction.)
+
 ``CentralStore`` implements every operation the sink, ``central pull``, ``central command
 --wait`` (the gate's replies) and the benchmarks use, on top of a few abstract hooks
 (transactions, statements, bulk insert, head locking) that ``sqlite.py`` and ``postgres.py``
