@@ -25,8 +25,9 @@ before its delta is published, the same way as ``edgegate central blacklist appr
 
 Live updates (:mod:`edgegate.central.dashboard.live`): one poller reads
 :meth:`CentralStore.change_marks` (two small reads) every ``poll_s`` on a connection of its
-own and wakes every open ``/live`` stream on a change; the positions say which seq of each gate the pushed state reflects, so a client can measure a
-gate's commit to its screen. Store calls of the pages run on another connection's thread.
+own and wakes every open ``/live`` stream on a change; the positions say which seq of each
+gate the pushed state reflects, so a client can measure a gate's commit to its screen.
+Store calls of the pages run on another connection's thread.
 """
 
 from __future__ import annotations
