@@ -18,6 +18,7 @@ from edgegate.cli.main import main
 from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns
 from edgegate.core.domain import Credential, Direction
+from edgegate.sync.protocol import Status
 from edgegate.sync.signing import (
     KIND_ALLOWLIST,
     decode_publication,
@@ -124,7 +125,9 @@ def test_decisions_are_recorded_once_with_versions_per_gate(store: CentralStore)
     assert pending.gate == "gate-b"
 
     # The next delta builds on what central published, or on a newer version a gate reports.
-    store.note_status("gate-b", "online", head_seq=9, synced_seq=9, allowlist_version=12, at_ns=1)
+    store.note_status(
+        Status("gate-b", "online", head_seq=9, synced_seq=9, allowlist_version=12, at_ns=1)
+    )
     _, b = park_logs()
     b.passed("苏E00009", Direction.ENTRY, T0, C.HAZMAT)
     store.store_batch("gate-b", b.rows)

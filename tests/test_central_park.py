@@ -18,6 +18,7 @@ from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns
 from edgegate.core.domain import Direction, VehicleCategory
 from edgegate.log.chain import GENESIS_HASH, Row
+from edgegate.sync.protocol import Status
 from tests import test_central_store as central_store_tests
 from tests.chains import hashed_row
 
@@ -319,15 +320,17 @@ def test_overstays_against_permit_end_and_dwell_limit(store: CentralStore) -> No
 
 
 def test_gate_status_keeps_the_latest(store: CentralStore) -> None:
-    store.note_status("gate-c", "online", head_seq=9, synced_seq=4, allowlist_version=3, at_ns=2000)
     store.note_status(
-        "gate-c", "offline", head_seq=1, synced_seq=1, allowlist_version=1, at_ns=1000
+        Status("gate-c", "online", head_seq=9, synced_seq=4, allowlist_version=3, at_ns=2000)
+    )
+    store.note_status(
+        Status("gate-c", "offline", head_seq=1, synced_seq=1, allowlist_version=1, at_ns=1000)
     )
     [state] = store.gate_states()
     assert (state.gate, state.online, state.head_seq, state.synced_seq) == ("gate-c", True, 9, 4)
     assert (state.stored_seq, state.lag, state.status_allowlist_version) == (0, 9, 3)
     store.note_status(
-        "gate-c", "offline", head_seq=9, synced_seq=9, allowlist_version=3, at_ns=3000
+        Status("gate-c", "offline", head_seq=9, synced_seq=9, allowlist_version=3, at_ns=3000)
     )
     assert not store.gate_states()[0].online
 
@@ -387,7 +390,9 @@ def test_roll_call_gates_and_rebuild_commands(store: CentralStore, dsn: str) -> 
     store.store_batch("gate-a", a.rows)
     store.store_batch("gate-b", b.rows)
     store.note_status(
-        "gate-b", "online", head_seq=9, synced_seq=4, allowlist_version=7, at_ns=b.rows[-1][1]
+        Status(
+            "gate-b", "online", head_seq=9, synced_seq=4, allowlist_version=7, at_ns=b.rows[-1][1]
+        )
     )
 
     ran = edgegate("central", "roll-call", "--store", dsn, "--json")

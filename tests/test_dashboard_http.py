@@ -370,7 +370,7 @@ async def test_the_newest_live_stream_of_a_session_wins(
             for stream in (first, second):
                 await read_change(stream.content)
             second.close()  # the page is left
-            await eventually(lambda: dashboard._streams == 1, "the left page's slot is free")
+            await eventually(lambda: dashboard.changes.streams == 1, "the left page's slot is free")
             second, third = [await http.get("/live") for _ in range(2)]
             for stream in (second, third):
                 assert stream.status == 200
@@ -382,10 +382,10 @@ async def test_the_newest_live_stream_of_a_session_wins(
                 async with other.get("/live") as newer:  # li's newest wins over li's own
                     assert newer.status == 200
                     assert b"event: displaced" in await resp.content.read()
-            await eventually(lambda: dashboard._streams == 2, "li's streams ended")
+            await eventually(lambda: dashboard.changes.streams == 2, "li's streams ended")
             for stream in (second, third):
                 stream.close()
-            await eventually(lambda: dashboard._streams == 0, "the streams closed")
+            await eventually(lambda: dashboard.changes.streams == 0, "the streams closed")
 
 
 async def test_logged_in_users_get_in_while_idle_connections_flood_the_login(

@@ -49,7 +49,13 @@ from edgegate.sync.park import (
     sign_park,
 )
 from edgegate.sync.parklink import ParkLink, ParkOutcome
-from edgegate.sync.protocol import ParkResendRequest, ProtocolError, Topics, encode_request
+from edgegate.sync.protocol import (
+    ParkResendRequest,
+    ProtocolError,
+    Status,
+    Topics,
+    encode_request,
+)
 from edgegate.sync.signing import sign
 from tests import test_central_store as central_store_tests
 from tests import test_downlink
@@ -143,7 +149,14 @@ def known(s: CentralStore, *gates: str, version: int = 7) -> None:
     """Central has heard of ``gates`` (their status), each at allow-list ``version``."""
     for g in gates:
         s.note_status(
-            g, "online", head_seq=0, synced_seq=0, allowlist_version=version, at_ns=time.time_ns()
+            Status(
+                g,
+                "online",
+                head_seq=0,
+                synced_seq=0,
+                allowlist_version=version,
+                at_ns=time.time_ns(),
+            )
         )
 
 

@@ -91,7 +91,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -386,14 +386,7 @@ def _store_group(
 
 def _note_statuses(store: CentralStore, statuses: list[Status]) -> None:
     for st in statuses:
-        store.note_status(
-            st.gate,
-            st.state,
-            head_seq=st.head_seq,
-            synced_seq=st.synced_seq,
-            allowlist_version=st.allowlist_version,
-            at_ns=st.at_ns,
-        )
+        store.note_status(st)
 
 
 class _Stopped(Exception):
@@ -1188,26 +1181,12 @@ class Sink:
         self.requests.append((site, request))
         callbacks: list[Coroutine[Any, Any, None]]
         if isinstance(request, ParkResendRequest):
-            log.info(
-                "park_resend_requested",
-                site=site,
-                gate=gate,
-                from_seq=request.from_seq,
-                since_ns=request.since_ns,
-                reason=request.reason,
-            )
-            callbacks = [self._answer_park(site, request)]
+            event, callbacks = "park_resend_requested", [self._answer_park(site, request)]
         else:
-            log.info(
-                "snapshot_requested",
-                site=site,
-                gate=gate,
-                have_version=request.have_version,
-                reason=request.reason,
-            )
-            callbacks = [self._answer(site, request)]
+            event, callbacks = "snapshot_requested", [self._answer(site, request)]
             if self._on_request is not None:
                 callbacks.append(self._call_back(site, request))
+        log.info(event, site=site, **asdict(request))
         for cb in callbacks:
             task = asyncio.create_task(cb)
             self._callbacks.add(task)

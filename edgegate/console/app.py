@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
@@ -38,7 +39,7 @@ from edgegate.console.desk import (
     Role,
     snapshot_to_json,
 )
-from edgegate.console.sessions import COOKIE, LoginThrottle, Session, SessionStore
+from edgegate.console.sessions import COOKIE, LoginThrottle, Session, SessionStore, revoked
 from edgegate.core.clock import Clock
 from edgegate.core.events import ConsoleLogin, ConsoleLoginRefused, ConsoleLogout, Event
 from edgegate.observability import get_logger
@@ -165,6 +166,27 @@ def _printable(text: str, limit: int) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
+_SessionHandler = Callable[["Console", web.Request, Session], Awaitable[web.StreamResponse]]
+_Handler = Callable[["Console", web.Request], Awaitable[web.StreamResponse]]
+
+
+def _signed_in(*, state_changing: bool) -> Callable[[_SessionHandler], _Handler]:
+    """A handler that runs with the request's session; without one (or, ``state_changing``,
+    without this console's origin and the session's CSRF token) the refusal is the answer."""
+
+    def wrap(handler: _SessionHandler) -> _Handler:
+        @functools.wraps(handler)
+        async def run(console: Console, request: web.Request) -> web.StreamResponse:
+            session = await console._authorised(request, state_changing=state_changing)
+            if isinstance(session, web.Response):
+                return session
+            return await handler(console, request, session)
+
+        return run
+
+    return wrap
+
+
 class Console:
     """The console's state and handlers; see the module's docstring for the routes."""
 
@@ -256,22 +278,14 @@ class Console:
                 ConsoleLogout(account=s.account, address=s.address, reason=ended.reason)
             )
 
-    def _revoked(self, session: Session) -> bool:
-        """The session's account was removed, or its role or password changed since."""
-        account = self.accounts.get(session.account)
-        return (
-            account is None
-            or account.role is not session.role
-            or account.password_hash != session.credential
-        )
-
     def _live_session(self, session_id: str | None, *, touch: bool = True) -> Session | None:
         """The live session of ``session_id``; a revoked one is ended (with the others of its
         account that are revoked too: a new password ends every session of the old one)."""
         session = self.sessions.get(session_id, touch=touch)
-        if session is not None and self._revoked(session):
+        if session is not None and revoked(session, self.accounts):
             self.sessions.end_where(
-                lambda s: s.account == session.account and self._revoked(s), "account-changed"
+                lambda s: s.account == session.account and revoked(s, self.accounts),
+                "account-changed",
             )
             return None
         return session
@@ -381,10 +395,8 @@ class Console:
         )
         return response
 
-    async def logout(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=True)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=True)
+    async def logout(self, request: web.Request, session: Session) -> web.StreamResponse:
         await self._record(
             ConsoleLogout(account=session.account, address=self._address(request), reason="logout")
         )
@@ -395,24 +407,18 @@ class Console:
 
     # -- API -------------------------------------------------------------------------------
 
-    async def me(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=False)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=False)
+    async def me(self, request: web.Request, session: Session) -> web.StreamResponse:
         return self._json(
             {"account": session.account, "role": session.role.value, "csrf_token": session.csrf}
         )
 
-    async def view(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=False)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=False)
+    async def view(self, request: web.Request, session: Session) -> web.StreamResponse:
         return self._json(self._envelope(self.desk.view()))
 
-    async def actions(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=True)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=True)
+    async def actions(self, request: web.Request, session: Session) -> web.StreamResponse:
         if (request.content_length or 0) > MAX_BODY:
             return self._refused(413, "invalid", f"body: larger than {MAX_BODY} bytes")
         try:
@@ -451,10 +457,8 @@ class Console:
             status,
         )
 
-    async def live(self, request: web.Request) -> web.StreamResponse:
-        session = await self._authorised(request, state_changing=False)
-        if isinstance(session, web.Response):
-            return session
+    @_signed_in(state_changing=False)
+    async def live(self, request: web.Request, session: Session) -> web.StreamResponse:
         if not self._same_origin(request):
             return self._refused(403, "bad-origin", "the connection is not from this console")
         if self._sockets >= MAX_SOCKETS:

@@ -16,6 +16,8 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from edgegate.console.accounts import AccountStore
+
 COOKIE = "edgegate_console"
 
 
@@ -33,6 +35,16 @@ class Session:
     def csrf_ok(self, token: str | None) -> bool:
         """Whether ``token`` is this session's CSRF token (constant-time compare)."""
         return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
+
+
+def revoked(session: Session, accounts: AccountStore) -> bool:
+    """The session's account was removed, or its role or password changed since."""
+    account = accounts.get(session.account)
+    return (
+        account is None
+        or account.role is not session.role
+        or account.password_hash != session.credential
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,10 @@
 """The daemon's one HTTP server, on ``aiohttp.web``, with the lock-out protections aiohttp
 lacks. Parts (the pull API at ``/v1``, the console at ``/``) mount ``web.Application``\\ s.
 
+(Over 600 lines: the per-connection protocol (``_Connection``) and the server keep the
+admission state together (connection counts, pending connections per address, the oldest
+idle one to close); splitting them would spread one set of counters over two modules.)
+
 Protections, all per connection and decided when it is accepted (``_Connection``):
 
 - ``max_connections`` in all; beyond it a new connection gets ``503`` unread.

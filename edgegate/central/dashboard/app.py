@@ -1,5 +1,9 @@
 """``edgegate central web``: the control room's dashboard over central's store.
 
+(Over 600 lines: the request handlers share the session, CSRF, origin and error-page
+plumbing below; the pages' HTML is in :mod:`.pages`, the words in :mod:`.i18n`, the live
+updates in :mod:`.live`, the settings in :mod:`.settings`.)
+
 Routes (every answer carries the Content-Security-Policy ``default-src 'self'``):
 
 - ``GET /login``, ``POST /login``, ``POST /logout``; ``GET /static/NAME`` (our own assets);
@@ -19,54 +23,48 @@ before it takes effect; a decision is then recorded in the store with the operat
 before its delta is published, the same way as ``edgegate central blacklist approve``
 (:func:`edgegate.central.blacklist.publish_approval`).
 
-Live updates: one poller reads :meth:`CentralStore.change_marks` (two small reads) every
-``poll_s`` on a connection of its own and wakes every open ``/live`` stream on a change; the
-positions say which seq of each gate the pushed state reflects, so a client can measure a
-gate's commit to its screen. Store calls of the pages run on another connection's thread.
+Live updates (:mod:`edgegate.central.dashboard.live`): one poller reads
+:meth:`CentralStore.change_marks` (two small reads) every ``poll_s`` on a connection of its
+own and wakes every open ``/live`` stream on a change; the positions say which seq of each
+gate the pushed state reflects, so a client can measure a gate's commit to its screen.
+Store calls of the pages run on another connection's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
-import json
 import re
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from yarl import URL
 
-from edgegate.allowlist.importer import DEFAULT_TIMEZONE
 from edgegate.central import blacklist as bl
 from edgegate.central import publish as pub
 from edgegate.central.api import ApiLimits, event_query, scan_events
 from edgegate.central.dashboard import i18n, pages
+from edgegate.central.dashboard.live import LiveChanges
 from edgegate.central.dashboard.pages import View
-from edgegate.central.sink import BrokerSettings
+from edgegate.central.dashboard.settings import DashboardRole, DashboardSettings, Publishing
 from edgegate.central.store import AsyncStore, CentralStore, GateState, StoreError, open_store
 from edgegate.central.store.blacklist import APPROVED, DISMISSED, Proposal, ProposalError
 from edgegate.clock import SystemClock
 from edgegate.console.accounts import AccountStore
-from edgegate.console.sessions import LoginThrottle, Session, SessionStore
+from edgegate.console.sessions import LoginThrottle, Session, SessionStore, revoked
 from edgegate.core.clock import Clock
 from edgegate.core.domain import VehicleCategory
-from edgegate.core.rules import DEFAULT_DWELL_LIMITS
 from edgegate.hosts import is_loopback
 from edgegate.observability import get_logger
 from edgegate.web import (
     PAGE_HEADERS,
     HttpError,
     HttpServer,
-    ServerLimits,
     authenticated,
     on_lost,
     peer_host,
@@ -90,93 +88,7 @@ _PROPOSAL_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit take
 _HIDDEN = frozenset(("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"))
 
 
-class DashboardRole(enum.StrEnum):
-    VIEWER = "viewer"  # sees every page
-    OPERATOR = "operator"  # also approves and dismisses blacklist proposals
-
-
-@dataclass(frozen=True, slots=True)
-class DashboardSettings:
-    """Sessions and lock-out (as the console's), live polling, display."""
-
-    session_idle_s: float = 8 * 3600
-    max_sessions: int = 1024
-    max_sessions_per_account: int = 16
-    """An account's next login ends its own least recently used session beyond this."""
-    max_failed_logins: int = 5
-    failed_login_window_s: float = 15 * 60
-    lockout_s: float = 15 * 60
-    poll_s: float = 0.2
-    """How often the poller reads the store's change marks."""
-    heartbeat_s: float = 15.0
-    stale_s: float = 300.0
-    """An online gate not heard from for this long is listed as stale."""
-    timezone: str = DEFAULT_TIMEZONE
-    dwell_limits: Mapping[VehicleCategory, timedelta | None] = field(
-        default_factory=lambda: dict(DEFAULT_DWELL_LIMITS)
-    )
-    server_names: tuple[str, ...] = ()
-    """Host names (or addresses) the control room's browsers use for this server, besides
-    the address a connection came in on (and ``localhost`` on loopback). A request naming
-    another ``Host`` is refused, and a form must come from one of them (``Origin``), so a
-    page from elsewhere cannot reach the dashboard by DNS rebinding."""
-    max_connections: int = 256
-    max_unauthenticated: int = 64
-    """Connections not (yet) logged in, from all addresses; the rest is kept for logged-in
-    users (see :class:`~edgegate.web.ServerLimits` ``max_pending``)."""
-    max_unauthenticated_per_address: int = 8
-    max_streams: int = 128
-    max_streams_per_session: int = 4
-    """A session's next ``/live`` stream ends its oldest beyond this (newest wins)."""
-
-    def __post_init__(self) -> None:
-        room = self.max_connections - self.max_unauthenticated
-        if not 1 <= self.max_unauthenticated < self.max_connections:
-            raise ValueError(
-                f"max_unauthenticated ({self.max_unauthenticated}) must be >= 1 and below "
-                f"max_connections ({self.max_connections})"
-            )
-        if not 1 <= self.max_streams <= room:
-            raise ValueError(
-                f"max_streams ({self.max_streams}) must be >= 1 and at most max_connections "
-                f"- max_unauthenticated ({room}): the live streams must fit in what is kept "
-                f"for logged-in users"
-            )
-        if self.max_streams_per_session < 1:
-            raise ValueError("max_streams_per_session must be >= 1")
-
-    def server_limits(self) -> ServerLimits:
-        """The HTTP server's limits for these settings."""
-        return ServerLimits(
-            max_connections=self.max_connections,
-            max_pending=self.max_unauthenticated,
-            max_pending_per_peer=self.max_unauthenticated_per_address,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Publishing:
-    """Where and how an approval's signed deltas are published (``--key``, ``--site``,
-    ``--broker``); without it the dashboard can dismiss but not approve."""
-
-    site: str
-    key: Ed25519PrivateKey
-    broker: BrokerSettings
-    timeout: float = 10.0
-    gates: tuple[str, ...] | None = None
-
-
 _Render = Callable[[web.Request, View], Awaitable[str]]
-
-
-@dataclass(eq=False, slots=True)
-class _Stream:
-    """One open ``/live`` stream: woken on a change, when its client goes, when displaced."""
-
-    session: str
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    changed: bool = False
-    ended: str | None = None  # "gone" (client left), "displaced" (a newer stream of its session)
 
 
 class _Refused(Exception):
@@ -269,14 +181,7 @@ class Dashboard:
             lockout_ns=_ns(s.lockout_s),
         )
         self.assets = _assets()
-        self.positions: dict[str, int] = {}
-        self.marks: tuple[int, ...] = ()
-        self._stopping = asyncio.Event()
-        self._poller: asyncio.Task[None] | None = None
-        self._streams = 0
-        self._session_streams: dict[str, list[_Stream]] = {}  # oldest first
-        self.polls = 0
-        """Change-mark reads so far (tests, benchmarks)."""
+        self.changes = LiveChanges(self.watch_store, self.settings, self.clock)
 
     @classmethod
     async def open(cls, dsn: str, accounts: AccountStore, **kwargs: Any) -> Dashboard:
@@ -301,7 +206,7 @@ class Dashboard:
         return cls(store, watch, accounts, **kwargs)
 
     async def aclose(self) -> None:
-        await self._stop_poller()
+        await self.changes.stop()
         await self.store.aclose()
         await self.watch_store.aclose()
 
@@ -325,8 +230,9 @@ class Dashboard:
         r.add_route("*", "/{tail:.*}", self.not_found)
         app.middlewares.append(self._host_check)
         app.on_response_prepare.append(self._headers)
-        app.on_startup.append(self._start_poller)
-        app.on_shutdown.append(self._going_away)
+        app.on_startup.append(self.changes.start)
+        # On the server's shutdown: end the open streams (the pages reconnect).
+        app.on_shutdown.append(self.changes.stop)
         server.mount("/", app)
         return app
 
@@ -424,24 +330,16 @@ class Dashboard:
     def _session(self, request: web.Request, *, touch: bool = True) -> Session | None:
         """The request's live session; one whose account was removed or changed is ended."""
         session = self.sessions.get(request.cookies.get(COOKIE), touch=touch)
-        if session is not None and self._revoked(session):
+        if session is not None and revoked(session, self.accounts):
             name = session.account
             self.sessions.end_where(
-                lambda s: s.account == name and self._revoked(s), "account-changed"
+                lambda s: s.account == name and revoked(s, self.accounts), "account-changed"
             )
             session = None
         if session is not None:
             authenticated(request)
         self._log_ended()
         return session
-
-    def _revoked(self, session: Session) -> bool:
-        account = self.accounts.get(session.account)
-        return (
-            account is None
-            or account.role is not session.role
-            or account.password_hash != session.credential
-        )
 
     def _log_ended(self) -> None:
         for ended in self.sessions.take_ended():
@@ -818,98 +716,17 @@ class Dashboard:
 
     # -- live updates ---------------------------------------------------------------------
 
-    async def _start_poller(self, _app: web.Application) -> None:
-        self._stopping.clear()
-        self._poller = asyncio.create_task(self._poll(), name="dashboard-poller")
-
-    async def _stop_poller(self) -> None:
-        self._stopping.set()
-        self._wake()
-        poller, self._poller = self._poller, None
-        if poller is not None:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
-
-    async def _going_away(self, _app: web.Application) -> None:
-        """On the server's shutdown: end the open streams (the pages reconnect)."""
-        await self._stop_poller()
-
-    def _wake(self) -> None:
-        for streams in self._session_streams.values():
-            for stream in streams:
-                stream.changed = True
-                stream.wake.set()
-
-    async def _poll(self) -> None:
-        while True:
-            try:
-                positions, marks = await self.watch_store.run(lambda s: s.change_marks())
-            except StoreError as exc:
-                log.error("dashboard_watch_failed", error=str(exc))
-                await asyncio.sleep(max(1.0, self.settings.poll_s))
-                continue
-            self.polls += 1
-            if (positions, marks) != (self.positions, self.marks):
-                self.positions, self.marks = positions, marks
-                self._wake()
-            await asyncio.sleep(self.settings.poll_s)
-
-    def _change(self) -> bytes:
-        doc = {
-            "positions": self.positions,
-            "marks": list(self.marks),
-            "at_ns": self.clock.wall_ns(),
-        }
-        return b"event: change\ndata: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
-
     async def live(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         if session is None:
             return self._error(request, 401, "log in first", "login-first")
-        s = self.settings
-        mine = self._session_streams.get(session.id, [])
-        # The newest stream of a session wins: a page left or a tab too many ends the oldest.
-        while mine and (len(mine) >= s.max_streams_per_session or self._streams >= s.max_streams):
-            self._end_stream(mine[0], "displaced")
-        if self._streams >= s.max_streams:
+        stream = self.changes.open(session.id)
+        if stream is None:
             return self._error(request, 503, "too many live connections: retrying", "streams")
-        stream = _Stream(session.id)
-        self._session_streams.setdefault(session.id, []).append(stream)
-        self._streams += 1
-        on_lost(request, lambda: self._end_stream(stream, "gone"))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        try:
-            await resp.prepare(request)
-            await resp.write(b"retry: 2000\n\n" + self._change())
-            while not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(s.heartbeat_s):
-                        await stream.wake.wait()
-                stream.wake.clear()
-                if stream.ended == "displaced":
-                    # The page waits until it is looked at again before reconnecting.
-                    await resp.write(b"event: displaced\ndata: {}\n\n")
-                    break
-                if stream.ended is not None or self._stopping.is_set():
-                    break
-                if self.sessions.get(session.id, touch=False) is None or self._revoked(session):
-                    break
-                changed, stream.changed = stream.changed, False
-                await resp.write(self._change() if changed else b": alive\n\n")
-        except ConnectionError:
-            pass  # the page went away
-        finally:
-            self._end_stream(stream, "gone")
-        return resp
+        on_lost(request, lambda: self.changes.end(stream, "gone"))
 
-    def _end_stream(self, stream: _Stream, reason: str) -> None:
-        """Free ``stream``'s slot now (idempotent) and wake it to end."""
-        if stream.ended is not None:
-            return
-        stream.ended = reason
-        stream.wake.set()
-        self._streams -= 1
-        mine = self._session_streams[stream.session]
-        mine.remove(stream)
-        if not mine:
-            del self._session_streams[stream.session]
+        def live() -> bool:
+            alive = self.sessions.get(session.id, touch=False) is not None
+            return alive and not revoked(session, self.accounts)
+
+        return await self.changes.serve(request, stream, live)

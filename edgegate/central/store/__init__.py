@@ -43,7 +43,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgegate.central.store.base import AsyncStore, CentralStore
+from edgegate.central.store.async_store import AsyncStore
+from edgegate.central.store.base import CentralStore
 from edgegate.central.store.dsn import open_store, redact, sqlite_path
 from edgegate.central.store.model import (
     DEAD_PAYLOAD_PREFIX,

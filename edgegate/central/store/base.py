@@ -1,5 +1,10 @@
 """The store's contract and all its logic; a backend supplies only dialect hooks.
 
+(Over 600 lines: ``CentralStore`` is the one public face of the store. Each area's SQL is
+in its own module (projections, blacklist, publications, parkentry, checks); what stays here
+is the write path (chaining onto each gate's head, forks, dead letters), whose transaction
+the areas join, and one thin method per operation binding an area to a transaction.)
+
 ``CentralStore`` implements every operation the sink, ``central pull``, ``central command
 --wait`` (the gate's replies) and the benchmarks use, on top of a few abstract hooks
 (transactions, statements, bulk insert, head locking) that ``sqlite.py`` and ``postgres.py``
@@ -8,7 +13,6 @@ implement. The guarantees are in the package's docstring (:mod:`edgegate.central
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -16,7 +20,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -46,7 +49,7 @@ from edgegate.core.events import EventDecodeError, RevokedCredentialAdmission
 from edgegate.core.events import decode as decode_event
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
 from edgegate.log.chain import GENESIS_HASH, ChainFault, ChainVerifier, Row, verify_to_head
-from edgegate.sync.protocol import DecodedEvents, ProtocolError, parse_topic
+from edgegate.sync.protocol import DecodedEvents, ProtocolError, Status, parse_topic
 
 T = TypeVar("T")
 
@@ -438,24 +441,10 @@ class CentralStore(ABC):
 
     # Park projections (:mod:`edgegate.central.store.projections`) ---------------------------
 
-    def note_status(
-        self,
-        gate: str,
-        state: str,
-        *,
-        head_seq: int,
-        synced_seq: int,
-        allowlist_version: int,
-        at_ns: int,
-    ) -> None:
+    def note_status(self, status: Status) -> None:
         """Keep a gate's latest reported status (online/offline, its head); committed."""
         now = time.time_ns()
-        self._run(
-            lambda: projections.note_status(
-                self, gate, state, head_seq, synced_seq, allowlist_version, at_ns, now
-            ),
-            write=True,
-        )
+        self._run(lambda: projections.note_status(self, status, now), write=True)
 
     def rebuild_projections(self) -> int:
         """Drop every projection and apply all stored events again, in one transaction that
@@ -833,56 +822,3 @@ def _topic_site(source: str) -> str | None:
     except ProtocolError:
         return None
     return site if kind == "events" else None
-
-
-# --- asyncio -------------------------------------------------------------------------------
-
-
-class AsyncStore:
-    """A ``CentralStore`` for asyncio code: every call runs on one dedicated thread.
-
-    One thread keeps calls in submission order (a batch is committed before the next one
-    starts) and keeps blocking I/O and fsync off the event loop. If the awaiting task is
-    cancelled, a call already started still completes and commits; its result is lost, so the
-    caller does not ack, and the gate's resend is stored idempotently.
-    """
-
-    def __init__(self, store: CentralStore) -> None:
-        self.store = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="central-store")
-
-    async def run(self, fn: Callable[[CentralStore], T]) -> T:
-        """Run ``fn(store)`` on the store's thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, self.store)
-
-    async def store_batches(
-        self, items: Sequence[Batch | tuple[str, Sequence[RowLike]]], *, source: str = ""
-    ) -> list[StoreResult]:
-        return await self.run(lambda s: s.store_batches(items, source=source))
-
-    async def store_batch(
-        self, gate: str, rows: Sequence[RowLike], *, source: str = ""
-    ) -> StoreResult:
-        return await self.run(lambda s: s.store_batch(gate, rows, source=source))
-
-    async def dead_letter(self, source: str, gate: str | None, payload: bytes, reason: str) -> int:
-        return await self.run(lambda s: s.dead_letter(source, gate, payload, reason))
-
-    async def heads(self) -> dict[str, tuple[int, bytes]]:
-        return await self.run(lambda s: s.heads())
-
-    async def head(self, gate: str) -> tuple[int, bytes]:
-        return await self.run(lambda s: s.head(gate))
-
-    async def aclose(self) -> None:
-        """Finish queued calls, close the store, stop the thread."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.store.close)
-        self._executor.shutdown(wait=True)
-
-    async def __aenter__(self) -> AsyncStore:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

@@ -45,6 +45,7 @@ from edgegate.core.events import (
 from edgegate.core.events import decode as decode_event
 from edgegate.core.presence import Stay, overstays
 from edgegate.log.chain import Row
+from edgegate.sync.protocol import Status
 
 PRESENCE = "presence"
 GATES = "gates"
@@ -520,17 +521,9 @@ def _opt_int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
 
-def note_status(
-    tx: Tx,
-    gate: str,
-    state: str,
-    head_seq: int,
-    synced_seq: int,
-    allowlist_version: int,
-    at_ns: int,
-    noted_at_ns: int,
-) -> None:
+def note_status(tx: Tx, status: Status, noted_at_ns: int) -> None:
     """Keep a gate's latest status (by the gate's ``at_ns``; an older one changes nothing)."""
+    st = status
     tx._exec(
         "INSERT INTO gate_status (gate, state, head_seq, synced_seq, allowlist_version, at_ns,"
         " noted_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gate) DO UPDATE SET"
@@ -538,5 +531,13 @@ def note_status(
         " synced_seq = excluded.synced_seq, allowlist_version = excluded.allowlist_version,"
         " at_ns = excluded.at_ns, noted_at_ns = excluded.noted_at_ns"
         " WHERE gate_status.at_ns <= excluded.at_ns",
-        (gate, state, head_seq, synced_seq, allowlist_version, at_ns, noted_at_ns),
+        (
+            st.gate,
+            st.state,
+            st.head_seq,
+            st.synced_seq,
+            st.allowlist_version,
+            st.at_ns,
+            noted_at_ns,
+        ),
     )
