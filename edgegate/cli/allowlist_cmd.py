@@ -120,10 +120,9 @@ def _zone(name: str) -> ZoneInfo:
 def cmd_import(args: argparse.Namespace) -> int:
     try:
         config, tz = _config_and_timezone(args)
-    except ConfigError as exc:
-        return _fail(f"invalid configuration:\n{exc}")
-    try:
         _zone(tz)
+    except ConfigError as exc:  # a ValueError too: caught first
+        return _fail(f"invalid configuration:\n{exc}")
     except ValueError as exc:
         return _fail(str(exc))
     try:
@@ -290,11 +289,10 @@ def _decision_json(d: Decision) -> dict[str, Any]:
 def cmd_lookup(args: argparse.Namespace) -> int:
     try:
         config, tz = _config_and_timezone(args)
-    except ConfigError as exc:
-        return _fail(f"invalid configuration:\n{exc}")
-    try:
         zone = _zone(tz)
         at = _parse_at(args.at, zone)
+    except ConfigError as exc:  # a ValueError too: caught first
+        return _fail(f"invalid configuration:\n{exc}")
     except ValueError as exc:
         return _fail(f"--at/--timezone: {exc}")
     if not args.db.exists():

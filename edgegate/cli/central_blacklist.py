@@ -30,8 +30,17 @@ from edgegate.central import publish as pub
 from edgegate.central.api import iso as _iso
 from edgegate.central.store import CentralStore, StoreError, redact
 from edgegate.central.store.blacklist import APPROVED, DISMISSED, STATES, Proposal
-from edgegate.cli import central_cmd, central_park
-from edgegate.cli.central_common import UsageError, fail, open_existing, output_args, store_arg
+from edgegate.cli import central_park
+from edgegate.cli.central_common import (
+    UsageError,
+    broker_args,
+    broker_settings,
+    check_ids,
+    fail,
+    open_existing,
+    output_args,
+    store_arg,
+)
 from edgegate.cli.central_park import _duration, _local
 from edgegate.observability import get_logger
 
@@ -119,7 +128,7 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
         help="publish to this gate (repeat for several; default every gate central knows)",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
-    central_cmd._broker_args(p)
+    broker_args(p)
     for action in p._actions:
         if action.dest == "broker":  # checked by _Publisher, with --key and --site
             action.required = False
@@ -154,11 +163,11 @@ class _Publisher:
         missing = [f for f in ("key", "site", "broker") if getattr(args, f) is None]
         if missing:
             raise UsageError("publishing needs " + ", ".join(f"--{m}" for m in missing))
-        central_cmd._check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates or ()})
+        check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates or ()})
         self.site: str = args.site
         self.gates: list[str] | None = args.gates
         self.timeout: float = args.timeout
-        self.broker = central_cmd._broker(args)
+        self.broker = broker_settings(args)
         self.key = pub.load_signing_key(args.key)
 
     def check_gates(self, store: CentralStore) -> None:
