@@ -25,7 +25,7 @@ from edgegate.allowlist.service import (
     load_from_file,
 )
 from edgegate.allowlist.store import StoreError
-from edgegate.cli.commands import action_group
+from edgegate.cli.commands import Subparsers, action_group
 from edgegate.config import ConfigError, GateConfig, load_config
 from edgegate.core.allowlist import AllowList, AllowListError
 from edgegate.core.domain import (
@@ -50,7 +50,7 @@ log = get_logger("cli.allowlist")
 DEFAULT_TZ = "Asia/Shanghai"
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     al_sub = action_group(sub, "allowlist", "import and query a gate's allow-list")
 
     imp = al_sub.add_parser(

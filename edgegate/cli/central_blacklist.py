@@ -42,6 +42,7 @@ from edgegate.cli.central_common import (
     store_arg,
 )
 from edgegate.cli.central_park import _duration, _local
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.observability import get_logger
 
 log = get_logger("cli.central")
@@ -50,7 +51,7 @@ _TEXT_MAX = 500
 _COMMAND = "blacklist"
 
 
-def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(central: Subparsers) -> None:
     """Add ``blacklist`` and its actions to ``edgegate central``."""
     parser = central.add_parser(
         _COMMAND,
@@ -61,8 +62,10 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     actions = parser.add_subparsers(dest="blacklist_command", metavar="ACTION", required=True)
 
-    propose = actions.add_parser(
+    propose = add_command(
+        actions,
         "propose",
+        cmd_propose,
         help="turn the overstays into proposals (one per stay; run it as often as you like)",
         description="New overstays become proposals; undecided ones get their dwell brought "
         "up to date; a proposal whose vehicle left is kept and marked as left.",
@@ -84,17 +87,19 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "them (needs --key, --site and the broker options); repeat for several",
     )
     _publish_args(propose)
-    propose.set_defaults(func=cmd_propose)
 
-    listing = actions.add_parser("list", help="the proposals, with their evidence and decisions")
+    listing = add_command(
+        actions, "list", cmd_list, help="the proposals, with their evidence and decisions"
+    )
     store_arg(listing)
     listing.add_argument("--state", choices=STATES, help="only proposals in this state")
     output_args(listing)
-    listing.set_defaults(func=cmd_list)
 
     for name, what in ((APPROVED, "approve"), (DISMISSED, "dismiss")):
-        p = actions.add_parser(
+        p = add_command(
+            actions,
             what,
+            cmd_decide,
             help=f"{what} a proposal (recorded with --operator and --reason first)"
             + (", then publish the blacklist entry to every gate" if name == APPROVED else ""),
         )
@@ -104,16 +109,17 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         store_arg(p)
         if name == APPROVED:
             _publish_args(p)
-        p.set_defaults(func=cmd_decide, decision=name)
+        p.set_defaults(decision=name)
 
-    again = actions.add_parser(
+    again = add_command(
+        actions,
         "publish",
+        cmd_publish,
         help="publish what approvals have not published yet (after a broker failure)",
     )
     again.add_argument("ids", nargs="*", metavar="ID", help="these proposals (default: all)")
     store_arg(again)
     _publish_args(again)
-    again.set_defaults(func=cmd_publish)
 
 
 def _publish_args(p: argparse.ArgumentParser) -> None:

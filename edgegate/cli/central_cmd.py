@@ -45,7 +45,7 @@ from edgegate.cli.central_common import (
     check_ids,
     fail,
 )
-from edgegate.cli.commands import action_group
+from edgegate.cli.commands import Subparsers, action_group, add_command
 from edgegate.config import parse_duration
 from edgegate.config.models import HttpSettings
 from edgegate.observability import get_logger
@@ -56,13 +56,13 @@ from edgegate.web.monitoring import read_token
 
 log = get_logger("cli.central")
 
-CentralRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+CentralRegistrar = Callable[[Subparsers], None]
 
 CENTRAL_COMMANDS: list[CentralRegistrar] = []
 """Extra ``edgegate central`` actions: each is called with the ``central`` subparsers."""
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     central = action_group(
         sub, "central", "the central platform: sink, allow-list publication, commands"
     )
@@ -80,9 +80,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         registrar(central)
 
 
-def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = central.add_parser(
+def _register_run(central: Subparsers) -> None:
+    run = add_command(
+        central,
         "run",
+        cmd_run,
         help="run the central sink: store every gate's events, ack them (JSON logs on stdout)",
         description="Runs until SIGTERM or SIGINT. Several instances with the same --group "
         "share the gates' batches (MQTT shared subscription); each needs its own stable "
@@ -142,14 +144,16 @@ def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="serve the park API at /api/v1 to these tokens: one 'NAME TOKEN' per line, "
         "mode 0600 (docs/park-api.md)",
     )
-    run.set_defaults(func=cmd_run, log_stream=sys.stdout)
+    run.set_defaults(log_stream=sys.stdout)
 
 
 def _register_publish_allowlist(
-    central: argparse._SubParsersAction[argparse.ArgumentParser],
+    central: Subparsers,
 ) -> None:
-    p = central.add_parser(
+    p = add_command(
+        central,
         "publish-allowlist",
+        cmd_publish_allowlist,
         help="publish a signed allow-list snapshot (retained) or delta to gates",
         description="Without --delta-from, FILE is the whole list and is published as a "
         "retained snapshot. With --delta-from M, the publication is the delta M -> --version: "
@@ -194,7 +198,6 @@ def _register_publish_allowlist(
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
     broker_args(p)
-    p.set_defaults(func=cmd_publish_allowlist)
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -21,7 +21,7 @@ from edgegate.cli.central_common import (
     check_ids,
     fail,
 )
-from edgegate.cli.commands import Subparsers
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.config import parse_duration
 from edgegate.observability import get_logger
 from edgegate.sync.protocol import ProtocolError
@@ -36,8 +36,10 @@ WAIT_TIMEOUT_S = 60.0
 
 def register(central: Subparsers) -> None:
     """Add ``command`` to the ``edgegate central`` sub-commands."""
-    p = central.add_parser(
+    p = add_command(
+        central,
         "command",
+        cmd_command,
         help="send a signed command to a gate (open or release a lane, incident mode on/off)",
         description="open-lane opens a lane and holds it open until release-lane (or a guard) "
         "releases it; with --once it opens for one vehicle and then closes as after any pass. "
@@ -82,7 +84,6 @@ def register(central: Subparsers) -> None:
         help=f"with --wait: central's store, as given to `central run` (default {DEFAULT_DSN})",
     )
     broker_args(p)
-    p.set_defaults(func=cmd_command)
 
 
 def cmd_command(args: argparse.Namespace) -> int:

@@ -28,16 +28,19 @@ from edgegate.central.pull import (
     PullReport,
 )
 from edgegate.central.store import StoreError, open_store
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.observability import get_logger
 from edgegate.sync.pull_api import MAX_LIMIT
 
 log = get_logger("central.pull")
 
 
-def register(central_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(central_subparsers: Subparsers) -> None:
     """Add ``pull`` to the ``edgegate central`` sub-commands."""
-    p = central_subparsers.add_parser(
+    p = add_command(
+        central_subparsers,
         "pull",
+        run,
         help="fetch a gate's events over its pull API into the central store",
         description=(
             "Fetch the events of the gate at URL (its base URL, e.g. https://10.20.7.5:8480) "
@@ -83,7 +86,6 @@ def register(central_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         type=Path,
         help="CA certificate to verify an https gate with",
     )
-    p.set_defaults(func=run)
 
 
 def _limit(text: str) -> int:

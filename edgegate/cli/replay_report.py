@@ -8,13 +8,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgegate.cli.commands import Subparsers
 from edgegate.cli.replay_cmd import add_source_arguments, fail, open_source, progress_for
 from edgegate.log.eventlog import LogError
 from edgegate.replay.report import write_report
 from edgegate.replay.source import LogSource, SourceError, parse_range
 
 
-def register_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register_action(actions: Subparsers) -> None:
     p = actions.add_parser(
         "report",
         help="one self-contained HTML file: lane timeline, cycles, findings, verification",
