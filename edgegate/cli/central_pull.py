@@ -8,6 +8,7 @@ message naming it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import threading
 import time
@@ -33,6 +34,9 @@ from edgegate.observability import get_logger
 from edgegate.sync.pull_api import MAX_LIMIT
 
 log = get_logger("central.pull")
+
+#: What the ``pull_done`` log line says of the report, in this order.
+_DONE_FIELDS = ("url", "gate", "stored", "duplicates", "central_head")
 
 
 def register(central_subparsers: Subparsers) -> None:
@@ -67,18 +71,11 @@ def register(central_subparsers: Subparsers) -> None:
         help=f"events per request, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})",
     )
     p.add_argument("--follow", action="store_true", help="keep polling for new events")
-    p.add_argument(
-        "--interval",
-        type=_seconds,
-        default=DEFAULT_INTERVAL,
-        help=f"seconds between polls with --follow (default {DEFAULT_INTERVAL:g})",
-    )
-    p.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=DEFAULT_TIMEOUT,
-        help=f"seconds to wait for the gate per request (default {DEFAULT_TIMEOUT:g})",
-    )
+    for flag, default, what in (
+        ("--interval", DEFAULT_INTERVAL, "seconds between polls with --follow"),
+        ("--timeout", DEFAULT_TIMEOUT, "seconds to wait for the gate per request"),
+    ):
+        p.add_argument(flag, type=_seconds, default=default, help=f"{what} (default {default:g})")
     p.add_argument(
         "--ca-file",
         "--cafile",
@@ -239,12 +236,6 @@ def run(args: argparse.Namespace) -> int:
         for fault in report.faults:
             print(f"FAILED gate {report.gate}: dead-lettered: {fault}", file=out)
         return 1
-    log.info(
-        "pull_done",
-        url=report.url,
-        gate=report.gate,
-        stored=report.stored,
-        duplicates=report.duplicates,
-        central_head=report.central_head,
-    )
+    done = dataclasses.asdict(report)
+    log.info("pull_done", **{name: done[name] for name in _DONE_FIELDS})
     return 0
