@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ log = get_logger("cli.central")
 _ACTIONS: tuple[str, ...] = ("open-lane", "release-lane", "incident-on", "incident-off")
 _LANE_ACTIONS = ("open-lane", "release-lane")
 WAIT_TIMEOUT_S = 60.0
+#: The command's fields ``command_published`` carries after its id, gate and site, in order.
+_PUBLISHED_FIELDS = ("action", "lane", "operator", "expires_at_ns")
 
 
 def register(central: Subparsers) -> None:
@@ -160,14 +163,12 @@ def _named(command: SignedCommand) -> dict[str, str]:
 
 
 def _log_published(args: argparse.Namespace, command: SignedCommand, key_id: str) -> None:
+    fields = dataclasses.asdict(command)
     log.info(
         "command_published",
         **_named(command),
         site=args.site,
-        action=command.action,
-        lane=command.lane,
-        operator=command.operator,
-        expires_at_ns=command.expires_at_ns,
+        **{name: fields[name] for name in _PUBLISHED_FIELDS},
         key_id=key_id,
     )
 
