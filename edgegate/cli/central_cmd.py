@@ -22,13 +22,7 @@ from pydantic import ValidationError
 
 from edgegate.allowlist.importer import DEFAULT_TIMEZONE
 from edgegate.central import publish as pub
-from edgegate.central.sink import (
-    DEFAULT_DSN,
-    DEFAULT_GROUP,
-    Sink,
-    SinkOptions,
-    default_client_id,
-)
+from edgegate.central.sink import DEFAULT_DSN, DEFAULT_GROUP, Sink, SinkOptions, default_client_id
 from edgegate.central.store import StoreError, open_store, redact
 from edgegate.cli import (
     central_blacklist,
@@ -38,20 +32,12 @@ from edgegate.cli import (
     central_tools,
     central_web,
 )
-from edgegate.cli.central_common import (
-    UsageError,
-    broker_args,
-    broker_settings,
-    check_ids,
-    fail,
-)
+from edgegate.cli.central_common import UsageError, broker_args, broker_settings, check_ids, fail
 from edgegate.cli.commands import Subparsers, action_group, add_command
 from edgegate.config import parse_duration
 from edgegate.config.models import HttpSettings
 from edgegate.observability import get_logger
-from edgegate.sync.signing import (
-    AllowListPublication,
-)
+from edgegate.sync.signing import AllowListPublication
 from edgegate.web.monitoring import read_token
 
 log = get_logger("cli.central")

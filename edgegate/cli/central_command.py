@@ -15,13 +15,7 @@ from edgegate.central import publish as pub
 from edgegate.central.replies import wait_for_reply
 from edgegate.central.sink import DEFAULT_DSN
 from edgegate.central.store import CentralStore, StoreError, open_store, redact
-from edgegate.cli.central_common import (
-    UsageError,
-    broker_args,
-    broker_settings,
-    check_ids,
-    fail,
-)
+from edgegate.cli.central_common import UsageError, broker_args, broker_settings, check_ids, fail
 from edgegate.cli.commands import Subparsers, add_command
 from edgegate.config import parse_duration
 from edgegate.observability import get_logger

@@ -29,12 +29,7 @@ from edgegate.central import publish as pub
 from edgegate.central.api import ParkApi
 from edgegate.central.dashboard import Dashboard, DashboardRole, Publishing
 from edgegate.central.sink import Sink, sink_options
-from edgegate.central.store import (
-    AsyncStore,
-    StoreError,
-    VehicleInside,
-    open_store,
-)
+from edgegate.central.store import AsyncStore, StoreError, VehicleInside, open_store
 from edgegate.central.trial import TrialError, TrialPlan, write_trial
 from edgegate.central.web import CENTRAL_WEB_PARTS, CentralWeb
 from edgegate.cli.demo import (
@@ -67,9 +62,7 @@ from edgegate.cli.demo_park_setup import (
 )
 from edgegate.cli.demo_park_view import ParkView
 from edgegate.clock import SystemClock
-from edgegate.console.accounts import (
-    AccountStore,
-)
+from edgegate.console.accounts import AccountStore
 from edgegate.daemon.gate import Gate
 from edgegate.log import LogError
 from edgegate.log.schema import SchemaError

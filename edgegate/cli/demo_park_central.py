@@ -16,19 +16,12 @@ from edgegate.central.api import ParkApi
 from edgegate.central.dashboard import Dashboard
 from edgegate.central.pull import PullError, PullReport, pull
 from edgegate.central.sink import Sink, SinkOptions
-from edgegate.central.store import (
-    AsyncStore,
-    GateState,
-    StoreError,
-    open_store,
-)
+from edgegate.central.store import AsyncStore, GateState, StoreError, open_store
 from edgegate.central.store.publications import Publication
 from edgegate.central.web import CentralWebPart
 from edgegate.cli.demo_park_setup import Broker, ParkError
 from edgegate.daemon.gate import Gate
-from edgegate.sim.park import (
-    PARK_SITE,
-)
+from edgegate.sim.park import PARK_SITE
 from edgegate.web import HttpServer
 
 #: Seconds between two pulls of a gate's log when there is no broker.

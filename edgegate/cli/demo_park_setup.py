@@ -14,19 +14,9 @@ from pathlib import Path
 
 from edgegate.central.dashboard import DashboardRole
 from edgegate.central.trial import TrialPlan
-from edgegate.cli.demo import (
-    _write_demo_accounts,
-    new_password,
-)
-from edgegate.console.accounts import (
-    Account,
-    AccountsError,
-    hash_password,
-    write_accounts,
-)
-from edgegate.sim.park import (
-    PARK_GATES,
-)
+from edgegate.cli.demo import _write_demo_accounts, new_password
+from edgegate.console.accounts import Account, AccountsError, hash_password, write_accounts
+from edgegate.sim.park import PARK_GATES
 from edgegate.sync.signing import generate_keypair
 
 #: The control room dashboard's demo account (an operator).

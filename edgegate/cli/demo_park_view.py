@@ -13,11 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from edgegate.central.store import (
-    CentralStore,
-    GateState,
-    VehicleInside,
-)
+from edgegate.central.store import CentralStore, GateState, VehicleInside
 from edgegate.cli.demo_park_central import Central
 from edgegate.core.domain import VehicleCategory
 from edgegate.core.events import AccessDecided, Event
