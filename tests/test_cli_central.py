@@ -18,6 +18,7 @@ import aiomqtt
 import pytest
 
 from edgegate.allowlist import importer
+from edgegate.central import publish as pub
 from edgegate.central.store import open_store
 from edgegate.cli import central_cmd
 from edgegate.cli.main import build_parser, main
@@ -315,7 +316,8 @@ async def test_command_is_signed_and_accepted_by_the_gate(
         )
         assert rc == 0
         message = await receive(live)
-    command_id = capsys.readouterr().out.strip()
+    out, err = capsys.readouterr()
+    command_id = out.strip()
     assert not message.retain
     command = CommandGuard().accept(
         body(message), load_public_key(public), "gate-a", time.time_ns()
@@ -327,6 +329,35 @@ async def test_command_is_signed_and_accepted_by_the_gate(
         "wang.li",
     )
     assert command.expires_at_ns - command.issued_at_ns == 90 * 10**9
+    # The log line is an interface: its keys, their order and values.
+    lines = [json.loads(line) for line in err.splitlines() if '"command_published"' in line]
+    assert [
+        {k: v for k, v in line.items() if k not in ("level", "timestamp")} for line in lines
+    ] == [
+        {
+            "component": "cli.central",
+            "command_id": command.id,
+            "gate": "gate-a",
+            "site": SITE,
+            "action": command.action,
+            "lane": lane,
+            "operator": "wang.li",
+            "expires_at_ns": command.expires_at_ns,
+            "key_id": pub.signing_key_id(pub.load_signing_key(private)),
+            "event": "command_published",
+        }
+    ]
+    assert list(lines[0])[:9] == [
+        "component",
+        "command_id",
+        "gate",
+        "site",
+        "action",
+        "lane",
+        "operator",
+        "expires_at_ns",
+        "key_id",
+    ]
 
 
 # ------------------------------------------------------------------------------ refusals

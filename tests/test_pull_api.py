@@ -1118,8 +1118,23 @@ async def test_cli_pulls_then_reports_nothing_new(
     assert f"{head} new events stored, 0 already held, 0 dead-lettered" in out
     assert f"central at seq {head}, gate head seq {head} (up to date)" in out
 
-    assert await asyncio.to_thread(_cli, argv) == 0
+    with structlog.testing.capture_logs() as logs:
+        assert await asyncio.to_thread(_cli, argv) == 0
     assert "0 new events stored" in capsys.readouterr().out
+    done = [e for e in logs if e["event"] == "pull_done"]
+    assert done == [
+        {
+            "component": "central.pull",
+            "url": _url(server),
+            "gate": GATE,
+            "stored": 0,
+            "duplicates": 0,
+            "central_head": head,
+            "event": "pull_done",
+            "log_level": "info",
+        }
+    ]
+    assert list(done[0])[1:6] == ["url", "gate", "stored", "duplicates", "central_head"]
     with open_store(db) as store:
         assert store.count(GATE) == head and store.verify(GATE) is None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgegate.cli.commands import action_group
+from edgegate.cli.commands import Subparsers, action_group
 from edgegate.config import ConfigError, load_config
 from edgegate.console.accounts import (
     Account,
@@ -33,12 +33,12 @@ from edgegate.observability import get_logger
 log = get_logger("cli.accounts")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     register_accounts(sub, "accounts", "manage the guard's console accounts", Role)
 
 
 def register_accounts(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: Subparsers,
     command: str,
     what: str,
     roles: Roles,

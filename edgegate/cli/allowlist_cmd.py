@@ -25,7 +25,7 @@ from edgegate.allowlist.service import (
     load_from_file,
 )
 from edgegate.allowlist.store import StoreError
-from edgegate.cli.commands import action_group
+from edgegate.cli.commands import Subparsers, action_group
 from edgegate.config import ConfigError, GateConfig, load_config
 from edgegate.core.allowlist import AllowList, AllowListError
 from edgegate.core.domain import (
@@ -50,7 +50,7 @@ log = get_logger("cli.allowlist")
 DEFAULT_TZ = "Asia/Shanghai"
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     al_sub = action_group(sub, "allowlist", "import and query a gate's allow-list")
 
     imp = al_sub.add_parser(
@@ -120,10 +120,9 @@ def _zone(name: str) -> ZoneInfo:
 def cmd_import(args: argparse.Namespace) -> int:
     try:
         config, tz = _config_and_timezone(args)
-    except ConfigError as exc:
-        return _fail(f"invalid configuration:\n{exc}")
-    try:
         _zone(tz)
+    except ConfigError as exc:  # a ValueError too: caught first
+        return _fail(f"invalid configuration:\n{exc}")
     except ValueError as exc:
         return _fail(str(exc))
     try:
@@ -290,11 +289,10 @@ def _decision_json(d: Decision) -> dict[str, Any]:
 def cmd_lookup(args: argparse.Namespace) -> int:
     try:
         config, tz = _config_and_timezone(args)
-    except ConfigError as exc:
-        return _fail(f"invalid configuration:\n{exc}")
-    try:
         zone = _zone(tz)
         at = _parse_at(args.at, zone)
+    except ConfigError as exc:  # a ValueError too: caught first
+        return _fail(f"invalid configuration:\n{exc}")
     except ValueError as exc:
         return _fail(f"--at/--timezone: {exc}")
     if not args.db.exists():

@@ -30,9 +30,19 @@ from edgegate.central import publish as pub
 from edgegate.central.api import iso as _iso
 from edgegate.central.store import CentralStore, StoreError, redact
 from edgegate.central.store.blacklist import APPROVED, DISMISSED, STATES, Proposal
-from edgegate.cli import central_cmd, central_park
-from edgegate.cli.central_common import UsageError, fail, open_existing, output_args, store_arg
+from edgegate.cli import central_park
+from edgegate.cli.central_common import (
+    UsageError,
+    broker_args,
+    broker_settings,
+    check_ids,
+    fail,
+    open_existing,
+    output_args,
+    store_arg,
+)
 from edgegate.cli.central_park import _duration, _local
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.observability import get_logger
 
 log = get_logger("cli.central")
@@ -41,7 +51,7 @@ _TEXT_MAX = 500
 _COMMAND = "blacklist"
 
 
-def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(central: Subparsers) -> None:
     """Add ``blacklist`` and its actions to ``edgegate central``."""
     parser = central.add_parser(
         _COMMAND,
@@ -52,8 +62,10 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     actions = parser.add_subparsers(dest="blacklist_command", metavar="ACTION", required=True)
 
-    propose = actions.add_parser(
+    propose = add_command(
+        actions,
         "propose",
+        cmd_propose,
         help="turn the overstays into proposals (one per stay; run it as often as you like)",
         description="New overstays become proposals; undecided ones get their dwell brought "
         "up to date; a proposal whose vehicle left is kept and marked as left.",
@@ -75,17 +87,19 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "them (needs --key, --site and the broker options); repeat for several",
     )
     _publish_args(propose)
-    propose.set_defaults(func=cmd_propose)
 
-    listing = actions.add_parser("list", help="the proposals, with their evidence and decisions")
+    listing = add_command(
+        actions, "list", cmd_list, help="the proposals, with their evidence and decisions"
+    )
     store_arg(listing)
     listing.add_argument("--state", choices=STATES, help="only proposals in this state")
     output_args(listing)
-    listing.set_defaults(func=cmd_list)
 
     for name, what in ((APPROVED, "approve"), (DISMISSED, "dismiss")):
-        p = actions.add_parser(
+        p = add_command(
+            actions,
             what,
+            cmd_decide,
             help=f"{what} a proposal (recorded with --operator and --reason first)"
             + (", then publish the blacklist entry to every gate" if name == APPROVED else ""),
         )
@@ -95,16 +109,17 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         store_arg(p)
         if name == APPROVED:
             _publish_args(p)
-        p.set_defaults(func=cmd_decide, decision=name)
+        p.set_defaults(decision=name)
 
-    again = actions.add_parser(
+    again = add_command(
+        actions,
         "publish",
+        cmd_publish,
         help="publish what approvals have not published yet (after a broker failure)",
     )
     again.add_argument("ids", nargs="*", metavar="ID", help="these proposals (default: all)")
     store_arg(again)
     _publish_args(again)
-    again.set_defaults(func=cmd_publish)
 
 
 def _publish_args(p: argparse.ArgumentParser) -> None:
@@ -119,7 +134,7 @@ def _publish_args(p: argparse.ArgumentParser) -> None:
         help="publish to this gate (repeat for several; default every gate central knows)",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
-    central_cmd._broker_args(p)
+    broker_args(p)
     for action in p._actions:
         if action.dest == "broker":  # checked by _Publisher, with --key and --site
             action.required = False
@@ -154,11 +169,11 @@ class _Publisher:
         missing = [f for f in ("key", "site", "broker") if getattr(args, f) is None]
         if missing:
             raise UsageError("publishing needs " + ", ".join(f"--{m}" for m in missing))
-        central_cmd._check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates or ()})
+        check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates or ()})
         self.site: str = args.site
         self.gates: list[str] | None = args.gates
         self.timeout: float = args.timeout
-        self.broker = central_cmd._broker(args)
+        self.broker = broker_settings(args)
         self.key = pub.load_signing_key(args.key)
 
     def check_gates(self, store: CentralStore) -> None:

@@ -1,6 +1,7 @@
-"""``edgegate central run|publish-allowlist|command``: the central side of sync.
+"""``edgegate central run|publish-allowlist``: the central side of sync.
 
-``edgegate central pull`` is ``edgegate.cli.central_pull``. Other modules add actions to
+``edgegate central command`` is ``edgegate.cli.central_command``, ``edgegate central pull``
+``edgegate.cli.central_pull``. Other modules add actions to
 ``edgegate central`` without editing this file: append a registrar ``fn(central_subparsers)``
 to ``CENTRAL_COMMANDS``.
 """
@@ -16,64 +17,44 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 from pydantic import ValidationError
 
 from edgegate.allowlist.importer import DEFAULT_TIMEZONE
 from edgegate.central import publish as pub
-from edgegate.central.replies import wait_for_reply
-from edgegate.central.sink import (
-    DEFAULT_DSN,
-    DEFAULT_GROUP,
-    DEFAULT_USERNAME,
-    BrokerSettings,
-    BrokerUrlError,
-    Sink,
-    SinkOptions,
-    default_client_id,
-)
-from edgegate.central.store import CentralStore, StoreError, open_store, redact
+from edgegate.central.sink import DEFAULT_DSN, DEFAULT_GROUP, Sink, SinkOptions, default_client_id
+from edgegate.central.store import StoreError, open_store, redact
 from edgegate.cli import (
     central_blacklist,
+    central_command,
     central_park,
     central_pull,
     central_tools,
     central_web,
 )
-from edgegate.cli.central_common import UsageError, fail
-from edgegate.cli.commands import action_group
+from edgegate.cli.central_common import UsageError, broker_args, broker_settings, check_ids, fail
+from edgegate.cli.commands import Subparsers, action_group, add_command
 from edgegate.config import parse_duration
 from edgegate.config.models import HttpSettings
 from edgegate.observability import get_logger
-from edgegate.sync.protocol import ProtocolError, check_id
-from edgegate.sync.signing import (
-    MAX_COMMAND_LIFETIME_NS,
-    AllowListPublication,
-    CommandAction,
-    SignedCommand,
-)
+from edgegate.sync.signing import AllowListPublication
 from edgegate.web.monitoring import read_token
 
 log = get_logger("cli.central")
 
-CentralRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+CentralRegistrar = Callable[[Subparsers], None]
 
 CENTRAL_COMMANDS: list[CentralRegistrar] = []
 """Extra ``edgegate central`` actions: each is called with the ``central`` subparsers."""
 
-_ACTIONS: tuple[str, ...] = ("open-lane", "release-lane", "incident-on", "incident-off")
-_LANE_ACTIONS = ("open-lane", "release-lane")
-WAIT_TIMEOUT_S = 60.0
 
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     central = action_group(
         sub, "central", "the central platform: sink, allow-list publication, commands"
     )
     _register_run(central)
     _register_publish_allowlist(central)
-    _register_command(central)
+    central_command.register(central)
     for registrar in (
         *CENTRAL_COMMANDS,
         central_pull.register,
@@ -85,35 +66,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         registrar(central)
 
 
-def _broker_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("broker")
-    group.add_argument(
-        "--broker",
-        required=True,
-        metavar="URL",
-        help="mqtts://HOST:PORT (TLS, port 8883 by default) or mqtt://HOST:PORT",
-    )
-    group.add_argument(
-        "--username", default=DEFAULT_USERNAME, help=f"MQTT user (default {DEFAULT_USERNAME})"
-    )
-    group.add_argument(
-        "--password-file", type=Path, metavar="FILE", help="file holding the MQTT password"
-    )
-    group.add_argument(
-        "--ca-file", type=Path, metavar="FILE", help="CA certificate of the broker (mqtts)"
-    )
-
-
-def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = central.add_parser(
+def _register_run(central: Subparsers) -> None:
+    run = add_command(
+        central,
         "run",
+        cmd_run,
         help="run the central sink: store every gate's events, ack them (JSON logs on stdout)",
         description="Runs until SIGTERM or SIGINT. Several instances with the same --group "
         "share the gates' batches (MQTT shared subscription); each needs its own stable "
         "--client-id, and with more than one they must share one database "
         "(PostgreSQL, or one SQLite file on one machine).",
     )
-    _broker_args(run)
+    broker_args(run)
     run.add_argument(
         "--db",
         default=DEFAULT_DSN,
@@ -166,14 +130,16 @@ def _register_run(central: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="serve the park API at /api/v1 to these tokens: one 'NAME TOKEN' per line, "
         "mode 0600 (docs/park-api.md)",
     )
-    run.set_defaults(func=cmd_run, log_stream=sys.stdout)
+    run.set_defaults(log_stream=sys.stdout)
 
 
 def _register_publish_allowlist(
-    central: argparse._SubParsersAction[argparse.ArgumentParser],
+    central: Subparsers,
 ) -> None:
-    p = central.add_parser(
+    p = add_command(
+        central,
         "publish-allowlist",
+        cmd_publish_allowlist,
         help="publish a signed allow-list snapshot (retained) or delta to gates",
         description="Without --delta-from, FILE is the whole list and is published as a "
         "retained snapshot. With --delta-from M, the publication is the delta M -> --version: "
@@ -217,106 +183,10 @@ def _register_publish_allowlist(
         help=f"zone of times without offset (default {DEFAULT_TIMEZONE})",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
-    _broker_args(p)
-    p.set_defaults(func=cmd_publish_allowlist)
-
-
-def _register_command(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = central.add_parser(
-        "command",
-        help="send a signed command to a gate (open or release a lane, incident mode on/off)",
-        description="open-lane opens a lane and holds it open until release-lane (or a guard) "
-        "releases it; with --once it opens for one vehicle and then closes as after any pass. "
-        "With --wait, the gate's answer is read from central's store (the sink of "
-        "`edgegate central run --db` must be running): exit 0 when the gate accepted the "
-        "command, 1 when it refused it or could not carry it out (the reason is printed), "
-        "3 when no answer came in time.",
-    )
-    p.add_argument("gate", metavar="GATE", help="the gate id")
-    p.add_argument("action", metavar="ACTION", choices=_ACTIONS, help=", ".join(_ACTIONS))
-    p.add_argument("--lane", help="the lane (open-lane and release-lane only)")
-    p.add_argument(
-        "--once", action="store_true", help="open-lane: for one vehicle only, then back to normal"
-    )
-    p.add_argument("--reason", default="", help="why (required for open-lane)")
-    p.add_argument("--operator", required=True, help="who gives the command")
-    p.add_argument("--key", type=Path, required=True, help="central's private key (PEM)")
-    p.add_argument("--site", required=True, help="the gate's site id")
-    p.add_argument(
-        "--expires",
-        default="5min",
-        metavar="DURATION",
-        help="how long the command stays valid, e.g. 90s, 5min (default 5min, at most 1h)",
-    )
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker")
-    p.add_argument(
-        "--wait",
-        action="store_true",
-        help="wait for the gate to accept or refuse the command (read from --db)",
-    )
-    p.add_argument(
-        "--wait-timeout",
-        type=float,
-        default=WAIT_TIMEOUT_S,
-        metavar="SECONDS",
-        help=f"with --wait: how long to wait for the gate's answer (default {WAIT_TIMEOUT_S:g})",
-    )
-    p.add_argument(
-        "--db",
-        default=DEFAULT_DSN,
-        metavar="DSN",
-        help=f"with --wait: central's store, as given to `central run` (default {DEFAULT_DSN})",
-    )
-    _broker_args(p)
-    p.set_defaults(func=cmd_command)
+    broker_args(p)
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _password(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"cannot read password file {path}: {detail}") from None
-    password = text.rstrip("\r\n")
-    if not password:
-        raise UsageError(f"password file {path} is empty")
-    return password
-
-
-def _check_ca_file(path: Path | None) -> None:
-    """Refuse an unusable CA file now: the sink would otherwise retry its TLS forever."""
-    if path is None:
-        return
-    try:
-        ssl.create_default_context(cafile=str(path))
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"--ca-file {path}: {exc.strerror or exc}") from None
-
-
-def _broker(args: argparse.Namespace) -> BrokerSettings:
-    _check_ca_file(args.ca_file)
-    try:
-        return BrokerSettings.from_url(
-            args.broker,
-            username=args.username or None,
-            password=_password(args.password_file),
-            ca_file=args.ca_file,
-        )
-    except BrokerUrlError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _check_ids(**ids: str) -> None:
-    for what, value in ids.items():
-        try:
-            check_id(value, what)
-        except ProtocolError as exc:
-            raise UsageError(f"--{exc}") from None
 
 
 # ------------------------------------------------------------------------------ run
@@ -324,7 +194,7 @@ def _check_ids(**ids: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        _check_ids(group=args.group)
+        check_ids(group=args.group)
         key = None
         if args.park_key is not None:
             try:
@@ -338,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if retention <= 0:
             raise UsageError(f"--park-retention {args.park_retention}: must be more than 0")
         options = SinkOptions(
-            _broker(args),
+            broker_settings(args),
             dsn=args.db,
             group=args.group,
             client_id=args.client_id or default_client_id(args.group),
@@ -451,14 +321,14 @@ async def _run(
 def cmd_publish_allowlist(args: argparse.Namespace) -> int:
     name = "publish-allowlist"
     try:
-        _check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates})
+        check_ids(site=args.site, **{f"gate {g!r}": g for g in args.gates})
         if args.version is not None and args.version < 1:
             raise UsageError(f"--version {args.version}: must be at least 1")
         if args.previous is not None and args.delta_from is None:
             raise UsageError("--previous only goes with --delta-from (it makes a delta)")
         if args.delta_from is not None and args.delta_from < 0:
             raise UsageError(f"--delta-from {args.delta_from}: must be at least 0")
-        broker = _broker(args)
+        broker = broker_settings(args)
         key = pub.load_signing_key(args.key)
         now = time.time_ns()
         build: Callable[[int], AllowListPublication]
@@ -546,125 +416,3 @@ def _login() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-def cmd_command(args: argparse.Namespace) -> int:
-    name = "command"
-    try:
-        _check_ids(site=args.site, gate=args.gate)
-        try:
-            lifetime = parse_duration(args.expires)
-        except ValueError as exc:
-            raise UsageError(f"--expires: {exc}") from None
-        lifetime_ns = int(lifetime.total_seconds() * 1e9)
-        if lifetime_ns <= 0 or lifetime_ns > MAX_COMMAND_LIFETIME_NS:
-            raise UsageError(
-                f"--expires {args.expires}: must be more than 0 and at most "
-                f"{MAX_COMMAND_LIFETIME_NS // 10**9 // 60} min"
-            )
-        if args.action in _LANE_ACTIONS and not args.lane:
-            raise UsageError(f"{args.action} needs --lane (the lane it acts on)")
-        if args.action == "open-lane" and not args.reason.strip():
-            raise UsageError("open-lane needs --reason (it is logged at the gate)")
-        if args.action not in _LANE_ACTIONS and args.lane:
-            raise UsageError(f"{args.action} applies to the whole gate: drop --lane")
-        if args.once and args.action != "open-lane":
-            raise UsageError("--once goes with open-lane only")
-        if args.wait and not args.wait_timeout > 0:
-            raise UsageError(f"--wait-timeout {args.wait_timeout:g}: must be more than 0")
-        action = cast(CommandAction, "open-lane-once" if args.once else args.action)
-        broker = _broker(args)
-        key = pub.load_signing_key(args.key)
-        try:
-            command = SignedCommand.create(
-                args.gate,
-                action,
-                lane=args.lane,
-                reason=args.reason,
-                operator=args.operator,
-                now_ns=time.time_ns(),
-                lifetime_ns=lifetime_ns,
-            )
-        except ProtocolError as exc:
-            raise UsageError(str(exc)) from None
-        payload = pub.signed_command(command, key)
-    except (UsageError, pub.PublishError) as exc:
-        return fail(name, str(exc))
-    store: CentralStore | None = None
-    since = 0
-    if args.wait:
-        try:
-            store = open_store(args.db)
-            since = store.head(args.gate)[0]  # the gate's reply comes after this
-        except StoreError as exc:
-            if store is not None:
-                store.close()
-            return fail(name, f"--db: {exc}", db=redact(args.db))
-    try:
-        message = pub.Outgoing(args.site, args.gate, "commands", payload, retain=False)
-        try:
-            asyncio.run(pub.publish(broker, [message], timeout=args.timeout))
-        except pub.PublishError as exc:
-            return fail(name, str(exc), command_id=command.id)
-        print(command.id, flush=True)
-        _log_published(args, command, pub.signing_key_id(key))
-        if store is None:
-            return 0
-        return _await_reply(args, command, store, since)
-    finally:
-        if store is not None:
-            store.close()
-
-
-def _log_published(args: argparse.Namespace, command: SignedCommand, key_id: str) -> None:
-    log.info(
-        "command_published",
-        command_id=command.id,
-        gate=args.gate,
-        site=args.site,
-        action=command.action,
-        lane=command.lane,
-        operator=command.operator,
-        expires_at_ns=command.expires_at_ns,
-        key_id=key_id,
-    )
-
-
-def _await_reply(
-    args: argparse.Namespace, command: SignedCommand, store: CentralStore, since: int
-) -> int:
-    """Exit 0 when the gate accepted ``command``; 1 when it refused it or could not carry it
-    out; 3 when central's store shows no answer within ``--wait-timeout``."""
-    gate = args.gate
-    try:
-        reply = wait_for_reply(store, gate, command.id, after=since, timeout=args.wait_timeout)
-    except StoreError as exc:
-        return fail("command", f"--db: {exc}", db=redact(args.db), command_id=command.id)
-    if reply is None:
-        print(
-            f"edgegate central command: no answer from gate {gate} to command {command.id} "
-            f"within {args.wait_timeout:g} s (is the gate online, and is `edgegate central run "
-            f"--db {redact(args.db)}` storing its events?)",
-            file=sys.stderr,
-        )
-        log.error("command_unanswered", command_id=command.id, gate=gate)
-        return 3
-    if reply.outcome == "accepted":
-        print(f"accepted by gate {gate} (seq {reply.seq})")
-        log.info("command_accepted", command_id=command.id, gate=gate, seq=reply.seq)
-        return 0
-    what = "refused" if reply.outcome == "refused" else "accepted but could not carry out"
-    print(
-        f"edgegate central command: gate {gate} {what} command {command.id}: "
-        f"{reply.code}: {reply.message} (seq {reply.seq})",
-        file=sys.stderr,
-    )
-    log.error(
-        f"command_{reply.outcome}",
-        command_id=command.id,
-        gate=gate,
-        seq=reply.seq,
-        code=reply.code,
-        error=reply.message,
-    )
-    return 1

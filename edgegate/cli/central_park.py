@@ -34,6 +34,7 @@ from edgegate.cli.central_common import (
     output_args,
     store_arg,
 )
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.config import parse_duration
 from edgegate.core.domain import VehicleCategory
 from edgegate.core.rules import DEFAULT_DWELL_LIMITS
@@ -41,10 +42,12 @@ from edgegate.core.rules import DEFAULT_DWELL_LIMITS
 _CATEGORIES = ", ".join(c.value for c in VehicleCategory)
 
 
-def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(central: Subparsers) -> None:
     """Add ``roll-call``, ``gates`` and ``rebuild-projections`` to ``edgegate central``."""
-    roll = central.add_parser(
+    roll = add_command(
+        central,
         "roll-call",
+        cmd_roll_call,
         help="the vehicles inside the park, hazmat first, with entry gate and time",
         description="Every vehicle whose latest passage at any gate is an entry, as central "
         "has stored the gates' events: hazmat, then hazardous waste, then the others, each "
@@ -71,10 +74,11 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         + ")",
     )
     output_args(roll)
-    roll.set_defaults(func=cmd_roll_call)
 
-    gates = central.add_parser(
+    gates = add_command(
+        central,
         "gates",
+        cmd_gates,
         help="each gate: online, last seen, synced seq, allow-list version, mode, faults",
         description="Each gate central knows, offline ones first: its retained status "
         "(online/offline, the head of its log), the events central has stored of it, and "
@@ -82,17 +86,17 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     store_arg(gates)
     output_args(gates)
-    gates.set_defaults(func=cmd_gates)
 
-    rebuild = central.add_parser(
+    rebuild = add_command(
+        central,
         "rebuild-projections",
+        cmd_rebuild,
         help="drop central's park projections and apply every stored event again",
         description="In one transaction that holds every gate's head (running sinks wait "
         "for it): the vehicles inside and the gates' state are dropped and rebuilt from the "
         "stored events, with the same result as the live projections.",
     )
     store_arg(rebuild)
-    rebuild.set_defaults(func=cmd_rebuild)
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -8,6 +8,7 @@ message naming it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import threading
 import time
@@ -28,16 +29,22 @@ from edgegate.central.pull import (
     PullReport,
 )
 from edgegate.central.store import StoreError, open_store
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.observability import get_logger
 from edgegate.sync.pull_api import MAX_LIMIT
 
 log = get_logger("central.pull")
 
+#: What the ``pull_done`` log line says of the report, in this order.
+_DONE_FIELDS = ("url", "gate", "stored", "duplicates", "central_head")
 
-def register(central_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def register(central_subparsers: Subparsers) -> None:
     """Add ``pull`` to the ``edgegate central`` sub-commands."""
-    p = central_subparsers.add_parser(
+    p = add_command(
+        central_subparsers,
         "pull",
+        run,
         help="fetch a gate's events over its pull API into the central store",
         description=(
             "Fetch the events of the gate at URL (its base URL, e.g. https://10.20.7.5:8480) "
@@ -64,18 +71,11 @@ def register(central_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help=f"events per request, 1..{MAX_LIMIT} (default {DEFAULT_LIMIT})",
     )
     p.add_argument("--follow", action="store_true", help="keep polling for new events")
-    p.add_argument(
-        "--interval",
-        type=_seconds,
-        default=DEFAULT_INTERVAL,
-        help=f"seconds between polls with --follow (default {DEFAULT_INTERVAL:g})",
-    )
-    p.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=DEFAULT_TIMEOUT,
-        help=f"seconds to wait for the gate per request (default {DEFAULT_TIMEOUT:g})",
-    )
+    for flag, default, what in (
+        ("--interval", DEFAULT_INTERVAL, "seconds between polls with --follow"),
+        ("--timeout", DEFAULT_TIMEOUT, "seconds to wait for the gate per request"),
+    ):
+        p.add_argument(flag, type=_seconds, default=default, help=f"{what} (default {default:g})")
     p.add_argument(
         "--ca-file",
         "--cafile",
@@ -83,7 +83,6 @@ def register(central_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         type=Path,
         help="CA certificate to verify an https gate with",
     )
-    p.set_defaults(func=run)
 
 
 def _limit(text: str) -> int:
@@ -237,12 +236,6 @@ def run(args: argparse.Namespace) -> int:
         for fault in report.faults:
             print(f"FAILED gate {report.gate}: dead-lettered: {fault}", file=out)
         return 1
-    log.info(
-        "pull_done",
-        url=report.url,
-        gate=report.gate,
-        stored=report.stored,
-        duplicates=report.duplicates,
-        central_head=report.central_head,
-    )
+    done = dataclasses.asdict(report)
+    log.info("pull_done", **{name: done[name] for name in _DONE_FIELDS})
     return 0

@@ -27,6 +27,7 @@ from rich.text import Text
 from edgegate.central.store import redact
 from edgegate.central.trial import TrialError, TrialPlan, write_trial
 from edgegate.cli.central_common import store_arg
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.cli.replay_cmd import add_filter_arguments, filter_from
 from edgegate.log.chain import Row, verify_to_head
 from edgegate.log.reader import StoredEvent
@@ -48,16 +49,18 @@ _DEFAULT_COUNT = 50
 _HEADER_KEYS = frozenset({"seq", "type", "lane", "ts", "version"})
 
 
-def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(central: Subparsers) -> None:
     """Add ``events``, ``verify`` and ``trial-broker`` to ``edgegate central``."""
     _register_events(central)
     _register_verify(central)
     _register_trial_broker(central)
 
 
-def _register_events(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = central.add_parser(
+def _register_events(central: Subparsers) -> None:
+    p = add_command(
+        central,
         "events",
+        cmd_events,
         help="a gate's events in central's store, decoded (read-only)",
         description="The newest N events of GATE that match the filters, oldest first, times "
         "in the zone the gate recorded. A table on a terminal, one line per event otherwise, "
@@ -75,12 +78,13 @@ def _register_events(central: argparse._SubParsersAction[argparse.ArgumentParser
         help=f"the newest N matching events (default {_DEFAULT_COUNT}; 0: all)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line (NDJSON)")
-    p.set_defaults(func=cmd_events)
 
 
-def _register_verify(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = central.add_parser(
+def _register_verify(central: Subparsers) -> None:
+    p = add_command(
+        central,
         "verify",
+        cmd_verify,
         help="verify each gate's stored hash chain (exit 1 naming the first fault)",
         description="For each gate in central's store (or each --gate): contiguous seqs from "
         "1, every event's hash, every link, and the chain ending at the gate's recorded head, "
@@ -95,12 +99,13 @@ def _register_verify(central: argparse._SubParsersAction[argparse.ArgumentParser
         metavar="ID",
         help="only this gate (repeatable; default every gate stored)",
     )
-    p.set_defaults(func=cmd_verify)
 
 
-def _register_trial_broker(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = central.add_parser(
+def _register_trial_broker(central: Subparsers) -> None:
+    p = add_command(
+        central,
         "trial-broker",
+        cmd_trial_broker,
         help="write a TLS mosquitto broker for a trial: config, ACL, passwords, CA, certificates",
         description="Writes into DIR a mosquitto configuration (one TLS listener, the "
         "production ACL and settings of config/mosquitto/), a password file, a CA with the "
@@ -124,7 +129,6 @@ def _register_trial_broker(central: argparse._SubParsersAction[argparse.Argument
         help="the user mosquitto runs as when started as root (default: the current user)",
     )
     p.add_argument("--force", action="store_true", help="replace files that exist")
-    p.set_defaults(func=cmd_trial_broker)
 
 
 def _count(text: str) -> int:

@@ -23,6 +23,7 @@ from edgegate.central.store import StoreError, redact
 from edgegate.cli import central_blacklist, central_park
 from edgegate.cli.accounts_cmd import register_accounts
 from edgegate.cli.central_common import UsageError, fail, open_existing, store_arg
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.clock import SystemClock
 from edgegate.console.accounts import AccountsError, AccountStore
 from edgegate.hosts import is_loopback
@@ -36,10 +37,12 @@ DEFAULT_PORT = 9490
 DEFAULTS = DashboardSettings()
 
 
-def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(central: Subparsers) -> None:
     """Add ``web`` and ``accounts`` to ``edgegate central``."""
-    web = central.add_parser(
+    web = add_command(
+        central,
         "web",
+        cmd_web,
         help="serve the control room's dashboard (park, gates, roll call, proposals...)",
         description="Pages in Chinese (English on a click), updated live, for the accounts "
         "of --accounts (`edgegate central accounts add`). With --key, --site and --broker, "
@@ -92,7 +95,6 @@ def register(central: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         f"{DEFAULTS.max_unauthenticated}); the rest is kept for logged-in users",
     )
     central_blacklist._publish_args(web)
-    web.set_defaults(func=cmd_web)
 
     register_accounts(
         central,

@@ -16,6 +16,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.config import ConfigError, GateConfig, format_duration, load_config
 from edgegate.core.domain import Direction, VehicleCategory
 from edgegate.observability import get_logger
@@ -24,9 +25,11 @@ from edgegate.observability import get_logger
 _PIPE_WIDTH = 120
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: Subparsers) -> None:
+    parser = add_command(
+        subparsers,
         "check-config",
+        run,
         help="validate a gate configuration file",
         description=(
             "Validate a gate configuration and print a summary of it. Opens no device and not "
@@ -34,7 +37,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("path", metavar="PATH", type=Path, help="the gate's TOML configuration")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -51,3 +51,18 @@ def action_group(sub: Subparsers, name: str, help_text: str) -> Subparsers:
     subparsers; the action chosen is ``args.NAME_command``."""
     parser = sub.add_parser(name, help=help_text)
     return parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+
+def add_command(
+    sub: Subparsers,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Add the command (or action) ``name``, carried out by ``func``; its options go to the
+    parser returned."""
+    parser = sub.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=func)
+    return parser

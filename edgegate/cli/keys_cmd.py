@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from edgegate.cli.commands import action_group
+from edgegate.cli.commands import Subparsers, action_group
 from edgegate.observability import get_logger
 from edgegate.sync.signing import generate_keypair, key_id, load_public_key
 
@@ -18,7 +18,7 @@ log = get_logger("cli.keys")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     keys_sub = action_group(sub, "keys", "manage the signing keys of central's downlink")
 
     gen = keys_sub.add_parser(

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgegate.allowlist import store as allowlist_store
 from edgegate.allowlist.store import AllowListState, Tampering
-from edgegate.cli.commands import action_group
+from edgegate.cli.commands import Subparsers, action_group
 from edgegate.log.chain import ChainFault, ChainVerifier
 from edgegate.log.eventlog import LogError
 from edgegate.log.reader import LogReader
@@ -24,7 +24,7 @@ from edgegate.observability import get_logger
 log = get_logger("cli.log")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     log_sub = action_group(sub, "log", "verify and read a gate's event log")
 
     verify = log_sub.add_parser(

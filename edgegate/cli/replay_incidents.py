@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
+from edgegate.cli.commands import Subparsers
 from edgegate.cli.replay_cmd import add_source_arguments, progress_for, run_on_source
 from edgegate.log.chain import Row
 from edgegate.replay.incidents import Finding, Incidents, find_incidents, find_incidents_in_rows
@@ -21,7 +22,7 @@ from edgegate.replay.source import EventFilter, Progress, Source, parse_range
 _STYLE = {"critical": "bold red", "warning": "yellow", "notice": "cyan", "info": "dim"}
 
 
-def register_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register_action(actions: Subparsers) -> None:
     p = actions.add_parser(
         "incidents",
         help="findings: faults, slow arms, tailgates, back-outs, outages, guard waits, ...",

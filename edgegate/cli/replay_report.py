@@ -8,15 +8,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgegate.cli.commands import Subparsers, add_command
 from edgegate.cli.replay_cmd import add_source_arguments, fail, open_source, progress_for
 from edgegate.log.eventlog import LogError
 from edgegate.replay.report import write_report
 from edgegate.replay.source import LogSource, SourceError, parse_range
 
 
-def register_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = actions.add_parser(
+def register_action(actions: Subparsers) -> None:
+    p = add_command(
+        actions,
         "report",
+        cmd_report,
         help="one self-contained HTML file: lane timeline, cycles, findings, verification",
         description="A window of a gate's log as one HTML file that makes no network request: "
         "a zoomable lane timeline, the vehicle cycles, the findings linked to the timeline, "
@@ -28,7 +31,6 @@ def register_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]
         "--to", dest="end", metavar="T", required=True, help="to this time (a date: its whole day)"
     )
     p.add_argument("--html", type=Path, metavar="OUT", required=True, help="the file to write")
-    p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgegate.allowlist import importer
+from edgegate.cli.commands import Subparsers
 from edgegate.cli.replay_cmd import add_source_arguments, fail, open_source
 from edgegate.config.loading import load_config
 from edgegate.config.problems import ConfigError
@@ -25,7 +26,7 @@ from edgegate.replay.whatif import WhatIfReport, stored_allowlist_of, what_if
 from edgegate.replay.why import Why, WhyError, explain, find_decision, where_consumed
 
 
-def register_action(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register_action(actions: Subparsers) -> None:
     why = actions.add_parser("why", help="explain one decision step by step")
     add_source_arguments(why)
     why.add_argument("seq", nargs="?", type=int, help="the access.decided event's seq")

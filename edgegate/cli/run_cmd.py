@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from edgegate.cli.commands import Subparsers
 from edgegate.config import ConfigError, load_config
 from edgegate.core.events import StopReason
 from edgegate.daemon.gate import Gate
@@ -19,7 +20,7 @@ from edgegate.observability import get_logger
 log = get_logger("cli.run")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     run = sub.add_parser("run", help="run the gate daemon (JSON logs on stdout)")
     run.add_argument("-c", "--config", type=Path, required=True, help="the gate's TOML file")
     run.set_defaults(func=cmd_run, log_stream=sys.stdout)
@@ -201,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _gate_failed("edgegate demo", args.log, exc)
 
 
-def register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register_simulate(sub: Subparsers) -> None:
     simulate = sub.add_parser(
         "simulate",
         help="run a gate's simulators alone and play a scenario (for a real daemon)",
