@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgegate.central.store import CentralStore, open_store, projections
+from edgegate.central.store.postgres import PostgresStore
 from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns
 from edgegate.core.domain import Direction, VehicleCategory
@@ -521,6 +522,7 @@ def test_movements_are_copied_again_after_a_rollback_or_a_new_connection(
         with pytest.raises(RuntimeError, match="the group fails"):
             copied_then_failed(store)
         store.store_batch("gate-a", a.rows[:1])
+        assert isinstance(store, PostgresStore)
         store._conn.close()  # the next group runs on a new connection
         store.store_batch("gate-a", a.rows[1:])
         store.store_batch("gate-b", b.rows)
