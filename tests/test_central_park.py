@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgegate.central.store import CentralStore, open_store, projections
+from edgegate.central.store.postgres import PostgresStore
 from edgegate.core import events as ev
 from edgegate.core.codec import datetime_to_ns
 from edgegate.core.domain import Direction, VehicleCategory
@@ -500,3 +501,29 @@ def test_two_stores_moving_the_same_plates_from_two_gates(postgres_dsn: str) -> 
     finally:
         for s in stores:
             s.close()
+
+
+def test_movements_are_copied_again_after_a_rollback_or_a_new_connection(
+    postgres_dsn: str,
+) -> None:
+    """PostgreSQL copies a group's movements into a temporary table: one made by a rolled
+    back transaction, or lost with its connection, is made again by the next group."""
+    a, b = GateLog("gate-a"), GateLog("gate-b")
+    a.passed("苏E00001", Direction.ENTRY, T0)
+    a.passed("苏E00002", Direction.ENTRY, T0 + timedelta(minutes=1))
+    b.passed("苏E00001", Direction.EXIT, T0 + timedelta(minutes=2))
+
+    def copied_then_failed(store: CentralStore) -> None:
+        with store._transaction():
+            store._fill_temp("park_moves", "plate TEXT", ["text"], [("苏E00009",)])
+            raise RuntimeError("the group fails after its movements were copied")
+
+    with open_store(postgres_dsn) as store:
+        with pytest.raises(RuntimeError, match="the group fails"):
+            copied_then_failed(store)
+        store.store_batch("gate-a", a.rows[:1])
+        assert isinstance(store, PostgresStore)
+        store._conn.close()  # the next group runs on a new connection
+        store.store_batch("gate-a", a.rows[1:])
+        store.store_batch("gate-b", b.rows)
+        assert [v.plate for v in store.presence()] == ["苏E00002"]

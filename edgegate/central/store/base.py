@@ -139,6 +139,13 @@ class CentralStore(ABC):
         """Insert verified rows above the head (no conflicts expected): consecutive seqs, each
         row's prev_hash equal to the previous row's hash."""
 
+    def _fill_temp(
+        self, table: str, columns: str, types: Sequence[str], rows: Iterable[Sequence[object]]
+    ) -> None:
+        """Inside a transaction, PostgreSQL only: the temporary ``table`` (``columns``: its
+        column definitions; ``types``: their names for COPY) holds ``rows`` until the commit."""
+        raise NotImplementedError(f"{self.backend} has no temporary tables to fill")
+
     @abstractmethod
     def _lock_heads(self, gates: list[str], now_ns: int) -> dict[str, tuple[int, bytes]]:
         """Inside a transaction: create missing heads at (0, genesis), lock and read them."""

@@ -6,12 +6,13 @@ The only module that imports psycopg: it is the ``central`` extra, not installed
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 import psycopg.conninfo
 import psycopg.errors
+from psycopg.types.string import BytesBinaryDumper
 
 from edgegate import migrations
 from edgegate.central.store.base import EVENT_COLUMNS, CentralStore
@@ -99,17 +100,16 @@ class PostgresStore(CentralStore):
             raise
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        options = "-c default_transaction_read_only=on" if self._readonly else ""
         try:
-            if self._readonly:
-                return psycopg.connect(
-                    self._dsn,
-                    autocommit=True,
-                    connect_timeout=10,
-                    options="-c default_transaction_read_only=on",
-                )
-            return psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10, options=options)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to {self.description}: {exc}") from exc
+        # COPY's ``bytea`` columns are dumped by the dumper last registered for that type,
+        # psycopg's DB-API ``Binary`` wrapper's, in Python; bytes need only the C one.
+        conn.adapters.register_dumper(bytes, BytesBinaryDumper)
+        self._temp_tables: set[str] = set()  # a new connection has none
+        return conn
 
     def _read_only(self) -> None:
         self._readonly = True
@@ -136,8 +136,12 @@ class PostgresStore(CentralStore):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._live.transaction():
-            yield
+        try:
+            with self._live.transaction():
+                yield
+        except BaseException:
+            self._temp_tables.clear()  # made in this transaction: rolled back with it
+            raise
 
     def _exec(self, sql: str, params: Sequence[object] = ()) -> None:
         self._live.execute(self._sql(sql), params)
@@ -157,6 +161,22 @@ class PostgresStore(CentralStore):
             write = copy.write_row
             for r in rows:
                 write((gate, *r, received_at_ns))
+
+    def _fill_temp(
+        self, table: str, columns: str, types: Sequence[str], rows: Iterable[Sequence[object]]
+    ) -> None:
+        # Array parameters (``unnest``) cost psycopg about 7 µs of Python per row of ten
+        # values to bind; COPY, about 0.5.
+        conn = self._live
+        if table not in self._temp_tables:
+            conn.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DELETE ROWS"
+            )
+            self._temp_tables.add(table)
+        with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(types))
+            for row in rows:
+                copy.write_row(row)
 
     def _lock_heads(self, gates: list[str], now_ns: int) -> dict[str, tuple[int, bytes]]:
         conn = self._live

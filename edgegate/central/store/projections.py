@@ -79,11 +79,15 @@ _MOVE_UPSERT = (
     " < (excluded.at_ns, excluded.gate, excluded.seq)"
 )
 _MOVE = _MOVE_INTO + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _MOVE_UPSERT
-# PostgreSQL: every plate's movement in one statement, a column per array parameter.
-_MOVE_UNNEST = (
-    _MOVE_INTO + "SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::bigint[],"
-    " ?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::bigint[])" + _MOVE_UPSERT
+# PostgreSQL: a group's movements are copied into a temporary table and upserted from it in
+# one statement, in plate order (the order the rows are locked in).
+_MOVES_TABLE = "park_moves"
+_MOVES_COLUMNS = (
+    "plate TEXT, inside BIGINT, category TEXT, gate TEXT, seq BIGINT, at_ns BIGINT, lane TEXT,"
+    " credential_id TEXT, permit_until_ns BIGINT, unauthorised BIGINT"
 )
+_MOVES_TYPES = ("text", "int8", "text", "text", "int8", "int8", "text", "text", "int8", "int8")
+_MOVE_FROM_TABLE = _MOVE_INTO + f"SELECT * FROM {_MOVES_TABLE} ORDER BY plate" + _MOVE_UPSERT
 _GATE_LAST = (
     "INSERT INTO park_gates (gate, last_seq, last_at_ns, events) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (gate) DO UPDATE SET last_seq = excluded.last_seq,"
@@ -118,6 +122,10 @@ class Tx(Protocol):
     def _exec_many(self, sql: str, params: Sequence[Sequence[object]]) -> None: ...
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
+
+    def _fill_temp(
+        self, table: str, columns: str, types: Sequence[str], rows: Iterable[Sequence[object]]
+    ) -> None: ...
 
 
 _Move = tuple[str, int, str | None, str, int, int, str | None, str | None, int | None, int]
@@ -256,7 +264,8 @@ def _move_all(tx: Tx, moves: list[_Move]) -> None:
     if not rows:
         return
     if tx.backend == "postgresql":
-        tx._exec(_MOVE_UNNEST, [list(column) for column in zip(*rows, strict=True)])
+        tx._fill_temp(_MOVES_TABLE, _MOVES_COLUMNS, _MOVES_TYPES, rows)
+        tx._exec(_MOVE_FROM_TABLE)
     else:
         tx._exec_many(_MOVE, rows)
 
