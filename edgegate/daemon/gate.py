@@ -1,4 +1,5 @@
 """The gate daemon: a supervisor (asyncio TaskGroup) of devices, lanes and the event log.
+(About 600 lines as one module: it is the order in which the gate's parts start and stop.)
 
 ``Gate.run(stop)`` opens the log and the allow-list, writes ``daemon.started`` with the
 config's hash, starts every device driver and lane, checks overstays periodically, and on
