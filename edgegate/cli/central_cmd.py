@@ -36,6 +36,7 @@ from edgegate.cli.central_common import UsageError, broker_args, broker_settings
 from edgegate.cli.commands import Subparsers, action_group, add_command
 from edgegate.config import parse_duration
 from edgegate.config.models import HttpSettings
+from edgegate.heap import freeze_startup
 from edgegate.observability import get_logger
 from edgegate.sync.signing import AllowListPublication
 from edgegate.web.monitoring import read_token
@@ -306,6 +307,7 @@ async def _run(
                 cert, key = (None if f is None else Path(f) for f in files)
                 web = CentralWeb(sink, http.bind, http.port, cert, key, token, parts=parts)
                 await web.start()
+            freeze_startup()  # full collections would stall storing and the park API
             await stop.wait()
             log.info("central_sink_stopping")
         finally:

@@ -26,6 +26,7 @@ from edgegate.cli.central_common import UsageError, fail, open_existing, store_a
 from edgegate.cli.commands import Subparsers, add_command
 from edgegate.clock import SystemClock
 from edgegate.console.accounts import AccountsError, AccountStore
+from edgegate.heap import freeze_startup
 from edgegate.hosts import is_loopback
 from edgegate.observability import get_logger
 from edgegate.web import HttpServer
@@ -212,6 +213,7 @@ async def _serve(
                 publishing=publishing is not None,
             )
             print(f"edgegate central web: serving {server.url}", flush=True)
+            freeze_startup()  # full collections would stall the live updates
             await stop.wait()
     finally:
         await dashboard.aclose()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -91,6 +90,7 @@ if TYPE_CHECKING:
     from edgegate.sync.downlink import Downlink
     from edgegate.sync.parklink import ParkLink
     from edgegate.sync.uplink import Uplink
+from edgegate.heap import freeze_startup
 from edgegate.observability import get_logger
 from edgegate.sim.devices import SimulatedDevices
 
@@ -202,12 +202,7 @@ class Gate:
                 await self._start_sync(elog, self.allowlist)
                 await self._start_web(elog)
                 self._start_retention(elog)
-                # What start-up built (allow-list index, profiles, modules) lives as long as
-                # the daemon: keep it out of the collector's full passes, which otherwise
-                # pause the lanes for tens of milliseconds. Collect first: frozen garbage
-                # would never be freed.
-                gc.collect()
-                gc.freeze()
+                freeze_startup()  # the allow-list index, profiles, modules: out of full passes
                 await self._supervise(stop)
             finally:
                 if self.retention is not None:
