@@ -155,12 +155,18 @@ class PostgresStore(CentralStore):
         return self._live.execute(self._sql(sql), params).fetchall()
 
     def _insert_events(self, gate: str, rows: Sequence[Row], received_at_ns: int) -> None:
-        # COPY: one round trip for the whole batch; nothing conflicts, the head is locked.
+        self._insert_groups([(gate, rows)], received_at_ns)
+
+    def _insert_groups(
+        self, batches: Sequence[tuple[str, Sequence[Row]]], received_at_ns: int
+    ) -> None:
+        # COPY: one round trip for them all; nothing conflicts, the heads are locked.
         with self._live.cursor() as cur, cur.copy(_PG_COPY) as copy:
             copy.set_types(_PG_COPY_TYPES)
             write = copy.write_row
-            for r in rows:
-                write((gate, *r, received_at_ns))
+            for gate, rows in batches:
+                for r in rows:
+                    write((gate, *r, received_at_ns))
 
     def _fill_temp(
         self, table: str, columns: str, types: Sequence[str], rows: Iterable[Sequence[object]]
