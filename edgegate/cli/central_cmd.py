@@ -51,7 +51,7 @@ CENTRAL_COMMANDS: list[CentralRegistrar] = []
 
 def register(sub: Subparsers) -> None:
     central = action_group(
-        sub, "central", "the central platform: sink, allow-list publication, commands"
+        sub, "central", "the central platform: sink, publishing, park view, dashboard, tools"
     )
     _register_run(central)
     _register_publish_allowlist(central)

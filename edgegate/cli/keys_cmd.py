@@ -19,7 +19,9 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def register(sub: Subparsers) -> None:
-    keys_sub = action_group(sub, "keys", "manage the signing keys of central's downlink")
+    keys_sub = action_group(
+        sub, "keys", "central's Ed25519 signing keys (allow-lists, commands, park chain)"
+    )
 
     gen = keys_sub.add_parser(
         "generate",
