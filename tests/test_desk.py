@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from edgegate.clock import SystemClock
 from edgegate.console.desk import DeskAction, DeskOutcome, DeskRequest, GateView, Role
@@ -149,6 +150,34 @@ async def test_a_fuzzy_plate_is_pending_with_its_reasons_and_confirm_opens(
         await eventually(lambda: desk.view().lanes[0].arm == "up", "the arm shown up")
         assert desk.view().lanes[0].pending is None
         await g.road().cross()
+
+
+async def test_a_decision_is_shown_pending_only_once_it_is_logged(tmp_path: Path) -> None:
+    """The lane waits for a guard as soon as it decides, but the desk shows the vehicle
+    only when the decision's commit gave it the seq a guard's answer names."""
+    async with RunningGate(one_lane_config(tmp_path)) as g:
+        desk, elog = desk_of(g), g.event_log
+        real = elog.append_group
+        release = asyncio.Event()
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            await release.wait()
+            return await real(*args, **kwargs)
+
+        elog.append_group = held  # type: ignore[method-assign]
+        try:
+            await g.road().arrive(FUZZY)
+            runner = g.gate.lanes["l1"]
+            await eventually(lambda: runner.lane.pending is not None, "the lane awaiting a guard")
+            assert desk.view().lanes[0].pending is None
+        finally:
+            del elog.append_group
+            release.set()
+        decided = await g.log.wait_for(AccessDecided, lane="l1")
+        await eventually(lambda: desk.view().lanes[0].pending is not None, "the vehicle pending")
+        shown = desk.view().lanes[0].pending
+        assert shown is not None and shown.decision.seq == decided.seq
+        await back_out(g)
 
 
 async def test_refuse_sends_the_vehicle_back_and_nothing_opens(tmp_path: Path) -> None:

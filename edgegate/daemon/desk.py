@@ -163,7 +163,9 @@ class Desk:
     def _pending_view(self, runner: LaneRunner) -> PendingView | None:
         lane = runner.lane
         pending = lane.pending
-        if pending is None or lane.awaiting_since is None:
+        # Until its commit gives it a seq, the decision is not durable (log-then-act) and a
+        # guard could not name it in an answer: shown once logged.
+        if pending is None or lane.awaiting_since is None or pending.seq < 1:
             return None
         shown = next((d for d in runner.recent if d.seq == pending.seq), None)
         if shown is None:  # pushed out of the recent ones by newer decisions: what is known
