@@ -18,7 +18,7 @@ import abc
 import enum
 import re
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Final
 
 from edgegate.core.domain import PlateColour
@@ -75,9 +75,16 @@ class Frame:
     raw: bytes
 
     def read_by(self, reader: str) -> PlateRead:
-        """The ``plate.read`` event of this frame from the reader named ``reader`` (every field
-        of the frame is one of the event's)."""
-        return PlateRead(reader=reader, **asdict(self))
+        """The ``plate.read`` event of this frame from the reader named ``reader``."""
+        # Field by field, not ``asdict``: it deep-copies each value, ~8 µs on every plate read.
+        return PlateRead(
+            plate=self.plate,
+            colour=self.colour,
+            confidence=self.confidence,
+            reader=reader,
+            image_ref=self.image_ref,
+            raw=self.raw,
+        )
 
 
 @dataclass(frozen=True, slots=True)
