@@ -135,9 +135,12 @@ class CentralStore(ABC):
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
 
     @abstractmethod
-    def _insert_events(self, gate: str, rows: Sequence[Row], received_at_ns: int) -> None:
-        """Insert verified rows above the head (no conflicts expected): consecutive seqs, each
-        row's prev_hash equal to the previous row's hash."""
+    def _insert_events(
+        self, batches: Sequence[tuple[str, Sequence[Row]]], received_at_ns: int
+    ) -> None:
+        """Insert verified rows of one or more gates above their heads (no conflicts
+        expected): each gate's consecutive seqs, each row's prev_hash equal to the previous
+        row's hash."""
 
     def _fill_temp(
         self, table: str, columns: str, types: Sequence[str], rows: Iterable[Sequence[object]]
@@ -145,14 +148,6 @@ class CentralStore(ABC):
         """Inside a transaction, PostgreSQL only: the temporary ``table`` (``columns``: its
         column definitions; ``types``: their names for COPY) holds ``rows`` until the commit."""
         raise NotImplementedError(f"{self.backend} has no temporary tables to fill")
-
-    def _insert_groups(
-        self, batches: Sequence[tuple[str, Sequence[Row]]], received_at_ns: int
-    ) -> None:
-        """``_insert_events`` for several gates' rows (each as it requires), in one go where
-        the backend can."""
-        for gate, rows in batches:
-            self._insert_events(gate, rows, received_at_ns)
 
     @abstractmethod
     def _lock_heads(self, gates: list[str], now_ns: int) -> dict[str, tuple[int, bytes]]:
@@ -331,7 +326,7 @@ class CentralStore(ABC):
 
     def _write(self, unwritten: list[tuple[str, Sequence[Row]]], now: int) -> None:
         if unwritten:
-            self._insert_groups(unwritten, now)
+            self._insert_events(unwritten, now)
             unwritten.clear()
 
     def _note_reviews(self, gate: str, source: str, rows: Sequence[Row], now: int) -> None:

@@ -154,10 +154,7 @@ class PostgresStore(CentralStore):
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return self._live.execute(self._sql(sql), params).fetchall()
 
-    def _insert_events(self, gate: str, rows: Sequence[Row], received_at_ns: int) -> None:
-        self._insert_groups([(gate, rows)], received_at_ns)
-
-    def _insert_groups(
+    def _insert_events(
         self, batches: Sequence[tuple[str, Sequence[Row]]], received_at_ns: int
     ) -> None:
         # COPY: one round trip for them all; nothing conflicts, the heads are locked.

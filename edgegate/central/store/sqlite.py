@@ -115,7 +115,13 @@ class SqliteStore(CentralStore):
     def _read_only(self) -> None:
         self._conn.execute("PRAGMA query_only = ON")
 
-    def _insert_events(self, gate: str, rows: Sequence[Row], received_at_ns: int) -> None:
+    def _insert_events(
+        self, batches: Sequence[tuple[str, Sequence[Row]]], received_at_ns: int
+    ) -> None:
+        for gate, rows in batches:
+            self._insert_gate(gate, rows, received_at_ns)
+
+    def _insert_gate(self, gate: str, rows: Sequence[Row], received_at_ns: int) -> None:
         # Blobs as bytearray: sqlite3 binds bytearray directly but sends bytes through its
         # adapter lookup first, which costs far more than the copy.
         ba = bytearray
