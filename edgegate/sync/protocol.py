@@ -77,16 +77,6 @@ def check_id(value: object, what: str) -> str:
     return value
 
 
-class _Topic:
-    """One topic of a gate's ``Topics``, named by the attribute it is (a ``TopicKind``)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._kind = _KINDS[name]
-
-    def __get__(self, topics: Topics, owner: type | None = None) -> str:
-        return topics._topic(self._kind)
-
-
 @dataclass(frozen=True, slots=True)
 class Topics:
     """The topics of one gate. Raises ``ProtocolError`` for an unusable site or gate id."""
@@ -101,12 +91,29 @@ class Topics:
     def _topic(self, kind: TopicKind) -> str:
         return f"{TOPIC_ROOT}/{self.site}/{self.gate}/{kind}"
 
-    events = _Topic()
-    ack = _Topic()
-    status = _Topic()
-    allowlist = _Topic()
-    commands = _Topic()
-    requests = _Topic()
+    @property
+    def events(self) -> str:
+        return self._topic("events")
+
+    @property
+    def ack(self) -> str:
+        return self._topic("ack")
+
+    @property
+    def status(self) -> str:
+        return self._topic("status")
+
+    @property
+    def allowlist(self) -> str:
+        return self._topic("allowlist")
+
+    @property
+    def commands(self) -> str:
+        return self._topic("commands")
+
+    @property
+    def requests(self) -> str:
+        return self._topic("requests")
 
     @staticmethod
     def central_filter(kind: TopicKind, group: str | None = None) -> str:
