@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgegate.central.store import CentralStore, open_store
 from edgegate.central.store.parkentry import Signer
 from edgegate.core import events as ev
-from edgegate.core.codec import ns_to_datetime
+from edgegate.core.codec import datetime_to_ns, ns_to_datetime
 from edgegate.core.domain import (
     Appointment,
     Credential,
@@ -213,6 +213,58 @@ def test_a_commit_records_one_message_per_site_in_sequence(
     assert [o.seq for o in store.park_resend(SITE, 5, since_ns=1)] == [1, 2]
     assert store.park_prune(time.time_ns() + 1) == 2
     assert store.park_resend(SITE, 1) == []
+
+
+def test_a_message_reports_the_plates_whose_presence_the_commit_changed(
+    store: CentralStore, tmp_path: Path
+) -> None:
+    """``inside`` and ``left`` carry what the commit changed, each plate to the site of the
+    gate it moved at; a movement older than the plate's latest stored one (a gate's late
+    batch) changed nothing, so it is not reported."""
+    park = test_downlink._load_key(tmp_path, "park")
+    known(store, "gate-a", "gate-b")
+    store.park_entry = Signer(park)
+    t0 = ns_to_datetime(time.time_ns() // 10**9 * 10**9)
+    a, b = GateLog("gate-a"), GateLog("gate-b")
+    b.passed("苏E80001", Direction.ENTRY, t0)
+    b.passed("苏E80002", Direction.ENTRY, t0)
+    store.store_batch("gate-b", b.rows, source=TOPIC_B)
+    first = opened(store.take_park_entry()[-1].payload, park)
+    at0 = datetime_to_ns(t0)
+    assert (list(first.inside), list(first.left)) == (
+        [("苏E80001", "gate-b", at0), ("苏E80002", "gate-b", at0)],
+        [],
+    )
+
+    b.passed("苏E80001", Direction.EXIT, t0 + timedelta(minutes=5))
+    store.store_batch("gate-b", b.rows[2:], source=TOPIC_B)
+    left = opened(store.take_park_entry()[-1].payload, park)
+    assert (list(left.inside), list(left.left)) == ([], ["苏E80001"])
+
+    # Gate A's late batch: 苏E80002 entered at A before it entered at B (older: no change),
+    # 苏E80003 entered at A (new: reported, at gate A).
+    a.passed("苏E80002", Direction.ENTRY, t0 - timedelta(minutes=30))
+    a.passed("苏E80003", Direction.ENTRY, t0 - timedelta(minutes=30))
+    store.store_batch("gate-a", a.rows, source=Topics(SITE, "gate-a").events)
+    late = opened(store.take_park_entry()[-1].payload, park)
+    at_a = datetime_to_ns(t0 - timedelta(minutes=30))
+    assert (list(late.inside), list(late.left)) == ([("苏E80003", "gate-a", at_a)], [])
+    assert [v.plate for v in store.presence()] == ["苏E80003", "苏E80002"]
+
+
+def test_a_pass_whose_decision_came_in_an_earlier_batch_still_consumes(
+    store: CentralStore, tmp_path: Path
+) -> None:
+    park = test_downlink._load_key(tmp_path, "park")
+    known(store, "gate-b")
+    store.park_entry = Signer(park)
+    now = time.time_ns() // 10**9 * 10**9
+    log = consumed_at("gate-b", appointment("APT-1", PLATE, now), now)
+    store.store_batch("gate-b", log.rows[:1], source=TOPIC_B)  # the decision alone
+    assert store.take_park_entry() == []
+    store.store_batch("gate-b", log.rows[1:], source=TOPIC_B)  # then the pass
+    [made] = store.take_park_entry()
+    assert list(opened(made.payload, park).consume) == ["APT-1"]
 
 
 def test_without_a_park_key_nothing_is_recorded(store: CentralStore) -> None:

@@ -230,7 +230,14 @@ class CentralStore(ABC):
             self._exec_many(_UPDATE_HEAD, moved)
         # In the same transaction: the projections hold exactly the committed events.
         passes: dict[tuple[str, int], object] = {}
-        projections.apply(self, stored, self._projection_problem(now), passes)
+        changed: list[projections.Moved] = []  # for the park chain, if on
+        projections.apply(
+            self,
+            stored,
+            self._projection_problem(now),
+            passes,
+            changed if self.park_entry is not None else None,
+        )
         self._park_entry_made = []  # a retried transaction records again
         noted.clear()
         topic_sites = {b.gate: site for b in batches if (site := _topic_site(b.source)) is not None}
@@ -243,7 +250,7 @@ class CentralStore(ABC):
             if unknown:
                 sites.update(parkentry.sites_of(self, unknown))
             self._park_entry_made = parkentry.record(
-                self, stored, sites, self.park_entry, now, passes
+                self, stored, sites, self.park_entry, now, passes, changed
             )
         return results
 

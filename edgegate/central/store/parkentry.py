@@ -6,7 +6,9 @@ When such events, or any other pass, are stored, the SAME transaction
 (:meth:`CentralStore.store_batches`), after the projections, records for each site whose
 gates' events it stored ONE signed park message (more only beyond ``MAX_ITEMS`` changes;
 :mod:`edgegate.sync.park`): ``consume`` (the appointments consumed), ``inside`` (the plates
-whose latest movement is now an entry: plate, gate, time) and ``left`` (plates that left).
+whose latest movement is now an entry: plate, gate, time) and ``left`` (plates that left),
+each plate to the site of the gate it moved at; a movement older than the plate's latest
+stored one changed nothing and is not reported.
 Its number comes from the site's sequence (``park_sequences``: one row lock per site, taken
 in site order) and it goes into ``park_outbox`` with its signed bytes. The commit holds the
 events, the sequence and the signed bytes together, or none of them: with several sinks
@@ -34,7 +36,7 @@ from typing import Any
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgegate.central.store.projections import Tx
+from edgegate.central.store.projections import Moved, Tx
 from edgegate.core.domain import Direction
 from edgegate.core.events import AccessDecided, EventDecodeError, VehiclePassed, upcast
 from edgegate.core.events import decode as decode_event
@@ -106,45 +108,34 @@ Decoded = Mapping[tuple[str, int], object]
 """Passes the projections decoded already, by (gate, seq) (None: undecodable)."""
 
 
-def consumptions(tx: Tx, gate: str, rows: Sequence[Row]) -> list[Consumption]:
-    """The appointment consumptions among ``gate``'s ``rows`` (a pass whose decision, in
-    ``rows`` or stored before them, consumed the pass's credential)."""
-    return _scan(tx, gate, rows, {})[0]
-
-
-def _scan(
-    tx: Tx, gate: str, rows: Sequence[Row], decoded: Decoded
-) -> tuple[list[Consumption], set[str]]:
-    """The consumptions among ``rows`` and the plates they moved (in or out); a pass found
-    in ``decoded`` is not decoded again."""
+def _scan(tx: Tx, gate: str, rows: Sequence[Row], decoded: Decoded) -> list[Consumption]:
+    """The appointment consumptions among ``gate``'s ``rows`` (consecutive, in seq order): a
+    pass whose decision, in ``rows`` or stored before them, consumed the pass's credential.
+    A pass found in ``decoded`` is not decoded again."""
     found: list[Consumption] = []
-    moved: set[str] = set()
-    by_seq = {r[0]: r for r in rows if r[4] == AccessDecided.TYPE}
-    for row in rows:
-        if row[4] != VehiclePassed.TYPE:
-            continue
+    first = rows[0][0] if rows else 0
+    for row in [r for r in rows if r[4] == VehiclePassed.TYPE]:
         key = (gate, row[0])
         passed = decoded[key] if key in decoded else _decode(row[4], row[6], row[7], row[5])
-        if not isinstance(passed, VehiclePassed):
-            continue
-        if passed.plate:
-            moved.add(passed.plate)
         if (
-            passed.direction is not Direction.ENTRY
+            not isinstance(passed, VehiclePassed)
+            or passed.direction is not Direction.ENTRY
             or passed.unauthorised
             or passed.credential_id is None
             or passed.decision_seq is None
         ):
             continue
-        decided_row = by_seq.get(passed.decision_seq)
-        if decided_row is not None:
-            consumed = _consumed(decided_row[6], decided_row[7])
+        at = passed.decision_seq - first  # the decision is usually among the same rows
+        decided = rows[at] if 0 <= at < len(rows) else None
+        if decided is not None and decided[0] == passed.decision_seq:
+            is_decision = decided[4] == AccessDecided.TYPE
+            consumed = _consumed(decided[6], decided[7]) if is_decision else None
         else:
             stored = tx._query(_DECISION, (gate, passed.decision_seq, AccessDecided.TYPE))
             consumed = _consumed(stored[0][1], stored[0][2]) if stored else None
         if consumed is not None and consumed == passed.credential_id:
             found.append(Consumption(gate, row[0], passed.credential_id, passed.plate, row[1]))
-    return found, moved
+    return found
 
 
 def _consumed(version: Any, data: Any) -> str | None:
@@ -167,29 +158,6 @@ def _decode(type_: Any, version: Any, data: Any, lane: Any) -> object:
         return decode_event(str(type_), int(version), bytes(data), lane_id)
     except EventDecodeError:
         return None  # the projection dead-letters a note for it
-
-
-@dataclass(frozen=True, slots=True)
-class _Presence:
-    """A moved plate's row in ``park_vehicles`` after the commit's movements."""
-
-    plate: str
-    inside: bool
-    gate: str
-    at_ns: int
-
-
-def _presence(tx: Tx, plates: set[str]) -> list[_Presence]:
-    chosen = sorted(plates)
-    select = "SELECT plate, inside, gate, at_ns FROM park_vehicles WHERE "
-    if tx.backend == "postgresql":  # one statement, planned once, whatever the count
-        found = tx._query(select + "plate = ANY(?::text[])", (chosen,))
-    else:
-        found = []
-        for i in range(0, len(chosen), 500):
-            chunk = chosen[i : i + 500]
-            found += tx._query(select + f"plate IN ({', '.join('?' * len(chunk))})", chunk)
-    return [_Presence(str(p), int(inside) == 1, str(g), int(at)) for p, inside, g, at in found]
 
 
 def note_sites(tx: Tx, sites: Mapping[str, str], known: dict[str, str], now_ns: int) -> None:
@@ -226,18 +194,23 @@ def record(
     sites: Mapping[str, str | None],
     signer: Signer,
     now_ns: int,
-    decoded: Decoded | None = None,
+    decoded: Decoded,
+    moved: Sequence[Moved],
 ) -> list[Outgoing]:
     """In the transaction storing ``stored`` (gate -> rows), after the projections: one park
     message per site (``sites``: gate -> site; None: unknown, nothing published, logged) of
-    the appointments consumed and the vehicles that entered or left, at most ``MAX_ITEMS``
-    changes each (``decoded``: the passes the projections decoded). Returns each touched
-    site's unpublished messages up to the new ones, in sequence (what to publish after the
-    commit)."""
-    by_site: dict[str, tuple[list[Consumption], set[str], list[str]]] = {}
+    the appointments consumed and the plates whose presence changed (``moved``, each to the
+    site of the gate it moved at), at most ``MAX_ITEMS`` changes each (``decoded``: the
+    passes the projections decoded). Returns each touched site's unpublished messages up to
+    the new ones, in sequence (what to publish after the commit)."""
+    moved_at: dict[str, list[Moved]] = {}
+    for m in moved:
+        moved_at.setdefault(m.gate, []).append(m)
+    by_site: dict[str, tuple[list[Consumption], list[Moved], list[str]]] = {}
     for gate in sorted(stored):
-        found, moved = _scan(tx, gate, stored[gate], decoded or {})
-        if not (found or moved):
+        found = _scan(tx, gate, stored[gate], decoded)
+        here = moved_at.get(gate, [])
+        if not (found or here):
             continue
         site = sites.get(gate)
         if site is None:
@@ -245,22 +218,22 @@ def record(
                 "park_site_unknown",
                 gate=gate,
                 consumed=[c.appointment for c in found],
-                moved=len(moved),
+                moved=len(here),
                 consequence="not published to the park chain: central never saw this gate's"
                 " site (its batches or status over MQTT)",
             )
             continue
-        consumed, plates, gates = by_site.setdefault(site, ([], set(), []))
+        consumed, plates, gates = by_site.setdefault(site, ([], [], []))
         consumed.extend(found)
-        plates.update(moved)
+        plates.extend(here)
         gates.append(gate)
     out: list[Outgoing] = []
     for site, (found, plates, gates) in sorted(by_site.items()):  # site order: no deadlock
-        presence = _presence(tx, plates)
+        plates.sort(key=lambda m: m.plate)
         ids = list(dict.fromkeys(c.appointment for c in found))
         where = {c.appointment: c.gate for c in found}  # gates log it: `replay why` names it
-        inside = [(p.plate, p.gate, p.at_ns) for p in presence if p.inside]
-        left = [p.plate for p in presence if not p.inside]
+        inside = [(m.plate, m.gate, m.at_ns) for m in plates if m.inside]
+        left = [m.plate for m in plates if not m.inside]
         # The first few only: the column keeps 1,000 characters.
         source = "; ".join(f"{c.appointment} at {c.gate} seq {c.seq}" for c in found[:50])
         extra = f"{len(inside)} inside, {len(left)} left (from {', '.join(gates)})"

@@ -88,6 +88,9 @@ _MOVES_COLUMNS = (
 )
 _MOVES_TYPES = ("text", "int8", "text", "text", "int8", "int8", "text", "text", "int8", "int8")
 _MOVE_FROM_TABLE = _MOVE_INTO + f"SELECT * FROM {_MOVES_TABLE} ORDER BY plate" + _MOVE_UPSERT
+# Only the rows the upsert inserted or updated come back: a movement older than the plate's
+# stored one changes nothing, so it is not reported.
+_MOVED_RETURNING = " RETURNING plate, inside, gate, at_ns"
 _GATE_LAST = (
     "INSERT INTO park_gates (gate, last_seq, last_at_ns, events) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (gate) DO UPDATE SET last_seq = excluded.last_seq,"
@@ -131,6 +134,17 @@ class Tx(Protocol):
 _Move = tuple[str, int, str | None, str, int, int, str | None, str | None, int | None, int]
 """``_MOVE``'s parameters: plate, inside, category, gate, seq, at_ns, lane, credential,
 permit end, unauthorised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A plate whose presence a commit changed: its movement at ``gate`` is now its latest."""
+
+    plate: str
+    inside: bool
+    gate: str
+    at_ns: int
+
 
 Problem = Callable[[str, int, bytes, str], None]
 """Called with (gate, seq, payload, reason) for a projected event that cannot be decoded."""
@@ -220,12 +234,14 @@ def apply(
     stored: Mapping[str, Sequence[Row]],
     on_problem: Problem,
     passes: dict[tuple[str, int], object] | None = None,
+    moved: list[Moved] | None = None,
 ) -> None:
     """Apply each gate's rows just stored (consecutive, seq order) to every projection, each
     from its position on: rows it already holds are skipped, rows between its position and
-    the first of the gate's rows (stored before it existed) are read first. ``passes``, if
-    given, receives the ``vehicle.passed`` events decoded, by (gate, seq) (None: undecodable),
-    so that the park chain need not decode them again."""
+    the first of the gate's rows (stored before it existed) are read first. If given,
+    ``passes`` receives the ``vehicle.passed`` events decoded, by (gate, seq) (None:
+    undecodable), so that the park chain need not decode them again, and ``moved`` the plates
+    whose presence changed (the park chain reports them)."""
     moves: list[_Move] = []
     advanced: list[tuple[int, str, str]] = []
     gates = sorted(g for g, rows in stored.items() if rows)
@@ -245,11 +261,12 @@ def apply(
             advanced.append((last, projection, gate))
     if advanced:
         tx._exec_many(_SET_POSITION, advanced)
-    _move_all(tx, moves)
+    _move_all(tx, moves, moved)
 
 
-def _move_all(tx: Tx, moves: list[_Move]) -> None:
-    """Upsert each plate's latest of ``moves`` (on PostgreSQL in one statement).
+def _move_all(tx: Tx, moves: list[_Move], moved: list[Moved] | None = None) -> None:
+    """Upsert each plate's latest of ``moves`` (on PostgreSQL in one statement); the plates
+    whose row changed go to ``moved`` if given.
 
     Only the latest movement of a plate counts, whatever the order (see the module
     docstring), so the others are dropped first: one statement may not update a row twice.
@@ -265,9 +282,31 @@ def _move_all(tx: Tx, moves: list[_Move]) -> None:
         return
     if tx.backend == "postgresql":
         tx._fill_temp(_MOVES_TABLE, _MOVES_COLUMNS, _MOVES_TYPES, rows)
-        tx._exec(_MOVE_FROM_TABLE)
+        if moved is None:
+            tx._exec(_MOVE_FROM_TABLE)
+        else:
+            changed = tx._query(_MOVE_FROM_TABLE + _MOVED_RETURNING)
+            moved.extend(Moved(str(p), int(i) == 1, str(g), int(at)) for p, i, g, at in changed)
     else:
         tx._exec_many(_MOVE, rows)
+        if moved is not None:
+            moved.extend(_won(tx, rows))
+
+
+def _won(tx: Tx, rows: list[_Move]) -> list[Moved]:
+    """The plates of ``rows`` whose stored row is now the movement upserted (SQLite: its
+    ``executemany`` returns no rows; PostgreSQL has the upsert return them)."""
+    ours = {r[0]: (r[3], r[4]) for r in rows}
+    plates = list(ours)
+    out: list[Moved] = []
+    for i in range(0, len(plates), _IN_CHUNK):
+        where = Where()
+        where.among("plate", plates[i : i + _IN_CHUNK])
+        sql = f"SELECT plate, inside, gate, seq, at_ns FROM park_vehicles{where.sql()}"
+        for plate, inside, gate, seq, at_ns in tx._query(sql, where.params):
+            if ours[plate] == (gate, seq):
+                out.append(Moved(str(plate), int(inside) == 1, str(gate), int(at_ns)))
+    return out
 
 
 def rebuild(tx: Tx, heads: Mapping[str, int], on_problem: Problem) -> int:
