@@ -190,6 +190,17 @@ async def test_unknown_names_and_one_address_lock_out_too(booth: Booth) -> None:
     assert locked.headers["Location"] == "/login?error=locked"
 
 
+async def test_a_booth_pc_that_logged_in_before_keeps_its_account(booth: Booth) -> None:
+    """Failures for other names lock the booth's address for them, not for the account
+    that logged in from it before: the lock-out cannot shut the guard out."""
+    assert (await booth.login()).headers["Location"] == "/"
+    for i in range(5):
+        await booth.login(name=f"guess{i}", password="wrong-password")
+    locked = await booth.login(name="li", password=SUPERVISOR_PASSWORD)
+    assert locked.headers["Location"] == "/login?error=locked"
+    assert (await booth.login()).headers["Location"] == "/"
+
+
 async def test_failures_spread_over_more_than_the_window_do_not_lock(booth: Booth) -> None:
     for _ in range(8):
         await booth.login(password="wrong-password")

@@ -74,9 +74,56 @@ def test_a_success_forgets_the_names_failures(clock: ManualClock) -> None:
     throttle = LoginThrottle(clock.mono_ns, max_failures=3, window_ns=900 * S, lockout_ns=600 * S)
     throttle.failed("wang", "a")
     throttle.failed("wang", "b")
-    throttle.succeeded("wang")
+    throttle.succeeded("wang", "a")
     throttle.failed("wang", "c")
     assert not throttle.locked("wang", "d")
+
+
+def test_failures_from_elsewhere_do_not_lock_out_an_address_that_logged_in_before(
+    clock: ManualClock,
+) -> None:
+    """The lock-out is no way to shut the control room out of its account: an attacker's
+    failures lock the name for every other address (and lock the attacker's own), not for
+    the PC that logged in to it before."""
+    throttle = LoginThrottle(clock.mono_ns, max_failures=3, window_ns=900 * S, lockout_ns=600 * S)
+    throttle.succeeded("wang", "10.0.0.5")  # the control room's PC
+    for i in range(6):
+        throttle.failed("wang", f"10.9.9.{i // 3}")
+    assert throttle.trusted("wang", "10.0.0.5") and not throttle.trusted("wang", "10.0.0.6")
+    assert throttle.locked("wang", "10.0.0.6")
+    assert throttle.locked("wang", "10.9.9.0") and throttle.locked("li", "10.9.9.0")
+    assert not throttle.locked("wang", "10.0.0.5")
+    # Failures for other names from the trusted PC lock that address for them, not for wang.
+    for name in ("zhao", "qian", "sun"):
+        throttle.failed(name, "10.0.0.5")
+    assert throttle.locked("li", "10.0.0.5")
+    assert not throttle.locked("wang", "10.0.0.5")
+
+
+def test_an_address_that_logged_in_before_still_gets_only_so_many_guesses(
+    clock: ManualClock,
+) -> None:
+    throttle = LoginThrottle(clock.mono_ns, max_failures=3, window_ns=900 * S, lockout_ns=600 * S)
+    throttle.succeeded("wang", "10.0.0.5")
+    for _ in range(2):
+        throttle.failed("wang", "10.0.0.5")
+    assert not throttle.locked("wang", "10.0.0.5")
+    with throttle.attempt("wang", "10.0.0.5"):  # a check under way counts
+        assert throttle.locked("wang", "10.0.0.5")
+    throttle.failed("wang", "10.0.0.5")
+    assert throttle.locked("wang", "10.0.0.5")
+    clock.advance(600)
+    assert not throttle.locked("wang", "10.0.0.5")
+
+
+def test_the_throttle_trusts_a_bounded_number_of_addresses(clock: ManualClock) -> None:
+    throttle = LoginThrottle(
+        clock.mono_ns, max_failures=3, window_ns=60 * S, lockout_ns=60 * S, max_keys=10
+    )
+    for i in range(100):
+        throttle.succeeded("wang", f"addr{i}")
+    assert throttle.trusted("wang", "addr99") and not throttle.trusted("wang", "addr89")
+    assert len(throttle._trusted) == 10
 
 
 def test_the_throttle_remembers_a_bounded_number_of_keys(clock: ManualClock) -> None:

@@ -161,6 +161,21 @@ async def test_repeated_failures_lock_the_account_out(park: Served) -> None:
         assert resp.status == 200
 
 
+async def test_a_workstation_that_logged_in_before_keeps_its_account(park: Served) -> None:
+    async with client(park.base, "li") as http, http.get("/") as resp:
+        assert resp.status == 200
+    async with client(park.base) as http:
+        for i in range(5):
+            async with http.post(
+                "/login", data={"account": f"guess{i}", "password": "wrong-password-1"}
+            ) as resp:
+                assert "账号或密码错误" in await resp.text()
+        async with http.post("/login", data={"account": "zhao", "password": PASSWORD}) as resp:
+            assert "登录失败次数过多" in await resp.text()  # this address, for other names
+    async with client(park.base, "li") as http, http.get("/") as resp:
+        assert resp.status == 200  # but not for the name it logged in to before
+
+
 async def test_a_login_from_another_origin_is_refused(park: Served) -> None:
     async with (
         aiohttp.ClientSession(park.base, headers={"Origin": "http://evil.example"}) as http,

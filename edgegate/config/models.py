@@ -537,7 +537,8 @@ class ConsoleSettings(StrictModel):
     ``accounts_file`` (relative: against the configuration's folder) is written by
     ``edgegate accounts`` and re-read by the daemon when it changes. After
     ``max_failed_logins`` refused logins within ``failed_login_window`` for one account name
-    (known or not) or one client address, logins for it are refused for ``lockout``.
+    (known or not) or one client address, logins for it are refused for ``lockout``; an
+    address that logged in to the name before is locked by its own failures for it only.
     """
 
     accounts_file: FilePath

@@ -379,7 +379,7 @@ class Console:
         )
         if logged is None:  # log-then-act: no session the log does not show
             return self._redirect("/login?error=unavailable")
-        self.throttle.succeeded(name)
+        self.throttle.succeeded(name, address)
         session = self.sessions.create(
             account.name, account.role, address, credential=account.password_hash
         )

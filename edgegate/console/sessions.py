@@ -152,6 +152,11 @@ class SessionStore:
         session.on_end.clear()
 
 
+_Key = tuple[str, ...]
+"""What failures are counted under: ("account", name), ("address", address) or
+("pair", name, address)."""
+
+
 @dataclass(slots=True)
 class _Failures:
     times: deque[int]
@@ -159,11 +164,18 @@ class _Failures:
 
 
 class LoginThrottle:
-    """Lock-out after ``max_failures`` refused logins within ``window_ns``, for ``lockout_ns``:
-    per account name as typed (known or not, so a locked answer reveals nothing) and per
-    client address. At most ``max_keys`` names and addresses are remembered; past that, the
-    ones with nothing recent are forgotten first. Checks still under way (:meth:`attempt`)
-    count as failures until they end, so guesses sent at once cannot outrun the lock-out."""
+    """Lock-out after ``max_failures`` refused logins within ``window_ns``, for ``lockout_ns``,
+    counted per account name as typed (known or not, so a locked answer reveals nothing), per
+    client address, and per name from one address.
+
+    An address that logged in to a name before (one of the last ``max_keys`` such pairs, in
+    memory) is held to its own count for that name only: failures from elsewhere, which lock
+    the name and their addresses for everyone else, do not keep the control room's or the
+    booth's own PC out of its account. That client still gets no more than ``max_failures``
+    guesses per lock-out, so the lock-out stays a brake on guessing without being a way to
+    shut people out. At most ``max_keys`` failure counts are remembered; past that, the ones
+    with nothing recent are forgotten first. Checks still under way (:meth:`attempt`) count
+    as failures until they end, so guesses sent at once cannot outrun the lock-out."""
 
     def __init__(
         self,
@@ -179,15 +191,21 @@ class LoginThrottle:
         self._window_ns = window_ns
         self._lockout_ns = lockout_ns
         self._max_keys = max_keys
-        self._keys: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
-        self._checking: Counter[tuple[str, str]] = Counter()  # bounded by open connections
+        self._keys: OrderedDict[_Key, _Failures] = OrderedDict()
+        self._checking: Counter[_Key] = Counter()  # bounded by open connections
+        self._trusted: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def locked(self, account: str, address: str) -> bool:
+        """Whether a login for ``account`` from ``address`` is refused now, unchecked."""
         now = self._mono_ns()
         return any(
             self._locked(key, now) or self._recent(key, now) >= self._max_failures
-            for key in _keys(account, address)
+            for key in self._counted(account, address)
         )
+
+    def trusted(self, account: str, address: str) -> bool:
+        """Whether ``address`` logged in to ``account`` before (held to its own count)."""
+        return (account, address) in self._trusted
 
     @contextlib.contextmanager
     def attempt(self, account: str, address: str) -> Iterator[None]:
@@ -217,16 +235,28 @@ class LoginThrottle:
                 entry.times.clear()
         self._trim(now)
 
-    def succeeded(self, account: str) -> None:
+    def succeeded(self, account: str, address: str) -> None:
+        """A login of ``account`` from ``address``: the name's failures are forgotten, and
+        the address is trusted for the name from now on."""
         self._keys.pop(("account", account), None)
+        self._keys.pop(_pair(account, address), None)
+        self._trusted[account, address] = None
+        self._trusted.move_to_end((account, address))
+        while len(self._trusted) > self._max_keys:
+            self._trusted.popitem(last=False)
 
-    def _recent(self, key: tuple[str, str], now: int) -> int:
+    def _counted(self, account: str, address: str) -> tuple[_Key, ...]:
+        if (account, address) in self._trusted:
+            return (_pair(account, address),)
+        return _keys(account, address)
+
+    def _recent(self, key: _Key, now: int) -> int:
         """Failures within the window plus checks under way."""
         entry = self._keys.get(key)
         times = entry.times if entry is not None else ()
         return sum(1 for t in times if now - t < self._window_ns) + self._checking[key]
 
-    def _locked(self, key: tuple[str, str], now: int) -> bool:
+    def _locked(self, key: _Key, now: int) -> bool:
         entry = self._keys.get(key)
         return entry is not None and entry.locked_until is not None and now < entry.locked_until
 
@@ -242,5 +272,9 @@ class LoginThrottle:
             self._keys.popitem(last=False)
 
 
-def _keys(account: str, address: str) -> tuple[tuple[str, str], tuple[str, str]]:
-    return ("account", account), ("address", address)
+def _pair(account: str, address: str) -> _Key:
+    return "pair", account, address
+
+
+def _keys(account: str, address: str) -> tuple[_Key, ...]:
+    return ("account", account), ("address", address), _pair(account, address)

@@ -421,7 +421,7 @@ class Dashboard:
             log.warning("dashboard_login_refused", account=shown, address=address, reason=reason)
             return self._redirect("/login?error=refused")
         log.info("dashboard_login", account=account.name, role=account.role.value, address=address)
-        self.throttle.succeeded(name)
+        self.throttle.succeeded(name, address)
         session = self.sessions.create(
             account.name, account.role, address, credential=account.password_hash
         )
