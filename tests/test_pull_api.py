@@ -616,6 +616,47 @@ async def test_repeated_bad_tokens_get_429_and_a_pause(gate_log: EventLog, tmp_p
             assert (await _exchange(reader, writer, _keep_alive()))[0] == 200
 
 
+async def test_follow_waits_out_a_pause_of_its_address(
+    gate_log: EventLog, tmp_path: Path, sqlite_store: CentralStore
+) -> None:
+    """Bad tokens from central's address (another process, a token before its rotation)
+    pause it; ``--follow`` retries through the 429s and resumes when the pause ends."""
+    clock = ManualClock()
+    limits = PullLimits(max_auth_failures=3, auth_pause=60)
+    srv = PullApiServer(tmp_path / "gate.db", GATE, HOST, 0, TOKEN, limits=limits, clock=clock)
+    async with srv:
+        for _ in range(3):
+            reader, writer = await _open(srv.port, HOST)
+            with contextlib.closing(writer):
+                assert (await _exchange(reader, writer, _keep_alive(token="guess")))[0] == 401
+        stop = threading.Event()
+        notices: list[str] = []
+        follower = asyncio.create_task(
+            asyncio.to_thread(
+                pull,
+                _url(srv),
+                TOKEN,
+                sqlite_store,
+                follow=True,
+                interval=0.05,
+                stop=stop,
+                on_notice=notices.append,
+            )
+        )
+        try:
+            await eventually(lambda: bool(notices), "a notice while paused")
+            assert "(429: " in notices[0] and "retrying" in notices[0]
+            assert sqlite_store.head(GATE)[0] == 0
+            clock.advance(60)
+            await eventually(
+                lambda: sqlite_store.head(GATE) == gate_log.head, "the log pulled", within=10.0
+            )
+        finally:
+            stop.set()
+            report = await asyncio.wait_for(follower, 10)
+        assert report.ok
+
+
 async def test_unauthenticated_connections_are_capped_per_peer(
     gate_log: EventLog, tmp_path: Path
 ) -> None:

@@ -278,6 +278,12 @@ def _http_error(url: str, code: int, headers: Headers, raw: bytes) -> PullError:
         return PullError(f"{url}: the gate refused the token (401: {message})")
     if code == 404:
         return PullError(f"{url}: not found (404: {message}); give the gate's base URL")
+    if code == 429:  # a pause after bad tokens from this address: it ends by itself
+        return PullError(
+            f"{url}: the gate pauses this address (429: {message}); too many bad tokens came"
+            " from it",
+            transient=True,
+        )
     if 300 <= code < 400:
         where = headers.get("Location")
         return PullError(f"{url}: redirected ({code}) to {where!r}; redirects are not followed")
