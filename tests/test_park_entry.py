@@ -252,6 +252,28 @@ def test_a_message_reports_the_plates_whose_presence_the_commit_changed(
     assert [v.plate for v in store.presence()] == ["苏E80003", "苏E80002"]
 
 
+def test_a_vehicle_that_passed_unread_does_not_spoil_the_message(
+    store: CentralStore, tmp_path: Path
+) -> None:
+    """A pass with no plate (an unread vehicle through a lane held open) is not in
+    ``inside``/``left``: a gate refuses a message with an empty plate, and would lose the
+    consumption beside it."""
+    park = test_downlink._load_key(tmp_path, "park")
+    known(store, "gate-b")
+    store.park_entry = Signer(park)
+    now = time.time_ns() // 10**9 * 10**9
+    log = consumed_at("gate-b", appointment("APT-1", PLATE, now), now)
+    log.passed("", Direction.EXIT, ns_to_datetime(now))
+    store.store_batch("gate-b", log.rows, source=TOPIC_B)
+    [made] = store.take_park_entry()
+    message = opened(made.payload, park)
+    assert (list(message.consume), list(message.inside), list(message.left)) == (
+        ["APT-1"],
+        [(PLATE, "gate-b", now)],
+        [],
+    )
+
+
 def test_a_pass_whose_decision_came_in_an_earlier_batch_still_consumes(
     store: CentralStore, tmp_path: Path
 ) -> None:

@@ -205,7 +205,8 @@ def record(
     the new ones, in sequence (what to publish after the commit)."""
     moved_at: dict[str, list[Moved]] = {}
     for m in moved:
-        moved_at.setdefault(m.gate, []).append(m)
+        if m.plate:  # a vehicle that passed unread: nothing to tell (gates refuse "" plates)
+            moved_at.setdefault(m.gate, []).append(m)
     by_site: dict[str, tuple[list[Consumption], list[Moved], list[str]]] = {}
     for gate in sorted(stored):
         found = _scan(tx, gate, stored[gate], decoded)
