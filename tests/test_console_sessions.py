@@ -7,7 +7,7 @@ import json
 
 from edgegate.console.app import load_assets
 from edgegate.console.desk import DeskAction, Role
-from edgegate.console.sessions import LoginThrottle, SessionStore
+from edgegate.console.sessions import TRUSTED_PER_NAME, LoginThrottle, SessionStore
 from edgegate.core.clock import ManualClock
 from edgegate.core.domain import GateKind, PlateColour
 from edgegate.core.events import GateMode, Loop
@@ -116,14 +116,28 @@ def test_an_address_that_logged_in_before_still_gets_only_so_many_guesses(
     assert not throttle.locked("wang", "10.0.0.5")
 
 
-def test_the_throttle_trusts_a_bounded_number_of_addresses(clock: ManualClock) -> None:
-    throttle = LoginThrottle(
-        clock.mono_ns, max_failures=3, window_ns=60 * S, lockout_ns=60 * S, max_keys=10
-    )
-    for i in range(100):
-        throttle.succeeded("wang", f"addr{i}")
-    assert throttle.trusted("wang", "addr99") and not throttle.trusted("wang", "addr89")
-    assert len(throttle._trusted) == 10
+def test_the_throttle_trusts_a_bounded_number_of_addresses_per_name(clock: ManualClock) -> None:
+    """One account logging in from many addresses (an insider with a viewer's password)
+    cannot push the control room's PC out of the operator's trusted addresses."""
+    throttle = LoginThrottle(clock.mono_ns, max_failures=3, window_ns=60 * S, lockout_ns=60 * S)
+    throttle.succeeded("li", "10.0.0.5")
+    for i in range(TRUSTED_PER_NAME + 100):
+        throttle.succeeded("zhao", f"addr{i}")
+    last = TRUSTED_PER_NAME + 99
+    assert throttle.trusted("zhao", f"addr{last}") and not throttle.trusted("zhao", "addr99")
+    assert len(throttle._trusted["zhao"]) == TRUSTED_PER_NAME
+    assert throttle.trusted("li", "10.0.0.5")
+
+
+def test_a_trusted_login_does_not_lift_a_lock_out_others_set(clock: ManualClock) -> None:
+    """Else every login of the control room would hand an attacker a fresh set of guesses."""
+    throttle = LoginThrottle(clock.mono_ns, max_failures=3, window_ns=900 * S, lockout_ns=600 * S)
+    throttle.succeeded("wang", "10.0.0.5")
+    for _ in range(3):
+        throttle.failed("wang", "10.9.9.9")
+    throttle.succeeded("wang", "10.0.0.5")
+    assert throttle.locked("wang", "10.0.0.6")
+    assert not throttle.locked("wang", "10.0.0.5")
 
 
 def test_the_throttle_remembers_a_bounded_number_of_keys(clock: ManualClock) -> None:

@@ -152,6 +152,9 @@ class SessionStore:
         session.on_end.clear()
 
 
+TRUSTED_PER_NAME = 32
+"""Addresses remembered per account name as having logged in to it (the oldest go first)."""
+
 _Key = tuple[str, ...]
 """What failures are counted under: ("account", name), ("address", address) or
 ("pair", name, address)."""
@@ -168,7 +171,7 @@ class LoginThrottle:
     counted per account name as typed (known or not, so a locked answer reveals nothing), per
     client address, and per name from one address.
 
-    An address that logged in to a name before (one of the last ``max_keys`` such pairs, in
+    An address that logged in to a name before (one of its last ``TRUSTED_PER_NAME``, in
     memory) is held to its own count for that name only: failures from elsewhere, which lock
     the name and their addresses for everyone else, do not keep the control room's or the
     booth's own PC out of its account. That client still gets no more than ``max_failures``
@@ -193,7 +196,10 @@ class LoginThrottle:
         self._max_keys = max_keys
         self._keys: OrderedDict[_Key, _Failures] = OrderedDict()
         self._checking: Counter[_Key] = Counter()  # bounded by open connections
-        self._trusted: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # Per account name (only names that logged in: the accounts'), its addresses, least
+        # recently logged in first: one account's logins from many addresses cannot push
+        # another account's out.
+        self._trusted: dict[str, OrderedDict[str, None]] = {}
 
     def locked(self, account: str, address: str) -> bool:
         """Whether a login for ``account`` from ``address`` is refused now, unchecked."""
@@ -205,7 +211,7 @@ class LoginThrottle:
 
     def trusted(self, account: str, address: str) -> bool:
         """Whether ``address`` logged in to ``account`` before (held to its own count)."""
-        return (account, address) in self._trusted
+        return address in self._trusted.get(account, ())
 
     @contextlib.contextmanager
     def attempt(self, account: str, address: str) -> Iterator[None]:
@@ -236,17 +242,22 @@ class LoginThrottle:
         self._trim(now)
 
     def succeeded(self, account: str, address: str) -> None:
-        """A login of ``account`` from ``address``: the name's failures are forgotten, and
-        the address is trusted for the name from now on."""
-        self._keys.pop(("account", account), None)
+        """A login of ``account`` from ``address``: its failures from there are forgotten,
+        and the address is trusted for the name from now on (the last ``TRUSTED_PER_NAME``
+        addresses of each name). A login checked against the name's own count (from an
+        address not yet trusted) forgets the name's failures too; a trusted address's does
+        not, so it cannot lift a lock-out that others' failures set."""
+        if not self.trusted(account, address):
+            self._keys.pop(("account", account), None)
         self._keys.pop(_pair(account, address), None)
-        self._trusted[account, address] = None
-        self._trusted.move_to_end((account, address))
-        while len(self._trusted) > self._max_keys:
-            self._trusted.popitem(last=False)
+        addresses = self._trusted.setdefault(account, OrderedDict())
+        addresses[address] = None
+        addresses.move_to_end(address)
+        while len(addresses) > TRUSTED_PER_NAME:
+            addresses.popitem(last=False)
 
     def _counted(self, account: str, address: str) -> tuple[_Key, ...]:
-        if (account, address) in self._trusted:
+        if self.trusted(account, address):
             return (_pair(account, address),)
         return _keys(account, address)
 
