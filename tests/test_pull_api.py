@@ -95,6 +95,24 @@ def _url(srv: PullApiServer) -> str:
     return f"http://{HOST}:{srv.port}"
 
 
+def _following(
+    url: str, store: CentralStore, stop: threading.Event, notices: list[str]
+) -> asyncio.Task[PullReport]:
+    """``pull --follow`` of ``url`` into ``store`` in a thread, polling every 0.05 s."""
+    return asyncio.create_task(
+        asyncio.to_thread(
+            pull,
+            url,
+            TOKEN,
+            store,
+            follow=True,
+            interval=0.05,
+            stop=stop,
+            on_notice=notices.append,
+        )
+    )
+
+
 def _get_sync(
     url: str, token: str | None, accept: str | None, method: str, cafile: Path | None
 ) -> Reply:
@@ -631,18 +649,7 @@ async def test_follow_waits_out_a_pause_of_its_address(
                 assert (await _exchange(reader, writer, _keep_alive(token="guess")))[0] == 401
         stop = threading.Event()
         notices: list[str] = []
-        follower = asyncio.create_task(
-            asyncio.to_thread(
-                pull,
-                _url(srv),
-                TOKEN,
-                sqlite_store,
-                follow=True,
-                interval=0.05,
-                stop=stop,
-                on_notice=notices.append,
-            )
-        )
+        follower = _following(_url(srv), sqlite_store, stop, notices)
         try:
             await eventually(lambda: bool(notices), "a notice while paused")
             assert "(429: " in notices[0] and "retrying" in notices[0]
@@ -855,18 +862,7 @@ async def test_follow_picks_up_new_events_until_stopped(
 ) -> None:
     stop = threading.Event()
     notices: list[str] = []
-    follower = asyncio.create_task(
-        asyncio.to_thread(
-            pull,
-            _url(server),
-            TOKEN,
-            sqlite_store,
-            follow=True,
-            interval=0.05,
-            stop=stop,
-            on_notice=notices.append,
-        )
-    )
+    follower = _following(_url(server), sqlite_store, stop, notices)
     try:
         await _append(gate_log, 5)
         target = gate_log.head[0]
@@ -888,18 +884,7 @@ async def test_follow_retries_while_the_gate_is_unreachable(
     port = _free_port()
     stop = threading.Event()
     notices: list[str] = []
-    follower = asyncio.create_task(
-        asyncio.to_thread(
-            pull,
-            f"http://{HOST}:{port}",
-            TOKEN,
-            sqlite_store,
-            follow=True,
-            interval=0.05,
-            stop=stop,
-            on_notice=notices.append,
-        )
-    )
+    follower = _following(f"http://{HOST}:{port}", sqlite_store, stop, notices)
     try:
         await eventually(lambda: bool(notices), "a notice while the gate is unreachable")
         assert "retrying" in notices[0]
